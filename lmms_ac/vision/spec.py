@@ -1,0 +1,79 @@
+"""Spec strings that name a vision representation.
+
+Grammar: ``family:target[?key=value&key=value]``, e.g.
+
+* ``clip:openai/clip-vit-large-patch14-336``
+* ``siglip:google/siglip-base-patch16-224?layer=-1``
+* ``concat:clip:openai/clip-vit-large-patch14+dinov2:facebook/dinov2-large`` (parts joined by ``+``)
+
+``target`` is a hub id or a local directory. A bare hub id (no ``family:``) is accepted where the
+family can be inferred from the name, as the original LLaVA ``mm_vision_tower`` field requires.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Dict, Optional, Tuple
+from urllib.parse import parse_qsl
+
+
+@dataclass(frozen=True)
+class RepresentationSpec:
+    family: str
+    target: str
+    options: Tuple[Tuple[str, str], ...] = field(default_factory=tuple)
+
+    @property
+    def opts(self) -> Dict[str, str]:
+        return dict(self.options)
+
+    def __str__(self) -> str:
+        query = "&".join(f"{k}={v}" for k, v in self.options)
+        return f"{self.family}:{self.target}" + (f"?{query}" if query else "")
+
+
+# ordered: the first matching substring wins (siglip2 before siglip, etc.)
+_FAMILY_HINTS = (
+    ("siglip2", "siglip2"),
+    ("siglip", "siglip"),
+    ("dinov2", "dinov2"),
+    ("open_clip", "openclip"),
+    ("laion/", "openclip"),
+    ("openclip", "openclip"),
+    ("stable-diffusion", "diffusion"),
+    ("sd-image-variations", "diffusion"),
+    ("dit-", "diffusion"),
+    ("clip", "clip"),
+)
+
+
+def infer_family(target: str) -> Optional[str]:
+    low = target.lower()
+    for hint, family in _FAMILY_HINTS:
+        if hint in low:
+            return family
+    return None
+
+
+def parse_spec(text: str, known_families: Optional[set] = None) -> RepresentationSpec:
+    """Parse a spec string; raises ``ValueError`` naming the problem and the expected form."""
+    text = text.strip()
+    if not text:
+        raise ValueError("empty vision representation spec; expected 'family:hub_id_or_path', e.g. 'clip:openai/clip-vit-large-patch14-336'")
+    family, sep, rest = text.partition(":")
+    if known_families is not None and sep and family not in known_families and family.startswith(("/", ".")):
+        sep = ""  # a local path containing ':' - treat as bare target
+    if not sep or (known_families is not None and family not in known_families and infer_family(text)):
+        inferred = infer_family(text)
+        if inferred is None:
+            raise ValueError(
+                f"cannot tell the family of vision representation {text!r}; write it as 'family:{text}' "
+                f"with family one of {sorted(known_families or [])}"
+            )
+        family, rest = inferred, text
+    if family == "concat":
+        # options belong to the parts; keep the whole remainder as the target
+        return RepresentationSpec("concat", rest, ())
+    target, _, query = rest.partition("?")
+    if not target:
+        raise ValueError(f"vision representation spec {text!r} names no model after '{family}:'")
+    return RepresentationSpec(family, target, tuple(parse_qsl(query, keep_blank_values=True)))
