@@ -1,0 +1,243 @@
+"""A LLaVA-style VLM: vision representation -> projector -> causal LM, with perturbation hooks.
+
+The visual tokens of each image replace that image's ``<image>`` placeholder token in the prompt
+(one placeholder per image, expanded to the image's tokens), sequences are left-padded, and
+generation runs through the LM's own ``generate`` on ``inputs_embeds`` - the same computation as
+transformers' ``LlavaForConditionalGeneration``.
+"""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Any, Iterator, List, Optional, Sequence, Tuple
+
+import torch
+from PIL import Image
+from torch import nn
+
+from lmms_ac.vision.base import VisionRepresentation
+from lmms_ac.vlm.hooks import SampleHooks
+from lmms_ac.vlm.images import check_image, expand_to_square, mean_fill
+from lmms_ac.vlm.prompts import IMAGE_TOKEN
+
+
+@dataclass
+class Batch:
+    inputs_embeds: torch.Tensor  # [B, T, D]
+    attention_mask: torch.Tensor  # [B, T]
+    visual_mask: torch.Tensor  # [B, T] bool
+    input_lengths: List[int]  # unpadded lengths
+
+
+def decoder_layers(llm: nn.Module) -> nn.ModuleList:
+    """The decoder's block list of a transformers causal LM (``model.layers`` for Llama-likes)."""
+    base = getattr(llm, getattr(llm, "base_model_prefix", "model"), llm)
+    for name in ("layers", "h", "blocks"):
+        layers = getattr(base, name, None)
+        if isinstance(layers, nn.ModuleList):
+            return layers
+    for module in llm.modules():
+        if isinstance(module, nn.ModuleList) and len(module) > 0:
+            return module
+    raise ValueError(f"cannot find the decoder layers of {type(llm).__name__}")
+
+
+class LlavaStyleVLM(nn.Module):
+    def __init__(self, vision: VisionRepresentation, projector: nn.Module, llm: nn.Module, tokenizer: Any,
+                 image_aspect_ratio: str = "pad", image_token: str = IMAGE_TOKEN):
+        super().__init__()
+        self.vision = vision
+        self.projector = projector
+        self.llm = llm
+        self.tokenizer = tokenizer
+        if image_aspect_ratio not in ("pad", "original"):
+            raise ValueError(f"image_aspect_ratio must be 'pad' or 'original', got {image_aspect_ratio!r}")
+        self.image_aspect_ratio = image_aspect_ratio
+        if image_token not in tokenizer.get_vocab():
+            tokenizer.add_tokens([image_token], special_tokens=True)  # a placeholder only: never embedded
+        self.image_token_id = tokenizer.convert_tokens_to_ids(image_token)
+        pad = tokenizer.pad_token_id
+        self.pad_token_id = pad if pad is not None else tokenizer.eos_token_id
+        if self.pad_token_id is None:
+            raise ValueError("the tokenizer has neither a pad nor an eos token; cannot pad batches")
+
+    # ---------------------------------------------------------------- vision
+    @property
+    def device(self) -> torch.device:
+        return self.llm.get_input_embeddings().weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.llm.get_input_embeddings().weight.dtype
+
+    def _geometry(self, image: Image.Image) -> Image.Image:
+        image = check_image(image)
+        if self.image_aspect_ratio == "pad":
+            return expand_to_square(image, mean_fill(self.vision.image_spec.mean))
+        return image
+
+    @torch.no_grad()
+    def encode_images(self, images: Sequence[Image.Image], hooks: Sequence[Optional[SampleHooks]] = ()) -> List[torch.Tensor]:
+        """Projected visual tokens, one ``[N_i, D_llm]`` tensor per image (hooks aligned with images)."""
+        if not images:
+            return []
+        hooks = list(hooks) or [None] * len(images)
+        squared = [self._geometry(im) for im in images]
+        needs_pixels = [h is not None and h.image is not None for h in hooks]
+        if any(needs_pixels):
+            pixels = self.vision.pixels(squared)
+            for i, h in enumerate(hooks):
+                if needs_pixels[i]:
+                    pixels[i] = h.image(pixels[i], i)
+            pixel_values = self.vision.normalize(pixels)
+        else:
+            pixel_values = self.vision.preprocess(squared)
+        tokens = self.vision.encode(pixel_values.to(self.vision.device, self.vision.dtype))
+        projected = self.projector(tokens.to(self.dtype).to(self.device))
+        out = []
+        for i, h in enumerate(hooks):
+            t = projected[i]
+            if h is not None and h.tokens is not None:
+                t = h.tokens(t, i)
+            out.append(t)
+        return out
+
+    # ---------------------------------------------------------------- text + splice
+    def tokenize(self, text: str) -> List[int]:
+        return self.tokenizer(text, add_special_tokens=True)["input_ids"]
+
+    def _splice(self, ids: List[int], visual: List[torch.Tensor]) -> Tuple[torch.Tensor, torch.Tensor]:
+        positions = [i for i, t in enumerate(ids) if t == self.image_token_id]
+        if len(positions) != len(visual):
+            raise ValueError(f"prompt has {len(positions)} '{IMAGE_TOKEN}' tokens but {len(visual)} images")
+        ids_t = torch.tensor(ids, device=self.device)
+        text_emb = self.llm.get_input_embeddings()(ids_t.masked_fill(ids_t == self.image_token_id, self.pad_token_id))
+        parts, mask_parts, start = [], [], 0
+        for pos, vis in zip(positions, visual):
+            parts += [text_emb[start:pos], vis.to(text_emb.dtype)]
+            mask_parts += [torch.zeros(pos - start, dtype=torch.bool), torch.ones(len(vis), dtype=torch.bool)]
+            start = pos + 1
+        parts.append(text_emb[start:])
+        mask_parts.append(torch.zeros(len(ids) - start, dtype=torch.bool))
+        return torch.cat(parts), torch.cat(mask_parts).to(self.device)
+
+    def build_batch(self, token_ids: Sequence[List[int]], images: Sequence[Sequence[Image.Image]],
+                    hooks: Sequence[Optional[SampleHooks]] = (), padding_side: str = "left") -> Batch:
+        hooks = list(hooks) or [None] * len(token_ids)
+        flat_images = [im for ims in images for im in ims]
+        flat_hooks = [hooks[s] for s, ims in enumerate(images) for _ in ims]
+        visual = self.encode_images(flat_images, flat_hooks)
+        seqs, vmasks, k = [], [], 0
+        for ids, ims in zip(token_ids, images):
+            emb, vm = self._splice(ids, visual[k:k + len(ims)])
+            k += len(ims)
+            seqs.append(emb)
+            vmasks.append(vm)
+        lengths = [len(s) for s in seqs]
+        longest = max(lengths)
+        pad_emb = self.llm.get_input_embeddings()(torch.tensor([self.pad_token_id], device=self.device))[0]
+        B, D = len(seqs), seqs[0].shape[-1]
+        embeds = pad_emb.expand(B, longest, D).clone()
+        attn = torch.zeros(B, longest, dtype=torch.long, device=self.device)
+        vmask = torch.zeros(B, longest, dtype=torch.bool, device=self.device)
+        for b, (s, vm) in enumerate(zip(seqs, vmasks)):
+            sl = slice(longest - len(s), longest) if padding_side == "left" else slice(0, len(s))
+            embeds[b, sl], attn[b, sl], vmask[b, sl] = s, 1, vm
+        for b, h in enumerate(hooks):  # layer 0 = input embeddings
+            if h is not None and h.hidden is not None and h.hidden_layer == 0:
+                sel = attn[b].bool()
+                embeds[b, sel] = h.hidden(embeds[b, sel], vmask[b, sel])
+        return Batch(embeds, attn, vmask, lengths)
+
+    @contextlib.contextmanager
+    def hidden_hooks(self, batch: Batch, hooks: Sequence[Optional[SampleHooks]]) -> Iterator[None]:
+        """Install forward hooks for samples that perturb a decoder layer's output (prefill only)."""
+        by_layer = {}
+        for b, h in enumerate(hooks):
+            if h is not None and h.hidden is not None and h.hidden_layer >= 1:
+                by_layer.setdefault(h.hidden_layer, []).append((b, h))
+        if not by_layer:
+            yield
+            return
+        layers = decoder_layers(self.llm)
+        handles = []
+        for layer, items in by_layer.items():
+            if layer > len(layers):
+                raise ValueError(f"hidden_layer {layer} but the LLM has {len(layers)} layers")
+
+            def hook(module, args, output, items=items):
+                hidden = output[0] if isinstance(output, tuple) else output
+                if hidden.shape[1] != batch.inputs_embeds.shape[1]:
+                    return output  # a decoding step, not the prefill
+                hidden = hidden.clone()
+                for b, h in items:
+                    sel = batch.attention_mask[b].bool()
+                    hidden[b, sel] = h.hidden(hidden[b, sel], batch.visual_mask[b, sel]).to(hidden.dtype)
+                return (hidden,) + tuple(output[1:]) if isinstance(output, tuple) else hidden
+
+            handles.append(layers[layer - 1].register_forward_hook(hook))
+        try:
+            yield
+        finally:
+            for handle in handles:
+                handle.remove()
+
+    # ---------------------------------------------------------------- inference
+    @torch.no_grad()
+    def generate(self, prompts: Sequence[str], images: Sequence[Sequence[Image.Image]],
+                 hooks: Sequence[Optional[SampleHooks]] = (), *, max_new_tokens: int = 128,
+                 until: Sequence[str] = (), do_sample: bool = False, temperature: float = 0.0,
+                 top_p: Optional[float] = None, num_beams: int = 1, seed: Optional[int] = None) -> List[str]:
+        """Generate a continuation per prompt; text is cut at the first ``until`` string."""
+        token_ids = [self.tokenize(p) for p in prompts]
+        batch = self.build_batch(token_ids, images, hooks)
+        kwargs: dict = dict(max_new_tokens=max_new_tokens, num_beams=num_beams, pad_token_id=self.pad_token_id,
+                            eos_token_id=self.tokenizer.eos_token_id)
+        if do_sample:
+            kwargs.update(do_sample=True, temperature=temperature or 1.0, top_p=top_p)
+            if seed is not None:
+                torch.manual_seed(seed)
+        else:
+            kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+        stops = [s for s in until if s]
+        if stops:
+            kwargs.update(stop_strings=stops, tokenizer=self.tokenizer)
+        with self.hidden_hooks(batch, hooks):
+            out = self.llm.generate(inputs_embeds=batch.inputs_embeds, attention_mask=batch.attention_mask, **kwargs)
+        texts = self.tokenizer.batch_decode(out, skip_special_tokens=True)
+        return [cut_at_stops(t, stops) for t in texts]
+
+    @torch.no_grad()
+    def loglikelihood(self, contexts: Sequence[str], continuations: Sequence[str],
+                      images: Sequence[Sequence[Image.Image]], hooks: Sequence[Optional[SampleHooks]] = ()) -> List[Tuple[float, bool]]:
+        """Sum of log P(continuation tokens | context, images) and whether greedy decoding gives them."""
+        full_ids, n_cont = [], []
+        for ctx, cont in zip(contexts, continuations):
+            ctx_ids = self.tokenize(ctx)
+            whole = self.tokenize(ctx + cont)
+            if whole[: len(ctx_ids)] != ctx_ids:  # tokenizer merged across the boundary: score cont alone
+                whole = ctx_ids + self.tokenizer(cont, add_special_tokens=False)["input_ids"]
+            if len(whole) == len(ctx_ids):
+                raise ValueError(f"continuation {cont!r} tokenizes to nothing")
+            full_ids.append(whole)
+            n_cont.append(len(whole) - len(ctx_ids))
+        batch = self.build_batch(full_ids, images, hooks, padding_side="right")
+        with self.hidden_hooks(batch, hooks):
+            logits = self.llm(inputs_embeds=batch.inputs_embeds, attention_mask=batch.attention_mask).logits
+        logprobs = torch.log_softmax(logits.float(), dim=-1)
+        results = []
+        for b, (ids, n) in enumerate(zip(full_ids, n_cont)):
+            length = batch.input_lengths[b]
+            target = torch.tensor(ids[-n:], device=logprobs.device)
+            lp = logprobs[b, length - n - 1: length - 1]
+            results.append((float(lp.gather(-1, target[:, None]).sum()), bool((lp.argmax(-1) == target).all())))
+        return results
+
+
+def cut_at_stops(text: str, stops: Sequence[str]) -> str:
+    cut = len(text)
+    for s in stops:
+        i = text.find(s)
+        if i != -1:
+            cut = min(cut, i)
+    return text[:cut]
