@@ -1,0 +1,15 @@
+"""lmms-eval task YAMLs of lmms-ac (installed as ``lmms_ac.tasks``) and the generated index of
+robustness variants. The plugin hook (``lmms_ac.plugin``) makes every TaskManager index this folder."""
+from __future__ import annotations
+
+
+def extend_task_index(task_manager) -> None:
+    """Add catalogue-generated robustness tasks to ``task_manager``'s index (no-op until the
+    catalogue registers task builders)."""
+    try:
+        from lmms_ac.robustness.tasks import extend_index
+    except ModuleNotFoundError as err:
+        if err.name != "lmms_ac.robustness.tasks":
+            raise
+        return
+    extend_index(task_manager)

@@ -5,8 +5,8 @@
 * ``tokens`` - ``(tokens [N, D_llm], image_index) -> tokens [N', D_llm]``: one image's visual
   tokens after the projector, before the LLM (N' may differ from N).
 * ``hidden`` - ``(hidden [T, D_llm], visual_mask [T] bool) -> hidden`` at LLM layer
-  ``hidden_layer`` (0 = the input embeddings, L >= 1 = the output of decoder layer L), applied to
-  the prompt positions (the prefill pass) of that sample only.
+  ``hidden_layer`` L: the hidden state entering decoder block L (transformers' ``hidden_states[L]``;
+  0 = the input embeddings), applied to the prompt positions (the prefill pass) of that sample only.
 """
 from __future__ import annotations
 

@@ -77,18 +77,21 @@ class LlavaStyleVLM(nn.Module):
         return image
 
     @torch.no_grad()
-    def encode_images(self, images: Sequence[Image.Image], hooks: Sequence[Optional[SampleHooks]] = ()) -> List[torch.Tensor]:
-        """Projected visual tokens, one ``[N_i, D_llm]`` tensor per image (hooks aligned with images)."""
+    def encode_images(self, images: Sequence[Image.Image], hooks: Sequence[Optional[SampleHooks]] = (),
+                      image_indices: Sequence[int] = ()) -> List[torch.Tensor]:
+        """Projected visual tokens, one ``[N_i, D_llm]`` tensor per image. ``hooks`` are aligned with
+        ``images``; ``image_indices`` give each image's position within its own request."""
         if not images:
             return []
         hooks = list(hooks) or [None] * len(images)
+        image_indices = list(image_indices) or list(range(len(images)))
         squared = [self._geometry(im) for im in images]
         needs_pixels = [h is not None and h.image is not None for h in hooks]
         if any(needs_pixels):
             pixels = self.vision.pixels(squared)
             for i, h in enumerate(hooks):
                 if needs_pixels[i]:
-                    pixels[i] = h.image(pixels[i], i)
+                    pixels[i] = h.image(pixels[i], image_indices[i])
             pixel_values = self.vision.normalize(pixels)
         else:
             pixel_values = self.vision.preprocess(squared)
@@ -98,7 +101,7 @@ class LlavaStyleVLM(nn.Module):
         for i, h in enumerate(hooks):
             t = projected[i]
             if h is not None and h.tokens is not None:
-                t = h.tokens(t, i)
+                t = h.tokens(t, image_indices[i])
             out.append(t)
         return out
 
@@ -126,7 +129,8 @@ class LlavaStyleVLM(nn.Module):
         hooks = list(hooks) or [None] * len(token_ids)
         flat_images = [im for ims in images for im in ims]
         flat_hooks = [hooks[s] for s, ims in enumerate(images) for _ in ims]
-        visual = self.encode_images(flat_images, flat_hooks)
+        flat_index = [j for ims in images for j in range(len(ims))]
+        visual = self.encode_images(flat_images, flat_hooks, flat_index)
         seqs, vmasks, k = [], [], 0
         for ids, ims in zip(token_ids, images):
             emb, vm = self._splice(ids, visual[k:k + len(ims)])

@@ -1,0 +1,65 @@
+"""From an lmms-eval request (task, doc_id) to the VLM's hooks: which perturbation applies, seeded
+how, at which hook point. The catalogue (``lmms_ac.robustness``) says what a perturbation does;
+this module only places it."""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+from lmms_ac.vlm.hooks import SampleHooks
+
+
+def task_perturbation(task: str):
+    """The perturbation a generated robustness task carries, or None for a clean task."""
+    try:
+        from lmms_ac.robustness.tasks import perturbation_for_task
+    except ModuleNotFoundError as err:
+        if err.name != "lmms_ac.robustness.tasks":
+            raise
+        return None
+    return perturbation_for_task(task)
+
+
+class HookFactory:
+    """Builds per-request ``SampleHooks`` for one VLM.
+
+    ``perturbation`` (a catalogue string form such as ``tokperm``) applies to every request whose
+    task carries none; ``seed`` overrides its seed.
+    """
+
+    def __init__(self, vlm, perturbation: Optional[str] = None, seed: int = 0):
+        from lmms_ac.robustness import parse_perturbation
+
+        self.vlm = vlm
+        self.default = parse_perturbation(perturbation).with_seed(seed) if perturbation else None
+        if self.default is not None:
+            self._check(self.default)
+
+    def _check(self, p) -> None:
+        if p.stage == "hidden":
+            from lmms_ac.vlm.model import decoder_layers
+
+            n = len(decoder_layers(self.vlm.llm))
+            if p.layer > n:
+                raise ValueError(f"perturbation {p} targets layer {p.layer} but the LLM has {n} decoder layers (valid 0..{n})")
+        if p.stage == "dataset":
+            raise ValueError(f"perturbation {p} substitutes images in the dataset; run its robustness task instead of passing it as a model argument")
+
+    def for_request(self, task: str, doc_id: int) -> Optional[SampleHooks]:
+        p = task_perturbation(task) or self.default
+        if p is None or p.stage == "dataset":
+            return None
+        grid, patch = tuple(self.vlm.vision.grid), int(self.vlm.vision.patch_size)
+        if p.stage == "image":
+            return SampleHooks(image=lambda x, i: p(x, p.context(task, doc_id, grid, patch, image_index=i)))
+        if p.stage == "tokens":
+            return SampleHooks(tokens=lambda x, i: p(x, p.context(task, doc_id, grid, patch, image_index=i)))
+        if p.stage == "hidden":
+            self._check(p)
+
+            def hidden(h: torch.Tensor, visual_mask: torch.Tensor) -> torch.Tensor:
+                return p(h, p.context(task, doc_id, grid, patch, visual_mask=visual_mask))
+
+            return SampleHooks(hidden=hidden, hidden_layer=int(p.layer))
+        raise ValueError(f"perturbation {p} has unknown stage {p.stage!r}")

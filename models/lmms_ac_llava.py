@@ -1,0 +1,186 @@
+"""``lmms_ac_llava``: the lmms-eval model for LLaVA-style checkpoints (thin: requests -> library).
+
+    lmms-eval --model lmms_ac_llava --model_args pretrained=<dir or hub id> --tasks mme,seed
+
+Model arguments (anything else is an error listing these): see ``MODEL_ARGS``.
+"""
+from __future__ import annotations
+
+import inspect
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import torch
+from loguru import logger
+from PIL import Image
+from tqdm import tqdm
+
+from lmms_eval import utils as lmms_utils
+from lmms_eval.api.instance import Instance
+from lmms_eval.api.model import lmms
+
+from lmms_ac.vlm.hooks import SampleHooks
+from lmms_ac.vlm.prompts import build_prompt, resolve_format
+
+DEFAULT_PRETRAINED = "llava-hf/llava-1.5-7b-hf"
+
+
+class LmmsAcLlava(lmms):
+    """LLaVA-style model (vision representation -> projector -> LLM) with perturbation hooks.
+
+    Args:
+        pretrained: llava-hf or original-LLaVA checkpoint (directory or hub id).
+        model_base: base LLM for a stage-1 checkpoint that only has ``mm_projector.bin``.
+        vision_tower: representation spec overriding the checkpoint's tower, e.g. ``clip:openai/clip-vit-large-patch14-336``.
+        device: ``cuda``, ``cuda:1``, ``cpu``... (default: cuda when available). Under ``accelerate launch`` each process takes its local GPU.
+        dtype: ``auto``, ``float16``, ``bfloat16`` or ``float32``.
+        attn_implementation: ``eager``, ``sdpa`` or ``flash_attention_2``.
+        batch_size: requests per forward pass (left-padded).
+        prompt_format: ``auto`` (the tokenizer's chat template when the checkpoint has one, else ``vicuna_v1``), ``vicuna_v1``, ``chat_template`` or ``plain``.
+        image_aspect_ratio: ``auto`` (the checkpoint's setting), ``pad`` (LLaVA-1.5: pad to square with the mean colour) or ``original``.
+        system_prompt: replaces the template's system message.
+        perturbation: a catalogue perturbation applied on every task (e.g. ``tokperm``); robustness tasks carry their own.
+        perturbation_seed: seed of that perturbation.
+        variant: name of this model in results tables (default: the checkpoint's directory name).
+        max_new_tokens: default when a task sets none (128).
+        trust_remote_code: off unless turned on.
+    """
+
+    def __init__(self, pretrained: str = DEFAULT_PRETRAINED, model_base: Optional[str] = None, vision_tower: Optional[str] = None,
+                 device: Optional[str] = None, dtype: str = "auto", attn_implementation: Optional[str] = None,
+                 batch_size: int = 1, max_batch_size: Optional[int] = None, prompt_format: str = "auto",
+                 image_aspect_ratio: str = "auto", system_prompt: Optional[str] = None, perturbation: Optional[str] = None,
+                 perturbation_seed: int = 0, variant: Optional[str] = None, max_new_tokens: int = 128,
+                 trust_remote_code: bool = False, **unknown: Any) -> None:
+        super().__init__()
+        if unknown:
+            valid = ", ".join(sorted(MODEL_ARGS))
+            raise ValueError(f"unknown model argument(s) for lmms_ac_llava: {', '.join(sorted(unknown))}. Valid arguments: {valid}")
+        from accelerate import Accelerator
+
+        from lmms_ac.vlm.loaders import load_vlm
+
+        accelerator = Accelerator()
+        if device in (None, "", "auto"):
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        if accelerator.num_processes > 1 and str(device).startswith("cuda"):
+            device = f"cuda:{accelerator.local_process_index}"
+        self._device = torch.device(device)
+        self.accelerator = accelerator
+        self._rank = accelerator.process_index
+        self._world_size = accelerator.num_processes
+        self.batch_size_per_gpu = int(batch_size)
+        if self.batch_size_per_gpu < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.pretrained = pretrained
+        self.variant = variant or str(pretrained).rstrip("/").split("/")[-1]
+        self.max_new_tokens = int(max_new_tokens)
+        self.vlm = load_vlm(pretrained, model_base=model_base, vision_tower=vision_tower, dtype=dtype, device=self._device,
+                            attn_implementation=attn_implementation, image_aspect_ratio=image_aspect_ratio,
+                            trust_remote_code=bool(trust_remote_code))
+        self.prompt_format = resolve_format(prompt_format, self.vlm.tokenizer)
+        self.system_prompt = system_prompt
+        from lmms_ac.perturb_bridge import HookFactory
+
+        self.hook_factory = HookFactory(self.vlm, perturbation=perturbation, seed=int(perturbation_seed))
+        try:  # TEMP until robustness.tasks lands
+            from lmms_ac.robustness.tasks import declare_perturbation_support
+
+            declare_perturbation_support()  # robustness tasks may now run: this model applies their perturbations
+        except ModuleNotFoundError:
+            pass
+        if self._world_size > 1:
+            logger.info(f"lmms_ac_llava: data parallel, rank {self._rank} of {self._world_size} on {self._device}")
+
+    # ------------------------------------------------------------------ lmms-eval plumbing
+    @property
+    def device(self) -> torch.device:
+        return self._device
+
+    @property
+    def batch_size(self) -> int:
+        return self.batch_size_per_gpu
+
+    @property
+    def tokenizer(self):
+        return self.vlm.tokenizer
+
+    @property
+    def model(self):
+        return self.vlm
+
+    def _visuals(self, doc_to_visual, task: str, split: str, doc_id: int) -> List[Image.Image]:
+        visuals = doc_to_visual(self.task_dict[task][split][doc_id]) if doc_to_visual is not None else []
+        visuals = [v for v in (visuals or []) if v is not None]
+        for v in visuals:
+            if not isinstance(v, Image.Image):
+                raise TypeError(f"task {task!r} doc {doc_id}: lmms_ac_llava takes images only, got {type(v).__name__} "
+                                "(video/audio tasks need another model)")
+        return visuals
+
+    def _prompt(self, context: str, n_images: int) -> str:
+        return build_prompt(context, n_images, self.prompt_format, self.vlm.tokenizer, self.system_prompt)
+
+    # ------------------------------------------------------------------ requests
+    def generate_until(self, requests: List[Instance]) -> List[str]:
+        def order(args):  # longest prompts first, so the first batch shows the peak memory
+            return -len(args[0]), args[0]
+
+        collator = lmms_utils.Collator([r.args for r in requests], order, grouping=True)
+        results: List[str] = []
+        pbar = tqdm(total=len(requests), disable=self.rank != 0, desc="lmms_ac_llava generate")
+        for chunk in collator.get_batched(n=self.batch_size, batch_fn=None):
+            contexts, gen_kwargs_list, doc_to_visuals, doc_ids, tasks, splits = zip(*chunk)
+            gen_kwargs = dict(gen_kwargs_list[0])
+            until = gen_kwargs.pop("until", None)
+            if isinstance(until, str):
+                until = [until]
+            elif until is not None and not isinstance(until, (list, tuple)):
+                raise ValueError(f"gen_kwargs['until'] must be a string or a list, got {type(until).__name__}")
+            until = list(until or [])
+            eos_text = self.vlm.tokenizer.eos_token
+            images = [self._visuals(d, t, s, i) for d, t, s, i in zip(doc_to_visuals, tasks, splits, doc_ids)]
+            prompts = [self._prompt(c, len(ims)) for c, ims in zip(contexts, images)]
+            hooks = [self.hook_factory.for_request(t, i) for t, i in zip(tasks, doc_ids)]
+            temperature = float(gen_kwargs.get("temperature", 0) or 0)
+            do_sample = bool(gen_kwargs.get("do_sample", False)) or temperature > 0
+            texts = self.vlm.generate(
+                prompts, images, hooks, max_new_tokens=int(gen_kwargs.get("max_new_tokens") or self.max_new_tokens),
+                until=[u for u in until if u != eos_text], do_sample=do_sample, temperature=temperature,
+                top_p=gen_kwargs.get("top_p"), num_beams=int(gen_kwargs.get("num_beams", 1) or 1),
+            )
+            for ctx, text in zip(contexts, texts):
+                self.cache_hook.add_partial("generate_until", (ctx, gen_kwargs_list[0]), text)
+            results.extend(texts)
+            pbar.update(len(chunk))
+        pbar.close()
+        return collator.get_original(results)
+
+    def loglikelihood(self, requests: List[Instance]) -> List[Tuple[float, bool]]:
+        results: List[Tuple[float, bool]] = []
+        args = [r.args for r in requests]
+        pbar = tqdm(total=len(args), disable=self.rank != 0, desc="lmms_ac_llava loglikelihood")
+        for start in range(0, len(args), self.batch_size):
+            chunk = args[start:start + self.batch_size]
+            contexts, continuations, images, hooks = [], [], [], []
+            for context, doc_to_target, doc_to_visual, doc_id, task, split in chunk:
+                doc = self.task_dict[task][split][doc_id]
+                cont = doc_to_target if isinstance(doc_to_target, str) else doc_to_target(doc)
+                ims = self._visuals(doc_to_visual, task, split, doc_id)
+                prompt = self._prompt(context, len(ims))
+                contexts.append(prompt)
+                continuations.append(cont if cont[:1].isspace() else " " + cont)
+                images.append(ims)
+                hooks.append(self.hook_factory.for_request(task, doc_id))
+            results.extend(self.vlm.loglikelihood(contexts, continuations, images, hooks))
+            pbar.update(len(chunk))
+        pbar.close()
+        return results
+
+    def generate_until_multi_round(self, requests) -> List[str]:
+        raise NotImplementedError(
+            "lmms_ac_llava does not implement generate_until_multi_round (multi-round tasks such as mmbench multi-turn "
+            "variants); run single-round tasks, or use a model that supports it"
+        )
+
+
+MODEL_ARGS = sorted(p for p in inspect.signature(LmmsAcLlava.__init__).parameters if p not in ("self", "unknown"))

@@ -1,0 +1,13 @@
+"""The `seed` task: lmms-eval's seedbench functions, restricted to image questions."""
+from lmms_eval.tasks.seedbench.utils import seed_aggregation_result, seed_doc_to_text, seed_doc_to_visual  # noqa: F401
+
+
+def image_questions(dataset):
+    """Keep SEED-Bench's image questions (``data_type == 'image'``), as the law paper's SEED-IMG."""
+    return dataset.filter(lambda doc: doc["data_type"] == "image")
+
+
+def seed_image_result(doc, result):
+    pred = result[0].strip()
+    pred = pred[0] if pred else pred  # the option letter, as seedbench parses it
+    return {"seed_image": {"pred": pred, "answer": doc["answer"], "question_id": doc["question_id"]}}
