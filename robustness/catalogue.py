@@ -1,0 +1,374 @@
+"""The perturbation catalogue: one registry ``PERTURBATIONS`` (name -> class) and the string forms.
+
+=================  =======  ==================================  =============================
+name               stage    string form (seed 0; else ``_sK``)  parameters
+=================  =======  ==================================  =============================
+patchshuffle       image    ``patchshuffle4``                   n (tiles per side)
+pdrop_random       image    ``pdrop_random50``                  ratio (percent in the form)
+pdrop_salient      image    ``pdrop_salient30[_mass]``          ratio, by = count | mass
+pdrop_nonsalient   image    ``pdrop_nonsalient30[_mass]``       ratio, by = count | mass
+synthetic          dataset  ``synthetic``                       (none; the task swaps images)
+tokperm            tokens   ``tokperm``                         (none)
+tokgroup           tokens   ``tokgroup_m4_g5``                  m (m x m groups), group
+toknoise           tokens   ``toknoise_m4_g5``                  m, group
+layernoise         hidden   ``layernoise_l12``                  layer
+modnoise           hidden   ``modnoise_image_l0``               modality = image | text, layer
+=================  =======  ==================================  =============================
+
+How a caller applies ``p`` (``ctx = p.context(task, doc_id, grid, patch_size, ...)``):
+
+* ``image``: ``p(pixels [3, S, S] in [0, 1], ctx)`` after the encoder's resize/crop, before
+  normalisation;
+* ``tokens``: ``p(tokens [N, D], ctx)`` on one image's projector output (may return fewer rows);
+* ``hidden``: ``p(h [T, D], ctx)`` with ``ctx.visual_mask [T]`` on one sample's hidden state that
+  ENTERS decoder block ``p.layer`` (Hugging Face ``hidden_states[p.layer]``; layer 0 = the input
+  embeddings, i.e. the projector output at the visual positions);
+* ``dataset``: a marker; the task substitutes the regenerated image, ``apply`` is the identity.
+
+Adding an op is one function in an op module and one class here.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, List, Optional, Tuple, Type
+
+import torch
+
+from lmms_ac.registry import Registry, UnknownEntryError
+
+from .base import INT, PERCENT, Perturbation, choice, param
+from .context import PerturbationContext
+from .image_ops import drop_cells, patch_shuffle, random_cells
+from .noise import add_component_noise
+from .saliency import CachedSaliency, default_saliency, salient_cells
+from .token_ops import keep_group, noise_group, permute_tokens
+
+PERTURBATIONS: Registry[Type[Perturbation]] = Registry("perturbation")
+
+
+def register(cls: Type[Perturbation]) -> Type[Perturbation]:
+    """Add a perturbation class to ``PERTURBATIONS`` under ``cls.name`` (checks its string form)."""
+    if not cls.name or not cls.form.startswith(cls.name):
+        raise ValueError(f"{cls.__name__}: the string form {cls.form!r} must start with the name {cls.name!r}")
+    cls.pattern()  # every {slot} has a codec
+    return PERTURBATIONS.register(cls.name, cls)
+
+
+def _check_ratio(p: Perturbation) -> None:
+    ratio = float(p.ratio)  # type: ignore[attr-defined]
+    if not 0.0 < ratio < 1.0:
+        raise ValueError(f"{p.name}: ratio must be in (0, 1), got {ratio}")
+    if abs(ratio * 100 - round(ratio * 100)) > 1e-6:
+        raise ValueError(f"{p.name}: ratio must be a whole percent (0.01 steps), got {ratio}")
+    object.__setattr__(p, "ratio", round(ratio * 100) / 100)
+
+
+def _check_group(p: Perturbation) -> None:
+    m, g = int(p.m), int(p.group)  # type: ignore[attr-defined]
+    if m < 1 or not 0 <= g < m * m:
+        raise ValueError(f"{p.name}: need m >= 1 and 0 <= group < m*m, got m={m}, group={g}")
+
+
+def _check_layer(p: Perturbation) -> None:
+    if int(p.layer) < 0:  # type: ignore[attr-defined]
+        raise ValueError(f"{p.name}: layer must be >= 0, got {p.layer}")  # type: ignore[attr-defined]
+
+
+# ---------------------------------------------------------------------------------- image stage
+@register
+@dataclass(frozen=True, kw_only=True)
+class PatchShuffle(Perturbation):
+    """Shuffle the tiles of an n x n grid of the image (border of H % n / W % n pixels stays)."""
+
+    name = "patchshuffle"
+    stage = "image"
+    stochastic = True
+    form = "patchshuffle{n}"
+    codecs = {"n": INT}
+    examples = ({"n": 2}, {"n": 4}, {"n": 8}, {"n": 14})
+
+    n: int
+
+    def __post_init__(self) -> None:
+        if int(self.n) < 2:
+            raise ValueError(f"patchshuffle: n must be >= 2, got {self.n}")
+
+    def apply(self, x: torch.Tensor, ctx: PerturbationContext) -> torch.Tensor:
+        return patch_shuffle(x, int(self.n), ctx.generator())
+
+
+@register
+@dataclass(frozen=True, kw_only=True)
+class RandomPatchDrop(Perturbation):
+    """Zero the pixels of round(ratio * N) random cells of the encoder's patch grid."""
+
+    name = "pdrop_random"
+    stage = "image"
+    stochastic = True
+    form = "pdrop_random{ratio}"
+    codecs = {"ratio": PERCENT}
+    examples = ({"ratio": 0.1}, {"ratio": 0.5}, {"ratio": 0.9})
+
+    ratio: float
+
+    def __post_init__(self) -> None:
+        _check_ratio(self)
+
+    def cells(self, ctx: PerturbationContext) -> torch.Tensor:
+        """The dropped cells, bool ``[gh, gw]``."""
+        return random_cells(ctx.grid, self.ratio, ctx.generator())
+
+    def apply(self, x: torch.Tensor, ctx: PerturbationContext) -> torch.Tensor:
+        return drop_cells(x, self.cells(ctx))
+
+
+_BY = choice({"count": "", "mass": "_mass"})
+
+
+@register
+@dataclass(frozen=True, kw_only=True)
+class SalientPatchDrop(Perturbation):
+    """Zero the most salient cells (DINO CLS attention): the top round(ratio * N) cells
+    (``by="count"``) or the smallest top set holding ``ratio`` of the attention mass (``by="mass"``).
+
+    ``saliency`` (not a parameter) injects a :class:`CachedSaliency` or a bare saliency model;
+    None uses :func:`default_saliency` (DINO ViT-S/16, loaded lazily)."""
+
+    name = "pdrop_salient"
+    stage = "image"
+    stochastic = False
+    form = "pdrop_salient{ratio}{by}"
+    codecs = {"ratio": PERCENT, "by": _BY}
+    examples = ({"ratio": 0.3}, {"ratio": 0.7, "by": "mass"})
+
+    ratio: float
+    by: str = "count"
+    saliency: Optional[Any] = param(default=None)
+
+    def __post_init__(self) -> None:
+        _check_ratio(self)
+        if self.by not in ("count", "mass"):
+            raise ValueError(f"{self.name}: by must be 'count' or 'mass', got {self.by!r}")
+        if self.saliency is not None and not isinstance(self.saliency, CachedSaliency):
+            object.__setattr__(self, "saliency", CachedSaliency(self.saliency))
+
+    def salient(self, x: torch.Tensor, ctx: PerturbationContext) -> torch.Tensor:
+        """The top salient cells of the clean image ``x``, bool ``[gh, gw]``."""
+        saliency = self.saliency if self.saliency is not None else default_saliency()
+        return salient_cells(saliency(x, ctx.grid), self.ratio, self.by)
+
+    def cells(self, x: torch.Tensor, ctx: PerturbationContext) -> torch.Tensor:
+        """The dropped cells, bool ``[gh, gw]``."""
+        return self.salient(x, ctx)
+
+    def apply(self, x: torch.Tensor, ctx: PerturbationContext) -> torch.Tensor:
+        return drop_cells(x, self.cells(x, ctx))
+
+
+@register
+@dataclass(frozen=True, kw_only=True)
+class NonSalientPatchDrop(SalientPatchDrop):
+    """Keep only the cells Salient PatchDrop at the same ratio drops (zero the complement), so the
+    two drops at one ratio partition the grid."""
+
+    name = "pdrop_nonsalient"
+    form = "pdrop_nonsalient{ratio}{by}"
+
+    def cells(self, x: torch.Tensor, ctx: PerturbationContext) -> torch.Tensor:
+        return ~self.salient(x, ctx)
+
+
+@register
+@dataclass(frozen=True, kw_only=True)
+class SyntheticImage(Perturbation):
+    """Marker: evaluate on regenerated (caption -> text-to-image) images; the task swaps them in."""
+
+    name = "synthetic"
+    stage = "dataset"
+    stochastic = False
+    form = "synthetic"
+
+    def apply(self, x: torch.Tensor, ctx: PerturbationContext) -> torch.Tensor:
+        return x
+
+
+# ---------------------------------------------------------------------------------- token stage
+@register
+@dataclass(frozen=True, kw_only=True)
+class TokenPermutation(Perturbation):
+    """Randomly permute the visual tokens (never the identity); rows where ``ctx.visual_mask`` is
+    False (newline/separator tokens) stay in place."""
+
+    name = "tokperm"
+    stage = "tokens"
+    stochastic = True
+    form = "tokperm"
+
+    def apply(self, x: torch.Tensor, ctx: PerturbationContext) -> torch.Tensor:
+        keep = None if ctx.visual_mask is None else ~ctx.visual_mask.to(torch.bool)
+        return permute_tokens(x, ctx.generator(), keep)
+
+
+@register
+@dataclass(frozen=True, kw_only=True)
+class KeepGroup(Perturbation):
+    """Feed only group ``group`` of an m x m split of the token grid (row-major order)."""
+
+    name = "tokgroup"
+    stage = "tokens"
+    stochastic = False
+    form = "tokgroup_m{m}_g{group}"
+    codecs = {"m": INT, "group": INT}
+    examples = ({"m": 4, "group": 5}, {"m": 2, "group": 0})
+
+    m: int
+    group: int
+
+    def __post_init__(self) -> None:
+        _check_group(self)
+
+    def apply(self, x: torch.Tensor, ctx: PerturbationContext) -> torch.Tensor:
+        return keep_group(x, ctx.grid, int(self.m), int(self.group), ctx.visual_mask)
+
+
+@register
+@dataclass(frozen=True, kw_only=True)
+class GroupNoise(Perturbation):
+    """Add u * mean(|x_g|), u ~ U(-1, 1), to the tokens x_g of one group (importance of a group)."""
+
+    name = "toknoise"
+    stage = "tokens"
+    stochastic = True
+    form = "toknoise_m{m}_g{group}"
+    codecs = {"m": INT, "group": INT}
+    examples = ({"m": 4, "group": 5}, {"m": 3, "group": 8})
+
+    m: int
+    group: int
+
+    def __post_init__(self) -> None:
+        _check_group(self)
+
+    def apply(self, x: torch.Tensor, ctx: PerturbationContext) -> torch.Tensor:
+        return noise_group(x, ctx.grid, int(self.m), int(self.group), ctx.generator(), ctx.visual_mask)
+
+
+# ---------------------------------------------------------------------------------- hidden stage
+@register
+@dataclass(frozen=True, kw_only=True)
+class LayerNoise(Perturbation):
+    """Add u * mean(|h|) to every position of the hidden state entering decoder block ``layer``."""
+
+    name = "layernoise"
+    stage = "hidden"
+    stochastic = True
+    form = "layernoise_l{layer}"
+    codecs = {"layer": INT}
+    examples = ({"layer": 0}, {"layer": 12})
+
+    layer: int
+
+    def __post_init__(self) -> None:
+        _check_layer(self)
+
+    def apply(self, x: torch.Tensor, ctx: PerturbationContext) -> torch.Tensor:
+        return add_component_noise(x, slice(None), ctx.generator())
+
+
+@register
+@dataclass(frozen=True, kw_only=True)
+class ModalityNoise(Perturbation):
+    """Add u * mean(|h_mod|) to the positions of one modality at ``layer``: ``image`` = positions
+    where ``ctx.visual_mask`` is True, ``text`` = every other position of the sample."""
+
+    name = "modnoise"
+    stage = "hidden"
+    stochastic = True
+    form = "modnoise_{modality}_l{layer}"
+    codecs = {"modality": choice({"image": "image", "text": "text"}), "layer": INT}
+    examples = ({"modality": "image", "layer": 0}, {"modality": "text", "layer": 16})
+
+    modality: str
+    layer: int
+
+    def __post_init__(self) -> None:
+        if self.modality not in ("image", "text"):
+            raise ValueError(f"modnoise: modality must be 'image' or 'text', got {self.modality!r}")
+        _check_layer(self)
+
+    def apply(self, x: torch.Tensor, ctx: PerturbationContext) -> torch.Tensor:
+        if ctx.visual_mask is None:
+            raise ValueError("modnoise needs context.visual_mask marking the visual-token positions")
+        mask = ctx.visual_mask.reshape(-1).to(torch.bool)
+        if mask.numel() != x.shape[0]:
+            raise ValueError(f"visual_mask has {mask.numel()} entries for {x.shape[0]} positions")
+        return add_component_noise(x, mask if self.modality == "image" else ~mask, ctx.generator())
+
+
+# ---------------------------------------------------------------------------------- names <-> objects
+class UnknownPerturbationError(UnknownEntryError):
+    """A string form whose name is not registered; the message suggests close names."""
+
+    def __init__(self, text: str, stem: str, known: List[str]):
+        super().__init__("perturbation", stem, known)
+        forms = ", ".join(example_string(PERTURBATIONS.get(n)) for n in known)
+        self.message = f"cannot read perturbation {text!r}: {self.message}. Example forms: {forms}"
+
+
+def example_string(cls: Type[Perturbation]) -> str:
+    return cls(**cls.examples[0]).to_string()
+
+
+def make_perturbation(name: str, **params: Any) -> Perturbation:
+    """Build a registered perturbation by name, e.g. ``make_perturbation("pdrop_salient", ratio=0.3)``."""
+    cls = PERTURBATIONS.get(name)
+    try:
+        return cls(**params)
+    except TypeError as err:
+        fields = [f for f in cls.__dataclass_fields__ if f != "saliency"]
+        raise TypeError(f"{name}: {err}; parameters are {', '.join(fields)}") from None
+
+
+def parse_perturbation(text: str) -> Perturbation:
+    """Read a compact string form (``"pdrop_salient30"``, ``"tokgroup_m4_g5_s2"``) back."""
+    matches = []
+    for name in PERTURBATIONS.names():
+        cls = PERTURBATIONS.get(name)
+        m = cls.pattern().fullmatch(text)
+        if m:
+            matches.append(cls.from_match(m))
+    if len(matches) == 1:
+        return matches[0]
+    if len(matches) > 1:
+        raise ValueError(f"ambiguous perturbation {text!r}: {', '.join(type(p).__name__ for p in matches)}")
+    prefixed = [n for n in PERTURBATIONS.names() if text.startswith(n)]
+    if prefixed:
+        name = max(prefixed, key=len)
+        cls = PERTURBATIONS.get(name)
+        raise ValueError(
+            f"malformed {name!r} perturbation {text!r}: expected {cls.form!r} (+ optional '_s<seed>'), "
+            f"e.g. {example_string(cls)!r}"
+        )
+    stem = re.sub(r"(_[a-z])?\d.*$", "", text).rstrip("_") or text
+    raise UnknownPerturbationError(text, stem, PERTURBATIONS.names())
+
+
+def robust_task_name(base: str, perturbation: Perturbation) -> str:
+    """The task name of a robustness variant: ``"<base>_<string form>"`` (e.g. ``mme_tokperm_s2``)."""
+    return f"{base}_{perturbation.to_string()}"
+
+
+def split_task_name(task: str) -> Tuple[str, Optional[Perturbation]]:
+    """``"mme_pdrop_random50"`` -> ``("mme", RandomPatchDrop(ratio=0.5))``; a clean task -> ``(task, None)``.
+
+    The longest underscore-separated suffix that parses as a perturbation wins.
+    """
+    parts = task.split("_")
+    for i in range(1, len(parts)):
+        suffix = "_".join(parts[i:])
+        try:
+            return "_".join(parts[:i]), parse_perturbation(suffix)
+        except (ValueError, KeyError):
+            continue
+    return task, None

@@ -1,0 +1,49 @@
+"""Uniform noise scaled to a component's magnitude (importance scores, token/layer/modality noise).
+
+The one definition used everywhere: for a component ``x_c`` (the rows of a ``[T, D]`` tensor that
+form the component: a token group, all positions of a layer, one modality's positions)
+
+    z = u * mean(|x_c|),   u ~ U(-1, 1) i.i.d. per entry, shape of x_c,
+
+where ``mean(|x_c|)`` is one scalar per sample: the mean absolute value over every entry (all
+rows and channels) of the component, computed in float32. ``x_c + z`` is computed in float32 and
+cast back to the input dtype. ``u`` is drawn on the CPU from the caller's generator.
+"""
+from __future__ import annotations
+
+from typing import Sequence, Union
+
+import torch
+
+
+def uniform_noise(shape: Sequence[int], generator: torch.Generator) -> torch.Tensor:
+    """``U(-1, 1)`` float32 samples on the CPU."""
+    return torch.rand(tuple(shape), generator=generator, dtype=torch.float32) * 2.0 - 1.0
+
+
+def component_scale(component: torch.Tensor) -> torch.Tensor:
+    """The magnitude noise is scaled to: ``mean(|x_c|)`` over all entries, float32 scalar."""
+    return component.detach().float().abs().mean()
+
+
+def add_component_noise(
+    x: torch.Tensor, rows: Union[torch.Tensor, slice], generator: torch.Generator
+) -> torch.Tensor:
+    """Return ``x [T, D]`` with ``u * mean(|x[rows]|)`` added to ``x[rows]`` (other rows unchanged).
+
+    ``rows`` is a bool mask ``[T]``, an index tensor, or a slice. An empty component is a no-op.
+    """
+    if x.ndim != 2:
+        raise ValueError(f"expected [T, D], got shape {tuple(x.shape)}")
+    if isinstance(rows, torch.Tensor):
+        rows = rows.to(x.device)
+        if rows.dtype == torch.bool:
+            rows = torch.nonzero(rows, as_tuple=False).reshape(-1)
+    component = x[rows]
+    if component.numel() == 0:
+        return x.clone()
+    z = uniform_noise(component.shape, generator).to(x.device)
+    noisy = (component.float() + z * component_scale(component)).to(x.dtype)
+    out = x.clone()
+    out[rows] = noisy
+    return out

@@ -1,0 +1,72 @@
+"""Token-level ops on one image's visual tokens ``[N, D]`` after the projector (row-major grid)."""
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+import torch
+
+from .grid import group_indices, non_identity_permutation
+from .noise import add_component_noise
+
+
+def patch_rows(n: int, grid: Tuple[int, int], patch_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Row indices of the ``gh * gw`` patch tokens among ``n`` rows, in row-major grid order.
+
+    Without ``patch_mask`` every row is a patch token (``n`` must equal ``gh * gw``); with it
+    (bool ``[n]``, False at newline/separator tokens) the True rows are the patch tokens.
+    """
+    expected = int(grid[0]) * int(grid[1])
+    if patch_mask is None:
+        if n != expected:
+            raise ValueError(
+                f"{n} visual tokens but grid {tuple(grid)} has {expected}; pass a patch mask "
+                "(context.visual_mask) marking the patch tokens"
+            )
+        return torch.arange(n)
+    patch_mask = patch_mask.reshape(-1).to(device="cpu", dtype=torch.bool)
+    if patch_mask.numel() != n or int(patch_mask.sum()) != expected:
+        raise ValueError(
+            f"patch mask marks {int(patch_mask.sum())} of {patch_mask.numel()} rows; expected {expected} of {n}"
+        )
+    return torch.nonzero(patch_mask, as_tuple=False).reshape(-1)
+
+
+def permute_tokens(
+    tokens: torch.Tensor, generator: torch.Generator, keep: Optional[torch.Tensor] = None
+) -> torch.Tensor:
+    """Randomly permute the rows of ``tokens [N, D]``; rows where ``keep`` (bool ``[N]``) is True stay.
+
+    The permutation of the movable rows is never the identity when two or more rows can move.
+    """
+    n = tokens.shape[0]
+    if keep is None:
+        movable = torch.arange(n)
+    else:
+        keep = keep.reshape(-1).to(device="cpu", dtype=torch.bool)
+        if keep.numel() != n:
+            raise ValueError(f"keep mask has {keep.numel()} entries for {n} tokens")
+        movable = torch.nonzero(~keep, as_tuple=False).reshape(-1)
+    order = torch.arange(n)
+    order[movable] = movable[non_identity_permutation(movable.numel(), generator)]
+    return tokens[order.to(tokens.device)]
+
+
+def keep_group(
+    tokens: torch.Tensor, grid: Tuple[int, int], m: int, group: int, patch_mask: Optional[torch.Tensor] = None
+) -> torch.Tensor:
+    """Only the tokens of group ``group`` of an ``m x m`` split of the grid, in row-major order."""
+    rows = patch_rows(tokens.shape[0], grid, patch_mask)[group_indices(grid, m, group)]
+    return tokens[rows.to(tokens.device)]
+
+
+def noise_group(
+    tokens: torch.Tensor,
+    grid: Tuple[int, int],
+    m: int,
+    group: int,
+    generator: torch.Generator,
+    patch_mask: Optional[torch.Tensor] = None,
+) -> torch.Tensor:
+    """Add scaled uniform noise (:mod:`lmms_ac.robustness.noise`) to one group's tokens only."""
+    rows = patch_rows(tokens.shape[0], grid, patch_mask)[group_indices(grid, m, group)]
+    return add_component_noise(tokens, rows, generator)
