@@ -7,6 +7,7 @@ Model arguments (anything else is an error listing these): see ``MODEL_ARGS``.
 from __future__ import annotations
 
 import inspect
+import os
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
@@ -59,9 +60,18 @@ class LmmsAcLlava(lmms):
 
         from lmms_ac.vlm.loaders import load_vlm
 
-        accelerator = Accelerator()
         if device in (None, "", "auto"):
             device = "cuda" if torch.cuda.is_available() else "cpu"
+        # on CPU the Accelerator must be told so, or under a multi-process launch it reports a single
+        # process and lmms-eval's gather (through lm.accelerator) silently keeps rank 0's samples only
+        accelerator = Accelerator(cpu=not str(device).startswith("cuda"))
+        launched = int(os.environ.get("WORLD_SIZE", "1"))
+        if launched > 1 and accelerator.num_processes != launched:
+            raise RuntimeError(
+                f"launched with WORLD_SIZE={launched} but accelerate sees {accelerator.num_processes} process(es), so lmms-eval "
+                "would gather only part of the samples. On CPU run: ACCELERATE_USE_CPU=1 torchrun --nproc_per_node N -m lmms_eval ...; "
+                "on GPUs: accelerate launch --num_processes N -m lmms_eval ..."
+            )
         if accelerator.num_processes > 1 and str(device).startswith("cuda"):
             device = f"cuda:{accelerator.local_process_index}"
         self._device = torch.device(device)
@@ -89,7 +99,7 @@ class LmmsAcLlava(lmms):
         except ModuleNotFoundError:
             pass
         if self._world_size > 1:
-            logger.info(f"lmms_ac_llava: data parallel, rank {self._rank} of {self._world_size} on {self._device}")
+            logger.warning(f"lmms_ac_llava: data parallel, rank {self._rank} of {self._world_size} on {self._device}")
 
     # ------------------------------------------------------------------ lmms-eval plumbing
     @property

@@ -1,0 +1,85 @@
+"""The real lmms-eval CLI runs our model and tasks: no --include_path, offline local datasets,
+batched and data-parallel runs agree sample for sample, and a seeded token permutation applies."""
+from __future__ import annotations
+
+import glob
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BIN = Path(sys.executable).parent
+
+
+def run_lmms_eval(workdir: Path, ckpt: str, mirror: str, tasks: str, out: str, model_args: str = "",
+                  nproc: int = 1, batch_size: int = 8, extra_env=None) -> dict:
+    workdir.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "LMMS_AC_DATASETS": mirror, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", **(extra_env or {})}
+    env.pop("LMMS_EVAL_PLUGINS", None)
+    args = ["--model", "lmms_ac_llava", "--model_args", f"pretrained={ckpt},device=cpu" + (f",{model_args}" if model_args else ""),
+            "--tasks", tasks, "--batch_size", str(batch_size), "--output_path", out, "--log_samples", "--verbosity", "INFO"]
+    if nproc == 1:
+        cmd = [str(BIN / "lmms-eval"), *args]
+    else:
+        # CPU data parallel: torchrun starts the processes, ACCELERATE_USE_CPU=1 makes accelerate join them in a
+        # gloo group (accelerate launch --cpu starts one process; without the flag each rank believes it is alone)
+        env["ACCELERATE_USE_CPU"] = "1"
+        cmd = [str(BIN / "torchrun"), "--nproc_per_node", str(nproc), "--master_port", str(29500 + os.getpid() % 1000),
+               "-m", "lmms_eval", *args]
+    proc = subprocess.run(cmd, cwd=workdir, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
+    results = sorted(glob.glob(f"{out}/**/*_results.json", recursive=True))
+    # lmms-eval 0.7.3 exits 0 when evaluation raises; the missing results file is the tell
+    assert results, f"no results file under {out}:\n" + (proc.stdout + proc.stderr)[-6000:]
+    samples = {}
+    for path in glob.glob(f"{out}/**/*_samples_*.jsonl", recursive=True):
+        task = path.rsplit("_samples_", 1)[1][: -len(".jsonl")]
+        with open(path) as fh:
+            samples[task] = {row["doc_id"]: row["filtered_resps"] for row in map(json.loads, fh)}
+    return {"results": json.load(open(results[-1])), "samples": samples, "log": proc.stdout + proc.stderr}
+
+
+@pytest.fixture(scope="module")
+def clean_run(tmp_path_factory, llava_hf_dir, mirror_dir):
+    work = tmp_path_factory.mktemp("work")
+    (work / "mme").mkdir()  # a directory named like a task must not hide the task (lmms-eval pitfall)
+    return run_lmms_eval(work, llava_hf_dir, mirror_dir, "mme,seed", str(work / "out"))
+
+
+def test_cli_scores_mme_and_seed_without_include_path(clean_run):
+    res = clean_run["results"]["results"]
+    assert "mme_perception_score,none" in res["mme"]
+    assert "mme_cognition_score,none" in res["mme"]
+    assert "seed_image,none" in res["seed"]
+    assert 0 <= res["seed"]["seed_image,none"] <= 1
+    assert "local copy" in clean_run["log"]  # datasets came from the mirror, not a hub
+    assert clean_run["results"]["n-samples"]["seed"]["effective"] == 6  # video questions filtered out
+    assert clean_run["results"]["n-samples"]["mme"]["effective"] == 12
+
+
+def test_two_processes_give_the_same_samples(clean_run, tmp_path, llava_hf_dir, mirror_dir):
+    dp = run_lmms_eval(tmp_path, llava_hf_dir, mirror_dir, "mme,seed", str(tmp_path / "out"), nproc=2, batch_size=3)
+    assert "rank 1 of 2" in dp["log"]
+    assert dp["samples"] == clean_run["samples"]
+    assert dp["results"]["results"]["mme"] == clean_run["results"]["results"]["mme"]
+
+
+def test_token_permutation_is_seeded_and_rank_independent(clean_run, tmp_path, llava_hf_dir, mirror_dir):
+    one = run_lmms_eval(tmp_path / "a", llava_hf_dir, mirror_dir, "mme", str(tmp_path / "a" / "out"),
+                        model_args="perturbation=tokperm,perturbation_seed=3")
+    two = run_lmms_eval(tmp_path / "b", llava_hf_dir, mirror_dir, "mme", str(tmp_path / "b" / "out"),
+                        model_args="perturbation=tokperm,perturbation_seed=3", nproc=2, batch_size=2)
+    assert one["samples"]["mme"] == two["samples"]["mme"]
+    assert one["samples"]["mme"] != clean_run["samples"]["mme"]  # the permutation reached the model
+
+
+def test_unknown_model_argument_lists_valid_ones(tmp_path, llava_hf_dir, mirror_dir):
+    env = {**os.environ, "LMMS_AC_DATASETS": mirror_dir, "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run([str(BIN / "lmms-eval"), "--model", "lmms_ac_llava", "--model_args", f"pretrained={llava_hf_dir},bogus_arg=1",
+                           "--tasks", "mme", "--verbosity", "DEBUG"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0
+    text = proc.stdout + proc.stderr
+    assert "unknown model argument(s) for lmms_ac_llava: bogus_arg" in text and "vision_tower" in text
