@@ -55,24 +55,29 @@ def infer_family(target: str) -> Optional[str]:
 
 
 def parse_spec(text: str, known_families: Optional[set] = None) -> RepresentationSpec:
-    """Parse a spec string; raises ``ValueError`` naming the problem and the expected form."""
+    """Parse a spec string; raises ``ValueError``/``UnknownEntryError`` naming the problem and the fix."""
+    import os
+
+    from lmms_ac.registry import UnknownEntryError
+
     text = text.strip()
+    known = set(known_families or ())
     if not text:
         raise ValueError("empty vision representation spec; expected 'family:hub_id_or_path', e.g. 'clip:openai/clip-vit-large-patch14-336'")
     family, sep, rest = text.partition(":")
-    if known_families is not None and sep and family not in known_families and family.startswith(("/", ".")):
-        sep = ""  # a local path containing ':' - treat as bare target
-    if not sep or (known_families is not None and family not in known_families and infer_family(text)):
+    if sep and known_families is not None and family not in known:
+        if "/" in family or os.path.exists(os.path.expanduser(text)):
+            sep = ""  # a path that happens to contain ':'
+        else:
+            raise UnknownEntryError("vision representation family", family, sorted(known))
+    if not sep:
         inferred = infer_family(text)
         if inferred is None:
-            raise ValueError(
-                f"cannot tell the family of vision representation {text!r}; write it as 'family:{text}' "
-                f"with family one of {sorted(known_families or [])}"
-            )
+            raise ValueError(f"cannot tell the family of vision representation {text!r}; write it as 'family:{text}' "
+                             f"with family one of {', '.join(sorted(known))}")
         family, rest = inferred, text
     if family == "concat":
-        # options belong to the parts; keep the whole remainder as the target
-        return RepresentationSpec("concat", rest, ())
+        return RepresentationSpec("concat", rest, ())  # options belong to the parts
     target, _, query = rest.partition("?")
     if not target:
         raise ValueError(f"vision representation spec {text!r} names no model after '{family}:'")
