@@ -13,6 +13,7 @@ from loguru import logger
 COMMAND_MODULES = [
     "lmms_ac.datasets_cli",
     "lmms_ac.scores.cli",
+    "lmms_ac.scores.alignment_cli",
     "lmms_ac.results.cli",
     "lmms_ac.law.cli",
     "lmms_ac.robustness.cli",

@@ -99,3 +99,22 @@ def write_mirror(directory: str) -> Dict[str, Path]:
         "mme": _save(mme_records(), mme_features, root / dataset_key(MME_PATH)),
         "seed": _save(seed_records(), seed_features, root / dataset_key(SEED_PATH)),
     }
+
+
+def write_llava_pretrain(directory: str, n: int = 6) -> Dict[str, str]:
+    """A tiny LLaVA-558K: ``blip_laion_cc_sbu_558k.json`` plus its image folder."""
+    import json
+
+    root = Path(directory)
+    (root / "images" / "00000").mkdir(parents=True, exist_ok=True)
+    captions = ["a cat sitting on a mat", "a red car on the road", "two people in the picture", "a photo of a dog",
+                "a blue sky with clouds", "a green tree in a field", "a yellow flower", "a black and white photo"]
+    records = []
+    for i, im in enumerate(sample_images(n, seed=2)):
+        rel = f"00000/{i:09d}.jpg"
+        im.convert("RGB").save(root / "images" / rel)
+        records.append({"id": f"{i:09d}", "image": rel, "conversations": [
+            {"from": "human", "value": "<image>\nWrite a terse but informative summary of the picture."},
+            {"from": "gpt", "value": captions[i % len(captions)]}]})
+    (root / "blip_laion_cc_sbu_558k.json").write_text(json.dumps(records))
+    return {"captions": str(root / "blip_laion_cc_sbu_558k.json"), "images": str(root / "images")}

@@ -212,13 +212,14 @@ class LlavaStyleVLM(nn.Module):
         return [cut_at_stops(t, stops) for t in texts]
 
     @torch.no_grad()
-    def loglikelihood(self, contexts: Sequence[str], continuations: Sequence[str],
-                      images: Sequence[Sequence[Image.Image]], hooks: Sequence[Optional[SampleHooks]] = ()) -> List[Tuple[float, bool]]:
-        """Sum of log P(continuation tokens | context, images) and whether greedy decoding gives them."""
+    def token_logprobs(self, contexts: Sequence[str], continuations: Sequence[str],
+                       images: Sequence[Sequence[Image.Image]], hooks: Sequence[Optional[SampleHooks]] = (),
+                       add_special_tokens: bool = True) -> List[Tuple[torch.Tensor, torch.Tensor]]:
+        """Per continuation token: (log P(token | context, images, earlier tokens), greedy token)."""
         full_ids, n_cont = [], []
         for ctx, cont in zip(contexts, continuations):
-            ctx_ids = self.tokenize(ctx)
-            whole = self.tokenize(ctx + cont)
+            ctx_ids = self.tokenizer(ctx, add_special_tokens=add_special_tokens)["input_ids"]
+            whole = self.tokenizer(ctx + cont, add_special_tokens=add_special_tokens)["input_ids"]
             if whole[: len(ctx_ids)] != ctx_ids:  # tokenizer merged across the boundary: score cont alone
                 whole = ctx_ids + self.tokenizer(cont, add_special_tokens=False)["input_ids"]
             if len(whole) == len(ctx_ids):
@@ -228,14 +229,18 @@ class LlavaStyleVLM(nn.Module):
         batch = self.build_batch(full_ids, images, hooks, padding_side="right")
         with self.hidden_hooks(batch, hooks):
             logits = self.llm(inputs_embeds=batch.inputs_embeds, attention_mask=batch.attention_mask).logits
-        logprobs = torch.log_softmax(logits.float(), dim=-1)
-        results = []
+        out = []
         for b, (ids, n) in enumerate(zip(full_ids, n_cont)):
             length = batch.input_lengths[b]
-            target = torch.tensor(ids[-n:], device=logprobs.device)
-            lp = logprobs[b, length - n - 1: length - 1]
-            results.append((float(lp.gather(-1, target[:, None]).sum()), bool((lp.argmax(-1) == target).all())))
-        return results
+            target = torch.tensor(ids[-n:], device=logits.device)
+            lp = torch.log_softmax(logits[b, length - n - 1: length - 1].float(), dim=-1)
+            out.append((lp.gather(-1, target[:, None])[:, 0].cpu(), (lp.argmax(-1) == target).cpu()))
+        return out
+
+    def loglikelihood(self, contexts: Sequence[str], continuations: Sequence[str],
+                      images: Sequence[Sequence[Image.Image]], hooks: Sequence[Optional[SampleHooks]] = ()) -> List[Tuple[float, bool]]:
+        """Sum of log P(continuation tokens | context, images) and whether greedy decoding gives them."""
+        return [(float(lp.sum()), bool(greedy.all())) for lp, greedy in self.token_logprobs(contexts, continuations, images, hooks)]
 
 
 def cut_at_stops(text: str, stops: Sequence[str]) -> str:

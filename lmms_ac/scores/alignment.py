@@ -1,0 +1,114 @@
+"""A score: cross-modal alignment of a vision representation (METHODS.md section 2).
+
+``caption_ll`` (the paper's definition, the default): with encoder, stage-1 projector and LLM all
+frozen, A = mean over N seeded image-caption pairs of LLaVA-558K of (1/T) sum_t log P(y_t | f(I), y_<t),
+scoring only the caption tokens. The prompt is stage-1 pre-training's ``plain`` format: the image
+tokens, then the caption (LLaVA's ``preprocess_plain``).
+
+``embed`` (the published code's variant, reported as ``A_embed``): per image, the mean over the
+candidate's projected visual tokens of the best cosine similarity to a reference model's projected
+tokens of the same image, averaged over images and over the reference models (CLIP@224 and CLIP@336
+stage-1 models in the law paper's release).
+"""
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import torch
+from loguru import logger
+from PIL import Image
+from tqdm import tqdm
+
+from lmms_ac.vlm.prompts import IMAGE_TOKEN
+
+
+@dataclass(frozen=True)
+class CaptionPair:
+    id: str
+    image_path: Path
+    caption: str
+
+
+def read_llava_pretrain(annotations: str, image_root: str) -> List[CaptionPair]:
+    """Records of ``blip_laion_cc_sbu_558k.json``: ``id``, ``image`` (relative path), ``conversations``
+    = [{from: human, value: '<image>\\n...'}, {from: gpt, value: caption}]."""
+    path = Path(annotations)
+    if not path.is_file():
+        raise FileNotFoundError(f"caption file {annotations} not found; pass the LLaVA-558K json (blip_laion_cc_sbu_558k.json)")
+    with open(path) as fh:
+        records = json.load(fh)
+    if not isinstance(records, list) or not records:
+        raise ValueError(f"{annotations} holds no records; expected a JSON list of LLaVA-558K records")
+    pairs = []
+    for i, rec in enumerate(records):
+        try:
+            turns = rec["conversations"]
+            caption = next(t["value"] for t in turns if t.get("from") == "gpt")
+            pairs.append(CaptionPair(str(rec.get("id", i)), Path(image_root) / rec["image"], caption.strip()))
+        except (KeyError, StopIteration, TypeError) as err:
+            raise ValueError(f"{annotations} record {i} is not in the LLaVA-558K format (id, image, conversations with a gpt turn): {err}") from err
+    return pairs
+
+
+def sample_pairs(pairs: Sequence[CaptionPair], n: int, seed: int) -> List[CaptionPair]:
+    """``n`` pairs drawn without replacement by a seeded RNG (all of them when fewer)."""
+    if n >= len(pairs):
+        return list(pairs)
+    return random.Random(seed).sample(list(pairs), n)
+
+
+def _open(path: Path) -> Image.Image:
+    if not path.is_file():
+        raise FileNotFoundError(f"image {path} not found; --images must be the folder the json's 'image' paths are relative to")
+    with Image.open(path) as im:
+        im.load()
+        return im
+
+
+def caption_loglikelihood(vlm, pairs: Sequence[CaptionPair], batch_size: int = 8, show_progress: bool = True) -> Dict[str, float]:
+    """Per-pair mean caption-token log-likelihood (the A score is their mean)."""
+    per_pair: Dict[str, float] = {}
+    bar = tqdm(total=len(pairs), desc="A score", disable=not show_progress)
+    for start in range(0, len(pairs), batch_size):
+        chunk = pairs[start:start + batch_size]
+        images = [[_open(p.image_path)] for p in chunk]
+        token_lps = vlm.token_logprobs([IMAGE_TOKEN] * len(chunk), [p.caption for p in chunk], images)
+        for pair, (lp, _) in zip(chunk, token_lps):
+            per_pair[pair.id] = float(lp.mean())
+        bar.update(len(chunk))
+    bar.close()
+    return per_pair
+
+
+@torch.no_grad()
+def embedding_alignment(vlm, references: Sequence, images: Sequence[Image.Image], batch_size: int = 8) -> float:
+    """Mean over images and references of mean_token max_ref_token cos(candidate token, reference token)."""
+    if not references:
+        raise ValueError("A_embed needs at least one reference model (the law paper uses CLIP@224 and CLIP@336 stage-1 models)")
+    totals = []
+    for ref in references:
+        sims = []
+        for start in range(0, len(images), batch_size):
+            chunk = list(images[start:start + batch_size])
+            cand = vlm.encode_images(chunk)
+            refs = ref.encode_images(chunk)
+            for c, r in zip(cand, refs):
+                c = torch.nn.functional.normalize(c.float(), dim=-1)
+                r = torch.nn.functional.normalize(r.float().to(c.device), dim=-1)
+                sims.append(float((c @ r.T).max(dim=1).values.mean()))
+        totals.append(sum(sims) / len(sims))
+    return sum(totals) / len(totals)
+
+
+def score_a(vlm, annotations: str, image_root: str, n: int = 100, seed: int = 0, batch_size: int = 8) -> Dict[str, object]:
+    """The paper's A score over ``n`` seeded LLaVA-558K pairs; returns value, n and per-pair values."""
+    pairs = sample_pairs(read_llava_pretrain(annotations, image_root), n, seed)
+    if len(pairs) < n:
+        logger.warning(f"only {len(pairs)} caption pairs available; A is averaged over all of them instead of {n}")
+    per_pair = caption_loglikelihood(vlm, pairs, batch_size)
+    value = sum(per_pair.values()) / len(per_pair)
+    return {"value": value, "n": len(per_pair), "per_pair": per_pair}
