@@ -141,3 +141,19 @@ def test_pad_to_square_uses_mean_colour(llava_hf_vlm):
     assert sq.size == (40, 40)
     assert sq.getpixel((0, 0)) == mean_fill(llava_hf_vlm.vision.image_spec.mean)
     assert sq.getpixel((20, 20)) == (255, 0, 0)
+
+
+def test_stop_strings_stop_rows_and_cut_text(llava_hf_vlm):
+    from lmms_ac.vlm.model import StopOnStrings, cut_at_stops
+
+    tok = llava_hf_vlm.tokenizer
+    rows = [tok("the answer is Yes\n\nUSER:", add_special_tokens=False)["input_ids"],
+            tok("no stop string in this one at all", add_special_tokens=False)["input_ids"]]
+    width = max(map(len, rows))
+    ids = torch.tensor([[tok.pad_token_id] * (width - len(r)) + r for r in rows])
+    assert StopOnStrings(tok, ["\n\n"])(ids, None).tolist() == [True, False]
+    assert cut_at_stops("Yes\n\nUSER: more", ["USER:", "\n\n"]) == "Yes"
+    # generation honours `until`: whatever is produced, no stop string survives in the text
+    texts = llava_hf_vlm.generate([build_prompt(q, 1, "vicuna_v1") for q in QUESTIONS[:4]],
+                                  [[im] for im in sample_images(4)], max_new_tokens=20, until=["o", "e"])
+    assert all("o" not in t and "e" not in t for t in texts)

@@ -15,10 +15,13 @@ from typing import Dict, Optional
 
 import torch
 
+# the llava-hf 1.5 template's shape: structured content (images first, then text) or plain strings
 VICUNA_TEMPLATE = (
-    "{% for message in messages %}{% if message['role'] == 'user' %}USER: {{ message['content'] }} "
-    "{% elif message['role'] == 'assistant' %}ASSISTANT: {{ message['content'] }}</s>{% endif %}{% endfor %}"
-    "{% if add_generation_prompt %}ASSISTANT:{% endif %}"
+    "{% for message in messages %}{% if message['role'] != 'system' %}{{ message['role'].upper() + ': ' }}{% endif %}"
+    "{% if message['content'] is string %}{{ message['content'] + ' ' }}{% else %}"
+    "{% for content in message['content'] | selectattr('type', 'equalto', 'image') %}{{ '<image>\\n' }}{% endfor %}"
+    "{% for content in message['content'] | selectattr('type', 'equalto', 'text') %}{{ content['text'] + ' ' }}{% endfor %}"
+    "{% endif %}{% endfor %}{% if add_generation_prompt %}{{ 'ASSISTANT:' }}{% endif %}"
 )
 _CORPUS = [
     "A chat between a curious user and an artificial intelligence assistant.",

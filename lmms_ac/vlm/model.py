@@ -14,6 +14,7 @@ from typing import Any, Iterator, List, Optional, Sequence, Tuple
 import torch
 from PIL import Image
 from torch import nn
+from transformers import StoppingCriteria, StoppingCriteriaList
 
 from lmms_ac.vision.base import VisionRepresentation
 from lmms_ac.vlm.hooks import SampleHooks
@@ -205,7 +206,7 @@ class LlavaStyleVLM(nn.Module):
             kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
         stops = [s for s in until if s]
         if stops:
-            kwargs.update(stop_strings=stops, tokenizer=self.tokenizer)
+            kwargs["stopping_criteria"] = StoppingCriteriaList([StopOnStrings(self.tokenizer, stops)])
         with self.hidden_hooks(batch, hooks):
             out = self.llm.generate(inputs_embeds=batch.inputs_embeds, attention_mask=batch.attention_mask, **kwargs)
         texts = self.tokenizer.batch_decode(out, skip_special_tokens=True)
@@ -241,6 +242,24 @@ class LlavaStyleVLM(nn.Module):
                       images: Sequence[Sequence[Image.Image]], hooks: Sequence[Optional[SampleHooks]] = ()) -> List[Tuple[float, bool]]:
         """Sum of log P(continuation tokens | context, images) and whether greedy decoding gives them."""
         return [(float(lp.sum()), bool(greedy.all())) for lp, greedy in self.token_logprobs(contexts, continuations, images, hooks)]
+
+
+class StopOnStrings(StoppingCriteria):
+    """Stops a row once one of ``stops`` appears in its last few decoded tokens.
+
+    transformers' own ``stop_strings`` builds vocabulary-sized tables on every ``generate`` call
+    (about 5 ms here, a fifth of a small model's whole request); decoding a short tail per step is
+    enough because a row stops only when a stop string is really there, and the text is cut after.
+    """
+
+    def __init__(self, tokenizer: Any, stops: Sequence[str]):
+        self.tokenizer = tokenizer
+        self.stops = list(stops)
+        self.lookback = max(len(s) for s in self.stops) + 2  # every token decodes to >= 1 character
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs) -> torch.BoolTensor:
+        tails = self.tokenizer.batch_decode(input_ids[:, -self.lookback:], skip_special_tokens=True)
+        return torch.tensor([any(s in t for s in self.stops) for t in tails], dtype=torch.bool, device=input_ids.device)
 
 
 def cut_at_stops(text: str, stops: Sequence[str]) -> str:

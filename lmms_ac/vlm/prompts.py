@@ -41,6 +41,25 @@ def build_prompt(user_text: str, n_images: int, fmt: str, tokenizer: Any = None,
     if fmt == "plain":
         return text
     if fmt == "chat_template":
-        messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": text}]
-        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return _chat_prompt(user_text, n_images, tokenizer, system)
     raise ValueError(f"unknown prompt format {fmt!r}")
+
+
+def _chat_prompt(user_text: str, n_images: int, tokenizer: Any, system: Optional[str]) -> str:
+    """Render with the checkpoint's template: structured content (``{"type": "image"}`` items, as
+    llava-hf templates expect) when the text has no placeholders of its own, else plain string
+    content with ``<image>`` placeholders; the result must hold one placeholder per image."""
+    head = [{"role": "system", "content": system}] if system else []
+    attempts = []
+    if IMAGE_TOKEN not in user_text:
+        content = [{"type": "image"}] * n_images + [{"type": "text", "text": user_text}]
+        attempts.append(head + [{"role": "user", "content": content}])
+    attempts.append(head + [{"role": "user", "content": place_images(user_text, n_images)}])
+    for messages in attempts:
+        try:
+            text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        except Exception:  # a template that only takes one content shape
+            continue
+        if text.count(IMAGE_TOKEN) == n_images:
+            return text
+    raise ValueError("the checkpoint's chat template does not place one '<image>' per image; use prompt_format=vicuna_v1")
