@@ -25,10 +25,7 @@ from lmms_ac.scores.correspondence import (
 )
 from lmms_ac.scores.spair import load_pairs, normalize_split, parse_keypoints, read_pair, write_pair
 
-try:
-    from spair_fixture import ConstantEncoder, PixelPatchEncoder, write_photo_fixture
-except ImportError:  # tests/ imported as a package
-    from tests.spair_fixture import ConstantEncoder, PixelPatchEncoder, write_photo_fixture
+from lmms_ac.testing.spair import ConstantEncoder, PixelPatchEncoder, write_photo_fixture
 
 
 @pytest.fixture(scope="module")

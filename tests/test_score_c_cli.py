@@ -14,10 +14,7 @@ from lmms_ac.scores.cli import register
 from lmms_ac.scores.store import SCORE_COLUMNS, ScoreValue, append_score, read_scores, record_score
 from lmms_ac.vision import FAMILIES
 
-try:
-    from spair_fixture import PixelPatchEncoder, write_photo_fixture
-except ImportError:  # tests/ imported as a package
-    from tests.spair_fixture import PixelPatchEncoder, write_photo_fixture
+from lmms_ac.testing.spair import PixelPatchEncoder, write_photo_fixture
 
 
 @pytest.fixture(scope="module")

@@ -13,10 +13,7 @@ from lmms_ac.scores.correspondence import PatchGrid, chance_level, score_c
 from lmms_ac.scores.ocr_pairs import KINDS, OcrPairsConfig, apply_affine, make_ocr_pairs, score_c_ocr
 from lmms_ac.scores.spair import load_pairs
 
-try:
-    from spair_fixture import ConstantEncoder, PixelPatchEncoder
-except ImportError:  # tests/ imported as a package
-    from tests.spair_fixture import ConstantEncoder, PixelPatchEncoder
+from lmms_ac.testing.spair import ConstantEncoder, PixelPatchEncoder
 
 
 def _digest(root: Path) -> dict:
