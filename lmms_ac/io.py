@@ -18,24 +18,12 @@ class OutputExistsError(FileExistsError):
 
 
 def atomic_write_text(path: PathLike, text: str, *, overwrite: bool = False) -> Path:
-    """Write ``text`` to ``path`` through a temp file + rename; refuse to replace unless ``overwrite``."""
-    path = Path(path)
-    if path.exists() and not overwrite:
-        raise OutputExistsError(f"{path} already exists; choose another path or pass --overwrite to replace it")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    """Write ``text`` (UTF-8) atomically; refuse to replace an existing file unless ``overwrite``."""
+    return atomic_write_bytes(path, text.encode("utf-8"), overwrite=overwrite)
 
 
 def atomic_write_bytes(path: PathLike, data: bytes, *, overwrite: bool = False) -> Path:
+    """Write ``data`` through a temp file + rename in the same folder; refuse to replace unless ``overwrite``."""
     path = Path(path)
     if path.exists() and not overwrite:
         raise OutputExistsError(f"{path} already exists; choose another path or pass --overwrite to replace it")
