@@ -6,7 +6,8 @@ only *after* building it, so plugin tasks are invisible without ``--include_path
 the one place that works around it: ``get_manifests`` (called by lmms-eval) also
 
 1. wraps ``TaskManager.__init__`` so every TaskManager indexes ``lmms_ac.tasks`` too, plus the
-   robustness variants generated from the catalogue (``lmms_ac.tasks.robustness_index``);
+   robustness variants generated from the catalogue (``lmms_ac.tasks.extend_task_index`` ->
+   ``lmms_ac.robustness.tasks.extend_index``);
 2. wraps ``ConfigurableTask.download`` so a task whose dataset has a local copy under
    ``$LMMS_AC_DATASETS`` loads it with ``load_from_disk`` (see ``lmms_ac.local_datasets``).
 

@@ -92,12 +92,9 @@ class LmmsAcLlava(lmms):
         from lmms_ac.perturb_bridge import HookFactory
 
         self.hook_factory = HookFactory(self.vlm, perturbation=perturbation, seed=int(perturbation_seed))
-        try:  # TEMP until robustness.tasks lands
-            from lmms_ac.robustness.tasks import declare_perturbation_support
+        from lmms_ac.robustness.tasks import declare_perturbation_support
 
-            declare_perturbation_support()  # robustness tasks may now run: this model applies their perturbations
-        except ModuleNotFoundError:
-            pass
+        declare_perturbation_support(model="lmms_ac_llava")  # generated robustness tasks may run: we apply their perturbations
         if self._world_size > 1:
             logger.warning(f"lmms_ac_llava: data parallel, rank {self._rank} of {self._world_size} on {self._device}")
 

@@ -83,3 +83,23 @@ def test_unknown_model_argument_lists_valid_ones(tmp_path, llava_hf_dir, mirror_
     assert proc.returncode != 0
     text = proc.stdout + proc.stderr
     assert "unknown model argument(s) for lmms_ac_llava: bogus_arg" in text and "vision_tower" in text
+
+
+def test_generated_robustness_task_runs_end_to_end(clean_run, tmp_path, llava_hf_dir, mirror_dir):
+    """`mme_tokperm_s2` is generated from the catalogue; its results carry the metadata the collector reads."""
+    run = run_lmms_eval(tmp_path, llava_hf_dir, mirror_dir, "mme_tokperm_s2,mme_patchshuffle4", str(tmp_path / "out"))
+    meta = run["results"]["configs"]["mme_tokperm_s2"]["metadata"]["lmms_ac"]
+    assert (meta["base_task"], meta["perturbation"], meta["seed"]) == ("mme", "tokperm", 2)
+    assert run["samples"]["mme_tokperm_s2"] != clean_run["samples"]["mme"]
+    assert run["samples"]["mme_patchshuffle4"] != clean_run["samples"]["mme"]
+    assert "mme_perception_score,none" in run["results"]["results"]["mme_tokperm_s2"]
+
+
+def test_robustness_task_on_a_model_that_cannot_apply_it_fails(tmp_path, llava_hf_dir, mirror_dir):
+    env = {**os.environ, "LMMS_AC_DATASETS": mirror_dir, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    proc = subprocess.run([str(BIN / "lmms-eval"), "--model", "llava_hf", "--model_args", f"pretrained={llava_hf_dir},device_map=cpu",
+                           "--tasks", "mme_tokperm", "--device", "cpu", "--output_path", str(tmp_path / "out"), "--verbosity", "INFO"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    text = proc.stdout + proc.stderr
+    assert "lmms_ac_llava" in text and "tokperm" in text  # the error names the fix
+    assert not list((tmp_path / "out").rglob("*_results.json"))  # never a silent clean run
