@@ -20,6 +20,7 @@ def _packages():
 setup(
     packages=_packages(),
     package_dir=MAPPED,
-    package_data={"lmms_ac.tasks": ["**/*.yaml", "**/*.yml"], "lmms_ac": ["data/*.csv", "data/*.md"]},
+    package_data={"lmms_ac.tasks": ["**/*.yaml", "**/*.yml"], "lmms_ac": ["data/*.csv", "data/*.md"], "lmms_ac.vision": ["*.md"],
+                  "lmms_ac.robustness": ["*.md"]},
     include_package_data=True,
 )

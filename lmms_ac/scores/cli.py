@@ -63,7 +63,9 @@ def load_vision(specs: List[str], device: Optional[str]) -> Any:
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     reps = [load_representation(spec, device=device) for spec in specs]
-    return reps[0] if len(reps) == 1 else reps
+    # a concat: representation is scored part-wise (L2-normalise each part, concatenate, re-normalise)
+    parts = [part for rep in reps for part in (getattr(rep, "parts", None) or [rep])]
+    return parts[0] if len(parts) == 1 else parts
 
 
 def _value_of(result: Any) -> Any:

@@ -5,6 +5,13 @@
 the caller picks another layer. Families register a factory
 ``factory(spec: RepresentationSpec, *, select_layer, torch_dtype, device, trust_remote_code)``;
 heavy imports happen inside the factories, not here.
+
+Families (spec strings, defaults and notes in ``lmms_ac/vision/FAMILIES.md``): ``clip`` and
+``siglip`` (transformers), ``siglip2`` (fixed-resolution checkpoints as SigLIP, NaFlex ones at a
+fixed square size), ``dinov2`` (with or without registers, ``?size=``), ``openclip``
+(open_clip_torch: hub id, ``MODEL@TAG`` or a local ``open_clip_config.json`` directory),
+``concat`` (channel-wise feature combinations, ``concat:a+b``) and ``diffusion`` (one-step
+diffusion features through diffusers, an optional extra).
 """
 from __future__ import annotations
 
@@ -34,6 +41,11 @@ def _lazy(module: str, attr: str) -> RepresentationFactory:
 
 FAMILIES.register("clip", _lazy("lmms_ac.vision.hf", "build_clip"))
 FAMILIES.register("siglip", _lazy("lmms_ac.vision.hf", "build_siglip"))
+FAMILIES.register("siglip2", _lazy("lmms_ac.vision.extra_hf", "build_siglip2"))
+FAMILIES.register("dinov2", _lazy("lmms_ac.vision.extra_hf", "build_dinov2"))
+FAMILIES.register("openclip", _lazy("lmms_ac.vision.openclip", "build_openclip"))
+FAMILIES.register("concat", _lazy("lmms_ac.vision.concat", "build_concat"))
+FAMILIES.register("diffusion", _lazy("lmms_ac.vision.diffusion", "build_diffusion"))
 
 
 def load_representation(

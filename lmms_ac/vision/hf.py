@@ -76,7 +76,7 @@ class HFVisionTower(VisionRepresentation):
         return self.check_tokens(tokens)
 
 
-def _load(spec: RepresentationSpec, model_cls_name: str, select_layer: int, torch_dtype, trust_remote_code: bool,
+def load_hf_tower(spec: RepresentationSpec, model_cls_name: str, select_layer: int, torch_dtype, trust_remote_code: bool,
           num_prefix_tokens: Optional[int] = None) -> HFVisionTower:
     import transformers
 
@@ -98,8 +98,8 @@ def _load(spec: RepresentationSpec, model_cls_name: str, select_layer: int, torc
 
 
 def build_clip(spec: RepresentationSpec, *, select_layer: int = -2, torch_dtype=None, trust_remote_code: bool = False, **_) -> HFVisionTower:
-    return _load(spec, "CLIPVisionModel", select_layer, torch_dtype, trust_remote_code, num_prefix_tokens=1)
+    return load_hf_tower(spec, "CLIPVisionModel", select_layer, torch_dtype, trust_remote_code, num_prefix_tokens=1)
 
 
 def build_siglip(spec: RepresentationSpec, *, select_layer: int = -2, torch_dtype=None, trust_remote_code: bool = False, **_) -> HFVisionTower:
-    return _load(spec, "SiglipVisionModel", select_layer, torch_dtype, trust_remote_code, num_prefix_tokens=0)
+    return load_hf_tower(spec, "SiglipVisionModel", select_layer, torch_dtype, trust_remote_code, num_prefix_tokens=0)

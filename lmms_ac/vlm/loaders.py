@@ -198,6 +198,9 @@ def _load_original(pretrained, config, model_base, vision_tower, torch_dtype, at
     spec = vision_tower or config.get("mm_vision_tower") or config.get("vision_tower")
     if not spec:
         raise CheckpointError(f"{pretrained}: config names no vision tower (mm_vision_tower); pass vision_tower=<spec>")
+    from lmms_ac.vision.concat import multi_tower_spec
+
+    spec = multi_tower_spec(spec) or spec  # forks write multi-encoder towers as names joined by '.'
     select_layer = int(config.get("mm_vision_select_layer", -2))
     vision = load_representation(spec, select_layer=select_layer, torch_dtype=None if torch_dtype == "auto" else torch_dtype,
                                  trust_remote_code=trust_remote_code)
