@@ -32,11 +32,14 @@ class HookFactory:
         from lmms_ac.robustness import parse_perturbation
 
         self.vlm = vlm
+        self._checked: set = set()
         self.default = parse_perturbation(perturbation).with_seed(seed) if perturbation else None
         if self.default is not None:
             self._check(self.default)
 
     def _check(self, p) -> None:
+        if p in self._checked:
+            return
         if p.stage == "hidden":
             from lmms_ac.vlm.model import decoder_layers
 
@@ -45,6 +48,7 @@ class HookFactory:
                 raise ValueError(f"perturbation {p} targets layer {p.layer} but the LLM has {n} decoder layers (valid 0..{n})")
         if p.stage == "dataset":
             raise ValueError(f"perturbation {p} substitutes images in the dataset; run its robustness task instead of passing it as a model argument")
+        self._checked.add(p)
 
     def for_request(self, task: str, doc_id: int) -> Optional[SampleHooks]:
         p = task_perturbation(task) or self.default
