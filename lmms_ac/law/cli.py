@@ -1,0 +1,384 @@
+"""``lmms-ac fit | policy | plot``: the law of vision representation on your results.
+
+Inputs (one of):
+  --example law-v1                       the bundled published data (13 settings, 8 benchmarks)
+  --wide FILE [--setting-col setting --a-col A --c-col C --benchmarks b1,b2]
+                                         one row per setting; --a-col/--c-col may contain {benchmark}
+  --table TABLE --scores AC.csv [--variant-col variant --a-col A --c-col C --benchmarks ... --metric T=M]
+                                         the tidy table of ``lmms-ac collect`` plus A/C scores
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+PLOT_FORMATS = "png,svg"
+
+
+def _error(msg: str) -> Exception:
+    from lmms_ac.cli import CommandError
+
+    return CommandError(msg)
+
+
+def _config(args: argparse.Namespace) -> Dict[str, Any]:
+    return {k: v for k, v in vars(args).items() if k != "func" and not callable(v)}
+
+
+def _split(text: Optional[str]) -> Optional[List[str]]:
+    if not text:
+        return None
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def load_inputs(args: argparse.Namespace):
+    """``{benchmark: BenchmarkData}`` from the input options (see module doc)."""
+    import pandas as pd
+
+    from lmms_ac.law import data as D
+
+    chosen = [n for n in ("example", "wide", "table") if getattr(args, n, None)]
+    if len(chosen) != 1:
+        raise _error("choose exactly one input: --example law-v1, --wide FILE, or --table TABLE --scores AC.csv")
+    benches = _split(args.benchmarks)
+    if args.example:
+        ex = D.EXAMPLES.get(args.example)
+        if ex is None:
+            from lmms_ac.registry import UnknownEntryError
+
+            raise UnknownEntryError("example", args.example, list(D.EXAMPLES))
+        if benches:
+            D.resolve_benchmarks(benches, list(ex["benchmarks"]))
+        df = pd.read_csv(D.example_path(args.example))
+        return D.from_wide(df, setting_col=args.setting_col or str(ex["setting_col"]),
+                           a_col=args.a_col or str(ex["a_col"]), c_col=args.c_col or str(ex["c_col"]),
+                           benchmarks=benches or list(ex["benchmarks"]), source=f"example {args.example}")
+    if args.wide:
+        path = Path(args.wide)
+        if not path.exists():
+            raise FileNotFoundError(f"wide CSV {path} does not exist")
+        if not benches:
+            raise _error("--wide needs --benchmarks b1,b2 (the score columns to fit)")
+        return D.from_wide(pd.read_csv(path), setting_col=args.setting_col or "setting", a_col=args.a_col or "A",
+                           c_col=args.c_col or "C", benchmarks=benches, source=str(path))
+    if not args.scores:
+        raise _error("--table needs --scores AC.csv (columns variant, A, C; see --variant-col/--a-col/--c-col)")
+    from lmms_ac.results.table import clean_scores, parse_assignments, read_table
+
+    table = read_table(args.table)
+    ac = D.read_ac_scores(args.scores, variant_col=args.variant_col, a_col=args.a_col or "A",
+                          c_col=args.c_col or "C")
+    scores = clean_scores(table, benches, parse_assignments(args.metric))
+    return D.from_table(scores, ac, benches, source=str(args.table))
+
+
+def _add_input_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("input (choose one)")
+    g.add_argument("--example", metavar="NAME", help="bundled example data: law-v1")
+    g.add_argument("--wide", metavar="FILE", help="wide CSV, one row per setting")
+    g.add_argument("--table", metavar="TABLE", help="tidy results table from lmms-ac collect (with --scores)")
+    g.add_argument("--scores", metavar="AC.csv", help="A/C scores CSV for --table")
+    g.add_argument("--setting-col", help="setting column of --wide (default: setting)")
+    g.add_argument("--variant-col", default="variant", help="variant column of --scores (default: variant)")
+    g.add_argument("--a-col", help="A column; may be a template like 'A_embed_{benchmark}' (default: A)")
+    g.add_argument("--c-col", help="C column; may contain {benchmark} (default: C)")
+    g.add_argument("--benchmarks", help="comma-separated benchmarks (default: all of the input)")
+    g.add_argument("--metric", action="append", metavar="TASK=METRIC", help="metric of a task for --table")
+
+
+def _fmt(v: Optional[float], digits: int = 4) -> str:
+    import math
+
+    return "   nan" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{digits}f}"
+
+
+def _fit_text(report) -> str:
+    from lmms_ac.law.fit import LAW_MODEL, MODEL_NAMES
+
+    names = MODEL_NAMES
+    head = f"{'benchmark':<16}{'n':>4} " + " ".join(f"{n:>13}" for n in names) + \
+        f" {'LOO ' + LAW_MODEL:>13} {'rho ' + LAW_MODEL:>13} {'rhoLOO':>7}"
+    lines = [f"In-sample R² per model (normalize={report.options['normalize']}; random = mean over "
+             f"{report.options['random_draws']} draws); law = {LAW_MODEL}", head]
+    for b, bf in report.benchmarks.items():
+        law = bf.models[LAW_MODEL]
+        lines.append(f"{b:<16}{bf.n:>4} " + " ".join(f"{_fmt(bf.models[n].r2):>13}" for n in names)
+                     + f" {_fmt(law.r2_loo):>13} {_fmt(law.spearman):>13} {_fmt(law.spearman_loo, 3):>7}")
+    for g, models in report.groups.items():
+        law = models[LAW_MODEL]
+        label = f"mean:{g}" + ("" if law["complete"] else "*")
+        lines.append(f"{label:<16}{law['n_benchmarks']:>4} " + " ".join(f"{_fmt(models[n]['r2']):>13}" for n in names)
+                     + f" {_fmt(law['r2_loo']):>13} {_fmt(law['spearman']):>13} {_fmt(law['spearman_loo'], 3):>7}")
+    if any(not m[LAW_MODEL]["complete"] for m in report.groups.values()):
+        lines.append("* group mean over the benchmarks present only")
+    preds = report.prediction_frame()
+    preds = preds[~preds["scored"]] if len(preds) else preds
+    if len(preds):
+        lines.append("")
+        lines.append("Predicted scores of settings without a score (law " + LAW_MODEL + ", interval "
+                     f"{report.options['interval']} at level {report.options['level']}):")
+        for r in preds.itertuples(index=False):
+            lines.append(f"  {r.benchmark:<16} {r.setting:<24} {r.pred:10.4f}  [{r.lo:.4f}, {r.hi:.4f}] ({r.interval})")
+    return "\n".join(lines) + "\n"
+
+
+def cmd_fit(args: argparse.Namespace) -> int:
+    from lmms_ac.law.fit import fit_law
+    from lmms_ac.results.output import json_document, write_csv
+
+    data = load_inputs(args)
+    normalize = args.normalize or ("minmax" if args.example else "none")
+    report = fit_law(data, normalize=normalize, random_draws=args.random_draws, seed=args.seed,
+                     interval=args.interval, level=args.level)
+    cfg = _config(args)
+    if args.coef_out:
+        write_csv(report.coef_frame(), args.coef_out, cfg, overwrite=args.overwrite)
+    if args.pred_out:
+        write_csv(report.prediction_frame(), args.pred_out, cfg, overwrite=args.overwrite)
+    if args.plot:
+        _plot_law(report, Path(args.plot), _split(args.formats) or [], args.overwrite)
+    if args.json:
+        print(json_document(report.to_dict(), cfg))
+    else:
+        sys.stdout.write(_fit_text(report))
+    return 0
+
+
+def _plot_law(report, out_dir: Path, formats: List[str], overwrite: bool) -> List[Path]:
+    from lmms_ac.law.plots import plot_law_surface, plot_pred_vs_actual
+
+    written = []
+    for b, bf in report.benchmarks.items():
+        written += plot_law_surface(bf, out_dir / f"law_surface_{b}", formats, overwrite)
+    written += plot_pred_vs_actual(list(report.benchmarks.values()), out_dir / "law_pred_vs_actual", formats,
+                                   overwrite)
+    print(f"wrote {len(written)} figure file(s) to {out_dir}", file=sys.stderr)
+    return written
+
+
+def _policies(name: str) -> List[str]:
+    return {"region": ["region", "random"], "ucb": ["ucb", "random"], "random": ["random"],
+            "all": ["region", "ucb", "random"]}[name]
+
+
+def _policy_text(report) -> str:
+    df = report.to_frame()
+    lines = [f"Recall against budget k' ({report.options['runs']} seeded runs per benchmark; success: best setting "
+             f"in the law's predicted top-n at some step <= k'; random: best setting trained)"]
+    for b, g in df.groupby("benchmark", sort=False):
+        best = next((c.best for c in report.curves if c.benchmark == b), "")
+        lines.append("")
+        lines.append(f"{b} (k={int(g['k'].max())}" + (f", best={best})" if best else ")"))
+        lines.append(f"  {'k_':>3} " + " ".join(f"{p + '@1':>10} {p + '@3':>10}" for p in dict.fromkeys(g.policy)))
+        for budget, gb in g.groupby("budget"):
+            vals = " ".join(f"{r['recall@1']:>10.3f} {r['recall@3']:>10.3f}" for _, r in gb.iterrows())
+            lines.append(f"  {budget:>3} {vals}")
+    mean = df[df.benchmark == "mean"]
+    if (mean.budget == 4).any():
+        parts = [f"{p} {100 * float(g.loc[g.budget == 4, 'recall@3'].iloc[0]):.1f}%" for p, g in mean.groupby("policy")]
+        lines.append("")
+        lines.append("Recall@3 at k'=4, mean over benchmarks: " + ", ".join(parts))
+    return "\n".join(lines).replace("k_ ", "k' ") + "\n"
+
+
+def cmd_policy(args: argparse.Namespace) -> int:
+    from lmms_ac.law.policy import simulate
+    from lmms_ac.results.output import json_document, write_csv
+
+    if args.runs < 1:
+        raise _error(f"--runs must be at least 1, got {args.runs}")
+    data = load_inputs(args)
+    report = simulate(data, _policies(args.policy), runs=args.runs, seed=args.seed,
+                      ucb_beta=args.ucb_beta, ucb_lambda=args.ucb_lambda)
+    cfg = _config(args)
+    if args.out:
+        write_csv(report.to_frame(), args.out, cfg, overwrite=args.overwrite)
+    if args.plot:
+        from lmms_ac.law.plots import plot_recall_curves
+
+        out = Path(args.plot)
+        written = plot_recall_curves(report, out / "policy_recall3", _split(args.formats) or [], args.overwrite, 3)
+        written += plot_recall_curves(report, out / "policy_recall1", _split(args.formats) or [], args.overwrite, 1)
+        print(f"wrote {len(written)} figure file(s) to {out}", file=sys.stderr)
+    if args.json:
+        print(json_document(report.to_dict(), cfg))
+    else:
+        sys.stdout.write(_policy_text(report))
+    return 0
+
+
+def _read_trained(args: argparse.Namespace):
+    import pandas as pd
+
+    from lmms_ac.results.table import TABLE_COLUMNS, clean_scores, parse_assignments, validate_table
+
+    path = Path(args.trained)
+    if not path.exists():
+        raise FileNotFoundError(f"trained scores file {path} does not exist")
+    df = pd.read_csv(path)
+    if all(c in df.columns for c in TABLE_COLUMNS):
+        if not args.benchmark:
+            raise _error(f"{path} is a results table: choose the benchmark to optimise with --benchmark NAME")
+        scores = clean_scores(validate_table(df, str(path)), [args.benchmark], parse_assignments(args.metric))
+        return {str(k): float(v) for k, v in scores[args.benchmark].dropna().items()}
+    col = args.score_col or args.benchmark or "score"
+    for c, what in ((args.variant_col, "variant"), (col, "score")):
+        if c not in df.columns:
+            raise _error(f"{path}: no {what} column {c!r} (columns: {', '.join(map(str, df.columns))}); "
+                         f"choose it with --{'variant-col' if what == 'variant' else 'score-col'}")
+    names = [str(v) for v in df[args.variant_col]]
+    if len(set(names)) != len(names):
+        dups = sorted({n for n in names if names.count(n) > 1})
+        raise _error(f"{path}: duplicate variants {', '.join(dups)}; keep one row per variant")
+    vals = pd.to_numeric(df[col], errors="coerce")
+    if vals.isna().any():
+        bad = [n for n, v in zip(names, vals) if pd.isna(v)]
+        raise _error(f"{path}: column {col!r} is empty or non-numeric for {', '.join(bad)}; fix or remove them")
+    return dict(zip(names, vals.astype(float)))
+
+
+def cmd_recommend(args: argparse.Namespace) -> int:
+    from lmms_ac.law.data import read_ac_scores
+    from lmms_ac.law.policy import recommend
+    from lmms_ac.results.output import json_document
+
+    ac = read_ac_scores(args.candidates, variant_col=args.variant_col, a_col=args.a_col, c_col=args.c_col)
+    trained = _read_trained(args)
+    rec = recommend(list(ac.index), ac["A"].to_numpy(), ac["C"].to_numpy(), trained, policy=args.policy,
+                    seed=args.seed)
+    if args.json:
+        print(json_document(rec.to_dict(), _config(args)))
+        return 0
+    print(f"next to train ({rec.policy} policy): {rec.next if rec.next else '(nothing left)'}")
+    if rec.level is not None:
+        print(f"  region level {rec.level}; eligible cells: " + "; ".join(rec.options))
+    elif rec.options:
+        print("  UCB order of the untrained candidates: " + ", ".join(rec.options))
+    for n in rec.notes:
+        print(f"  note: {n}")
+    print("")
+    print(rec.ranking.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    return 0
+
+
+def cmd_plot_pil(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from lmms_ac.law.plots import plot_patch_info_loss
+
+    path = Path(args.array)
+    if not path.exists():
+        raise FileNotFoundError(f"array file {path} does not exist")
+    arr = np.load(path) if path.suffix == ".npy" else np.loadtxt(path, delimiter=",", ndmin=2)
+    written = plot_patch_info_loss(arr, args.out, _split(args.formats) or [], args.overwrite, title=args.title)
+    print("wrote " + ", ".join(map(str, written)))
+    return 0
+
+
+def cmd_plot_law(args: argparse.Namespace) -> int:
+    from lmms_ac.law.fit import fit_law
+
+    report = fit_law(load_inputs(args), normalize=args.normalize or ("minmax" if args.example else "none"))
+    written = _plot_law(report, Path(args.out_dir), _split(args.formats) or [], args.overwrite)
+    print("wrote " + ", ".join(map(str, written)))
+    return 0
+
+
+def cmd_plot_policy(args: argparse.Namespace) -> int:
+    from lmms_ac.law.plots import plot_recall_curves
+    from lmms_ac.law.policy import simulate
+
+    report = simulate(load_inputs(args), _policies(args.policy), runs=args.runs, seed=args.seed)
+    out = Path(args.out_dir)
+    written = plot_recall_curves(report, out / f"policy_recall{args.top}", _split(args.formats) or [],
+                                 args.overwrite, args.top)
+    print("wrote " + ", ".join(map(str, written)))
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    # ---- fit
+    p = subparsers.add_parser("fit", help="fit the law Z ~ f(A, C) per benchmark: R², LOO R², Spearman, "
+                                          "predictions", description=__doc__,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    _add_input_args(p)
+    p.add_argument("--normalize", choices=["none", "minmax"],
+                   help="min-max normalise A, C and score first (default: minmax for --example, else none)")
+    p.add_argument("--interval", choices=["ols", "loo"], default="ols",
+                   help="prediction interval: OLS (Student t) or leave-one-out residual quantile (default: ols)")
+    p.add_argument("--level", type=float, default=0.9, help="interval coverage (default: 0.9)")
+    p.add_argument("--random-draws", type=int, default=100, help="draws of the random baseline (default: 100)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true", help="print a JSON document of every R² instead of text")
+    p.add_argument("--coef-out", metavar="FILE", help="write the coefficients (CSV)")
+    p.add_argument("--pred-out", metavar="FILE", help="write fitted/LOO/predicted scores with intervals (CSV)")
+    p.add_argument("--plot", metavar="DIR", help="write law surfaces and predicted-vs-actual figures to DIR")
+    p.add_argument("--formats", default=PLOT_FORMATS, help=f"figure formats (default: {PLOT_FORMATS})")
+    p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    p.set_defaults(func=cmd_fit)
+
+    # ---- policy (simulation) + policy recommend
+    p = subparsers.add_parser("policy", help="simulate the AC policy (Recall@1/@3 vs budget) or recommend the "
+                                             "next variant to train",
+                              description="Simulate which settings a policy trains and how often the law's "
+                                          "ranking finds the best one (METHODS.md section 5). "
+                                          "`lmms-ac policy recommend --help` for the recommend mode.")
+    _add_input_args(p)
+    p.add_argument("--policy", choices=["region", "ucb", "random", "all"], default="region",
+                   help="region (default) or ucb, each with the random baseline; or all")
+    p.add_argument("--runs", type=int, default=1000, help="seeded runs per benchmark (default: 1000)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--ucb-beta", type=float, default=2.0, help="UCB exploration weight (default: 2)")
+    p.add_argument("--ucb-lambda", type=float, default=0.1, help="UCB prior precision (default: 0.1)")
+    p.add_argument("--json", action="store_true", help="print a JSON document of the recall curves")
+    p.add_argument("--out", metavar="FILE", help="write the recall curves (CSV)")
+    p.add_argument("--plot", metavar="DIR", help="write recall-curve figures to DIR")
+    p.add_argument("--formats", default=PLOT_FORMATS, help=f"figure formats (default: {PLOT_FORMATS})")
+    p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    p.set_defaults(func=cmd_policy)
+    sub = p.add_subparsers(dest="policy_command", metavar="{recommend}")
+    r = sub.add_parser("recommend", help="which variant to train next and the current predicted ranking")
+    r.add_argument("--candidates", required=True, metavar="AC.csv", help="A/C scores of every candidate")
+    r.add_argument("--trained", required=True, metavar="SCORES.csv",
+                   help="scores of the trained variants: variant + score column, or a results table")
+    r.add_argument("--variant-col", default="variant")
+    r.add_argument("--a-col", default="A")
+    r.add_argument("--c-col", default="C")
+    r.add_argument("--score-col", help="score column of --trained (default: --benchmark or 'score')")
+    r.add_argument("--benchmark", help="benchmark to optimise when --trained is a results table")
+    r.add_argument("--metric", action="append", metavar="TASK=METRIC")
+    r.add_argument("--policy", choices=["region", "ucb"], default="region")
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--json", action="store_true")
+    r.set_defaults(func=cmd_recommend)
+
+    # ---- plot
+    p = subparsers.add_parser("plot", help="figures: law surfaces, predicted vs actual, policy recall, "
+                                           "patch information loss")
+    sub = p.add_subparsers(dest="plot_command", metavar="{law,policy,pil}")
+    q = sub.add_parser("law", help="law surface per benchmark + predicted vs actual")
+    _add_input_args(q)
+    q.add_argument("--normalize", choices=["none", "minmax"])
+    q.add_argument("--out-dir", required=True)
+    q.add_argument("--formats", default=PLOT_FORMATS)
+    q.add_argument("--overwrite", action="store_true")
+    q.set_defaults(func=cmd_plot_law)
+    q = sub.add_parser("policy", help="recall curves of the policies")
+    _add_input_args(q)
+    q.add_argument("--policy", choices=["region", "ucb", "random", "all"], default="all")
+    q.add_argument("--runs", type=int, default=1000)
+    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--top", type=int, choices=[1, 3], default=3)
+    q.add_argument("--out-dir", required=True)
+    q.add_argument("--formats", default=PLOT_FORMATS)
+    q.add_argument("--overwrite", action="store_true")
+    q.set_defaults(func=cmd_plot_policy)
+    q = sub.add_parser("pil", help="heat map of patch information loss (M x M array, .npy or CSV)")
+    q.add_argument("array", help="M x M array: .npy or comma-separated text")
+    q.add_argument("--out", required=True, help="output stem (extensions added per format)")
+    q.add_argument("--title")
+    q.add_argument("--formats", default=PLOT_FORMATS)
+    q.add_argument("--overwrite", action="store_true")
+    q.set_defaults(func=cmd_plot_pil)

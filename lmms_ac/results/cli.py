@@ -1,0 +1,129 @@
+"""``lmms-ac collect | leaderboard | robustness``: results files -> tidy table -> reports."""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any, Dict, List, Optional
+
+# heavy-ish imports (pandas) happen inside the command functions
+
+
+def _config(args: argparse.Namespace) -> Dict[str, Any]:
+    return {k: v for k, v in vars(args).items() if k != "func" and not callable(v)}
+
+
+def _split(text: Optional[str]) -> Optional[List[str]]:
+    if not text:
+        return None
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def _read_ac(args: argparse.Namespace):
+    if not getattr(args, "scores", None):
+        return None
+    from lmms_ac.law.data import read_ac_scores
+
+    return read_ac_scores(args.scores, variant_col=args.variant_col, a_col=args.a_col, c_col=args.c_col)
+
+
+def cmd_collect(args: argparse.Namespace) -> int:
+    from lmms_ac.results.collect import collect
+    from lmms_ac.results.output import write_csv
+
+    got = collect(args.results, mapping=args.mapping)
+    t = got.table
+    written = write_csv(t, args.out, _config(args), overwrite=args.overwrite)
+    if args.dropped_out:
+        written += write_csv(got.dropped, args.dropped_out, _config(args), overwrite=args.overwrite)
+    print(f"collected {len(t)} rows ({t['variant'].nunique()} variants, {t['task'].nunique()} tasks) from "
+          f"{len(got.files)} results file(s) -> {args.out}")
+    if len(got.dropped):
+        print(f"{len(got.dropped)} row(s) from older reruns were dropped (newest date kept)"
+              + (f"; listed in {args.dropped_out}" if args.dropped_out else "; pass --dropped-out FILE to list them"))
+    return 0
+
+
+def _emit(text: str, args: argparse.Namespace) -> None:
+    from lmms_ac.results.output import write_text_report
+
+    if args.out:
+        write_text_report(text, args.out, _config(args), overwrite=args.overwrite)
+        print(f"wrote {args.out}", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
+
+
+def cmd_leaderboard(args: argparse.Namespace) -> int:
+    from lmms_ac.results.leaderboard import leaderboard, to_markdown
+    from lmms_ac.results.table import parse_assignments, read_table
+
+    table = read_table(args.table)
+    board = leaderboard(table, _read_ac(args), _split(args.benchmarks), parse_assignments(args.metric))
+    _emit(to_markdown(board, args.digits) if args.format == "md" else board.to_csv(index=False), args)
+    return 0
+
+
+def cmd_robustness(args: argparse.Namespace) -> int:
+    from lmms_ac.results.leaderboard import to_markdown
+    from lmms_ac.results.output import write_csv
+    from lmms_ac.results.robustness_table import average_drop, robustness_table
+    from lmms_ac.results.table import parse_assignments, read_table
+
+    table = read_table(args.table)
+    detail = robustness_table(table)
+    avg = average_drop(detail, parse_assignments(args.metric))
+    if args.summary_out:
+        write_csv(avg, args.summary_out, _config(args), overwrite=args.overwrite)
+    if args.format == "md":
+        text = to_markdown(detail, args.digits) + "\nAverage drop across benchmarks (0-100 scale):\n\n" \
+            + to_markdown(avg, args.digits)
+    else:
+        text = detail.to_csv(index=False)
+        if not args.out and not args.summary_out:
+            text += "\n" + avg.to_csv(index=False)
+    _emit(text, args)
+    return 0
+
+
+def _add_ac_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--scores", metavar="AC.csv", help="A/C scores CSV (one row per variant)")
+    p.add_argument("--variant-col", default="variant", help="variant column of --scores (default: variant)")
+    p.add_argument("--a-col", default="A", help="A column of --scores (default: A)")
+    p.add_argument("--c-col", default="C", help="C column of --scores (default: C)")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("collect", help="lmms-eval results files -> one tidy results table (CSV)",
+                              description="Read lmms-eval results JSONs (directories are searched recursively "
+                                          "for *results*.json) into one tidy table. Reruns of the same (variant, "
+                                          "task, metric, perturbation, severity, seed): the newest date is kept.")
+    p.add_argument("results", nargs="+", metavar="RESULTS", help="results JSON/samples JSONL files or directories")
+    p.add_argument("--mapping", metavar="FILE", help="variant renaming: JSON {old: new} or CSV old,new")
+    p.add_argument("--out", required=True, metavar="table.csv", help="output CSV")
+    p.add_argument("--dropped-out", metavar="FILE", help="also write the rows dropped as older reruns")
+    p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    p.set_defaults(func=cmd_collect)
+
+    p = subparsers.add_parser("leaderboard", help="one row per variant: scores, law predictions, average, rank, "
+                                                  "robustness drops (CSV or Markdown)")
+    p.add_argument("table", help="tidy table from lmms-ac collect")
+    _add_ac_args(p)
+    p.add_argument("--benchmarks", help="comma-separated benchmarks (default: every clean task)")
+    p.add_argument("--metric", action="append", metavar="TASK=METRIC", help="metric of a task (repeatable)")
+    p.add_argument("--format", choices=["csv", "md"], default="csv")
+    p.add_argument("--digits", type=int, default=2, help="decimals in Markdown (default: 2)")
+    p.add_argument("--out", metavar="FILE", help="output file (default: stdout)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    p.set_defaults(func=cmd_leaderboard)
+
+    p = subparsers.add_parser("robustness", help="clean vs perturbed scores and drops per variant/benchmark/"
+                                                 "perturbation, mean/std over seeds")
+    p.add_argument("table", help="tidy table from lmms-ac collect")
+    p.add_argument("--metric", action="append", metavar="TASK=METRIC",
+                   help="primary metric of a base task for the average (repeatable)")
+    p.add_argument("--format", choices=["csv", "md"], default="csv")
+    p.add_argument("--digits", type=int, default=2, help="decimals in Markdown (default: 2)")
+    p.add_argument("--out", metavar="FILE", help="per-benchmark table (default: stdout)")
+    p.add_argument("--summary-out", metavar="FILE", help="average drop across benchmarks (CSV)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    p.set_defaults(func=cmd_robustness)

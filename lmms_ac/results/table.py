@@ -1,0 +1,177 @@
+"""The tidy results table: its schema, reading/writing it, and the clean-score view everything uses.
+
+One row per (variant, task, metric[, perturbation, severity, seed]) with columns ``TABLE_COLUMNS``:
+
+- ``variant``: the model variant (``variant=`` of model_args, else the basename of ``pretrained=``,
+  remapped through the optional mapping file);
+- ``task``: the lmms-eval task (or group) name; ``metric``: the metric name (``name,filter`` when the
+  filter is not ``none``); ``value``/``stderr`` floats (stderr NaN when lmms-eval wrote "N/A");
+- ``n``: evaluated documents; ``perturbation`` (``none`` for clean runs), ``severity`` (string,
+  empty when unset), ``seed`` (nullable int), ``base_task`` (the clean task a perturbed task derives
+  from; the task itself for clean runs);
+- ``lmms_eval_version``, ``config_hash`` (of model, model_args, limit, gen_kwargs and the task
+  config), ``time`` (ISO timestamp of the run), ``source`` (the results file).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import pandas as pd
+from loguru import logger
+
+TABLE_COLUMNS: List[str] = ["variant", "task", "metric", "value", "stderr", "n", "perturbation", "severity",
+                            "seed", "base_task", "lmms_eval_version", "config_hash", "time", "source"]
+CLEAN = "none"
+
+#: where the law's benchmark names come from in lmms-eval: candidate (task, metric) pairs, first found wins
+BENCHMARK_SOURCES: Dict[str, List[Tuple[str, str]]] = {
+    "mmbench_en": [("mmbench_en", "gpt_eval_score"), ("mmbench_en_dev", "gpt_eval_score")],
+    "mme": [("mme", "mme_perception_score")],
+    "mmmu_val": [("mmmu_val", "mmmu_acc")],
+    "ok_vqa": [("ok_vqa", "exact_match"), ("ok_vqa_val2014", "exact_match")],
+    "textvqa_val": [("textvqa_val", "exact_match")],
+    "vizwiz_vqa_val": [("vizwiz_vqa_val", "exact_match")],
+    "scienceqa_img": [("scienceqa_img", "exact_match")],
+    "seed_image": [("seedbench", "seed_image"), ("seed_image", "seed_image")],
+}
+#: the headline metric of tasks that report several
+PRIMARY_METRICS: Dict[str, str] = {"mme": "mme_perception_score", "seedbench": "seed_image",
+                                   "mmbench_en_dev": "gpt_eval_score", "mmmu_val": "mmmu_acc"}
+#: maximum of metrics that are not on a 0-1 or 0-100 scale (for the percent scale)
+METRIC_MAX: Dict[str, float] = {"mme_perception_score": 2000.0, "mme_cognition_score": 800.0}
+
+
+def empty_table() -> pd.DataFrame:
+    return _coerce(pd.DataFrame({c: [] for c in TABLE_COLUMNS}))
+
+
+def _coerce(df: pd.DataFrame) -> pd.DataFrame:
+    df = df.copy()
+    for c in ("variant", "task", "metric", "perturbation", "severity", "base_task", "lmms_eval_version",
+              "config_hash", "time", "source"):
+        df[c] = df[c].astype(object).where(df[c].notna(), "").astype(str)
+    df["perturbation"] = df["perturbation"].replace("", CLEAN)
+    df["base_task"] = df["base_task"].where(df["base_task"] != "", df["task"])
+    for c in ("value", "stderr"):
+        df[c] = pd.to_numeric(df[c], errors="coerce").astype(float)
+    for c in ("n", "seed"):
+        df[c] = pd.to_numeric(df[c], errors="coerce").round().astype("Int64")
+    return df[TABLE_COLUMNS].reset_index(drop=True)
+
+
+def validate_table(df: pd.DataFrame, source: str = "table") -> pd.DataFrame:
+    """Check the columns of a tidy table and coerce dtypes; raise ValueError naming what is missing."""
+    missing = [c for c in TABLE_COLUMNS if c not in df.columns]
+    if missing:
+        raise ValueError(f"{source} is not an lmms-ac results table: missing column(s) {', '.join(missing)}; "
+                         f"create it with `lmms-ac collect RESULTS... --out table.csv`.")
+    return _coerce(df)
+
+
+def read_table(path: Union[str, Path]) -> pd.DataFrame:
+    """Read a table written by ``lmms-ac collect``."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"results table {path} does not exist; create it with `lmms-ac collect`")
+    df = pd.read_csv(path, dtype={"severity": str, "variant": str, "task": str, "metric": str}, keep_default_na=True)
+    table = validate_table(df, str(path))
+    if table.empty:
+        raise ValueError(f"results table {path} has no rows")
+    return table
+
+
+def table_to_csv(df: pd.DataFrame) -> str:
+    return validate_table(df).to_csv(index=False)
+
+
+def is_clean(df: pd.DataFrame) -> pd.Series:
+    return df["perturbation"].isin([CLEAN, ""])
+
+
+def resolve_metric(df: pd.DataFrame, task: str, metric: Optional[str] = None) -> str:
+    """The metric to use for ``task``: the given one, the task's only metric, or its primary metric."""
+    metrics = sorted(df.loc[df["task"] == task, "metric"].unique())
+    if metric is not None:
+        if metric not in metrics:
+            from lmms_ac.registry import UnknownEntryError
+
+            raise UnknownEntryError(f"metric of task {task!r}", metric, metrics)
+        return metric
+    if len(metrics) == 1:
+        return metrics[0]
+    primary = PRIMARY_METRICS.get(task)
+    for src in BENCHMARK_SOURCES.values():
+        for t, m in src:
+            if t == task and primary is None:
+                primary = m
+    if primary in metrics:
+        return primary
+    raise ValueError(f"task {task!r} reports several metrics ({', '.join(metrics)}); choose one with "
+                     f"--metric {task}={metrics[0]}")
+
+
+def _benchmark_source(clean: pd.DataFrame, bench: str, metric: Optional[str]) -> Tuple[str, str]:
+    tasks = set(clean["task"])
+    if bench in tasks:
+        return bench, resolve_metric(clean, bench, metric)
+    for task, m in BENCHMARK_SOURCES.get(bench, []):
+        if task in tasks and (m in set(clean.loc[clean["task"] == task, "metric"])):
+            return task, metric or m
+    from lmms_ac.registry import UnknownEntryError
+
+    raise UnknownEntryError("benchmark", bench, sorted(tasks))
+
+
+def clean_scores(table: pd.DataFrame, benchmarks: Optional[Sequence[str]] = None,
+                 metrics: Optional[Mapping[str, str]] = None) -> pd.DataFrame:
+    """Variant x benchmark frame of clean scores (mean over seeds if a clean run was seeded).
+
+    ``benchmarks`` defaults to every clean task; a law benchmark name (e.g. ``seed_image``) is
+    looked up through ``BENCHMARK_SOURCES``. ``metrics`` maps a benchmark/task to its metric.
+    """
+    metrics = dict(metrics or {})
+    clean = table[is_clean(table) & table["value"].notna()]
+    if clean.empty:
+        raise ValueError("the results table has no clean (unperturbed) scores")
+    benches = list(benchmarks) if benchmarks else list(dict.fromkeys(clean["task"]))
+    cols = {}
+    for b in benches:
+        task, metric = _benchmark_source(clean, b, metrics.get(b))
+        sel = clean[(clean["task"] == task) & (clean["metric"] == metric)]
+        cols[b] = sel.groupby("variant")["value"].mean()
+    out = pd.DataFrame(cols)
+    out.index.name = "variant"
+    return out
+
+
+def benchmark_metric(table: pd.DataFrame, bench: str, metric: Optional[str] = None) -> Tuple[str, str]:
+    """(task, metric) a benchmark name resolves to in ``table`` (clean rows)."""
+    return _benchmark_source(table[is_clean(table)], bench, metric)
+
+
+def percent_factor(values: Union[pd.Series, np.ndarray], metric: str) -> float:
+    """Factor that puts ``metric`` on a 0-100 scale: 100/max for known maxima (MME); 100 when every
+    value lies in [-1, 1] (fractions); else 1 (already in percent)."""
+    if metric in METRIC_MAX:
+        return 100.0 / METRIC_MAX[metric]
+    arr = np.asarray(values, dtype=float)
+    finite = arr[np.isfinite(arr)]
+    return 100.0 if finite.size and np.all(np.abs(finite) <= 1.0) else 1.0
+
+
+def to_percent(values: Union[pd.Series, np.ndarray], metric: str) -> Union[pd.Series, np.ndarray]:
+    """``values`` on the 0-100 scale of ``percent_factor``."""
+    return values * percent_factor(values, metric)
+
+
+def parse_assignments(items: Optional[Sequence[str]], what: str = "--metric") -> Dict[str, str]:
+    """Parse repeated ``KEY=VALUE`` options."""
+    out: Dict[str, str] = {}
+    for item in items or []:
+        if "=" not in item:
+            raise ValueError(f"{what} expects KEY=VALUE, got {item!r}")
+        k, v = item.split("=", 1)
+        out[k.strip()] = v.strip()
+    return out
