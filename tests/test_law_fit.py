@@ -222,3 +222,19 @@ def test_cli_fit_from_tidy_table_predicts_untrained(tmp_path, capsys):
     preds = doc["benchmarks"]["mme"]["predictions"]
     assert [p["setting"] for p in preds] == ["s8", "s9"]
     assert all(p["lo"] < p["pred"] < p["hi"] for p in preds)
+
+
+def test_ac_scores_read_from_the_score_store(tmp_path):
+    """score-a / score-c write one long CSV; the law reads A and C (or A_embed, C_ocr) from it."""
+    from lmms_ac.law.data import read_ac_scores
+    from lmms_ac.scores.store import ScoreValue, record_score
+
+    out = tmp_path / "scores.csv"
+    for variant, a, c in (("clip", -2.0, 15.0), ("dino", -4.0, 25.0)):
+        record_score(out, variant=variant, vision="", score="A", config={"n": 1}, compute=lambda a=a: ScoreValue(a, 1))
+        record_score(out, variant=variant, vision="", score="C", config={"n": 1}, compute=lambda c=c: ScoreValue(c, 1))
+    record_score(out, variant="clip", vision="", score="A", config={"n": 2}, compute=lambda: ScoreValue(-1.5, 2))  # newer config
+    ac = read_ac_scores(out)
+    assert ac.loc["clip"].tolist() == [-1.5, 15.0] and ac.loc["dino"].tolist() == [-4.0, 25.0]
+    with pytest.raises(ValueError, match="no 'A_embed' rows"):
+        read_ac_scores(out, a_col="A_embed")

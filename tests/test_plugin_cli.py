@@ -39,7 +39,7 @@ def run_lmms_eval(workdir: Path, ckpt: str, mirror: str, tasks: str, out: str, m
         task = path.rsplit("_samples_", 1)[1][: -len(".jsonl")]
         with open(path) as fh:
             samples[task] = {row["doc_id"]: row["filtered_resps"] for row in map(json.loads, fh)}
-    return {"results": json.load(open(results[-1])), "samples": samples, "log": proc.stdout + proc.stderr}
+    return {"results": json.load(open(results[-1])), "samples": samples, "log": proc.stdout + proc.stderr, "out": out}
 
 
 @pytest.fixture(scope="module")
@@ -85,14 +85,43 @@ def test_unknown_model_argument_lists_valid_ones(tmp_path, llava_hf_dir, mirror_
     assert "unknown model argument(s) for lmms_ac_llava: bogus_arg" in text and "vision_tower" in text
 
 
-def test_generated_robustness_task_runs_end_to_end(clean_run, tmp_path, llava_hf_dir, mirror_dir):
+@pytest.fixture(scope="module")
+def generated_run(tmp_path_factory, llava_hf_dir, mirror_dir):
+    work = tmp_path_factory.mktemp("generated")
+    return run_lmms_eval(work, llava_hf_dir, mirror_dir, "mme_tokperm_s2,mme_patchshuffle4", str(work / "out"))
+
+
+def test_generated_robustness_task_runs_end_to_end(clean_run, generated_run):
     """`mme_tokperm_s2` is generated from the catalogue; its results carry the metadata the collector reads."""
-    run = run_lmms_eval(tmp_path, llava_hf_dir, mirror_dir, "mme_tokperm_s2,mme_patchshuffle4", str(tmp_path / "out"))
+    run = generated_run
     meta = run["results"]["configs"]["mme_tokperm_s2"]["metadata"]["lmms_ac"]
     assert (meta["base_task"], meta["perturbation"], meta["seed"]) == ("mme", "tokperm", 2)
     assert run["samples"]["mme_tokperm_s2"] != clean_run["samples"]["mme"]
     assert run["samples"]["mme_patchshuffle4"] != clean_run["samples"]["mme"]
     assert "mme_perception_score,none" in run["results"]["results"]["mme_tokperm_s2"]
+
+
+def test_collect_and_robustness_table_on_real_output(clean_run, generated_run, tmp_path):
+    from lmms_ac.cli import main
+    from lmms_ac.results.collect import collect_results
+
+    table = collect_results([clean_run["out"], generated_run["out"]])
+    clean = table[table["perturbation"] == "none"]
+    assert set(zip(clean["task"], clean["metric"])) == {("mme", "mme_perception_score"), ("mme", "mme_cognition_score"),
+                                                          ("seed", "seed_image")}
+    assert set(table["variant"]) == {"tiny-llava-hf"}  # from pretrained= (no variant= given)
+    perm = table[(table["perturbation"] == "tokperm") & (table["metric"] == "mme_perception_score")]
+    assert perm[["base_task", "seed", "n"]].values.tolist() == [["mme", 2, 12]]
+    shuffle = table[table["perturbation"] == "patchshuffle4"]
+    assert set(shuffle["base_task"]) == {"mme"}
+    out = tmp_path / "table.csv"
+    assert main(["collect", clean_run["out"], generated_run["out"], "--out", str(out)]) == 0
+    assert main(["robustness", str(out), "--out", str(tmp_path / "robust.csv")]) == 0
+    import pandas as pd
+
+    robust = pd.read_csv(tmp_path / "robust.csv")
+    assert {"tokperm", "patchshuffle4"} <= set(robust["perturbation"])
+    assert main(["collect", clean_run["out"], "--out", str(out)]) == 2  # never overwritten silently
 
 
 def test_robustness_task_on_a_model_that_cannot_apply_it_fails(tmp_path, llava_hf_dir, mirror_dir):

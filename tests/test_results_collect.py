@@ -245,3 +245,16 @@ def test_cli_collect_writes_and_refuses_overwrite(runs, tmp_path, capsys):
     assert main(["collect", str(tmp_path / "nope"), "--out", str(tmp_path / "t2.csv")]) == 2
     assert "does not exist" in capsys.readouterr().err
     assert not (tmp_path / "t2.csv").exists()
+
+
+def test_model_argument_perturbation_is_recorded():
+    """perturbation=... in lmms_ac_llava's model args applies to every task of the run."""
+    from pathlib import Path
+
+    from lmms_ac.results.collect import rows_from_results
+
+    doc = {"results": {"mme": {"mme_perception_score,none": 10.0}}, "configs": {"mme": {"metadata": [{"version": 0}]}},
+           "config": {"model": "lmms_ac_llava", "model_args": "pretrained=/x/ckpt,perturbation=tokperm,perturbation_seed=3"},
+           "date": 1.0}
+    (row,) = rows_from_results(doc, Path("/x/20260101_results.json"))
+    assert (row["variant"], row["perturbation"], row["seed"], row["base_task"]) == ("ckpt", "tokperm", 3, "mme")

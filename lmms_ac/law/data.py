@@ -166,6 +166,8 @@ def read_ac_scores(path: Union[str, Path], *, variant_col: str = "variant", a_co
     if not path.exists():
         raise FileNotFoundError(f"A/C scores file {path} does not exist")
     df = pd.read_csv(path)
+    if {"score", "value", variant_col} <= set(df.columns) and a_col not in df.columns:
+        df = _pivot_score_store(df, variant_col, (a_col, c_col), str(path))
     for col, what in ((variant_col, "variant"), (a_col, "A"), (c_col, "C")):
         if col not in df.columns:
             raise _missing_column(col, df, what, str(path))
@@ -178,6 +180,27 @@ def read_ac_scores(path: Union[str, Path], *, variant_col: str = "variant", a_co
             raise ValueError(f"{path}: column {col!r} is empty/NaN for {', '.join(missing)}; fill them or drop "
                              f"those rows.")
     return pd.DataFrame({"A": A, "C": C}, index=pd.Index(names, name="variant"))
+
+
+def _pivot_score_store(df: pd.DataFrame, variant_col: str, score_names: Sequence[str], source: str) -> pd.DataFrame:
+    """The long scores CSV of ``score-a``/``score-c`` (variant, score, value, time...) -> one row per
+    variant with a column per score name; where a variant has several rows of a score (other
+    configurations), the newest one counts."""
+    known = sorted(set(map(str, df["score"])))
+    for name in score_names:
+        if name not in known:
+            raise ValueError(f"{source}: no {name!r} rows among the scores {known}; run lmms-ac score-a / score-c, "
+                             f"or choose --a-col/--c-col among {known}")
+    rows = df[df["score"].isin(score_names)].copy()
+    if "time" in rows.columns:
+        rows = rows.sort_values("time", kind="stable")
+    dropped = rows.duplicated([variant_col, "score"], keep="last")
+    if dropped.any():
+        from loguru import logger
+
+        logger.info(f"{source}: {int(dropped.sum())} older score rows superseded by newer ones of the same variant")
+    wide = rows.drop_duplicates([variant_col, "score"], keep="last").pivot(index=variant_col, columns="score", values="value")
+    return wide.reset_index()
 
 
 def from_table(scores: pd.DataFrame, ac: pd.DataFrame, benchmarks: Optional[Sequence[str]] = None,

@@ -179,6 +179,19 @@ def _samples_n(samples: Sequence[Path], results_path: Path, task: str) -> Option
     return None
 
 
+def _model_arg_perturbation(config: Mapping[str, Any], task: str) -> Dict[str, Any]:
+    """A perturbation given to lmms_ac_llava as a model argument (``perturbation=tokperm,perturbation_seed=3``)
+    applies to every task of the run: the same metadata a generated robustness task carries."""
+    args = parse_model_args(config.get("model_args"))
+    if not args.get("perturbation"):
+        return {}
+    from lmms_ac.robustness import parse_perturbation
+
+    p = parse_perturbation(args["perturbation"])
+    seed = int(args.get("perturbation_seed", p.seed) or 0)
+    return {"base_task": task, "perturbation": p.with_seed(0).to_string(), "seed": seed}
+
+
 def rows_from_results(doc: Mapping[str, Any], path: Path, mapping: Optional[Mapping[str, str]] = None,
                       samples: Sequence[Path] = ()) -> List[Dict[str, Any]]:
     """Tidy rows of one parsed results JSON."""
@@ -198,7 +211,7 @@ def rows_from_results(doc: Mapping[str, Any], path: Path, mapping: Optional[Mapp
         if not isinstance(metrics, Mapping):
             continue
         task_cfg = configs.get(task) or {}
-        meta = _lmms_ac_meta(task_cfg)
+        meta = _lmms_ac_meta(task_cfg) or _model_arg_perturbation(config, task)
         perturbation = str(meta.get("perturbation") or CLEAN)
         n = metrics.get("samples")
         if not isinstance(n, int):
