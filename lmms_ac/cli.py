@@ -17,6 +17,7 @@ COMMAND_MODULES = [
     "lmms_ac.results.cli",
     "lmms_ac.law.cli",
     "lmms_ac.robustness.cli",
+    "lmms_ac.demo",
 ]
 
 
@@ -28,13 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lmms-ac", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as err:
-            if err.name == name:  # area not built yet
-                continue
-            raise
-        module.register(sub)
+        importlib.import_module(name).register(sub)
     return parser
 
 
