@@ -7,7 +7,7 @@ module-level definitions) and can be snapshot/restored in tests.
 from __future__ import annotations
 
 import difflib
-from typing import Callable, Dict, Generic, Iterator, List, Optional, TypeVar
+from typing import Dict, Generic, Iterator, List, Optional, TypeVar
 
 T = TypeVar("T")
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import inspect
 import os
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, List, Optional, Tuple
 
 import torch
 from loguru import logger
@@ -19,7 +19,6 @@ from lmms_eval import utils as lmms_utils
 from lmms_eval.api.instance import Instance
 from lmms_eval.api.model import lmms
 
-from lmms_ac.vlm.hooks import SampleHooks
 from lmms_ac.vlm.prompts import build_prompt, resolve_format
 
 DEFAULT_PRETRAINED = "llava-hf/llava-1.5-7b-hf"

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from lmms_ac.law.data import BenchmarkData, load_example
-from lmms_ac.law.policy import (UCB_WARMUP, cell_ids, law_hits, normalize_plane, random_orders, recall_from_orders,
+from lmms_ac.law.policy import (UCB_WARMUP, cell_ids, law_hits, normalize_plane, recall_from_orders,
                                 recommend, region_next, region_orders, simulate, simulate_benchmark, ucb_orders)
 
 

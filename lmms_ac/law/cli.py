@@ -12,7 +12,9 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import List, Optional
+
+from lmms_ac.cli_args import args_config, split_list
 
 PLOT_FORMATS = "png,svg"
 
@@ -21,16 +23,6 @@ def _error(msg: str) -> Exception:
     from lmms_ac.cli import CommandError
 
     return CommandError(msg)
-
-
-def _config(args: argparse.Namespace) -> Dict[str, Any]:
-    return {k: v for k, v in vars(args).items() if k != "func" and not callable(v)}
-
-
-def _split(text: Optional[str]) -> Optional[List[str]]:
-    if not text:
-        return None
-    return [t.strip() for t in text.split(",") if t.strip()]
 
 
 def load_inputs(args: argparse.Namespace):
@@ -42,7 +34,7 @@ def load_inputs(args: argparse.Namespace):
     chosen = [n for n in ("example", "wide", "table") if getattr(args, n, None)]
     if len(chosen) != 1:
         raise _error("choose exactly one input: --example law-v1, --wide FILE, or --table TABLE --scores AC.csv")
-    benches = _split(args.benchmarks)
+    benches = split_list(args.benchmarks)
     if args.example:
         ex = D.EXAMPLES.get(args.example)
         if ex is None:
@@ -132,13 +124,13 @@ def cmd_fit(args: argparse.Namespace) -> int:
     normalize = args.normalize or ("minmax" if args.example else "none")
     report = fit_law(data, normalize=normalize, random_draws=args.random_draws, seed=args.seed,
                      interval=args.interval, level=args.level)
-    cfg = _config(args)
+    cfg = args_config(args)
     if args.coef_out:
         write_csv(report.coef_frame(), args.coef_out, cfg, overwrite=args.overwrite)
     if args.pred_out:
         write_csv(report.prediction_frame(), args.pred_out, cfg, overwrite=args.overwrite)
     if args.plot:
-        _plot_law(report, Path(args.plot), _split(args.formats) or [], args.overwrite)
+        _plot_law(report, Path(args.plot), split_list(args.formats) or [], args.overwrite)
     if args.json:
         print(json_document(report.to_dict(), cfg))
     else:
@@ -192,15 +184,15 @@ def cmd_policy(args: argparse.Namespace) -> int:
     data = load_inputs(args)
     report = simulate(data, _policies(args.policy), runs=args.runs, seed=args.seed,
                       ucb_beta=args.ucb_beta, ucb_lambda=args.ucb_lambda)
-    cfg = _config(args)
+    cfg = args_config(args)
     if args.out:
         write_csv(report.to_frame(), args.out, cfg, overwrite=args.overwrite)
     if args.plot:
         from lmms_ac.law.plots import plot_recall_curves
 
         out = Path(args.plot)
-        written = plot_recall_curves(report, out / "policy_recall3", _split(args.formats) or [], args.overwrite, 3)
-        written += plot_recall_curves(report, out / "policy_recall1", _split(args.formats) or [], args.overwrite, 1)
+        written = plot_recall_curves(report, out / "policy_recall3", split_list(args.formats) or [], args.overwrite, 3)
+        written += plot_recall_curves(report, out / "policy_recall1", split_list(args.formats) or [], args.overwrite, 1)
         print(f"wrote {len(written)} figure file(s) to {out}", file=sys.stderr)
     if args.json:
         print(json_document(report.to_dict(), cfg))
@@ -249,7 +241,7 @@ def cmd_recommend(args: argparse.Namespace) -> int:
     rec = recommend(list(ac.index), ac["A"].to_numpy(), ac["C"].to_numpy(), trained, policy=args.policy,
                     seed=args.seed)
     if args.json:
-        print(json_document(rec.to_dict(), _config(args)))
+        print(json_document(rec.to_dict(), args_config(args)))
         return 0
     print(f"next to train ({rec.policy} policy): {rec.next if rec.next else '(nothing left)'}")
     if rec.level is not None:
@@ -272,7 +264,7 @@ def cmd_plot_pil(args: argparse.Namespace) -> int:
     if not path.exists():
         raise FileNotFoundError(f"array file {path} does not exist")
     arr = np.load(path) if path.suffix == ".npy" else np.loadtxt(path, delimiter=",", ndmin=2)
-    written = plot_patch_info_loss(arr, args.out, _split(args.formats) or [], args.overwrite, title=args.title)
+    written = plot_patch_info_loss(arr, args.out, split_list(args.formats) or [], args.overwrite, title=args.title)
     print("wrote " + ", ".join(map(str, written)))
     return 0
 
@@ -281,7 +273,7 @@ def cmd_plot_law(args: argparse.Namespace) -> int:
     from lmms_ac.law.fit import fit_law
 
     report = fit_law(load_inputs(args), normalize=args.normalize or ("minmax" if args.example else "none"))
-    written = _plot_law(report, Path(args.out_dir), _split(args.formats) or [], args.overwrite)
+    written = _plot_law(report, Path(args.out_dir), split_list(args.formats) or [], args.overwrite)
     print("wrote " + ", ".join(map(str, written)))
     return 0
 
@@ -292,7 +284,7 @@ def cmd_plot_policy(args: argparse.Namespace) -> int:
 
     report = simulate(load_inputs(args), _policies(args.policy), runs=args.runs, seed=args.seed)
     out = Path(args.out_dir)
-    written = plot_recall_curves(report, out / f"policy_recall{args.top}", _split(args.formats) or [],
+    written = plot_recall_curves(report, out / f"policy_recall{args.top}", split_list(args.formats) or [],
                                  args.overwrite, args.top)
     print("wrote " + ", ".join(map(str, written)))
     return 0

@@ -30,7 +30,6 @@ depends only on the *set* of trained settings, so each distinct set is fitted on
 """
 from __future__ import annotations
 
-import math
 import zlib
 from dataclasses import dataclass, field
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple

@@ -3,19 +3,10 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any, Dict, List, Optional
+
+from lmms_ac.cli_args import args_config, split_list
 
 # heavy-ish imports (pandas) happen inside the command functions
-
-
-def _config(args: argparse.Namespace) -> Dict[str, Any]:
-    return {k: v for k, v in vars(args).items() if k != "func" and not callable(v)}
-
-
-def _split(text: Optional[str]) -> Optional[List[str]]:
-    if not text:
-        return None
-    return [t.strip() for t in text.split(",") if t.strip()]
 
 
 def _read_ac(args: argparse.Namespace):
@@ -32,9 +23,9 @@ def cmd_collect(args: argparse.Namespace) -> int:
 
     got = collect(args.results, mapping=args.mapping)
     t = got.table
-    written = write_csv(t, args.out, _config(args), overwrite=args.overwrite)
+    written = write_csv(t, args.out, args_config(args), overwrite=args.overwrite)
     if args.dropped_out:
-        written += write_csv(got.dropped, args.dropped_out, _config(args), overwrite=args.overwrite)
+        written += write_csv(got.dropped, args.dropped_out, args_config(args), overwrite=args.overwrite)
     print(f"collected {len(t)} rows ({t['variant'].nunique()} variants, {t['task'].nunique()} tasks) from "
           f"{len(got.files)} results file(s) -> {args.out}")
     if len(got.dropped):
@@ -47,7 +38,7 @@ def _emit(text: str, args: argparse.Namespace) -> None:
     from lmms_ac.results.output import write_text_report
 
     if args.out:
-        write_text_report(text, args.out, _config(args), overwrite=args.overwrite)
+        write_text_report(text, args.out, args_config(args), overwrite=args.overwrite)
         print(f"wrote {args.out}", file=sys.stderr)
     else:
         sys.stdout.write(text)
@@ -58,7 +49,7 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     from lmms_ac.results.table import parse_assignments, read_table
 
     table = read_table(args.table)
-    board = leaderboard(table, _read_ac(args), _split(args.benchmarks), parse_assignments(args.metric))
+    board = leaderboard(table, _read_ac(args), split_list(args.benchmarks), parse_assignments(args.metric))
     _emit(to_markdown(board, args.digits) if args.format == "md" else board.to_csv(index=False), args)
     return 0
 
@@ -73,7 +64,7 @@ def cmd_robustness(args: argparse.Namespace) -> int:
     detail = robustness_table(table)
     avg = average_drop(detail, parse_assignments(args.metric))
     if args.summary_out:
-        write_csv(avg, args.summary_out, _config(args), overwrite=args.overwrite)
+        write_csv(avg, args.summary_out, args_config(args), overwrite=args.overwrite)
     if args.format == "md":
         text = to_markdown(detail, args.digits) + "\nAverage drop across benchmarks (0-100 scale):\n\n" \
             + to_markdown(avg, args.digits)

@@ -19,7 +19,6 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import pandas as pd
-from loguru import logger
 
 TABLE_COLUMNS: List[str] = ["variant", "task", "metric", "value", "stderr", "n", "perturbation", "severity",
                             "seed", "base_task", "lmms_eval_version", "config_hash", "time", "source"]
