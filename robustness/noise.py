@@ -35,6 +35,11 @@ def add_component_noise(
     """
     if x.ndim != 2:
         raise ValueError(f"expected [T, D], got shape {tuple(x.shape)}")
+    if isinstance(rows, slice) and rows == slice(None):  # the whole tensor: no gather/scatter
+        if x.numel() == 0:
+            return x.clone()
+        z = uniform_noise(x.shape, generator).to(x.device)
+        return (x.float() + z * component_scale(x)).to(x.dtype)
     if isinstance(rows, torch.Tensor):
         rows = rows.to(x.device)
         if rows.dtype == torch.bool:

@@ -157,3 +157,29 @@ def test_stop_strings_stop_rows_and_cut_text(llava_hf_vlm):
     texts = llava_hf_vlm.generate([build_prompt(q, 1, "vicuna_v1") for q in QUESTIONS[:4]],
                                   [[im] for im in sample_images(4)], max_new_tokens=20, until=["o", "e"])
     assert all("o" not in t and "e" not in t for t in texts)
+
+
+def test_hidden_hook_touches_only_the_chosen_layer_and_sample(llava_hf_vlm):
+    """A hidden-state hook at layer L changes that sample's hidden state entering block L (prefill) and
+    nothing of the other samples in the batch."""
+    from lmms_ac.vlm.hooks import SampleHooks
+    from lmms_ac.vlm.model import decoder_layers
+
+    vlm = llava_hf_vlm
+    images = [[im] for im in sample_images(2, seed=21)]
+    prompts = [build_prompt("Describe it.", 1, "vicuna_v1"), build_prompt("A longer question about the image?", 1, "vicuna_v1")]
+    seen = []
+    hook = SampleHooks(hidden=lambda h, vm: (seen.append((h.shape[0], int(vm.sum()))), h + 1.0)[1], hidden_layer=1)
+    ids = [vlm.tokenize(p) for p in prompts]
+    clean = vlm.build_batch(ids, images)
+    with torch.no_grad():
+        base = vlm.llm(inputs_embeds=clean.inputs_embeds, attention_mask=clean.attention_mask, output_hidden_states=True)
+        pert = vlm.build_batch(ids, images, [None, hook])
+        with vlm.hidden_hooks(pert, [None, hook]):
+            out = vlm.llm(inputs_embeds=pert.inputs_embeds, attention_mask=pert.attention_mask, output_hidden_states=True)
+    n_vis = vlm.vision.num_tokens
+    assert seen == [(pert.input_lengths[1], n_vis)]  # the hook saw exactly sample 1's unpadded positions
+    assert torch.allclose(out.logits[0], base.logits[0], atol=1e-5)  # sample 0 untouched
+    sl = pert.span(1)
+    assert torch.allclose(out.hidden_states[1][1, sl], base.hidden_states[1][1, sl] + 1.0, atol=1e-5)
+    assert len(decoder_layers(vlm.llm)) == 2

@@ -28,6 +28,12 @@ class Batch:
     attention_mask: torch.Tensor  # [B, T]
     visual_mask: torch.Tensor  # [B, T] bool
     input_lengths: List[int]  # unpadded lengths
+    padding_side: str = "left"
+
+    def span(self, b: int) -> slice:
+        """Sample ``b``'s positions: one contiguous run, after the padding (left) or before it (right)."""
+        total, n = self.inputs_embeds.shape[1], self.input_lengths[b]
+        return slice(total - n, total) if self.padding_side == "left" else slice(0, n)
 
 
 def decoder_layers(llm: nn.Module) -> nn.ModuleList:
@@ -148,11 +154,12 @@ class LlavaStyleVLM(nn.Module):
         for b, (s, vm) in enumerate(zip(seqs, vmasks)):
             sl = slice(longest - len(s), longest) if padding_side == "left" else slice(0, len(s))
             embeds[b, sl], attn[b, sl], vmask[b, sl] = s, 1, vm
+        batch = Batch(embeds, attn, vmask, lengths, padding_side)
         for b, h in enumerate(hooks):  # layer 0 = input embeddings
             if h is not None and h.hidden is not None and h.hidden_layer == 0:
-                sel = attn[b].bool()
+                sel = batch.span(b)
                 embeds[b, sel] = h.hidden(embeds[b, sel], vmask[b, sel])
-        return Batch(embeds, attn, vmask, lengths)
+        return batch
 
     @contextlib.contextmanager
     def hidden_hooks(self, batch: Batch, hooks: Sequence[Optional[SampleHooks]]) -> Iterator[None]:
@@ -174,11 +181,10 @@ class LlavaStyleVLM(nn.Module):
                 hidden = output[0] if isinstance(output, tuple) else output
                 if hidden.shape[1] != batch.inputs_embeds.shape[1]:
                     return output  # a decoding step, not the prefill
-                hidden = hidden.clone()
-                for b, h in items:
-                    sel = batch.attention_mask[b].bool()
+                for b, h in items:  # in place: inference only, and this output feeds the next block
+                    sel = batch.span(b)
                     hidden[b, sel] = h.hidden(hidden[b, sel], batch.visual_mask[b, sel]).to(hidden.dtype)
-                return (hidden,) + tuple(output[1:]) if isinstance(output, tuple) else hidden
+                return output
 
             handles.append(layers[layer - 1].register_forward_hook(hook))
         try:
