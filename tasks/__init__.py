@@ -12,4 +12,10 @@ def extend_task_index(task_manager) -> None:
         if err.name != "lmms_ac.robustness.tasks":
             raise
         return
-    extend_index(task_manager)
+    try:
+        extend_index(task_manager)
+    except OSError as err:  # an unwritable cache must not break lmms-eval for every other task
+        from loguru import logger
+
+        logger.warning(f"lmms-ac: robustness tasks are unavailable: cannot write their generated YAMLs ({err}); "
+                       "set LMMS_AC_CACHE to a writable directory")

@@ -190,3 +190,20 @@ def test_extend_index_prunes_once_per_process(T, tmp_path, base_yaml, monkeypatc
     assert not again.generated and again.directory == info.directory
     assert late.is_dir()  # pruned once per process and cache root
     assert [d.exists() for d in olds] == [True, True, False, False, False]
+
+
+def test_unwritable_cache_leaves_lmms_eval_working(tmp_path, monkeypatch):
+    """The TaskManager hook runs in every lmms-eval invocation: a cache it cannot write only costs
+    the robustness tasks, with a warning naming the fix."""
+    import subprocess
+    import sys
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    code = ("import lmms_eval.models\nfrom lmms_eval.tasks import TaskManager\n"
+            "tm = TaskManager(verbosity='ERROR')\nprint('seed' in tm.all_tasks, 'mme' in tm.all_tasks, 'mme_tokperm' in tm.all_tasks)")
+    env = {**__import__("os").environ, "LMMS_AC_CACHE": str(blocker / "cache")}
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip().splitlines()[-1] == "True True False"
+    assert "set LMMS_AC_CACHE to a writable directory" in proc.stdout + proc.stderr
