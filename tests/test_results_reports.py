@@ -132,3 +132,25 @@ def test_cli_leaderboard_and_robustness(table, ac, tmp_path, capsys):
     assert "Average drop across benchmarks" in capsys.readouterr().out
     assert main(["robustness", str(tmp_path / "missing.csv")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_patch_information_loss_map_from_the_table(tmp_path):
+    """plot pil --table turns the collected tokgroup runs into the M x M map and its heat map."""
+    from lmms_ac.cli import main
+    from lmms_ac.results.probe_maps import probe_map
+
+    rows = [{"variant": "v", "task": "mme", "metric": "acc", "value": 80.0, "perturbation": "none", "base_task": "mme"}]
+    for g, score in enumerate([80.0, 60.0, 40.0, 20.0]):
+        rows.append({"variant": "v", "task": f"mme_tokgroup_m2_g{g}", "metric": "acc", "value": score,
+                     "perturbation": f"tokgroup_m2_g{g}", "base_task": "mme"})
+    table = pd.DataFrame(rows).reindex(columns=TABLE_COLUMNS)
+    arr = probe_map(table, "mme", 2, "acc")
+    assert np.allclose(arr, [[0.0, 0.25], [0.5, 0.75]])
+    with pytest.raises(ValueError, match="missing probe results"):
+        probe_map(table, "mme", 4, "acc")
+    path = tmp_path / "table.csv"
+    table.to_csv(path, index=False)
+    assert main(["plot", "pil", "--table", str(path), "--benchmark", "mme", "--m", "2", "--metric", "acc",
+                 "--out", str(tmp_path / "pil"), "--formats", "png"]) == 0
+    assert (tmp_path / "pil.png").is_file()
+    assert main(["plot", "pil", "--out", str(tmp_path / "x")]) == 2

@@ -260,10 +260,21 @@ def cmd_plot_pil(args: argparse.Namespace) -> int:
 
     from lmms_ac.law.plots import plot_patch_info_loss
 
-    path = Path(args.array)
-    if not path.exists():
-        raise FileNotFoundError(f"array file {path} does not exist")
-    arr = np.load(path) if path.suffix == ".npy" else np.loadtxt(path, delimiter=",", ndmin=2)
+    if bool(args.array) == bool(args.table):
+        raise ValueError("plot pil takes either an ARRAY file or --table (with --benchmark, --m and --metric)")
+    if args.table:
+        from lmms_ac.results.probe_maps import probe_map
+        from lmms_ac.results.table import read_table
+
+        if not (args.benchmark and args.m and args.metric):
+            raise ValueError("--table needs --benchmark (e.g. mme), --m (groups per side) and --metric (e.g. mme_perception_score)")
+        arr = probe_map(read_table(args.table), args.benchmark, args.m, args.metric, args.variant, args.kind)
+        print(np.array2string(arr, precision=3))
+    else:
+        path = Path(args.array)
+        if not path.exists():
+            raise FileNotFoundError(f"array file {path} does not exist")
+        arr = np.load(path) if path.suffix == ".npy" else np.loadtxt(path, delimiter=",", ndmin=2)
     written = plot_patch_info_loss(arr, args.out, split_list(args.formats) or [], args.overwrite, title=args.title)
     print("wrote " + ", ".join(map(str, written)))
     return 0
@@ -367,8 +378,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     q.add_argument("--formats", default=PLOT_FORMATS)
     q.add_argument("--overwrite", action="store_true")
     q.set_defaults(func=cmd_plot_policy)
-    q = sub.add_parser("pil", help="heat map of patch information loss (M x M array, .npy or CSV)")
-    q.add_argument("array", help="M x M array: .npy or comma-separated text")
+    q = sub.add_parser("pil", help="heat map of patch information loss or importance (from the tidy table, or an M x M array)")
+    q.add_argument("array", nargs="?", help="M x M array: .npy or comma-separated text (or use --table)")
+    q.add_argument("--table", help="tidy table from lmms-ac collect holding the clean and per-group probe runs")
+    q.add_argument("--benchmark", help="base task, e.g. mme")
+    q.add_argument("--m", type=int, help="groups per side of the token grid (tasks <benchmark>_tokgroup_m<M>_g<g>)")
+    q.add_argument("--metric", help="metric to compare, e.g. mme_perception_score")
+    q.add_argument("--variant", help="variant (needed when the table holds several)")
+    q.add_argument("--kind", choices=["pil", "importance"], default="pil",
+                   help="pil: (clean - score) / clean; importance: noise importance from toknoise draws")
     q.add_argument("--out", required=True, help="output stem (extensions added per format)")
     q.add_argument("--title")
     q.add_argument("--formats", default=PLOT_FORMATS)
