@@ -1,47 +1,39 @@
 """Robustness probes: the perturbation catalogue (one registry), saliency, probe reports, and the
 lmms-eval tasks generated from the catalogue (``tasks``: register_probe, register_benchmark,
-declare_perturbation_support, perturbation_for_task; ``synthesis``: synthetic images, lazily).
+declare_perturbation_support, perturbation_for_task; ``synthesis``: synthetic images).
 
-Importing this package imports torch but not transformers (the DINO saliency model loads lazily,
-on the first salient/non-salient PatchDrop that needs it).
+The names below are re-exported lazily (PEP 562): ``import lmms_ac.robustness`` costs nothing, and
+torch loads with the first name that needs it, so ``lmms-ac --help`` stays fast. transformers loads
+only with the DINO saliency model, on the first salient/non-salient PatchDrop that needs it.
 """
-from .base import STAGES, Perturbation, Stage
-from .catalogue import (
-    PERTURBATIONS,
-    GroupNoise,
-    KeepGroup,
-    LayerNoise,
-    ModalityNoise,
-    NonSalientPatchDrop,
-    PatchShuffle,
-    RandomPatchDrop,
-    SalientPatchDrop,
-    SyntheticImage,
-    TokenPermutation,
-    UnknownPerturbationError,
-    make_perturbation,
-    parse_perturbation,
-    robust_task_name,
-    split_task_name,
-)
-from .context import PerturbationContext, stable_seed
-from .saliency import CachedSaliency, SaliencyModel, ViTCLSAttention, default_saliency, set_default_saliency
-from .tasks import (
-    BENCHMARKS,
-    declare_perturbation_support,
-    perturbation_for_task,
-    register_benchmark,
-    register_probe,
-    register_variants,
-)
+from __future__ import annotations
 
-__all__ = [
-    "STAGES", "Stage", "Perturbation", "PerturbationContext", "stable_seed",
-    "PERTURBATIONS", "make_perturbation", "parse_perturbation", "robust_task_name", "split_task_name",
-    "UnknownPerturbationError",
-    "PatchShuffle", "RandomPatchDrop", "SalientPatchDrop", "NonSalientPatchDrop", "SyntheticImage",
-    "TokenPermutation", "KeepGroup", "GroupNoise", "LayerNoise", "ModalityNoise",
-    "SaliencyModel", "ViTCLSAttention", "CachedSaliency", "default_saliency", "set_default_saliency",
-    "BENCHMARKS", "register_probe", "register_benchmark", "register_variants", "declare_perturbation_support",
-    "perturbation_for_task",
-]
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    ".base": ("STAGES", "Perturbation", "Stage"),
+    ".catalogue": ("PERTURBATIONS", "GroupNoise", "KeepGroup", "LayerNoise", "ModalityNoise", "NonSalientPatchDrop",
+                   "PatchShuffle", "RandomPatchDrop", "SalientPatchDrop", "SyntheticImage", "TokenPermutation",
+                   "UnknownPerturbationError", "make_perturbation", "parse_perturbation", "robust_task_name",
+                   "split_task_name"),
+    ".context": ("PerturbationContext", "stable_seed"),
+    ".saliency": ("CachedSaliency", "SaliencyModel", "ViTCLSAttention", "default_saliency", "set_default_saliency"),
+    ".tasks": ("BENCHMARKS", "declare_perturbation_support", "perturbation_for_task", "register_benchmark",
+               "register_probe", "register_variants"),
+}
+_WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))

@@ -164,3 +164,14 @@ def test_identical_across_processes_and_hash_seeds():
     assert child["seed"] == stable_seed(3, "pope_pdrop_random50", 123, 1)
     assert child["perm"] == perm(ctx())
     assert child["transformers"] is False  # importing the package does not import transformers
+
+
+def test_package_import_is_lazy():
+    """`import lmms_ac.robustness` (and so `lmms-ac --help`) does not import torch until a name needs it."""
+    import subprocess
+    import sys
+
+    code = ("import sys, lmms_ac.robustness as r\nprint('torch' in sys.modules)\n"
+            "r.parse_perturbation('tokperm')\nprint('torch' in sys.modules, sorted(r.__all__) == sorted(dir(r)) or 'x')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120).stdout.split()
+    assert out[0] == "False" and out[1] == "True"
