@@ -233,7 +233,7 @@ def _load_original(pretrained, config, model_base, vision_tower, torch_dtype, at
         if configured not in ("pad", "square", "original", None):
             logger.warning(f"image_aspect_ratio={configured!r} (e.g. LLaVA-NeXT anyres) is not implemented; using 'original'")
         image_aspect_ratio = "pad" if configured == "pad" else "original"
-    return LlavaStyleVLM(vision, projector, llm, tokenizer, image_aspect_ratio=image_aspect_ratio)
+    return LlavaStyleVLM(vision, projector, llm, tokenizer, image_aspect_ratio=image_aspect_ratio, tokenization="chunked")
 
 
 def _check_fit(vision, projector, pretrained: str) -> None:

@@ -20,6 +20,7 @@ from lmms_ac.vision.base import VisionRepresentation
 from lmms_ac.vlm.hooks import SampleHooks
 from lmms_ac.vlm.images import check_image, expand_to_square, mean_fill
 from lmms_ac.vlm.prompts import IMAGE_TOKEN
+from lmms_ac.vlm.tokenize import PromptTokenizer
 
 
 @dataclass
@@ -51,7 +52,7 @@ def decoder_layers(llm: nn.Module) -> nn.ModuleList:
 
 class LlavaStyleVLM(nn.Module):
     def __init__(self, vision: VisionRepresentation, projector: nn.Module, llm: nn.Module, tokenizer: Any,
-                 image_aspect_ratio: str = "pad", image_token: str = IMAGE_TOKEN):
+                 image_aspect_ratio: str = "pad", image_token: str = IMAGE_TOKEN, tokenization: str = "joint"):
         super().__init__()
         self.vision = vision
         self.projector = projector
@@ -63,6 +64,8 @@ class LlavaStyleVLM(nn.Module):
         if image_token not in tokenizer.get_vocab():
             tokenizer.add_tokens([image_token], special_tokens=True)  # a placeholder only: never embedded
         self.image_token_id = tokenizer.convert_tokens_to_ids(image_token)
+        # 'chunked' = original LLaVA's tokenizer_image_token, 'joint' = llava-hf's processor (lmms_ac/vlm/tokenize.py)
+        self.prompt_tokenizer = PromptTokenizer(tokenizer, self.image_token_id, tokenization, image_token)
         pad = tokenizer.pad_token_id
         self.pad_token_id = pad if pad is not None else tokenizer.eos_token_id
         if self.pad_token_id is None:
@@ -114,7 +117,7 @@ class LlavaStyleVLM(nn.Module):
 
     # ---------------------------------------------------------------- text + splice
     def tokenize(self, text: str) -> List[int]:
-        return self.tokenizer(text, add_special_tokens=True)["input_ids"]
+        return self.prompt_tokenizer.encode(text)
 
     def _splice(self, ids: List[int], visual: List[torch.Tensor]) -> Tuple[torch.Tensor, torch.Tensor]:
         positions = [i for i, t in enumerate(ids) if t == self.image_token_id]
@@ -225,14 +228,9 @@ class LlavaStyleVLM(nn.Module):
         """Per continuation token: (log P(token | context, images, earlier tokens), greedy token)."""
         full_ids, n_cont = [], []
         for ctx, cont in zip(contexts, continuations):
-            ctx_ids = self.tokenizer(ctx, add_special_tokens=add_special_tokens)["input_ids"]
-            whole = self.tokenizer(ctx + cont, add_special_tokens=add_special_tokens)["input_ids"]
-            if whole[: len(ctx_ids)] != ctx_ids:  # tokenizer merged across the boundary: score cont alone
-                whole = ctx_ids + self.tokenizer(cont, add_special_tokens=False)["input_ids"]
-            if len(whole) == len(ctx_ids):
-                raise ValueError(f"continuation {cont!r} tokenizes to nothing")
-            full_ids.append(whole)
-            n_cont.append(len(whole) - len(ctx_ids))
+            ctx_ids, cont_ids = self.prompt_tokenizer.encode_pair(ctx, cont, add_special_tokens)
+            full_ids.append(ctx_ids + cont_ids)
+            n_cont.append(len(cont_ids))
         batch = self.build_batch(full_ids, images, hooks, padding_side="right")
         with self.hidden_hooks(batch, hooks):
             logits = self.llm(inputs_embeds=batch.inputs_embeds, attention_mask=batch.attention_mask).logits
