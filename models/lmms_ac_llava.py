@@ -52,6 +52,9 @@ class LmmsAcLlava(lmms):
                  perturbation_seed: int = 0, variant: Optional[str] = None, max_new_tokens: int = 128,
                  trust_remote_code: bool = False, **unknown: Any) -> None:
         super().__init__()
+        from lmms_ac.doctor import require_runtime
+
+        require_runtime()  # a broken environment fails here with the fix, not deep inside lmms-eval
         if unknown:
             valid = ", ".join(sorted(MODEL_ARGS))
             raise ValueError(f"unknown model argument(s) for lmms_ac_llava: {', '.join(sorted(unknown))}. Valid arguments: {valid}")

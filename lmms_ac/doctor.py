@@ -1,0 +1,249 @@
+"""``lmms-ac doctor``: checks the environment a user actually has, one line per check with the fix.
+
+Checks are small functions in one registry (``CHECKS``); each returns ``Finding``s. The cheap ones
+(``cheap=True``: versions and import paths, no torch, no TaskManager) also run when the model plugin
+loads (``require_runtime``), so a broken environment fails with the same message instead of a
+traceback deep inside lmms-eval.
+
+``KNOWN_BAD`` is the table of dependency versions known to break lmms-ac or lmms-eval 0.7.3; add a
+row when an upstream release breaks us (``make test-latest`` is what finds them).
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import sys
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Callable, Iterable, List, Optional
+
+from lmms_ac.registry import Registry
+
+OK, INFO, WARN, FAIL = "ok", "info", "warn", "FAIL"
+
+
+@dataclass(frozen=True)
+class Finding:
+    status: str  # ok | info | warn | FAIL
+    check: str
+    message: str
+    fix: str = ""
+
+    def line(self) -> str:
+        fix = f"  -> fix: {self.fix}" if self.fix and self.status in (WARN, FAIL) else ""
+        return f"[{self.status:>4}] {self.check}: {self.message}{fix}"
+
+
+@dataclass(frozen=True)
+class KnownBad:
+    """A dependency version range that is known to break us, with the reason and the fix."""
+
+    package: str
+    bad: str  # a PEP 440 specifier, e.g. ">=4"
+    reason: str
+    fix: str
+
+
+KNOWN_BAD: List[KnownBad] = [
+    KnownBad("filelock", ">=4", "lmms-eval 0.7.3's evaluator imports filelock._api, which filelock 4 removed "
+             "(every evaluation fails with 'No module named filelock._api')", "pip install 'filelock<4'"),
+    KnownBad("lmms-eval", "<0.7.3", "lmms-ac's task-index and dataset hooks are written against lmms-eval 0.7.3",
+             "pip install 'lmms-eval>=0.7.3,<0.8'"),
+    KnownBad("lmms-eval", ">=0.8", "lmms-ac's task-index and dataset hooks are written against lmms-eval 0.7.x "
+             "(see lmms_ac/plugin.py)", "pip install 'lmms-eval>=0.7.3,<0.8'"),
+]
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    run: Callable[[], List[Finding]]
+    cheap: bool  # no torch import, no TaskManager: safe to run at every model load
+
+
+CHECKS: Registry[Check] = Registry("doctor check")
+
+
+def check(name: str, *, cheap: bool):
+    def _add(fn: Callable[[], List[Finding]]) -> Callable[[], List[Finding]]:
+        CHECKS.register(name, Check(name, fn, cheap))
+        return fn
+
+    return _add
+
+
+def installed_version(package: str) -> Optional[str]:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def known_bad_findings(versions: Optional[Callable[[str], Optional[str]]] = None,
+                       table: Iterable[KnownBad] = KNOWN_BAD) -> List[Finding]:
+    """One FAIL per installed package whose version falls in a known-bad range (``versions`` is injectable)."""
+    from packaging.specifiers import SpecifierSet
+    from packaging.version import InvalidVersion, Version
+
+    versions = versions or installed_version
+    found = []
+    for row in table:
+        have = versions(row.package)
+        if have is None:
+            continue
+        try:
+            bad = Version(have) in SpecifierSet(row.bad, prereleases=True)
+        except InvalidVersion:
+            continue
+        if bad:
+            found.append(Finding(FAIL, "known-bad versions", f"{row.package} {have} ({row.bad}): {row.reason}", row.fix))
+    return found
+
+
+@check("python", cheap=True)
+def _python() -> List[Finding]:
+    v = sys.version_info
+    if v < (3, 10):
+        return [Finding(FAIL, "python", f"Python {v.major}.{v.minor} is too old", "use Python 3.10 or newer")]
+    return [Finding(OK, "python", f"Python {v.major}.{v.minor}.{v.micro} at {sys.executable}")]
+
+
+@check("known-bad versions", cheap=True)
+def _known_bad() -> List[Finding]:
+    return known_bad_findings() or [Finding(OK, "known-bad versions", f"none of the {len(KNOWN_BAD)} known incompatibilities")]
+
+
+@check("lmms-eval", cheap=True)
+def _lmms_eval() -> List[Finding]:
+    name = "lmms-eval"
+    have = installed_version("lmms-eval") or installed_version("lmms_eval")
+    if have is None or importlib.util.find_spec("lmms_eval") is None:
+        return [Finding(FAIL, name, "lmms-eval is not installed", "pip install 'lmms-eval>=0.7.3,<0.8'")]
+    # the evaluator path: lmms_eval.evaluator and what it imports when an evaluation starts
+    missing = [m for m in ("lmms_eval.evaluator", "filelock._api", "datasets.utils._filelock") if _find_spec(m) is None]
+    if missing:
+        return [Finding(FAIL, name, f"lmms-eval {have} is installed but its evaluator cannot import {', '.join(missing)}",
+                        "pip install 'filelock<4' (see the known-bad table) and reinstall lmms-ac's dependencies: pip install -e .")]
+    return [Finding(OK, name, f"lmms-eval {have}, evaluator imports resolve")]
+
+
+def _find_spec(module: str):
+    try:
+        return importlib.util.find_spec(module)
+    except (ImportError, ValueError):
+        return None
+
+
+@check("plugin entry point", cheap=True)
+def _entry_point() -> List[Finding]:
+    name = "plugin entry point"
+    eps = [ep for ep in metadata.entry_points(group="lmms_eval.models") if ep.value.startswith("lmms_ac.")]
+    if not eps:
+        return [Finding(FAIL, name, "lmms-ac's lmms_eval.models entry point is not registered",
+                        "reinstall the package (pip install -e . in the checkout, or pip install lmms-ac)")]
+    return [Finding(OK, name, f"{eps[0].name} = {eps[0].value}")]
+
+
+@check("torch", cheap=False)
+def _torch() -> List[Finding]:
+    name = "torch"
+    try:
+        import torch
+    except Exception as err:  # noqa: BLE001 - report any import failure
+        return [Finding(FAIL, name, f"torch does not import: {err}", "install torch (make env, or pip install torch)")]
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if torch.cuda.is_available():
+        names = ", ".join(torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count()))
+        return [Finding(OK, name, f"torch {torch.__version__}, CUDA {torch.version.cuda}, {torch.cuda.device_count()} GPU(s): {names}"
+                        + (f" (CUDA_VISIBLE_DEVICES={visible})" if visible is not None else ""))]
+    why = f"CUDA_VISIBLE_DEVICES={visible!r} hides every GPU" if visible is not None else (
+        "this torch build has no CUDA" if torch.version.cuda is None else "no GPU is visible to this CUDA build")
+    return [Finding(WARN, name, f"torch {torch.__version__} runs on CPU only: {why}",
+                    "fine for tests; on a GPU machine install a CUDA build of torch and check CUDA_VISIBLE_DEVICES")]
+
+
+@check("tasks visible to lmms-eval", cheap=False)
+def _tasks() -> List[Finding]:
+    name = "tasks visible to lmms-eval"
+    try:
+        import lmms_eval.models  # noqa: F401 - loads the entry point, which installs the task-index hook
+        from lmms_eval.tasks import TaskManager
+
+        manager = TaskManager(verbosity="ERROR")
+    except Exception as err:  # noqa: BLE001
+        return [Finding(FAIL, name, f"lmms-eval's TaskManager failed: {err}", "run `lmms-ac doctor` after fixing the checks above")]
+    ours = [t for t in ("seed", "mme_tokperm") if t not in manager.all_tasks]
+    if ours:
+        return [Finding(FAIL, name, f"{', '.join(ours)} not in lmms-eval's task index",
+                        "reinstall lmms-ac; a directory named like a task in the working directory also hides tasks")]
+    shadows = [t for t in ("mme", "seed", "mmbench") if Path(t).is_dir()]
+    extra = [Finding(WARN, name, f"directories {shadows} in the working directory: `--tasks X` selects nothing when a directory X exists",
+                     "run lmms-eval from another directory")] if shadows else []
+    return [Finding(OK, name, f"{len(manager.all_tasks)} tasks, including seed and the robustness variants")] + extra
+
+
+@check("dataset mirrors", cheap=False)
+def _mirrors() -> List[Finding]:
+    from lmms_ac.local_datasets import ENV_VAR, mirror_dirs
+
+    name = "dataset mirrors"
+    dirs = mirror_dirs()
+    if not dirs:
+        return [Finding(INFO, name, f"{ENV_VAR} is unset: datasets load from the hub")]
+    found = []
+    for d in dirs:
+        if not d.is_dir():
+            found.append(Finding(FAIL, name, f"{ENV_VAR} lists {d}, which is not a directory",
+                                 f"create it with `lmms-ac mirror TASK... --to {d}` or fix {ENV_VAR}"))
+            continue
+        held = sorted(p.name for p in d.iterdir() if (p / "dataset_dict.json").is_file() or (p / "dataset_info.json").is_file())
+        found.append(Finding(OK if held else WARN, name, f"{d}: {len(held)} dataset(s)" + (f": {', '.join(held)}" if held else ""),
+                             "" if held else f"fill it with `lmms-ac mirror TASK... --to {d}`"))
+    return found
+
+
+@check("decord", cheap=False)
+def _decord() -> List[Finding]:
+    if _find_spec("decord") is None:
+        return [Finding(INFO, "decord", "not installed: lmms-eval's built-in llava_hf model imports it (only needed to compare "
+                        "against llava_hf; lmms_ac_llava does not need it): pip install decord")]
+    return [Finding(OK, "decord", "installed (lmms-eval's built-in llava_hf can load)")]
+
+
+def run_checks(*, cheap_only: bool = False) -> List[Finding]:
+    findings: List[Finding] = []
+    for entry in CHECKS.snapshot().values():  # registration order
+        if cheap_only and not entry.cheap:
+            continue
+        findings.extend(entry.run())
+    return findings
+
+
+class EnvironmentBroken(RuntimeError):
+    """The environment cannot run lmms-ac; the message lists each problem with its fix."""
+
+
+def require_runtime() -> None:
+    """Raise ``EnvironmentBroken`` naming each problem and fix when a cheap check fails (called at model load)."""
+    failed = [f for f in run_checks(cheap_only=True) if f.status == FAIL]
+    if failed:
+        lines = "\n".join(f"  {f.message}\n    fix: {f.fix}" for f in failed)
+        raise EnvironmentBroken(f"lmms-ac cannot run in this environment (`lmms-ac doctor` checks it all):\n{lines}")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("doctor", help="check this environment (lmms-eval, dependency versions, torch/GPU, tasks, mirrors)",
+                       description="One line per check with the fix; exits 1 when something is broken.")
+    p.add_argument("--quick", action="store_true", help="only the cheap checks that run at every model load")
+    p.set_defaults(func=_doctor)
+
+
+def _doctor(args: argparse.Namespace) -> int:
+    findings = run_checks(cheap_only=args.quick)
+    for f in findings:
+        print(f.line(), flush=True)
+    failed = sum(f.status == FAIL for f in findings)
+    print(f"\n{failed} problem(s) found" if failed else "\nno problems found")
+    return 1 if failed else 0

@@ -1,0 +1,58 @@
+"""lmms-ac doctor: the known-bad table, the failing exit code, and the check at model load."""
+from __future__ import annotations
+
+import pytest
+
+from lmms_ac import doctor
+from lmms_ac.cli import main
+
+
+def _versions(**have):
+    return lambda package: have.get(package)
+
+
+def test_known_bad_filelock_4_is_named_with_its_fix():
+    found = doctor.known_bad_findings(_versions(filelock="4.3.1", **{"lmms-eval": "0.7.3"}))
+    assert len(found) == 1
+    assert found[0].status == doctor.FAIL
+    assert "filelock 4.3.1" in found[0].message and "filelock._api" in found[0].message
+    assert found[0].fix == "pip install 'filelock<4'"
+
+
+@pytest.mark.parametrize("filelock,lmms_eval,n_bad", [("3.20.0", "0.7.3", 0), ("4.0.0", "0.7.3", 1), ("3.20.0", "0.8.0", 1),
+                                                      ("4.0.0", "0.7.2", 2)])
+def test_known_bad_ranges(filelock, lmms_eval, n_bad):
+    assert len(doctor.known_bad_findings(_versions(filelock=filelock, **{"lmms-eval": lmms_eval}))) == n_bad
+
+
+def test_absent_package_is_not_reported():
+    assert doctor.known_bad_findings(_versions()) == []
+
+
+def test_doctor_exits_nonzero_and_names_the_fix(monkeypatch, capsys):
+    monkeypatch.setattr(doctor, "installed_version", _versions(filelock="4.3.1", **{"lmms-eval": "0.7.3"}))
+    assert main(["doctor", "--quick"]) == 1
+    out = capsys.readouterr().out
+    assert "[FAIL] known-bad versions: filelock 4.3.1" in out and "-> fix: pip install 'filelock<4'" in out
+    assert "1 problem(s) found" in out
+
+
+def test_doctor_passes_in_the_tested_environment(capsys):
+    assert main(["doctor", "--quick"]) == 0
+    assert "no problems found" in capsys.readouterr().out
+
+
+def test_model_load_fails_with_the_doctor_message(monkeypatch):
+    monkeypatch.setattr(doctor, "installed_version", _versions(filelock="4.3.1", **{"lmms-eval": "0.7.3"}))
+    with pytest.raises(doctor.EnvironmentBroken, match=r"filelock 4\.3\.1.*\n    fix: pip install 'filelock<4'"):
+        doctor.require_runtime()
+    from lmms_ac.models.lmms_ac_llava import LmmsAcLlava
+
+    with pytest.raises(doctor.EnvironmentBroken, match="lmms-ac doctor"):
+        LmmsAcLlava(pretrained="/nonexistent")
+
+
+def test_missing_mirror_directory_fails(monkeypatch, tmp_path):
+    monkeypatch.setenv("LMMS_AC_DATASETS", str(tmp_path / "nope"))
+    (finding,) = doctor.CHECKS.get("dataset mirrors").run()
+    assert finding.status == doctor.FAIL and "not a directory" in finding.message
