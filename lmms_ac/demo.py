@@ -7,14 +7,16 @@ the real schemas, a tiny LLaVA-558K and an SPair-layout fixture made from scikit
 from __future__ import annotations
 
 import argparse
+import collections
 import os
 import shlex
 import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import List
+from typing import List, Optional, Sequence
 
+from lmms_ac.cli import CommandError
 from lmms_ac.io import OutputExistsError
 
 
@@ -29,11 +31,44 @@ def _bin(name: str) -> str:
     return str(Path(sys.executable).parent / name)
 
 
-def _run(cmd: List[str], env: dict, cwd: Path) -> None:
+class StepFailed(CommandError):
+    """A demo step failed; the message names the step, why, and the tail of its output."""
+
+
+# lmms-eval 0.7.3 logs this and exits 0 when an evaluation raises
+LMMS_EVAL_FAILURE = "Error during evaluation"
+
+
+def _results_files(results: Path) -> set:
+    return set(results.glob("**/*_results.json")) if results.is_dir() else set()
+
+
+def _run(cmd: List[str], env: dict, cwd: Path, *, expect: Sequence[Path] = (), lmms_eval_results: Optional[Path] = None) -> None:
+    """Run one step, streaming its output; fail on a non-zero exit, on lmms-eval's logged failure, when an
+    lmms-eval step wrote no new results file under ``lmms_eval_results``, or when an ``expect``ed path is missing."""
     print(f"\n$ {' '.join(shlex.quote(c) for c in cmd)}", flush=True)
-    proc = subprocess.run(cmd, env=env, cwd=cwd)
-    if proc.returncode != 0:
-        raise RuntimeError(f"demo step failed (exit {proc.returncode}): {' '.join(cmd)}")
+    before = _results_files(lmms_eval_results) if lmms_eval_results else set()
+    tail: collections.deque = collections.deque(maxlen=40)
+    proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        sys.stdout.write(line)
+        tail.append(line)
+    code = proc.wait()
+    sys.stdout.flush()
+    why = None
+    if code != 0:
+        why = f"exit code {code}"
+    elif lmms_eval_results is not None and any(LMMS_EVAL_FAILURE in line for line in tail):
+        why = f"lmms-eval logged {LMMS_EVAL_FAILURE!r} (it exits 0 when an evaluation fails)"
+    elif lmms_eval_results is not None and not (_results_files(lmms_eval_results) - before):
+        why = f"lmms-eval exited 0 but wrote no results file under {lmms_eval_results}"
+    else:
+        missing = [str(p) for p in expect if not Path(p).exists()]
+        if missing:
+            why = f"expected output missing: {', '.join(missing)}"
+    if why:
+        raise StepFailed(f"demo step failed ({why}): {' '.join(cmd)}\n--- last lines of its output ---\n{''.join(tail)}")
 
 
 def run_demo(args: argparse.Namespace) -> int:
@@ -61,32 +96,37 @@ def run_demo(args: argparse.Namespace) -> int:
 
     print("\n== 1. lmms-eval scores the checkpoint on MME and SEED-IMG (no --include_path, datasets from the local mirror)")
     _run([lmms_eval, "--model", "lmms_ac_llava", "--model_args", f"pretrained={hf},device=cpu,variant=tiny-clip",
-          "--tasks", "mme,seed", "--batch_size", "8", "--output_path", results, "--log_samples", "--verbosity", "WARNING"], env, out)
+          "--tasks", "mme,seed", "--batch_size", "8", "--output_path", results, "--log_samples", "--verbosity", "WARNING"], env, out,
+         lmms_eval_results=out / "results")
     print("\n== 2. robustness: the same weights in the original LLaVA format with a seeded visual-token permutation"
           "\n      (model argument), then a robustness task generated from the catalogue (4x4 patch shuffle, 5 seeds)")
     _run([lmms_eval, "--model", "lmms_ac_llava", "--model_args",
           f"pretrained={orig['checkpoint']},device=cpu,variant=tiny-clip,perturbation=tokperm,perturbation_seed=1",
-          "--tasks", "mme", "--batch_size", "8", "--output_path", results, "--verbosity", "WARNING"], env, out)
+          "--tasks", "mme", "--batch_size", "8", "--output_path", results, "--verbosity", "WARNING"], env, out,
+         lmms_eval_results=out / "results")
     _run([lmms_eval, "--model", "lmms_ac_llava", "--model_args", f"pretrained={hf},device=cpu,variant=tiny-clip",
-          "--tasks", "mme_patchshuffle4_5seeds", "--batch_size", "8", "--output_path", results, "--verbosity", "WARNING"], env, out)
+          "--tasks", "mme_patchshuffle4_5seeds", "--batch_size", "8", "--output_path", results, "--verbosity", "WARNING"], env, out,
+         lmms_eval_results=out / "results")
 
     print("\n== 3. A score (caption log-likelihood through the frozen stage-1 model) and C score (keypoint transfer), C_ocr")
     scores = str(out / "scores.csv")
     _run([lmms_ac, "score-a", "--pretrained", hf, "--captions", pretrain["captions"], "--images", pretrain["images"],
-          "--n", "8", "--variant", "tiny-clip", "--out", scores], env, out)
+          "--n", "8", "--variant", "tiny-clip", "--out", scores], env, out, expect=[Path(scores)])
     _run([lmms_ac, "score-c", "--vision", f"clip:{orig['tower']}", "--spair", str(out / "spair"), "--ocr", "--ocr-n", "20",
-          "--variant", "tiny-clip", "--out", scores], env, out)
+          "--variant", "tiny-clip", "--out", scores], env, out, expect=[Path(scores)])
 
     print("\n== 4. results -> one tidy table -> robustness drops and a leaderboard")
     table = str(out / "table.csv")
-    _run([lmms_ac, "collect", results, "--out", table], env, out)
+    _run([lmms_ac, "collect", results, "--out", table], env, out, expect=[Path(table)])
     _run([lmms_ac, "robustness", table, "--format", "md"], env, out)
     _run([lmms_ac, "leaderboard", table, "--scores", scores, "--format", "md"], env, out)
-    _run([lmms_ac, "leaderboard", table, "--scores", scores, "--out", str(out / "leaderboard.csv")], env, out)
+    _run([lmms_ac, "leaderboard", table, "--scores", scores, "--out", str(out / "leaderboard.csv")], env, out,
+         expect=[out / "leaderboard.csv"])
 
     print("\n== 5. the law on the published law-v1 data (13 representations; a law needs many trained variants,"
           "\n      the tiny demo has one): fit quality, and the policy that picks which to train")
-    _run([lmms_ac, "fit", "--example", "law-v1", "--normalize", "minmax", "--plot", str(out / "figures")], env, out)
+    _run([lmms_ac, "fit", "--example", "law-v1", "--normalize", "minmax", "--plot", str(out / "figures")], env, out,
+         expect=[out / "figures" / "law_surface_mme.png"])
     _run([lmms_ac, "policy", "--example", "law-v1", "--runs", "200", "--policy", "all", "--plot", str(out / "figures")], env, out)
     print(f"\nDemo finished: everything is under {out}")
     return 0

@@ -16,6 +16,10 @@ def test_demo_runs_end_to_end(tmp_path):
     proc = subprocess.run([lmms_ac, "demo", "--out", str(out)], capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "Demo finished" in proc.stdout
+    # each step's output exists: three lmms-eval runs, the score store, the table, the reports
+    assert len(list((out / "results").glob("**/*_results.json"))) == 3
+    for path in ("scores.csv", "table.csv", "leaderboard.csv", "figures"):
+        assert (out / path).exists(), path
     table = pd.read_csv(out / "table.csv")
     assert {"none", "tokperm", "patchshuffle4"} <= set(table["perturbation"])
     scores = pd.read_csv(out / "scores.csv")
