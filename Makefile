@@ -1,21 +1,26 @@
 # Set-up from nothing: `make test` and `make demo` build the virtual environment first.
 # TORCH pins the wheels that lie on this project's machines; override it for your CUDA build.
+# LOCK is the tested set of every other package (constraints.txt, made by `make lock`); `make env LOCK=`
+# installs the newest versions pyproject.toml allows instead.
 PYTHON ?= python3
 VENV ?= .venv
 TORCH ?= torch==2.14.1 torchvision==0.29.1
+LOCK ?= constraints.txt
+EXTRAS := test,diffusion,bench
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.lmms-ac-installed
 DEMO_OUT ?= out/demo
 
-.PHONY: env test test-fast demo bench clean
+.PHONY: env test test-fast test-latest lock demo bench doctor clean
 
 env: $(STAMP)
 
-$(STAMP): pyproject.toml setup.py
+$(STAMP): pyproject.toml setup.py $(LOCK)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet $(TORCH)
-	$(PY) -m pip install --quiet -e '.[test,diffusion,bench]'
+	$(PY) -m pip install --quiet $(if $(LOCK),-c $(LOCK)) -e '.[$(EXTRAS)]'
+	$(VENV)/bin/lmms-ac doctor --quick
 	touch $(STAMP)
 
 test: env
@@ -24,8 +29,36 @@ test: env
 test-fast: env
 	$(PY) -m pytest -q -m "not slow"
 
+# A fresh resolution of pyproject.toml (newest versions) -> constraints.txt, then the whole suite on it.
+lock:
+	rm -rf .venv-lock
+	$(PYTHON) -m venv .venv-lock
+	.venv-lock/bin/python -m pip install --quiet --upgrade pip
+	.venv-lock/bin/python -m pip install --quiet $(TORCH)
+	.venv-lock/bin/python -m pip install --quiet -e '.[$(EXTRAS)]'
+	.venv-lock/bin/python scripts/lockfile.py diff constraints.txt || true
+	.venv-lock/bin/python scripts/lockfile.py write constraints.txt
+	.venv-lock/bin/python -m pytest -q
+
+# Drift watch: the newest versions pyproject.toml allows, in a second environment, against the fast tests.
+# On failure it names the packages that differ from the lock and the doctor's known-bad findings.
+test-latest:
+	rm -rf .venv-latest
+	$(PYTHON) -m venv .venv-latest
+	.venv-latest/bin/python -m pip install --quiet --upgrade pip
+	.venv-latest/bin/python -m pip install --quiet $(TORCH)
+	.venv-latest/bin/python -m pip install --quiet --upgrade --upgrade-strategy eager -e '.[$(EXTRAS)]'
+	.venv-latest/bin/python scripts/lockfile.py diff constraints.txt
+	.venv-latest/bin/python -m pytest -q -x -m "not slow" || { \
+	  echo "== the newest dependency versions break lmms-ac's fast tests. Packages that differ from constraints.txt:"; \
+	  .venv-latest/bin/python scripts/lockfile.py diff constraints.txt; \
+	  .venv-latest/bin/lmms-ac doctor --quick; exit 1; }
+
 demo: env
 	$(VENV)/bin/lmms-ac demo --out $(DEMO_OUT) --overwrite
+
+doctor: env
+	$(VENV)/bin/lmms-ac doctor
 
 bench: env
 	$(PY) bench/bench_plugin.py
@@ -33,4 +66,4 @@ bench: env
 	$(PY) bench/bench_law.py
 
 clean:
-	rm -rf $(VENV) out .pytest_cache
+	rm -rf $(VENV) .venv-lock .venv-latest out .pytest_cache
