@@ -152,7 +152,7 @@ def test_cli_policy_json_and_text(capsys, tmp_path):
 
     assert main(["policy", "--example", "law-v1", "--runs", "200", "--json", "--policy", "all"]) == 0
     doc = json.loads(capsys.readouterr().out)
-    assert set(doc["mean"]) == {"region", "ucb", "random"}
+    assert set(doc["mean"]) == {"region", "ucb", "prior", "random"}
     assert len(doc["mean"]["region"]["recall@3"]) == 13 and "provenance" in doc
     out = tmp_path / "curves.csv"
     assert main(["policy", "--example", "law-v1", "--runs", "100", "--benchmarks", "mme", "--out", str(out)]) == 0
@@ -175,6 +175,9 @@ def test_cli_recommend(tmp_path, capsys):
     doc = json.loads(capsys.readouterr().out)
     assert doc["next"] in d.settings[3:] and len(doc["ranking"]) == 8
     assert main(["policy", "recommend", "--candidates", str(cand), "--trained", str(trained)]) == 0
+    assert "next to train (prior policy)" in capsys.readouterr().out
+    assert main(["policy", "recommend", "--candidates", str(cand), "--trained", str(trained), "--policy",
+                 "region"]) == 0
     assert "next to train (region policy)" in capsys.readouterr().out
     assert main(["policy", "recommend", "--candidates", str(cand), "--trained", str(trained),
                  "--score-col", "acc"]) == 2

@@ -150,29 +150,75 @@ def _plot_law(report, out_dir: Path, formats: List[str], overwrite: bool) -> Lis
     return written
 
 
+def _policy_names() -> List[str]:
+    from lmms_ac.law.policies import policy_names
+
+    return policy_names()
+
+
+def _recommend_policy_names() -> List[str]:
+    from lmms_ac.law.policies import recommend_policy_names
+
+    return recommend_policy_names()
+
+
 def _policies(name: str) -> List[str]:
-    return {"region": ["region", "random"], "ucb": ["ucb", "random"], "random": ["random"],
-            "all": ["region", "ucb", "random"]}[name]
+    """A --policy choice -> the policies simulated (each with the random baseline; ``all``: every one)."""
+    if name == "all":
+        return _policy_names()
+    if name not in _policy_names():
+        from lmms_ac.registry import UnknownEntryError
+
+        raise UnknownEntryError("policy", name, _policy_names() + ["all"])
+    return [name] if name == "random" else [name, "random"]
+
+
+def _simulated_policies(name: str, data) -> List[str]:
+    """``_policies`` minus the prior policy for ``all`` on a single benchmark (it has no other to learn from)."""
+    pols = _policies(name)
+    if name == "all" and len(data) < 2:
+        print("note: the prior policy needs at least two benchmarks (its prior is the law on the others); "
+              "left out", file=sys.stderr)
+        pols = [p for p in pols if p != "prior"]
+    return pols
+
+
+def _policy_help() -> str:
+    from lmms_ac.law.policies import POLICY_REGISTRY
+
+    return "; ".join(f"{n}: {POLICY_REGISTRY.get(n).help}" for n in _policy_names())
 
 
 def _policy_text(report) -> str:
+    from lmms_ac.law.policy import METRIC_HELP
+
     df = report.to_frame()
-    lines = [f"Recall against budget k' ({report.options['runs']} seeded runs per benchmark; success: best setting "
-             f"in the law's predicted top-n at some step <= k'; random: best setting trained)"]
+    tops = sorted(int(c.split("@")[1]) for c in df.columns if c.startswith("anytime_recall@"))
+    lines = [f"Recall against budget k' ({report.options['runs']} seeded runs per benchmark).",
+             f"Ranking: {report.options.get('ranking')} ({report.options.get('ranking_help', '')}).",
+             f"  any = {METRIC_HELP['anytime']}", f"  fin = {METRIC_HELP['final']}",
+             "  random: success when the best setting was trained (any = fin)."]
+    if "prior" in report.options:
+        lines.append("  prior: evaluated leave-benchmark-out (the prior of each benchmark is the law on the others)")
     for b, g in df.groupby("benchmark", sort=False):
         best = next((c.best for c in report.curves if c.benchmark == b), "")
         lines.append("")
         lines.append(f"{b} (k={int(g['k'].max())}" + (f", best={best})" if best else ")"))
-        lines.append(f"  {'k_':>3} " + " ".join(f"{p + '@1':>10} {p + '@3':>10}" for p in dict.fromkeys(g.policy)))
+        pols = list(dict.fromkeys(g.policy))
+        lines.append("  k_  " + " ".join(f"{p + ' ' + m + '@' + str(t):>15}" for p in pols for m in ("any", "fin")
+                                         for t in tops))
         for budget, gb in g.groupby("budget"):
-            vals = " ".join(f"{r['recall@1']:>10.3f} {r['recall@3']:>10.3f}" for _, r in gb.iterrows())
+            vals = " ".join(f"{r[f'{m}_recall@{t}']:>15.3f}" for _, r in gb.iterrows()
+                            for m in ("anytime", "final") for t in tops)
             lines.append(f"  {budget:>3} {vals}")
     mean = df[df.benchmark == "mean"]
-    if (mean.budget == 4).any():
-        parts = [f"{p} {100 * float(g.loc[g.budget == 4, 'recall@3'].iloc[0]):.1f}%" for p, g in mean.groupby("policy")]
+    if (mean.budget == 4).any() and 3 in tops:
+        parts = [f"{p} {100 * float(g.loc[g.budget == 4, 'anytime_recall@3'].iloc[0]):.1f}% anytime / "
+                 f"{100 * float(g.loc[g.budget == 4, 'final_recall@3'].iloc[0]):.1f}% final"
+                 for p, g in mean.groupby("policy", sort=False)]
         lines.append("")
         lines.append("Recall@3 at k'=4, mean over benchmarks: " + ", ".join(parts))
-    return "\n".join(lines).replace("k_ ", "k' ") + "\n"
+    return "\n".join(lines).replace("k_  ", "k'  ") + "\n"
 
 
 def cmd_policy(args: argparse.Namespace) -> int:
@@ -182,8 +228,9 @@ def cmd_policy(args: argparse.Namespace) -> int:
     if args.runs < 1:
         raise _error(f"--runs must be at least 1, got {args.runs}")
     data = load_inputs(args)
-    report = simulate(data, _policies(args.policy), runs=args.runs, seed=args.seed,
-                      ucb_beta=args.ucb_beta, ucb_lambda=args.ucb_lambda)
+    report = simulate(data, _simulated_policies(args.policy, data), runs=args.runs, seed=args.seed,
+                      ucb_beta=args.ucb_beta, ucb_lambda=args.ucb_lambda, ranking=args.ranking,
+                      acquisition=args.acquisition)
     cfg = args_config(args)
     if args.out:
         write_csv(report.to_frame(), args.out, cfg, overwrite=args.overwrite)
@@ -191,14 +238,37 @@ def cmd_policy(args: argparse.Namespace) -> int:
         from lmms_ac.law.plots import plot_recall_curves
 
         out = Path(args.plot)
-        written = plot_recall_curves(report, out / "policy_recall3", split_list(args.formats) or [], args.overwrite, 3)
-        written += plot_recall_curves(report, out / "policy_recall1", split_list(args.formats) or [], args.overwrite, 1)
+        formats = split_list(args.formats) or []
+        written = []
+        for top in (3, 1):
+            written += plot_recall_curves(report, out / f"policy_recall{top}", formats, args.overwrite, top)
         print(f"wrote {len(written)} figure file(s) to {out}", file=sys.stderr)
     if args.json:
         print(json_document(report.to_dict(), cfg))
     else:
         sys.stdout.write(_policy_text(report))
     return 0
+
+
+def _load_prior(args: argparse.Namespace):
+    """The prior law of ``recommend --policy prior``: a bundled example name or a wide CSV."""
+    import pandas as pd
+
+    from lmms_ac.law import data as D
+    from lmms_ac.law.prior import law_prior
+
+    name = args.prior
+    if name in D.EXAMPLES:
+        return law_prior(D.load_example(name))
+    path = Path(name)
+    if not path.exists():
+        raise _error(f"--prior {name!r} is neither a bundled example ({', '.join(D.EXAMPLES)}) nor an existing "
+                     f"wide CSV")
+    benches = split_list(args.prior_benchmarks)
+    if not benches:
+        raise _error("--prior FILE needs --prior-benchmarks b1,b2 (its score columns)")
+    return law_prior(D.from_wide(pd.read_csv(path), setting_col="setting", a_col=args.prior_a_col,
+                                 c_col=args.prior_c_col, benchmarks=benches, source=str(path)))
 
 
 def _read_trained(args: argparse.Namespace):
@@ -238,8 +308,9 @@ def cmd_recommend(args: argparse.Namespace) -> int:
 
     ac = read_ac_scores(args.candidates, variant_col=args.variant_col, a_col=args.a_col, c_col=args.c_col)
     trained = _read_trained(args)
+    prior = _load_prior(args) if args.policy == "prior" else None
     rec = recommend(list(ac.index), ac["A"].to_numpy(), ac["C"].to_numpy(), trained, policy=args.policy,
-                    seed=args.seed)
+                    seed=args.seed, prior=prior, acquisition=args.acquisition)
     if args.json:
         print(json_document(rec.to_dict(), args_config(args)))
         return 0
@@ -247,7 +318,8 @@ def cmd_recommend(args: argparse.Namespace) -> int:
     if rec.level is not None:
         print(f"  region level {rec.level}; eligible cells: " + "; ".join(rec.options))
     elif rec.options:
-        print("  UCB order of the untrained candidates: " + ", ".join(rec.options))
+        what = "UCB order" if rec.policy == "ucb" else "next choice, then posterior ranking"
+        print(f"  {what} of the untrained candidates: " + ", ".join(rec.options))
     for n in rec.notes:
         print(f"  note: {n}")
     print("")
@@ -293,7 +365,9 @@ def cmd_plot_policy(args: argparse.Namespace) -> int:
     from lmms_ac.law.plots import plot_recall_curves
     from lmms_ac.law.policy import simulate
 
-    report = simulate(load_inputs(args), _policies(args.policy), runs=args.runs, seed=args.seed)
+    data = load_inputs(args)
+    report = simulate(data, _simulated_policies(args.policy, data), runs=args.runs, seed=args.seed,
+                      ranking=args.ranking)
     out = Path(args.out_dir)
     written = plot_recall_curves(report, out / f"policy_recall{args.top}", split_list(args.formats) or [],
                                  args.overwrite, args.top)
@@ -329,8 +403,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                           "ranking finds the best one (METHODS.md section 5). "
                                           "`lmms-ac policy recommend --help` for the recommend mode.")
     _add_input_args(p)
-    p.add_argument("--policy", choices=["region", "ucb", "random", "all"], default="region",
-                   help="region (default) or ucb, each with the random baseline; or all")
+    p.add_argument("--policy", choices=_policy_names() + ["all"], default="region",
+                   help="the policy to simulate, with the random baseline; or all (default: region). "
+                        + _policy_help())
+    p.add_argument("--ranking", choices=["measured", "law"], default="measured",
+                   help="what ranks the settings when recall is scored. measured (default): trained settings by "
+                        "their measured score, untrained by prediction (a hit: the best setting was trained or is "
+                        "in the predicted top-n of the untrained); law: every setting by the law's prediction, "
+                        "as in the paper. Both recall metrics are reported: anytime Recall@n at k' (a hit at "
+                        "some step <= k') and final Recall@n (a hit after exactly k' trainings, the paper's "
+                        "Algorithm 3)")
+    p.add_argument("--acquisition", choices=["ei", "thompson"], default="ei",
+                   help="prior policy: expected improvement (default) or Thompson sampling")
     p.add_argument("--runs", type=int, default=1000, help="seeded runs per benchmark (default: 1000)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--ucb-beta", type=float, default=2.0, help="UCB exploration weight (default: 2)")
@@ -352,7 +436,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     r.add_argument("--score-col", help="score column of --trained (default: --benchmark or 'score')")
     r.add_argument("--benchmark", help="benchmark to optimise when --trained is a results table")
     r.add_argument("--metric", action="append", metavar="TASK=METRIC")
-    r.add_argument("--policy", choices=["region", "ucb"], default="region")
+    r.add_argument("--policy", choices=_recommend_policy_names(), default="prior",
+                   help="prior (default: it has the best recall on the bundled data, see `lmms-ac policy "
+                        "--policy all`), region or ucb")
+    r.add_argument("--prior", default="law-v1",
+                   help="prior policy: the benchmarks whose law is the prior, a bundled example (default: "
+                        "law-v1, A_embed and C_pck10 of 8 benchmarks) or a wide CSV (with --prior-benchmarks)")
+    r.add_argument("--prior-benchmarks", help="score columns of a --prior CSV")
+    r.add_argument("--prior-a-col", default="A", help="A column of a --prior CSV; may contain {benchmark}")
+    r.add_argument("--prior-c-col", default="C", help="C column of a --prior CSV")
+    r.add_argument("--acquisition", choices=["ei", "thompson"], default="ei")
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--json", action="store_true")
     r.set_defaults(func=cmd_recommend)
@@ -370,7 +463,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     q.set_defaults(func=cmd_plot_law)
     q = sub.add_parser("policy", help="recall curves of the policies")
     _add_input_args(q)
-    q.add_argument("--policy", choices=["region", "ucb", "random", "all"], default="all")
+    q.add_argument("--policy", choices=_policy_names() + ["all"], default="all")
+    q.add_argument("--ranking", choices=["measured", "law"], default="measured")
     q.add_argument("--runs", type=int, default=1000)
     q.add_argument("--seed", type=int, default=0)
     q.add_argument("--top", type=int, choices=[1, 3], default=3)

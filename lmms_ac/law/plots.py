@@ -109,31 +109,42 @@ def plot_pred_vs_actual(fits: Sequence, stem: PathLike, formats: Iterable[str] =
 
 
 def plot_recall_curves(report, stem: PathLike, formats: Iterable[str] = FORMATS, overwrite: bool = False,
-                       top: int = 3) -> List[Path]:
-    """Recall@top against the budget k' for every policy, one panel per benchmark plus the mean."""
+                       top: int = 3, metrics: Sequence[str] = ("anytime", "final")) -> List[Path]:
+    """Recall@top against the budget k' for every policy, one panel per benchmark plus the mean.
+
+    Each policy is drawn once per metric: anytime Recall (solid; a hit at some step <= k') and final
+    Recall (dashed; a hit after exactly k' trainings, the paper's Algorithm 3).
+    """
     df = report.to_frame()
-    col = f"recall@{top}"
-    if col not in df.columns:
-        raise ValueError(f"the policy report has no {col}; available: "
+    cols = {m: f"{m}_recall@{top}" for m in metrics}
+    if f"recall@{top}" not in df.columns:
+        raise ValueError(f"the policy report has no recall@{top}; available: "
                          f"{', '.join(c for c in df.columns if c.startswith('recall@'))}")
+    cols = {m: (c if c in df.columns else f"recall@{top}") for m, c in cols.items()}
+    styles = {"anytime": "-", "final": "--"}
     benches = [b for b in dict.fromkeys(df["benchmark"]) if b != "mean"] + ["mean"]
     n = len(benches)
-    cols = min(3, n)
-    rows = int(np.ceil(n / cols))
-    fig = _figure(3.4 * cols, 2.8 * rows)
+    ncols = min(3, n)
+    rows = int(np.ceil(n / ncols))
+    fig = _figure(3.4 * ncols, 2.8 * rows)
     for i, b in enumerate(benches):
-        ax = fig.add_subplot(rows, cols, i + 1)
+        ax = fig.add_subplot(rows, ncols, i + 1)
         sub = df[df["benchmark"] == b]
-        for pol, g in sub.groupby("policy"):
-            ax.plot(g["budget"], g[col], marker="o", ms=3, label=pol)
+        for j, (pol, g) in enumerate(sub.groupby("policy", sort=False)):
+            for m, col in cols.items():
+                ax.plot(g["budget"], g[col], marker="o", ms=3, color=f"C{j}", ls=styles.get(m, ":"),
+                        label=f"{pol} ({m})")
         ax.set_ylim(0, 1.02)
         ax.set_title(b, fontsize=8)
         ax.set_xlabel("budget k'", fontsize=7)
-        ax.set_ylabel(col, fontsize=7)
+        ax.set_ylabel(f"Recall@{top}", fontsize=7)
         ax.tick_params(labelsize=6)
         ax.grid(alpha=0.3)
         if i == 0:
-            ax.legend(fontsize=6)
+            ax.legend(fontsize=5)
+    ranking = getattr(report, "options", {}).get("ranking")
+    fig.suptitle(f"Recall@{top}: solid = anytime (hit at some step <= k'), dashed = final (after exactly k')"
+                 + (f"; ranking: {ranking}" if ranking else ""), fontsize=7)
     fig.tight_layout()
     return save_figure(fig, stem, formats, overwrite)
 
