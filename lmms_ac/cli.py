@@ -18,6 +18,7 @@ COMMAND_MODULES = [
     "lmms_ac.law.cli",
     "lmms_ac.robustness.cli",
     "lmms_ac.demo",
+    "lmms_ac.layers.cli",
     "lmms_ac.doctor",
 ]
 

@@ -1,0 +1,37 @@
+"""The layer curves against depth: C@L, reconstruction and attention balance, each with its reference
+(the encoder's own C and chance; perfect reconstruction; the share a uniform attention would give)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterable, List
+
+from lmms_ac.law.plots import FORMATS, PathLike, _figure, save_figure
+
+
+def plot_layer_curves(report, stem: PathLike, title: str = "", formats: Iterable[str] = FORMATS,
+                      overwrite: bool = False) -> List[Path]:
+    """One row of panels (only those ``report`` has): C@L, recon@L, attn_img@L against layer."""
+    panels = []
+    if report.c:
+        panels.append(("C@L (PCK %)", report.c, [(report.c_encoder, "encoder", "C0"), (report.c_chance, "chance", "0.6")]))
+    if report.recon:
+        panels.append(("reconstruction (cosine)", report.recon, [(1.0, "encoder (identity)", "C0")]))
+    if report.attn_img:
+        panels.append(("text -> image attention share", report.attn_img, [(report.attn_uniform, "uniform attention", "0.6")]))
+    if not panels:
+        raise ValueError("the report holds no per-layer values to plot")
+    fig = _figure(4.2 * len(panels), 3.4)
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    for ax, (label, values, refs) in zip(axes, panels):
+        xs = sorted(values)
+        ax.plot(xs, [values[x] for x in xs], marker="o", color="C3", label="MLLM visual tokens")
+        for value, name, colour in refs:
+            if value == value:  # not NaN
+                ax.axhline(value, linestyle="--", color=colour, label=name)
+        ax.set_xlabel("layer (0 = projector output)")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    if title:
+        fig.suptitle(title)
+    return save_figure(fig, stem, formats, overwrite=overwrite)
