@@ -1,0 +1,58 @@
+"""Images that fail to decode are reported by doc id, not scored silently.
+
+lmms-eval sets ``PIL.ImageFile.LOAD_TRUNCATED_IMAGES = True`` for the whole process, so a truncated
+image decodes without error, its missing part filled in, and is scored as if it were whole. The model
+fetches each request's images with strict decoding: an image that fails is logged with its task and
+doc id, then decoded leniently as lmms-eval intends (so a run's results stay comparable with other
+models'); an image that cannot be decoded even leniently is an error naming the doc.
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import Callable, Iterator, List, Set
+
+from loguru import logger
+
+_REPORTED: Set[str] = set()
+
+
+@contextlib.contextmanager
+def strict_decoding() -> Iterator[None]:
+    """Decode with ``LOAD_TRUNCATED_IMAGES`` off: truncated files raise instead of being filled in."""
+    from PIL import ImageFile
+
+    previous = ImageFile.LOAD_TRUNCATED_IMAGES
+    ImageFile.LOAD_TRUNCATED_IMAGES = False
+    try:
+        yield
+    finally:
+        ImageFile.LOAD_TRUNCATED_IMAGES = previous
+
+
+def _decode_all(visuals: List) -> List:
+    from PIL import Image
+
+    for v in visuals or []:
+        if isinstance(v, Image.Image):
+            v.load()  # lazily opened images decode here
+    return visuals
+
+
+def fetch_visuals(fetch: Callable[[], List], where: str) -> List:
+    """``fetch()`` (the doc lookup and the task's ``doc_to_visual``) under strict decoding. On a
+    decoding failure ``where`` (e.g. "task 'mme' split 'test' doc 17") is logged once and the images
+    are fetched again with lmms-eval's lenient decoding; a second failure raises ``RuntimeError``."""
+    try:
+        with strict_decoding():
+            return _decode_all(fetch())
+    except (OSError, SyntaxError) as err:  # PIL: truncated data, unidentified or corrupt files
+        strict_error = err
+    if where not in _REPORTED:
+        _REPORTED.add(where)
+        logger.warning(f"{where}: image failed to decode ({type(strict_error).__name__}: {strict_error}); scoring it as lmms-eval "
+                       "decodes it (truncated data filled in). Find every such doc with `lmms-ac datasets --verify TASK`.")
+    try:
+        return _decode_all(fetch())
+    except Exception as err:
+        logger.error(f"{where}: image cannot be decoded: {type(err).__name__}: {err}")
+        raise RuntimeError(f"{where}: image cannot be decoded ({type(err).__name__}: {err}); fix or drop this doc") from err
