@@ -165,7 +165,7 @@ class ConcatRepresentation(VisionRepresentation):
 
 
 def build_concat(spec: RepresentationSpec, *, select_layer: Optional[int] = None, torch_dtype=None,
-                 trust_remote_code: bool = False, **_) -> ConcatRepresentation:
+                 trust_remote_code: bool = False, image_backend: Optional[str] = None, **_) -> ConcatRepresentation:
     from lmms_ac.vision import load_representation
 
     known = _known_families()
@@ -179,5 +179,6 @@ def build_concat(spec: RepresentationSpec, *, select_layer: Optional[int] = None
         if part_spec.family == "concat":
             raise ValueError(f"concat:{spec.target}: nested combinations are not supported; list all parts with '+'")
         layer = None if "layer" in part_spec.opts else select_layer
-        parts.append(load_representation(part_spec, select_layer=layer, torch_dtype=torch_dtype, trust_remote_code=trust_remote_code))
+        parts.append(load_representation(part_spec, select_layer=layer, torch_dtype=torch_dtype, trust_remote_code=trust_remote_code,
+                                         image_backend=image_backend))
     return ConcatRepresentation(str(spec), parts)

@@ -30,7 +30,7 @@ import torch
 from PIL import Image
 
 from lmms_ac.vision.base import ImageSpec, VisionRepresentation
-from lmms_ac.vision.hf import HFVisionTower, load_hf_tower
+from lmms_ac.vision.hf import HFVisionTower, load_hf_tower, load_image_processor, resolve_backend
 from lmms_ac.vision.spec import RepresentationSpec
 
 
@@ -122,19 +122,21 @@ class Siglip2NaflexTower(VisionRepresentation):
         return self.check_tokens(out.hidden_states[self.select_layer])
 
 
-def build_siglip2(spec: RepresentationSpec, *, select_layer: int = -2, torch_dtype=None, trust_remote_code: bool = False, **_):
+def build_siglip2(spec: RepresentationSpec, *, select_layer: int = -2, torch_dtype=None, trust_remote_code: bool = False,
+                  image_backend: Optional[str] = None, **_):
     model_type = _model_type(spec, trust_remote_code)
     if model_type in ("siglip", "siglip_vision_model"):
         if _size_option(spec) is not None:
             raise ValueError(f"{spec}: fixed-resolution SigLIP2 checkpoints run at their own size; drop '?size='")
-        return load_hf_tower(spec, "SiglipVisionModel", select_layer, torch_dtype, trust_remote_code, num_prefix_tokens=0)
+        return load_hf_tower(spec, "SiglipVisionModel", select_layer, torch_dtype, trust_remote_code, num_prefix_tokens=0,
+                             image_backend=image_backend)
     if model_type not in ("siglip2", "siglip2_vision_model"):
         raise ValueError(f"{spec}: expected a SigLIP2 checkpoint (model_type siglip or siglip2), found model_type {model_type!r}")
     import transformers
 
     try:
         model = transformers.Siglip2VisionModel.from_pretrained(spec.target, dtype=torch_dtype, trust_remote_code=trust_remote_code)
-        processor = transformers.AutoImageProcessor.from_pretrained(spec.target, trust_remote_code=trust_remote_code)
+        processor = load_image_processor(spec.target, resolve_backend(spec, image_backend), trust_remote_code)
     except OSError as err:
         raise FileNotFoundError(f"could not load vision tower {str(spec)!r}: {err}") from err
     return Siglip2NaflexTower(str(spec), model, processor, select_layer, _size_option(spec))
@@ -168,7 +170,8 @@ class Dinov2Tower(HFVisionTower):
         return super()._process(images, **kwargs)
 
 
-def build_dinov2(spec: RepresentationSpec, *, select_layer: int = -2, torch_dtype=None, trust_remote_code: bool = False, **_):
+def build_dinov2(spec: RepresentationSpec, *, select_layer: int = -2, torch_dtype=None, trust_remote_code: bool = False,
+                 image_backend: Optional[str] = None, **_):
     import transformers
 
     model_type = _model_type(spec, trust_remote_code)
@@ -178,7 +181,7 @@ def build_dinov2(spec: RepresentationSpec, *, select_layer: int = -2, torch_dtyp
     model_cls = getattr(transformers, classes[model_type])
     try:
         model = model_cls.from_pretrained(spec.target, dtype=torch_dtype, trust_remote_code=trust_remote_code)
-        processor = transformers.AutoImageProcessor.from_pretrained(spec.target, trust_remote_code=trust_remote_code)
+        processor = load_image_processor(spec.target, resolve_backend(spec, image_backend), trust_remote_code)
     except OSError as err:
         raise FileNotFoundError(f"could not load vision tower {str(spec)!r}: {err}") from err
     return Dinov2Tower(str(spec), model, processor, select_layer, _size_option(spec))

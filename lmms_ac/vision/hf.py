@@ -2,7 +2,14 @@
 
 A tower is built from a hub id or local directory (``clip:openai/clip-vit-large-patch14-336``), or
 wraps an already-loaded vision model (the tower inside a llava-hf checkpoint). Preprocessing uses
-the tower's own Hugging Face image processor, so pixels match what the checkpoint was trained on.
+the tower's own Hugging Face image processor (resize, crop, mean/std from its config).
+
+Image processor backend (``?backend=pil|torchvision`` on the spec, or ``image_backend=`` of the
+loader): transformers 5 has two implementations of each processor. ``pil`` resizes with PIL, as
+transformers 4 (and so the original LLaVA code, LLaVA-1.5's training and the law paper's checkpoints)
+did; ``torchvision`` is transformers 5's default, whose bicubic resize differs from PIL's by one grey
+level in a few values per image (CLIP features then differ by up to ~1e-2). The original-format
+loader picks ``pil``; llava-hf checkpoints keep transformers' default unless told otherwise.
 """
 from __future__ import annotations
 
@@ -14,6 +21,39 @@ from PIL import Image
 
 from lmms_ac.vision.base import ImageSpec, VisionRepresentation, to_rgb
 from lmms_ac.vision.spec import RepresentationSpec
+
+IMAGE_BACKENDS = ("pil", "torchvision")
+
+
+def resolve_backend(spec: Optional[RepresentationSpec], image_backend: Optional[str]) -> Optional[str]:
+    """The processor backend to load: the spec's ``?backend=``, else ``image_backend``, else None
+    (transformers' default). ``auto`` means None."""
+    chosen = (spec.opts.get("backend") if spec is not None else None) or image_backend
+    if chosen in (None, "", "auto"):
+        return None
+    if chosen not in IMAGE_BACKENDS:
+        where = f"{spec}: " if spec is not None and spec.opts.get("backend") else ""
+        raise ValueError(f"{where}unknown image processor backend {chosen!r}; choose pil (PIL resize, as transformers 4 and "
+                         f"the original LLaVA code) or torchvision (transformers 5's default)")
+    return chosen
+
+
+def load_image_processor(target: str, backend: Optional[str] = None, trust_remote_code: bool = False) -> Any:
+    """``AutoImageProcessor`` of ``target`` with the given backend (None: transformers' default)."""
+    import transformers
+
+    kwargs = {"backend": backend} if backend else {}
+    processor = transformers.AutoImageProcessor.from_pretrained(target, trust_remote_code=trust_remote_code, **kwargs)
+    got = processor_backend(processor)
+    if backend and got != backend:
+        raise ValueError(f"{target}: asked for the {backend} image processor backend but transformers gave {type(processor).__name__} "
+                         f"({got}); is {'Pillow' if backend == 'pil' else 'torchvision'} installed?")
+    return processor
+
+
+def processor_backend(processor: Any) -> str:
+    """``pil`` or ``torchvision`` (or the class name of a processor that names no backend)."""
+    return str(getattr(processor, "backend", None) or type(processor).__name__)
 
 
 def _processor_size(processor: Any) -> int:
@@ -62,8 +102,13 @@ class HFVisionTower(VisionRepresentation):
         images = [to_rgb(im) for im in images]
         return self.processor(images=images, return_tensors="pt", **kwargs)["pixel_values"]
 
+    @property
+    def image_backend(self) -> str:
+        return processor_backend(self.processor)
+
     def preprocess(self, images: Sequence[Image.Image]) -> torch.Tensor:
-        # the processor's own normalisation: bit-identical to what llava-hf's processor feeds the model
+        # the processor itself, so the pixels equal what that same processor (same class, same backend)
+        # gives transformers' model; another backend's pixels differ (see the module docstring)
         return self._process(images)
 
     def pixels(self, images: Sequence[Image.Image]) -> torch.Tensor:
@@ -77,7 +122,7 @@ class HFVisionTower(VisionRepresentation):
 
 
 def load_hf_tower(spec: RepresentationSpec, model_cls_name: str, select_layer: int, torch_dtype, trust_remote_code: bool,
-          num_prefix_tokens: Optional[int] = None) -> HFVisionTower:
+                  num_prefix_tokens: Optional[int] = None, image_backend: Optional[str] = None) -> HFVisionTower:
     import transformers
 
     target = spec.target
@@ -85,9 +130,10 @@ def load_hf_tower(spec: RepresentationSpec, model_cls_name: str, select_layer: i
     if looks_local and not os.path.exists(os.path.expanduser(target)):
         raise FileNotFoundError(f"vision tower directory {target!r} does not exist (spec {spec}); pass a hub id or an existing local directory")
     model_cls = getattr(transformers, model_cls_name)
+    backend = resolve_backend(spec, image_backend)
     try:
         model = model_cls.from_pretrained(target, dtype=torch_dtype, trust_remote_code=trust_remote_code)
-        processor = transformers.AutoImageProcessor.from_pretrained(target, trust_remote_code=trust_remote_code)
+        processor = load_image_processor(target, backend, trust_remote_code)
     except OSError as err:
         raise FileNotFoundError(
             f"could not load vision tower {str(spec)!r}: {err}. Use a hub id your machine can reach, a local "
@@ -97,9 +143,13 @@ def load_hf_tower(spec: RepresentationSpec, model_cls_name: str, select_layer: i
     return HFVisionTower(str(spec), model, processor, select_layer, num_prefix_tokens)
 
 
-def build_clip(spec: RepresentationSpec, *, select_layer: int = -2, torch_dtype=None, trust_remote_code: bool = False, **_) -> HFVisionTower:
-    return load_hf_tower(spec, "CLIPVisionModel", select_layer, torch_dtype, trust_remote_code, num_prefix_tokens=1)
+def build_clip(spec: RepresentationSpec, *, select_layer: int = -2, torch_dtype=None, trust_remote_code: bool = False,
+               image_backend: Optional[str] = None, **_) -> HFVisionTower:
+    return load_hf_tower(spec, "CLIPVisionModel", select_layer, torch_dtype, trust_remote_code, num_prefix_tokens=1,
+                         image_backend=image_backend)
 
 
-def build_siglip(spec: RepresentationSpec, *, select_layer: int = -2, torch_dtype=None, trust_remote_code: bool = False, **_) -> HFVisionTower:
-    return load_hf_tower(spec, "SiglipVisionModel", select_layer, torch_dtype, trust_remote_code, num_prefix_tokens=0)
+def build_siglip(spec: RepresentationSpec, *, select_layer: int = -2, torch_dtype=None, trust_remote_code: bool = False,
+                 image_backend: Optional[str] = None, **_) -> HFVisionTower:
+    return load_hf_tower(spec, "SiglipVisionModel", select_layer, torch_dtype, trust_remote_code, num_prefix_tokens=0,
+                         image_backend=image_backend)

@@ -11,8 +11,9 @@ family can be inferred from the name, as the original LLaVA ``mm_vision_tower`` 
 """
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass, field
-from typing import Dict, Optional, Tuple
+from typing import Collection, Dict, Mapping, Optional, Tuple
 from urllib.parse import parse_qsl
 
 
@@ -82,3 +83,37 @@ def parse_spec(text: str, known_families: Optional[set] = None) -> Representatio
     if not target:
         raise ValueError(f"vision representation spec {text!r} names no model after '{family}:'")
     return RepresentationSpec(family, target, tuple(parse_qsl(query, keep_blank_values=True)))
+
+
+class SpecOptionError(ValueError):
+    """An option a family does not take; the message names close matches and the family's options."""
+
+
+def check_options(spec: RepresentationSpec, allowed: Collection[str],
+                  elsewhere: Optional[Mapping[str, Collection[str]]] = None) -> None:
+    """Raise ``SpecOptionError`` for an option of ``spec`` its family does not take ("did you mean").
+
+    ``elsewhere`` maps families to their options, so that an option of another family
+    (``clip:...?size=336``, or misspelt: ``?sise=``) is named as such."""
+    allowed = sorted(set(allowed))
+    others = {f: set(opts) for f, opts in (elsewhere or {}).items() if f != spec.family}
+    seen = set()
+    for key, _ in spec.options:
+        if key in seen:
+            raise SpecOptionError(f"{spec}: option {key!r} is given twice; give it once")
+        seen.add(key)
+        if key in allowed:
+            continue
+        takes = f"the {spec.family} family takes {', '.join(allowed)}" if allowed else f"the {spec.family} family takes no options"
+        close = difflib.get_close_matches(key, allowed, n=3, cutoff=0.6)
+        if close:
+            raise SpecOptionError(f"{spec}: unknown option {key!r}; did you mean {' or '.join(repr(c) for c in close)}? ({takes})")
+        owners = sorted(f for f, opts in others.items() if key in opts)
+        if owners:
+            raise SpecOptionError(f"{spec}: option {key!r} belongs to the {', '.join(owners)} famil{'y' if len(owners) == 1 else 'ies'}; {takes}")
+        near = difflib.get_close_matches(key, sorted(set().union(*others.values())) if others else [], n=1, cutoff=0.6)
+        if near:
+            owners = sorted(f for f, opts in others.items() if near[0] in opts)
+            raise SpecOptionError(f"{spec}: unknown option {key!r}; did you mean {near[0]!r}? That is an option of "
+                                  f"{', '.join(owners)} only; {takes}")
+        raise SpecOptionError(f"{spec}: unknown option {key!r}; {takes}")

@@ -9,6 +9,12 @@
 
 ``vision_tower=`` overrides the tower a checkpoint names (its hidden size must fit the projector).
 Weights load through safetensors or ``torch.load(weights_only=True)``; remote code stays off.
+
+Each format is run as its own reference code runs it (``auto``): original checkpoints tokenize
+prompts chunk by chunk around ``<image>`` (LLaVA's ``tokenizer_image_token``) and preprocess images
+with the PIL-backed image processor (transformers 4's, which LLaVA used); llava-hf checkpoints use
+their processor's joint tokenization and transformers' default image processor backend.
+``tokenization=`` and ``image_backend=`` override either choice.
 """
 from __future__ import annotations
 
@@ -20,10 +26,12 @@ from typing import Any, Dict, List, Optional, Union
 import torch
 from loguru import logger
 
+from lmms_ac.model_args import parse_bool
 from lmms_ac.vision import load_representation
-from lmms_ac.vision.hf import HFVisionTower
+from lmms_ac.vision.hf import IMAGE_BACKENDS, HFVisionTower, load_image_processor
 from lmms_ac.vlm.model import LlavaStyleVLM
 from lmms_ac.vlm.projector import build_projector, projector_from_llava_hf, strip_projector_prefix
+from lmms_ac.vlm.tokenize import FORMAT_TOKENIZATION, check_tokenization
 
 _MM_KEYS = ("mm_vision_tower", "vision_tower", "mm_projector_type", "mm_vision_select_layer", "mm_vision_select_feature",
             "mm_hidden_size", "image_aspect_ratio", "mm_use_im_start_end", "mm_use_im_patch_token", "tune_mm_mlp_adapter",
@@ -82,15 +90,28 @@ def checkpoint_format(config: Dict[str, Any]) -> str:
 def load_vlm(pretrained: str, *, model_base: Optional[str] = None, vision_tower: Optional[str] = None,
              dtype: Union[str, torch.dtype, None] = "auto", device: Union[str, torch.device] = "cpu",
              attn_implementation: Optional[str] = None, image_aspect_ratio: str = "auto",
-             trust_remote_code: bool = False) -> LlavaStyleVLM:
-    """Load either checkpoint format as a ``LlavaStyleVLM`` on ``device``."""
+             trust_remote_code: bool = False, tokenization: str = "auto", image_backend: str = "auto") -> LlavaStyleVLM:
+    """Load either checkpoint format as a ``LlavaStyleVLM`` on ``device``.
+
+    ``tokenization``: ``auto`` (the format's own), ``chunked`` or ``joint``; ``image_backend``:
+    ``auto`` (``pil`` for original checkpoints, transformers' default for llava-hf), ``pil`` or
+    ``torchvision`` (see ``lmms_ac.vision.hf``)."""
+    trust_remote_code = parse_bool(trust_remote_code, "trust_remote_code")
+    if image_backend not in ("auto", *IMAGE_BACKENDS):
+        raise ValueError(f"unknown image_backend {image_backend!r}; choose auto, {', '.join(IMAGE_BACKENDS)}")
+    if tokenization != "auto":
+        check_tokenization(tokenization)
     config = read_config(pretrained)
     fmt = checkpoint_format(config)
     torch_dtype = resolve_dtype(dtype)
+    backend = None if image_backend == "auto" else image_backend
     if fmt == "llava_hf":
-        vlm = _load_llava_hf(pretrained, config, vision_tower, torch_dtype, attn_implementation, image_aspect_ratio, trust_remote_code)
+        vlm = _load_llava_hf(pretrained, config, vision_tower, torch_dtype, attn_implementation, image_aspect_ratio, trust_remote_code,
+                             backend)
     else:
-        vlm = _load_original(pretrained, config, model_base, vision_tower, torch_dtype, attn_implementation, image_aspect_ratio, trust_remote_code)
+        vlm = _load_original(pretrained, config, model_base, vision_tower, torch_dtype, attn_implementation, image_aspect_ratio, trust_remote_code,
+                             backend or "pil")
+    vlm.prompt_tokenizer.mode = FORMAT_TOKENIZATION[fmt] if tokenization == "auto" else tokenization
     vlm.eval().requires_grad_(False)
     return vlm.to(device)
 
@@ -109,7 +130,8 @@ def _causal_lm_around(text_config: Any, base_model: torch.nn.Module, lm_head: to
     return lm
 
 
-def _load_llava_hf(pretrained, config, vision_tower, torch_dtype, attn_implementation, image_aspect_ratio, trust_remote_code):
+def _load_llava_hf(pretrained, config, vision_tower, torch_dtype, attn_implementation, image_aspect_ratio, trust_remote_code,
+                   image_backend=None):
     from transformers import AutoProcessor, LlavaForConditionalGeneration
 
     kwargs = dict(dtype=torch_dtype, trust_remote_code=trust_remote_code)
@@ -126,9 +148,12 @@ def _load_llava_hf(pretrained, config, vision_tower, torch_dtype, attn_implement
         raise CheckpointError(f"{pretrained}: vision_feature_select_strategy={strategy!r} on a {model.config.vision_config.model_type} tower "
                               "does not give a plain patch grid; only CLIP-like towers with 'default' (drop CLS) are supported")
     if vision_tower:
-        vision = load_representation(vision_tower, select_layer=layer, torch_dtype=model.dtype)
+        vision = load_representation(vision_tower, select_layer=layer, torch_dtype=model.dtype, image_backend=image_backend)
     else:
-        vision = HFVisionTower(f"llava-hf:{pretrained}", model.model.vision_tower, processor.image_processor, layer, num_prefix_tokens=1)
+        image_processor = processor.image_processor
+        if image_backend:  # the same processor config through the other implementation
+            image_processor = load_image_processor(pretrained, image_backend, trust_remote_code)
+        vision = HFVisionTower(f"llava-hf:{pretrained}", model.model.vision_tower, image_processor, layer, num_prefix_tokens=1)
     projector = projector_from_llava_hf(model.model.multi_modal_projector)
     _check_fit(vision, projector, pretrained)
     llm = _causal_lm_around(model.config.text_config, model.model.language_model, model.lm_head)
@@ -175,7 +200,8 @@ def _has_llm_weights(directory: str) -> bool:
     return any(os.path.basename(f) != "mm_projector.bin" for f in _weight_files(directory))
 
 
-def _load_original(pretrained, config, model_base, vision_tower, torch_dtype, attn_implementation, image_aspect_ratio, trust_remote_code):
+def _load_original(pretrained, config, model_base, vision_tower, torch_dtype, attn_implementation, image_aspect_ratio, trust_remote_code,
+                   image_backend="pil"):
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     local = os.path.expanduser(pretrained)
@@ -203,7 +229,7 @@ def _load_original(pretrained, config, model_base, vision_tower, torch_dtype, at
     spec = multi_tower_spec(spec) or spec  # forks write multi-encoder towers as names joined by '.'
     select_layer = int(config.get("mm_vision_select_layer", -2))
     vision = load_representation(spec, select_layer=select_layer, torch_dtype=None if torch_dtype == "auto" else torch_dtype,
-                                 trust_remote_code=trust_remote_code)
+                                 trust_remote_code=trust_remote_code, image_backend=image_backend)
 
     llm_fields = {k: v for k, v in config.items() if k not in _MM_KEYS and k not in ("model_type", "architectures", "_name_or_path", "transformers_version")}
     if llm_source is local:
@@ -233,7 +259,7 @@ def _load_original(pretrained, config, model_base, vision_tower, torch_dtype, at
         if configured not in ("pad", "square", "original", None):
             logger.warning(f"image_aspect_ratio={configured!r} (e.g. LLaVA-NeXT anyres) is not implemented; using 'original'")
         image_aspect_ratio = "pad" if configured == "pad" else "original"
-    return LlavaStyleVLM(vision, projector, llm, tokenizer, image_aspect_ratio=image_aspect_ratio, tokenization="chunked")
+    return LlavaStyleVLM(vision, projector, llm, tokenizer, image_aspect_ratio=image_aspect_ratio, tokenization=FORMAT_TOKENIZATION["original"])
 
 
 def _check_fit(vision, projector, pretrained: str) -> None:
