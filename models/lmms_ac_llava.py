@@ -19,6 +19,7 @@ from lmms_eval import utils as lmms_utils
 from lmms_eval.api.instance import Instance
 from lmms_eval.api.model import lmms
 
+from lmms_ac.model_args import merge_arguments, parse_bool, split_arg_string, typed_arguments
 from lmms_ac.vlm.prompts import build_prompt, resolve_format
 
 DEFAULT_PRETRAINED = "llava-hf/llava-1.5-7b-hf"
@@ -42,15 +43,18 @@ class LmmsAcLlava(lmms):
         perturbation_seed: seed of that perturbation.
         variant: name of this model in results tables (default: the checkpoint's directory name).
         max_new_tokens: default when a task sets none (128).
-        trust_remote_code: off unless turned on.
+        trust_remote_code: off unless turned on. Booleans are strict: true/false, 1/0, yes/no, on/off.
+        tokenization: ``auto`` (the format's own: ``chunked`` = original LLaVA's ``tokenizer_image_token`` for original checkpoints, ``joint`` = the processor's for llava-hf), ``chunked`` or ``joint``.
+        image_backend: ``auto`` (``pil`` for original-format towers, as LLaVA's code; the processor's default for llava-hf), ``pil`` or ``torchvision``.
     """
 
+    @typed_arguments
     def __init__(self, pretrained: str = DEFAULT_PRETRAINED, model_base: Optional[str] = None, vision_tower: Optional[str] = None,
                  device: Optional[str] = None, dtype: str = "auto", attn_implementation: Optional[str] = None,
                  batch_size: int = 1, max_batch_size: Optional[int] = None, prompt_format: str = "auto",
                  image_aspect_ratio: str = "auto", system_prompt: Optional[str] = None, perturbation: Optional[str] = None,
                  perturbation_seed: int = 0, variant: Optional[str] = None, max_new_tokens: int = 128,
-                 trust_remote_code: bool = False, **unknown: Any) -> None:
+                 trust_remote_code: bool = False, tokenization: str = "auto", image_backend: str = "auto", **unknown: Any) -> None:
         super().__init__()
         from lmms_ac.doctor import require_runtime
 
@@ -88,7 +92,7 @@ class LmmsAcLlava(lmms):
         self.max_new_tokens = int(max_new_tokens)
         self.vlm = load_vlm(pretrained, model_base=model_base, vision_tower=vision_tower, dtype=dtype, device=self._device,
                             attn_implementation=attn_implementation, image_aspect_ratio=image_aspect_ratio,
-                            trust_remote_code=bool(trust_remote_code))
+                            trust_remote_code=trust_remote_code, tokenization=tokenization, image_backend=image_backend)
         self.prompt_format = resolve_format(prompt_format, self.vlm.tokenizer)
         self.system_prompt = system_prompt
         from lmms_ac.perturb_bridge import HookFactory
@@ -99,6 +103,12 @@ class LmmsAcLlava(lmms):
         declare_perturbation_support(model="lmms_ac_llava")  # generated robustness tasks may run: we apply their perturbations
         if self._world_size > 1:
             logger.warning(f"lmms_ac_llava: data parallel, rank {self._rank} of {self._world_size} on {self._device}")
+
+    @classmethod
+    def create_from_arg_string(cls, arg_string: str, additional_config: Optional[dict] = None) -> "LmmsAcLlava":
+        """lmms-eval's entry point: ``--model_args`` kept as strings (each parsed by its annotation) plus
+        ``--batch_size``/``--device``, which may also be given as model arguments."""
+        return cls(**merge_arguments(split_arg_string(arg_string), additional_config))
 
     # ------------------------------------------------------------------ lmms-eval plumbing
     @property
@@ -118,7 +128,11 @@ class LmmsAcLlava(lmms):
         return self.vlm
 
     def _visuals(self, doc_to_visual, task: str, split: str, doc_id: int) -> List[Image.Image]:
-        visuals = doc_to_visual(self.task_dict[task][split][doc_id]) if doc_to_visual is not None else []
+        if doc_to_visual is None:
+            return []
+        from lmms_ac.vlm.decode import fetch_visuals  # strict decoding: a bad image is logged by doc id
+
+        visuals = fetch_visuals(lambda: doc_to_visual(self.task_dict[task][split][doc_id]), f"task {task!r} split {split!r} doc {doc_id}")
         visuals = [v for v in (visuals or []) if v is not None]
         for v in visuals:
             if not isinstance(v, Image.Image):
@@ -151,7 +165,7 @@ class LmmsAcLlava(lmms):
             prompts = [self._prompt(c, len(ims)) for c, ims in zip(contexts, images)]
             hooks = [self.hook_factory.for_request(t, i) for t, i in zip(tasks, doc_ids)]
             temperature = float(gen_kwargs.get("temperature", 0) or 0)
-            do_sample = bool(gen_kwargs.get("do_sample", False)) or temperature > 0
+            do_sample = parse_bool(gen_kwargs.get("do_sample") or False, "do_sample") or temperature > 0
             texts = self.vlm.generate(
                 prompts, images, hooks, max_new_tokens=int(gen_kwargs.get("max_new_tokens") or self.max_new_tokens),
                 until=[u for u in until if u != eos_text], do_sample=do_sample, temperature=temperature,
