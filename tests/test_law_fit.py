@@ -210,7 +210,8 @@ def test_cli_fit_from_tidy_table_predicts_untrained(tmp_path, capsys):
     from lmms_ac.results.table import TABLE_COLUMNS
 
     d = planted(n=10, noise=1.0)
-    rows = [{"variant": s, "task": "mme", "metric": "mme_perception_score", "value": v, "perturbation": "none"}
+    rows = [{"variant": s, "task": "mme", "metric": "mme_perception_score", "value": v, "perturbation": "none",
+             "config_hash": "h0"}
             for s, v in zip(d.settings[:8], d.score[:8])]
     table = pd.DataFrame(rows).reindex(columns=TABLE_COLUMNS)
     tpath, acpath = tmp_path / "t.csv", tmp_path / "ac.csv"

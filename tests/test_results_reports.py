@@ -143,7 +143,7 @@ def test_patch_information_loss_map_from_the_table(tmp_path):
     for g, score in enumerate([80.0, 60.0, 40.0, 20.0]):
         rows.append({"variant": "v", "task": f"mme_tokgroup_m2_g{g}", "metric": "acc", "value": score,
                      "perturbation": f"tokgroup_m2_g{g}", "base_task": "mme"})
-    table = pd.DataFrame(rows).reindex(columns=TABLE_COLUMNS)
+    table = pd.DataFrame(rows).reindex(columns=TABLE_COLUMNS).assign(config_hash="h")
     arr = probe_map(table, "mme", 2, "acc")
     assert np.allclose(arr, [[0.0, 0.25], [0.5, 0.75]])
     with pytest.raises(ValueError, match="missing probe results"):

@@ -29,6 +29,45 @@ BENCHMARK_GROUPS: Dict[str, List[str]] = {
     "ocr": ["mmmu_val", "textvqa_val", "vizwiz_vqa_val", "scienceqa_img"],
 }
 
+#: names a user may give the group members (the papers' names and common spellings); matched after
+#: lower-casing and dropping everything but letters and digits (so "SEED-IMG", "OK-VQA" match too)
+BENCHMARK_ALIASES: Dict[str, List[str]] = {
+    "mmbench_en": ["MMBench", "MMBench-EN"],
+    "mme": ["MME", "MME-P", "MME perception"],
+    "ok_vqa": ["OKVQA", "OK-VQA"],
+    "seed_image": ["SEED", "SEED-IMG", "SEED-Bench", "SEEDBench-IMG"],
+    "mmmu_val": ["MMMU", "MMMU-val"],
+    "textvqa_val": ["TextVQA", "TextVQA-val"],
+    "vizwiz_vqa_val": ["VizWiz", "VizWiz-VQA"],
+    "scienceqa_img": ["ScienceQA", "ScienceQA-IMG", "SQA-IMG", "SQA"],
+}
+
+
+def _squash(name: str) -> str:
+    return "".join(ch for ch in str(name).lower() if ch.isalnum())
+
+
+_ALIAS_INDEX: Dict[str, str] = {_squash(a): canon for canon, names in BENCHMARK_ALIASES.items()
+                                for a in [canon] + names}
+
+
+def canonical_benchmark(name: str) -> Optional[str]:
+    """The lmms-eval task name of a group member given any of its known names (None if unknown)."""
+    return _ALIAS_INDEX.get(_squash(name))
+
+
+def group_members(names: Sequence[str], groups: Optional[Dict[str, List[str]]] = None) -> Dict[str, List[str]]:
+    """``{group: [names of the given benchmarks that belong to it]}`` (paper names recognised)."""
+    groups = BENCHMARK_GROUPS if groups is None else groups
+    out: Dict[str, List[str]] = {g: [] for g in groups}
+    for n in names:
+        canon = canonical_benchmark(n) or n
+        for g, members in groups.items():
+            if canon in members or n in members:
+                out[g].append(n)
+    return out
+
+
 #: bundled examples: file in lmms_ac/data and the column conventions that go with it
 EXAMPLES: Dict[str, Dict[str, object]] = {
     "law-v1": {
@@ -160,14 +199,19 @@ def from_wide(df: pd.DataFrame, *, setting_col: str, a_col: str, c_col: str, ben
 
 
 def read_ac_scores(path: Union[str, Path], *, variant_col: str = "variant", a_col: str = "A",
-                   c_col: str = "C") -> pd.DataFrame:
-    """Read an A/C scores CSV into a frame indexed by variant with columns A and C."""
+                   c_col: str = "C", allow_missing: bool = False) -> pd.DataFrame:
+    """Read an A/C scores CSV into a frame indexed by variant with columns A and C.
+
+    ``allow_missing``: a variant without an A or C score (or a score file holding no C at all) keeps
+    NaN there, with a warning naming the variants, instead of failing (the leaderboard shows what it
+    has; the law needs both and refuses).
+    """
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"A/C scores file {path} does not exist")
     df = pd.read_csv(path)
     if {"score", "value", variant_col} <= set(df.columns) and a_col not in df.columns:
-        df = _pivot_score_store(df, variant_col, (a_col, c_col), str(path))
+        df = _pivot_score_store(df, variant_col, (a_col, c_col), str(path), allow_missing)
     for col, what in ((variant_col, "variant"), (a_col, "A"), (c_col, "C")):
         if col not in df.columns:
             raise _missing_column(col, df, what, str(path))
@@ -177,20 +221,32 @@ def read_ac_scores(path: Union[str, Path], *, variant_col: str = "variant", a_co
     for arr, col in ((A, a_col), (C, c_col)):
         if np.isnan(arr).any():
             missing = [names[i] for i in np.flatnonzero(np.isnan(arr))]
+            if allow_missing:
+                from loguru import logger
+
+                logger.warning(f"{path}: no {col!r} score for {', '.join(missing)}; left blank")
+                continue
             raise ValueError(f"{path}: column {col!r} is empty/NaN for {', '.join(missing)}; fill them or drop "
                              f"those rows.")
     return pd.DataFrame({"A": A, "C": C}, index=pd.Index(names, name="variant"))
 
 
-def _pivot_score_store(df: pd.DataFrame, variant_col: str, score_names: Sequence[str], source: str) -> pd.DataFrame:
+def _pivot_score_store(df: pd.DataFrame, variant_col: str, score_names: Sequence[str], source: str,
+                       allow_missing: bool = False) -> pd.DataFrame:
     """The long scores CSV of ``score-a``/``score-c`` (variant, score, value, time...) -> one row per
     variant with a column per score name; where a variant has several rows of a score (other
-    configurations), the newest one counts."""
+    configurations), the newest one counts. ``allow_missing``: a score with no rows at all becomes an
+    empty column (unless every score is missing)."""
     known = sorted(set(map(str, df["score"])))
-    for name in score_names:
-        if name not in known:
-            raise ValueError(f"{source}: no {name!r} rows among the scores {known}; run lmms-ac score-a / score-c, "
-                             f"or choose --a-col/--c-col among {known}")
+    absent = [n for n in score_names if n not in known]
+    if absent and (not allow_missing or len(absent) == len(score_names)):
+        name = absent[0]
+        raise ValueError(f"{source}: no {name!r} rows among the scores {known}; run lmms-ac score-a / score-c, "
+                         f"or choose --a-col/--c-col among {known}")
+    if absent:
+        from loguru import logger
+
+        logger.warning(f"{source}: no {', '.join(map(repr, absent))} scores for any variant; left blank")
     rows = df[df["score"].isin(score_names)].copy()
     if "time" in rows.columns:
         rows = rows.sort_values("time", kind="stable")
@@ -200,6 +256,8 @@ def _pivot_score_store(df: pd.DataFrame, variant_col: str, score_names: Sequence
 
         logger.info(f"{source}: {int(dropped.sum())} older score rows superseded by newer ones of the same variant")
     wide = rows.drop_duplicates([variant_col, "score"], keep="last").pivot(index=variant_col, columns="score", values="value")
+    for name in absent:
+        wide[name] = np.nan
     return wide.reset_index()
 
 

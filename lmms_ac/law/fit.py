@@ -20,6 +20,7 @@ Fewer points than parameters: a warning and the minimum-norm solution (see ``lin
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence
 
@@ -27,7 +28,7 @@ import numpy as np
 import pandas as pd
 from loguru import logger
 
-from lmms_ac.law.data import BENCHMARK_GROUPS, BenchmarkData
+from lmms_ac.law.data import BENCHMARK_GROUPS, BenchmarkData, group_members, canonical_benchmark
 from lmms_ac.law.linalg import loo_predictions, min_norm_fit, poly_features, poly_terms, predict, r2
 
 FEATURE_SETS = ("random", "A", "C", "AC")
@@ -220,9 +221,10 @@ def _fit_random(name: str, degree: int, y: np.ndarray, draws: int, rng: np.rando
     yhat = predict(X, b, w)
     loo = loo_predictions(X, Y)
     q = X.shape[-1]
-    return ModelFit(name, poly_terms(["R1", "R2"], degree), float("nan"), [], float(np.nanmean(r2(Y, yhat))),
-                    float(np.nanmean(r2(Y, loo))), float(np.nanmean(_spearman(Y, yhat))),
-                    float(np.nanmean(_spearman(Y, loo))), q + 1, n < q + 1, draws=draws)
+    with warnings.catch_warnings():  # a constant score gives all-NaN R² (already warned about)
+        warnings.simplefilter("ignore", RuntimeWarning)
+        vals = [float(np.nanmean(v)) for v in (r2(Y, yhat), r2(Y, loo), _spearman(Y, yhat), _spearman(Y, loo))]
+    return ModelFit(name, poly_terms(["R1", "R2"], degree), float("nan"), [], *vals, q + 1, n < q + 1, draws=draws)
 
 
 def _intervals(X: np.ndarray, y: np.ndarray, b: float, w: np.ndarray, X0: np.ndarray, loo: np.ndarray,
@@ -273,8 +275,16 @@ def fit_benchmark(data: BenchmarkData, *, normalize: str = "none", random_draws:
         norm = {"A": IDENTITY, "C": IDENTITY, "score": IDENTITY}
     a, c, z = norm["A"](A), norm["C"](C), norm["score"](y)
     warns: List[str] = []
+    if not mask.all():
+        missing = [s for s, m in zip(data.settings, mask) if not m]
+        warns.append(f"{data.benchmark}: no score for {', '.join(missing)}; left out of the fit "
+                     f"(predicted instead)")
     if np.ptp(z) == 0:
         warns.append(f"{data.benchmark}: every scored setting has the same score; R² is undefined")
+    for arr, what in ((A, "A"), (C, "C")):
+        if np.ptp(arr) == 0:
+            warns.append(f"{data.benchmark}: every scored setting has the same {what} ({arr[0]:g}); the law "
+                         f"cannot use {what} and the models with it are underdetermined")
     rng = np.random.default_rng([seed, _stable_hash(data.benchmark)])
     models: Dict[str, ModelFit] = {}
     for feats in FEATURE_SETS:
@@ -288,6 +298,9 @@ def fit_benchmark(data: BenchmarkData, *, normalize: str = "none", random_draws:
             if m.underdetermined:
                 warns.append(f"{data.benchmark}: {n} scored settings for {m.n_params} parameters of {name}; "
                              f"underdetermined, using minimum-norm least squares (in-sample R² is meaningless)")
+            elif n == m.n_params and not feats == "random":
+                warns.append(f"{data.benchmark}: {n} scored settings for the {m.n_params} parameters of {name}: it "
+                             f"passes through every point, R² = 1 by construction (see the leave-one-out R²)")
             models[name] = m
     for w in warns:
         logger.warning(w)
@@ -347,11 +360,16 @@ def _stable_hash(name: str) -> int:
 
 def group_means(fits: Dict[str, BenchmarkFit], groups: Optional[Dict[str, Sequence[str]]] = None
                 ) -> Dict[str, Dict[str, Dict[str, float]]]:
-    """Mean R²/LOO R²/Spearman per model over each group's benchmarks that were fitted."""
+    """Mean R²/LOO R²/Spearman per model over each group's benchmarks that were fitted.
+
+    Benchmarks are recognised under their lmms-eval task names and the papers' names (MMBench, MME,
+    OKVQA, SEED, MMMU, TextVQA, VizWiz, ScienceQA; ``data.BENCHMARK_ALIASES``).
+    """
     groups = BENCHMARK_GROUPS if groups is None else groups
     out: Dict[str, Dict[str, Dict[str, float]]] = {}
+    found = group_members(list(fits), groups)
     for g, members in groups.items():
-        present = [b for b in members if b in fits]
+        present = found[g]
         if not present:
             continue
         out[g] = {}
@@ -360,7 +378,7 @@ def group_means(fits: Dict[str, BenchmarkFit], groups: Optional[Dict[str, Sequen
                     if any(not math.isnan(getattr(fits[b].models[name], k)) for b in present) else float("nan")
                     for k in ("r2", "r2_loo", "spearman", "spearman_loo")}
             vals["n_benchmarks"] = len(present)
-            vals["complete"] = len(present) == len(members)
+            vals["complete"] = {canonical_benchmark(b) or b for b in present} >= set(members)
             out[g][name] = vals
     return out
 

@@ -14,7 +14,8 @@ def _read_ac(args: argparse.Namespace):
         return None
     from lmms_ac.law.data import read_ac_scores
 
-    return read_ac_scores(args.scores, variant_col=args.variant_col, a_col=args.a_col, c_col=args.c_col)
+    return read_ac_scores(args.scores, variant_col=args.variant_col, a_col=args.a_col, c_col=args.c_col,
+                          allow_missing=True)
 
 
 def cmd_collect(args: argparse.Namespace) -> int:

@@ -4,7 +4,8 @@ Schema (``LEADERBOARD_COLUMNS``, in this order; ``{benchmark}`` expands to one c
 in the requested order, ``{perturbation}`` to one column per perturbation, sorted):
 
 - ``variant`` (str);
-- ``A``, ``C`` (float; empty when no A/C scores were given for the variant);
+- ``A``, ``C`` (float; empty when the variant has no such score: a variant with A but no C is listed
+  with C blank and no law prediction);
 - ``pred_{benchmark}``: the law's prediction (degree-2 polynomial of min-max normalised (A, C),
   least squares on the variants that have both a clean score and A/C; minimum-norm while
   underdetermined); empty where not computable (no A/C, or fewer than 2 fitted variants);
@@ -49,9 +50,12 @@ def _law_predictions(scores: pd.DataFrame, ac: pd.DataFrame, bench: str) -> pd.S
     from lmms_ac.law.data import BenchmarkData
     from lmms_ac.law.fit import law_predictions
 
-    names = [str(v) for v in ac.index]
+    full = ac.dropna(subset=["A", "C"])
+    names = [str(v) for v in full.index]
+    if not names:
+        return pd.Series(np.nan, index=[str(v) for v in ac.index])
     y = scores[bench].reindex(names).to_numpy(dtype=float)
-    data = BenchmarkData(bench, tuple(names), ac["A"].to_numpy(float), ac["C"].to_numpy(float), y)
+    data = BenchmarkData(bench, tuple(names), full["A"].to_numpy(float), full["C"].to_numpy(float), y)
     if data.n_scored < 2:
         logger.warning(f"{bench}: {data.n_scored} variant(s) with score and A/C; no law prediction")
         return pd.Series(np.nan, index=names)
