@@ -14,9 +14,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--include-path", action="append", default=None, help="extra lmms-eval task directory (repeatable)")
     p.set_defaults(func=_mirror)
 
-    w = sub.add_parser("datasets", help="where each task's local dataset copy is expected and whether it is there")
-    w.add_argument("tasks", nargs="+", metavar="TASK")
-    w.add_argument("--include-path", action="append", default=None)
+    w = sub.add_parser("datasets", help="where each task's local dataset copy is expected and whether it is there",
+                       description="List where each task's dataset copy is expected under LMMS_AC_DATASETS and whether it "
+                                   "is there; with --verify, also decode every image strictly and list the bad docs.")
+    w.add_argument("tasks", nargs="+", metavar="TASK", help="task, group or tag names (ours included: seed, mme_tokperm...)")
+    w.add_argument("--include-path", action="append", default=None, help="extra lmms-eval task directory (repeatable)")
+    w.add_argument("--verify", action="store_true",
+                   help="load each task's evaluation docs and decode every image with truncated images refused "
+                        "(lmms-eval accepts them silently); lists bad docs by doc_id, exit code 1 if any")
     w.set_defaults(func=_where)
 
 
@@ -37,4 +42,23 @@ def _where(args: argparse.Namespace) -> int:
         found = find_local_copy(cfg["dataset_path"], cfg["dataset_name"])
         key = dataset_key(cfg["dataset_path"], cfg["dataset_name"])
         print(f"{task}\t{cfg['dataset_path']}\t{key}\t{found or 'not found'}")
-    return 0
+    return _verify(args.tasks, args.include_path) if args.verify else 0
+
+
+def _verify(tasks, include_path) -> int:
+    from lmms_ac.verify_images import verify_tasks
+
+    bad = 0
+    print("\ntask\tsplit\tdocs\timages\tbad")
+    reports = verify_tasks(tasks, include_path)
+    for r in reports:
+        print(f"{r.task}\t{r.split}\t{r.docs}\t{r.images}\t{len(r.bad)}" + ("" if r.columns else "\t(no image column)"))
+    for r in reports:
+        for b in r.bad:
+            where = b.column + (f"[{b.position}]" if b.position is not None else "")
+            print(f"BAD\t{r.task}\tdoc_id={b.doc_id}\t{b.ident}\t{where}\t{b.reason}")
+        bad += len(r.bad)
+    if bad:
+        print(f"\n{bad} image(s) do not decode; lmms-eval would score them as partly blank images. Fix or drop "
+              "those docs in the mirror copy (or re-mirror the dataset).")
+    return 1 if bad else 0

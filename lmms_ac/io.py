@@ -1,14 +1,18 @@
 """Atomic writes and provenance for every artifact the project produces."""
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import signal
+import stat
 import subprocess
 import tempfile
+import threading
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Dict, Optional, Union
+from typing import Any, Dict, Iterator, Optional, Union
 
 PathLike = Union[str, os.PathLike]
 
@@ -28,16 +32,90 @@ def atomic_write_bytes(path: PathLike, data: bytes, *, overwrite: bool = False) 
     if path.exists() and not overwrite:
         raise OutputExistsError(f"{path} already exists; choose another path or pass --overwrite to replace it")
     path.parent.mkdir(parents=True, exist_ok=True)
+    # mkstemp makes the file 0600; an atomic replace must not change who can read the output
+    mode = stat.S_IMODE(os.stat(path).st_mode) if path.exists() else 0o666 & ~current_umask()
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
+        os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
     return path
+
+
+def current_umask() -> int:
+    """The process umask, read without changing it where Linux exposes it (``/proc/self/status``)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)  # fallback: set and restore (not thread-safe, but only where /proc lacks it)
+    os.umask(mask)
+    return mask
+
+
+def check_writable(path: PathLike, *, directory: bool = False, what: str = "output") -> Path:
+    """Fail now, before any work, if ``path`` (a file, or with ``directory`` a folder) cannot be written.
+
+    Creates nothing that stays: the nearest existing ancestor must be a writable directory (probed
+    by creating and removing a temporary file, so it also holds for root on a read-only mount), and
+    an existing ``path`` must be a file (a folder with ``directory``) that the user may write.
+    Raises ``ValueError`` naming the path and the reason."""
+    path = Path(path).expanduser()
+    if path.exists():
+        if directory and not path.is_dir():
+            raise ValueError(f"{what} {path} exists and is not a directory; choose another path")
+        if not directory and path.is_dir():
+            raise ValueError(f"{what} {path} is a directory; give a file path")
+        if not os.access(path, os.W_OK):
+            raise ValueError(f"{what} {path} is not writable (permissions {stat.filemode(os.stat(path).st_mode)}); "
+                             "choose another path or fix its permissions")
+    probe_dir = path if (directory and path.is_dir()) else path.parent
+    ancestor = probe_dir
+    while not ancestor.exists():
+        if ancestor.parent == ancestor:
+            break
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise ValueError(f"cannot write {what} {path}: {ancestor} is a file, not a directory")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".lmms_ac_write_probe.", dir=str(ancestor))
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        raise ValueError(f"cannot write {what} {path}: {ancestor} is not writable ({err.strerror or err}); "
+                         "choose another path or fix its permissions") from None
+    return path
+
+
+@contextlib.contextmanager
+def exit_on_terminate() -> Iterator[None]:
+    """Turn SIGTERM and SIGHUP into ``SystemExit`` while the block runs, so ``finally`` blocks and
+    context managers (temporary folders, claims, locks) clean up when a job is cancelled (a batch
+    scheduler sends SIGTERM). Only SIGKILL cannot be caught. No-op outside the main thread."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def _exit(signum, frame):  # noqa: ARG001
+        raise SystemExit(128 + signum)
+
+    previous = {}
+    for sig in (signal.SIGTERM, getattr(signal, "SIGHUP", None)):
+        if sig is not None and signal.getsignal(sig) in (signal.SIG_DFL, None):
+            previous[sig] = signal.signal(sig, _exit)
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def config_hash(config: Any) -> str:

@@ -22,10 +22,32 @@ from typing import Dict, List, Optional
 ENV_VAR = "LMMS_AC_DATASETS"
 
 
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def _safe_part(text: str) -> str:
+    """One path component: runs of other characters become ``__`` and leading dots ``_`` (so no
+    ``..``, ``.`` or hidden name), never empty."""
+    part = _UNSAFE.sub("__", text.strip().strip("/"))
+    stripped = part.lstrip(".")
+    part = "_" * (len(part) - len(stripped)) + stripped
+    return part or "_"
+
+
 def dataset_key(dataset_path: str, dataset_name: Optional[str] = None) -> str:
-    """Directory name of a dataset's copy inside a mirror directory."""
-    base = re.sub(r"[^A-Za-z0-9._-]+", "__", dataset_path.strip("/"))
-    return f"{base}--{dataset_name}" if dataset_name else base
+    """Directory name of a dataset's copy inside a mirror directory: always a single path component
+    (a task's ``dataset_path``/``dataset_name`` cannot point outside the mirror)."""
+    base = _safe_part(str(dataset_path))
+    return f"{base}--{_safe_part(str(dataset_name))}" if dataset_name else base
+
+
+def copy_path(root: Path, dataset_path: str, dataset_name: Optional[str] = None) -> Path:
+    """``root/<key>``, checked to stay inside ``root``."""
+    key = dataset_key(dataset_path, dataset_name)
+    candidate = Path(os.path.abspath(root / key))
+    if candidate.parent != Path(os.path.abspath(root)):
+        raise ValueError(f"dataset {dataset_path!r} ({dataset_name}) maps to {candidate}, outside the mirror {root}")
+    return candidate
 
 
 def mirror_dirs() -> List[Path]:
@@ -33,25 +55,43 @@ def mirror_dirs() -> List[Path]:
     return [Path(p).expanduser() for p in value.split(os.pathsep) if p]
 
 
+def missing_mirror_dirs() -> List[Path]:
+    """Directories named by ``$LMMS_AC_DATASETS`` that do not exist (or are not directories)."""
+    return [d for d in mirror_dirs() if not d.is_dir()]
+
+
+def _is_copy(candidate: Path) -> bool:
+    return (candidate / "dataset_dict.json").is_file() or (candidate / "dataset_info.json").is_file()
+
+
 def find_local_copy(dataset_path: Optional[str], dataset_name: Optional[str] = None) -> Optional[Path]:
     """The first mirror holding this dataset (with its name, or without a name as a fallback)."""
     if not dataset_path:
         return None
-    keys = [dataset_key(dataset_path, dataset_name)] + ([dataset_key(dataset_path)] if dataset_name else [])
+    names = [dataset_name] + ([None] if dataset_name else [])
     for root in mirror_dirs():
-        for key in keys:
-            candidate = root / key
-            if (candidate / "dataset_dict.json").is_file() or (candidate / "dataset_info.json").is_file():
+        for name in names:
+            candidate = copy_path(root, dataset_path, name)
+            if _is_copy(candidate):
                 return candidate
     return None
 
 
+def expected_copies(dataset_path: str, dataset_name: Optional[str] = None) -> List[Path]:
+    """Where a copy of this dataset would be looked for, in order."""
+    return [copy_path(root, dataset_path, name) for root in mirror_dirs()
+            for name in ([dataset_name] + ([None] if dataset_name else []))]
+
+
 def task_dataset_configs(task_names: List[str], include_path: Optional[List[str]] = None) -> Dict[str, Dict]:
     """task -> {dataset_path, dataset_name, dataset_kwargs} for tasks, expanding groups and tags."""
-    from lmms_eval.tasks import TaskManager
     from lmms_eval import utils
+    from lmms_eval.tasks import TaskManager
 
-    manager = TaskManager(include_path=include_path)
+    from lmms_ac.plugin import install_hooks
+
+    install_hooks()  # our tasks (seed, seed_image...) and the generated robustness tasks, as lmms-eval sees them
+    manager = TaskManager(verbosity="ERROR", include_path=include_path)
     missing = [t for t in task_names if t not in manager.all_tasks]
     if missing:
         import difflib
@@ -76,17 +116,47 @@ def task_dataset_configs(task_names: List[str], include_path: Optional[List[str]
 
 
 def mirror_tasks(task_names: List[str], to: str, overwrite: bool = False, include_path: Optional[List[str]] = None) -> Dict[str, Path]:
-    """Download each task's dataset and save it under ``to`` with ``save_to_disk`` (atomic rename)."""
+    """Download each task's dataset and save it under ``to`` with ``save_to_disk`` (atomic rename).
+
+    ``to`` is checked to be writable before anything is downloaded; if this call created it and
+    nothing was saved (offline, unknown dataset...), it is removed again."""
+    from lmms_ac.io import check_writable
+
+    root = Path(to).expanduser()
+    check_writable(root, directory=True, what="mirror directory")
+    configs = task_dataset_configs(task_names, include_path)
+    created = _missing_ancestors(root)
+    try:
+        return _mirror(configs, root, overwrite)
+    finally:
+        for folder in created:  # deepest first; only folders that are still empty
+            try:
+                folder.rmdir()
+            except OSError:
+                break
+
+
+def _missing_ancestors(path: Path) -> List[Path]:
+    out = []
+    while not path.exists():
+        out.append(path)
+        if path.parent == path:
+            break
+        path = path.parent
+    return out
+
+
+def _mirror(configs: Dict[str, Dict], root: Path, overwrite: bool) -> Dict[str, Path]:
     import datasets
     from loguru import logger
 
-    root = Path(to).expanduser()
-    root.mkdir(parents=True, exist_ok=True)
     done: Dict[str, Path] = {}
-    for task, cfg in sorted(task_dataset_configs(task_names, include_path).items()):
-        key = dataset_key(cfg["dataset_path"], cfg["dataset_name"])
-        target = root / key
-        if key in {p.name for p in done.values()}:
+    for task, cfg in sorted(configs.items()):
+        if not cfg["dataset_path"]:
+            logger.warning(f"{task}: its config names no dataset_path; nothing to mirror")
+            continue
+        target = copy_path(root, cfg["dataset_path"], cfg["dataset_name"])
+        if target in done.values():
             done[task] = target
             continue
         if target.exists() and not overwrite:
@@ -95,8 +165,14 @@ def mirror_tasks(task_names: List[str], to: str, overwrite: bool = False, includ
             continue
         kwargs = {k: v for k, v in cfg["dataset_kwargs"].items() if k in ("token", "revision", "data_files", "data_dir", "trust_remote_code")}
         logger.info(f"{task}: loading {cfg['dataset_path']} ({cfg['dataset_name'] or 'default'})")
-        ds = datasets.load_dataset(cfg["dataset_path"], cfg["dataset_name"], **kwargs)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=root))
+        try:
+            ds = datasets.load_dataset(cfg["dataset_path"], cfg["dataset_name"], **kwargs)
+        except Exception as err:  # offline, gated, unknown repo...: one clear line, not a hub traceback
+            raise ValueError(f"{task}: cannot download {cfg['dataset_path']} ({cfg['dataset_name'] or 'default'}): "
+                             f"{type(err).__name__}: {err}. Run `lmms-ac mirror` where the hub is reachable (and logged "
+                             f"in for gated datasets), or save a copy yourself with save_to_disk under {target}") from err
+        root.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=root))
         try:
             ds.save_to_disk(str(tmp / "data"))
             if target.exists():

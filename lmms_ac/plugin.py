@@ -9,15 +9,27 @@ the one place that works around it: ``get_manifests`` (called by lmms-eval) also
    robustness variants generated from the catalogue (``lmms_ac.tasks.extend_task_index`` ->
    ``lmms_ac.robustness.tasks.extend_index``);
 2. wraps ``ConfigurableTask.download`` so a task whose dataset has a local copy under
-   ``$LMMS_AC_DATASETS`` loads it with ``load_from_disk`` (see ``lmms_ac.local_datasets``).
+   ``$LMMS_AC_DATASETS`` loads it with ``load_from_disk`` (see ``lmms_ac.local_datasets``), with
+   the ``datasets`` cache off while the task processes its docs: a ``filter``/``map`` of a task's
+   ``process_docs`` writes its cache files to a temporary folder, never into the (possibly
+   read-only or shared) mirror. A mirror directory that does not exist, or a dataset found neither
+   in the mirrors nor on the hub, fails with a message that says so instead of tenacity's RetryError;
+3. wraps ``lmms_eval.api.instance.unwrap_generation_output``: lmms-eval 0.7.3's evaluator passes
+   every response through it, and it turns a loglikelihood response ``(logprob, is_greedy)`` into the
+   string ``"(-5.8, False)"``, which breaks every ``loglikelihood`` and ``multiple_choice`` task
+   (``process_results`` cannot unpack it). Such pairs are passed through unchanged; everything else
+   goes to lmms-eval's function.
 
-Both wrappers are idempotent and leave behaviour unchanged when nothing of ours applies.
+All wrappers are idempotent and leave behaviour unchanged when nothing of ours applies.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
+import numbers
 import os
-from typing import List
+import sys
+from typing import Any, Iterator, List, Optional, Tuple
 
 MODEL_ID = "lmms_ac_llava"
 MODEL_CLASS = "lmms_ac.models.lmms_ac_llava.LmmsAcLlava"
@@ -39,6 +51,54 @@ def get_manifests():
 def install_hooks() -> None:
     _patch_task_manager()
     _patch_dataset_download()
+    _patch_unwrap_generation_output()
+
+
+def is_loglikelihood_response(output: Any) -> bool:
+    """``(logprob, is_greedy)``: what a model's ``loglikelihood`` returns per request."""
+    return (isinstance(output, tuple) and len(output) == 2 and isinstance(output[0], numbers.Real)
+            and not isinstance(output[0], bool) and isinstance(output[1], (bool, getattr(sys.modules.get("numpy"), "bool_", bool))))
+
+
+def _patch_unwrap_generation_output() -> None:
+    from lmms_eval.api import instance
+
+    original = instance.unwrap_generation_output
+    if getattr(original, "_lmms_ac", False):
+        return
+
+    @functools.wraps(original)
+    def unwrap_generation_output(output: Any) -> Tuple[Any, Optional[Any]]:
+        if is_loglikelihood_response(output):
+            return output, None
+        return original(output)
+
+    unwrap_generation_output._lmms_ac = True  # type: ignore[attr-defined]
+    instance.unwrap_generation_output = unwrap_generation_output
+    # the evaluator imports the name; it normally does so after this hook ran (it imports lmms_eval.models
+    # first, which loads our entry point), but patch its copy too when it was imported before
+    evaluator = sys.modules.get("lmms_eval.evaluator")
+    if evaluator is not None and getattr(evaluator, "unwrap_generation_output", None) is original:
+        evaluator.unwrap_generation_output = unwrap_generation_output
+
+
+@contextlib.contextmanager
+def _datasets_cache_off() -> Iterator[None]:
+    """Derived datasets (``filter``/``map``) go to a temporary folder instead of next to their source."""
+    import datasets
+
+    was_enabled = datasets.is_caching_enabled()
+    datasets.disable_caching()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            datasets.enable_caching()
+
+
+def _offline() -> bool:
+    return any(os.environ.get(v, "").strip().lower() in ("1", "true", "yes", "on")
+               for v in ("HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE"))
 
 
 def _as_list(include_path) -> List[str]:
@@ -78,16 +138,33 @@ def _patch_dataset_download() -> None:
 
     @functools.wraps(original)
     def download(self, dataset_kwargs=None, *args, **kwargs):
-        from lmms_ac.local_datasets import find_local_copy
+        from lmms_ac.local_datasets import ENV_VAR, expected_copies, find_local_copy, missing_mirror_dirs
 
-        local = find_local_copy(getattr(self, "DATASET_PATH", None), getattr(self, "DATASET_NAME", None))
-        if local is not None:
-            from loguru import logger
+        path, name = getattr(self, "DATASET_PATH", None), getattr(self, "DATASET_NAME", None)
+        missing = missing_mirror_dirs()
+        if missing:
+            raise FileNotFoundError(
+                f"{ENV_VAR} names {', '.join(map(str, missing))}, which is not a directory; fix {ENV_VAR} "
+                f"(directories separated by ':') or make the mirror with `lmms-ac mirror TASK... --to DIR`")
+        local = find_local_copy(path, name)
+        if local is None:
+            try:
+                return original(self, dataset_kwargs, *args, **kwargs)
+            except Exception as err:
+                if not path or not (os.environ.get(ENV_VAR) or _offline()):
+                    raise
+                cause = getattr(getattr(err, "last_attempt", None), "exception", lambda: None)() or err
+                looked = ", ".join(map(str, expected_copies(path, name))) or f"nowhere ({ENV_VAR} is unset)"
+                raise FileNotFoundError(
+                    f"cannot load dataset {path} ({name or 'default'}): no local copy (looked for {looked}) and "
+                    f"the hub load failed ({type(cause).__name__}: {cause}). Make a copy with `lmms-ac mirror TASK "
+                    f"--to DIR` where the hub is reachable and set {ENV_VAR}=DIR") from err
+        from loguru import logger
 
-            logger.info(f"lmms-ac: {self.DATASET_PATH} loads from local copy {local}")
-            self.DATASET_PATH = str(local)
-            dataset_kwargs = {"load_from_disk": True}
-        return original(self, dataset_kwargs, *args, **kwargs)
+        logger.info(f"lmms-ac: {path} loads from local copy {local}")
+        self.DATASET_PATH = str(local)
+        with _datasets_cache_off():  # nothing may be written into a mirror
+            return original(self, {"load_from_disk": True}, *args, **kwargs)
 
     download._lmms_ac = True  # type: ignore[attr-defined]
     ConfigurableTask.download = download

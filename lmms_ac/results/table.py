@@ -15,7 +15,7 @@ One row per (variant, task, metric[, perturbation, severity, seed]) with columns
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import pandas as pd
@@ -69,12 +69,32 @@ def validate_table(df: pd.DataFrame, source: str = "table") -> pd.DataFrame:
     return _coerce(df)
 
 
+#: how to repair a damaged table (appended to every validation message)
+TABLE_REPAIR = ("Fix or delete that row in a copy of the file, or rebuild the table from the lmms-eval results "
+                "with `lmms-ac collect RESULTS... --out table.csv`; the file was not changed.")
+
+
+def _table_validators() -> Dict[str, Callable[[str], None]]:
+    from lmms_ac import strict_csv as S
+
+    return {"variant": S.nonempty, "task": S.nonempty, "metric": S.nonempty, "value": S.optional_number,
+            "stderr": S.optional_number, "n": S.optional_int, "seed": S.optional_int, "config_hash": S.nonempty}
+
+
 def read_table(path: Union[str, Path]) -> pd.DataFrame:
-    """Read a table written by ``lmms-ac collect``."""
+    """Read a table written by ``lmms-ac collect``, validating every row first (columns, field
+    counts, numbers, config hash present): a damaged file is refused with its line number."""
+    from lmms_ac.strict_csv import read_records
+
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"results table {path} does not exist; create it with `lmms-ac collect`")
-    df = pd.read_csv(path, dtype={"severity": str, "variant": str, "task": str, "metric": str}, keep_default_na=True)
+    if path.is_dir():
+        raise ValueError(f"results table {path} is a directory; give the CSV written by `lmms-ac collect --out`")
+    records = read_records(path, required=TABLE_COLUMNS, kind="lmms-ac results table", repair=TABLE_REPAIR,
+                           validators=_table_validators())
+    df = pd.DataFrame(records.rows, columns=records.columns, dtype=object)
+    df = df.replace({"": np.nan})
     table = validate_table(df, str(path))
     if table.empty:
         raise ValueError(f"results table {path} has no rows")

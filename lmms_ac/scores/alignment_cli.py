@@ -17,6 +17,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--images", help="folder the json's image paths are relative to")
     p.add_argument("--method", choices=["caption_ll", "embed"], default="caption_ll")
     p.add_argument("--reference", action="append", default=[], help="reference stage-1 checkpoint for --method embed (repeatable)")
+    p.add_argument("--score-separator", action="store_true",
+                   help="caption_ll: also score the '\\n' separator LLaVA's plain template appends after each caption "
+                        "(stage-1 training's loss); by default only the caption's tokens are scored, as the paper defines A")
     p.add_argument("--n", type=int, default=100, help="image-caption pairs (default 100, as the paper)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=8)
@@ -35,11 +38,18 @@ def cmd_score_a(args: argparse.Namespace) -> int:
         raise ValueError("score-a needs --captions (the LLaVA-558K json) and --images (its image folder)")
     if args.method == "embed" and not args.reference:
         raise ValueError("--method embed needs --reference CHECKPOINT (e.g. the CLIP@224 and CLIP@336 stage-1 models)")
+    from lmms_ac.scores.cli import check_store
+
+    check_store(args.out)
     variant = args.variant or os.path.basename(os.path.normpath(args.pretrained))
     vision = args.vision_tower or ""
     config = {"pretrained": os.path.abspath(args.pretrained) if os.path.exists(args.pretrained) else args.pretrained,
               "model_base": args.model_base, "captions": os.path.basename(args.captions), "n": args.n, "seed": args.seed,
               "method": args.method, "references": args.reference, "dtype": args.dtype}
+    if args.score_separator:  # only when set, so the hash of default rows stays what it was
+        if args.method != "caption_ll":
+            raise ValueError("--score-separator applies to --method caption_ll only")
+        config["scored_tokens"] = "caption+separator"
     score_name = "A" if args.method == "caption_ll" else "A_embed"
 
     def compute() -> ScoreValue:
@@ -48,7 +58,8 @@ def cmd_score_a(args: argparse.Namespace) -> int:
 
         vlm = load_vlm(args.pretrained, model_base=args.model_base, vision_tower=args.vision_tower, dtype=args.dtype, device=args.device)
         if args.method == "caption_ll":
-            res = score_a(vlm, args.captions, args.images, n=args.n, seed=args.seed, batch_size=args.batch_size)
+            res = score_a(vlm, args.captions, args.images, n=args.n, seed=args.seed, batch_size=args.batch_size,
+                          score_separator=args.score_separator)
             return ScoreValue(res["value"], res["n"], {"per_pair": res["per_pair"]})
         from lmms_ac.scores.alignment import _open
 
@@ -59,5 +70,7 @@ def cmd_score_a(args: argparse.Namespace) -> int:
 
     row = record_score(args.out, variant=variant, vision=vision, score=score_name, config=config, compute=compute,
                        method=args.method, force=args.force)
-    print(f"{variant}\t{score_name}\t{float(row['value']):.4f}\t{'(already in ' + args.out + ')' if row.get('skipped') else ''}")
+    from lmms_ac.scores.cli import row_summary
+
+    print(row_summary(row, args.out))
     return 0

@@ -8,9 +8,11 @@ imports (torch, the encoders) happen only when a score is actually computed.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import shutil
 import sys
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Iterator, List, Optional
 
 DEFAULT_OUT = "scores.csv"
 
@@ -86,6 +88,7 @@ def cmd_score_c(args: argparse.Namespace) -> int:
         raise ValueError(f"--alpha must be > 0, got {args.alpha}")
     if args.limit is not None and args.limit < 1:
         raise ValueError(f"--limit must be >= 1, got {args.limit}")
+    check_store(args.out)
     vision = "+".join(args.vision)
     variant = args.variant or vision
     cache: Dict[str, Any] = {}
@@ -121,8 +124,11 @@ def cmd_score_c(args: argparse.Namespace) -> int:
 
             from lmms_ac.scores.ocr_pairs import score_c_ocr
 
-            value = _value_of(score_c_ocr(rep(), n=args.ocr_n, seed=args.ocr_seed, method=args.method,
-                                          alpha=args.alpha, batch_size=args.batch_size))
+            # the generated pairs live in a folder next to --out (not /tmp), owned by this row's claim:
+            # removed on success, failure or SIGTERM, and cleared by the next run after a SIGKILL
+            with ocr_workdir(args.out, variant, vision, config) as workdir:
+                value = _value_of(score_c_ocr(rep(), n=args.ocr_n, seed=args.ocr_seed, method=args.method,
+                                              alpha=args.alpha, batch_size=args.batch_size, workdir=workdir))
             value.details["pillow"] = PIL.__version__
             return value
 
@@ -131,13 +137,47 @@ def cmd_score_c(args: argparse.Namespace) -> int:
     for score, config, compute, split in jobs:
         row = record_score(args.out, variant=variant, vision=vision, score=score, config=config,
                            compute=compute, method=args.method, split=split, force=args.force)
-        state = "already recorded, skipped" if row["skipped"] else "recorded"
-        print(f"{variant}\t{score}\t{float(row['value']):.4f}\t({state} in {args.out})")
+        print(row_summary(row, args.out))
     return 0
 
 
+def check_store(out: str) -> None:
+    """Before any work: ``--out`` must be writable and, if it exists, a scores CSV that reads cleanly."""
+    from lmms_ac.io import check_writable
+    from lmms_ac.scores.store import read_scores
+
+    check_writable(out, what="--out scores file")
+    read_scores(out)
+
+
+def row_summary(row: Dict[str, Any], out: str) -> str:
+    """One printed line per score: value and whether it was recorded, found, or is being computed elsewhere."""
+    if row.get("in_progress"):
+        return f"{row['variant']}\t{row['score']}\t-\t(being computed by {row['in_progress']}; skipped, rerun later)"
+    state = f"already in {out}, skipped" if row["skipped"] else f"recorded in {out}"
+    return f"{row['variant']}\t{row['score']}\t{float(row['value']):.4f}\t({state})"
+
+
+@contextlib.contextmanager
+def ocr_workdir(out: str, variant: str, vision: str, config: Dict[str, Any]) -> Iterator[Path]:
+    """A folder next to ``out`` for one C_ocr row's generated pairs, empty at start, removed at the end."""
+    from lmms_ac.io import config_hash
+
+    out_path = Path(out)
+    work = out_path.with_name(f".{out_path.name}.{config_hash([variant, vision, config])}.ocr-work")
+    shutil.rmtree(work, ignore_errors=True)  # left by a run killed outright (the row claim makes us its only user)
+    work.mkdir(parents=True)
+    try:
+        yield work
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def cmd_make_ocr_pairs(args: argparse.Namespace) -> int:
+    from lmms_ac.io import check_writable
     from lmms_ac.scores.ocr_pairs import make_ocr_pairs
+
+    check_writable(args.to, directory=True, what="--to folder")
 
     root = make_ocr_pairs(args.to, n=args.n, seed=args.seed, split=args.split)
     print(f"wrote {args.n} OCR pairs to {Path(root)}", file=sys.stdout)

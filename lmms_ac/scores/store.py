@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import hashlib
 import io
 import json
+import os
+import socket
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -18,12 +21,14 @@ from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional
 
 from loguru import logger
 
-from lmms_ac.io import PathLike, atomic_write_text, config_hash, provenance
+from lmms_ac.io import PathLike, atomic_write_text, check_writable, config_hash, exit_on_terminate, provenance
 
 SCORE_COLUMNS = [
     "variant", "vision", "score", "value", "n", "method", "split",
     "config_hash", "time", "provenance", "details",
 ]
+#: the columns a file must have to be read as a scores CSV (others, e.g. foreign columns, are kept)
+REQUIRED_COLUMNS = ["variant", "score", "value", "config_hash"]
 
 
 @dataclass
@@ -35,17 +40,33 @@ class ScoreValue:
     details: Dict[str, Any] = field(default_factory=dict)
 
 
+#: how to repair a damaged store (appended to every validation message)
+STORE_REPAIR = ("Fix or delete that row in the file (keep a copy first), then rerun: the row is recomputed if "
+                "needed. Nothing was written.")
+
+
+def _validators() -> Dict[str, Callable[[str], None]]:
+    from lmms_ac import strict_csv as S
+
+    return {"variant": S.nonempty, "score": S.nonempty, "value": S.number, "n": S.optional_int,
+            "config_hash": S.nonempty, "provenance": S.optional_json, "details": S.optional_json}
+
+
 def read_scores(path: PathLike) -> List[Dict[str, str]]:
-    """All rows of a scores CSV (``[]`` when it does not exist); refuses a file of another shape."""
+    """All rows of a scores CSV (``[]`` when it does not exist), every one validated: the header
+    (``variant, score, value, config_hash`` at least), the field count, ``value`` a number, ``n``
+    an integer, the config hash present, JSON cells whole. A damaged file raises ValueError with
+    the line number; nothing is ever rewritten from a file that did not parse cleanly."""
+    from lmms_ac.strict_csv import read_records
+
     path = Path(path)
     if not path.exists():
         return []
-    with open(path, newline="", encoding="utf-8") as fh:
-        reader = csv.DictReader(fh)
-        missing = [c for c in ("variant", "score", "value", "config_hash") if c not in (reader.fieldnames or [])]
-        if missing:
-            raise ValueError(f"{path} is not a scores CSV (missing columns {', '.join(missing)})")
-        return [dict(row) for row in reader]
+    if path.is_dir():
+        raise ValueError(f"scores file {path} is a directory; give a CSV file path (e.g. {path / 'scores.csv'})")
+    records = read_records(path, required=REQUIRED_COLUMNS, kind="scores CSV", repair=STORE_REPAIR,
+                           validators=_validators())
+    return records.rows
 
 
 def find_score(path: PathLike, variant: str, score: str, chash: str) -> Optional[Dict[str, str]]:
@@ -69,6 +90,57 @@ def _locked(path: Path) -> Iterator[None]:
         except ImportError:  # pragma: no cover - non-POSIX: best effort
             pass
         yield
+
+
+def _claim_path(path: Path, key: tuple) -> Path:
+    digest = hashlib.sha256("\0".join(map(str, key)).encode()).hexdigest()[:12]
+    return path.with_name(f".{path.name}.{digest}.claim")
+
+
+@contextlib.contextmanager
+def claim_row(path: PathLike, variant: str, score: str, chash: str) -> Iterator[Optional[str]]:
+    """Claim the computation of one row of ``path`` for as long as the block runs.
+
+    Yields ``None`` when this process holds the claim, else a description of the process that holds
+    it (pid, host, start time), so a concurrent run of the same score skips instead of computing it
+    twice. The claim is a non-blocking ``flock`` on ``.<file>.<key>.claim`` next to the store, removed
+    on exit; a holder killed outright releases the lock with its process (the file stays, harmless)."""
+    path = Path(path)
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - non-POSIX: no claims, the row lock still keeps the file whole
+        yield None
+        return
+    cpath = _claim_path(path, (variant, score, chash))
+    cpath.parent.mkdir(parents=True, exist_ok=True)
+    while True:
+        fh = open(cpath, "a+", encoding="utf-8")
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            holder = fh.read().strip() or "another process"
+            fh.close()
+            yield holder
+            return
+        try:  # the previous holder may have removed the file between our open and our lock
+            same = os.stat(cpath).st_ino == os.fstat(fh.fileno()).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        fh.close()
+    try:
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"pid {os.getpid()} on {socket.gethostname()} since "
+                 f"{datetime.now(timezone.utc).isoformat(timespec='seconds')}")
+        fh.flush()
+        yield None
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(cpath)
+        fh.close()
 
 
 def _to_csv(rows: List[Mapping[str, Any]], columns: List[str]) -> str:
@@ -120,28 +192,46 @@ def record_score(
     ``config`` must hold everything that changes the value (it is hashed together with the score
     name and vision spec; the variant is part of the row key). Returns the row (the existing one
     when skipped, with ``skipped=True``)."""
+    out = check_writable(out, what="scores file")  # before any work: a read-only --out fails now
+    read_scores(out)  # and a damaged store is refused before hours of computing, not after
     full_config = {"score": score, "vision": vision, **dict(config)}
     chash = config_hash(full_config)
-    if not force:
-        existing = find_score(out, variant, score, chash)
+
+    def done() -> Optional[Dict[str, Any]]:
+        existing = None if force else find_score(out, variant, score, chash)
         if existing is not None:
             logger.info(f"{score} of variant {variant!r} already in {out} "
                         f"(config {chash}, value {existing['value']}); skipping")
             return {**existing, "skipped": True}
-    result = compute()
-    row = {
-        "variant": variant,
-        "vision": vision,
-        "score": score,
-        "value": repr(float(result.value)),
-        "n": int(result.n),
-        "method": method,
-        "split": split,
-        "config_hash": chash,
-        "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "provenance": provenance(full_config),
-        "details": {"config": full_config, **result.details},
-    }
-    append_score(out, row, replace=force)
-    logger.info(f"{score} of variant {variant!r} = {float(result.value):.4f} (n={result.n}) appended to {out}")
-    return {**row, "skipped": False}
+        return None
+
+    skipped = done()
+    if skipped is not None:
+        return skipped
+    with claim_row(out, variant, score, chash) as holder:
+        if holder is not None:
+            logger.warning(f"{score} of variant {variant!r} (config {chash}) is being computed by {holder} into {out}; "
+                           "skipping it here (rerun when that run ends to see the value)")
+            return {"variant": variant, "vision": vision, "score": score, "value": "", "config_hash": chash,
+                    "skipped": True, "in_progress": holder}
+        skipped = done()  # a concurrent run may have finished it between our check and our claim
+        if skipped is not None:
+            return skipped
+        with exit_on_terminate():  # SIGTERM/SIGHUP unwind normally: claims and temporary folders are removed
+            result = compute()
+        row = {
+            "variant": variant,
+            "vision": vision,
+            "score": score,
+            "value": repr(float(result.value)),
+            "n": int(result.n),
+            "method": method,
+            "split": split,
+            "config_hash": chash,
+            "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "provenance": provenance(full_config),
+            "details": {"config": full_config, **result.details},
+        }
+        append_score(out, row, replace=force)
+        logger.info(f"{score} of variant {variant!r} = {float(result.value):.4f} (n={result.n}) appended to {out}")
+        return {**row, "skipped": False}

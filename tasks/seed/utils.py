@@ -3,8 +3,12 @@ from lmms_eval.tasks.seedbench.utils import seed_aggregation_result, seed_doc_to
 
 
 def image_questions(dataset):
-    """Keep SEED-Bench's image questions (``data_type == 'image'``), as the law paper's SEED-IMG."""
-    return dataset.filter(lambda doc: doc["data_type"] == "image")
+    """Keep SEED-Bench's image questions (``data_type == 'image'``), as the law paper's SEED-IMG.
+
+    Filtered in memory, reading only the ``data_type`` column: a ``filter`` with the cache on would
+    write its indices next to the dataset's files, i.e. into a (read-only or shared) mirror."""
+    return dataset.filter(lambda kinds: [k == "image" for k in kinds], input_columns="data_type", batched=True,
+                          keep_in_memory=True, load_from_cache_file=False)
 
 
 def seed_image_result(doc, result):

@@ -1,0 +1,119 @@
+"""``lmms-ac datasets --verify``: decode every image of a task strictly and list the bad docs.
+
+lmms-eval sets Pillow's ``LOAD_TRUNCATED_IMAGES``, so a truncated image is scored silently as a
+half-grey picture. Here each image's stored bytes (or file) are decoded with that flag off; the
+docs are the task's evaluation docs after ``process_docs``, so ``doc_id`` is the one lmms-eval logs.
+Images are read from the Arrow data without the ``datasets`` decoder and nothing is written.
+"""
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass, field
+from typing import Any, Dict, Iterator, List, Optional, Tuple
+
+ID_FIELDS = ("question_id", "id", "index", "idx", "data_id", "image_id")
+
+
+@dataclass
+class BadImage:
+    doc_id: int
+    column: str
+    position: Optional[int]  # index inside a list-of-images column
+    ident: str  # the doc's own id field (question_id...), when it has one
+    reason: str
+
+
+@dataclass
+class TaskImages:
+    task: str
+    split: str
+    docs: int = 0
+    images: int = 0
+    columns: List[str] = field(default_factory=list)
+    bad: List[BadImage] = field(default_factory=list)
+
+
+def decode_error(item: Any) -> Optional[str]:
+    """Why an image cell (``{"bytes", "path"}``) does not decode strictly, or ``None`` when it does."""
+    from PIL import Image, ImageFile
+
+    data = item.get("bytes") if isinstance(item, dict) else None
+    path = item.get("path") if isinstance(item, dict) else None
+    if not data and not path:
+        return "no image bytes and no path"
+    previous = ImageFile.LOAD_TRUNCATED_IMAGES
+    ImageFile.LOAD_TRUNCATED_IMAGES = False
+    try:
+        with Image.open(io.BytesIO(data) if data else path) as im:
+            im.load()
+    except Exception as err:  # any decoder failure is a finding, reported per doc
+        return f"{type(err).__name__}: {err}"
+    finally:
+        ImageFile.LOAD_TRUNCATED_IMAGES = previous
+    return None
+
+
+def _image_columns(features) -> List[Tuple[str, bool]]:
+    """(column, is_list) for columns holding images (``Image`` or a list/sequence of ``Image``)."""
+    from datasets import Image
+
+    out = []
+    for name, feat in features.items():
+        if isinstance(feat, Image):
+            out.append((name, False))
+        elif isinstance(getattr(feat, "feature", None), Image) or (isinstance(feat, list) and feat and isinstance(feat[0], Image)):
+            out.append((name, True))
+    return out
+
+
+def verify_dataset(ds, task: str = "", split: str = "") -> TaskImages:
+    """Strictly decode every image of a ``datasets.Dataset`` (in its row order = lmms-eval doc ids)."""
+    report = TaskImages(task, split)
+    cols = _image_columns(ds.features)
+    report.columns = [c for c, _ in cols]
+    ids = [f for f in ID_FIELDS if f in ds.features]
+    raw = ds.select_columns([c for c, _ in cols] + ids[:1]).with_format("arrow")
+    doc_id = 0
+    for batch in raw.iter(batch_size=64):
+        cells = {c: batch.column(c).to_pylist() for c, _ in cols}
+        idents = batch.column(ids[0]).to_pylist() if ids else [None] * batch.num_rows
+        for row in range(batch.num_rows):
+            for col, is_list in cols:
+                items = cells[col][row]
+                for pos, item in (enumerate(items or []) if is_list else [(None, items)]):
+                    if item is None:
+                        continue
+                    report.images += 1
+                    reason = decode_error(item)
+                    if reason:
+                        ident = f"{ids[0]}={idents[row]}" if ids else ""
+                        report.bad.append(BadImage(doc_id, col, pos, ident, reason))
+            doc_id += 1
+    report.docs = doc_id
+    return report
+
+
+def _tasks(task_dict: Dict) -> Iterator[Tuple[str, Any]]:
+    for name, obj in task_dict.items():
+        if isinstance(obj, dict):
+            yield from _tasks(obj)
+        elif obj is not None and hasattr(obj, "dataset"):
+            yield str(getattr(getattr(obj, "config", None), "task", None) or name), obj
+
+
+def verify_tasks(task_names: List[str], include_path: Optional[List[str]] = None) -> List[TaskImages]:
+    """Build the tasks as lmms-eval does (local copies included) and verify each one's eval split."""
+    from lmms_eval.tasks import TaskManager, get_task_dict
+
+    from lmms_ac.local_datasets import task_dataset_configs
+    from lmms_ac.plugin import install_hooks
+
+    install_hooks()
+    task_dataset_configs(task_names, include_path)  # unknown names fail here, with did-you-mean
+    manager = TaskManager(verbosity="ERROR", include_path=include_path)
+    reports = []
+    for name, task in sorted(_tasks(get_task_dict(task_names, manager)), key=lambda t: t[0]):
+        split = task.config.test_split or task.config.validation_split
+        if split is not None:
+            reports.append(verify_dataset(task.dataset[split], name, split))
+    return reports
