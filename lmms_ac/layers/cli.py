@@ -64,6 +64,29 @@ def register(subparsers: Any) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace existing figures")
     p.set_defaults(func=cmd_layers)
 
+    k = subparsers.add_parser(
+        "layers-knn", help="mutual k-NN alignment of encoder image features and LLM caption features, base LLM vs the MLLM's LLM",
+        description="On image-caption pairs (DOCCI or LLaVA-558K layout), the mutual k-nearest-neighbour overlap between the "
+                    "checkpoint's vision encoder features of the images (mean over patch tokens) and a language model's "
+                    "features of the captions (mean over caption tokens) at every LLM layer: the trained MLLM's LLM "
+                    "(knn@L<l>) and, with --base-llm, the base LLM it started from (knn_base@L<l>).")
+    _add_model(k)
+    k.add_argument("--data", required=True, choices=["docci", "llava558k"], help="caption data layout")
+    k.add_argument("--captions", required=True, metavar="PATH",
+                   help="DOCCI root or docci_descriptions.jsonlines; or the LLaVA-558K json")
+    k.add_argument("--images", default=None, metavar="DIR", help="image folder (DOCCI default: <root>/images)")
+    k.add_argument("--data-split", default=None, help="DOCCI split to keep (train, test, qual_dev...; default all)")
+    k.add_argument("--base-llm", default=None, metavar="NAME", help="base LLM (hub id or directory), e.g. lmsys/vicuna-7b-v1.5")
+    k.add_argument("--n", type=int, default=1000, help="pairs, drawn with --seed (default 1000)")
+    k.add_argument("--k", type=int, default=10, help="neighbours (default 10)")
+    k.add_argument("--layers", default="all", help="LLM layers: 'all' (default), '0,8,-1', '4-12'")
+    k.add_argument("--seed", type=int, default=0)
+    k.add_argument("--batch-size", type=int, default=16)
+    k.add_argument("--max-tokens", type=int, default=512, help="truncate captions to this many tokens (default 512)")
+    k.add_argument("--plot", default=None, metavar="DIR", help="write the curves to DIR/knn_<variant>.{png,svg}")
+    k.add_argument("--overwrite", action="store_true", help="replace existing figures")
+    k.set_defaults(func=cmd_knn)
+
 
 def read_prompts(texts: Optional[Sequence[str]], path: Optional[str]) -> List[str]:
     """Prompts from ``--prompt`` and ``--prompts-file``; the neutral set when neither is given."""
@@ -138,6 +161,8 @@ def cmd_layers(args: argparse.Namespace) -> int:
               "limit": args.limit, "method": args.method, "alpha": args.alpha, "pad": args.pad, "prompts": prompts,
               "prompt_format": args.prompt_format, "system_prompt": args.system_prompt, "dtype": args.dtype,
               "recon_tokens": args.recon_tokens, "recon_ridge": args.recon_ridge, "seed": args.seed}
+    stem = Path(args.plot) / f"layers_{variant.replace('/', '_')}" if args.plot else None
+    _check_figure(stem, args.overwrite)
     vlm = load_model(args)
     from lmms_ac.layers.extraction import decoder_blocks, parse_layers
     from lmms_ac.layers.pipeline import run_layers
@@ -155,11 +180,10 @@ def cmd_layers(args: argparse.Namespace) -> int:
                "c_chance": report.c_chance, "attn_uniform": report.attn_uniform, "recon_split": report.recon_split}
     rows = record_rows(args.out, variant, vision, report.scores(), config, split, args.method, args.force, details)
     figures = []
-    if args.plot:
+    if stem is not None:
         from lmms_ac.layers.plots import plot_layer_curves
 
-        figures = plot_layer_curves(report, Path(args.plot) / f"layers_{variant.replace('/', '_')}",
-                                    title=f"{variant}: visual tokens inside the MLLM", overwrite=args.overwrite)
+        figures = plot_layer_curves(report, stem, title=f"{variant}: visual tokens inside the MLLM", overwrite=args.overwrite)
     if args.json:
         from lmms_ac.results.output import json_document
 
@@ -197,3 +221,88 @@ def format_report(report, variant: str) -> str:
             cells.append(f"{report.attn_img[layer]:.4f}" if layer in report.attn_img else "-")
         lines.append("  " + "\t".join(cells))
     return "\n".join(lines)
+
+
+def _check_figure(stem: Optional[Path], overwrite: bool) -> None:
+    if stem is None or overwrite:
+        return
+    from lmms_ac.io import OutputExistsError
+    from lmms_ac.law.plots import FORMATS
+
+    for fmt in FORMATS:  # refuse before the (long) computation, not after it
+        if stem.with_name(f"{stem.name}.{fmt}").exists():
+            raise OutputExistsError(f"{stem}.{fmt} already exists; choose another --plot directory or pass --overwrite")
+
+
+def cmd_knn(args: argparse.Namespace) -> int:
+    import json
+
+    from lmms_ac.io import config_hash
+
+    if args.n < 2 or not 1 <= args.k < args.n:
+        raise ValueError(f"need --n >= 2 and 1 <= --k < --n, got --n {args.n} --k {args.k}")
+    from lmms_ac.layers.knn import read_caption_pairs
+    from lmms_ac.scores.alignment import sample_pairs
+
+    pairs = sample_pairs(read_caption_pairs(args.data, args.captions, args.images, args.data_split), args.n, args.seed)
+    if len(pairs) <= args.k:
+        raise ValueError(f"only {len(pairs)} pairs available; --k {args.k} needs more than k pairs")
+    variant = args.variant or default_variant(args.model)
+    stem = Path(args.plot) / f"knn_{variant.replace('/', '_')}" if args.plot else None
+    _check_figure(stem, args.overwrite)
+    config = {"command": "layers-knn", "model": args.model, "model_base": args.model_base, "vision_tower": args.vision_tower,
+              "data": args.data, "pairs": config_hash(sorted(p.id for p in pairs)), "n": len(pairs), "k": args.k,
+              "seed": args.seed, "max_tokens": args.max_tokens, "dtype": args.dtype}
+    vlm = load_model(args)
+    from lmms_ac.layers.extraction import parse_layers
+    from lmms_ac.layers.knn import caption_features, image_features, knn_by_layer, load_base_llm
+
+    progress = not args.no_progress
+    layers = parse_layers(args.layers, int(vlm.llm.config.num_hidden_layers))
+    u = image_features(vlm.vision, [p.image_path for p in pairs], args.batch_size, progress)
+    captions = [p.caption for p in pairs]
+    curves = {"mllm": knn_by_layer(u, caption_features(vlm.llm, vlm.tokenizer, captions, layers, args.batch_size,
+                                                       args.max_tokens, progress, "MLLM caption features"), args.k)}
+    if args.base_llm:
+        base, tok = load_base_llm(args.base_llm, vlm.device, args.dtype)
+        if int(base.config.num_hidden_layers) != int(vlm.llm.config.num_hidden_layers):
+            from loguru import logger
+
+            logger.warning(f"base LLM has {base.config.num_hidden_layers} layers, the MLLM's LLM "
+                           f"{vlm.llm.config.num_hidden_layers}; layers are compared by index")
+        base_layers = [x for x in layers if x <= int(base.config.num_hidden_layers)]
+        curves["base"] = knn_by_layer(u, caption_features(base, tok, captions, base_layers, args.batch_size,
+                                                          args.max_tokens, progress, "base caption features"), args.k)
+    chance = args.k / (len(pairs) - 1)
+    rows = [(f"knn@L{x}", v, len(pairs)) for x, v in curves["mllm"].items()]
+    rows += [(f"knn_base@L{x}", v, len(pairs)) for x, v in curves.get("base", {}).items()]
+    vision = str(getattr(vlm.vision, "spec", type(vlm.vision).__name__))
+    details = {"k": args.k, "chance": chance, "base_llm": args.base_llm}
+    recorded = record_rows(args.out, variant, vision, rows, {**config, "base_llm": args.base_llm}, args.data,
+                           "mutual_knn", args.force, details)
+    figures = []
+    if stem is not None:
+        from lmms_ac.layers.plots import plot_knn_curves
+
+        labels = {"mllm": f"{variant} (MLLM's LLM)", "base": f"{args.base_llm} (base LLM)"}
+        figures = plot_knn_curves({labels[k]: v for k, v in curves.items()}, stem, args.k, chance=chance,
+                                  title=f"vision encoder vs caption features, {len(pairs)} pairs", overwrite=args.overwrite)
+    if args.json:
+        from lmms_ac.results.output import json_document
+
+        doc = {"variant": variant, "vision": vision, "k": args.k, "n": len(pairs), "chance": chance,
+               "mllm": {str(x): v for x, v in curves["mllm"].items()},
+               "base": {str(x): v for x, v in curves.get("base", {}).items()} or None,
+               "scores_file": args.out, "figures": [str(f) for f in figures]}
+        print(json_document(json.loads(json.dumps(doc, default=str)), config))
+        return 0
+    print(f"{variant}: mutual {args.k}-NN alignment over {len(pairs)} pairs (independent spaces: {chance:.4f})")
+    print("  layer\tMLLM's LLM" + ("\tbase LLM" if "base" in curves else ""))
+    for x in layers:
+        base_cell = f"\t{curves['base'][x]:.4f}" if x in curves.get("base", {}) else ("\t-" if "base" in curves else "")
+        print(f"  {x}\t{curves['mllm'][x]:.4f}{base_cell}")
+    skipped = sum(1 for r in recorded if r.get("skipped"))
+    print(f"{len(recorded) - skipped} score rows appended to {args.out}" + (f"; {skipped} already there" if skipped else ""))
+    for f in figures:
+        print(f"figure: {f}")
+    return 0

@@ -35,3 +35,24 @@ def plot_layer_curves(report, stem: PathLike, title: str = "", formats: Iterable
     if title:
         fig.suptitle(title)
     return save_figure(fig, stem, formats, overwrite=overwrite)
+
+
+def plot_knn_curves(curves, stem: PathLike, k: int, title: str = "", formats: Iterable[str] = FORMATS,
+                    overwrite: bool = False, chance: float = float("nan")) -> List[Path]:
+    """Mutual k-NN alignment against LLM layer, one line per language model (``{label: {layer: value}}``)."""
+    if not curves:
+        raise ValueError("no alignment curve to plot")
+    fig = _figure(5.0, 3.4)
+    ax = fig.subplots()
+    for i, (label, values) in enumerate(curves.items()):
+        xs = sorted(values)
+        ax.plot(xs, [values[x] for x in xs], marker="o", color=f"C{i}", label=label)
+    if chance == chance:
+        ax.axhline(chance, linestyle="--", color="0.6", label="independent spaces (k/(N-1))")
+    ax.set_xlabel("LLM layer (0 = token embeddings)")
+    ax.set_ylabel(f"mutual {k}-NN alignment")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    if title:
+        fig.suptitle(title)
+    return save_figure(fig, stem, formats, overwrite=overwrite)

@@ -1,0 +1,71 @@
+"""lmms-ac layers on a tiny llava-hf checkpoint loaded exactly as lmms_ac_llava loads it."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from lmms_ac.cli import main
+from lmms_ac.scores.store import read_scores
+from lmms_ac.testing.spair import write_photo_fixture
+
+
+@pytest.fixture(scope="module")
+def photo_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("spair_layers_cli")
+    write_photo_fixture(root, photos=(("chelsea", "cat"), ("coffee", "cup")))
+    return root
+
+
+def test_layers_command_writes_scores_json_and_figure(llava_hf_dir, photo_root, tmp_path, capsys):
+    out, figs = tmp_path / "scores.csv", tmp_path / "figs"
+    argv = ["layers", "--model", llava_hf_dir, "--spair", str(photo_root), "--out", str(out), "--device", "cpu",
+            "--no-progress", "--batch-size", "3"]
+    assert main(argv + ["--json", "--plot", str(figs), "--variant", "tiny"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["n_layers"] == 2 and doc["layers"] == [0, 1, 2]
+    assert set(doc["c"]) == {"0", "1", "2"} and set(doc["attn_img"]) == {"1", "2"}
+    assert 0 <= doc["attn_img"]["1"] <= 1 and -1 <= doc["recon"]["2"] <= 1
+    assert doc["provenance"]["config_hash"]
+    rows = read_scores(out)
+    names = {r["score"] for r in rows}
+    assert names == {"C@enc", "C@L0", "C@L1", "C@L2", "recon@L0", "recon@L1", "recon@L2", "attn_img@L1", "attn_img@L2"}
+    assert {r["variant"] for r in rows} == {"tiny"}
+    by_name = {r["score"]: float(r["value"]) for r in rows}
+    assert by_name["C@L1"] == pytest.approx(doc["c"]["1"])
+    assert (figs / "layers_tiny.png").stat().st_size > 1000 and (figs / "layers_tiny.svg").exists()
+
+    # same config again: rows kept, nothing duplicated; a layer subset adds nothing new either
+    assert main(argv + ["--variant", "tiny", "--layers", "0,-1", "--no-attention", "--no-recon"]) == 0
+    text = capsys.readouterr().out
+    assert "already there" in text and "layer\tC@L" in text
+    assert len(read_scores(out)) == len(rows)
+    # the figure is not silently replaced
+    assert main(argv + ["--variant", "tiny", "--plot", str(figs), "--no-recon", "--no-attention"]) == 2
+    assert "already exists" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--layers", "9"], "outside 0..2"),
+    (["--alpha", "0"], "--alpha must be > 0"),
+    (["--no-c", "--no-recon", "--no-attention"], "nothing to compute"),
+    (["--split", "tset"], "unknown SPair split"),
+    (["--prompts-file", "/nonexistent.txt"], "does not exist"),
+])
+def test_layers_bad_input(llava_hf_dir, photo_root, tmp_path, capsys, extra, message):
+    argv = ["layers", "--model", llava_hf_dir, "--spair", str(photo_root), "--out", str(tmp_path / "s.csv"),
+            "--device", "cpu", "--no-progress"]
+    assert main(argv + extra) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_prompts_file_reads_text_and_jsonl(tmp_path):
+    from lmms_ac.layers.cli import read_prompts
+
+    (tmp_path / "p.txt").write_text("What is this?\n\nHow many cats?\n")
+    (tmp_path / "p.jsonl").write_text('{"question": "<image>\\nWhich color?"}\n{"text": "Name it."}\n')
+    assert read_prompts(None, str(tmp_path / "p.txt")) == ["What is this?", "How many cats?"]
+    assert read_prompts(["A"], str(tmp_path / "p.jsonl")) == ["A", "Which color?", "Name it."]
+    (tmp_path / "bad.jsonl").write_text('{"answer": "x"}\n')
+    with pytest.raises(ValueError, match="bad.jsonl:1"):
+        read_prompts(None, str(tmp_path / "bad.jsonl"))
