@@ -1,0 +1,8 @@
+"""``lmms-ac study``: a whole study (models x benchmarks x probes, A/C scores, reports) from one YAML
+file; resumable; on the local machine or a SLURM cluster through submitit.
+
+Modules: ``spec`` (the file and its validation), ``plan`` (units, jobs, stable ids, commands),
+``state`` (what the output folder says is done), ``worker`` (run one job, read its results back),
+``executors`` (local), ``slurm`` (submitit arrays), ``runner`` (orchestration, dry runs), ``status``,
+``report``, ``cli``.
+"""

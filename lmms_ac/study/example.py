@@ -1,0 +1,89 @@
+"""The commented example study file written by ``lmms-ac study init``."""
+
+EXAMPLE = """\
+# An lmms-ac study: every evaluation and score of a study in one file.
+#   lmms-ac study plan   THIS_FILE            # the job table and the estimated cost
+#   lmms-ac study plan   THIS_FILE --dry-run  # write the exact commands / sbatch scripts, run nothing
+#   lmms-ac study run    THIS_FILE            # run what is not done yet (safe to rerun after an interruption)
+#   lmms-ac study status THIS_FILE [--watch]  # done / running / failed / pending per model and benchmark
+#   lmms-ac study report THIS_FILE            # table, scores, leaderboard, law fit, recommendation, plots
+# Relative paths are relative to this file's folder.
+
+name: law-study
+output: runs/law-study            # everything the study writes goes here
+
+# Trained checkpoints, evaluated with lmms-eval's `lmms_ac_llava` model.
+models:
+  - name: clip336                 # unique; also the variant name unless `variant:` is set
+    pretrained: ckpts/llava-clip336                  # llava-hf or original-LLaVA checkpoint (dir or hub id)
+    # model_base: lmsys/vicuna-7b-v1.5               # for a checkpoint holding only mm_projector.bin
+    # vision_tower: clip:openai/clip-vit-large-patch14-336   # override the checkpoint's tower
+    model_args: {dtype: float16}                     # any other lmms_ac_llava model argument
+    stage1: ckpts/llava-clip336-pretrain             # stage-1 checkpoint: the A score reads it
+    vision: clip:openai/clip-vit-large-patch14-336   # representation spec: the C and C_ocr scores read it
+  - name: dinov2
+    pretrained: ckpts/llava-dinov2
+    model_args: {dtype: float16}
+    stage1: ckpts/llava-dinov2-pretrain
+    vision: dinov2:facebook/dinov2-large
+    # benchmarks: [mme]           # only these of the study's benchmarks for this model
+    # probes: false               # skip the robustness probes for this model
+
+# Representations scored for A and/or C only (not trained yet): the law predicts them and
+# `study report` recommends which to train next.
+candidates:
+  - name: siglip
+    vision: siglip:google/siglip-so400m-patch14-384
+
+# lmms-eval task names, run on every model (one job per model: the model loads once).
+benchmarks: [mme, seed]
+
+# Robustness variants from the catalogue (`lmms-ac tasks` lists them), on the benchmarks above.
+probes:
+  - perturbation: patchshuffle4   # seed-free form; or a probe name (pdrop_random = all its ratios)
+    seeds: 5                      # seeds 0..4 (default: all the catalogue has)
+    benchmarks: [mme]             # default: every benchmark of the study the catalogue covers
+  # - tag: seed_tokperm_5seeds    # or any generated tag
+
+lmms_eval:
+  batch_size: 8
+  # limit: 100                    # documents per task (quick looks; part of the job ids)
+  log_samples: true
+  tasks_per_job: 0                # 0: all pending tasks of a model in one job
+  # extra_args: [--seed, "0,1234,1234,1234"]
+  # env: {HF_HOME: /data/hf}
+
+scores:
+  A: {captions: data/LLaVA-Pretrain/blip_laion_cc_sbu_558k.json, images: data/LLaVA-Pretrain/images, n: 100}
+  C: {spair: data/SPair-71k, split: test}
+  C_ocr: {n: 200, seed: 0}
+  device: auto                    # auto: cuda when the job has a GPU, else cpu
+
+executor:
+  type: local                     # local | slurm
+  gpus: auto                      # local: auto (every visible GPU), none, a count or a list [0, 1]
+  gpus_per_job: 1
+  accelerate: false               # local: lmms-eval under `accelerate launch --num_processes gpus_per_job`
+  max_attempts: 2                 # a failed job is retried until it failed this often
+  slurm:                          # used when type: slurm (jobs go through submitit as job arrays)
+    partition: gpu
+    # account: my-lab
+    # qos: normal
+    time: 240                     # minutes per job
+    gpus_per_job: 1
+    cpus_per_job: 8
+    # mem_gb: 64
+    # constraint: a100
+    array_parallelism: 32         # at most this many jobs of the study run at once
+    setup: []                     # shell lines before each job, e.g. ["module load cuda/12.4"]
+    requeue: true                 # preempted or timed-out jobs are requeued
+
+report:
+  outputs: [table, scores, leaderboard, fit, recommend, robustness, plots, html]
+  # benchmarks: [mme]             # default: every benchmark with results
+  # metrics: {mme: mme_perception_score}
+  recommend_benchmark: mme        # the benchmark `policy recommend` optimises
+  normalize: minmax
+
+# env: {HF_HUB_OFFLINE: "1"}      # environment of every job
+"""

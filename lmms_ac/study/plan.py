@@ -1,0 +1,339 @@
+"""Planning: a study -> units (one result each) -> jobs (what one process runs).
+
+A **unit** is one result: an lmms-eval task on one model, or one score (A, C, C_ocr) of one entry.
+Its id is a hash of everything that changes that result (checkpoint, model arguments, task,
+perturbation and seed (both in the task name), lmms-eval options that change outputs, score settings,
+the versions of lmms-eval, lmms-ac and transformers) and of nothing else, so editing one model's
+arguments changes only that model's ids, and adding a benchmark adds units without touching others.
+
+A **job** bundles the pending units that share a loaded model: all pending lmms-eval tasks of one
+model (or chunks of ``lmms_eval.tasks_per_job``), the A score of one stage-1 checkpoint, the C and
+C_ocr scores of one representation. Its id hashes its units' ids, so the same pending work gets the
+same job id on every run (and its attempt count and logs carry over).
+"""
+from __future__ import annotations
+
+import re
+import sys
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+from lmms_ac.io import config_hash
+from lmms_ac.study.spec import ModelSpec, Study, StudyError, did_you_mean
+
+LMMS_EVAL_MODEL = "lmms_ac_llava"
+ID_PACKAGES = ("lmms-eval", "lmms-ac", "transformers")
+
+
+@dataclass(frozen=True)
+class Unit:
+    unit_id: str
+    kind: str  # "eval" | "score"
+    entry: str  # model / candidate name
+    variant: str
+    column: str  # status column: benchmark, "<benchmark>/<probe>", or the score name
+    task: Optional[str] = None  # lmms-eval task (eval units)
+    score: Optional[str] = None  # A | C | C_ocr (score units)
+
+
+@dataclass
+class Job:
+    job_id: str
+    kind: str  # "eval" | "score-a" | "score-c"
+    entry: str
+    units: List[Unit]
+    argv: List[str]
+    env: Dict[str, str] = field(default_factory=dict)
+    gpus: int = 1
+
+    def to_dict(self, job_dir: Path) -> Dict[str, Any]:
+        return {"job_id": self.job_id, "kind": self.kind, "entry": self.entry, "argv": self.argv, "env": self.env,
+                "gpus": self.gpus, "job_dir": str(job_dir),
+                "units": [u.__dict__ for u in self.units]}
+
+
+@dataclass
+class Plan:
+    study: Study
+    units: List[Unit]
+    notes: List[str] = field(default_factory=list)
+    families: List[str] = field(default_factory=list)  # opt-in robustness families the tasks need
+
+    def unit(self, unit_id: str) -> Unit:
+        return next(u for u in self.units if u.unit_id == unit_id)
+
+
+def package_versions(names: Sequence[str] = ID_PACKAGES) -> Dict[str, Optional[str]]:
+    out: Dict[str, Optional[str]] = {}
+    for n in names:
+        try:
+            out[n] = metadata.version(n)
+        except metadata.PackageNotFoundError:
+            out[n] = None
+    return out
+
+
+def bin_path(name: str) -> str:
+    """A console script of this environment (the same one on every node of a shared-filesystem cluster)."""
+    return str(Path(sys.executable).parent / name)
+
+
+# ------------------------------------------------------------------------------------- probes
+def expand_probes(study: Study) -> Tuple[Dict[str, List[Tuple[str, str]]], List[str], List[str]]:
+    """benchmark -> [(task, probe column)], the opt-in families needed, notes. Uses the catalogue
+    (``lmms_ac.robustness.tasks.task_specs``, pure, no TaskManager)."""
+    if not study.probes:
+        return {}, [], []
+    from lmms_ac.robustness import tasks as T
+
+    specs = T.task_specs(None, [T.VARIANTS.get(n) for n in T.VARIANTS.names()])
+    bases = {s.base for s in specs}
+    forms = sorted({s.perturbation.with_seed(0).to_string() for s in specs} | {T.VARIANTS.get(n).probe for n in T.VARIANTS.names()})
+    tags = sorted({t for s in specs for t in s.tags})
+    by_bench: Dict[str, List[Tuple[str, str]]] = {}
+    families: List[str] = []
+    notes: List[str] = []
+    errors: List[str] = []
+    for i, p in enumerate(study.probes):
+        benches = p.benchmarks or study.benchmarks
+        uncovered = [b for b in benches if b not in bases]
+        if uncovered and p.benchmarks:
+            errors.append(f"probes[{i}].benchmarks: the catalogue has no robustness variants of {', '.join(uncovered)} "
+                          f"(benchmarks with variants: {', '.join(sorted(bases))})")
+        elif uncovered:
+            notes.append(f"probes[{i}] skips {', '.join(uncovered)} (no robustness variants in the catalogue)")
+        if p.perturbation:
+            want = p.perturbation
+            chosen = [s for s in specs if s.perturbation.with_seed(0).to_string() == want
+                      or (T.VARIANTS.get(s.family).probe == want)]
+            if not chosen:
+                errors.append(f"probes[{i}].perturbation: unknown {want!r}{did_you_mean(want, forms)} "
+                              "(`lmms-ac tasks --benchmark mme` lists the forms)")
+                continue
+        else:
+            chosen = [s for s in specs if p.tag in s.tags]
+            if not chosen:
+                errors.append(f"probes[{i}].tag: no generated task has the tag {p.tag!r}{did_you_mean(p.tag, tags)} "
+                              "(`lmms-ac tasks --tags` lists them)")
+                continue
+        picked = [s for s in chosen if s.base in benches and (p.seeds is None or s.perturbation.seed < p.seeds)]
+        if not picked:
+            notes.append(f"probes[{i}] selects no task on the study's benchmarks")
+        for s in picked:
+            label = p.perturbation or p.tag
+            by_bench.setdefault(s.base, [])
+            if s.name not in [t for t, _ in by_bench[s.base]]:
+                by_bench[s.base].append((s.name, f"{s.base}/{s.perturbation.with_seed(0).to_string() if p.perturbation else label}"))
+            fam = T.VARIANTS.get(s.family)
+            if not fam.default and fam.name not in families:
+                families.append(fam.name)
+    if errors:
+        raise StudyError("study probes:\n  - " + "\n  - ".join(errors))
+    return by_bench, families, notes
+
+
+# ------------------------------------------------------------------------------------- units
+def _vision(study: Study, spec: str) -> str:
+    """A representation spec with a relative local directory made absolute (``clip:ckpts/tower``)."""
+    fam, sep, rest = spec.partition(":")
+    if not sep:
+        return spec
+    base, q, query = rest.partition("?")
+    local = Path(study.root) / base
+    if not Path(base).is_absolute() and local.exists():
+        base = str(local.resolve())
+    return f"{fam}:{base}{q}{query}"
+
+
+def model_identity(study: Study, m: ModelSpec) -> Dict[str, Any]:
+    args = {k: m.model_args[k] for k in sorted(m.model_args)}
+    return {"pretrained": study.path(m.pretrained), "model_base": study.path(m.model_base) if m.model_base else None,
+            "vision_tower": _vision(study, m.vision_tower) if m.vision_tower else None, "model_args": args,
+            "variant": m.variant_name}
+
+
+def _eval_settings(study: Study) -> Dict[str, Any]:
+    e = study.lmms_eval
+    return {"limit": e.limit, "num_fewshot": e.num_fewshot, "extra_args": list(e.extra_args)}
+
+
+def make_plan(study: Study, versions: Optional[Dict[str, Optional[str]]] = None) -> Plan:
+    """Every unit of the study (done or not), in a stable order."""
+    versions = package_versions() if versions is None else versions
+    probes, families, notes = expand_probes(study)
+    units: List[Unit] = []
+    for m in study.models:
+        ident = model_identity(study, m)
+        for k, v in m.model_args.items():
+            if "," in str(v) or "=" in str(v):
+                raise StudyError(f"models[{m.name}].model_args.{k}: {v!r} contains ',' or '=', which lmms-eval's "
+                                 "--model_args cannot carry; use a value without them")
+        benches = m.benchmarks or study.benchmarks
+        tasks: List[Tuple[str, str]] = [(b, b) for b in benches]
+        if m.probes:
+            for b in benches:
+                tasks += probes.get(b, [])
+        for task, column in tasks:
+            uid = config_hash({"kind": "eval", "model": ident, "task": task, "eval": _eval_settings(study),
+                               "versions": versions})
+            units.append(Unit(uid, "eval", m.name, m.variant_name, column, task=task))
+    sc = study.scores
+    score_versions = {k: v for k, v in versions.items() if k != "lmms-eval"}  # scores do not run lmms-eval
+    for e in list(study.models) + list(study.candidates):
+        if sc.A is not None and e.stage1:
+            a = sc.A
+            cfg = {"kind": "score", "score": "A", "stage1": study.path(e.stage1),
+                   "model_base": study.path(e.model_base) if e.model_base else None,
+                   "vision_tower": _vision(study, e.vision_tower) if e.vision_tower else None,
+                   "captions": Path(a.captions).name, "n": a.n, "seed": a.seed, "method": a.method,
+                   "reference": [study.path(r) for r in a.reference], "dtype": a.dtype, "variant": e.variant_name,
+                   "versions": score_versions}
+            name = "A" if a.method == "caption_ll" else "A_embed"
+            units.append(Unit(config_hash(cfg), "score", e.name, e.variant_name, name, score=name))
+        if e.vision:
+            vision = _vision(study, e.vision)
+            if sc.C is not None:
+                c = sc.C
+                cfg = {"kind": "score", "score": "C", "vision": vision, "spair": Path(c.spair).name, "split": c.split,
+                       "limit": c.limit, "alpha": c.alpha, "method": c.method, "variant": e.variant_name,
+                       "versions": score_versions}
+                units.append(Unit(config_hash(cfg), "score", e.name, e.variant_name, "C", score="C"))
+            if sc.C_ocr is not None:
+                method = sc.C.method if sc.C else "argmax"
+                alpha = sc.C.alpha if sc.C else 0.1
+                cfg = {"kind": "score", "score": "C_ocr", "vision": vision, "n": sc.C_ocr.n, "seed": sc.C_ocr.seed,
+                       "alpha": alpha, "method": method, "variant": e.variant_name, "versions": score_versions}
+                units.append(Unit(config_hash(cfg), "score", e.name, e.variant_name, "C_ocr", score="C_ocr"))
+    ids = [u.unit_id for u in units]
+    if len(set(ids)) != len(ids):
+        dup = next(u for u in units if ids.count(u.unit_id) > 1)
+        raise StudyError(f"two entries produce the same result ({dup.column} of {dup.variant!r}): give them "
+                         "different checkpoints, arguments or variant names")
+    return Plan(study, units, notes, families)
+
+
+# ------------------------------------------------------------------------------------- jobs
+def _job_env(study: Study, families: Sequence[str]) -> Dict[str, str]:
+    env = {**study.env, **study.lmms_eval.env}
+    if families:
+        env["LMMS_AC_VARIANTS"] = ",".join(["default", *families])
+    return env
+
+
+def _gpus_per_job(study: Study) -> int:
+    ex = study.executor
+    return ex.slurm.gpus_per_job if ex.type == "slurm" else ex.gpus_per_job
+
+
+def eval_argv(study: Study, m: ModelSpec, tasks: Sequence[str], job_dir: Path) -> List[str]:
+    ident = model_identity(study, m)
+    margs = [f"pretrained={ident['pretrained']}"]
+    if ident["model_base"]:
+        margs.append(f"model_base={ident['model_base']}")
+    if ident["vision_tower"]:
+        margs.append(f"vision_tower={ident['vision_tower']}")
+    margs += [f"{k}={v}" for k, v in ident["model_args"].items()] + [f"variant={m.variant_name}"]
+    e = study.lmms_eval
+    gpus = _gpus_per_job(study)
+    if study.executor.accelerate and gpus > 1:
+        head = [bin_path("accelerate"), "launch", "--num_processes", str(gpus), "-m", "lmms_eval"]
+    elif study.executor.accelerate:
+        head = [bin_path("accelerate"), "launch", "--num_processes", "1", "-m", "lmms_eval"]
+    else:
+        head = [bin_path("lmms-eval")]
+    argv = head + ["--model", LMMS_EVAL_MODEL, "--model_args", ",".join(margs), "--tasks", ",".join(tasks),
+                   "--batch_size", str(e.batch_size), "--output_path", str(job_dir / "lmms_eval"),
+                   "--verbosity", e.verbosity]
+    if e.log_samples:
+        argv.append("--log_samples")
+    if e.limit is not None:
+        argv += ["--limit", str(int(e.limit) if float(e.limit).is_integer() else e.limit)]
+    if e.num_fewshot is not None:
+        argv += ["--num_fewshot", str(e.num_fewshot)]
+    return argv + list(e.extra_args)
+
+
+def score_a_argv(study: Study, entry: Any, job_dir: Path) -> List[str]:
+    a = study.scores.A
+    argv = [bin_path("lmms-ac"), "score-a", "--pretrained", study.path(entry.stage1),
+            "--captions", study.local_path(a.captions), "--images", study.local_path(a.images), "--n", str(a.n),
+            "--seed", str(a.seed), "--method", a.method, "--batch-size", str(a.batch_size), "--dtype", a.dtype,
+            "--device", study.scores.device, "--variant", entry.variant_name, "--out", str(job_dir / "scores.csv")]
+    if entry.model_base:
+        argv += ["--model-base", study.path(entry.model_base)]
+    if entry.vision_tower:
+        argv += ["--vision-tower", _vision(study, entry.vision_tower)]
+    for r in a.reference:
+        argv += ["--reference", study.path(r)]
+    return argv
+
+
+def score_c_argv(study: Study, entry: Any, job_dir: Path, scores: Sequence[str]) -> List[str]:
+    sc = study.scores
+    argv = [bin_path("lmms-ac"), "score-c", "--vision", _vision(study, entry.vision), "--variant", entry.variant_name,
+            "--out", str(job_dir / "scores.csv")]
+    if sc.device != "auto":
+        argv += ["--device", sc.device]
+    if "C" in scores:
+        c = sc.C
+        argv += ["--spair", study.local_path(c.spair), "--split", c.split, "--alpha", str(c.alpha), "--method", c.method,
+                 "--batch-size", str(c.batch_size)]
+        if c.limit is not None:
+            argv += ["--limit", str(c.limit)]
+    elif sc.C is not None:
+        argv += ["--alpha", str(sc.C.alpha), "--method", sc.C.method]
+    if "C_ocr" in scores:
+        argv += ["--ocr", "--ocr-n", str(sc.C_ocr.n), "--ocr-seed", str(sc.C_ocr.seed)]
+    return argv
+
+
+def make_jobs(plan: Plan, pending: Sequence[Unit], jobs_root: Path) -> List[Job]:
+    """Jobs for the ``pending`` units (stable ids; see module doc)."""
+    study = plan.study
+    models = {m.name: m for m in study.models}
+    entries = {e.name: e for e in list(study.models) + list(study.candidates)}
+    env = _job_env(study, plan.families)
+    gpus = _gpus_per_job(study)
+    jobs: List[Job] = []
+    groups: Dict[Tuple[str, str], List[Unit]] = {}
+    for u in pending:
+        kind = "eval" if u.kind == "eval" else ("score-a" if u.score in ("A", "A_embed") else "score-c")
+        groups.setdefault((u.entry, kind), []).append(u)
+    for (entry, kind), units in groups.items():
+        size = study.lmms_eval.tasks_per_job if kind == "eval" and study.lmms_eval.tasks_per_job else len(units)
+        for start in range(0, len(units), size):
+            chunk = units[start:start + size]
+            job_id = config_hash({"kind": kind, "units": sorted(u.unit_id for u in chunk)})
+            job_dir = jobs_root / job_id
+            if kind == "eval":
+                argv = eval_argv(study, models[entry], [u.task for u in chunk], job_dir)
+            elif kind == "score-a":
+                argv = score_a_argv(study, entries[entry], job_dir)
+            else:
+                argv = score_c_argv(study, entries[entry], job_dir, [u.score for u in chunk])
+            jobs.append(Job(job_id, kind, entry, chunk, argv, dict(env), gpus))
+    return jobs
+
+
+_SAFE = re.compile(r"^[A-Za-z0-9_./=:,+@%-]+$")
+
+
+def shell_line(argv: Sequence[str], env: Optional[Dict[str, str]] = None) -> str:
+    """``argv`` as one shell line (with ``env`` assignments in front)."""
+    import shlex
+
+    def q(s: str) -> str:
+        return s if _SAFE.match(s) else shlex.quote(s)
+
+    pre = " ".join(f"{k}={q(v)}" for k, v in sorted((env or {}).items()))
+    return (pre + " " if pre else "") + " ".join(q(a) for a in argv)
+
+
+def cwd_for(study: Study) -> str:
+    """Jobs run in the study's output folder (lmms-eval misreads ``--tasks X`` when a folder X is in cwd;
+    the output folder holds no task-named folders)."""
+    return str(study.output_dir)
+
+

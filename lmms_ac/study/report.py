@@ -1,0 +1,210 @@
+"""``study report``: what is done so far -> tidy table -> scores -> leaderboard, law fit, recommendation,
+robustness table, plots and the HTML page, all under ``<output>/report/``.
+
+Only the results of the study's *current* units are read (the ``done/`` files of the plan), so results
+of models removed from the file or of superseded arguments never leak into the reports. Every step
+calls the library (``lmms_ac.results``, ``lmms_ac.law``, ``lmms_ac.report``); a step that cannot run
+yet (e.g. a law fit with too few variants) is skipped with the reason. The report folder is derived
+data: each report replaces the previous one's files.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional
+
+from lmms_ac.io import atomic_write_text
+from lmms_ac.study import state as S
+from lmms_ac.study.runner import prepare
+from lmms_ac.study.spec import Study
+
+Printer = Callable[[str], None]
+
+
+def _scores_rows(out: Path, units) -> List[Dict[str, str]]:
+    rows = []
+    for u in units:
+        doc = S.read_json(S.done_path(out, u.unit_id, "score"))
+        if isinstance(doc, dict) and isinstance(doc.get("row"), dict):
+            rows.append(doc["row"])
+    return rows
+
+
+def _write_scores(rows: List[Dict[str, str]], path: Path) -> Path:
+    from lmms_ac.scores.store import SCORE_COLUMNS
+
+    buf = io.StringIO()
+    columns = SCORE_COLUMNS + [c for r in rows for c in r if c not in SCORE_COLUMNS]
+    writer = csv.DictWriter(buf, fieldnames=list(dict.fromkeys(columns)), extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for r in rows:
+        writer.writerow(r)
+    return atomic_write_text(path, buf.getvalue(), overwrite=True)
+
+
+def _ac_frame(rows: List[Dict[str, str]], notes: List[str]):
+    """variant -> A, C (variants that have both; newest row per score); None when none has both."""
+    import pandas as pd
+
+    if not rows:
+        return None
+    df = pd.DataFrame(rows)
+    df = df[df["score"].isin(["A", "C"])]
+    if "time" in df.columns:
+        df = df.sort_values("time", kind="stable")
+    wide = df.drop_duplicates(["variant", "score"], keep="last").pivot(index="variant", columns="score", values="value")
+    for col in ("A", "C"):
+        if col not in wide.columns:
+            notes.append(f"no {col} scores yet: leaderboard without A/C, no law fit or recommendation")
+            return None
+    wide = wide.apply(pd.to_numeric, errors="coerce")
+    partial = sorted(wide.index[wide[["A", "C"]].isna().any(axis=1)])
+    if partial:
+        notes.append(f"variants with only one of A and C left out of the law: {', '.join(partial)}")
+    wide = wide.dropna(subset=["A", "C"])
+    if wide.empty:
+        return None
+    wide.index = wide.index.astype(str)
+    wide.index.name = "variant"
+    return wide[["A", "C"]]
+
+
+def build_study_report(study: Study, printer: Printer = print, versions=None) -> Dict[str, Any]:
+    """Write every report the study asks for (``report.outputs``); returns {written: [...], notes: [...]}."""
+    import pandas as pd
+
+    from lmms_ac.results.output import write_csv, write_json
+
+    out = study.output_dir
+    rdir = out / "report"
+    rdir.mkdir(parents=True, exist_ok=True)
+    prep = prepare(study, versions)
+    rs = study.report
+    want = set(rs.outputs)
+    cfg = {"command": "study report", "study": study.name, "units_done": len(prep.done),
+           "units_total": len(prep.plan.units)}
+    written: List[Path] = []
+    notes: List[str] = []
+
+    def step(name: str, fn: Callable[[], Any]) -> Any:
+        try:
+            return fn()
+        except (ValueError, KeyError, FileNotFoundError) as err:
+            msg = err.args[0] if isinstance(err, KeyError) and err.args else err
+            notes.append(f"{name} skipped: {msg}")
+            return None
+
+    # 1. results -> tidy table (only this plan's done units)
+    eval_files = [S.done_path(out, u.unit_id, "eval") for u in prep.done if u.kind == "eval"]
+    table = None
+    if eval_files:
+        from lmms_ac.results.collect import collect
+
+        table = collect(eval_files).table
+        written += write_csv(table, rdir / "table.csv", cfg, overwrite=True)
+    else:
+        notes.append("no lmms-eval results yet: no table, leaderboard, fit or robustness report")
+    # 2. scores
+    rows = _scores_rows(out, [u for u in prep.done if u.kind == "score"])
+    scores_csv = None
+    if rows:
+        scores_csv = _write_scores(rows, rdir / "scores.csv")
+        written.append(scores_csv)
+    ac = _ac_frame(rows, notes)
+    if ac is not None:
+        written.append(atomic_write_text(rdir / "ac.csv", ac.reset_index().to_csv(index=False), overwrite=True))
+    metrics = dict(rs.metrics)
+    benches = rs.benchmarks
+    # 3. leaderboard
+    if table is not None and "leaderboard" in want:
+        from lmms_ac.results.leaderboard import leaderboard, to_markdown
+
+        board = step("leaderboard", lambda: leaderboard(table, ac, benches, metrics))
+        if board is not None:
+            written += write_csv(board, rdir / "leaderboard.csv", cfg, overwrite=True)
+            written.append(atomic_write_text(rdir / "leaderboard.md", to_markdown(board), overwrite=True))
+    # 4. robustness
+    if table is not None and "robustness" in want:
+        from lmms_ac.results.robustness_table import average_drop, robustness_table
+        from lmms_ac.results.table import is_clean
+
+        if (~is_clean(table)).any():
+            detail = step("robustness", lambda: robustness_table(table))
+            if detail is not None:
+                written += write_csv(detail, rdir / "robustness.csv", cfg, overwrite=True)
+                avg = step("robustness summary", lambda: average_drop(detail, metrics))
+                if avg is not None:
+                    written += write_csv(avg, rdir / "robustness_summary.csv", cfg, overwrite=True)
+        else:
+            notes.append("no probe results yet: no robustness table")
+    # 5. law fit (+ plots)
+    fit = None
+    if table is not None and ac is not None and "fit" in want:
+        from lmms_ac.law.data import from_table
+        from lmms_ac.law.fit import fit_law
+        from lmms_ac.results.table import clean_scores
+
+        def _fit():
+            data = from_table(clean_scores(table, benches, metrics), ac, benches, source=str(rdir / "table.csv"))
+            return fit_law(data, normalize=rs.normalize)
+
+        fit = step("law fit", _fit)
+        if fit is not None:
+            written.append(write_json(fit.to_dict(), rdir / "fit.json", cfg, overwrite=True))
+            written += write_csv(fit.coef_frame(), rdir / "fit_coefficients.csv", cfg, overwrite=True)
+            written += write_csv(fit.prediction_frame(), rdir / "fit_predictions.csv", cfg, overwrite=True)
+    if fit is not None and "plots" in want:
+        from lmms_ac.law.plots import plot_law_surface, plot_pred_vs_actual
+
+        def _plots():
+            figs = []
+            for b, bf in fit.benchmarks.items():
+                figs += plot_law_surface(bf, rdir / "figures" / f"law_surface_{b}", rs.formats, True)
+            figs += plot_pred_vs_actual(list(fit.benchmarks.values()), rdir / "figures" / "law_pred_vs_actual",
+                                        rs.formats, True)
+            return figs
+
+        written += step("plots", _plots) or []
+    # 6. which representation to train next
+    if table is not None and ac is not None and "recommend" in want:
+        written += step("recommend", lambda: _recommend(study, table, ac, rdir, metrics)) or []
+    # 7. the HTML page (lmms_ac.report), when that package is installed
+    if table is not None and "html" in want:
+        try:
+            from lmms_ac.report import build_report
+        except ImportError:
+            build_report = None
+            notes.append("html skipped: lmms_ac.report is not available")
+        if build_report is not None:
+            page = step("html", lambda: build_report(rdir / "table.csv", scores_csv, rdir / "report.html",
+                                                     overwrite=True, config=cfg))
+            if page is not None:
+                written.append(Path(page))
+    pd.set_option("display.width", 200)
+    summary = {"written": [str(p) for p in written], "notes": notes, "units_done": len(prep.done),
+               "units_total": len(prep.plan.units)}
+    atomic_write_text(rdir / "report.json", json.dumps(summary, indent=1) + "\n", overwrite=True)
+    for n in notes:
+        printer(f"note: {n}")
+    printer(f"report of {len(prep.done)}/{len(prep.plan.units)} done unit(s): {len(written)} file(s) in {rdir}")
+    return summary
+
+
+def _recommend(study: Study, table, ac, rdir: Path, metrics: Dict[str, str]) -> List[Path]:
+    from lmms_ac.law.policy import recommend
+    from lmms_ac.results.table import clean_scores
+
+    bench = study.report.recommend_benchmark or (study.benchmarks[0] if study.benchmarks else None)
+    if bench is None:
+        raise ValueError("no benchmark to optimise: set report.recommend_benchmark")
+    scores = clean_scores(table, [bench], metrics)[bench].dropna()
+    trained = {str(v): float(s) for v, s in scores.items() if str(v) in ac.index}
+    rec = recommend(list(ac.index), ac["A"].to_numpy(), ac["C"].to_numpy(), trained, policy="region", seed=0)
+    text = [f"benchmark {bench}: next to train (region policy): {rec.next or '(nothing left)'}"]
+    text += [f"  note: {n}" for n in rec.notes]
+    text += ["", rec.ranking.to_string(index=False, float_format=lambda v: f"{v:.4f}")]
+    return [atomic_write_text(rdir / "recommend.json", json.dumps({"benchmark": bench, **rec.to_dict()}, indent=1,
+                                                                   default=str) + "\n", overwrite=True),
+            atomic_write_text(rdir / "recommend.txt", "\n".join(text) + "\n", overwrite=True)]

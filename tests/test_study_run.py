@@ -1,0 +1,225 @@
+"""Running studies with stand-in `lmms-eval` / `lmms-ac` programs (real worker, real subprocesses, fake
+evaluations): resume, skip, retry with logs kept, interruption, status, report, re-planning, GPU slots."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from lmms_ac.study import state as S
+from lmms_ac.study.runner import execute, last_run, prepare
+from lmms_ac.study.spec import parse_study
+
+VERSIONS = {"lmms-eval": "0.7.3", "lmms-ac": "0.1.0", "transformers": "4.0"}
+
+# lmms-eval stand-in: the 0.7 results layout; exits 0 and writes nothing when a task is in $FAKE_FAIL
+FAKE_LMMS_EVAL = r'''
+import argparse, hashlib, json, os, sys, time
+from datetime import datetime
+p = argparse.ArgumentParser()
+p.add_argument("--model"); p.add_argument("--model_args"); p.add_argument("--tasks"); p.add_argument("--batch_size")
+p.add_argument("--output_path"); p.add_argument("--verbosity"); p.add_argument("--log_samples", action="store_true")
+p.add_argument("--limit")
+a = p.parse_args()
+tasks = a.tasks.split(",")
+print("fake lmms-eval", a.model_args, tasks, flush=True)
+time.sleep(float(os.environ.get("FAKE_SLEEP", "0")))
+bad = [t for t in tasks if t in os.environ.get("FAKE_FAIL", "").split(",")]
+if bad:
+    print("Traceback (most recent call last):\nRuntimeError: dataset of %s not found" % bad[0], flush=True)
+    sys.exit(0)  # like lmms-eval: the exit code says nothing
+args = dict(kv.split("=", 1) for kv in a.model_args.split(","))
+def score(t):
+    return int(hashlib.sha256((args["variant"] + t + args.get("dtype", "")).encode()).hexdigest()[:6], 16) / 0xFFFFFF
+doc = {"results": {t: {"alias": t, "acc,none": score(t), "acc_stderr,none": 0.01} for t in tasks},
+       "configs": {t: {"task": t, "metadata": {"version": 1}} for t in tasks},
+       "n-samples": {t: {"original": 10, "effective": 10} for t in tasks},
+       "versions": {t: 1 for t in tasks}, "higher_is_better": {t: {"acc": True} for t in tasks},
+       "config": {"model": a.model, "model_args": a.model_args}, "lmms_eval_version": "0.7.3",
+       "date": datetime.now().strftime("%Y%m%d_%H%M%S")}
+out = os.path.join(a.output_path, "lmms_ac_llava")
+os.makedirs(out, exist_ok=True)
+json.dump(doc, open(os.path.join(out, doc["date"] + "_results.json"), "w"))
+'''
+
+# lmms-ac stand-in for score-a / score-c: one row per score through the real scores store
+FAKE_LMMS_AC = r'''
+import argparse, sys
+from lmms_ac.scores.store import ScoreValue, record_score
+p = argparse.ArgumentParser()
+p.add_argument("cmd"); p.add_argument("--variant"); p.add_argument("--out"); p.add_argument("--ocr", action="store_true")
+p.add_argument("--spair")
+a, _ = p.parse_known_args()
+names = ["A"] if a.cmd == "score-a" else (["C"] if a.spair else []) + (["C_ocr"] if a.ocr else [])
+for i, name in enumerate(names):
+    value = {"a": {"A": -2.0, "C": 0.4}, "b": {"A": -1.5, "C": 0.6}}.get(a.variant, {}).get(name, 0.5)
+    record_score(a.out, variant=a.variant, vision="v", score=name, config={}, compute=lambda v=value: ScoreValue(v, 8))
+    print(a.variant, name, value)
+'''
+
+
+@pytest.fixture
+def fake_bins(tmp_path, monkeypatch):
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    for name, src in (("lmms-eval", FAKE_LMMS_EVAL), ("lmms-ac", FAKE_LMMS_AC)):
+        path = bindir / name
+        path.write_text(f"#!{sys.executable}\n{src}")
+        path.chmod(0o755)
+    monkeypatch.setattr("lmms_ac.study.plan.bin_path", lambda name: str(bindir / name))
+    return bindir
+
+
+def _study(tmp_path, **over):
+    data = {
+        "name": "fake", "output": "out",
+        "models": [{"name": "a", "pretrained": str(tmp_path / "ckpt-a"), "stage1": str(tmp_path / "ckpt-a"),
+                    "vision": "clip:tower-a"},
+                   {"name": "b", "pretrained": str(tmp_path / "ckpt-b"), "stage1": str(tmp_path / "ckpt-b"),
+                    "vision": "clip:tower-b", "model_args": {"dtype": "float32"}}],
+        "benchmarks": ["mme", "seed"],
+        "scores": {"A": {"captions": "c.json", "images": "img", "n": 8}, "C": {"spair": "spair"}},
+        "executor": {"type": "local", "gpus": "none", "max_attempts": 2},
+        "report": {"outputs": ["table", "scores", "leaderboard", "fit", "recommend"], "recommend_benchmark": "mme"},
+    }
+    for k, v in over.items():
+        data[k] = v
+    return parse_study(data, tmp_path)
+
+
+def _quiet(_msg: str) -> None:
+    pass
+
+
+def test_run_resume_replan_and_report(tmp_path, fake_bins):
+    from lmms_ac.study.report import build_study_report
+
+    study = _study(tmp_path)
+    assert execute(study, printer=_quiet, versions=VERSIONS) == 0
+    first = last_run(study.output_dir)
+    assert len(first["jobs_run"]) == 6  # 2 eval (one per model, both tasks) + 2 score-a + 2 score-c
+    prep = prepare(study, VERSIONS)
+    assert not prep.pending and len(prep.done) == 8
+    for u in prep.done:  # the done file carries its unit id
+        doc = json.loads(S.done_path(study.output_dir, u.unit_id, u.kind).read_text())
+        assert doc["lmms_ac_study"]["unit_id"] == u.unit_id
+        if u.kind == "eval":
+            assert list(doc["results"]) == [u.task]
+    # a rerun does nothing
+    assert execute(study, printer=_quiet, versions=VERSIONS) == 0
+    assert last_run(study.output_dir)["jobs_run"] == []
+    # the report: table, scores, leaderboard with law predictions, fit, recommendation
+    summary = build_study_report(study, printer=_quiet, versions=VERSIONS)
+    rdir = study.output_dir / "report"
+    import pandas as pd
+
+    board = pd.read_csv(rdir / "leaderboard.csv")
+    assert sorted(board["variant"]) == ["a", "b"] and {"mme", "seed", "A", "C"} <= set(board.columns)
+    assert board.set_index("variant").loc["b", "A"] == -1.5
+    assert (rdir / "scores.csv").exists() and (rdir / "recommend.txt").exists()
+    assert str(rdir / "table.csv") in summary["written"]
+    # changing one model's arguments re-runs only that model's evaluation job
+    data = study.model_dump()
+    data.pop("root", None)
+    data["models"][1]["model_args"] = {"dtype": "bfloat16"}
+    changed = parse_study(data, tmp_path)
+    assert execute(changed, printer=_quiet, versions=VERSIONS) == 0
+    run = last_run(study.output_dir)
+    assert len(run["jobs_run"]) == 1
+    spec = json.loads((study.output_dir / "jobs" / run["jobs_run"][0] / "job.json").read_text())
+    assert spec["entry"] == "b" and spec["kind"] == "eval" and "dtype=bfloat16" in " ".join(spec["argv"])
+    # the report reads the current units only: b's old results do not appear
+    build_study_report(changed, printer=_quiet, versions=VERSIONS)
+    table = pd.read_csv(rdir / "table.csv")
+    assert len(table[(table.variant == "b") & (table.metric == "acc")]) == 2
+
+
+def test_failure_keeps_logs_retries_then_gives_up(tmp_path, fake_bins):
+    from lmms_ac.study.status import compute_status, render_status
+
+    study = _study(tmp_path, env={"FAKE_FAIL": "seed"}, scores={})
+    assert execute(study, printer=_quiet, versions=VERSIONS) == 1
+    jobs = sorted((study.output_dir / "jobs").iterdir())
+    assert len(jobs) == 2
+    for d in jobs:
+        tries = S.attempts(d)
+        assert [t["outcome"] for t in tries] == ["failed", "failed"] and tries[-1]["exit_code"] == 0
+        assert "wrote no results" in tries[-1]["last_line"]
+        assert (d / "log.attempt1.txt").exists() and "RuntimeError" in (d / "log.txt").read_text()
+    assert not list((study.output_dir / "done").glob("*")) if (study.output_dir / "done").exists() else True
+    st = compute_status(study, VERSIONS)
+    assert st.counts["failed"] == 4 and st.counts["done"] == 0
+    text = render_status(st, study)
+    assert "failed" in text and "RuntimeError" not in text.split("failed (attempts")[0]
+    assert "dataset of seed not found" in text  # the last log line of the failed job
+    # attempts used up: a rerun skips them; --retry-failed tries again (now fixed)
+    assert execute(study, printer=_quiet, versions=VERSIONS) == 1
+    assert last_run(study.output_dir)["jobs_run"] == []
+    fixed = _study(tmp_path, scores={})
+    assert execute(fixed, printer=_quiet, versions=VERSIONS, retry_failed=True) == 0
+    assert compute_status(fixed, VERSIONS).counts["done"] == 4
+
+
+def test_interrupted_job_leaves_nothing_that_looks_done(tmp_path, fake_bins, monkeypatch):
+    from lmms_ac.study.runner import write_job
+    from lmms_ac.study.status import compute_status
+
+    study = _study(tmp_path, env={"FAKE_SLEEP": "60"}, scores={}, models=[
+        {"name": "a", "pretrained": str(tmp_path / "ckpt-a")}])
+    prep = prepare(study, VERSIONS)
+    job_dir = write_job(prep.jobs[0], study.output_dir)
+    proc = subprocess.Popen([sys.executable, "-c", f"from lmms_ac.study.worker import run_job; run_job({str(job_dir)!r})"],
+                            start_new_session=True)
+    deadline = time.time() + 60
+    while not (job_dir / "log.txt").exists() or "fake lmms-eval" not in (job_dir / "log.txt").read_text():
+        assert time.time() < deadline, "the job did not start"
+        time.sleep(0.2)
+    assert compute_status(study, VERSIONS).counts["running"] == 2
+    os.killpg(proc.pid, signal.SIGKILL)  # the node dies: no cleanup at all
+    proc.wait()
+    assert not (study.output_dir / "done").exists()
+    monkeypatch.setattr(S, "STALE_S", 0.0)  # the heartbeat is stale at once
+    st = compute_status(study, VERSIONS)
+    assert st.counts["interrupted"] == 2
+    # the next run does the job again (second attempt) and only then is it done
+    fast = _study(tmp_path, scores={}, models=[{"name": "a", "pretrained": str(tmp_path / "ckpt-a")}])
+    assert execute(fast, printer=_quiet, versions=VERSIONS) == 0
+    assert last_run(study.output_dir)["jobs_run"] == [job_dir.name]
+    assert len(S.attempts(job_dir)) == 2 and S.attempts(job_dir)[-1]["outcome"] == "ok"
+
+
+def test_local_gpu_slots_run_in_parallel(monkeypatch, tmp_path):
+    from lmms_ac.study.executors import gpu_slots, run_local
+    from lmms_ac.study.spec import ExecutorSpec
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1,2,3")
+    ex = ExecutorSpec(gpus="auto", gpus_per_job=2, max_attempts=1)
+    assert gpu_slots(ex) == [{"CUDA_VISIBLE_DEVICES": "0,1"}, {"CUDA_VISIBLE_DEVICES": "2,3"}]
+    assert gpu_slots(ExecutorSpec(gpus="none")) == [{"CUDA_VISIBLE_DEVICES": ""}]
+    assert gpu_slots(ExecutorSpec(gpus=[3])) == [{"CUDA_VISIBLE_DEVICES": "3"}]
+    with pytest.raises(ValueError, match="executor.gpus is 8 but 4 GPU"):
+        gpu_slots(ExecutorSpec(gpus=8))
+    seen, active, peak = [], [0], [0]
+    lock = threading.Lock()
+
+    def runner(job_dir, env):
+        with lock:
+            active[0] += 1
+            peak[0] = max(peak[0], active[0])
+            seen.append(env["CUDA_VISIBLE_DEVICES"])
+        time.sleep(0.3)
+        with lock:
+            active[0] -= 1
+        return {"job_id": Path(job_dir).name, "ok": True, "exit_code": 0, "missing": [], "attempt": 1, "last_line": ""}
+
+    dirs = [tmp_path / f"j{i}" for i in range(4)]
+    res = run_local(dirs, ex, runner, printer=_quiet)
+    assert sorted(res) == ["j0", "j1", "j2", "j3"] and peak[0] == 2
+    assert sorted(seen) == ["0,1", "0,1", "2,3", "2,3"]
