@@ -20,6 +20,7 @@ COMMAND_MODULES = [
     "lmms_ac.demo",
     "lmms_ac.layers.cli",
     "lmms_ac.doctor",
+    "lmms_ac.study.cli",
 ]
 
 
