@@ -21,6 +21,7 @@ COMMAND_MODULES = [
     "lmms_ac.layers.cli",
     "lmms_ac.doctor",
     "lmms_ac.study.cli",
+    "lmms_ac.report.cli",
 ]
 
 

@@ -1,0 +1,128 @@
+"""Build the study report: tidy table + scores store -> one self-contained HTML page.
+
+``build_report`` is the one entry point (``lmms-ac report`` and the study runner call it). The page
+needs no network: styles and scripts are inlined, figures are inline SVG, the leaderboard CSV is a
+``data:`` link. Templates (Jinja2) ship in ``lmms_ac/report/templates``.
+"""
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+
+import pandas as pd
+from loguru import logger
+
+from lmms_ac.io import atomic_write_text
+from lmms_ac.report.sections import (Analysis, Inputs, Options, Section, law_section, leaderboard_section,
+                                     maps_section, policy_section, provenance_section, robustness_section)
+from lmms_ac.report.tables import fmt_num
+
+PathLike = Union[str, os.PathLike]
+
+
+def read_ac(path: Path, options: Options) -> Tuple[Optional[pd.DataFrame], str]:
+    """A/C per variant from a scores store or wide CSV, and a problem description when unusable.
+
+    Variants of a score store that have only one of the two scores so far are left out (and named);
+    a store that cannot give A/C at all yields ``(None, reason)``: the report is still built.
+    """
+    from lmms_ac.law.data import read_ac_scores
+
+    if not path.exists():
+        raise FileNotFoundError(f"scores file {path} does not exist; write it with lmms-ac score-a / score-c "
+                                f"or leave --scores out")
+    raw = pd.read_csv(path)
+    a, c, vcol = options.a_col, options.c_col, options.variant_col
+    problem = ""
+    source = path
+    with tempfile.TemporaryDirectory(prefix="lmms-ac-report-") as tmp:
+        if {"score", "value", vcol} <= set(raw.columns) and a not in raw.columns:
+            have = raw.groupby(raw[vcol].astype(str))["score"].agg(lambda s: set(map(str, s)))
+            partial = {v: sorted({a, c} - s) for v, s in have.items() if not {a, c} <= s and s & {a, c}}
+            if partial and len(partial) < len(have):
+                problem = "; ".join(f"{v} has no {' / '.join(m)} score yet" for v, m in partial.items()) + \
+                    " (run lmms-ac score-a / score-c for them; left out of the law)"
+                source = Path(tmp) / path.name
+                raw[~raw[vcol].astype(str).isin(partial)].to_csv(source, index=False)
+        try:
+            ac = read_ac_scores(source, variant_col=vcol, a_col=a, c_col=c)
+        except ValueError as err:
+            logger.warning(f"A/C scores unusable, the report is built without them: {err}")
+            return None, str(err)
+    if problem:
+        logger.warning(problem)
+    return ac, problem
+
+
+def _ticks(text: object):
+    """Escape ``text`` and show `backticked` commands as code."""
+    from markupsafe import Markup, escape
+
+    return Markup(re.sub(r"`([^`]+)`", r"<code>\1</code>", str(escape(str(text)))))
+
+
+def _environment():
+    from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
+
+    env = Environment(loader=PackageLoader("lmms_ac.report", "templates"),
+                      autoescape=select_autoescape(["html", "j2"], default_for_string=True),
+                      undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+    env.filters["num"] = fmt_num
+    env.filters["ticks"] = _ticks
+    return env
+
+
+def compute_sections(table_csv: PathLike, scores_csv: Optional[PathLike] = None,
+                     options: Optional[Options] = None, config: Optional[Mapping[str, Any]] = None
+                     ) -> Tuple[List[Section], Analysis]:
+    """Every section of the report as data (see ``sections``), in page order."""
+    from lmms_ac.results.table import read_table
+
+    options = options or Options()
+    table_path = Path(table_csv)
+    table = read_table(table_path)
+    scores_path = Path(scores_csv) if scores_csv else None
+    ac, problem = read_ac(scores_path, options) if scores_path else (None, "")
+    an = Analysis(Inputs(table, table_path, scores_path, ac, problem), options)
+    secs = [leaderboard_section(an), law_section(an), policy_section(an), robustness_section(an), maps_section(an)]
+    cfg = {"command": "report", "table": str(table_path), "scores": str(scores_path) if scores_path else None,
+           **asdict(options), **dict(config or {})}
+    secs.append(provenance_section(an, cfg, secs))
+    return secs, an
+
+
+def render(sections: Sequence[Section], analysis: Analysis) -> str:
+    """The HTML page of ``sections``."""
+    t = analysis.table
+    summary = {"variants": len(analysis.trained), "candidates": 0 if analysis.ac is None else
+               len([v for v in analysis.ac.index if v not in analysis.trained]),
+               "benchmarks": len(analysis.benchmarks),
+               "perturbations": int(t.loc[t["perturbation"] != "none", "perturbation"].nunique()),
+               "rows": len(t)}
+    return _environment().get_template("report.html.j2").render(
+        title=analysis.options.title, sections=sections, by_id={s.id: s for s in sections}, summary=summary,
+        warnings=[analysis.inputs.ac_problem] if analysis.inputs.ac_problem else [])
+
+
+def build_report(table_csv: PathLike, scores_csv: Optional[PathLike], out_html: PathLike, *,
+                 options: Optional[Options] = None, overwrite: bool = False,
+                 config: Optional[Mapping[str, Any]] = None) -> Path:
+    """Write the report of a study to ``out_html`` and return its path.
+
+    ``table_csv``: the tidy table of ``lmms-ac collect``; ``scores_csv``: the A/C scores store of
+    ``score-a`` / ``score-c`` (or a wide variant,A,C file), optional. An existing ``out_html`` is
+    refused unless ``overwrite``.
+    """
+    out = Path(out_html)
+    if out.exists() and not overwrite:
+        from lmms_ac.io import OutputExistsError
+
+        raise OutputExistsError(f"{out} already exists; choose another path or pass --overwrite to replace it")
+    if out.suffix.lower() not in (".html", ".htm"):
+        raise ValueError(f"the report is an HTML page: give --out a .html path, not {out}")
+    sections, analysis = compute_sections(table_csv, scores_csv, options, config)
+    return atomic_write_text(out, render(sections, analysis), overwrite=overwrite)
