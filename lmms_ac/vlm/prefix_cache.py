@@ -1,0 +1,139 @@
+"""Bounded caches for shared-prefix inference, and the few transformers cache calls it needs.
+
+* ``BoundedCache``: an LRU map holding at most ``max_entries`` items; the scheduler also releases
+  entries as soon as no later batch needs them, so the cache never grows with the dataset.
+* ``image_key``: content hash of a decoded image plus the preprocessing settings that turn it into
+  visual tokens (two requests with equal keys get bit-identical encoder + projector outputs).
+* ``PrefixEntry``: one prefix's input embeddings and per-layer keys/values ``[H, P, d]``.
+* ``kv_tensors`` / ``make_dynamic_cache`` / ``cache_argument``: read and build a ``DynamicCache``
+  across transformers versions (``cache=`` in 5.x, ``past_key_values=`` before).
+
+Memory of one entry: ``layers x 2 x kv_heads x head_dim x tokens x bytes`` (see ``kv_bytes``);
+LLaVA-1.5-7B (32 layers, 32 heads of 128, float16) with a 576-token image plus a ~40-token
+system prompt: 32 x 2 x 32 x 128 x 616 x 2 B = 323 MB (0.5 MiB per token).
+"""
+from __future__ import annotations
+
+import hashlib
+import inspect
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any, Generic, Hashable, Iterable, List, Optional, Sequence, Tuple, TypeVar
+
+import torch
+
+V = TypeVar("V")
+
+
+class BoundedCache(Generic[V]):
+    """Least-recently-used map with at most ``max_entries`` entries."""
+
+    def __init__(self, max_entries: int):
+        if int(max_entries) < 1:
+            raise ValueError(f"a cache must hold at least 1 entry, got max_entries={max_entries}")
+        self.max_entries = int(max_entries)
+        self._data: "OrderedDict[Hashable, V]" = OrderedDict()
+
+    def get(self, key: Hashable) -> Optional[V]:
+        value = self._data.get(key)
+        if value is not None:
+            self._data.move_to_end(key)
+        return value
+
+    def put(self, key: Hashable, value: V) -> None:
+        self._data[key] = value
+        self._data.move_to_end(key)
+        while len(self._data) > self.max_entries:
+            self._data.popitem(last=False)
+
+    def discard(self, keys: Iterable[Hashable]) -> None:
+        for key in keys:
+            self._data.pop(key, None)
+
+    def clear(self) -> None:
+        self._data.clear()
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __contains__(self, key: Hashable) -> bool:
+        return key in self._data
+
+
+def image_key(image: Any, settings: str) -> str:
+    """SHA-256 of the decoded image (mode, size, pixels) and the preprocessing ``settings``."""
+    h = hashlib.sha256()
+    h.update(settings.encode("utf-8"))
+    h.update(f"\x1f{image.mode}\x1f{image.size[0]}x{image.size[1]}\x1f".encode("ascii"))
+    h.update(image.tobytes())
+    return h.hexdigest()
+
+
+@dataclass
+class PrefixEntry:
+    embeds: torch.Tensor  # [P, D]: the prefix's input embeddings, checked before every reuse
+    kv: List[Tuple[torch.Tensor, torch.Tensor]]  # per layer (keys, values), each [H, P, d]
+
+    @property
+    def length(self) -> int:
+        return int(self.embeds.shape[0])
+
+    def nbytes(self) -> int:
+        return sum(k.numel() * k.element_size() + v.numel() * v.element_size() for k, v in self.kv)
+
+
+def kv_bytes(layers: int, kv_heads: int, head_dim: int, tokens: int, bytes_per_value: int) -> int:
+    """Bytes of one prefix's key/value cache: layers x 2 x kv_heads x head_dim x tokens x bytes."""
+    return int(layers) * 2 * int(kv_heads) * int(head_dim) * int(tokens) * int(bytes_per_value)
+
+
+def kv_tensors(cache: Any) -> List[Tuple[torch.Tensor, torch.Tensor]]:
+    """Per-layer ``(keys, values)`` ``[B, H, T, d]`` of a transformers cache (any 4.4x/5.x layout)."""
+    if hasattr(cache, "layers"):
+        return [(layer.keys, layer.values) for layer in cache.layers]
+    if hasattr(cache, "key_cache"):
+        return list(zip(cache.key_cache, cache.value_cache))
+    return [(k, v) for k, v in cache]  # legacy tuple of tuples
+
+
+def make_dynamic_cache(kv: Sequence[Tuple[torch.Tensor, torch.Tensor]]) -> Any:
+    """A ``DynamicCache`` (plain full-attention layers) holding ``kv``."""
+    from transformers import DynamicCache
+
+    try:
+        return DynamicCache(ddp_cache_data=list(kv))
+    except TypeError:  # transformers < 4.54
+        return DynamicCache.from_legacy_cache(tuple(kv))
+
+
+def empty_dynamic_cache() -> Any:
+    from transformers import DynamicCache
+
+    return DynamicCache()
+
+
+def cache_argument(llm: Any) -> str:
+    """The keyword a causal LM's ``forward`` takes its KV cache by."""
+    params = inspect.signature(llm.forward).parameters
+    return "cache" if "cache" in params else "past_key_values"
+
+
+def accepts(llm: Any, name: str) -> bool:
+    return name in inspect.signature(llm.forward).parameters
+
+
+def unsupported_reason(llm: Any) -> Optional[str]:
+    """Why prefix caches cannot be spliced for this LLM (None when they can): sliding-window or
+    non-attention layers keep state that a padded, concatenated key/value cache does not model."""
+    config = getattr(llm, "config", None)
+    config = config.get_text_config() if hasattr(config, "get_text_config") else config
+    if config is None:
+        return "the LLM has no config"
+    if getattr(config, "sliding_window", None) and getattr(config, "use_sliding_window", True):
+        return f"{type(llm).__name__} uses sliding-window attention"
+    layer_types = getattr(config, "layer_types", None)
+    if layer_types and any(t != "full_attention" for t in layer_types):
+        return f"{type(llm).__name__} has non-full-attention layers ({sorted(set(layer_types))})"
+    if getattr(config, "is_encoder_decoder", False):
+        return "encoder-decoder LLMs are not supported"
+    return None
