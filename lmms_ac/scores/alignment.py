@@ -3,7 +3,11 @@
 ``caption_ll`` (the paper's definition, the default): with encoder, stage-1 projector and LLM all
 frozen, A = mean over N seeded image-caption pairs of LLaVA-558K of (1/T) sum_t log P(y_t | f(I), y_<t),
 scoring only the caption tokens. The prompt is stage-1 pre-training's ``plain`` format: the image
-tokens, then the caption (LLaVA's ``preprocess_plain``).
+tokens, then the caption (LLaVA's ``preprocess_plain``), tokenized as the checkpoint format's own code
+does (original LLaVA: ``tokenizer_image_token``, so the caption's first word keeps its leading "▁").
+Scored tokens: the caption's, not the separator (``"\n"``) that ``preprocess_plain`` appends and trains
+on; ``score_separator=True`` (``score-a --score-separator``) scores caption + separator, LLaVA's
+stage-1 training loss.
 
 ``embed`` (the published code's variant, reported as ``A_embed``): per image, the mean over the
 candidate's projected visual tokens of the best cosine similarity to a reference model's projected
@@ -23,7 +27,7 @@ from loguru import logger
 from PIL import Image
 from tqdm import tqdm
 
-from lmms_ac.vlm.prompts import IMAGE_TOKEN
+from lmms_ac.vlm.prompts import IMAGE_TOKEN, PLAIN_SEPARATOR
 
 
 @dataclass(frozen=True)
@@ -69,14 +73,17 @@ def _open(path: Path) -> Image.Image:
         return im
 
 
-def caption_loglikelihood(vlm, pairs: Sequence[CaptionPair], batch_size: int = 8, show_progress: bool = True) -> Dict[str, float]:
-    """Per-pair mean caption-token log-likelihood (the A score is their mean)."""
+def caption_loglikelihood(vlm, pairs: Sequence[CaptionPair], batch_size: int = 8, show_progress: bool = True,
+                          score_separator: bool = False) -> Dict[str, float]:
+    """Per-pair mean caption-token log-likelihood (the A score is their mean); with ``score_separator``
+    the plain template's trailing separator is scored too."""
+    tail = PLAIN_SEPARATOR if score_separator else ""
     per_pair: Dict[str, float] = {}
     bar = tqdm(total=len(pairs), desc="A score", disable=not show_progress)
     for start in range(0, len(pairs), batch_size):
         chunk = pairs[start:start + batch_size]
         images = [[_open(p.image_path)] for p in chunk]
-        token_lps = vlm.token_logprobs([IMAGE_TOKEN] * len(chunk), [p.caption for p in chunk], images)
+        token_lps = vlm.token_logprobs([IMAGE_TOKEN] * len(chunk), [p.caption + tail for p in chunk], images)
         for pair, (lp, _) in zip(chunk, token_lps):
             per_pair[pair.id] = float(lp.mean())
         bar.update(len(chunk))
@@ -104,11 +111,12 @@ def embedding_alignment(vlm, references: Sequence, images: Sequence[Image.Image]
     return sum(totals) / len(totals)
 
 
-def score_a(vlm, annotations: str, image_root: str, n: int = 100, seed: int = 0, batch_size: int = 8) -> Dict[str, object]:
+def score_a(vlm, annotations: str, image_root: str, n: int = 100, seed: int = 0, batch_size: int = 8,
+            score_separator: bool = False) -> Dict[str, object]:
     """The paper's A score over ``n`` seeded LLaVA-558K pairs; returns value, n and per-pair values."""
     pairs = sample_pairs(read_llava_pretrain(annotations, image_root), n, seed)
     if len(pairs) < n:
         logger.warning(f"only {len(pairs)} caption pairs available; A is averaged over all of them instead of {n}")
-    per_pair = caption_loglikelihood(vlm, pairs, batch_size)
+    per_pair = caption_loglikelihood(vlm, pairs, batch_size, score_separator=score_separator)
     value = sum(per_pair.values()) / len(per_pair)
     return {"value": value, "n": len(per_pair), "per_pair": per_pair}

@@ -11,6 +11,9 @@ VICUNA_V1_SYSTEM = (
     "The assistant gives helpful, detailed, and polite answers to the user's questions."
 )
 PROMPT_FORMATS = ("auto", "vicuna_v1", "chat_template", "plain")
+# ``conv_llava_plain.sep``: stage-1 training (``preprocess_plain``) appends it after each caption and its
+# loss covers it; the A score leaves it out by default (``score_separator`` scores it too)
+PLAIN_SEPARATOR = "\n"
 
 
 def place_images(text: str, n_images: int) -> str:
