@@ -485,10 +485,10 @@ def provenance_section(an: Analysis, config: Mapping[str, Any], sections: Sequen
              .agg(variant=("variant", lambda s: ", ".join(sorted(set(map(str, s))))),
                   time=("time", "max"), lmms_eval=("lmms_eval_version", lambda s: ", ".join(sorted(set(map(str, s))))),
                   tasks=("task", "nunique"), rows=("task", "size"),
-                  config_hashes=("config_hash", lambda s: ", ".join(sorted(set(map(str, s)))[:3])
-                                 + (f" (+{len(set(s)) - 3})" if len(set(s)) > 3 else "")))
+                  config_hashes=("config_hash", lambda s: ", ".join(sorted(set(map(str, s)))[:2])
+                                 + (f" (+{len(set(s)) - 2})" if len(set(s)) > 2 else "")))
              .reset_index().sort_values("time", ascending=False))
-    sec.data["runs"] = frame_table(runs[["time", "variant", "tasks", "rows", "lmms_eval", "config_hashes", "source"]],
+    sec.data["runs"] = frame_table(runs[["time", "variant", "tasks", "rows", "lmms_eval", "source", "config_hashes"]],
                                    id="provenance-runs", key="variant",
                                    labels={"lmms_eval": "lmms-eval", "config_hashes": "config hashes"})
     if an.inputs.scores_path is not None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Dict, List, Sequence, Tuple, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import pandas as pd
@@ -52,8 +52,9 @@ def _row(variant: str, task: str, metric: str, value: float, when: str, *, pertu
 
 
 def make_table(seeds: Sequence[int] = (0, 1, 2), pil_variants: Sequence[str] = ("clip-l14-336", "dinov2-l"),
-               m: int = 2, noise: float = 0.02, seed: int = 0) -> pd.DataFrame:
-    """The tidy table of a small study (see module doc)."""
+               m: int = 2, noise: float = 0.02, seed: int = 0, benchmarks: Optional[Sequence[str]] = None,
+               perturbations: Optional[Sequence[str]] = None) -> pd.DataFrame:
+    """The tidy table of a small study (see module doc); ``benchmarks``/``perturbations`` keep a subset."""
     from lmms_ac.robustness.catalogue import parse_perturbation, robust_task_name
     from lmms_ac.results.table import validate_table
 
@@ -63,22 +64,26 @@ def make_table(seeds: Sequence[int] = (0, 1, 2), pil_variants: Sequence[str] = (
         when = f"2025-03-{1 + i:02d}T12:00:00"
         clean = {}
         for b, (metric, scale) in BENCHMARKS.items():
+            if benchmarks is not None and b not in benchmarks:
+                continue
             frac = float(np.clip(_law(a, c, b) + rng.normal(0, noise), 0.02, 0.98))
             clean[b] = frac
             rows.append(_row(v, b, metric, frac * scale, when))
             if b == "mme":
                 rows.append(_row(v, b, "mme_cognition_score", frac * 0.8 * 800.0, when))
         for pname, drop in PERTURBATIONS.items():
+            if perturbations is not None and pname not in perturbations:
+                continue
             p = parse_perturbation(pname)
             sev = [x for x in p.params.values() if isinstance(x, (int, float)) and not isinstance(x, bool)]
-            for b in ("mme", "textvqa_val", "ok_vqa"):
+            for b in [x for x in ("mme", "textvqa_val", "ok_vqa") if x in clean]:
                 metric, scale = BENCHMARKS[b]
                 for s in (seeds if p.stochastic else (0,)):
                     frac = clean[b] * (1.0 - drop * (1.0 + 0.5 * (c - 45.0) / 15.0)) + rng.normal(0, noise / 2)
                     rows.append(_row(v, robust_task_name(b, p.with_seed(s)), metric, frac * scale, when,
                                      perturbation=p.with_seed(0).to_string(),
                                      severity=str(sev[0]) if len(sev) == 1 else "", seed=s, base=b))
-        if v in pil_variants:
+        if v in pil_variants and "mme" in clean:
             metric, scale = BENCHMARKS["mme"]
             for g in range(m * m):
                 p = parse_perturbation(f"tokgroup_m{m}_g{g}")
