@@ -5,8 +5,8 @@ name               stage    string form (seed 0; else ``_sK``)  parameters
 =================  =======  ==================================  =============================
 patchshuffle       image    ``patchshuffle4``                   n (tiles per side)
 pdrop_random       image    ``pdrop_random50``                  ratio (percent in the form)
-pdrop_salient      image    ``pdrop_salient30[_mass]``          ratio, by = count | mass
-pdrop_nonsalient   image    ``pdrop_nonsalient30[_mass]``       ratio, by = count | mass
+pdrop_salient      image    ``pdrop_salient30[_count]``         ratio, by = mass | count
+pdrop_nonsalient   image    ``pdrop_nonsalient30[_count]``      ratio, by = mass | count
 synthetic          dataset  ``synthetic``                       (none; the task swaps images)
 tokperm            tokens   ``tokperm``                         (none)
 tokgroup           tokens   ``tokgroup_m4_g5``                  m (m x m groups), group
@@ -24,6 +24,11 @@ How a caller applies ``p`` (``ctx = p.context(task, doc_id, grid, patch_size, ..
   ENTERS decoder block ``p.layer`` (Hugging Face ``hidden_states[p.layer]``; layer 0 = the input
   embeddings, i.e. the projector output at the visual positions);
 * ``dataset``: a marker; the task substitutes the regenerated image, ``apply`` is the identity.
+
+PatchDrop's ratio r is always the fraction removed: of the cells (Random; Salient/Non-Salient with
+``by="count"``, form suffix ``_count``) or of the DINO CLS attention mass (Salient/Non-Salient with
+``by="mass"``, the default: Salient drops the cells holding the top r of the mass, Non-Salient those
+holding the bottom r). ``dropped_fraction(x, ctx)`` gives the fraction of cells actually dropped.
 
 Adding an op is one function in an op module and one class here.
 """
@@ -119,18 +124,23 @@ class RandomPatchDrop(Perturbation):
         """The dropped cells, bool ``[gh, gw]``."""
         return random_cells(ctx.grid, self.ratio, ctx.generator())
 
+    def dropped_fraction(self, x: torch.Tensor, ctx: PerturbationContext) -> float:
+        """The fraction of the grid's cells dropped (round(ratio * N) / N)."""
+        return float(self.cells(ctx).float().mean())
+
     def apply(self, x: torch.Tensor, ctx: PerturbationContext) -> torch.Tensor:
         return drop_cells(x, self.cells(ctx))
 
 
-_BY = choice({"count": "", "mass": "_mass"})
+_BY = choice({"mass": "", "count": "_count"})
 
 
 @register
 @dataclass(frozen=True, kw_only=True)
 class SalientPatchDrop(Perturbation):
-    """Zero the most salient cells (DINO CLS attention): the top round(ratio * N) cells
-    (``by="count"``) or the smallest top set holding ``ratio`` of the attention mass (``by="mass"``).
+    """Zero the most salient cells (DINO CLS attention), from the most salient down: the cells holding
+    the top ``ratio`` of the attention mass (``by="mass"``, default) or the top round(ratio * N)
+    cells (``by="count"``, form suffix ``_count``).
 
     ``saliency`` (not a parameter) injects a :class:`CachedSaliency` or a bare saliency model;
     None uses :func:`default_saliency` (DINO ViT-S/16, loaded lazily)."""
@@ -140,27 +150,35 @@ class SalientPatchDrop(Perturbation):
     stochastic = False
     form = "pdrop_salient{ratio}{by}"
     codecs = {"ratio": PERCENT, "by": _BY}
-    examples = ({"ratio": 0.3}, {"ratio": 0.7, "by": "mass"})
+    examples = ({"ratio": 0.3}, {"ratio": 0.7, "by": "count"})
+    end = "top"
 
     ratio: float
-    by: str = "count"
+    by: str = "mass"
     saliency: Optional[Any] = param(default=None)
 
     def __post_init__(self) -> None:
         _check_ratio(self)
         if self.by not in ("count", "mass"):
-            raise ValueError(f"{self.name}: by must be 'count' or 'mass', got {self.by!r}")
+            raise ValueError(f"{self.name}: by must be 'mass' or 'count', got {self.by!r}")
         if self.saliency is not None and not isinstance(self.saliency, CachedSaliency):
             object.__setattr__(self, "saliency", CachedSaliency(self.saliency))
 
-    def salient(self, x: torch.Tensor, ctx: PerturbationContext) -> torch.Tensor:
-        """The top salient cells of the clean image ``x``, bool ``[gh, gw]``."""
+    def saliency_map(self, x: torch.Tensor, ctx: PerturbationContext) -> torch.Tensor:
         saliency = self.saliency if self.saliency is not None else default_saliency()
-        return salient_cells(saliency(x, ctx.grid), self.ratio, self.by)
+        return saliency(x, ctx.grid)
+
+    def salient(self, x: torch.Tensor, ctx: PerturbationContext) -> torch.Tensor:
+        """The top salient cells of the clean image ``x`` at this ratio, bool ``[gh, gw]``."""
+        return salient_cells(self.saliency_map(x, ctx), self.ratio, self.by, "top")
 
     def cells(self, x: torch.Tensor, ctx: PerturbationContext) -> torch.Tensor:
         """The dropped cells, bool ``[gh, gw]``."""
-        return self.salient(x, ctx)
+        return salient_cells(self.saliency_map(x, ctx), self.ratio, self.by, self.end)
+
+    def dropped_fraction(self, x: torch.Tensor, ctx: PerturbationContext) -> float:
+        """The fraction of the grid's cells this drop removes from image ``x``."""
+        return float(self.cells(x, ctx).float().mean())
 
     def apply(self, x: torch.Tensor, ctx: PerturbationContext) -> torch.Tensor:
         return drop_cells(x, self.cells(x, ctx))
@@ -169,14 +187,13 @@ class SalientPatchDrop(Perturbation):
 @register
 @dataclass(frozen=True, kw_only=True)
 class NonSalientPatchDrop(SalientPatchDrop):
-    """Keep only the cells Salient PatchDrop at the same ratio drops (zero the complement), so the
-    two drops at one ratio partition the grid."""
+    """Zero the least salient cells (the background), from the least salient up: the cells holding
+    the bottom ``ratio`` of the attention mass (``by="mass"``) or the bottom round(ratio * N) cells
+    (``by="count"``). Like every PatchDrop, ``ratio`` is the fraction removed."""
 
     name = "pdrop_nonsalient"
     form = "pdrop_nonsalient{ratio}{by}"
-
-    def cells(self, x: torch.Tensor, ctx: PerturbationContext) -> torch.Tensor:
-        return ~self.salient(x, ctx)
+    end = "bottom"
 
 
 @register
@@ -352,6 +369,46 @@ def parse_perturbation(text: str) -> Perturbation:
         )
     stem = re.sub(r"(_[a-z])?\d.*$", "", text).rstrip("_") or text
     raise UnknownPerturbationError(text, stem, PERTURBATIONS.names())
+
+
+def severity(p: Perturbation) -> Optional[float]:
+    """The one numeric parameter of a perturbation (``ratio``, ``n``...), else None."""
+    numeric = [v for v in p.params.values() if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    return numeric[0] if len(numeric) == 1 else None
+
+
+def severity_unit(p: Perturbation) -> Optional[str]:
+    """What the severity measures: the fraction of cells or of attention mass removed, tiles per side..."""
+    by = getattr(p, "by", None)
+    if isinstance(p, (SalientPatchDrop, RandomPatchDrop)):
+        return "fraction of attention mass removed" if by == "mass" else "fraction of cells removed"
+    if isinstance(p, PatchShuffle):
+        return "tiles per side"
+    return None
+
+
+def perturbation_metadata(p: Perturbation, base_task: str, seed: Optional[int] = None) -> dict:
+    """The perturbation block of a result's metadata, the same for a generated task and for a
+    perturbation given to the model as an argument: both land in one (perturbation, severity) group.
+
+    ``perturbation`` is the seed-free string form (the seeds of one probe share it), ``form`` the
+    one with the seed, ``severity`` the single numeric parameter (PatchDrop: r, the fraction removed)
+    and ``severity_unit`` what it measures. ``seed`` overrides the perturbation's own.
+    """
+    if seed is not None:
+        p = p.with_seed(int(seed))
+    return {
+        "base_task": base_task,
+        "perturbation": p.with_seed(0).to_string(),
+        "form": p.to_string(),
+        "name": p.name,
+        "stage": p.stage,
+        "params": {k: (v if isinstance(v, (int, float, str, bool)) or v is None else str(v)) for k, v in p.params.items()},
+        "severity": severity(p),
+        "severity_unit": severity_unit(p),
+        "seed": int(p.seed),
+        "stochastic": bool(p.stochastic),
+    }
 
 
 def robust_task_name(base: str, perturbation: Perturbation) -> str:

@@ -1,5 +1,9 @@
 """Saliency for Salient / Non-Salient PatchDrop: CLS attention of a self-supervised ViT.
 
+Selection (:func:`salient_cells`): Salient at r drops the cells holding the top fraction r of the
+attention mass, Non-Salient at r the cells holding the bottom fraction r (the background); by cell
+count is the option ``by="count"``.
+
 Definition (METHODS.md section 6): the CLS -> patch attention of the LAST block of DINO ViT-S/16
 (``facebook/dino-vits16``), averaged over heads, computed on the clean encoder input (``[3, S, S]`` in
 [0, 1], resized to the ViT's input size and ImageNet-normalised), then mapped onto the ENCODER's
@@ -121,28 +125,36 @@ def area_resize(attention: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
     return (rows @ a @ cols.T).float()
 
 
-def salient_cells(saliency: torch.Tensor, ratio: float, by: str = "count") -> torch.Tensor:
-    """Bool ``[gh, gw]`` mask of the most salient cells.
+SELECTIONS = ("mass", "count")
+ENDS = ("top", "bottom")
 
-    Cells are sorted by saliency, descending (ties: lower row-major index first). ``by="count"``
-    takes the top ``round(ratio * N)`` cells (halves up), as Random PatchDrop counts cells;
-    ``by="mass"`` takes the smallest top set whose saliency sums to at least ``ratio`` of the total
-    (up to 1e-6).
+
+def salient_cells(saliency: torch.Tensor, ratio: float, by: str = "mass", end: str = "top") -> torch.Tensor:
+    """Bool ``[gh, gw]`` mask of the cells PatchDrop removes at fraction ``ratio`` (METHODS.md §6).
+
+    ``end="top"`` (Salient) walks the cells from the most salient down, ``end="bottom"``
+    (Non-Salient) from the least salient up (ties: lower row-major index first either way).
+    ``by="mass"`` (the default, the paper's definition) takes the shortest such run whose saliency
+    sums to at least ``ratio`` of the total (up to 1e-6): the cells holding that fraction of the
+    attention mass. ``by="count"`` takes ``round(ratio * N)`` cells (halves up), as Random PatchDrop
+    counts cells. Either way ``ratio`` is the fraction removed.
     """
+    if by not in SELECTIONS:
+        raise ValueError(f"by must be one of {', '.join(SELECTIONS)}, got {by!r}")
+    if end not in ENDS:
+        raise ValueError(f"end must be 'top' (most salient first) or 'bottom' (least salient first), got {end!r}")
     flat = saliency.detach().reshape(-1).to("cpu", torch.float64)
     n = flat.numel()
-    order = torch.argsort(-flat, stable=True)
+    order = torch.argsort(-flat if end == "top" else flat, stable=True)
     if by == "count":
         k = count_for_ratio(ratio, n)
-    elif by == "mass":
+    else:
         total = float(flat.sum())
         if not total > 0:
             raise ValueError("saliency map sums to zero; mass-based selection is undefined")
         cum = torch.cumsum(flat[order], 0) / total
         target = torch.tensor(ratio - 1e-6, dtype=torch.float64)  # tolerance for float32 maps
         k = 0 if ratio <= 0 else min(n, int(torch.searchsorted(cum, target)) + 1)
-    else:
-        raise ValueError(f"by must be 'count' or 'mass', got {by!r}")
     mask = torch.zeros(n, dtype=torch.bool)
     mask[order[:k]] = True
     return mask.reshape(saliency.shape)

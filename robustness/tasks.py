@@ -31,7 +31,9 @@ Tags (lmms-eval runs every task of a tag; tags do not aggregate):
 ==================================  ===========================================================
 
 Default variants per benchmark (109): ``patchshuffle{2,4,8,14}`` x 5 seeds, ``pdrop_random10..90``
-x 5 seeds, ``pdrop_salient10..90``, ``pdrop_nonsalient10..90``, ``tokperm`` x 5 seeds,
+x 5 seeds, ``pdrop_salient10..90``, ``pdrop_nonsalient10..90`` (r = fraction of the attention mass
+removed; by cell count: opt-in families ``pdrop_salient_count``, ``pdrop_nonsalient_count``, tasks
+``<base>_pdrop_salient30_count``), ``tokperm`` x 5 seeds,
 ``synthetic``, ``tokgroup_m2_g0..3`` and ``tokgroup_m4_g0..15``. Opt-in families (importance
 scores, 10 noise draws each): ``toknoise`` (M=4, all groups), ``layernoise`` (layers 0, 4, .., 32),
 ``modnoise`` (image/text at layers 0, 8, 16, 24); select them with ``LMMS_AC_VARIANTS``.
@@ -105,7 +107,7 @@ from loguru import logger
 from lmms_ac.registry import Registry
 
 from .base import INT, Codec, Perturbation
-from .catalogue import PERTURBATIONS, parse_perturbation, register as _catalogue_register, robust_task_name
+from .catalogue import PERTURBATIONS, parse_perturbation, register as _catalogue_register, robust_task_name, severity
 
 GENERATOR_VERSION = 1
 SHIM_MODULE = "lmms_ac_shim"
@@ -274,8 +276,12 @@ def register_variants(name: str, probe: Optional[str] = None, params: Iterable[M
 _RATIOS = [{"ratio": round(0.1 * i, 1)} for i in range(1, 10)]
 register_variants("patchshuffle", params=[{"n": n} for n in (2, 4, 8, 14)], seeds=DEFAULT_SEEDS)
 register_variants("pdrop_random", params=_RATIOS, seeds=DEFAULT_SEEDS)
-register_variants("pdrop_salient", params=_RATIOS)
+register_variants("pdrop_salient", params=_RATIOS)  # by attention mass (the paper's definition)
 register_variants("pdrop_nonsalient", params=_RATIOS)
+# opt-in: selection by cell count (LMMS_AC_VARIANTS=default,pdrop_salient_count,pdrop_nonsalient_count)
+register_variants("pdrop_salient_count", "pdrop_salient", params=[{**r, "by": "count"} for r in _RATIOS], default=False)
+register_variants("pdrop_nonsalient_count", "pdrop_nonsalient", params=[{**r, "by": "count"} for r in _RATIOS],
+                  default=False)
 register_variants("tokperm", seeds=DEFAULT_SEEDS)
 register_variants("synthetic")
 register_variants("tokgroup", params=[{"m": m, "group": g} for m in (2, 4) for g in range(m * m)],
@@ -459,12 +465,6 @@ class TaskSpec:
         return next((t for t in self.tags if t.endswith(f"_{self.seeds}seeds")), None) if self.seeds > 1 else None
 
 
-def severity(p: Perturbation) -> Optional[float]:
-    """The one numeric parameter of a perturbation (``ratio``, ``n``...), else None."""
-    numeric = [v for v in p.params.values() if isinstance(v, (int, float)) and not isinstance(v, bool)]
-    return numeric[0] if len(numeric) == 1 else None
-
-
 def task_specs(bases: Optional[Iterable[str]] = None, families: Optional[Sequence[VariantFamily]] = None) -> List[TaskSpec]:
     """The generated tasks: every selected family on every benchmark (``bases``: restrict to these
     lmms-eval task names). Pure: needs no TaskManager."""
@@ -584,19 +584,14 @@ def _merged_metadata(base_meta: Any) -> Dict[str, Any]:
 
 
 def task_metadata(spec: TaskSpec, index_id: str = "") -> Dict[str, Any]:
-    """The ``metadata.lmms_ac`` block of a generated task (what the results collector reads)."""
-    p = spec.perturbation
+    """The ``metadata.lmms_ac`` block of a generated task (what the results collector reads); the
+    perturbation's part comes from :func:`~lmms_ac.robustness.catalogue.perturbation_metadata`, the
+    same function that describes a perturbation given as a model argument."""
+    from .catalogue import perturbation_metadata
+
     return {
-        "base_task": spec.base,
+        **perturbation_metadata(spec.perturbation, spec.base),
         "benchmark": spec.benchmark,
-        "perturbation": p.with_seed(0).to_string(),  # seed-free: the seeds of one probe group together
-        "form": p.to_string(),  # with the seed suffix (``tokperm_s3``), as in the task name
-        "name": p.name,
-        "stage": p.stage,
-        "params": {k: (v if isinstance(v, (int, float, str, bool)) or v is None else str(v)) for k, v in p.params.items()},
-        "severity": severity(p),
-        "seed": int(p.seed),
-        "stochastic": bool(p.stochastic),
         "seeds": spec.seeds,
         "family": spec.family,
         "generated_by": f"lmms_ac.robustness.tasks v{GENERATOR_VERSION}" + (f" ({index_id})" if index_id else ""),

@@ -71,7 +71,9 @@ def test_string_forms_of_the_brief():
     assert parse_perturbation("tokgroup_m4_g5") == KeepGroup(m=4, group=5)
     assert parse_perturbation("tokperm_s2").seed == 2
     assert parse_perturbation("modnoise_text_l12").params == {"modality": "text", "layer": 12}
-    assert make_perturbation("pdrop_nonsalient", ratio=0.7, by="mass").to_string() == "pdrop_nonsalient70_mass"
+    assert make_perturbation("pdrop_nonsalient", ratio=0.7, by="count").to_string() == "pdrop_nonsalient70_count"
+    assert make_perturbation("pdrop_nonsalient", ratio=0.7).to_string() == "pdrop_nonsalient70"  # by mass
+    assert parse_perturbation("pdrop_salient30_count") == SalientPatchDrop(ratio=0.3, by="count")
 
 
 def test_malformed_and_invalid_parameters():

@@ -91,15 +91,45 @@ class FixedSaliency:
 
 @pytest.mark.parametrize("by", ["count", "mass"])
 @pytest.mark.parametrize("ratio", [0.1, 0.4, 0.9])
-def test_salient_and_nonsalient_partition_patches(ratio, by):
+def test_salient_and_nonsalient_drop_from_opposite_ends(ratio, by):
     fake = FixedSaliency()
     x = image(28)
     sal = SalientPatchDrop(ratio=ratio, by=by, saliency=fake)
     non = NonSalientPatchDrop(ratio=ratio, by=by, saliency=fake)
     zs, zn = zeroed_cells(sal.apply(x, ctx()), (7, 7)), zeroed_cells(non.apply(x, ctx()), (7, 7))
-    assert not bool((zs & zn).any()) and bool((zs | zn).all())
+    grid_sal = sal.saliency_map(x, ctx()).reshape(-1)
+    s_vals, n_vals = grid_sal[zs.reshape(-1)], grid_sal[zn.reshape(-1)]
+    kept_s, kept_n = grid_sal[~zs.reshape(-1)], grid_sal[~zn.reshape(-1)]
+    assert s_vals.min() >= kept_s.max() if len(kept_s) else True  # salient: the top cells
+    assert n_vals.max() <= kept_n.min() if len(kept_n) else True  # non-salient: the bottom cells
     if by == "count":
-        assert int(zs.sum()) == count_for_ratio(ratio, 49)
+        assert int(zs.sum()) == int(zn.sum()) == count_for_ratio(ratio, 49)
+    else:  # r is the fraction of attention mass removed, for both
+        total = float(grid_sal.sum())
+        assert float(s_vals.sum()) / total >= ratio - 1e-5 and float(n_vals.sum()) / total >= ratio - 1e-5
+        assert float(s_vals.sum() - s_vals.min()) / total < ratio  # the shortest such run
+        assert float(n_vals.sum() - n_vals.max()) / total < ratio
+    assert sal.dropped_fraction(x, ctx()) == pytest.approx(float(zs.float().mean()))
+
+
+def test_mass_drops_fewer_salient_cells_than_count_on_a_peaked_map():
+    class Peaked:
+        def __call__(self, pixels):
+            m = torch.full((7, 7), 1.0)
+            m[3, 3] = 48.0  # one cell holds half the attention
+            return m
+
+    x = image(28)
+    mass = SalientPatchDrop(ratio=0.5, saliency=Peaked())
+    count = SalientPatchDrop(ratio=0.5, by="count", saliency=Peaked())
+    assert mass.by == "mass" and mass.to_string() == "pdrop_salient50"
+    assert count.to_string() == "pdrop_salient50_count"
+    assert mass.dropped_fraction(x, ctx()) == pytest.approx(1 / 49)
+    assert count.dropped_fraction(x, ctx()) == pytest.approx(count_for_ratio(0.5, 49) / 49)
+    # non-salient by mass at 0.5: the other half of the mass is the whole background
+    non = NonSalientPatchDrop(ratio=0.5, saliency=Peaked())
+    assert non.dropped_fraction(x, ctx()) == pytest.approx(48 / 49)
+    assert NonSalientPatchDrop(ratio=0.25, saliency=Peaked()).dropped_fraction(x, ctx()) == pytest.approx(24 / 49)
 
 
 def test_salient_drops_the_most_salient_cells():
@@ -109,7 +139,7 @@ def test_salient_drops_the_most_salient_cells():
             m[:2, :2] = 1.0
             return m
 
-    y = SalientPatchDrop(ratio=0.08, saliency=Corner()).apply(image(28), ctx())
+    y = SalientPatchDrop(ratio=0.08, by="count", saliency=Corner()).apply(image(28), ctx())
     z = zeroed_cells(y, (7, 7))
     assert int(z.sum()) == 4 and bool(z[:2, :2].all())
 

@@ -71,11 +71,12 @@ def test_salient_patchdrop_with_tiny_vit_end_to_end(tiny_vit):
     model = Counting(tiny_vit)
     ctx = PerturbationContext(task="mme_pdrop_salient30", doc_id=0, seed=0, grid=(7, 7), patch_size=4)
     x = pixels() * 0.9 + 0.05
-    sal = SalientPatchDrop(ratio=0.3, saliency=model)
-    non = NonSalientPatchDrop(ratio=0.3, saliency=sal.saliency)  # share one cache
+    sal = SalientPatchDrop(ratio=0.3, by="count", saliency=model)
+    non = NonSalientPatchDrop(ratio=0.7, by="count", saliency=sal.saliency)  # share one cache
     ys, yn = sal.apply(x, ctx), non.apply(x, ctx)
     dropped_s = (ys == 0).all(0)[::4, ::4]
     dropped_n = (yn == 0).all(0)[::4, ::4]
+    # by count, salient 0.3 (top 15 cells) and non-salient 0.7 (bottom 34 cells) partition the grid
     assert int(dropped_s.sum()) == 15 and bool((dropped_s ^ dropped_n).all())
     assert model.calls == 1
 
@@ -93,7 +94,10 @@ def test_area_resize_is_area_averaging():
 
 def test_salient_cells_count_and_mass():
     s = torch.tensor([[0.5, 0.2], [0.2, 0.1]])
-    assert salient_cells(s, 0.5).tolist() == [[True, True], [False, False]]  # ties: lower index first
+    assert salient_cells(s, 0.5, by="count").tolist() == [[True, True], [False, False]]  # ties: lower index first
+    assert salient_cells(s, 0.5, by="count", end="bottom").tolist() == [[False, True], [False, True]]
+    assert salient_cells(s, 0.3, end="bottom").tolist() == [[False, True], [False, True]]  # 0.1 + 0.2 >= 0.3
+    assert salient_cells(s, 0.1, end="bottom").tolist() == [[False, False], [False, True]]
     assert salient_cells(s, 0.5, by="mass").tolist() == [[True, False], [False, False]]
     assert salient_cells(s, 0.6, by="mass").tolist() == [[True, True], [False, False]]
 

@@ -1,7 +1,7 @@
 """The perception-study table: how much each perturbation costs each variant on each benchmark.
 
 ``robustness_table`` has one row per (variant, base_task, metric, perturbation, severity):
-``clean`` (the clean score; mean over clean seeds if several), ``perturbed_mean``/``perturbed_std``
+``severity_unit`` (what the severity measures; PatchDrop's r is always the fraction removed), ``clean`` (the clean score; mean over clean seeds if several), ``perturbed_mean``/``perturbed_std``
 over seeds, ``drop_mean``/``drop_std`` of Δ = clean - perturbed over seeds (std with ddof=1, NaN for a
 single seed), ``drop_pct_mean`` (the mean Δ on the 0-100 scale of ``table.percent_factor``, decided
 per metric from all its values in the table) and ``n_seeds``.
@@ -19,9 +19,24 @@ from loguru import logger
 
 from lmms_ac.results.table import is_clean, percent_factor, resolve_metric
 
-ROBUSTNESS_COLUMNS: List[str] = ["variant", "base_task", "metric", "perturbation", "severity", "clean",
-                                 "perturbed_mean", "perturbed_std", "drop_mean", "drop_std", "drop_pct_mean",
-                                 "n_seeds"]
+ROBUSTNESS_COLUMNS: List[str] = ["variant", "base_task", "metric", "perturbation", "severity", "severity_unit",
+                                 "clean", "perturbed_mean", "perturbed_std", "drop_mean", "drop_std",
+                                 "drop_pct_mean", "n_seeds"]
+
+
+def severity_unit(perturbation: str) -> str:
+    """What ``severity`` measures for a seed-free perturbation form, without importing the catalogue
+    (torch): PatchDrop's r is the fraction removed, of the attention mass (Salient/Non-Salient, by
+    mass: the default) or of the cells (Random, and ``_count``). Must agree with
+    ``lmms_ac.robustness.catalogue.severity_unit`` (tested)."""
+    p = str(perturbation)
+    if p.startswith(("pdrop_salient", "pdrop_nonsalient")):
+        return "fraction of cells removed" if p.endswith("_count") else "fraction of attention mass removed"
+    if p.startswith("pdrop_random"):
+        return "fraction of cells removed"
+    if p.startswith("patchshuffle"):
+        return "tiles per side"
+    return ""
 AVERAGE_COLUMNS: List[str] = ["variant", "perturbation", "severity", "avg_drop_pct", "n_benchmarks",
                               "benchmarks"]
 
@@ -50,7 +65,7 @@ def robustness_table(table: pd.DataFrame) -> pd.DataFrame:
         per_seed = g.groupby(g["seed"].astype("float").fillna(-1.0))["value"].mean().to_numpy()
         drops = ref - per_seed
         rows.append({"variant": variant, "base_task": base, "metric": metric, "perturbation": p, "severity": sev,
-                     "clean": ref, "perturbed_mean": per_seed.mean(), "perturbed_std": _std(per_seed),
+                     "severity_unit": severity_unit(p), "clean": ref, "perturbed_mean": per_seed.mean(), "perturbed_std": _std(per_seed),
                      "drop_mean": drops.mean(), "drop_std": _std(drops),
                      "drop_pct_mean": drops.mean() * factors[metric], "n_seeds": len(per_seed)})
     for variant, base, metric in sorted(missing):
