@@ -166,18 +166,25 @@ class ConcatRepresentation(VisionRepresentation):
 
 def build_concat(spec: RepresentationSpec, *, select_layer: Optional[int] = None, torch_dtype=None,
                  trust_remote_code: bool = False, image_backend: Optional[str] = None, **_) -> ConcatRepresentation:
-    from lmms_ac.vision import load_representation
+    from lmms_ac.vision import FAMILIES, family_options, load_representation
+    from lmms_ac.vision.spec import check_options
 
     known = _known_families()
     texts = split_parts(spec.target, known)
     if len(texts) < 2:
         raise ValueError(f"concat:{spec.target}: a combination needs at least two parts joined by '+', e.g. "
                          f"'concat:clip:openai/clip-vit-large-patch14+dinov2:facebook/dinov2-large'")
-    parts = []
-    for text in texts:
+    part_specs = []
+    for text in texts:  # every part's spec and options are checked before any part loads
         part_spec = parse_spec(text, known)
         if part_spec.family == "concat":
             raise ValueError(f"concat:{spec.target}: nested combinations are not supported; list all parts with '+'")
+        options = getattr(FAMILIES.get(part_spec.family), "options", None)
+        if options is not None:
+            check_options(part_spec, options, family_options())
+        part_specs.append(part_spec)
+    parts = []
+    for part_spec in part_specs:
         layer = None if "layer" in part_spec.opts else select_layer
         parts.append(load_representation(part_spec, select_layer=layer, torch_dtype=torch_dtype, trust_remote_code=trust_remote_code,
                                          image_backend=image_backend))
