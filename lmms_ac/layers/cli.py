@@ -87,6 +87,47 @@ def register(subparsers: Any) -> None:
     k.add_argument("--overwrite", action="store_true", help="replace existing figures")
     k.set_defaults(func=cmd_knn)
 
+    z = subparsers.add_parser(
+        "zeroshot-tasks", help="generate lmms-eval zero-shot classification tasks (loglikelihood over class names)",
+        description="For each classification set (a paper set name, or NAME=SOURCE[@split] with SOURCE an image folder "
+                    "with one sub-folder per class, a datasets save_to_disk copy or a hub dataset id), save a seeded "
+                    "subset to DIR/NAME and write DIR/zeroshot_NAME.yaml: the MLLM answers by the loglikelihood of "
+                    "each class name after the question; acc = the most likely class. Run them with "
+                    "lmms-eval --include_path DIR --tasks zeroshot_NAME (or the tag lmms_ac_zeroshot).")
+    z.add_argument("datasets", nargs="+", metavar="DATASET",
+                   help="caltech101 | cifar100 | food101 | pets | country211=DIR | eurosat | aircraft | NAME=SOURCE[@split]")
+    z.add_argument("--to", required=True, metavar="DIR", help="folder for the task YAMLs and the saved subsets")
+    z.add_argument("--n", type=int, default=1000, help="images per set, drawn with --seed (default 1000, as the paper)")
+    z.add_argument("--seed", type=int, default=0)
+    z.add_argument("--prompt", default=None, help="the question before the class name (default: a neutral 'what is it' question)")
+    z.add_argument("--image-column", default=None, help="image column (default: the one Image feature)")
+    z.add_argument("--label-column", default=None, help="label column (default: the one ClassLabel feature)")
+    z.add_argument("--overwrite", action="store_true", help="regenerate tasks that already exist in DIR")
+    z.set_defaults(func=cmd_zeroshot_tasks)
+
+    e = subparsers.add_parser(
+        "zeroshot-encoder", help="CLIP-style zero-shot accuracy of an encoder with a text tower (the encoder side of zero-shot recognition)",
+        description="Top-1 accuracy of image embedding vs the text embeddings of each class name in prompt templates "
+                    "(CLIP, SigLIP: any transformers model with get_image_features/get_text_features), on the same "
+                    "seeded subsets as zeroshot-tasks (give the prepared DIR/NAME folders, or the same sources with "
+                    "the same --n/--seed). One row zeroshot_enc:NAME per set in --out.")
+    e.add_argument("datasets", nargs="+", metavar="DATASET", help="as for zeroshot-tasks, e.g. cifar100=out/zs/cifar100")
+    e.add_argument("--encoder", required=True, help="dual-encoder hub id or directory (a representation spec such as "
+                                                    "clip:openai/clip-vit-large-patch14-336 is accepted)")
+    e.add_argument("--template", action="append", default=None, help="prompt template with {} (repeatable; default 'a photo of a {}.')")
+    e.add_argument("--n", type=int, default=1000)
+    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--image-column", default=None)
+    e.add_argument("--label-column", default=None)
+    e.add_argument("--batch-size", type=int, default=32)
+    e.add_argument("--device", default=None)
+    e.add_argument("--variant", default=None, help="row name (default: the encoder name)")
+    e.add_argument("--out", default=DEFAULT_OUT)
+    e.add_argument("--force", action="store_true")
+    e.add_argument("--json", action="store_true")
+    e.add_argument("--no-progress", action="store_true")
+    e.set_defaults(func=cmd_zeroshot_encoder)
+
 
 def read_prompts(texts: Optional[Sequence[str]], path: Optional[str]) -> List[str]:
     """Prompts from ``--prompt`` and ``--prompts-file``; the neutral set when neither is given."""
@@ -305,4 +346,65 @@ def cmd_knn(args: argparse.Namespace) -> int:
     print(f"{len(recorded) - skipped} score rows appended to {args.out}" + (f"; {skipped} already there" if skipped else ""))
     for f in figures:
         print(f"figure: {f}")
+    return 0
+
+
+def cmd_zeroshot_tasks(args: argparse.Namespace) -> int:
+    from lmms_ac.layers.zeroshot import DEFAULT_PROMPT, parse_source, prepare_task
+
+    specs = [parse_source(d) for d in args.datasets]  # every name is checked before any work
+    names = [n for n, _, _ in specs]
+    if len(set(names)) != len(names):
+        raise ValueError(f"dataset names repeat: {names}")
+    done = []
+    for name, source, split in specs:
+        info = prepare_task(name, source, args.to, split=split, n=args.n, seed=args.seed, image_column=args.image_column,
+                            label_column=args.label_column, prompt=args.prompt or DEFAULT_PROMPT, overwrite=args.overwrite)
+        print(f"{info['task']}: {info['n']} images, {info['classes']} classes from {source} -> {info['yaml']}")
+        done.append(info["task"])
+    print(f"\nrun: lmms-eval --model lmms_ac_llava --model_args pretrained=<ckpt> --include_path {args.to} "
+          f"--tasks {','.join(done)} --output_path <results>")
+    return 0
+
+
+def cmd_zeroshot_encoder(args: argparse.Namespace) -> int:
+    import json
+
+    import torch
+
+    from lmms_ac.layers.zeroshot import (DEFAULT_TEMPLATES, class_prompt_name, encoder_zero_shot, find_columns, load_source,
+                                         load_text_image_model, parse_source, subsample)
+    from lmms_ac.scores.store import ScoreValue, record_score
+
+    specs = [parse_source(d) for d in args.datasets]
+    templates = args.template or list(DEFAULT_TEMPLATES)
+    variant = args.variant or args.encoder
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    cache: Dict[str, Any] = {}
+    results = {}
+    for name, source, split in specs:
+        data = load_source(source, split)
+        image_col, label_col = find_columns(data.features, args.image_column, args.label_column)
+        idx = subsample(len(data), args.n, args.seed)
+        classes = [class_prompt_name(c) for c in data.features[label_col].names]
+        config = {"command": "zeroshot-encoder", "dataset": name, "source": source, "split": split, "n": args.n,
+                  "seed": args.seed, "templates": templates, "classes": classes}
+
+        def compute(data=data, idx=idx, classes=classes, image_col=image_col, label_col=label_col) -> Any:
+            if "model" not in cache:
+                cache["model"] = load_text_image_model(args.encoder, device)
+            sub = data.select(idx)
+            res = encoder_zero_shot(*cache["model"], sub[image_col], sub[label_col], classes, templates,
+                                    args.batch_size, not args.no_progress)
+            return ScoreValue(value=res["accuracy"], n=res["n"], details={"classes": len(classes)})
+
+        row = record_score(args.out, variant=variant, vision=args.encoder, score=f"zeroshot_enc:{name}", config=config,
+                           compute=compute, method="clip_zero_shot", split=split or "", force=args.force)
+        results[name] = {"accuracy": float(row["value"]), "n": int(row["n"]), "skipped": bool(row.get("skipped"))}
+    if args.json:
+        print(json.dumps({"variant": variant, "encoder": args.encoder, "templates": templates, "results": results}, indent=2))
+        return 0
+    for name, r in results.items():
+        state = "already recorded" if r["skipped"] else "recorded"
+        print(f"{variant}\tzeroshot_enc:{name}\t{r['accuracy']:.2f}%\t(n={r['n']}, {state} in {args.out})")
     return 0
