@@ -144,7 +144,7 @@ class LayerExtractor:
         self.prompts = [build_prompt(p, 1, fmt, vlm.tokenizer, system_prompt) for p in prompts]
         self.prompt_ids: List[List[int]] = []
         for text in self.prompts:
-            ids = vlm.tokenizer(text, add_special_tokens=True)["input_ids"]
+            ids = vlm.tokenize(text)  # the checkpoint format's own tokenization (chunked around <image> for original LLaVA)
             if ids.count(vlm.image_token_id) != 1:
                 raise ValueError(f"prompt {text!r} must hold exactly one {IMAGE_TOKEN!r} token after tokenization")
             self.prompt_ids.append(ids)
