@@ -18,7 +18,15 @@ the one place that works around it: ``get_manifests`` (called by lmms-eval) also
    every response through it, and it turns a loglikelihood response ``(logprob, is_greedy)`` into the
    string ``"(-5.8, False)"``, which breaks every ``loglikelihood`` and ``multiple_choice`` task
    (``process_results`` cannot unpack it). Such pairs are passed through unchanged; everything else
-   goes to lmms-eval's function.
+   goes to lmms-eval's function;
+4. wraps ``ConfigurableTask.process_results`` (built-in scoring only; a task's own
+   ``process_results`` is left alone): for ``loglikelihood`` tasks it hands over the doc's one
+   response (lmms-eval unpacks the list of responses, which fails); the ``multiple_choice`` scoring
+   takes the *argmin* of the responses: it expects losses (what lmms-eval's own models return),
+   whereas its documented contract (``lmms.loglikelihood``), lm-eval-harness and ``lmms_ac_llava``
+   return log-probabilities. A log-probability is <= 0 and a loss >= 0, so responses that are all
+   <= 0 are negated before that scoring: either convention picks the most likely choice
+   (``acc_mutual_info``, an argmax of differences, keeps the log-probabilities it was written for).
 
 All wrappers are idempotent and leave behaviour unchanged when nothing of ours applies.
 """
@@ -52,6 +60,41 @@ def install_hooks() -> None:
     _patch_task_manager()
     _patch_dataset_download()
     _patch_unwrap_generation_output()
+    _patch_multiple_choice_scoring()
+
+
+def _are_logprobs(results: Any) -> bool:
+    values = [r[0] for r in results] if isinstance(results, (list, tuple)) and results else []
+    return (bool(values) and all(is_loglikelihood_response(tuple(r)) for r in results)
+            and all(v <= 0 for v in values) and any(v < 0 for v in values))
+
+
+def _patch_multiple_choice_scoring() -> None:
+    from lmms_eval.api.task import ConfigurableTask
+
+    original = ConfigurableTask.process_results
+    if getattr(original, "_lmms_ac", False):
+        return
+
+    @functools.wraps(original)
+    def process_results(self, doc, results, *args, **kwargs):
+        kind = getattr(self, "OUTPUT_TYPE", None)
+        if callable(self.config.process_results):
+            return original(self, doc, results, *args, **kwargs)
+        if (kind == "loglikelihood" and isinstance(results, (list, tuple)) and len(results) == 1
+                and is_loglikelihood_response(tuple(results[0]))):
+            # one request per doc: lmms-eval unpacks the list of responses instead of its one response
+            return original(self, doc, tuple(results[0]), *args, **kwargs)
+        if kind != "multiple_choice" or not _are_logprobs(results):
+            return original(self, doc, results, *args, **kwargs)
+        losses = [(-float(r[0]), r[1]) for r in results]
+        scored = original(self, doc, losses, *args, **kwargs)
+        if "acc_mutual_info" in scored:
+            scored["acc_mutual_info"] = original(self, doc, results, *args, **kwargs)["acc_mutual_info"]
+        return scored
+
+    process_results._lmms_ac = True  # type: ignore[attr-defined]
+    ConfigurableTask.process_results = process_results
 
 
 def is_loglikelihood_response(output: Any) -> bool:

@@ -63,7 +63,11 @@ def read_config(pretrained: str) -> Dict[str, Any]:
         if not os.path.isfile(path):
             raise CheckpointError(f"{pretrained} has no config.json; point pretrained= at a llava-hf or original LLaVA checkpoint directory")
         with open(path) as fh:
-            return json.load(fh)
+            try:
+                return json.load(fh)
+            except ValueError as err:  # JSONDecodeError / UnicodeDecodeError name no file
+                raise CheckpointError(f"{path} is not valid JSON ({err}); the checkpoint is damaged or incomplete: "
+                                      "copy or download it again") from None
     if local.startswith(("/", ".", "~")) or local.count("/") > 1 or os.path.exists(local):
         raise CheckpointError(f"checkpoint {pretrained!r} does not exist; pass pretrained=<local directory or hub id>")
     try:
