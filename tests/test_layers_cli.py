@@ -69,3 +69,20 @@ def test_prompts_file_reads_text_and_jsonl(tmp_path):
     (tmp_path / "bad.jsonl").write_text('{"answer": "x"}\n')
     with pytest.raises(ValueError, match="bad.jsonl:1"):
         read_prompts(None, str(tmp_path / "bad.jsonl"))
+
+
+@pytest.mark.slow
+def test_layers_attention_on_a_task_s_questions(llava_hf_dir, photo_root, mirror_dir, tmp_path, monkeypatch, capsys):
+    from lmms_ac.layers.cli import task_prompts
+
+    monkeypatch.setenv("LMMS_AC_DATASETS", mirror_dir)
+    prompts = task_prompts("mme", 3)
+    assert len(prompts) == 3 and all("<image>" not in p and p for p in prompts)
+    argv = ["layers", "--model", llava_hf_dir, "--spair", str(photo_root), "--out", str(tmp_path / "s.csv"),
+            "--device", "cpu", "--no-progress", "--task", "mme", "--task-limit", "3", "--no-c", "--no-recon", "--json"]
+    assert main(argv) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["config"]["task"] == "mme" and doc["config"]["prompts"] == prompts
+    assert set(doc["attn_img"]) == {"1", "2"} and doc["c"] == {} and doc["recon"] == {}
+    with pytest.raises(ValueError, match="did you mean"):
+        task_prompts("mmee", 3)

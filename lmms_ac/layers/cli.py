@@ -52,6 +52,12 @@ def register(subparsers: Any) -> None:
     p.add_argument("--prompts-file", default=None, metavar="FILE",
                    help="prompts, one per line (.txt) or records with a 'question'/'prompt'/'text' field (.jsonl), "
                         "e.g. a task's questions for its attention balance")
+    p.add_argument("--task", default=None, metavar="NAME",
+                   help="use the questions of this lmms-eval task as prompts (its doc_to_text; images stay the SPair ones)")
+    p.add_argument("--task-limit", type=int, default=200, help="questions taken from --task (default 200)")
+    p.add_argument("--bank", default="model", choices=["model", "cpu"],
+                   help="where one category's per-layer features wait for matching: the model's device (default) or cpu "
+                        "(per image: (layers + 1) x tokens x hidden values, ~155 MB in fp16 for a 7B LLaVA-1.5)")
     p.add_argument("--prompt-format", default="auto", help="auto | vicuna_v1 | chat_template | plain")
     p.add_argument("--system-prompt", default=None)
     p.add_argument("--no-c", action="store_true", help="skip C@L")
@@ -154,6 +160,35 @@ def read_prompts(texts: Optional[Sequence[str]], path: Optional[str]) -> List[st
     return prompts or list(NEUTRAL_PROMPTS)
 
 
+def task_prompts(name: str, limit: int) -> List[str]:
+    """The first ``limit`` questions (``doc_to_text``, image placeholders removed) of an lmms-eval task."""
+    import difflib
+
+    import lmms_eval.models  # noqa: F401 - loads lmms-ac's plugin hooks (our tasks, offline mirrors)
+    from lmms_eval.tasks import TaskManager, get_task_dict
+
+    manager = TaskManager()
+    if name not in manager.all_tasks:
+        close = difflib.get_close_matches(name, manager.all_tasks, n=3)
+        raise ValueError(f"unknown lmms-eval task {name!r}" + (f"; did you mean {', '.join(close)}?" if close else ""))
+    task = get_task_dict([name], manager).get(name)
+    if task is None or not hasattr(task, "doc_to_text"):
+        raise ValueError(f"{name!r} is a group; pass one of its tasks")
+    docs = task.test_docs() if task.has_test_docs() else task.validation_docs()
+    if docs is None:
+        raise ValueError(f"task {name!r} has no test or validation docs")
+    prompts = []
+    for i, doc in enumerate(docs):
+        if i >= limit:
+            break
+        text = task.doc_to_text(doc)
+        if isinstance(text, str) and text.replace("<image>", "").strip():
+            prompts.append(text.replace("<image>", "").strip())
+    if not prompts:
+        raise ValueError(f"task {name!r} gave no text prompts")
+    return prompts
+
+
 def default_variant(model: str) -> str:
     return str(model).rstrip("/").split("/")[-1]
 
@@ -184,6 +219,8 @@ def record_rows(out: str, variant: str, vision: str, rows, config: Dict[str, Any
 def cmd_layers(args: argparse.Namespace) -> int:
     import json
 
+    from lmms_ac.io import config_hash
+
     from lmms_ac.scores.spair import dataset_fingerprint, normalize_split
 
     if args.alpha <= 0:
@@ -195,11 +232,18 @@ def cmd_layers(args: argparse.Namespace) -> int:
     if args.no_c and args.no_recon and args.no_attention:
         raise ValueError("--no-c, --no-recon and --no-attention together leave nothing to compute")
     split = normalize_split(args.split)
-    prompts = read_prompts(args.prompt, args.prompts_file)
+    if args.task_limit < 1:
+        raise ValueError(f"--task-limit must be >= 1, got {args.task_limit}")
+    prompts = read_prompts(args.prompt, args.prompts_file) if not args.task else []
+    if args.task:
+        if args.prompt or args.prompts_file:
+            raise ValueError("--task gives the prompts; do not combine it with --prompt/--prompts-file")
+        prompts = task_prompts(args.task, args.task_limit)
     variant = args.variant or default_variant(args.model)
     config = {"command": "layers", "model": args.model, "model_base": args.model_base, "vision_tower": args.vision_tower,
               "dataset": "spair", "data_fingerprint": dataset_fingerprint(args.spair, split, args.limit), "split": split,
-              "limit": args.limit, "method": args.method, "alpha": args.alpha, "pad": args.pad, "prompts": prompts,
+              "limit": args.limit, "method": args.method, "alpha": args.alpha, "pad": args.pad, "task": args.task,
+              "prompts": prompts if len(prompts) <= 8 else {"n": len(prompts), "sha": config_hash(prompts)},
               "prompt_format": args.prompt_format, "system_prompt": args.system_prompt, "dtype": args.dtype,
               "recon_tokens": args.recon_tokens, "recon_ridge": args.recon_ridge, "seed": args.seed}
     stem = Path(args.plot) / f"layers_{variant.replace('/', '_')}" if args.plot else None
@@ -214,7 +258,7 @@ def cmd_layers(args: argparse.Namespace) -> int:
                         system_prompt=args.system_prompt, pad=args.pad, correspondence=not args.no_c,
                         reconstruction=not args.no_recon, attention=not args.no_attention,
                         recon_tokens=args.recon_tokens, recon_ridge=args.recon_ridge, seed=args.seed,
-                        progress=not args.no_progress)
+                        progress=not args.no_progress, bank_device="cpu" if args.bank == "cpu" else None)
     report.config = config
     vision = str(getattr(vlm.vision, "spec", type(vlm.vision).__name__))
     details = {"n_layers": report.n_layers, "n_images": report.n_images, "n_keypoints": report.n_keypoints,

@@ -76,8 +76,10 @@ def run_layers(vlm, spair_root: PathLike, split: str = "test", *, layers: Sequen
                prompts: Sequence[str] = NEUTRAL_PROMPTS, prompt_format: str = "auto",
                system_prompt: Optional[str] = None, pad: str = "zero", correspondence: bool = True,
                reconstruction: bool = True, attention: bool = True, recon_tokens: int = 64, recon_ridge: float = 1e-3,
-               seed: int = 0, num_workers: int = 2, progress: bool = True) -> LayerReport:
-    """C@L, reconstruction and attention balance of ``vlm`` over the images of an SPair-layout set."""
+               seed: int = 0, num_workers: int = 2, progress: bool = True,
+               bank_device: Optional[str] = None) -> LayerReport:
+    """C@L, reconstruction and attention balance of ``vlm`` over the images of an SPair-layout set.
+    ``bank_device`` holds one category's features for matching (default: the model's device)."""
     METHODS.get(method)
     if not alpha > 0:
         raise ValueError(f"alpha must be > 0, got {alpha}")
@@ -120,8 +122,9 @@ def run_layers(vlm, spair_root: PathLike, split: str = "test", *, layers: Sequen
                     if balance is not None:
                         balance.add(out.attention, out.uniform_share)
                     if corr is not None:
-                        feats = {ENCODER: encoder_features(vlm.vision, out.encoder).to(store_dtype)}
-                        feats.update({k: F.normalize(v.float(), dim=-1).to(store_dtype) for k, v in out.states.items()})
+                        feats = {ENCODER: encoder_features(vlm.vision, out.encoder)}
+                        feats.update({k: F.normalize(v.float(), dim=-1) for k, v in out.states.items()})
+                        feats = {k: v.to(device=bank_device or v.device, dtype=store_dtype) for k, v in feats.items()}
                         bank[path] = (box, feats)
                     seen += 1
                 if corr is not None:
