@@ -91,6 +91,7 @@ def test_score_c_ocr_row_and_combination(photo_root, tmp_path, testpix):
     ocr_details = json.loads(rows[1]["details"])
     assert ocr_details["config"]["n"] == 8 and ocr_details["config"]["generator"].endswith("ocr_pairs")
     assert "pillow" in ocr_details and int(rows[1]["n"]) == 8
+    assert set(ocr_details["baselines"]) == {"chance", "same_position"}  # references beside C_ocr
     assert testpix == ["testpix:a", "testpix:b"]  # loaded once for both scores
 
 

@@ -138,6 +138,12 @@ def cmd_score_c(args: argparse.Namespace) -> int:
         row = record_score(args.out, variant=variant, vision=vision, score=score, config=config,
                            compute=compute, method=args.method, split=split, force=args.force)
         print(row_summary(row, args.out))
+        if score != "C" and row.get("details"):  # C_ocr: its chance and same-position references beside it
+            from lmms_ac.scores.ocr_pairs import baseline_summary
+
+            refs = baseline_summary(row["details"])
+            if refs:
+                print(f"{row['variant']}\t{score} references: {refs}")
     return 0
 
 

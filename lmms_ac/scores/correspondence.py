@@ -348,6 +348,7 @@ class CScoreResult:
     alpha: float = 0.1
     seconds: float = 0.0
     pairs: List[PairOutcome] = field(default_factory=list, repr=False)
+    baselines: Dict[str, float] = field(default_factory=dict)  # C_ocr: chance and same-position references
 
     def to_dict(self, with_pairs: bool = False) -> Dict[str, object]:
         out = asdict(self)
