@@ -168,3 +168,19 @@ def test_parse_layers_and_bad_input():
         parse_layers("a", 4)
     with pytest.raises(ValueError, match="both sides"):
         LinearReconstruction([0], {0}).results()
+
+
+def test_mean_padding_fills_only_the_border(photo_root):
+    vlm = tiny_layer_vlm()
+    path = next((photo_root / "JPEGImages").rglob("*.jpg"))
+    zero_px, box = LayerExtractor(vlm, [0], pad="zero").load(path)
+    mean_px, box2 = LayerExtractor(vlm, [0], pad="mean").load(path)
+    assert box == box2 and (box.pad_x > 0 or box.pad_y > 0)
+    inside = (slice(None), slice(box.pad_y, box.pad_y + box.new_height), slice(box.pad_x, box.pad_x + box.new_width))
+    torch.testing.assert_close(mean_px[inside], zero_px[inside])
+    border = torch.ones(zero_px.shape[1:], dtype=torch.bool)
+    border[inside[1:]] = False
+    assert float(zero_px[:, border].abs().max()) == 0.0
+    assert torch.allclose(mean_px[:, border], torch.tensor(vlm.vision.image_spec.mean)[:, None])
+    with pytest.raises(ValueError, match="pad must be one of"):
+        LayerExtractor(vlm, [0], pad="edge")
