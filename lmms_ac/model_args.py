@@ -104,9 +104,12 @@ def typed_arguments(init: Callable) -> Callable:
     return wrapper
 
 
-def split_arg_string(text: str) -> Dict[str, str]:
+def split_arg_string(text: "str | Mapping[str, Any]") -> Dict[str, Any]:
     """``k=v,k2=v2`` -> ``{k: v}`` with values kept as strings; commas inside quotes or ``{}``/``[]`` do
-    not split (lmms-eval's rule). An item without ``=`` or a key given twice is an error."""
+    not split (lmms-eval's rule). An item without ``=`` or a key given twice is an error. A mapping
+    (model arguments given as a dict through the Python API) is returned as a dict."""
+    if isinstance(text, Mapping):
+        return {str(k): v for k, v in text.items()}
     items, current, depth, quote = [], [], 0, None
     for i, ch in enumerate(text or ""):
         if ch in ("'", '"') and (i == 0 or text[i - 1] != "\\"):

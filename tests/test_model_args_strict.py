@@ -51,7 +51,7 @@ def test_typed_arguments_convert_by_annotation():
 def test_arg_string_split_keeps_strings():
     assert split_arg_string("pretrained=a/b,trust_remote_code=off,variant=007,system_prompt='x, y',j={\"a\":1,\"b\":2}") == {
         "pretrained": "a/b", "trust_remote_code": "off", "variant": "007", "system_prompt": "'x, y'", "j": '{"a":1,"b":2}'}
-    assert split_arg_string("") == {}
+    assert split_arg_string("") == {} and split_arg_string({"batch_size": 2}) == {"batch_size": 2}
     with pytest.raises(ValueError, match="'dtype' is not key=value"):
         split_arg_string("pretrained=x,dtype")
     with pytest.raises(ValueError, match="'batch_size' is given twice"):

@@ -29,9 +29,9 @@ CAPTIONS = ["a photo of a cat on a mat", "the red car parked near a house", "a d
 QUESTIONS = ["What is in the image?", "Is there a dog? Answer yes or no.", "What color is the car?"]
 
 
-def sentencepiece_style_tokenizer(kind: str = "bpe"):
+def sentencepiece_style_tokenizer(kind: str = "bpe", bos: bool = True):
     """A Llama-like fast tokenizer: Metaspace pre-tokenizer (``prepend_scheme="first"``, no split on
-    spaces), ``<s>`` prepended, ``<image>`` an added special token."""
+    spaces), ``<s>`` prepended (unless ``bos=False``), ``<image>`` an added special token."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -46,8 +46,9 @@ def sentencepiece_style_tokenizer(kind: str = "bpe"):
     tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="first", split=False)
     tok.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="first", split=False)
     tok.train_from_iterator(CORPUS * 4, trainer)
-    bos = tok.token_to_id("<s>")
-    tok.post_processor = processors.TemplateProcessing(single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", bos)])
+    if bos:
+        bos_id = tok.token_to_id("<s>")
+        tok.post_processor = processors.TemplateProcessing(single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", bos_id)])
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>", pad_token="<pad>")
     fast.add_tokens([IMAGE_TOKEN], special_tokens=True)
     return fast
@@ -80,8 +81,11 @@ def test_chunked_equals_the_official_function(sp_tok):
     prompts = [IMAGE_TOKEN + c for c in CAPTIONS] + [IMAGE_TOKEN + c + PLAIN_SEPARATOR for c in CAPTIONS]
     prompts += [build_prompt(q, 1, "vicuna_v1") for q in QUESTIONS] + [build_prompt(q, 2, "vicuna_v1") for q in QUESTIONS]
     prompts += [build_prompt(q, 1, "plain") for q in QUESTIONS] + ["no image at all", IMAGE_TOKEN]
+    no_bos = sentencepiece_style_tokenizer("bpe", bos=False)  # like Qwen's: nothing to drop (offset 0)
     for p in prompts:
         assert tokenizer_image_token(p, sp_tok, image_id) == official_tokenizer_image_token(p, sp_tok, image_id), p
+        nb_id = no_bos.convert_tokens_to_ids(IMAGE_TOKEN)
+        assert tokenizer_image_token(p, no_bos, nb_id) == official_tokenizer_image_token(p, no_bos, nb_id), p
 
 
 def test_chunked_and_joint_differ_for_captions_and_prompts(sp_tok):
