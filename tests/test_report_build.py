@@ -242,5 +242,5 @@ def test_inline_svg_is_made_embeddable():
            '<svg width="10pt" height="5pt" viewBox="0 0 10 5" xmlns="http://www.w3.org/2000/svg"><metadata>m</metadata>'
            '<defs><clipPath id="p1"><rect/></clipPath></defs><g clip-path="url(#p1)"><use href="#p1"/></g></svg>')
     out = inline_svg(svg, prefix="f9-")
-    assert out.startswith("<svg viewBox") and "metadata" not in out and "DOCTYPE" not in out
+    assert out.startswith('<svg style="max-width: 10pt" viewBox') and "metadata" not in out and "DOCTYPE" not in out
     assert 'id="f9-p1"' in out and "url(#f9-p1)" in out and 'href="#f9-p1"' in out and 'width="10pt"' not in out

@@ -42,9 +42,12 @@ def inline_svg(svg: str, prefix: Optional[str] = None) -> str:
         svg = re.sub(rf'(\sid=")({pattern})"', rf'\g<1>{prefix}\g<2>"', svg)
         svg = re.sub(rf'(url\(#)({pattern})\)', rf'\g<1>{prefix}\g<2>)', svg)
         svg = re.sub(rf'(href="#)({pattern})"', rf'\g<1>{prefix}\g<2>"', svg)
-    # let CSS size the figure: keep the viewBox, drop the fixed pt size
+    # let CSS size the figure (keep the viewBox), never wider than drawn: fonts keep their size
+    width = re.search(r'<svg[^>]*?\swidth="([0-9.]+)(pt|px)?"', svg)
     svg = re.sub(r'(<svg[^>]*?)\swidth="[^"]*"', r"\1", svg, count=1)
     svg = re.sub(r'(<svg[^>]*?)\sheight="[^"]*"', r"\1", svg, count=1)
+    if width:
+        svg = re.sub(r"<svg\b", f'<svg style="max-width: {width.group(1)}{width.group(2) or "px"}"', svg, count=1)
     return svg.strip()
 
 
@@ -76,7 +79,7 @@ def robustness_heatmap(drop: np.ndarray, spread: np.ndarray, rows: Sequence[str]
     drop = np.asarray(drop, float)
     h, w = drop.shape
     with _svg_rc():
-        fig = Figure(figsize=(1.6 + 1.05 * w, 0.9 + 0.42 * h), dpi=120)
+        fig = Figure(figsize=(max(3.8, 1.8 + 1.05 * w), 1.1 + 0.42 * h), dpi=120)
         FigureCanvasAgg(fig)
         ax = fig.add_subplot(1, 1, 1)
         vmax = vmax if vmax > 0 else 1.0

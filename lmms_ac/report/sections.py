@@ -404,7 +404,7 @@ def robustness_section(an: Analysis) -> Section:
         seeds = int(g["n_seeds"].max())
         spread = f"mean ± std over {seeds} seeds" if seeds > 1 else "one run, no seed spread"
         maps.append({"perturbation": label, "svg": figures.robustness_heatmap(
-            mean.to_numpy(float), std.to_numpy(float), rows, cols, f"{label}: drop per benchmark ({spread})", vmax)})
+            mean.to_numpy(float), std.to_numpy(float), rows, cols, f"{label}\ndrop per benchmark, {spread}", vmax)})
     sec.data["heatmaps"] = maps
     avg = average_drop(detail, an.options.metrics)
     sec.data["average"] = frame_table(avg.drop(columns=["benchmarks"]), id="robustness-average", key="variant",
