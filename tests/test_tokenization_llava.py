@@ -234,3 +234,22 @@ def test_llava_hf_keeps_the_processors_joint_ids(llava_hf_dir, llava_hf_vlm):
     prompt = build_prompt(QUESTIONS[0], 1, "chat_template", llava_hf_vlm.tokenizer)
     ids = processor.tokenizer(prompt)["input_ids"]
     assert llava_hf_vlm.tokenize(prompt) == ids
+
+
+def test_score_a_cli_scores_the_separator_on_request(original_dirs, tmp_path):
+    import csv
+
+    from lmms_ac.cli import main
+    from lmms_ac.testing.datasets import write_llava_pretrain
+
+    data = write_llava_pretrain(str(tmp_path / "558k"), n=3)
+    stage1 = original_dirs["stage1"]
+    out = tmp_path / "scores.csv"
+    base = ["score-a", "--pretrained", stage1["checkpoint"], "--model-base", stage1["base_llm"], "--captions", data["captions"],
+            "--images", data["images"], "--n", "2", "--out", str(out), "--variant", "tiny"]
+    assert main(base) == 0
+    assert main(base + ["--score-separator"]) == 0  # a different configuration: its own row, the default one kept
+    rows = list(csv.DictReader(open(out)))
+    assert [r["score"] for r in rows] == ["A", "A"] and rows[0]["config_hash"] != rows[1]["config_hash"]
+    assert rows[0]["value"] != rows[1]["value"]
+    assert main(base + ["--score-separator", "--method", "embed", "--reference", stage1["checkpoint"]]) == 2
