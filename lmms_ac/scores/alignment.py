@@ -9,10 +9,12 @@ Scored tokens: the caption's, not the separator (``"\n"``) that ``preprocess_pla
 on; ``score_separator=True`` (``score-a --score-separator``) scores caption + separator, LLaVA's
 stage-1 training loss.
 
-``embed`` (the published code's variant, reported as ``A_embed``): per image, the mean over the
-candidate's projected visual tokens of the best cosine similarity to a reference model's projected
-tokens of the same image, averaged over images and over the reference models (CLIP@224 and CLIP@336
-stage-1 models in the law paper's release).
+``embed`` (the published code's variant): per image, the mean over the candidate's projected
+visual tokens of the best cosine similarity to a reference model's projected tokens of the same
+image, averaged over images and over the reference models (CLIP@224 and CLIP@336 stage-1 models in
+the law paper's release). As published it is computed per benchmark, on 100 seeded images of that
+benchmark's own data (``lmms_ac.scores.benchmark_images``), one score ``A_embed_<benchmark>`` each
+(the columns of the bundled law-v1 data); on LLaVA-558K images it is reported as ``A_embed``.
 """
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ import json
 import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import torch
 from loguru import logger
@@ -89,6 +91,29 @@ def caption_loglikelihood(vlm, pairs: Sequence[CaptionPair], batch_size: int = 8
         bar.update(len(chunk))
     bar.close()
     return per_pair
+
+
+def a_embed_name(benchmark: Optional[str] = None) -> str:
+    """Score name of A_embed: ``A_embed_<benchmark>`` on a benchmark's images, ``A_embed`` on LLaVA-558K's."""
+    if benchmark is None:
+        return "A_embed"
+    if not benchmark or any(c in benchmark for c in ",/ \t"):
+        raise ValueError(f"benchmark name {benchmark!r} cannot be part of a score name")
+    return f"A_embed_{benchmark}"
+
+
+def score_a_embed(vlm, references: Sequence, benchmark: Optional[str] = None, n: int = 100, seed: int = 0,
+                  batch_size: int = 8, images: Optional[Sequence[Image.Image]] = None) -> Dict[str, object]:
+    """A_embed of ``vlm`` on ``n`` seeded images of lmms-eval task ``benchmark`` (or on ``images``):
+    ``{"score": name, "value", "n"}``."""
+    if images is None:
+        if benchmark is None:
+            raise ValueError("score_a_embed needs a benchmark task name or the images")
+        from lmms_ac.scores.benchmark_images import benchmark_images
+
+        images = benchmark_images(benchmark, n, seed)
+    return {"score": a_embed_name(benchmark), "value": embedding_alignment(vlm, references, list(images), batch_size),
+            "n": len(images)}
 
 
 @torch.no_grad()

@@ -17,6 +17,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--images", help="folder the json's image paths are relative to")
     p.add_argument("--method", choices=["caption_ll", "embed"], default="caption_ll")
     p.add_argument("--reference", action="append", default=[], help="reference stage-1 checkpoint for --method embed (repeatable)")
+    p.add_argument("--benchmark", action="append", default=[], metavar="TASK[,TASK]",
+                   help="--method embed: compute A_embed on N seeded images of this lmms-eval task's own data (its "
+                        "doc_to_visual; a local copy under $LMMS_AC_DATASETS works offline), one row "
+                        "A_embed_<TASK> per benchmark, as published. Without it: the LLaVA-558K images of "
+                        "--captions/--images, row A_embed")
+    p.add_argument("--include-path", action="append", default=None, help="extra lmms-eval task folder for --benchmark")
     p.add_argument("--score-separator", action="store_true",
                    help="caption_ll: also score the '\\n' separator LLaVA's plain template appends after each caption "
                         "(stage-1 training's loss); by default only the caption's tokens are scored, as the paper defines A")
@@ -34,43 +40,77 @@ def register(sub: argparse._SubParsersAction) -> None:
 def cmd_score_a(args: argparse.Namespace) -> int:
     from lmms_ac.scores.store import ScoreValue, record_score
 
-    if not args.captions or not args.images:
-        raise ValueError("score-a needs --captions (the LLaVA-558K json) and --images (its image folder)")
+    benchmarks = [b for arg in args.benchmark for b in arg.split(",") if b.strip()]
     if args.method == "embed" and not args.reference:
         raise ValueError("--method embed needs --reference CHECKPOINT (e.g. the CLIP@224 and CLIP@336 stage-1 models)")
+    if benchmarks and args.method != "embed":
+        raise ValueError("--benchmark applies to --method embed (A_embed per benchmark); the caption_ll A score is "
+                         "defined on LLaVA-558K (--captions/--images)")
+    if not benchmarks and (not args.captions or not args.images):
+        raise ValueError("score-a needs --captions (the LLaVA-558K json) and --images (its image folder)"
+                         + ("; or --benchmark TASK for A_embed on a benchmark's images" if args.method == "embed" else ""))
     from lmms_ac.scores.cli import check_store
 
     check_store(args.out)
     variant = args.variant or os.path.basename(os.path.normpath(args.pretrained))
     vision = args.vision_tower or ""
-    config = {"pretrained": os.path.abspath(args.pretrained) if os.path.exists(args.pretrained) else args.pretrained,
-              "model_base": args.model_base, "captions": os.path.basename(args.captions), "n": args.n, "seed": args.seed,
-              "method": args.method, "references": args.reference, "dtype": args.dtype}
+    base_config = {"pretrained": os.path.abspath(args.pretrained) if os.path.exists(args.pretrained) else args.pretrained,
+                   "model_base": args.model_base, "n": args.n, "seed": args.seed, "method": args.method,
+                   "references": args.reference, "dtype": args.dtype}
     if args.score_separator:  # only when set, so the hash of default rows stays what it was
         if args.method != "caption_ll":
             raise ValueError("--score-separator applies to --method caption_ll only")
-        config["scored_tokens"] = "caption+separator"
-    score_name = "A" if args.method == "caption_ll" else "A_embed"
+        base_config["scored_tokens"] = "caption+separator"
+    models: dict = {}
 
-    def compute() -> ScoreValue:
-        from lmms_ac.scores.alignment import embedding_alignment, read_llava_pretrain, sample_pairs, score_a
-        from lmms_ac.vlm.loaders import load_vlm
+    def vlm_and_refs():  # loaded once, only when some row is not in --out yet
+        if "vlm" not in models:
+            from lmms_ac.vlm.loaders import load_vlm
 
-        vlm = load_vlm(args.pretrained, model_base=args.model_base, vision_tower=args.vision_tower, dtype=args.dtype, device=args.device)
-        if args.method == "caption_ll":
-            res = score_a(vlm, args.captions, args.images, n=args.n, seed=args.seed, batch_size=args.batch_size,
-                          score_separator=args.score_separator)
-            return ScoreValue(res["value"], res["n"], {"per_pair": res["per_pair"]})
-        from lmms_ac.scores.alignment import _open
+            models["vlm"] = load_vlm(args.pretrained, model_base=args.model_base, vision_tower=args.vision_tower,
+                                     dtype=args.dtype, device=args.device)
+            models["refs"] = [load_vlm(r, model_base=args.model_base, dtype=args.dtype, device=args.device)
+                              for r in args.reference]
+        return models["vlm"], models["refs"]
 
-        pairs = sample_pairs(read_llava_pretrain(args.captions, args.images), args.n, args.seed)
-        refs = [load_vlm(r, model_base=args.model_base, dtype=args.dtype, device=args.device) for r in args.reference]
-        value = embedding_alignment(vlm, refs, [_open(p.image_path) for p in pairs], args.batch_size)
-        return ScoreValue(value, len(pairs), {})
+    jobs = []
+    if benchmarks:
+        from lmms_ac.scores.alignment import a_embed_name
 
-    row = record_score(args.out, variant=variant, vision=vision, score=score_name, config=config, compute=compute,
-                       method=args.method, force=args.force)
+        for bench in dict.fromkeys(benchmarks):
+            def compute_bench(bench: str = bench) -> ScoreValue:
+                from lmms_ac.scores.alignment import embedding_alignment
+                from lmms_ac.scores.benchmark_images import benchmark_images
+
+                images = benchmark_images(bench, args.n, args.seed, args.include_path)
+                vlm, refs = vlm_and_refs()
+                return ScoreValue(embedding_alignment(vlm, refs, images, args.batch_size), len(images),
+                                  {"images": f"{bench} (lmms-eval task docs, seeded)"})
+
+            jobs.append((a_embed_name(bench), {**base_config, "benchmark": bench}, compute_bench))
+    else:
+        config = {**base_config, "captions": os.path.basename(args.captions)}
+
+        def compute() -> ScoreValue:
+            from lmms_ac.scores.alignment import embedding_alignment, read_llava_pretrain, sample_pairs, score_a
+
+            vlm, refs = vlm_and_refs()
+            if args.method == "caption_ll":
+                res = score_a(vlm, args.captions, args.images, n=args.n, seed=args.seed, batch_size=args.batch_size,
+                              score_separator=args.score_separator)
+                return ScoreValue(res["value"], res["n"], {"per_pair": res["per_pair"]})
+            from lmms_ac.scores.alignment import _open
+
+            pairs = sample_pairs(read_llava_pretrain(args.captions, args.images), args.n, args.seed)
+            value = embedding_alignment(vlm, refs, [_open(p.image_path) for p in pairs], args.batch_size)
+            return ScoreValue(value, len(pairs), {"images": "LLaVA-558K"})
+
+        jobs.append(("A" if args.method == "caption_ll" else "A_embed", config, compute))
+
     from lmms_ac.scores.cli import row_summary
 
-    print(row_summary(row, args.out))
+    for score_name, config, compute_fn in jobs:
+        row = record_score(args.out, variant=variant, vision=vision, score=score_name, config=config,
+                           compute=compute_fn, method=args.method, force=args.force)
+        print(row_summary(row, args.out))
     return 0
