@@ -86,3 +86,16 @@ def test_layers_attention_on_a_task_s_questions(llava_hf_dir, photo_root, mirror
     assert set(doc["attn_img"]) == {"1", "2"} and doc["c"] == {} and doc["recon"] == {}
     with pytest.raises(ValueError, match="did you mean"):
         task_prompts("mmee", 3)
+
+
+def test_layers_on_an_image_folder_gives_recon_and_attention_only(llava_hf_dir, photo_root, tmp_path, capsys):
+    out = tmp_path / "s.csv"
+    argv = ["layers", "--model", llava_hf_dir, "--images", str(photo_root / "JPEGImages"), "--out", str(out),
+            "--device", "cpu", "--no-progress", "--layers", "0,2", "--limit", "8", "--json"]
+    assert main(argv) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["n_images"] == 8 and doc["c"] == {} and set(doc["recon"]) == {"0", "2"} and set(doc["attn_img"]) == {"2"}
+    assert {r["score"] for r in read_scores(out)} == {"recon@L0", "recon@L2", "attn_img@L2"}
+    with pytest.raises(SystemExit):  # one image source only
+        main(argv + ["--spair", str(photo_root)])
+    assert "not allowed with" in capsys.readouterr().err

@@ -38,9 +38,11 @@ def register(subparsers: Any) -> None:
                     "fitted on half the images and measured on the other half (recon@L), and the share of "
                     "attention text positions put on image positions (attn_img@L, eager attention).")
     _add_model(p)
-    p.add_argument("--spair", required=True, metavar="DIR", help="SPair-71k layout root (JPEGImages/, PairAnnotation/)")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--spair", metavar="DIR", help="SPair-71k layout root (JPEGImages/, PairAnnotation/): all three metrics")
+    src.add_argument("--images", metavar="DIR", help="any image folder (recursive): reconstruction and attention only (no C)")
     p.add_argument("--split", default="test", help="trn | val | test (default: test)")
-    p.add_argument("--limit", type=int, default=None, help="use only the first N pairs (by file name)")
+    p.add_argument("--limit", type=int, default=None, help="use only the first N pairs (by file name), or N images with --images")
     p.add_argument("--layers", default="all", help="layers to read: 'all' (default), '0,8,16,-1', '0-12' (0 = projector output)")
     p.add_argument("--method", default="argmax", choices=["argmax", "window_softargmax"])
     p.add_argument("--alpha", type=float, default=0.1, help="PCK threshold as a fraction of max(h, w) of the target bbox")
@@ -240,8 +242,19 @@ def cmd_layers(args: argparse.Namespace) -> int:
             raise ValueError("--task gives the prompts; do not combine it with --prompt/--prompts-file")
         prompts = task_prompts(args.task, args.task_limit)
     variant = args.variant or default_variant(args.model)
+    images = None
+    if args.images:
+        from lmms_ac.io import config_hash as _hash
+        from lmms_ac.layers.pipeline import list_images
+
+        images = list_images(args.images, args.limit)
+        if args.no_recon and args.no_attention:
+            raise ValueError("--images gives no C score; with --no-recon and --no-attention nothing is left to compute")
+        data = {"dataset": "images", "data_fingerprint": _hash([str(p) for p in images]), "split": ""}
+    else:
+        data = {"dataset": "spair", "data_fingerprint": dataset_fingerprint(args.spair, split, args.limit), "split": split}
     config = {"command": "layers", "model": args.model, "model_base": args.model_base, "vision_tower": args.vision_tower,
-              "dataset": "spair", "data_fingerprint": dataset_fingerprint(args.spair, split, args.limit), "split": split,
+              **data,
               "limit": args.limit, "method": args.method, "alpha": args.alpha, "pad": args.pad, "task": args.task,
               "prompts": prompts if len(prompts) <= 8 else {"n": len(prompts), "sha": config_hash(prompts)},
               "prompt_format": args.prompt_format, "system_prompt": args.system_prompt, "dtype": args.dtype,
@@ -253,7 +266,7 @@ def cmd_layers(args: argparse.Namespace) -> int:
     from lmms_ac.layers.pipeline import run_layers
 
     layers = parse_layers(args.layers, len(decoder_blocks(vlm.llm)))
-    report = run_layers(vlm, args.spair, split, layers=layers, limit=args.limit, method=args.method, alpha=args.alpha,
+    report = run_layers(vlm, args.spair, split, layers=layers, limit=args.limit, images=images, method=args.method, alpha=args.alpha,
                         batch_size=args.batch_size, prompts=prompts, prompt_format=args.prompt_format,
                         system_prompt=args.system_prompt, pad=args.pad, correspondence=not args.no_c,
                         reconstruction=not args.no_recon, attention=not args.no_attention,
@@ -263,7 +276,7 @@ def cmd_layers(args: argparse.Namespace) -> int:
     vision = str(getattr(vlm.vision, "spec", type(vlm.vision).__name__))
     details = {"n_layers": report.n_layers, "n_images": report.n_images, "n_keypoints": report.n_keypoints,
                "c_chance": report.c_chance, "attn_uniform": report.attn_uniform, "recon_split": report.recon_split}
-    rows = record_rows(args.out, variant, vision, report.scores(), config, split, args.method, args.force, details)
+    rows = record_rows(args.out, variant, vision, report.scores(), config, data["split"], args.method, args.force, details)
     figures = []
     if stem is not None:
         from lmms_ac.layers.plots import plot_layer_curves

@@ -71,15 +71,27 @@ def _group(pairs: Sequence[SPairPair]) -> "OrderedDict[str, List[SPairPair]]":
     return groups
 
 
-def run_layers(vlm, spair_root: PathLike, split: str = "test", *, layers: Sequence[int], limit: Optional[int] = None,
+def list_images(root: PathLike, limit: Optional[int] = None) -> List[Path]:
+    """Image files under ``root`` (recursive, sorted), the first ``limit`` of them."""
+    folder = Path(root)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"--images {root} is not a directory")
+    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png", ".webp", ".bmp"))
+    if not files:
+        raise ValueError(f"no .jpg/.jpeg/.png/.webp/.bmp images under {root}")
+    return files[:limit] if limit else files
+
+
+def run_layers(vlm, spair_root: Optional[PathLike], split: str = "test", *, layers: Sequence[int], limit: Optional[int] = None,
                method: str = "argmax", alpha: float = 0.1, batch_size: int = 8,
                prompts: Sequence[str] = NEUTRAL_PROMPTS, prompt_format: str = "auto",
                system_prompt: Optional[str] = None, pad: str = "zero", correspondence: bool = True,
                reconstruction: bool = True, attention: bool = True, recon_tokens: int = 64, recon_ridge: float = 1e-3,
                seed: int = 0, num_workers: int = 2, progress: bool = True,
-               bank_device: Optional[str] = None) -> LayerReport:
+               bank_device: Optional[str] = None, images: Optional[Sequence[Path]] = None) -> LayerReport:
     """C@L, reconstruction and attention balance of ``vlm`` over the images of an SPair-layout set.
-    ``bank_device`` holds one category's features for matching (default: the model's device)."""
+    ``bank_device`` holds one category's features for matching (default: the model's device). With
+    ``images`` instead of ``spair_root`` (no pairs), only reconstruction and attention are computed."""
     METHODS.get(method)
     if not alpha > 0:
         raise ValueError(f"alpha must be > 0, got {alpha}")
@@ -88,12 +100,25 @@ def run_layers(vlm, spair_root: PathLike, split: str = "test", *, layers: Sequen
     if not (correspondence or reconstruction or attention):
         raise ValueError("nothing to compute: C, reconstruction and attention are all switched off")
     start = time.perf_counter()
-    pairs = load_pairs(spair_root, split, limit=limit)
+    if (spair_root is None) == (images is None):
+        raise ValueError("give either an SPair root or a list of images")
+    if images is not None:
+        correspondence = False
+        if not (reconstruction or attention):
+            raise ValueError("without SPair pairs only reconstruction and attention can be computed")
+    pairs = load_pairs(spair_root, split, limit=limit) if images is None else []
     extractor = LayerExtractor(vlm, layers, prompts=prompts, prompt_format=prompt_format,
                                system_prompt=system_prompt, pad=pad, attention=attention)
     layers = extractor.layers
-    groups = _group(pairs)
-    images = list(OrderedDict.fromkeys(p for pair in pairs for p in (pair.src_path, pair.trg_path)))
+    if images is None:
+        groups = _group(pairs)
+        images = list(OrderedDict.fromkeys(p for pair in pairs for p in (pair.src_path, pair.trg_path)))
+        needed_by_group = {c: list(OrderedDict.fromkeys(p for pair in ps for p in (pair.src_path, pair.trg_path)))
+                           for c, ps in groups.items()}
+    else:
+        images = list(OrderedDict.fromkeys(Path(p) for p in images))
+        groups = OrderedDict([("images", [])])
+        needed_by_group = {"images": images}
     corr = LayerCorrespondence([ENCODER, *layers], extractor.grid, method, alpha) if correspondence else None
     recon = LinearReconstruction(layers, split_train(images, seed), tokens_per_image=recon_tokens,
                                  ridge=recon_ridge, seed=seed) if reconstruction else None
@@ -105,7 +130,7 @@ def run_layers(vlm, spair_root: PathLike, split: str = "test", *, layers: Sequen
     seen = 0
     with ThreadPoolExecutor(max_workers=max(1, num_workers)) as pool:
         for category, cat_pairs in groups.items():
-            needed = list(OrderedDict.fromkeys(p for pair in cat_pairs for p in (pair.src_path, pair.trg_path)))
+            needed = needed_by_group[category]
             batches = [needed[i:i + batch_size] for i in range(0, len(needed), batch_size)]
             bank: Dict[Path, Tuple[Any, Dict[Any, torch.Tensor]]] = {}
             pending = list(cat_pairs)
