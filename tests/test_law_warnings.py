@@ -117,3 +117,31 @@ def test_leaderboard_with_a_but_no_c(tmp_path, capsys):
     only_a = tmp_path / "only_a.csv"
     pd.DataFrame({"variant": ["v1", "v2"], "score": ["A", "A"], "value": [0.8, 0.4]}).to_csv(only_a, index=False)
     assert read_ac_scores(only_a, allow_missing=True)["C"].isna().all()
+
+
+def test_fit_table_with_per_benchmark_a_from_the_score_store(tmp_path, capsys):
+    """score-a --method embed --benchmark writes A_embed_<benchmark> rows; fit reads them per benchmark."""
+    import json as _json
+
+    from lmms_ac.cli import main
+
+    rng = np.random.default_rng(0)
+    variants = [f"v{i}" for i in range(9)]
+    rows, store = [], []
+    for v in variants:
+        a1, a2, c = rng.uniform(0, 1), rng.uniform(0, 1), rng.uniform(0, 30)
+        for task, a, metric in (("mme", a1, "mme_perception_score"), ("ok_vqa", a2, "exact_match")):
+            rows.append({"variant": v, "task": task, "metric": metric, "value": 100 * a + c, "stderr": None, "n": 10,
+                         "perturbation": "none", "severity": "", "seed": None, "base_task": task,
+                         "lmms_eval_version": "x", "config_hash": "h", "time": "2025-01-01T00:00:00", "source": "f"})
+            store.append({"variant": v, "score": f"A_embed_{task}", "value": a})
+        store.append({"variant": v, "score": "C", "value": c})
+    table, scores = tmp_path / "t.csv", tmp_path / "s.csv"
+    pd.DataFrame(rows).to_csv(table, index=False)
+    pd.DataFrame(store).to_csv(scores, index=False)
+    assert main(["fit", "--table", str(table), "--scores", str(scores), "--a-col", "A_embed_{benchmark}", "--json",
+                 "--random-draws", "3"]) == 0
+    doc = _json.loads(capsys.readouterr().out)
+    assert set(doc["benchmarks"]) == {"mme", "ok_vqa"}
+    for b in ("mme", "ok_vqa"):  # score = 100 A_b + C exactly: the law with the right A fits perfectly
+        assert doc["benchmarks"][b]["models"]["AC_linear"]["r2"] == pytest.approx(1.0)

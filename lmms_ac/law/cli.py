@@ -60,9 +60,16 @@ def load_inputs(args: argparse.Namespace):
     from lmms_ac.results.table import clean_scores, parse_assignments, read_table
 
     table = read_table(args.table)
-    ac = D.read_ac_scores(args.scores, variant_col=args.variant_col, a_col=args.a_col or "A",
-                          c_col=args.c_col or "C")
+    a_col, c_col = args.a_col or "A", args.c_col or "C"
     scores = clean_scores(table, benches, parse_assignments(args.metric))
+    if "{benchmark}" in a_col or "{benchmark}" in c_col:  # e.g. A_embed_{benchmark}: one A per benchmark
+        out = {}
+        for b in D.resolve_benchmarks(benches, [str(c) for c in scores.columns]):
+            ac = D.read_ac_scores(args.scores, variant_col=args.variant_col, a_col=a_col.format(benchmark=b),
+                                  c_col=c_col.format(benchmark=b))
+            out.update(D.from_table(scores, ac, [b], source=str(args.table)))
+        return out
+    ac = D.read_ac_scores(args.scores, variant_col=args.variant_col, a_col=a_col, c_col=c_col)
     return D.from_table(scores, ac, benches, source=str(args.table))
 
 
