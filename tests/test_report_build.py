@@ -244,3 +244,11 @@ def test_inline_svg_is_made_embeddable():
     out = inline_svg(svg, prefix="f9-")
     assert out.startswith('<svg style="max-width: 10pt" viewBox') and "metadata" not in out and "DOCTYPE" not in out
     assert 'id="f9-p1"' in out and "url(#f9-p1)" in out and 'href="#f9-p1"' in out and 'width="10pt"' not in out
+
+
+def test_benchmark_notes_are_merged():
+    from lmms_ac.report.sections import merge_benchmark_notes
+
+    notes = ["mme: no score for x; left out", "seed: no score for x; left out", "seed: 3 points", "general note"]
+    assert merge_benchmark_notes(notes, ["mme", "seed"]) == [
+        "mme, seed: no score for x; left out", "seed: 3 points", "general note"]

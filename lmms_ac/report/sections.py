@@ -82,6 +82,18 @@ def _map_kind(perturbation: str) -> Optional[str]:
     return MAP_PROBES.get(head)
 
 
+def merge_benchmark_notes(notes: Sequence[str], benchmarks: Sequence[str]) -> List[str]:
+    """``"mme: X"`` and ``"seed: X"`` -> ``"mme, seed: X"`` (one line per message, benchmarks in order)."""
+    merged: Dict[str, List[str]] = {}
+    for n in notes:
+        head, sep, tail = n.partition(": ")
+        if sep and head in benchmarks:
+            merged.setdefault(tail, []).append(head)
+        else:
+            merged.setdefault(n, [])
+    return [f"{', '.join(bs)}: {msg}" if bs else msg for msg, bs in merged.items()]
+
+
 def _csv_uri(df: pd.DataFrame) -> str:
     return "data:text/csv;charset=utf-8;base64," + base64.b64encode(df.to_csv(index=False).encode()).decode()
 
@@ -163,8 +175,10 @@ def leaderboard_section(an: Analysis) -> Section:
 
     sec = Section("leaderboard", "Leaderboard")
     if an._clean is None:
-        sec.empty = (f"{an.clean_error}. Run the clean benchmarks with lmms-eval (e.g. `lmms-eval --model lmms_ac_llava "
-                     f"--tasks mme,seed ...`), then `lmms-ac collect LOGS --out table.csv`.")
+        sec.empty = an.clean_error
+        if "no clean" in an.clean_error:
+            sec.empty += (". Run the clean benchmarks with lmms-eval (e.g. `lmms-eval --model lmms_ac_llava --tasks "
+                          "mme,seed ...`), then `lmms-ac collect LOGS --out table.csv` and rebuild the report.")
         return sec
     groups: Dict[str, List[str]] = {}
     for b in an.benchmarks:
@@ -235,6 +249,9 @@ def law_section(an: Analysis) -> Section:
     from lmms_ac.law.plots import plot_law_surface, plot_pred_vs_actual
 
     sec = Section("law", "The law: benchmark score from (A, C)")
+    if an._clean is None:
+        sec.empty = f"no clean benchmark scores to fit: {an.clean_error}"
+        return sec
     if an.ac is None:
         sec.empty = _no_ac_reason(an) + "; the law is fitted once at least 2 trained variants have A/C scores."
         return sec
@@ -247,8 +264,8 @@ def law_section(an: Analysis) -> Section:
     rep = an.law
     for b, n in an.law_skipped.items():
         sec.notes.append(f"{b}: only {n} variant(s) with a score and A/C; not fitted")
-    for bf in rep.benchmarks.values():
-        sec.notes += bf.warnings
+    sec.notes += merge_benchmark_notes([w for bf in rep.benchmarks.values() for w in bf.warnings],
+                                       list(rep.benchmarks))
     r2 = rep.r2_frame()
     metric_views = [("r2", "in-sample R²"), ("r2_loo", "leave-one-out R²"), ("spearman", "Spearman ρ (in-sample)"),
                     ("spearman_loo", "Spearman ρ (leave-one-out)")]
@@ -290,6 +307,9 @@ def policy_section(an: Analysis) -> Section:
     from lmms_ac.law.policy import simulate
 
     sec = Section("policy", "The policy: which representation to train next")
+    if an._clean is None:
+        sec.empty = f"no clean benchmark scores to learn from: {an.clean_error}"
+        return sec
     if an.ac is None:
         sec.empty = _no_ac_reason(an) + "; the policy ranks candidates by their (A, C) scores."
         return sec
@@ -375,8 +395,8 @@ def robustness_section(an: Analysis) -> Section:
             "--benchmark mme`), then `lmms-ac collect` and rebuild the report")
     try:
         detail = robustness_table(an.table)
-    except ValueError as err:
-        sec.empty = f"{err}: {fill}."
+    except ValueError:
+        sec.empty = f"the results table has no perturbed runs: {fill}."
         return sec
     detail = detail[[not _map_kind(str(p)) for p in detail["perturbation"]]]
     if detail.empty:
