@@ -37,10 +37,12 @@ def _fail(path: Path, line: Optional[int], problem: str, repair: str) -> CsvForm
 
 
 def read_records(path: Union[str, Path], *, required: Sequence[str], kind: str, repair: str,
-                 validators: Optional[Mapping[str, Validator]] = None) -> Records:
+                 validators: Optional[Mapping[str, Validator]] = None, final_newline: bool = True) -> Records:
     """Read ``path`` strictly. ``required`` columns must be in the header; ``validators[col](cell)``
     raises ValueError for a bad cell. ``kind`` names the file type in messages ("scores CSV");
-    ``repair`` says how to fix a damaged file (appended to every message)."""
+    ``repair`` says how to fix a damaged file (appended to every message). ``final_newline``: a
+    file we write always ends with one, so its absence means the last row may be cut short (turn it
+    off for hand-written files, where editors often leave it out)."""
     path = Path(path)
     data = path.read_bytes()
     try:
@@ -72,7 +74,7 @@ def read_records(path: Union[str, Path], *, required: Sequence[str], kind: str, 
     if dups or "" in header:
         problem = f"duplicate column(s) {', '.join(dups)}" if dups else "an empty column name"
         raise _fail(path, 1, f"header has {problem}", repair)
-    if len(records) > 1 and not text.endswith(("\n", "\r")):
+    if final_newline and len(records) > 1 and not text.endswith(("\n", "\r")):
         raise _fail(path, starts[-1], "the file does not end with a newline, so its last row may have been cut "
                                       "short by an interrupted write", repair + " If that row is complete, add the "
                                       "missing newline at the end of the file")
@@ -91,6 +93,23 @@ def read_records(path: Union[str, Path], *, required: Sequence[str], kind: str, 
                     raise _fail(path, line, f"column {col!r}: {err}", repair) from None
         rows.append(row)
     return Records(header, rows, starts[1:])
+
+
+def read_frame(path: Union[str, Path], *, kind: str = "CSV", repair: str = "Fix that row and rerun.",
+               required: Sequence[str] = (), validators: Optional[Mapping[str, Validator]] = None,
+               final_newline: bool = False):
+    """:func:`read_records` then a pandas frame with pandas' usual type inference (numbers become
+    floats/ints, empty cells NaN): for hand-written tables (A/C scores, wide law tables)."""
+    import pandas as pd
+
+    path = Path(path)
+    records = read_records(path, required=required, kind=kind, repair=repair, validators=validators,
+                           final_newline=final_newline)
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(records.columns)
+    writer.writerows([row[c] for c in records.columns] for row in records.rows)
+    return pd.read_csv(io.StringIO(buf.getvalue()))
 
 
 # ------------------------------------------------------------------ cell validators

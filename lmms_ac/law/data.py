@@ -209,7 +209,9 @@ def read_ac_scores(path: Union[str, Path], *, variant_col: str = "variant", a_co
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"A/C scores file {path} does not exist")
-    df = pd.read_csv(path)
+    from lmms_ac.scores.store import read_scores_frame
+
+    df = read_scores_frame(path)  # a score store is validated row by row (issue 9): never a silent partial read
     if {"score", "value", variant_col} <= set(df.columns) and a_col not in df.columns:
         df = _pivot_score_store(df, variant_col, (a_col, c_col), str(path), allow_missing)
     for col, what in ((variant_col, "variant"), (a_col, "A"), (c_col, "C")):

@@ -69,6 +69,23 @@ def read_scores(path: PathLike) -> List[Dict[str, str]]:
     return records.rows
 
 
+def read_scores_frame(path: PathLike):
+    """A CSV of scores as a pandas frame for the law commands: a scores store (``score-a``/``score-c``
+    output: it has the store's columns) is validated row by row as :func:`read_scores` does; any other
+    CSV (a hand-written ``variant,A,C`` table) gets the structural checks (field counts, quoting)."""
+    from lmms_ac.strict_csv import read_frame
+
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"scores file {path} is a directory; give a CSV file path")
+    with open(path, newline="", encoding="utf-8-sig", errors="replace") as fh:
+        header = next(csv.reader([fh.readline()]), [])
+    if all(c in header for c in REQUIRED_COLUMNS):
+        return read_frame(path, kind="scores CSV", repair=STORE_REPAIR, required=REQUIRED_COLUMNS,
+                          validators=_validators(), final_newline=True)
+    return read_frame(path, kind="A/C scores CSV", repair="Fix that row and rerun.")
+
+
 def find_score(path: PathLike, variant: str, score: str, chash: str) -> Optional[Dict[str, str]]:
     """The row recorded for (variant, score, config hash), if any."""
     for row in read_scores(path):
