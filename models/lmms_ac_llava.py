@@ -46,6 +46,8 @@ class LmmsAcLlava(lmms):
         trust_remote_code: off unless turned on. Booleans are strict: true/false, 1/0, yes/no, on/off.
         tokenization: ``auto`` (the format's own: ``chunked`` = original LLaVA's ``tokenizer_image_token`` for original checkpoints, ``joint`` = the processor's for llava-hf), ``chunked`` or ``joint``.
         image_backend: ``auto`` (``pil`` for original-format towers, as LLaVA's code; the processor's default for llava-hf), ``pil`` or ``torchvision``.
+        prefix_sharing: on (default): questions about one image are batched together, the image is encoded once and the common prefix (system prompt + image tokens + common text) prefilled once; outputs are unchanged. ``false`` runs every request in full.
+        prefix_cache_size: most prefixes (and encoded images) kept between batches (default 4); entries are dropped as soon as no later batch needs them.
     """
 
     @typed_arguments
@@ -54,7 +56,8 @@ class LmmsAcLlava(lmms):
                  batch_size: int = 1, max_batch_size: Optional[int] = None, prompt_format: str = "auto",
                  image_aspect_ratio: str = "auto", system_prompt: Optional[str] = None, perturbation: Optional[str] = None,
                  perturbation_seed: int = 0, variant: Optional[str] = None, max_new_tokens: int = 128,
-                 trust_remote_code: bool = False, tokenization: str = "auto", image_backend: str = "auto", **unknown: Any) -> None:
+                 trust_remote_code: bool = False, tokenization: str = "auto", image_backend: str = "auto", prefix_sharing: bool = True,
+                 prefix_cache_size: int = 4, **unknown: Any) -> None:
         super().__init__()
         from lmms_ac.doctor import require_runtime
 
@@ -98,6 +101,11 @@ class LmmsAcLlava(lmms):
         from lmms_ac.perturb_bridge import HookFactory
 
         self.hook_factory = HookFactory(self.vlm, perturbation=perturbation, seed=int(perturbation_seed))
+        from lmms_ac.model_args import parse_int
+        from lmms_ac.vlm.prefix_runner import PrefixRunner
+
+        self.prefix_sharing = parse_bool(prefix_sharing, "prefix_sharing")
+        self.prefix_runner = PrefixRunner(self.vlm, parse_int(prefix_cache_size, "prefix_cache_size", minimum=1)) if self.prefix_sharing else None
         from lmms_ac.robustness.tasks import declare_perturbation_support
 
         declare_perturbation_support(model="lmms_ac_llava")  # generated robustness tasks may run: we apply their perturbations
@@ -145,6 +153,13 @@ class LmmsAcLlava(lmms):
 
     # ------------------------------------------------------------------ requests
     def generate_until(self, requests: List[Instance]) -> List[str]:
+        if self.prefix_sharing:  # same outputs, each image encoded and each prefix prefilled once (models/shared_prefix.py)
+            from lmms_ac.models.shared_prefix import generate_until_shared
+
+            return generate_until_shared(self, requests, unshared=self._generate_until_unshared)
+        return self._generate_until_unshared(requests)
+
+    def _generate_until_unshared(self, requests: List[Instance]) -> List[str]:
         def order(args):  # longest prompts first, so the first batch shows the peak memory
             return -len(args[0]), args[0]
 
@@ -179,6 +194,13 @@ class LmmsAcLlava(lmms):
         return collator.get_original(results)
 
     def loglikelihood(self, requests: List[Instance]) -> List[Tuple[float, bool]]:
+        if self.prefix_sharing:
+            from lmms_ac.models.shared_prefix import loglikelihood_shared
+
+            return loglikelihood_shared(self, requests, unshared=self._loglikelihood_unshared)
+        return self._loglikelihood_unshared(requests)
+
+    def _loglikelihood_unshared(self, requests: List[Instance]) -> List[Tuple[float, bool]]:
         results: List[Tuple[float, bool]] = []
         args = [r.args for r in requests]
         pbar = tqdm(total=len(args), disable=self.rank != 0, desc="lmms_ac_llava loglikelihood")

@@ -1,0 +1,164 @@
+"""Shared-prefix inference changes no output: greedy text token for token and loglikelihoods to 1e-5
+(float32, CPU), sharing on vs off, batch 1 and 8, clean and token-permuted, on MME-schema data with 2
+and 20 questions per image; pixel and hidden-state probes fall back to the unshared path."""
+from __future__ import annotations
+
+import pytest
+from lmms_eval.api.instance import Instance
+
+from lmms_ac.models.lmms_ac_llava import LmmsAcLlava
+from lmms_ac.testing.prefix_data import mme_many_questions
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny matrices on a shared CPU: one thread is ~10x faster than several waiting for each other."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+DATASETS = {"2q": mme_many_questions(5, 2), "20q": mme_many_questions(2, 20)}
+_MODELS = {}
+
+
+@pytest.fixture(scope="module")
+def make(llava_hf_dir):
+    def get(share: bool, batch: int, perturbation=None, **kw) -> LmmsAcLlava:
+        key = (share, batch, perturbation, tuple(sorted(kw.items())))
+        if key not in _MODELS:
+            lm = LmmsAcLlava(pretrained=llava_hf_dir, device="cpu", dtype="float32", batch_size=batch,
+                             prefix_sharing=share, perturbation=perturbation, variant="tiny", **kw)
+            for name, docs in DATASETS.items():
+                lm.task_dict[name] = {"test": docs}
+            _MODELS[key] = lm
+        lm = _MODELS[key]
+        if lm.prefix_runner is not None:
+            lm.prefix_runner.stats.__init__()
+        return lm
+
+    yield get
+    _MODELS.clear()
+
+
+def _visual(doc):
+    return [doc["image"]]
+
+
+def gen_requests(task: str, order=None, max_new_tokens: int = 6):
+    docs = DATASETS[task]
+    order = range(len(docs)) if order is None else order
+    return [Instance("generate_until", (docs[i]["question"], {"max_new_tokens": max_new_tokens, "until": ["\n\n"]}, _visual, i, task, "test"),
+                     idx=0, metadata={"task": task, "doc_id": i, "repeats": 1}) for i in order]
+
+
+def ll_requests(task: str):
+    docs = DATASETS[task]
+    # each question scored with both answers: the pairs share their whole context
+    return [Instance("loglikelihood", (d["question"], ans, _visual, i, task, "test"), idx=0, metadata={"task": task, "doc_id": i, "repeats": 1})
+            for i, d in enumerate(docs) for ans in ("Yes", "No")]
+
+
+@pytest.mark.parametrize("task", ["2q", "20q"])
+@pytest.mark.parametrize("batch", [1, 8])
+@pytest.mark.parametrize("perturbation", [None, "tokperm"])
+def test_greedy_generation_is_unchanged(make, task, batch, perturbation):
+    off = make(False, batch, perturbation).generate_until(gen_requests(task))
+    lm = make(True, batch, perturbation)
+    on = lm.generate_until(gen_requests(task))
+    assert on == off
+    stats = lm.prefix_runner.stats
+    n_images = len({d["question_id"] for d in DATASETS[task]})
+    assert stats.images_encoded == n_images  # one encoder pass per image, token perturbation or not
+    if perturbation is None:
+        assert stats.prefixes_computed == n_images  # one prefill per image
+    else:  # permuted visual tokens differ per question: nothing to share after the encoder
+        assert stats.prefixes_computed == len(DATASETS[task]) and stats.prefix_hits == 0
+
+
+@pytest.mark.parametrize("task", ["2q", "20q"])
+@pytest.mark.parametrize("batch", [1, 8])
+@pytest.mark.parametrize("perturbation", [None, "tokperm"])
+def test_loglikelihoods_are_unchanged(make, task, batch, perturbation):
+    off = make(False, batch, perturbation).loglikelihood(ll_requests(task))
+    lm = make(True, batch, perturbation)
+    on = lm.loglikelihood(ll_requests(task))
+    assert [g for _, g in on] == [g for _, g in off]
+    assert max(abs(a - b) for (a, _), (b, _) in zip(on, off)) <= 1e-5
+    if perturbation is None:
+        assert lm.prefix_runner.stats.prefixes_computed == len({d["question_id"] for d in DATASETS[task]})
+
+
+def test_interleaved_requests_come_back_in_their_order(make):
+    """Questions about two images interleaved (and shuffled): the scheduler regroups them, the
+    results follow the callers' order."""
+    order = [0, 20, 1, 21, 39, 2, 5, 30, 19, 10, 25]
+    off = make(False, 8).generate_until(gen_requests("20q", order))
+    lm = make(True, 8)
+    assert lm.generate_until(gen_requests("20q", order)) == off
+    assert lm.prefix_runner.stats.prefixes_computed == 2
+
+
+@pytest.mark.parametrize("perturbation", ["patchshuffle2", "layernoise_l1", "modnoise_image_l0"])
+def test_pixel_and_hidden_probes_fall_back_to_the_unshared_path(make, perturbation):
+    off_gen = make(False, 8, perturbation).generate_until(gen_requests("2q"))
+    off_ll = make(False, 8, perturbation).loglikelihood(ll_requests("2q"))
+    lm = make(True, 8, perturbation)
+    assert lm.generate_until(gen_requests("2q")) == off_gen
+    assert lm.loglikelihood(ll_requests("2q")) == off_ll
+    stats = lm.prefix_runner.stats
+    assert stats.images_encoded == 0 and stats.prefixes_computed == 0 and stats.prefill_positions == 0
+
+
+def test_sampling_falls_back_and_the_caches_stay_bounded(make):
+    lm = make(True, 1, prefix_cache_size=1)
+    sizes = []
+    runner = lm.prefix_runner
+    put = runner.prefixes.put
+
+    def spy(key, value):
+        put(key, value)
+        sizes.append((len(runner.prefixes), len(runner.images)))
+
+    runner.prefixes.put = spy
+    try:
+        assert lm.generate_until(gen_requests("20q")) == make(False, 1).generate_until(gen_requests("20q"))
+    finally:
+        del runner.prefixes.put
+    assert sizes and max(max(s) for s in sizes) <= 1
+    assert len(runner.prefixes) == 0 and len(runner.images) == 0  # released once no batch needs them
+    runner.stats.__init__()
+    reqs = [Instance("generate_until", (d["question"], {"max_new_tokens": 3, "do_sample": True, "temperature": 0.7}, _visual, i, "2q", "test"),
+                     idx=0, metadata={"task": "2q", "doc_id": i, "repeats": 1}) for i, d in enumerate(DATASETS["2q"])]
+    assert len(lm.generate_until(reqs)) == len(reqs)
+    assert runner.stats.prefixes_computed == 0  # sampling is not plain greedy search: unshared path
+
+
+def test_prefill_work_falls_with_questions_per_image(make):
+    """Exactly one prefill of each image's common prefix, plus every question's own suffix."""
+    from lmms_ac.vlm.scheduler import common_prefix_length
+
+    lm = make(True, 8)
+    lm.generate_until(gen_requests("20q"))
+    stats = lm.prefix_runner.stats
+    n_img = lm.vlm.vision.num_tokens
+    expected = full = 0
+    for qid in sorted({d["question_id"] for d in DATASETS["20q"]}):
+        ids = [lm.vlm.tokenize(lm._prompt(d["question"], 1)) for d in DATASETS["20q"] if d["question_id"] == qid]
+        p = common_prefix_length(ids) + n_img - 1  # the placeholder becomes the image's tokens
+        lengths = [len(i) + n_img - 1 for i in ids]
+        expected += p + sum(n - p for n in lengths)
+        full += sum(lengths)
+    assert stats.prefill_tokens == expected < 0.7 * full
+    assert stats.prefill_positions >= stats.prefill_tokens
+
+
+def test_model_arguments(llava_hf_dir):
+    lm = LmmsAcLlava(pretrained=llava_hf_dir, device="cpu", prefix_sharing="false")
+    assert lm.prefix_sharing is False and lm.prefix_runner is None
+    with pytest.raises(ValueError, match="prefix_sharing"):
+        LmmsAcLlava(pretrained=llava_hf_dir, device="cpu", prefix_sharing="maybe")
+    with pytest.raises(ValueError, match="prefix_cache_size"):
+        LmmsAcLlava(pretrained=llava_hf_dir, device="cpu", prefix_cache_size=0)
