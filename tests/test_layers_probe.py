@@ -91,7 +91,7 @@ def test_attention_balance_equals_uniform_share_when_queries_and_keys_are_zero(p
     paths = sorted((photo_root / "JPEGImages").rglob("*.jpg"))[:2]
     out = ex.extract([ex.load(p)[0] for p in paths])
     n_img = 16 * 16
-    for b, text in enumerate(prompts):
+    for b in range(len(prompts)):
         ids = ex.prompt_ids[b]
         pos = ids.index(vlm.image_token_id)
         length = len(ids) - 1 + n_img

@@ -5,27 +5,23 @@ import json
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from lmms_ac.cli import main
-from lmms_ac.layers.zeroshot import (DEFAULT_PROMPT, class_prompt_name, parse_source, prepare_task, process_results,
-                                     subsample)
+from lmms_ac.layers.zeroshot import (
+    DEFAULT_PROMPT,
+    class_prompt_name,
+    parse_source,
+    prepare_task,
+    process_results,
+    subsample,
+)
 from lmms_ac.scores.store import read_scores
-
-CLASSES = ("cat", "dog", "red_car")
-COLOURS = {"cat": (200, 120, 40), "dog": (60, 60, 60), "red_car": (220, 20, 20)}
+from lmms_ac.testing.tiny_layers import make_tiny_clip, write_classification_folder
 
 
 @pytest.fixture(scope="module")
 def image_folder(tmp_path_factory):
-    root = tmp_path_factory.mktemp("zs_folder")
-    rng = np.random.default_rng(0)
-    for c in CLASSES:
-        (root / c).mkdir()
-        for i in range(3):
-            arr = np.clip(np.array(COLOURS[c]) + rng.normal(0, 25, (40, 48, 3)), 0, 255).astype("uint8")
-            Image.fromarray(arr).save(root / c / f"{c}{i}.png")
-    return root
+    return write_classification_folder(str(tmp_path_factory.mktemp("zs_folder")))
 
 
 @pytest.fixture(scope="module")
@@ -81,34 +77,13 @@ def test_zeroshot_tasks_command_and_missing_columns(image_folder, tmp_path, caps
     assert "no column 'nope'" in capsys.readouterr().err
 
 
-def _tiny_clip(directory):
-    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
-
-    from lmms_ac.testing.tiny import make_tokenizer
-
-    tok = make_tokenizer()
-    config = CLIPConfig(
-        text_config=dict(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-                         max_position_embeddings=64, bos_token_id=1, eos_token_id=2, pad_token_id=3),
-        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-                           image_size=32, patch_size=8),
-        projection_dim=16)
-    import torch
-
-    torch.manual_seed(0)
-    CLIPModel(config).save_pretrained(directory)
-    tok.save_pretrained(directory)
-    CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(directory)
-    return str(directory)
-
-
 def test_encoder_zero_shot_equals_a_hand_computation(prepared, tmp_path, capsys):
     import datasets
     import torch
     from transformers import AutoImageProcessor, AutoTokenizer, CLIPModel
 
     to, _ = prepared
-    clip = _tiny_clip(tmp_path / "clip")
+    clip = make_tiny_clip(str(tmp_path / "clip"))
     templates = ["a photo of a {}.", "a picture of the {}"]
     out = tmp_path / "scores.csv"
     argv = ["zeroshot-encoder", f"tiny={to / 'tiny'}", "--encoder", clip, "--device", "cpu", "--out", str(out),

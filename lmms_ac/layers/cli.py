@@ -222,7 +222,6 @@ def cmd_layers(args: argparse.Namespace) -> int:
     import json
 
     from lmms_ac.io import config_hash
-
     from lmms_ac.scores.spair import dataset_fingerprint, normalize_split
 
     if args.alpha <= 0:
@@ -301,8 +300,8 @@ def cmd_layers(args: argparse.Namespace) -> int:
 
 def format_report(report, variant: str) -> str:
     """A per-layer table with the references on top."""
-    lines = [f"{variant}: {report.n_images} images, {report.n_pairs} pairs, {report.n_layers} LLM blocks, "
-             f"{report.forwards} forwards, {report.seconds:.1f}s"]
+    lines = [(f"{variant}: {report.n_images} images, {report.n_pairs} pairs, {report.n_layers} LLM blocks, "
+              f"{report.forwards} forwards, {report.seconds:.1f}s")]
     if report.c:
         lines.append(f"  encoder C = {report.c_encoder:.2f}%   chance = {report.c_chance:.2f}%")
     if report.attn_img:
@@ -353,7 +352,12 @@ def cmd_knn(args: argparse.Namespace) -> int:
               "seed": args.seed, "max_tokens": args.max_tokens, "dtype": args.dtype}
     vlm = load_model(args)
     from lmms_ac.layers.extraction import parse_layers
-    from lmms_ac.layers.knn import caption_features, image_features, knn_by_layer, load_base_llm
+    from lmms_ac.layers.knn import (
+        caption_features,
+        image_features,
+        knn_by_layer,
+        load_base_llm,
+    )
 
     progress = not args.no_progress
     layers = parse_layers(args.layers, int(vlm.llm.config.num_hidden_layers))
@@ -429,8 +433,16 @@ def cmd_zeroshot_encoder(args: argparse.Namespace) -> int:
 
     import torch
 
-    from lmms_ac.layers.zeroshot import (DEFAULT_TEMPLATES, class_prompt_name, encoder_zero_shot, find_columns, load_source,
-                                         load_text_image_model, parse_source, subsample)
+    from lmms_ac.layers.zeroshot import (
+        DEFAULT_TEMPLATES,
+        class_prompt_name,
+        encoder_zero_shot,
+        find_columns,
+        load_source,
+        load_text_image_model,
+        parse_source,
+        subsample,
+    )
     from lmms_ac.scores.store import ScoreValue, record_score
 
     specs = [parse_source(d) for d in args.datasets]

@@ -16,14 +16,21 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Hashable, List, Mapping, Optional, Sequence, Set, Tuple, Union
+from typing import Dict, Hashable, List, Mapping, Sequence, Set, Tuple, Union
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from lmms_ac.scores.correspondence import (CScoreResult, ImageFeatures, Letterbox, PairOutcome, PatchGrid,
-                                           match_pairs, summarize)
+from lmms_ac.scores.correspondence import (
+    CScoreResult,
+    ImageFeatures,
+    Letterbox,
+    PairOutcome,
+    PatchGrid,
+    match_pairs,
+    summarize,
+)
 from lmms_ac.scores.spair import SPairPair
 
 ENCODER = "encoder"
@@ -176,6 +183,3 @@ def split_train(items: Sequence[Hashable], seed: int = 0, fraction: float = 0.5)
     n_train = min(len(items) - 1, max(1, math.ceil(fraction * len(items)))) if len(items) > 1 else len(items)
     return {items[i] for i in order[:n_train]}
 
-
-def mean_or_nan(values: Optional[Sequence[float]]) -> float:
-    return float(np.mean(values)) if values else float("nan")

@@ -20,7 +20,13 @@ from loguru import logger
 from tqdm.auto import tqdm
 
 from lmms_ac.layers.extraction import NEUTRAL_PROMPTS, LayerExtractor, encoder_features
-from lmms_ac.layers.metrics import ENCODER, AttentionBalance, LayerCorrespondence, LinearReconstruction, split_train
+from lmms_ac.layers.metrics import (
+    ENCODER,
+    AttentionBalance,
+    LayerCorrespondence,
+    LinearReconstruction,
+    split_train,
+)
 from lmms_ac.scores.correspondence import METHODS, chance_level
 from lmms_ac.scores.spair import PathLike, SPairPair, load_pairs
 

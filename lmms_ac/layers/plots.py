@@ -2,6 +2,7 @@
 (the encoder's own C and chance; perfect reconstruction; the share a uniform attention would give)."""
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Iterable, List
 
@@ -26,7 +27,7 @@ def plot_layer_curves(report, stem: PathLike, title: str = "", formats: Iterable
         xs = sorted(values)
         ax.plot(xs, [values[x] for x in xs], marker="o", color="C3", label="MLLM visual tokens")
         for value, name, colour in refs:
-            if value == value:  # not NaN
+            if not math.isnan(value):
                 ax.axhline(value, linestyle="--", color=colour, label=name)
         ax.set_xlabel("layer (0 = projector output)")
         ax.set_ylabel(label)
@@ -47,7 +48,7 @@ def plot_knn_curves(curves, stem: PathLike, k: int, title: str = "", formats: It
     for i, (label, values) in enumerate(curves.items()):
         xs = sorted(values)
         ax.plot(xs, [values[x] for x in xs], marker="o", color=f"C{i}", label=label)
-    if chance == chance:
+    if not math.isnan(chance):
         ax.axhline(chance, linestyle="--", color="0.6", label="independent spaces (k/(N-1))")
     ax.set_xlabel("LLM layer (0 = token embeddings)")
     ax.set_ylabel(f"mutual {k}-NN alignment")

@@ -80,3 +80,43 @@ def tiny_layer_vlm(*, vision: Optional[nn.Module] = None, projector: str = "orth
         raise ValueError(f"projector must be orthogonal, random or destroy, got {projector!r}")
     vlm = LlavaStyleVLM(vision, proj, llm, tokenizer, image_aspect_ratio="pad")
     return vlm.eval().requires_grad_(False)
+
+
+def make_tiny_clip(directory: str, seed: int = 0) -> str:
+    """A tiny random CLIP dual encoder (model, tokenizer, image processor) for encoder zero-shot."""
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
+
+    from lmms_ac.testing.tiny import make_tokenizer
+
+    tok = make_tokenizer()
+    config = CLIPConfig(
+        text_config=dict(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                         max_position_embeddings=64, bos_token_id=1, eos_token_id=2, pad_token_id=3),
+        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                           image_size=32, patch_size=8),
+        projection_dim=16)
+    torch.manual_seed(seed)
+    CLIPModel(config).save_pretrained(directory)
+    tok.save_pretrained(directory)
+    CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(directory)
+    return str(directory)
+
+
+COLOUR_CLASSES = {"cat": (200, 120, 40), "dog": (60, 60, 60), "red_car": (220, 20, 20)}
+
+
+def write_classification_folder(directory: str, per_class: int = 3, seed: int = 0) -> str:
+    """An image folder (one sub-folder per class) of noisy colour patches: the layout ``zeroshot-tasks`` reads."""
+    from pathlib import Path
+
+    import numpy as np
+    from PIL import Image
+
+    root = Path(directory)
+    rng = np.random.default_rng(seed)
+    for name, colour in COLOUR_CLASSES.items():
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            arr = np.clip(np.array(colour) + rng.normal(0, 25, (40, 48, 3)), 0, 255).astype("uint8")
+            Image.fromarray(arr).save(root / name / f"{name}{i}.png")
+    return str(root)
