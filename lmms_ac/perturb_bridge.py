@@ -1,9 +1,13 @@
 """From an lmms-eval request (task, doc_id) to the VLM's hooks: which perturbation applies, seeded
 how, at which hook point. The catalogue (``lmms_ac.robustness``) says what a perturbation does;
-this module only places it."""
+this module only places it.
+
+PatchDrop's severity r is a fraction of cells (Random) or of attention mass (Salient/Non-Salient),
+so the fraction of cells actually removed varies per image: ``DropTally`` records it per task
+(``HookFactory.drops``), logged as it grows (after 1, 10, 100... images)."""
 from __future__ import annotations
 
-from typing import Optional
+from typing import Dict, Optional
 
 import torch
 
@@ -21,6 +25,34 @@ def task_perturbation(task: str):
     return perturbation_for_task(task)
 
 
+class DropTally:
+    """Mean fraction of grid cells removed by PatchDrop, per task."""
+
+    def __init__(self) -> None:
+        self._sum: Dict[str, float] = {}
+        self._n: Dict[str, int] = {}
+        self._label: Dict[str, str] = {}
+
+    def add(self, task: str, label: str, fraction: float) -> None:
+        self._sum[task] = self._sum.get(task, 0.0) + float(fraction)
+        self._n[task] = n = self._n.get(task, 0) + 1
+        self._label[task] = label
+        if n == 1 or (n >= 10 and str(n).strip("0") == "1"):  # 1, 10, 100, ...
+            self.log(task)
+
+    def summary(self) -> Dict[str, Dict[str, float]]:
+        """``{task: {"cells_dropped": mean fraction, "images": n}}``."""
+        return {t: {"cells_dropped": self._sum[t] / self._n[t], "images": self._n[t]} for t in self._n}
+
+    def log(self, task: Optional[str] = None) -> None:
+        from loguru import logger
+
+        for t, v in self.summary().items():
+            if task is None or t == task:
+                logger.info(f"{t}: {self._label[t]} removed {100 * v['cells_dropped']:.1f}% of the cells on average "
+                            f"over {v['images']} image(s)")
+
+
 class HookFactory:
     """Builds per-request ``SampleHooks`` for one VLM.
 
@@ -32,6 +64,7 @@ class HookFactory:
         from lmms_ac.robustness import parse_perturbation
 
         self.vlm = vlm
+        self.drops = DropTally()
         self._checked: set = set()
         self.default = parse_perturbation(perturbation).with_seed(seed) if perturbation else None
         if self.default is not None:
@@ -55,6 +88,15 @@ class HookFactory:
         if p is None or p.stage == "dataset":
             return None
         grid, patch = tuple(self.vlm.vision.grid), int(self.vlm.vision.patch_size)
+        if p.stage == "image" and hasattr(p, "drop_mask"):  # PatchDrop: apply and record the cells removed
+            from lmms_ac.robustness.image_ops import drop_cells
+
+            def patch_drop(x: torch.Tensor, i: int) -> torch.Tensor:
+                mask = p.drop_mask(x, p.context(task, doc_id, grid, patch, image_index=i))
+                self.drops.add(task, p.to_string(), float(mask.float().mean()))
+                return drop_cells(x, mask)
+
+            return SampleHooks(image=patch_drop)
         if p.stage == "image":
             return SampleHooks(image=lambda x, i: p(x, p.context(task, doc_id, grid, patch, image_index=i)))
         if p.stage == "tokens":

@@ -124,6 +124,10 @@ class RandomPatchDrop(Perturbation):
         """The dropped cells, bool ``[gh, gw]``."""
         return random_cells(ctx.grid, self.ratio, ctx.generator())
 
+    def drop_mask(self, x: torch.Tensor, ctx: PerturbationContext) -> torch.Tensor:
+        """The dropped cells, bool ``[gh, gw]`` (the same signature for every PatchDrop)."""
+        return self.cells(ctx)
+
     def dropped_fraction(self, x: torch.Tensor, ctx: PerturbationContext) -> float:
         """The fraction of the grid's cells dropped (round(ratio * N) / N)."""
         return float(self.cells(ctx).float().mean())
@@ -175,6 +179,10 @@ class SalientPatchDrop(Perturbation):
     def cells(self, x: torch.Tensor, ctx: PerturbationContext) -> torch.Tensor:
         """The dropped cells, bool ``[gh, gw]``."""
         return salient_cells(self.saliency_map(x, ctx), self.ratio, self.by, self.end)
+
+    def drop_mask(self, x: torch.Tensor, ctx: PerturbationContext) -> torch.Tensor:
+        """The dropped cells, bool ``[gh, gw]`` (the same signature for every PatchDrop)."""
+        return self.cells(x, ctx)
 
     def dropped_fraction(self, x: torch.Tensor, ctx: PerturbationContext) -> float:
         """The fraction of the grid's cells this drop removes from image ``x``."""
