@@ -9,6 +9,8 @@ a user (``scancel``) are not: they stay pending for the next ``study run``.
 """
 from __future__ import annotations
 
+import shlex
+import sys
 import time
 from datetime import datetime
 from pathlib import Path
@@ -74,7 +76,7 @@ def sbatch_script(study: Study, folder: Path, count: int) -> str:
     from submitit.slurm.slurm import _make_sbatch_string
 
     params = slurm_parameters(study)
-    command = f"{submitit.slurm.slurm.shlex.quote(__import__('sys').executable)} -u -m submitit.core._submit {folder}"
+    command = f"{shlex.quote(sys.executable)} -u -m submitit.core._submit {folder}"
     return _make_sbatch_string(command=command, folder=str(folder), map_count=count, **params)
 
 
@@ -123,6 +125,9 @@ def run_slurm(study: Study, job_dirs: Sequence[Path], printer: Printer = print,
                     res = {"job_id": d.name, "ok": False, "exit_code": None, "missing": [],
                            "attempt": len(S.attempts(d)), "last_line": f"SLURM {job.job_id} {state}: {str(err)[-300:]}",
                            "cancelled": _cancelled(job)}
+                if not res["ok"] and not res.get("cancelled"):
+                    # a scancel'd job may still return: SLURM killed the evaluation, the worker reported it
+                    res["cancelled"] = _cancelled(job)
                 again = (not res["ok"] and not res.get("cancelled") and len(S.attempts(d)) < ex.max_attempts)
                 if res["ok"]:
                     printer(f"      {d.name} done (SLURM {job.job_id})")

@@ -178,7 +178,9 @@ def run_job(job_dir: str, extra_env: Optional[Dict[str, str]] = None) -> Dict[st
                 pass
     ok = not missing
     last = S.last_log_line(log)
-    if not ok and code == 0:
+    if not ok and code is not None and code < 0:
+        last = f"killed by {signal.Signals(-code).name} (cancelled, preempted or out of memory); last line: {last}"
+    elif not ok and code == 0:
         last = (f"exited 0 but wrote no results for {len(missing)} of {len(spec['units'])} unit(s) "
                 f"(lmms-eval exits 0 when evaluation fails; see the log); last line: {last}")
     record.update(end=_now(), duration_s=round(time.time() - start, 2), exit_code=code,
