@@ -252,3 +252,27 @@ def test_benchmark_notes_are_merged():
     notes = ["mme: no score for x; left out", "seed: no score for x; left out", "seed: 3 points", "general note"]
     assert merge_benchmark_notes(notes, ["mme", "seed"]) == [
         "mme, seed: no score for x; left out", "seed: 3 points", "general note"]
+
+
+def test_importance_map_from_toknoise_runs(tmp_path):
+    """toknoise draws (10 seeds per token group) become an importance map; an incomplete set is named as missing."""
+    from lmms_ac.robustness.catalogue import parse_perturbation, robust_task_name
+    from lmms_ac.results.table import validate_table
+    from lmms_ac.testing.results_fixture import result_row
+
+    when = "2025-01-01T00:00:00"
+    rows = [result_row("v", "mme", "acc", 80.0, when)]
+    for g in range(4):
+        for k in range(10):
+            p = parse_perturbation(f"toknoise_m2_g{g}").with_seed(k)
+            rows.append(result_row("v", robust_task_name("mme", p), "acc", 70.0 - 5 * g + k % 3, when,
+                                   perturbation=p.with_seed(0).to_string(), seed=k, base="mme"))
+    for g in range(3):  # a 3x3 tokgroup set missing its last group
+        p = parse_perturbation(f"tokgroup_m3_g{g}")
+        rows.append(result_row("v", robust_task_name("mme", p), "acc", 40.0, when, perturbation=p.to_string(), seed=0,
+                               base="mme"))
+    validate_table(pd.DataFrame(rows)).to_csv(tmp_path / "t.csv", index=False)
+    page = Page(build_report(tmp_path / "t.csv", None, tmp_path / "r.html").read_text())
+    assert "v · mme · importance (2x2)" in page.sections["maps"]
+    assert page.sections["maps"].count("(3x3)") == 0
+    assert "pil map v / mme (3x3)" in page.sections["provenance"] and "mme_tokgroup_m3_g" in page.sections["provenance"]

@@ -43,7 +43,7 @@ def _law(a: float, c: float, bench: str) -> float:
     return 0.35 + w[0] * x * 0.5 + w[1] * y * 0.5 + w[2] * x * y * 0.3 - 0.08 * x * x
 
 
-def _row(variant: str, task: str, metric: str, value: float, when: str, *, perturbation: str = "none",
+def result_row(variant: str, task: str, metric: str, value: float, when: str, *, perturbation: str = "none",
          severity: str = "", seed=None, base: str = "", chash: str = "") -> Dict[str, object]:
     return {"variant": variant, "task": task, "metric": metric, "value": value, "stderr": np.nan, "n": 40,
             "perturbation": perturbation, "severity": severity, "seed": seed, "base_task": base or task,
@@ -68,9 +68,9 @@ def make_table(seeds: Sequence[int] = (0, 1, 2), pil_variants: Sequence[str] = (
                 continue
             frac = float(np.clip(_law(a, c, b) + rng.normal(0, noise), 0.02, 0.98))
             clean[b] = frac
-            rows.append(_row(v, b, metric, frac * scale, when))
+            rows.append(result_row(v, b, metric, frac * scale, when))
             if b == "mme":
-                rows.append(_row(v, b, "mme_cognition_score", frac * 0.8 * 800.0, when))
+                rows.append(result_row(v, b, "mme_cognition_score", frac * 0.8 * 800.0, when))
         for pname, drop in PERTURBATIONS.items():
             if perturbations is not None and pname not in perturbations:
                 continue
@@ -80,7 +80,7 @@ def make_table(seeds: Sequence[int] = (0, 1, 2), pil_variants: Sequence[str] = (
                 metric, scale = BENCHMARKS[b]
                 for s in (seeds if p.stochastic else (0,)):
                     frac = clean[b] * (1.0 - drop * (1.0 + 0.5 * (c - 45.0) / 15.0)) + rng.normal(0, noise / 2)
-                    rows.append(_row(v, robust_task_name(b, p.with_seed(s)), metric, frac * scale, when,
+                    rows.append(result_row(v, robust_task_name(b, p.with_seed(s)), metric, frac * scale, when,
                                      perturbation=p.with_seed(0).to_string(),
                                      severity=str(sev[0]) if len(sev) == 1 else "", seed=s, base=b))
         if v in pil_variants and "mme" in clean:
@@ -88,7 +88,7 @@ def make_table(seeds: Sequence[int] = (0, 1, 2), pil_variants: Sequence[str] = (
             for g in range(m * m):
                 p = parse_perturbation(f"tokgroup_m{m}_g{g}")
                 keep = 0.3 + 0.5 * rng.random()  # the share of the clean score one group keeps
-                rows.append(_row(v, robust_task_name("mme", p), metric, clean["mme"] * keep * scale, when,
+                rows.append(result_row(v, robust_task_name("mme", p), metric, clean["mme"] * keep * scale, when,
                                  perturbation=p.to_string(), seed=0, base="mme"))
     return validate_table(pd.DataFrame(rows))
 
