@@ -212,12 +212,11 @@ def _policy_text(report) -> str:
         lines.append("")
         lines.append(f"{b} (k={int(g['k'].max())}" + (f", best={best})" if best else ")"))
         pols = list(dict.fromkeys(g.policy))
-        lines.append("  k_  " + " ".join(f"{p + ' ' + m + '@' + str(t):>15}" for p in pols for m in ("any", "fin")
-                                         for t in tops))
+        heads = [f"{p} {m}@{t}" for p in pols for m in ("any", "fin") for t in tops]
+        lines.append("  k_  " + " ".join(f"{h:>{max(6, len(h))}}" for h in heads))
         for budget, gb in g.groupby("budget"):
-            vals = " ".join(f"{r[f'{m}_recall@{t}']:>15.3f}" for _, r in gb.iterrows()
-                            for m in ("anytime", "final") for t in tops)
-            lines.append(f"  {budget:>3} {vals}")
+            vals = [r[f"{m}_recall@{t}"] for _, r in gb.iterrows() for m in ("anytime", "final") for t in tops]
+            lines.append(f"  {budget:>3} " + " ".join(f"{v:>{max(6, len(h))}.3f}" for h, v in zip(heads, vals)))
     mean = df[df.benchmark == "mean"]
     if (mean.budget == 4).any() and 3 in tops:
         parts = [f"{p} {100 * float(g.loc[g.budget == 4, 'anytime_recall@3'].iloc[0]):.1f}% anytime / "
