@@ -276,3 +276,16 @@ def test_importance_map_from_toknoise_runs(tmp_path):
     assert "v · mme · importance (2x2)" in page.sections["maps"]
     assert page.sections["maps"].count("(3x3)") == 0
     assert "pil map v / mme (3x3)" in page.sections["provenance"] and "mme_tokgroup_m3_g" in page.sections["provenance"]
+
+
+@pytest.mark.slow
+def test_report_command_registers_without_heavy_imports():
+    """`lmms-ac --help` stays fast: registering `report` imports no pandas, matplotlib, jinja2 or torch."""
+    import subprocess
+    import sys
+
+    code = ("import sys, argparse, lmms_ac.report, lmms_ac.report.cli as c\n"
+            "c.register(argparse.ArgumentParser().add_subparsers())\n"
+            "print(sorted(m for m in ('torch', 'pandas', 'matplotlib', 'jinja2') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "[]", out.stdout + out.stderr
