@@ -113,3 +113,30 @@ def test_one_job_per_model_and_dry_run(tmp_path):
                  "#SBATCH --constraint=a100", "#SBATCH --array=0-3%3"):
         assert line in sbatch, line
     assert not (study.output_dir / "jobs").exists()  # a dry run prepares nothing that could look started
+
+
+def test_accelerate_and_gpu_settings_shape_the_command(tmp_path):
+    from lmms_ac.study.runner import prepare
+
+    data = _base(tmp_path)
+    data["scores"] = {}
+    data["executor"] = {"gpus": [0, 1, 2, 3], "gpus_per_job": 2, "accelerate": True}
+    prep = prepare(parse_study(data, tmp_path), VERSIONS)
+    argv = prep.jobs[0].argv
+    assert argv[1:6] == ["launch", "--num_processes", "2", "-m", "lmms_eval"] and prep.jobs[0].gpus == 2
+    data["executor"] = {"gpus": "none", "accelerate": True}
+    with pytest.raises(StudyError, match="executor.accelerate: needs GPUs"):
+        parse_study(data, tmp_path)
+
+
+def test_cli_init_then_plan(tmp_path, capsys):
+    from lmms_ac.cli import main
+
+    path = tmp_path / "study.yaml"
+    assert main(["study", "init", str(path)]) == 0
+    assert main(["study", "init", str(path)]) == 2  # never replaced silently
+    assert main(["study", "plan", str(path), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "22 unit(s): 0 done, 22 pending in 7 job(s)" in out and "estimated cost" in out
+    assert "clip336.pretrained 'ckpts/llava-clip336' is not a folder next to the study file: loaded as a hub id" in out
+    assert (tmp_path / "runs" / "law-study" / "dry-run" / "commands.sh").exists()

@@ -4,7 +4,6 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
 
 
 def _load(path: str):
@@ -38,15 +37,15 @@ def cmd_plan(args: argparse.Namespace) -> int:
     rows = []
     for j in prep.jobs:
         what = ", ".join(u.task or u.score for u in j.units)
-        rows.append([j.job_id, j.kind, j.entry, what if len(what) <= 60 else what[:57] + "...",
-                     str(j.gpus if j.kind == "eval" or study.executor.type == "slurm" else j.gpus), _fmt_min(mins[j.job_id])])
+        rows.append([j.job_id, j.kind, j.entry, what if len(what) <= 60 else what[:57] + "...", str(j.gpus),
+                     _fmt_min(mins[j.job_id])])
     if rows:
         widths = [max(len(r[i]) for r in rows + [header]) for i in range(len(header))]
         print("  ".join(h.ljust(w) for h, w in zip(header, widths)))
         for r in rows:
             print("  ".join(c.ljust(w) for c, w in zip(r, widths)))
     total = sum(mins.values())
-    gpu_h = sum(mins[j.job_id] * max(1, j.gpus) for j in prep.jobs) / 60
+    gpu_h = sum(mins[j.job_id] * j.gpus for j in prep.jobs) / 60
     from lmms_ac.study.status import _parallel
 
     par = _parallel(study)
@@ -132,4 +131,3 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=lambda a: (p.print_help(), 2)[1])
 
 
-__all__ = ["register", "Path"]

@@ -59,6 +59,17 @@ def gpu_slots(ex: ExecutorSpec) -> List[Optional[Dict[str, str]]]:
     return [{"CUDA_VISIBLE_DEVICES": ",".join(gpus[i:i + k])} for i in range(0, len(gpus) - k + 1, k)]
 
 
+def describe(job_dir: Path) -> str:
+    """``" (eval tiny-a: mme, seed)\n      $ <the exact command>"`` from the job's job.json."""
+    from lmms_ac.study.plan import shell_line
+
+    spec = S.read_json(Path(job_dir) / "job.json")
+    if not isinstance(spec, dict):
+        return ""
+    what = ", ".join(u.get("task") or u.get("score") or "?" for u in spec.get("units", []))
+    return f" ({spec['kind']} {spec['entry']}: {what})\n      $ {shell_line(spec['argv'], spec.get('env'))}"
+
+
 def run_local(job_dirs: Sequence[Path], ex: ExecutorSpec, runner: Optional[Runner] = None,
               printer: Printer = print) -> Dict[str, Dict]:
     """Run every job, retrying failures while attempts remain; returns job_id -> last outcome."""
@@ -82,7 +93,7 @@ def run_local(job_dirs: Sequence[Path], ex: ExecutorSpec, runner: Optional[Runne
                 return
             where = f" [CUDA_VISIBLE_DEVICES={slot_env['CUDA_VISIBLE_DEVICES']}]" if slot_env else ""
             with lock:
-                printer(f"[{len(results) + 1}/{total}] run {d.name}{where}")
+                printer(f"[{len(results) + 1}/{total}] run {d.name}{where}{describe(d)}")
             try:
                 res = runner(str(d), slot_env)
             except BaseException as err:  # KeyboardInterrupt included: stop the other slots too

@@ -164,6 +164,11 @@ def make_plan(study: Study, versions: Optional[Dict[str, Optional[str]]] = None)
     versions = package_versions() if versions is None else versions
     probes, families, notes = expand_probes(study)
     units: List[Unit] = []
+    for e in list(study.models) + list(study.candidates):
+        for key in ("pretrained", "stage1", "model_base"):
+            value = getattr(e, key, None)
+            if value and not Path(study.path(value)).is_absolute():
+                notes.append(f"{e.name}.{key} {value!r} is not a folder next to the study file: loaded as a hub id")
     for m in study.models:
         ident = model_identity(study, m)
         for k, v in m.model_args.items():
@@ -224,7 +229,9 @@ def _job_env(study: Study, families: Sequence[str]) -> Dict[str, str]:
 
 def _gpus_per_job(study: Study) -> int:
     ex = study.executor
-    return ex.slurm.gpus_per_job if ex.type == "slurm" else ex.gpus_per_job
+    if ex.type == "slurm":
+        return ex.slurm.gpus_per_job
+    return 0 if ex.gpus == "none" else ex.gpus_per_job
 
 
 def eval_argv(study: Study, m: ModelSpec, tasks: Sequence[str], job_dir: Path) -> List[str]:
@@ -237,10 +244,8 @@ def eval_argv(study: Study, m: ModelSpec, tasks: Sequence[str], job_dir: Path) -
     margs += [f"{k}={v}" for k, v in ident["model_args"].items()] + [f"variant={m.variant_name}"]
     e = study.lmms_eval
     gpus = _gpus_per_job(study)
-    if study.executor.accelerate and gpus > 1:
-        head = [bin_path("accelerate"), "launch", "--num_processes", str(gpus), "-m", "lmms_eval"]
-    elif study.executor.accelerate:
-        head = [bin_path("accelerate"), "launch", "--num_processes", "1", "-m", "lmms_eval"]
+    if study.executor.accelerate:  # data parallel over the job's GPUs
+        head = [bin_path("accelerate"), "launch", "--num_processes", str(max(1, gpus)), "-m", "lmms_eval"]
     else:
         head = [bin_path("lmms-eval")]
     argv = head + ["--model", LMMS_EVAL_MODEL, "--model_args", ",".join(margs), "--tasks", ",".join(tasks),

@@ -72,7 +72,7 @@ def slurm_parameters(study: Study) -> Dict[str, Any]:
 
 def sbatch_script(study: Study, folder: Path, count: int) -> str:
     """The sbatch script submitit would write for an array of ``count`` jobs (for ``plan --dry-run``)."""
-    submitit = _import_submitit()
+    _import_submitit()
     from submitit.slurm.slurm import _make_sbatch_string
 
     params = slurm_parameters(study)

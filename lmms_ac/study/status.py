@@ -58,7 +58,8 @@ def compute_status(study: Study, versions=None) -> StudyStatus:
     columns = list(dict.fromkeys(u.column for u in prep.plan.units))
     cells: Dict[Tuple[str, str], Dict[str, int]] = {}
     counts = {k: 0 for k in ORDER}
-    failures = []
+    failures: List[Tuple[str, str, str, str]] = []
+    failed_ids = set()
     limit = study.executor.max_attempts
     for u in prep.plan.units:
         if u.unit_id in done:
@@ -69,8 +70,9 @@ def compute_status(study: Study, versions=None) -> StudyStatus:
                 st = "running"
             elif js.status == "failed":
                 st = "failed" if js.attempts >= limit else "pending"
-                if st == "failed":
-                    failures.append((u.entry, u.column, js.last_line, str(d / "log.txt")))
+                entry = (u.entry, u.column, js.last_line, str(d / "log.txt"))
+                if st == "failed" and entry not in failures:
+                    failures.append(entry)
             elif js.status == "interrupted":
                 st = "interrupted"
             else:
@@ -83,6 +85,8 @@ def compute_status(study: Study, versions=None) -> StudyStatus:
         else:
             st = "pending"
         counts[st] += 1
+        if st == "failed":
+            failed_ids.add(u.unit_id)
         cell = cells.setdefault((u.entry, u.column), {})
         cell[st] = cell.get(st, 0) + 1
     # ETA: remaining units x measured seconds per unit of their kind / parallel slots
@@ -90,7 +94,7 @@ def compute_status(study: Study, versions=None) -> StudyStatus:
     specs = {s.job_id: S.read_json(out / "jobs" / s.job_id / "job.json") or {} for s in states}
     measured = S.measured_durations(states, specs)
     eta: Optional[float] = None
-    remaining = [u for u in prep.plan.units if u.unit_id not in done]
+    remaining = [u for u in prep.plan.units if u.unit_id not in done and u.unit_id not in failed_ids]
     if measured and remaining:
         kinds = {"eval": measured.get("eval"), "score": measured.get("score-a", []) + measured.get("score-c", [])}
         per = {k: (sum(v) / len(v) if v else None) for k, v in kinds.items()}
@@ -110,6 +114,8 @@ def _cell_text(cell: Dict[str, int]) -> str:
 
 
 def _fmt_eta(s: Optional[float]) -> str:
+    if s == 0:
+        return "nothing left to run"
     if s is None:
         return "unknown (no finished job yet)"
     if s < 90:
@@ -130,7 +136,7 @@ def render_status(status: StudyStatus, study: Study) -> str:
     lines += ["  ".join(str(x).ljust(w) for x, w in zip(row, widths)) for row in body]
     total = sum(status.counts.values())
     lines += ["", "units: " + ", ".join(f"{status.counts[k]} {k}" for k in ORDER if status.counts[k]) + f" (of {total})",
-              f"ETA: {_fmt_eta(status.eta_s)} at {status.parallel} job(s) in parallel"]
+              f"ETA: {_fmt_eta(status.eta_s)}" + (f" at {status.parallel} job(s) in parallel" if status.eta_s else "")]
     if status.failures:
         lines += ["", "failed (attempts used up; `lmms-ac study run FILE --retry-failed` tries again):"]
         for entry, col, last, log in status.failures:
