@@ -223,3 +223,18 @@ def test_local_gpu_slots_run_in_parallel(monkeypatch, tmp_path):
     res = run_local(dirs, ex, runner, printer=_quiet)
     assert sorted(res) == ["j0", "j1", "j2", "j3"] and peak[0] == 2
     assert sorted(seen) == ["0,1", "0,1", "2,3", "2,3"]
+
+
+def test_jobs_queued_on_slurm_are_not_submitted_twice(tmp_path, fake_bins, monkeypatch):
+    from lmms_ac.study.runner import write_job
+    from lmms_ac.study.status import compute_status
+
+    study = _study(tmp_path, scores={})
+    prep = prepare(study, VERSIONS)
+    queued_dir = write_job(prep.jobs[0], study.output_dir)
+    S.write_json(queued_dir / "slurm.json", {"slurm_job_id": "7_0", "folder": "x", "submitted": time.time()})
+    monkeypatch.setattr("lmms_ac.study.slurm.squeue_ids", lambda: {"7_0"})
+    assert compute_status(study, VERSIONS).counts["queued"] == 2
+    assert execute(study, printer=_quiet, versions=VERSIONS) == 1
+    run = last_run(study.output_dir)
+    assert run["jobs_run"] == [prep.jobs[1].job_id] and "queued on SLURM as 7_0" in run["skipped"][prep.jobs[0].job_id]

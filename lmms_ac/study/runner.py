@@ -49,11 +49,21 @@ def runnable(prep: Prepared, retry_failed: bool = False) -> List[Job]:
     out = prep.plan.study.output_dir
     limit = prep.plan.study.executor.max_attempts
     todo = []
+    queued = None
     for job in prep.jobs:
         d = out / "jobs" / job.job_id
         if S.running_info(d):
             prep.skipped[job.job_id] = "running (fresh heartbeat)"
             continue
+        slurm = S.read_json(d / "slurm.json")
+        if isinstance(slurm, dict):
+            if queued is None:
+                from lmms_ac.study.slurm import squeue_ids
+
+                queued = squeue_ids() or set()
+            if str(slurm.get("slurm_job_id")) in queued:
+                prep.skipped[job.job_id] = f"queued on SLURM as {slurm.get('slurm_job_id')}"
+                continue
         tries = S.attempts(d)
         if len(tries) >= limit:
             if not retry_failed:

@@ -151,7 +151,7 @@ def squeue_ids() -> Optional[set]:
     if not shutil.which("squeue"):
         return None
     try:
-        out = subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True, timeout=20)
+        out = subprocess.run(["squeue", "-h", "-r", "-o", "%i"], capture_output=True, text=True, timeout=20)
     except (OSError, subprocess.SubprocessError):
         return None
     return {ln.strip() for ln in out.stdout.splitlines() if ln.strip()} if out.returncode == 0 else None
