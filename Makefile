@@ -50,7 +50,7 @@ test-latest:
 	.venv-latest/bin/python -m pip install --quiet --upgrade --upgrade-strategy eager -e '.[$(EXTRAS)]'
 	.venv-latest/bin/python scripts/lockfile.py diff constraints.txt
 	.venv-latest/bin/python -m pytest -q -x -m "not slow and not lock" || { \
-	  echo "== the newest dependency versions break lmms-ac's fast tests. Packages that differ from constraints.txt:"; \
+	  echo "== fast tests failed on the newest allowed versions. What differs from the tested lock (no drift: the break is ours):"; \
 	  .venv-latest/bin/python scripts/lockfile.py diff constraints.txt; \
 	  .venv-latest/bin/lmms-ac doctor --quick; exit 1; }
 
