@@ -70,6 +70,16 @@ def describe(job_dir: Path) -> str:
     return f" ({spec['kind']} {spec['entry']}: {what})\n      $ {shell_line(spec['argv'], spec.get('env'))}"
 
 
+def log_tail(path: Path, lines: int = 15) -> str:
+    """The last lines of a job's log, indented, for a failure message."""
+    try:
+        text = Path(path).read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return f"      (no log at {path})"
+    tail = [ln.split("\r")[-1] for ln in text.splitlines() if ln.strip()][-lines:]
+    return f"      --- last lines of {path} ---\n" + "\n".join("      " + ln for ln in tail)
+
+
 def run_local(job_dirs: Sequence[Path], ex: ExecutorSpec, runner: Optional[Runner] = None,
               printer: Printer = print) -> Dict[str, Dict]:
     """Run every job, retrying failures while attempts remain; returns job_id -> last outcome."""
@@ -108,6 +118,8 @@ def run_local(job_dirs: Sequence[Path], ex: ExecutorSpec, runner: Optional[Runne
                             f"{res['exit_code']}): {res['last_line']}" + ("; retrying" if retry else ""))
                 if not retry:
                     results[res["job_id"]] = res
+                    if not res["ok"]:
+                        printer(log_tail(d / "log.txt"))
             if retry:
                 todo.put(d)
 
