@@ -95,6 +95,27 @@ def read_records(path: Union[str, Path], *, required: Sequence[str], kind: str, 
     return Records(header, rows, starts[1:])
 
 
+def rows_to_csv(columns: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    """CSV text ("\\n" line ends, minimal quoting) that :func:`read_records` reads back exactly:
+    Python's csv writer with a "\\n" terminator leaves a lone carriage return unquoted, which splits
+    the row on reading, so rows holding one are written fully quoted."""
+    buf = io.StringIO()
+    minimal = csv.writer(buf, lineterminator="\n")
+    quoted = csv.writer(buf, lineterminator="\n", quoting=csv.QUOTE_ALL)
+    for cells in [list(columns), *rows]:
+        cells = ["" if c is None else str(c) for c in cells]
+        (quoted if any("\r" in c for c in cells) else minimal).writerow(cells)
+    return buf.getvalue()
+
+
+def frame_to_csv(df) -> str:
+    """``df.to_csv(index=False)``, with strings quoted when a cell holds a carriage return (see
+    :func:`rows_to_csv`): use it for every CSV that is read back."""
+    has_cr = any("\r" in str(c) for c in df.columns) or bool(
+        len(df) and df.astype(str).apply(lambda col: col.str.contains("\r", regex=False)).to_numpy().any())
+    return df.to_csv(index=False, quoting=csv.QUOTE_NONNUMERIC if has_cr else csv.QUOTE_MINIMAL)
+
+
 def read_frame(path: Union[str, Path], *, kind: str = "CSV", repair: str = "Fix that row and rerun.",
                required: Sequence[str] = (), validators: Optional[Mapping[str, Validator]] = None,
                final_newline: bool = False):

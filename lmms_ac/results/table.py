@@ -102,7 +102,10 @@ def read_table(path: Union[str, Path]) -> pd.DataFrame:
 
 
 def table_to_csv(df: pd.DataFrame) -> str:
-    return validate_table(df).to_csv(index=False)
+    """The table as CSV text that ``read_table`` reads back exactly (see ``strict_csv.frame_to_csv``)."""
+    from lmms_ac.strict_csv import frame_to_csv
+
+    return frame_to_csv(validate_table(df))
 
 
 def is_clean(df: pd.DataFrame) -> pd.Series:

@@ -161,12 +161,9 @@ def claim_row(path: PathLike, variant: str, score: str, chash: str) -> Iterator[
 
 
 def _to_csv(rows: List[Mapping[str, Any]], columns: List[str]) -> str:
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({c: row.get(c, "") for c in columns})
-    return buf.getvalue()
+    from lmms_ac.strict_csv import rows_to_csv
+
+    return rows_to_csv(columns, [[row.get(c, "") for c in columns] for row in rows])
 
 
 def append_score(path: PathLike, row: Mapping[str, Any], *, replace: bool = False) -> Path:
