@@ -21,6 +21,7 @@ setup(
     packages=_packages(),
     package_dir=MAPPED,
     package_data={"lmms_ac.tasks": ["**/*.yaml", "**/*.yml"], "lmms_ac": ["data/*.csv", "data/*.md"], "lmms_ac.vision": ["*.md"],
-                  "lmms_ac.robustness": ["*.md"]},
+                  "lmms_ac.robustness": ["*.md"],
+                  "lmms_ac.report": ["templates/*.j2", "templates/*.css", "templates/*.js"]},
     include_package_data=True,
 )
