@@ -17,7 +17,7 @@ def photo_root(tmp_path_factory):
     return root
 
 
-def test_layers_command_writes_scores_json_and_figure(llava_hf_dir, photo_root, tmp_path, capsys):
+def test_layers_command_writes_scores_json_and_figure(llava_hf_dir, photo_root, tmp_path, capsys, monkeypatch):
     out, figs = tmp_path / "scores.csv", tmp_path / "figs"
     argv = ["layers", "--model", llava_hf_dir, "--spair", str(photo_root), "--out", str(out), "--device", "cpu",
             "--no-progress", "--batch-size", "3"]
@@ -35,11 +35,24 @@ def test_layers_command_writes_scores_json_and_figure(llava_hf_dir, photo_root, 
     assert by_name["C@L1"] == pytest.approx(doc["c"]["1"])
     assert (figs / "layers_tiny.png").stat().st_size > 1000 and (figs / "layers_tiny.svg").exists()
 
-    # same config again: rows kept, nothing duplicated; a layer subset adds nothing new either
+    # same config again, a layer subset: answered from the store without loading the model; nothing duplicated
+    import lmms_ac.layers.cli as layers_cli
+
+    real_load = layers_cli.load_model
+    monkeypatch.setattr(layers_cli, "load_model", lambda args: pytest.fail("the model was loaded"))
     assert main(argv + ["--variant", "tiny", "--layers", "0,-1", "--no-attention", "--no-recon"]) == 0
     text = capsys.readouterr().out
-    assert "already there" in text and "layer\tC@L" in text
+    assert "already in" in text and "layer\tC@L" in text and f"{by_name['C@L2']:.2f}" in text
+    assert main(argv + ["--variant", "tiny", "--json"]) == 0
+    again = json.loads(capsys.readouterr().out)
+    assert again["c"] == pytest.approx(doc["c"]) and again["attn_img"] == pytest.approx(doc["attn_img"])
+    assert again["c_chance"] == pytest.approx(doc["c_chance"]) and len(again["skipped"]) == 9
     assert len(read_scores(out)) == len(rows)
+    monkeypatch.setattr(layers_cli, "load_model", real_load)
+    # a new metric setting is computed (alpha changes the config): rows are added
+    assert main(argv + ["--variant", "tiny", "--alpha", "0.2", "--no-recon", "--no-attention", "--layers", "0"]) == 0
+    assert "2 score rows appended" in capsys.readouterr().out
+    assert len(read_scores(out)) == len(rows) + 2
     # the figure is not silently replaced
     assert main(argv + ["--variant", "tiny", "--plot", str(figs), "--no-recon", "--no-attention"]) == 2
     assert "already exists" in capsys.readouterr().err

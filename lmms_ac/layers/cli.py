@@ -260,22 +260,71 @@ def cmd_layers(args: argparse.Namespace) -> int:
               "recon_tokens": args.recon_tokens, "recon_ridge": args.recon_ridge, "seed": args.seed}
     stem = Path(args.plot) / f"layers_{variant.replace('/', '_')}" if args.plot else None
     _check_figure(stem, args.overwrite)
-    vlm = load_model(args)
     from lmms_ac.layers.extraction import decoder_blocks, parse_layers
-    from lmms_ac.layers.pipeline import run_layers
+    from lmms_ac.layers.pipeline import LayerReport, expected_scores, run_layers
 
+    label, n_blocks = checkpoint_summary(args.model, args.vision_tower)
+    switches = dict(correspondence=not args.no_c and images is None, reconstruction=not args.no_recon, attention=not args.no_attention)
+    if label and n_blocks and not args.force:  # everything already recorded: answer from the store, load nothing
+        layers = parse_layers(args.layers, n_blocks)
+        stored = stored_rows(args.out, variant, label, expected_scores(layers, **switches), config)
+        if stored is not None:
+            report = LayerReport.from_rows(n_blocks, layers, stored)
+            report.config = config
+            return _emit_layers(args, report, variant, label, stem, [dict(r, skipped=True) for r in stored.values()])
+    vlm = load_model(args)
     layers = parse_layers(args.layers, len(decoder_blocks(vlm.llm)))
     report = run_layers(vlm, args.spair, split, layers=layers, limit=args.limit, images=images, method=args.method, alpha=args.alpha,
                         batch_size=args.batch_size, prompts=prompts, prompt_format=args.prompt_format,
                         system_prompt=args.system_prompt, pad=args.pad, correspondence=not args.no_c,
-                        reconstruction=not args.no_recon, attention=not args.no_attention,
+                        reconstruction=switches["reconstruction"], attention=switches["attention"],
                         recon_tokens=args.recon_tokens, recon_ridge=args.recon_ridge, seed=args.seed,
                         progress=not args.no_progress, bank_device="cpu" if args.bank == "cpu" else None)
     report.config = config
-    vision = str(getattr(vlm.vision, "spec", type(vlm.vision).__name__))
-    details = {"n_layers": report.n_layers, "n_images": report.n_images, "n_keypoints": report.n_keypoints,
-               "c_chance": report.c_chance, "attn_uniform": report.attn_uniform, "recon_split": report.recon_split}
+    vision = label or str(getattr(vlm.vision, "spec", type(vlm.vision).__name__))
+    details = {"n_layers": report.n_layers, "n_images": report.n_images, "n_pairs": report.n_pairs,
+               "n_keypoints": report.n_keypoints, "c_chance": report.c_chance, "attn_uniform": report.attn_uniform,
+               "recon_split": report.recon_split, "attn_images": report.attn_images, "forwards": report.forwards}
     rows = record_rows(args.out, variant, vision, report.scores(), config, data["split"], args.method, args.force, details)
+    return _emit_layers(args, report, variant, vision, stem, rows)
+
+
+def checkpoint_summary(model: str, vision_tower: Optional[str]):
+    """(vision label of the score rows, number of LLM blocks) from the checkpoint's config alone, or
+    (None, None) when the config does not say (then the model is loaded to find out)."""
+    from lmms_ac.vlm.loaders import checkpoint_format, read_config
+
+    try:
+        config = read_config(model)
+        fmt = checkpoint_format(config)
+    except ValueError:
+        return None, None  # load_vlm raises the full explanation
+    if fmt == "llava_hf":
+        blocks = (config.get("text_config") or {}).get("num_hidden_layers")
+        label = vision_tower or f"llava-hf:{model}"
+    else:
+        blocks = config.get("num_hidden_layers")
+        label = vision_tower or config.get("mm_vision_tower") or config.get("vision_tower")
+    return (str(label), int(blocks)) if label and blocks else (None, None)
+
+
+def stored_rows(out: str, variant: str, vision: str, scores: Sequence[str], config: Dict[str, Any]):
+    """``{score: row}`` when every score is already in ``out`` for this config, else None."""
+    from lmms_ac.io import config_hash
+    from lmms_ac.scores.store import find_score
+
+    found = {}
+    for score in scores:
+        row = find_score(out, variant, score, config_hash({"score": score, "vision": vision, **config}))
+        if row is None:
+            return None
+        found[score] = row
+    return found
+
+
+def _emit_layers(args: argparse.Namespace, report, variant: str, vision: str, stem: Optional[Path], rows) -> int:
+    import json
+
     figures = []
     if stem is not None:
         from lmms_ac.layers.plots import plot_layer_curves
@@ -287,12 +336,15 @@ def cmd_layers(args: argparse.Namespace) -> int:
         doc = {"variant": variant, "vision": vision, **report.to_dict(), "scores_file": args.out,
                "figures": [str(f) for f in figures],
                "skipped": [r["score"] for r in rows if r.get("skipped")]}
-        print(json_document(json.loads(json.dumps(doc, default=str)), config))
+        print(json_document(json.loads(json.dumps(doc, default=str)), report.config))
         return 0
     print(format_report(report, variant))
     skipped = [r["score"] for r in rows if r.get("skipped")]
-    print(f"\n{len(rows) - len(skipped)} score rows appended to {args.out}" +
-          (f"; {len(skipped)} already there for this config (kept; --force replaces)" if skipped else ""))
+    if len(skipped) == len(rows):
+        print(f"\nall {len(rows)} scores were already in {args.out} for this config (shown above; --force recomputes)")
+    else:
+        print(f"\n{len(rows) - len(skipped)} score rows appended to {args.out}" +
+              (f"; {len(skipped)} already there for this config (kept; --force replaces)" if skipped else ""))
     for f in figures:
         print(f"figure: {f}")
     return 0

@@ -59,6 +59,32 @@ class LayerReport:
             out[key] = {str(k): v for k, v in out[key].items()}
         return out
 
+    @classmethod
+    def from_rows(cls, n_layers: int, layers: Sequence[int], rows: Dict[str, Dict[str, str]]) -> "LayerReport":
+        """Rebuild a report from score-store rows (``{score: row}``, as ``record_score`` wrote them)."""
+        import json
+
+        report = cls(n_layers=n_layers, layers=list(layers))
+        details: Dict[str, Any] = {}
+        for name, row in rows.items():
+            value = float(row["value"])
+            details = json.loads(row.get("details") or "{}") or details
+            kind, _, layer = name.partition("@")
+            if layer == "enc":
+                report.c_encoder = value
+            elif kind == "C":
+                report.c[int(layer[1:])] = value
+            elif kind == "recon":
+                report.recon[int(layer[1:])] = value
+            elif kind == "attn_img":
+                report.attn_img[int(layer[1:])] = value
+        report.c_chance = float(details.get("c_chance", float("nan")))
+        report.attn_uniform = float(details.get("attn_uniform", float("nan")))
+        for key in ("n_images", "n_pairs", "n_keypoints", "attn_images", "forwards"):
+            setattr(report, key, int(details.get(key, 0) or 0))
+        report.recon_split = details.get("recon_split") or {}
+        return report
+
     def scores(self) -> List[Tuple[str, float, int]]:
         """(score name, value, n) rows for the scores store: ``C@L<l>``, ``C@enc``, ``recon@L<l>``, ``attn_img@L<l>``."""
         rows: List[Tuple[str, float, int]] = []
@@ -68,6 +94,18 @@ class LayerReport:
         rows += [(f"recon@L{k}", v, self.recon_split.get("test_images", 0)) for k, v in sorted(self.recon.items())]
         rows += [(f"attn_img@L{k}", v, self.attn_images) for k, v in sorted(self.attn_img.items())]
         return rows
+
+
+def expected_scores(layers: Sequence[int], *, correspondence: bool, reconstruction: bool, attention: bool) -> List[str]:
+    """The score names a run with these switches records (the names ``LayerReport.scores`` gives)."""
+    names: List[str] = []
+    if correspondence:
+        names += ["C@enc"] + [f"C@L{x}" for x in layers]
+    if reconstruction:
+        names += [f"recon@L{x}" for x in layers]
+    if attention:
+        names += [f"attn_img@L{x}" for x in layers if x >= 1]
+    return names
 
 
 def _group(pairs: Sequence[SPairPair]) -> "OrderedDict[str, List[SPairPair]]":
