@@ -219,7 +219,6 @@ def record_rows(out: str, variant: str, vision: str, rows, config: Dict[str, Any
 
 
 def cmd_layers(args: argparse.Namespace) -> int:
-    import json
 
     from lmms_ac.io import config_hash
     from lmms_ac.scores.spair import dataset_fingerprint, normalize_split
