@@ -114,8 +114,10 @@ def _tasks(args: argparse.Namespace) -> int:
 
 
 def _synthesize(args: argparse.Namespace) -> int:
+    from lmms_ac.io import check_writable
     from lmms_ac.robustness import synthesis as S
 
+    check_writable(args.to, directory=True, what="--to folder")  # before captioning and generating (issue 9)
     result = S.synthesize(
         args.task, args.to,
         captioner=args.captioner or S.DEFAULT_CAPTIONER, t2i=args.t2i or S.DEFAULT_T2I, clip=args.clip or S.DEFAULT_CLIP,

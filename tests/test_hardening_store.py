@@ -214,3 +214,14 @@ def test_score_store_keeps_its_mode_across_appends(tmp_path):
     out.chmod(0o644)
     _record(out, "m2")
     assert stat.S_IMODE(out.stat().st_mode) == 0o644
+
+
+def test_synthesize_checks_its_folder_before_any_work(tmp_path, capsys):
+    from lmms_ac.cli import main
+
+    blocker = tmp_path / "file.txt"
+    blocker.write_text("x")
+    assert main(["synthesize", "mme", "--to", str(blocker / "synthetic"), "--overwrite"]) == 2
+    assert "is a file, not a directory" in capsys.readouterr().err
+    assert main(["mirror", "mme", "--to", str(blocker / "mirror"), "--overwrite"]) == 2  # before the task index
+    assert "is a file, not a directory" in capsys.readouterr().err
