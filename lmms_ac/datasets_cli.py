@@ -35,10 +35,16 @@ def _mirror(args: argparse.Namespace) -> int:
 
 
 def _where(args: argparse.Namespace) -> int:
-    from lmms_ac.local_datasets import ENV_VAR, dataset_key, find_local_copy, mirror_dirs, task_dataset_configs
+    from lmms_ac.local_datasets import (ENV_VAR, dataset_key, find_local_copy, mirror_dirs, missing_mirror_dirs,
+                                        task_dataset_configs)
 
     print(f"{ENV_VAR}={':'.join(str(d) for d in mirror_dirs()) or '(unset)'}")
+    for missing in missing_mirror_dirs():
+        print(f"warning: {ENV_VAR} names {missing}, which is not a directory (lmms-eval will refuse to start)")
     for task, cfg in sorted(task_dataset_configs(args.tasks, args.include_path).items()):
+        if not cfg["dataset_path"]:
+            print(f"{task}\t(no dataset_path)")
+            continue
         found = find_local_copy(cfg["dataset_path"], cfg["dataset_name"])
         key = dataset_key(cfg["dataset_path"], cfg["dataset_name"])
         print(f"{task}\t{cfg['dataset_path']}\t{key}\t{found or 'not found'}")
