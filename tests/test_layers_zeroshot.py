@@ -112,11 +112,17 @@ def test_encoder_zero_shot_equals_a_hand_computation(prepared, tmp_path, capsys)
     assert main(argv) == 0 and json.loads(capsys.readouterr().out)["results"]["tiny"]["skipped"]
 
 
-def test_encoder_without_text_tower_is_refused(llava_hf_dir):
+def test_encoder_without_text_tower_is_refused(llava_hf_dir, original_dirs, prepared, capsys):
     from lmms_ac.layers.zeroshot import load_text_image_model
 
     with pytest.raises(ValueError, match="no text tower"):
         load_text_image_model(llava_hf_dir)
+    to, _ = prepared
+    # --model: an original checkpoint's own tower (here a vision-only CLIP tower); a llava-hf one names none
+    assert main(["zeroshot-encoder", f"tiny={to / 'tiny'}", "--model", original_dirs["full"]["checkpoint"], "--device", "cpu"]) == 2
+    assert "no text tower" in capsys.readouterr().err
+    assert main(["zeroshot-encoder", f"tiny={to / 'tiny'}", "--model", llava_hf_dir, "--device", "cpu"]) == 2
+    assert "pass --encoder" in capsys.readouterr().err
 
 
 @pytest.mark.slow

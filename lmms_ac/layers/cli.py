@@ -120,8 +120,11 @@ def register(subparsers: Any) -> None:
                     "seeded subsets as zeroshot-tasks (give the prepared DIR/NAME folders, or the same sources with "
                     "the same --n/--seed). One row zeroshot_enc:NAME per set in --out.")
     e.add_argument("datasets", nargs="+", metavar="DATASET", help="as for zeroshot-tasks, e.g. cifar100=out/zs/cifar100")
-    e.add_argument("--encoder", required=True, help="dual-encoder hub id or directory (a representation spec such as "
-                                                    "clip:openai/clip-vit-large-patch14-336 is accepted)")
+    who = e.add_mutually_exclusive_group(required=True)
+    who.add_argument("--encoder", help="dual-encoder hub id or directory (a representation spec such as "
+                                       "clip:openai/clip-vit-large-patch14-336 is accepted)")
+    who.add_argument("--model", metavar="CKPT", help="an original-format LLaVA checkpoint: its own tower (mm_vision_tower), "
+                                                     "scored under the checkpoint's variant name, next to its lmms-eval results")
     e.add_argument("--template", action="append", default=None, help="prompt template with {} (repeatable; default 'a photo of a {}.')")
     e.add_argument("--n", type=int, default=1000)
     e.add_argument("--seed", type=int, default=0)
@@ -498,7 +501,13 @@ def cmd_zeroshot_encoder(args: argparse.Namespace) -> int:
 
     specs = [parse_source(d) for d in args.datasets]
     templates = args.template or list(DEFAULT_TEMPLATES)
-    variant = args.variant or args.encoder
+    if args.model:
+        tower, _ = checkpoint_summary(args.model, None)
+        if not tower or tower.startswith("llava-hf:"):
+            raise ValueError(f"{args.model} does not name its vision tower by hub id (llava-hf checkpoints embed it); pass "
+                             "--encoder with the tower's dual-encoder id, e.g. openai/clip-vit-large-patch14-336")
+        args.encoder = tower
+    variant = args.variant or (default_variant(args.model) if args.model else args.encoder)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     cache: Dict[str, Any] = {}
     results = {}
