@@ -6,10 +6,10 @@ import json
 import numpy as np
 import pytest
 
-from lmms_ac.law.data import BenchmarkData, load_example
+from lmms_ac.law.data import load_example
 from lmms_ac.law.policies import POLICY_REGISTRY, policy_names
-from lmms_ac.law.policy import (hits_from_predictions, law_hits, normalize_plane, recall_metrics, recommend,
-                                region_orders, simulate, simulate_benchmark)
+from lmms_ac.law.policy import (hits_from_predictions, normalize_plane, recall_metrics, recommend,
+                                simulate, simulate_benchmark)
 from lmms_ac.law.prior import PriorModel, law_prior, prior_orders
 
 

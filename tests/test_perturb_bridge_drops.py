@@ -23,7 +23,7 @@ def _factory(perturbation):
 
 @pytest.mark.parametrize("form", ["pdrop_random50", "pdrop_salient50", "pdrop_nonsalient50_count"])
 def test_hook_equals_catalogue_and_records_fraction(form):
-    from lmms_ac.robustness import parse_perturbation, set_default_saliency
+    from lmms_ac.robustness import set_default_saliency
 
     set_default_saliency(Peaked())
     try:

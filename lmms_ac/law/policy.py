@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import zlib
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import pandas as pd
@@ -47,7 +47,7 @@ from loguru import logger
 from lmms_ac.law.data import BenchmarkData
 from lmms_ac.law.linalg import min_norm_fit, poly_features
 from lmms_ac.law.prior import LawPrior, law_prior, prior_orders, prior_predictions
-from lmms_ac.law.policies import POLICY_REGISTRY, UCB_WARMUP, PolicySpec, policy_names
+from lmms_ac.law.policies import POLICY_REGISTRY, UCB_WARMUP, PolicySpec, policy_names  # noqa: F401 (re-exported)
 
 N_LAW_PARAMS = 6
 RANKINGS = ("measured", "law")
