@@ -184,3 +184,18 @@ def test_mean_padding_fills_only_the_border(photo_root):
     assert torch.allclose(mean_px[:, border], torch.tensor(vlm.vision.image_spec.mean)[:, None])
     with pytest.raises(ValueError, match="pad must be one of"):
         LayerExtractor(vlm, [0], pad="edge")
+
+
+def test_reconstruction_is_not_swamped_by_a_huge_variance_channel():
+    # LLM residual streams carry a few channels with enormous activations; the map must still use the others
+    g = torch.Generator().manual_seed(1)
+    w = torch.randn(8, 5, generator=g)
+    w[0] = 0  # the huge channel carries nothing about the target
+    items = list(range(30))
+    probe = LinearReconstruction([3], split_train(items, seed=0))
+    for i in items:
+        x = torch.randn(40, 8, generator=g)
+        target = x @ w
+        x[:, 0] *= 1e4
+        probe.add(i, i, target, {3: x})
+    assert probe.results()[3].cosine > 0.999

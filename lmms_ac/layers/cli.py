@@ -66,7 +66,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--no-recon", action="store_true", help="skip reconstruction")
     p.add_argument("--no-attention", action="store_true", help="skip attention balance (then no eager attention is needed)")
     p.add_argument("--recon-tokens", type=int, default=64, help="held-out tokens sampled per test image (default 64)")
-    p.add_argument("--recon-ridge", type=float, default=1e-3, help="ridge, relative to the mean feature variance (default 1e-3)")
+    p.add_argument("--recon-ridge", type=float, default=1e-3, help="ridge, relative to each channel's variance (default 1e-3)")
     p.add_argument("--seed", type=int, default=0, help="seed of the train/test image split and token sample")
     p.add_argument("--plot", default=None, metavar="DIR", help="write the curves against depth to DIR/layers_<variant>.{png,svg}")
     p.add_argument("--overwrite", action="store_true", help="replace existing figures")

@@ -4,7 +4,7 @@
   lookup, matching method, PCK rule and letterbox inverse) on each layer's L2-normalised states, and
   on the encoder's own tokens (key ``ENCODER``) as the reference.
 * ``LinearReconstruction`` - a least-squares linear map (with bias, light ridge) from layer-L states
-  to the encoder's tokens, fitted on the training images' tokens (normal equations accumulated in
+  to the encoder's tokens (ridge relative to each input channel's variance), fitted on the training images' tokens (normal equations accumulated in
   float64, so every token of every training image counts without being stored) and measured as the
   mean cosine similarity between mapped states and encoder tokens on held-out images (a seeded
   sample of ``tokens_per_image`` tokens of each).
@@ -93,9 +93,11 @@ class _Moments:
         mx, my = self.sx / self.n, self.sy / self.n
         cxx = self.xtx - self.n * torch.outer(mx, mx)
         cxy = self.xty - self.n * torch.outer(mx, my)
-        lam = ridge * float(torch.diagonal(cxx).mean().clamp_min(1e-12))
-        eye = torch.eye(cxx.shape[0], dtype=cxx.dtype, device=cxx.device)
-        weight = torch.linalg.solve(cxx + lam * eye, cxy)
+        # ridge relative to each dimension's own variance (= ridge on standardised features): LLM residual
+        # streams have a few huge-variance channels that a single scalar ridge would let swamp the others
+        var = torch.diagonal(cxx).clamp_min(1e-12 * float(torch.diagonal(cxx).max().clamp_min(1e-30)))
+        reg = torch.diag_embed(ridge * var + 1e-12 * float(var.max()))
+        weight = torch.linalg.solve(cxx + reg, cxy)
         return weight, my - mx @ weight
 
 
