@@ -17,7 +17,7 @@ def req(i, group, ids, limit=None, order=None):
 def test_questions_about_one_image_share_a_batch_and_their_common_prefix():
     a1, b1, a2, b2 = [1, 5, IMG, 7, 8, 9], [1, 5, IMG, 7, 3], [1, 5, IMG, 7, 8, 4, 4], [1, 5, IMG, 6]
     batches = plan([req(0, "A", a1), req(1, "B", b1), req(2, "A", a2), req(3, "B", b2)], batch_size=2)
-    assert [[p.index for p in b.rows] for b in batches] == [[0, 2], [1, 3]]
+    assert [[p.index for p in b.rows] for b in batches] == [[0, 2], [3, 1]]  # shortest first within a group
     prefix = {p.index: p.prefix_ids for b in batches for p in b.rows}
     assert prefix == {0: 5, 2: 5, 1: 3, 3: 3}  # A shares [1 5 IMG 7 8], B [1 5 IMG]
     assert batches[0].rows[0].prefix_key == batches[0].rows[1].prefix_key != batches[1].rows[0].prefix_key

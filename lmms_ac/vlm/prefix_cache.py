@@ -5,7 +5,7 @@
 * ``image_key``: content hash of a decoded image plus the preprocessing settings that turn it into
   visual tokens (two requests with equal keys get bit-identical encoder + projector outputs).
 * ``PrefixEntry``: one prefix's input embeddings and per-layer keys/values ``[H, P, d]``.
-* ``kv_tensors`` / ``make_dynamic_cache`` / ``cache_argument``: read and build a ``DynamicCache``
+* ``kv_tensors`` / ``batch_prefix_cache`` / ``cache_argument``: read and build a ``DynamicCache``
   across transformers versions (``cache=`` in 5.x, ``past_key_values=`` before).
 
 Memory of one entry: ``layers x 2 x kv_heads x head_dim x tokens x bytes`` (see ``kv_bytes``);
@@ -14,6 +14,7 @@ system prompt: 32 x 2 x 32 x 128 x 616 x 2 B = 323 MB (0.5 MiB per token).
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import inspect
 from collections import OrderedDict
@@ -96,14 +97,73 @@ def kv_tensors(cache: Any) -> List[Tuple[torch.Tensor, torch.Tensor]]:
     return [(k, v) for k, v in cache]  # legacy tuple of tuples
 
 
-def make_dynamic_cache(kv: Sequence[Tuple[torch.Tensor, torch.Tensor]]) -> Any:
-    """A ``DynamicCache`` (plain full-attention layers) holding ``kv``."""
+def batch_prefix_cache(entries: Sequence[Optional["PrefixEntry"]], reserve: int = 0) -> Tuple[Any, int]:
+    """A ``DynamicCache`` whose row ``b`` holds ``entries[b]``'s keys/values left-padded (zeros, masked
+    by the caller) to the longest prefix; None rows are all padding. Returns (cache, prefix length).
+
+    With per-layer cache objects (transformers 5.x) the tensors are allocated once with room for
+    ``reserve`` more positions and later tokens are written in place (no concatenation of the whole
+    cache at every decoding step); older versions get a plain ``DynamicCache``."""
     from transformers import DynamicCache
 
+    lp = max((e.length for e in entries if e is not None), default=0)
+    if lp == 0:
+        return DynamicCache(), 0
+    template = next(e for e in entries if e is not None).kv
+    B, total = len(entries), lp + max(0, int(reserve))
+    buffers = []
+    for layer, (k0, v0) in enumerate(template):
+        kb = k0.new_empty(B, k0.shape[0], total, k0.shape[-1])
+        vb = v0.new_empty(B, v0.shape[0], total, v0.shape[-1])
+        for b, e in enumerate(entries):
+            n = e.length if e is not None else 0
+            kb[b, :, :lp - n].zero_()
+            vb[b, :, :lp - n].zero_()
+            if n:
+                kb[b, :, lp - n:lp] = e.kv[layer][0]
+                vb[b, :, lp - n:lp] = e.kv[layer][1]
+        buffers.append((kb, vb))
     try:
-        return DynamicCache(ddp_cache_data=list(kv))
-    except TypeError:  # transformers < 4.54
-        return DynamicCache.from_legacy_cache(tuple(kv))
+        cache = DynamicCache(ddp_cache_data=[(kb[:, :, :0], vb[:, :, :0]) for kb, vb in buffers])
+    except TypeError:  # transformers < 4.54: legacy constructor, plain tensors
+        return DynamicCache.from_legacy_cache(tuple((kb[:, :, :lp], vb[:, :, :lp]) for kb, vb in buffers)), lp
+    if not hasattr(cache, "layers"):
+        return DynamicCache(ddp_cache_data=[(kb[:, :, :lp], vb[:, :, :lp]) for kb, vb in buffers]), lp
+    reserved = _reserved_layer_class()
+    for layer, (kb, vb) in zip(cache.layers, buffers):
+        layer.__class__ = reserved
+        layer.attach(kb, vb, lp)
+    return cache, lp
+
+
+@functools.lru_cache(maxsize=None)
+def _reserved_layer_class():
+    from transformers.cache_utils import DynamicLayer
+
+    class ReservedLayer(DynamicLayer):
+        """A ``DynamicLayer`` over a preallocated buffer: ``keys``/``values`` are views of its
+        filled part, ``update`` writes in place and doubles the buffer when full."""
+
+        def attach(self, kb: torch.Tensor, vb: torch.Tensor, filled: int) -> None:
+            self._kb, self._vb, self._n = kb, vb, int(filled)
+            self.keys, self.values = kb[:, :, :self._n], vb[:, :, :self._n]
+            self.is_initialized = True
+            self.device = kb.device
+
+        def update(self, key_states, value_states, *args, **kwargs):
+            n = key_states.shape[-2]
+            if self._n + n > self._kb.shape[-2]:  # out of room: double it
+                grow = max(n, self._kb.shape[-2])
+                kb = torch.cat([self._kb, self._kb.new_empty(*self._kb.shape[:2], grow, self._kb.shape[-1])], dim=2)
+                vb = torch.cat([self._vb, self._vb.new_empty(*self._vb.shape[:2], grow, self._vb.shape[-1])], dim=2)
+                self._kb, self._vb = kb, vb
+            self._kb[:, :, self._n:self._n + n] = key_states
+            self._vb[:, :, self._n:self._n + n] = value_states
+            self._n += n
+            self.keys, self.values = self._kb[:, :, :self._n], self._vb[:, :, :self._n]
+            return self.keys, self.values
+
+    return ReservedLayer
 
 
 def empty_dynamic_cache() -> Any:

@@ -29,7 +29,7 @@ from PIL import Image
 
 from lmms_ac.vlm.hooks import SampleHooks
 from lmms_ac.vlm.prefix_cache import (BoundedCache, PrefixEntry, accepts, cache_argument, empty_dynamic_cache, image_key,
-                                      kv_tensors, make_dynamic_cache, unsupported_reason)
+                                      kv_tensors, batch_prefix_cache, unsupported_reason)
 
 # generation settings that add logits processors or stopping rules to transformers' greedy search;
 # with any of them set (non-default) generation falls back to the model's own ``generate``
@@ -209,7 +209,7 @@ class PrefixRunner:
         return out
 
     # ------------------------------------------------------------------ suffix pass
-    def _suffix_pass(self, rows: Sequence[Row], padding_side: str, keep_last: bool):
+    def _suffix_pass(self, rows: Sequence[Row], padding_side: str, keep_last: bool, reserve: int = 0):
         """Prefixes (cached or computed) + one forward over the suffixes. Returns the logits, the
         batch's cache, 2D mask, the last position id per row, and per-row (prefix, suffix) lengths."""
         embeds, prefix = self._embed(rows)
@@ -220,18 +220,7 @@ class PrefixRunner:
         device = embeds[0].device
         lp = max(prefix)
         ls = max(len(s) for s in suffixes)
-        kv = []
-        if lp:
-            template = next(e for e in entries if e is not None).kv
-            for layer, (k0, v0) in enumerate(template):
-                K = k0.new_zeros(B, k0.shape[0], lp, k0.shape[-1])
-                Vv = v0.new_zeros(B, v0.shape[0], lp, v0.shape[-1])
-                for b, e in enumerate(entries):
-                    if e is not None:
-                        K[b, :, lp - e.length:] = e.kv[layer][0]
-                        Vv[b, :, lp - e.length:] = e.kv[layer][1]
-                kv.append((K, Vv))
-        cache = make_dynamic_cache(kv) if kv else empty_dynamic_cache()
+        cache, _ = batch_prefix_cache(entries, reserve=ls + reserve)
 
         x = self._pad_embedding().expand(B, ls, D).clone()
         mask = torch.zeros(B, lp + ls, dtype=torch.long, device=device)
@@ -260,7 +249,7 @@ class PrefixRunner:
         tokenizer = self.vlm.tokenizer
         stops = [s for s in until if s]
         criterion = StopOnStrings(tokenizer, stops) if stops else None
-        logits, cache, mask, last, _ = self._suffix_pass(rows, "left", keep_last=True)
+        logits, cache, mask, last, _ = self._suffix_pass(rows, "left", keep_last=True, reserve=max_new_tokens)
         B, device = len(rows), mask.device
         eos = tokenizer.eos_token_id
         eos_ids = torch.tensor(eos if isinstance(eos, (list, tuple)) else [eos], device=device)
