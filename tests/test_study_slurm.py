@@ -108,11 +108,11 @@ def test_study_local_and_slurm_resume_after_scancel(tiny_study):
         deadline, seen = time.time() + 600, None
         while time.time() < deadline:
             info = S.read_json(vdir / "running.json")
-            if info and info.get("slurm_job_id"):
+            if info and info.get("slurm_id"):
                 seen = seen or time.time()
                 if time.time() - seen > 8:  # lmms-eval is loading or evaluating: half-way
-                    cancelled["id"] = info["slurm_job_id"]
-                    subprocess.run(["scancel", str(info["slurm_job_id"])], check=True)
+                    cancelled["id"] = info["slurm_id"]  # <array>_<task>: scancel refuses the raw id
+                    subprocess.run(["scancel", str(info["slurm_id"])], check=True)
                     return
             time.sleep(0.5)
 
@@ -135,7 +135,7 @@ def test_study_local_and_slurm_resume_after_scancel(tiny_study):
     second = last_run(out)
     assert second["jobs_run"] == [victim.job_id]
     assert len(S.attempts(vdir)) == 2 and S.attempts(vdir)[-1]["outcome"] == "ok"
-    assert S.attempts(vdir)[-1]["slurm_job_id"] != str(cancelled["id"])
+    assert S.attempts(vdir)[-1]["slurm_id"] != str(cancelled["id"])
     build_study_report(slurm, printer=quiet)
     a = pd.read_csv(local.output_dir / "report" / "leaderboard.csv")
     b = pd.read_csv(out / "report" / "leaderboard.csv")

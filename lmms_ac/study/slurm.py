@@ -80,11 +80,22 @@ def sbatch_script(study: Study, folder: Path, count: int) -> str:
     return _make_sbatch_string(command=command, folder=str(folder), map_count=count, **params)
 
 
-def _cancelled(job: Any) -> bool:
-    try:
-        return str(job.state).upper().startswith("CANCELLED")
-    except Exception:  # noqa: BLE001 - sacct missing or slow: treat as not cancelled
-        return False
+_UNSETTLED = ("RUNNING", "COMPLETING", "PENDING", "REQUEUED", "CONFIGURING", "SUSPENDED", "UNKNOWN")
+
+
+def _cancelled(job: Any, wait_s: float = 90.0) -> bool:
+    """Whether SLURM says the job was cancelled (scancel). The worker may hand back its result before
+    SLURM has recorded the end, so wait (sacct) until the state settles."""
+    deadline = time.time() + wait_s
+    state = ""
+    while True:
+        try:
+            state = str(job.get_info(mode="force").get("State", "")).upper()
+        except Exception:  # noqa: BLE001 - sacct missing or failing: treat as not cancelled
+            return False
+        if (state and not state.startswith(_UNSETTLED)) or time.time() > deadline:
+            return state.startswith("CANCELLED")
+        time.sleep(2)
 
 
 def run_slurm(study: Study, job_dirs: Sequence[Path], printer: Printer = print,
@@ -113,7 +124,12 @@ def run_slurm(study: Study, job_dirs: Sequence[Path], printer: Printer = print,
         pending = dict(zip([d for d in todo], jobs))
         retry: List[Path] = []
         while pending:
-            time.sleep(ex.slurm.poll_s)
+            try:
+                time.sleep(ex.slurm.poll_s)
+            except KeyboardInterrupt:
+                printer(f"stopped waiting; {len(pending)} job(s) keep running on SLURM (`lmms-ac study status` "
+                        "follows them; another `study run` does not submit them again while they are queued or running)")
+                raise
             for d, job in list(pending.items()):
                 if not job.done():
                     continue

@@ -30,8 +30,15 @@ def _now() -> str:
 
 
 def _slurm_ids() -> Dict[str, str]:
+    """SLURM's ids of this job; ``slurm_id`` is the one scancel/squeue take (``<array>_<task>`` in an array:
+    SLURM 22.05's scancel refuses an array element's raw job id)."""
     keys = ("SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID", "SLURM_RESTART_COUNT")
-    return {k.lower(): os.environ[k] for k in keys if k in os.environ}
+    ids = {k.lower(): os.environ[k] for k in keys if k in os.environ}
+    if "slurm_array_job_id" in ids and "slurm_array_task_id" in ids:
+        ids["slurm_id"] = f"{ids['slurm_array_job_id']}_{ids['slurm_array_task_id']}"
+    elif "slurm_job_id" in ids:
+        ids["slurm_id"] = ids["slurm_job_id"]
+    return ids
 
 
 def _device(env: Dict[str, str]) -> str:
