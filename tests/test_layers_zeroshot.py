@@ -141,11 +141,16 @@ def test_lmms_eval_accuracy_equals_a_hand_computation(prepared, llava_hf_dir, tm
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
     cmd = [str(Path(sys.executable).parent / "lmms-eval"), "--model", "lmms_ac_llava", "--model_args",
            f"pretrained={llava_hf_dir},device=cpu", "--tasks", "zeroshot_tiny", "--include_path", str(to),
-           "--batch_size", "4", "--output_path", str(tmp_path / "out")]
+           "--batch_size", "4", "--output_path", str(tmp_path / "out"), "--log_samples"]
     proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     files = glob.glob(f"{tmp_path}/out/**/*_results.json", recursive=True)
     assert proc.returncode == 0 and files, (proc.stdout + proc.stderr)[-4000:]
-    acc = json.load(open(files[0]))["results"]["zeroshot_tiny"]["acc,none"]
+    with open(files[0]) as fh:
+        acc = json.load(fh)["results"]["zeroshot_tiny"]["acc,none"]
+    per_doc = {}
+    for path in glob.glob(f"{tmp_path}/out/**/*_samples_zeroshot_tiny.jsonl", recursive=True):
+        with open(path) as fh:
+            per_doc.update({row["doc_id"]: row["acc"] for row in map(json.loads, fh)})
 
     vlm = load_vlm(llava_hf_dir, device="cpu")
     prompt = build_prompt(DEFAULT_PROMPT, 1, resolve_format("auto", vlm.tokenizer), vlm.tokenizer)
@@ -157,3 +162,4 @@ def test_lmms_eval_accuracy_equals_a_hand_computation(prepared, llava_hf_dir, tm
                                                  [[doc["image"].convert("RGB")]] * len(names))]
         hits.append(int(np.argmax(lls)) == doc["label"])
     assert acc == pytest.approx(float(np.mean(hits)))
+    assert [per_doc[i] for i in range(len(hits))] == [float(h) for h in hits]  # doc by doc, not only on average
