@@ -56,7 +56,9 @@ def cmd_score_a(args: argparse.Namespace) -> int:
     vision = args.vision_tower or ""
     base_config = {"pretrained": os.path.abspath(args.pretrained) if os.path.exists(args.pretrained) else args.pretrained,
                    "model_base": args.model_base, "n": args.n, "seed": args.seed, "method": args.method,
-                   "references": args.reference, "dtype": args.dtype}
+                   "references": args.reference, "dtype": args.dtype,
+                   # v2: original-format ids chunked as tokenizer_image_token, PIL pixels; rows of v1 are recomputed
+                   "definition": 2}
     if args.score_separator:  # only when set, so the hash of default rows stays what it was
         if args.method != "caption_ll":
             raise ValueError("--score-separator applies to --method caption_ll only")
