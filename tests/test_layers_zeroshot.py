@@ -163,3 +163,30 @@ def test_lmms_eval_accuracy_equals_a_hand_computation(prepared, llava_hf_dir, tm
         hits.append(int(np.argmax(lls)) == doc["label"])
     assert acc == pytest.approx(float(np.mean(hits)))
     assert [per_doc[i] for i in range(len(hits))] == [float(h) for h in hits]  # doc by doc, not only on average
+
+
+def test_zeroshot_table_puts_the_mllm_next_to_its_encoder(tmp_path, capsys):
+    from lmms_ac.scores.store import append_score
+
+    def results(folder, stamp, model_args, accs):
+        path = tmp_path / "results" / folder / f"{stamp}_results.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"config": {"model_args": model_args},
+                                    "results": {f"zeroshot_{k}": {"alias": k, "acc,none": v} for k, v in accs.items()}}))
+
+    results("a", "20260101_000000", "pretrained=/ckpt/llava-7b,device=cuda", {"cifar100": 0.2, "pets": 0.5})
+    results("a", "20260102_000000", "pretrained=/ckpt/llava-7b,device=cuda", {"cifar100": 0.4})  # newer wins
+    results("b", "20260101_000000", "pretrained=/x,variant=other", {"pets": 0.1})
+    scores = tmp_path / "scores.csv"
+    for name, value in (("cifar100", 70.0), ("pets", 90.0), ("food101", 80.0)):
+        append_score(scores, {"variant": "clip-l", "score": f"zeroshot_enc:{name}", "value": value, "config_hash": name})
+    assert main(["zeroshot-table", str(tmp_path / "results"), "--scores", str(scores), "--json"]) == 0
+    table = json.loads(capsys.readouterr().out)
+    assert table["columns"] == ["MLLM: llava-7b", "MLLM: other", "encoder: clip-l"]
+    assert table["values"]["MLLM: llava-7b"] == {"cifar100": pytest.approx(40.0), "pets": pytest.approx(50.0)}
+    assert table["shared_sets"] == ["pets"]
+    assert table["average"]["encoder: clip-l"] == pytest.approx(90.0)
+    assert main(["zeroshot-table", str(tmp_path / "results"), "--scores", str(scores)]) == 0
+    text = capsys.readouterr().out
+    assert "food101\t-\t-\t80.0" in text and "average (1 shared sets)" in text
+    assert main(["zeroshot-table", str(tmp_path / "empty")]) == 2
