@@ -42,6 +42,15 @@ def test_identity_layers_keep_the_encoder_c_and_reconstruct_it(identity_report, 
     assert r.forwards == math.ceil(6 / 5) * 4  # one forward per image batch, per category (6 images each)
 
 
+def test_window_softargmax_matches_score_c_too(photo_root):
+    vlm = tiny_layer_vlm(identity_llm=True)
+    r = run_layers(vlm, photo_root, layers=[0, 2], progress=False, attention=False, reconstruction=False,
+                   method="window_softargmax", alpha=0.05)
+    reference = score_c(PixelPatchEncoder(), photo_root, "test", method="window_softargmax", alpha=0.05, progress=False)
+    assert r.c_encoder == pytest.approx(reference.overall)
+    assert r.c[0] == pytest.approx(reference.overall) and r.c[2] == pytest.approx(reference.overall)
+
+
 def test_destroyed_spatial_information_scores_chance_from_layer_0(photo_root, identity_report):
     vlm = tiny_layer_vlm(identity_llm=True, projector="destroy")
     r = run_layers(vlm, photo_root, layers=[0, 2], progress=False, attention=False)
