@@ -2,7 +2,9 @@
 
 Entries are registered by name; looking up an unknown name raises a ``KeyError`` subclass that
 lists close matches. Registries are plain objects (no import-time global side effects beyond
-module-level definitions) and can be snapshot/restored in tests.
+module-level definitions) and can be snapshot/restored in tests. Each carries a ``version`` that
+every change bumps, so a cache derived from registries keys on their versions instead of a
+hand-maintained "something changed" flag.
 """
 from __future__ import annotations
 
@@ -32,6 +34,7 @@ class Registry(Generic[T]):
     def __init__(self, kind: str):
         self.kind = kind
         self._entries: Dict[str, T] = {}
+        self.version = 0  #: bumped by every register/unregister/restore
 
     def register(self, name: str, entry: Optional[T] = None, *, overwrite: bool = False):
         """Register ``entry`` under ``name``; usable as a decorator when ``entry`` is omitted."""
@@ -40,6 +43,7 @@ class Registry(Generic[T]):
             if name in self._entries and not overwrite:
                 raise ValueError(f"{self.kind} {name!r} is already registered; pass overwrite=True to replace it")
             self._entries[name] = obj
+            self.version += 1
             return obj
 
         if entry is None:
@@ -55,6 +59,7 @@ class Registry(Generic[T]):
     def unregister(self, name: str) -> None:
         self.get(name)
         del self._entries[name]
+        self.version += 1
 
     def names(self) -> List[str]:
         return sorted(self._entries)
@@ -64,6 +69,7 @@ class Registry(Generic[T]):
 
     def restore(self, snapshot: Dict[str, T]) -> None:
         self._entries = dict(snapshot)
+        self.version += 1
 
     def __contains__(self, name: object) -> bool:
         return name in self._entries

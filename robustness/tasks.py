@@ -132,78 +132,9 @@ def _changed() -> None:
 
 
 # ================================================================================== benchmarks
-@dataclass(frozen=True)
-class Benchmark:
-    """One benchmark: its short ``key``, the lmms-eval task it runs (``task``), the paper's name."""
-
-    key: str
-    task: str
-    title: str
-    studies: Tuple[str, ...] = ()
-    note: str = ""
-
-
-BENCHMARKS: Registry[Benchmark] = Registry("benchmark")
-
-# key, lmms-eval 0.7.3 task (verified: a single task in the installed index), paper name, studies, note
-_BENCHMARK_TABLE = [
-    ("mmbench", "mmbench_en_dev", "MMBench", ("law",), "group `mmbench` -> English dev split"),
-    ("mme", "mme", "MME", ("law", "perception"), ""),
-    ("mmmu", "mmmu_val", "MMMU", ("law",), "group `mmmu` -> validation split"),
-    ("okvqa", "ok_vqa_val2014", "OKVQA", ("law",), "group `ok_vqa` -> val2014"),
-    ("textvqa", "textvqa_val", "TextVQA", ("law",), ""),
-    ("vizwiz", "vizwiz_vqa_val", "VizWiz", ("law",), ""),
-    ("scienceqa_img", "scienceqa_img", "ScienceQA-IMG", ("law", "perception"), ""),
-    ("seed_img", "seed", "SEED-IMG", ("law",), "lmms-ac task tasks/seed (image questions of SEED-Bench)"),
-    ("mmvp", "mmvp", "MMVP", ("perception",), ""),
-    ("qbench", "qbench_dev", "Q-Bench", ("perception",), "Q-Bench (A1) dev split"),
-    ("mmstar", "mmstar", "MMStar", ("perception",), ""),
-    ("mmvet", "mmvet", "MM-Vet", ("perception",), "GPT-judged"),
-    ("llava_w", "llava_in_the_wild", "LLaVA-W", ("perception",), "GPT-judged"),
-    ("mathvista", "mathvista_testmini_format", "MathVista", ("perception",),
-     "group `mathvista_testmini` -> its format-prompt subtask (the usual testmini number)"),
-    ("chartqa", "chartqa", "ChartQA", ("perception",), ""),
-    ("ai2d", "ai2d", "AI2D", ("perception",), ""),
-]
-for _row in _BENCHMARK_TABLE:
-    BENCHMARKS.register(_row[0], Benchmark(*_row))
-
-
-def register_benchmark(name: str, lmms_eval_task: Optional[str] = None, *, title: Optional[str] = None,
-                       studies: Sequence[str] = (), overwrite: bool = False) -> Benchmark:
-    """Make ``lmms_eval_task`` (default: ``name``) a base of generated robustness variants.
-
-    ``name`` is the short key (``lmms-ac tasks --benchmark``); variants are named after the task.
-    """
-    task = lmms_eval_task or name
-    if not _TASK_NAME.match(task):
-        raise ValueError(f"lmms-eval task name {task!r} must be letters, digits, '_' or '-' (no dots)")
-    existing = [b for b in _benchmarks() if b.task == task and b.key != name]
-    if existing and not overwrite:
-        raise ValueError(f"task {task!r} is already the benchmark {existing[0].key!r}")
-    bench = Benchmark(name, task, title or name, tuple(studies))
-    if name in BENCHMARKS and BENCHMARKS.get(name) == bench:
-        return bench
-    BENCHMARKS.register(name, bench, overwrite=overwrite)
-    _changed()
-    return bench
-
-
-def _benchmarks() -> List[Benchmark]:
-    return [BENCHMARKS.get(k) for k in BENCHMARKS.names()]
-
-
-def benchmark(name: str) -> Benchmark:
-    """A benchmark by short key or by lmms-eval task name."""
-    for b in _benchmarks():
-        if b.task == name:
-            return b
-    return BENCHMARKS.get(name)
-
-
-def base_tasks() -> List[str]:
-    """The lmms-eval task names of all registered benchmarks."""
-    return [b.task for b in _benchmarks()]
+# the ONE benchmark registry lives in lmms_ac.benchmarks (collect and the law read it too)
+from lmms_ac.benchmarks import BENCHMARKS, Benchmark, base_tasks, benchmark, register_benchmark  # noqa: E402,F401
+from lmms_ac.benchmarks import all_benchmarks as _benchmarks  # noqa: E402
 
 
 # ================================================================================== variant families
@@ -915,8 +846,8 @@ def extend_index(task_manager, families: Optional[Sequence[VariantFamily]] = Non
 
 
 # ================================================================================== name -> perturbation
-def _cache_key() -> Tuple[int, int, int, str]:
-    return (_STATE[0], len(PERTURBATIONS), len(BENCHMARKS), os.environ.get(PROBES_ENV, ""))
+def _cache_key() -> Tuple[int, int, int, int, str]:
+    return (_STATE[0], PERTURBATIONS.version, BENCHMARKS.version, VARIANTS.version, os.environ.get(PROBES_ENV, ""))
 
 
 _CACHE_KEY: List[Any] = [None]

@@ -42,11 +42,11 @@ def load_inputs(args: argparse.Namespace):
 
             raise UnknownEntryError("example", args.example, list(D.EXAMPLES))
         if benches:
-            D.resolve_benchmarks(benches, list(ex["benchmarks"]))
+            D.resolve_benchmarks(benches, D.example_benchmarks(args.example))
         df = pd.read_csv(D.example_path(args.example))
         return D.from_wide(df, setting_col=args.setting_col or str(ex["setting_col"]),
                            a_col=args.a_col or str(ex["a_col"]), c_col=args.c_col or str(ex["c_col"]),
-                           benchmarks=benches or list(ex["benchmarks"]), source=f"example {args.example}")
+                           benchmarks=benches or D.example_benchmarks(args.example), source=f"example {args.example}")
     if args.wide:
         path = Path(args.wide)
         if not path.exists():

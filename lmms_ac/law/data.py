@@ -23,42 +23,23 @@ import pandas as pd
 
 from lmms_ac.registry import UnknownEntryError
 
-#: the benchmark groups of the law paper (lmms-eval task names as in the published data)
-BENCHMARK_GROUPS: Dict[str, List[str]] = {
-    "vision": ["mmbench_en", "mme", "ok_vqa", "seed_image"],
-    "ocr": ["mmmu_val", "textvqa_val", "vizwiz_vqa_val", "scienceqa_img"],
-}
-
-#: names a user may give the group members (the papers' names and common spellings); matched after
-#: lower-casing and dropping everything but letters and digits (so "SEED-IMG", "OK-VQA" match too)
-BENCHMARK_ALIASES: Dict[str, List[str]] = {
-    "mmbench_en": ["MMBench", "MMBench-EN"],
-    "mme": ["MME", "MME-P", "MME perception"],
-    "ok_vqa": ["OKVQA", "OK-VQA"],
-    "seed_image": ["SEED", "SEED-IMG", "SEED-Bench", "SEEDBench-IMG"],
-    "mmmu_val": ["MMMU", "MMMU-val"],
-    "textvqa_val": ["TextVQA", "TextVQA-val"],
-    "vizwiz_vqa_val": ["VizWiz", "VizWiz-VQA"],
-    "scienceqa_img": ["ScienceQA", "ScienceQA-IMG", "SQA-IMG", "SQA"],
-}
-
-
-def _squash(name: str) -> str:
-    return "".join(ch for ch in str(name).lower() if ch.isalnum())
-
-
-_ALIAS_INDEX: Dict[str, str] = {_squash(a): canon for canon, names in BENCHMARK_ALIASES.items()
-                                for a in [canon] + names}
+# the law paper's groups (vision/OCR), its benchmark names and the names users give them come from
+# the ONE benchmark registry, lmms_ac.benchmarks (Benchmark.group, .law_name, .aliases)
 
 
 def canonical_benchmark(name: str) -> Optional[str]:
-    """The lmms-eval task name of a group member given any of its known names (None if unknown)."""
-    return _ALIAS_INDEX.get(_squash(name))
+    """The law name of a group member given any of its known names (None if unknown)."""
+    from lmms_ac.benchmarks import canonical_law_name
+
+    return canonical_law_name(name)
 
 
 def group_members(names: Sequence[str], groups: Optional[Dict[str, List[str]]] = None) -> Dict[str, List[str]]:
-    """``{group: [names of the given benchmarks that belong to it]}`` (paper names recognised)."""
-    groups = BENCHMARK_GROUPS if groups is None else groups
+    """``{group: [names of the given benchmarks that belong to it]}`` (paper names recognised);
+    ``groups`` defaults to the law paper's (``lmms_ac.benchmarks.law_groups``)."""
+    from lmms_ac.benchmarks import law_groups
+
+    groups = law_groups() if groups is None else groups
     out: Dict[str, List[str]] = {g: [] for g in groups}
     for n in names:
         canon = canonical_benchmark(n) or n
@@ -75,8 +56,7 @@ EXAMPLES: Dict[str, Dict[str, object]] = {
         "setting_col": "setting",
         "a_col": "A_embed_{benchmark}",
         "c_col": "C_pck10",
-        "benchmarks": ["mmbench_en", "mme", "mmmu_val", "ok_vqa", "textvqa_val", "vizwiz_vqa_val",
-                       "scienceqa_img", "seed_image"],
+        "benchmarks": None,  # the registry's law benchmarks (lmms_ac.benchmarks.law_benchmarks)
         "normalize": "minmax",
     },
 }
@@ -114,7 +94,18 @@ def load_example(name: str = "law-v1", benchmarks: Optional[Sequence[str]] = Non
     path = example_path(name)
     df = pd.read_csv(path)
     return from_wide(df, setting_col=str(ex["setting_col"]), a_col=str(ex["a_col"]), c_col=str(ex["c_col"]),
-                     benchmarks=list(benchmarks) if benchmarks else list(ex["benchmarks"]), source=str(path))
+                     benchmarks=list(benchmarks) if benchmarks else example_benchmarks(name), source=str(path))
+
+
+def example_benchmarks(name: str) -> List[str]:
+    """The benchmark columns of a bundled example (registry order)."""
+    from lmms_ac.benchmarks import law_benchmarks
+
+    listed = EXAMPLES[name].get("benchmarks")
+    if listed:
+        return list(listed)  # type: ignore[call-overload]
+    columns = set(pd.read_csv(example_path(name), nrows=0).columns)
+    return [b for b in law_benchmarks() if b in columns]  # the registry's law benchmarks the file holds
 
 
 _OPTIONS = {"setting": "--setting-col", "variant": "--variant-col", "A": "--a-col", "C": "--c-col"}

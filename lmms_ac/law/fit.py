@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 from loguru import logger
 
-from lmms_ac.law.data import BENCHMARK_GROUPS, BenchmarkData, group_members, canonical_benchmark
+from lmms_ac.law.data import BenchmarkData, canonical_benchmark, group_members
 from lmms_ac.law.linalg import loo_predictions, min_norm_fit, poly_features, poly_terms, predict, r2
 
 FEATURE_SETS = ("random", "A", "C", "AC")
@@ -363,9 +363,13 @@ def group_means(fits: Dict[str, BenchmarkFit], groups: Optional[Dict[str, Sequen
     """Mean R²/LOO R²/Spearman per model over each group's benchmarks that were fitted.
 
     Benchmarks are recognised under their lmms-eval task names and the papers' names (MMBench, MME,
-    OKVQA, SEED, MMMU, TextVQA, VizWiz, ScienceQA; ``data.BENCHMARK_ALIASES``).
+    OKVQA, SEED, MMMU, TextVQA, VizWiz, ScienceQA: ``Benchmark.aliases`` in ``lmms_ac.benchmarks``);
+    ``groups`` defaults to the law paper's (``lmms_ac.benchmarks.law_groups``).
     """
-    groups = BENCHMARK_GROUPS if groups is None else groups
+    if groups is None:
+        from lmms_ac.benchmarks import law_groups
+
+        groups = law_groups()
     out: Dict[str, Dict[str, Dict[str, float]]] = {}
     found = group_members(list(fits), groups)
     for g, members in groups.items():

@@ -64,13 +64,12 @@ class Inputs:
 
 
 def _groups_of(task: str) -> List[str]:
-    from lmms_ac.law.data import BENCHMARK_GROUPS
-    from lmms_ac.results.table import BENCHMARK_SOURCES
+    from lmms_ac.benchmarks import law_groups, sources
 
     out = []
-    for g, members in BENCHMARK_GROUPS.items():
+    for g, members in law_groups().items():
         for b in members:
-            if task == b or any(task == t for t, _ in BENCHMARK_SOURCES.get(b, [])):
+            if task == b or any(task == t for t, _ in sources(b)):
                 out.append(g)
                 break
     return out

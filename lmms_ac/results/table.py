@@ -24,20 +24,8 @@ TABLE_COLUMNS: List[str] = ["variant", "task", "metric", "value", "stderr", "n",
                             "seed", "base_task", "lmms_eval_version", "config_hash", "time", "source"]
 CLEAN = "none"
 
-#: where the law's benchmark names come from in lmms-eval: candidate (task, metric) pairs, first found wins
-BENCHMARK_SOURCES: Dict[str, List[Tuple[str, str]]] = {
-    "mmbench_en": [("mmbench_en", "gpt_eval_score"), ("mmbench_en_dev", "gpt_eval_score")],
-    "mme": [("mme", "mme_perception_score")],
-    "mmmu_val": [("mmmu_val", "mmmu_acc")],
-    "ok_vqa": [("ok_vqa", "exact_match"), ("ok_vqa_val2014", "exact_match")],
-    "textvqa_val": [("textvqa_val", "exact_match")],
-    "vizwiz_vqa_val": [("vizwiz_vqa_val", "exact_match")],
-    "scienceqa_img": [("scienceqa_img", "exact_match")],
-    "seed_image": [("seedbench", "seed_image"), ("seed_image", "seed_image")],
-}
-#: the headline metric of tasks that report several
-PRIMARY_METRICS: Dict[str, str] = {"mme": "mme_perception_score", "seedbench": "seed_image",
-                                   "mmbench_en_dev": "gpt_eval_score", "mmmu_val": "mmmu_acc"}
+# where a law benchmark name is found in lmms-eval results and each task's headline metric: the ONE
+# benchmark registry (lmms_ac.benchmarks: sources(), primary_metric())
 #: maximum of metrics that are not on a 0-1 or 0-100 scale (for the percent scale)
 METRIC_MAX: Dict[str, float] = {"mme_perception_score": 2000.0, "mme_cognition_score": 800.0}
 
@@ -123,11 +111,9 @@ def resolve_metric(df: pd.DataFrame, task: str, metric: Optional[str] = None) ->
         return metric
     if len(metrics) == 1:
         return metrics[0]
-    primary = PRIMARY_METRICS.get(task)
-    for src in BENCHMARK_SOURCES.values():
-        for t, m in src:
-            if t == task and primary is None:
-                primary = m
+    from lmms_ac.benchmarks import primary_metric
+
+    primary = primary_metric(task)
     if primary in metrics:
         return primary
     raise ValueError(f"task {task!r} reports several metrics ({', '.join(metrics)}); choose one with "
@@ -138,7 +124,9 @@ def _benchmark_source(clean: pd.DataFrame, bench: str, metric: Optional[str]) ->
     tasks = set(clean["task"])
     if bench in tasks:
         return bench, resolve_metric(clean, bench, metric)
-    for task, m in BENCHMARK_SOURCES.get(bench, []):
+    from lmms_ac.benchmarks import sources
+
+    for task, m in sources(bench):
         if task in tasks and (m in set(clean.loc[clean["task"] == task, "metric"])):
             return task, metric or m
     from lmms_ac.registry import UnknownEntryError
@@ -151,7 +139,7 @@ def clean_scores(table: pd.DataFrame, benchmarks: Optional[Sequence[str]] = None
     """Variant x benchmark frame of clean scores (mean over seeds if a clean run was seeded).
 
     ``benchmarks`` defaults to every clean task; a law benchmark name (e.g. ``seed_image``) is
-    looked up through ``BENCHMARK_SOURCES``. ``metrics`` maps a benchmark/task to its metric.
+    looked up through ``lmms_ac.benchmarks.sources``. ``metrics`` maps a benchmark/task to its metric.
     """
     metrics = dict(metrics or {})
     clean = table[is_clean(table) & table["value"].notna()]
