@@ -225,3 +225,14 @@ def test_synthesize_checks_its_folder_before_any_work(tmp_path, capsys):
     assert "is a file, not a directory" in capsys.readouterr().err
     assert main(["mirror", "mme", "--to", str(blocker / "mirror"), "--overwrite"]) == 2  # before the task index
     assert "is a file, not a directory" in capsys.readouterr().err
+
+
+def test_a_failed_final_write_reports_the_computed_value(tmp_path, monkeypatch):
+    import lmms_ac.scores.store as store
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(store, "atomic_write_text", full_disk)
+    with pytest.raises(ValueError, match=r"No space left on device.*is 0\.5 \(n=10"):
+        _record(tmp_path / "scores.csv")

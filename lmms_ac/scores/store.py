@@ -246,6 +246,11 @@ def record_score(
             "provenance": provenance(full_config),
             "details": {"config": full_config, **result.details},
         }
-        append_score(out, row, replace=force)
+        try:
+            append_score(out, row, replace=force)
+        except OSError as err:  # disk full, permissions changed meanwhile: keep the hours of work visible
+            raise ValueError(f"could not write {out} ({err.strerror or err}); the computed {score} of variant {variant!r} "
+                             f"is {row['value']} (n={row['n']}, config {chash}): free space or fix permissions and rerun "
+                             "(the row is recomputed), or add it by hand") from err
         logger.info(f"{score} of variant {variant!r} = {float(result.value):.4f} (n={result.n}) appended to {out}")
         return {**row, "skipped": False}
