@@ -37,7 +37,7 @@ import functools
 import numbers
 import os
 import sys
-from typing import Any, Iterator, List, Optional, Tuple
+from typing import Any, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 MODEL_ID = "lmms_ac_llava"
 MODEL_CLASS = "lmms_ac.models.lmms_ac_llava.LmmsAcLlava"
@@ -63,10 +63,22 @@ def install_hooks() -> None:
     _patch_multiple_choice_scoring()
 
 
+def _pair(response: Any) -> Optional[Tuple[Any, Any]]:
+    """A response as ``(logprob, is_greedy)`` when it is one (a tuple, or a list after a filter)."""
+    if isinstance(response, (tuple, list)) and is_loglikelihood_response(tuple(response)):
+        return tuple(response)  # type: ignore[return-value]
+    return None
+
+
 def _are_logprobs(results: Any) -> bool:
-    values = [r[0] for r in results] if isinstance(results, (list, tuple)) and results else []
-    return (bool(values) and all(is_loglikelihood_response(tuple(r)) for r in results)
-            and all(v <= 0 for v in values) and any(v < 0 for v in values))
+    """Multiple-choice responses that are log-probabilities (all <= 0, not all 0), not losses."""
+    if not isinstance(results, (list, tuple)) or not results:
+        return False
+    pairs = [_pair(r) for r in results]
+    if any(p is None for p in pairs):
+        return False
+    values = [p[0] for p in pairs]  # type: ignore[index]
+    return all(v <= 0 for v in values) and any(v < 0 for v in values)
 
 
 def _patch_multiple_choice_scoring() -> None:
@@ -81,10 +93,9 @@ def _patch_multiple_choice_scoring() -> None:
         kind = getattr(self, "OUTPUT_TYPE", None)
         if callable(self.config.process_results):
             return original(self, doc, results, *args, **kwargs)
-        if (kind == "loglikelihood" and isinstance(results, (list, tuple)) and len(results) == 1
-                and is_loglikelihood_response(tuple(results[0]))):
+        if kind == "loglikelihood" and isinstance(results, (list, tuple)) and len(results) == 1 and _pair(results[0]):
             # one request per doc: lmms-eval unpacks the list of responses instead of its one response
-            return original(self, doc, tuple(results[0]), *args, **kwargs)
+            return original(self, doc, _pair(results[0]), *args, **kwargs)
         if kind != "multiple_choice" or not _are_logprobs(results):
             return original(self, doc, results, *args, **kwargs)
         losses = [(-float(r[0]), r[1]) for r in results]
@@ -211,3 +222,52 @@ def _patch_dataset_download() -> None:
 
     download._lmms_ac = True  # type: ignore[attr-defined]
     ConfigurableTask.download = download
+
+
+# ---------------------------------------------------------------------------------- the TaskManager index
+# lmms-eval 0.7.3 keeps a TaskManager's index in private attributes; these two functions are the only
+# code of lmms-ac that reads or writes them (lmms_ac.robustness.index adds the generated tasks with them).
+def task_index(task_manager) -> Mapping[str, Mapping[str, Any]]:
+    """``task_manager``'s index: name -> ``{"type": task|group|tag, "yaml_path": ..., ["task": [...]]}``."""
+    return task_manager._task_index
+
+
+def add_to_task_index(task_manager, tasks: Mapping[str, str], tags: Mapping[str, Sequence[str]]
+                      ) -> Tuple[List[str], List[str], int]:
+    """Add ``tasks`` (name -> YAML path) and ``tags`` (tag -> task names) to ``task_manager``'s index.
+
+    A name the index already has with another YAML (a user task) wins over ours and is returned as
+    shadowed; tags list only our tasks and extend an existing tag. Returns (added, shadowed, number
+    of tags registered)."""
+    from loguru import logger
+
+    index = task_manager._task_index
+    added: List[str] = []
+    shadowed: List[str] = []
+    for name, path in tasks.items():
+        existing = index.get(name)
+        if existing is not None:
+            if existing.get("yaml_path") != path:
+                logger.debug(f"lmms-ac: task {name!r} already indexed ({existing.get('yaml_path')}); keeping it")
+                shadowed.append(name)
+            continue
+        index[name] = {"type": "task", "yaml_path": path}
+        added.append(name)
+    ours = set(added)
+    n_tags = 0
+    for tag, names in tags.items():
+        names = [n for n in names if n in ours]
+        existing = index.get(tag)
+        if existing is None:
+            index[tag] = {"type": "tag", "task": list(names), "yaml_path": -1}
+        elif existing.get("type") == "tag":
+            existing["task"] = list(existing["task"]) + [n for n in names if n not in existing["task"]]
+        else:
+            logger.warning(f"lmms-ac: tag {tag!r} is already an lmms-eval {existing.get('type')}; not registered")
+            continue
+        n_tags += 1
+    task_manager._all_tasks = sorted(index)
+    task_manager._all_groups = sorted(k for k, v in index.items() if v["type"] == "group")
+    task_manager._all_subtasks = sorted(k for k, v in index.items() if v["type"] == "task")
+    task_manager._all_tags = sorted(k for k, v in index.items() if v["type"] == "tag")
+    return added, shadowed, n_tags

@@ -128,3 +128,17 @@ def test_loglikelihood_task_scores(cli_run, by_hand):
     res = cli_run["results"]["tiny_mme_ll"]
     assert res["perplexity,none"] == pytest.approx(float(np.exp(-gold_ll.mean())), rel=1e-3)
     assert res["acc,none"] == pytest.approx(float(by_hand["greedy"][np.arange(len(gold)), gold].mean()))
+
+
+def test_unwrap_keeps_loglikelihood_pairs_and_tells_logprobs_from_losses():
+    import lmms_eval.models  # noqa: F401  (loads our entry point, which installs the hooks)
+    from lmms_eval.api import instance
+
+    from lmms_ac.plugin import _are_logprobs
+
+    assert instance.unwrap_generation_output((-5.81, False)) == ((-5.81, False), None)
+    assert instance.unwrap_generation_output("text") == ("text", None)
+    assert instance.unwrap_generation_output(("text", {"output_tokens": 3}))[0] == "text"
+    assert _are_logprobs([(-1.0, False), (-2.0, True)]) and _are_logprobs([[-1.0, False], [0.0, True]])
+    assert not _are_logprobs([(1.2, False), (0.4, True)])  # losses (lmms-eval's own models): left alone
+    assert not _are_logprobs([(0.0, True), (0.0, True)]) and not _are_logprobs(["a", 0.5]) and not _are_logprobs([])
