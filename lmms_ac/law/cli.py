@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import List, Optional
 
 from lmms_ac.cli_args import args_config, split_list
+from lmms_ac.strict_csv import read_frame
 
 PLOT_FORMATS = "png,svg"
 
@@ -53,7 +54,7 @@ def load_inputs(args: argparse.Namespace):
             raise FileNotFoundError(f"wide CSV {path} does not exist")
         if not benches:
             raise _error("--wide needs --benchmarks b1,b2 (the score columns to fit)")
-        return D.from_wide(pd.read_csv(path), setting_col=args.setting_col or "setting", a_col=args.a_col or "A",
+        return D.from_wide(read_frame(path, kind="wide CSV"), setting_col=args.setting_col or "setting", a_col=args.a_col or "A",
                            c_col=args.c_col or "C", benchmarks=benches, source=str(path))
     if not args.scores:
         raise _error("--table needs --scores AC.csv (columns variant, A, C; see --variant-col/--a-col/--c-col)")
@@ -273,7 +274,7 @@ def _load_prior(args: argparse.Namespace):
     benches = split_list(args.prior_benchmarks)
     if not benches:
         raise _error("--prior FILE needs --prior-benchmarks b1,b2 (its score columns)")
-    return law_prior(D.from_wide(pd.read_csv(path), setting_col="setting", a_col=args.prior_a_col,
+    return law_prior(D.from_wide(read_frame(path, kind="wide CSV"), setting_col="setting", a_col=args.prior_a_col,
                                  c_col=args.prior_c_col, benchmarks=benches, source=str(path)))
 
 
@@ -285,7 +286,7 @@ def _read_trained(args: argparse.Namespace):
     path = Path(args.trained)
     if not path.exists():
         raise FileNotFoundError(f"trained scores file {path} does not exist")
-    df = pd.read_csv(path)
+    df = read_frame(path, kind="trained scores CSV")
     if all(c in df.columns for c in TABLE_COLUMNS):
         if not args.benchmark:
             raise _error(f"{path} is a results table: choose the benchmark to optimise with --benchmark NAME")

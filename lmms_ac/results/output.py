@@ -42,7 +42,9 @@ def write_text_report(text: str, path: PathLike, config: Dict[str, Any], overwri
 
 def write_csv(df: pd.DataFrame, path: PathLike, config: Dict[str, Any], overwrite: bool = False) -> List[Path]:
     """``df`` as CSV (no index) plus the provenance sidecar."""
-    return write_text_report(df.to_csv(index=False), path, config, overwrite)
+    from lmms_ac.strict_csv import frame_to_csv
+
+    return write_text_report(frame_to_csv(df), path, config, overwrite)
 
 
 def write_json(doc: Dict[str, Any], path: PathLike, config: Dict[str, Any], overwrite: bool = False) -> Path:
