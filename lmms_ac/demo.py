@@ -115,6 +115,24 @@ def run_demo(args: argparse.Namespace) -> int:
     _run([lmms_ac, "score-c", "--vision", f"clip:{orig['tower']}", "--spair", str(out / "spair"), "--ocr", "--ocr-n", "20",
           "--variant", "tiny-clip", "--out", scores], env, out, expect=[Path(scores)])
 
+    print("\n== 3b. inside the MLLM: C@L, reconstruction and attention per layer; mutual k-NN; zero-shot kept or lost")
+    from lmms_ac.testing.tiny_layers import make_tiny_clip, write_classification_folder
+    _run([lmms_ac, "layers", "--model", hf, "--spair", str(out / "spair"), "--variant", "tiny-clip", "--out", scores,
+          "--plot", str(out / "figures")], env, out, expect=[out / "figures" / "layers_tiny-clip.png"])
+    _run([lmms_ac, "layers-knn", "--model", hf, "--data", "llava558k", "--captions", pretrain["captions"], "--images",
+          pretrain["images"], "--n", "8", "--k", "3", "--variant", "tiny-clip", "--out", scores], env, out)
+    colours = write_classification_folder(str(out / "colours"))
+    clip = make_tiny_clip(str(out / "ckpt" / "tiny-clip-dual"))
+    _run([lmms_ac, "zeroshot-tasks", f"colours={colours}", "--to", str(out / "zeroshot")], env, out,
+         expect=[out / "zeroshot" / "zeroshot_colours.yaml"])
+    _run([lmms_eval, "--model", "lmms_ac_llava", "--model_args", f"pretrained={hf},device=cpu,variant=tiny-clip",
+          "--include_path", str(out / "zeroshot"), "--tasks", "zeroshot_colours", "--batch_size", "8",
+          "--output_path", str(out / "results-zeroshot"), "--verbosity", "WARNING"], env, out,
+         lmms_eval_results=out / "results-zeroshot")
+    _run([lmms_ac, "zeroshot-encoder", f"colours={out / 'zeroshot' / 'colours'}", "--encoder", clip, "--variant",
+          "tiny-clip-encoder", "--out", scores], env, out)
+    _run([lmms_ac, "zeroshot-table", str(out / "results-zeroshot"), "--scores", scores], env, out)
+
     print("\n== 4. results -> one tidy table -> robustness drops and a leaderboard")
     table = str(out / "table.csv")
     _run([lmms_ac, "collect", results, "--out", table], env, out, expect=[Path(table)])
@@ -128,5 +146,9 @@ def run_demo(args: argparse.Namespace) -> int:
     _run([lmms_ac, "fit", "--example", "law-v1", "--normalize", "minmax", "--plot", str(out / "figures")], env, out,
          expect=[out / "figures" / "law_surface_mme.png"])
     _run([lmms_ac, "policy", "--example", "law-v1", "--runs", "200", "--policy", "all", "--plot", str(out / "figures")], env, out)
-    print(f"\nDemo finished: everything is under {out}")
+
+    print("\n== 6. one page to share: leaderboard, law, policy, robustness, provenance (no network needed to open it)")
+    report = out / "report.html"
+    _run([lmms_ac, "report", "--table", table, "--scores", scores, "--out", str(report)], env, out, expect=[report])
+    print(f"\nDemo finished: everything is under {out}\nReport: {report}")
     return 0

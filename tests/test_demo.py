@@ -18,12 +18,14 @@ def test_demo_runs_end_to_end(tmp_path):
     assert "Demo finished" in proc.stdout
     # each step's output exists: three lmms-eval runs, the score store, the table, the reports
     assert len(list((out / "results").glob("**/*_results.json"))) == 3
-    for path in ("scores.csv", "table.csv", "leaderboard.csv", "figures"):
+    for path in ("scores.csv", "table.csv", "leaderboard.csv", "figures", "report.html", "figures/layers_tiny-clip.png",
+                 "zeroshot/zeroshot_colours.yaml"):
         assert (out / path).exists(), path
     table = pd.read_csv(out / "table.csv")
     assert {"none", "tokperm", "patchshuffle4"} <= set(table["perturbation"])
     scores = pd.read_csv(out / "scores.csv")
-    assert set(scores["score"]) == {"A", "C", "C_ocr"}
+    assert {"A", "C", "C_ocr", "C@enc", "C@L0", "recon@L1", "attn_img@L1", "knn@L0"} <= set(scores["score"])
+    assert len(list((out / "results-zeroshot").glob("**/*_results.json"))) == 1
     board = pd.read_csv(out / "leaderboard.csv")
     assert board["variant"].tolist() == ["tiny-clip"] and {"A", "C", "mme", "seed"} <= set(board.columns)
     assert (out / "figures" / "law_surface_mme.png").is_file()
