@@ -238,3 +238,71 @@ def test_jobs_queued_on_slurm_are_not_submitted_twice(tmp_path, fake_bins, monke
     assert execute(study, printer=_quiet, versions=VERSIONS) == 1
     run = last_run(study.output_dir)
     assert run["jobs_run"] == [prep.jobs[1].job_id] and "queued on SLURM as 7_0" in run["skipped"][prep.jobs[0].job_id]
+
+
+class _FakeSubmitit:
+    """Stands in for submitit: runs each array element at once; elements named in ``cancel`` die as
+    ``scancel`` leaves them (no result, SLURM state CANCELLED)."""
+
+    def __init__(self, cancel=()):
+        self.cancel, self.arrays, self.params = set(cancel), [], {}
+        outer = self
+
+        class Job:
+            def __init__(self, job_id, call):
+                self.job_id, self.call = job_id, call
+                self.cancelled = Path(call.job_dir).name in outer.cancel
+                if self.cancelled:
+                    outer.cancel.discard(Path(call.job_dir).name)  # only the first time
+                else:
+                    self.value = call()
+
+            def done(self):
+                return True
+
+            def result(self):
+                if self.cancelled:
+                    raise RuntimeError("Job 1_0 (task: 0) with path ... has not produced any output (state: CANCELLED)")
+                return self.value
+
+            def get_info(self, mode="force"):
+                return {"State": "CANCELLED by 0" if self.cancelled else "COMPLETED"}
+
+        class SlurmExecutor:
+            def __init__(self, folder, max_num_timeout=3):
+                self.folder = folder
+
+            def update_parameters(self, **kw):
+                outer.params = kw
+
+            def submit_array(self, calls):
+                n = len(outer.arrays) + 1
+                outer.arrays.append([Path(c.job_dir).name for c in calls])
+                return [Job(f"{n}_{i}", c) for i, c in enumerate(calls)]
+
+        self.SlurmExecutor = SlurmExecutor
+
+
+def test_slurm_executor_retries_failures_not_cancellations(tmp_path, fake_bins, monkeypatch):
+    study = _study(tmp_path, env={"FAKE_FAIL": "seed"}, scores={"A": {"captions": "c.json", "images": "img"}},
+                   executor={"type": "slurm", "max_attempts": 2,
+                             "slurm": {"partition": "p", "account": "acc", "qos": "hi", "time": 5, "gpus_per_job": 1,
+                                       "constraint": "a100", "array_parallelism": 2, "poll_s": 0.01, "mem_gb": 2}})
+    prep = prepare(study, VERSIONS)
+    a_score = next(j for j in prep.jobs if j.kind == "score-a" and j.entry == "a").job_id
+    fake = _FakeSubmitit(cancel=[a_score])
+    monkeypatch.setitem(sys.modules, "submitit", fake)
+    assert execute(study, printer=_quiet, versions=VERSIONS) == 1
+    assert fake.params == {"job_name": "lmms-ac-fake", "time": 5, "cpus_per_task": 8, "array_parallelism": 2,
+                           "signal_delay_s": 120, "nodes": 1, "ntasks_per_node": 1, "gpus_per_node": 1,
+                           "partition": "p", "account": "acc", "qos": "hi", "constraint": "a100", "mem": "2048MB"}
+    evals = sorted(j.job_id for j in prep.jobs if j.kind == "eval")
+    assert len(fake.arrays) == 2 and sorted(fake.arrays[1]) == evals  # failed evals resubmitted, the cancel not
+    run = last_run(study.output_dir)
+    assert run["outcomes"][a_score]["cancelled"] is True
+    assert all(len(S.attempts(study.output_dir / "jobs" / j)) == 2 for j in evals)
+    # the next run picks up the cancelled job (and the evals, once they work)
+    fixed = _study(tmp_path, scores={"A": {"captions": "c.json", "images": "img"}},
+                   executor={"type": "slurm", "max_attempts": 2, "slurm": {"poll_s": 0.01}})
+    assert execute(fixed, printer=_quiet, versions=VERSIONS, retry_failed=True) == 0
+    assert sorted(fake.arrays[2]) == sorted(evals + [a_score])
