@@ -94,6 +94,9 @@ def run_demo(args: argparse.Namespace) -> int:
     lmms_eval, lmms_ac = _bin("lmms-eval"), _bin("lmms-ac")
     results = str(out / "results")
 
+    print("\n== 0. the local dataset copies lmms-eval will read, every image decoded strictly")
+    _run([lmms_ac, "datasets", "mme", "seed", "--verify"], env, out)
+
     print("\n== 1. lmms-eval scores the checkpoint on MME and SEED-IMG (no --include_path, datasets from the local mirror)")
     _run([lmms_eval, "--model", "lmms_ac_llava", "--model_args", f"pretrained={hf},device=cpu,variant=tiny-clip",
           "--tasks", "mme,seed", "--batch_size", "8", "--output_path", results, "--log_samples", "--verbosity", "WARNING"], env, out,
