@@ -137,6 +137,9 @@ def build_study_report(study: Study, printer: Printer = print, versions=None) ->
                 avg = step("robustness summary", lambda: average_drop(detail, metrics))
                 if avg is not None:
                     written += write_csv(avg, rdir / "robustness_summary.csv", cfg, overwrite=True)
+                if "plots" in want:
+                    written += step("robustness plot", lambda: plot_drops(detail, metrics, rdir / "figures" /
+                                                                          "robustness_drops", rs.formats)) or []
         else:
             notes.append("no probe results yet: no robustness table")
     # 5. law fit (+ plots)
@@ -208,3 +211,35 @@ def _recommend(study: Study, table, ac, rdir: Path, metrics: Dict[str, str]) -> 
     return [atomic_write_text(rdir / "recommend.json", json.dumps({"benchmark": bench, **rec.to_dict()}, indent=1,
                                                                    default=str) + "\n", overwrite=True),
             atomic_write_text(rdir / "recommend.txt", "\n".join(text) + "\n", overwrite=True)]
+
+
+def plot_drops(detail, metrics: Dict[str, str], stem: Path, formats: List[str]) -> List[Path]:
+    """Grouped bars: mean drop (0-100 scale, primary metric, averaged over benchmarks and seeds) per
+    perturbation, one bar per variant, with the spread over benchmarks as error bars."""
+    import numpy as np
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from lmms_ac.law.plots import save_figure
+    from lmms_ac.results.robustness_table import primary_rows
+
+    rows = primary_rows(detail, metrics)
+    g = rows.groupby(["perturbation", "variant"])["drop_pct_mean"]
+    mean, spread = g.mean().unstack("variant"), g.std(ddof=0).unstack("variant")
+    perts, variants = list(mean.index), list(mean.columns)
+    fig = Figure(figsize=(max(4.0, 1.0 + 0.9 * len(perts) * max(1, len(variants)) ** 0.5), 3.2), dpi=120)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    width = 0.8 / max(1, len(variants))
+    x = np.arange(len(perts))
+    for i, v in enumerate(variants):
+        ax.bar(x + (i - (len(variants) - 1) / 2) * width, mean[v].to_numpy(float), width,
+               yerr=spread[v].fillna(0).to_numpy(float), capsize=2, label=str(v))
+    ax.axhline(0, color="black", linewidth=0.6)
+    ax.set_xticks(x)
+    ax.set_xticklabels(perts, rotation=30, ha="right", fontsize=7)
+    ax.set_ylabel("drop vs clean (points, 0-100)")
+    ax.set_title("robustness: mean drop over benchmarks", fontsize=9)
+    if len(variants) > 1:
+        ax.legend(fontsize=7)
+    return save_figure(fig, stem, formats, overwrite=True)
