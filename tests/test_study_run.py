@@ -38,8 +38,14 @@ if bad:
 args = dict(kv.split("=", 1) for kv in a.model_args.split(","))
 def score(t):
     return int(hashlib.sha256((args["variant"] + t + args.get("dtype", "")).encode()).hexdigest()[:6], 16) / 0xFFFFFF
+def meta(t):  # what a generated robustness task carries (lmms_ac.robustness.tasks.task_metadata)
+    if "_patchshuffle4" not in t:
+        return {"version": 1}
+    seed = int(t.rsplit("_s", 1)[1]) if "_s" in t.split("patchshuffle4")[1] else 0
+    return {"version": 1, "lmms_ac": {"base_task": t.split("_patchshuffle4")[0], "perturbation": "patchshuffle4",
+                                      "severity": 4, "seed": seed}}
 doc = {"results": {t: {"alias": t, "acc,none": score(t), "acc_stderr,none": 0.01} for t in tasks},
-       "configs": {t: {"task": t, "metadata": {"version": 1}} for t in tasks},
+       "configs": {t: {"task": t, "metadata": meta(t)} for t in tasks},
        "n-samples": {t: {"original": 10, "effective": 10} for t in tasks},
        "versions": {t: 1 for t in tasks}, "higher_is_better": {t: {"acc": True} for t in tasks},
        "config": {"model": a.model, "model_args": a.model_args}, "lmms_eval_version": "0.7.3",
@@ -101,12 +107,14 @@ def _quiet(_msg: str) -> None:
 def test_run_resume_replan_and_report(tmp_path, fake_bins):
     from lmms_ac.study.report import build_study_report
 
-    study = _study(tmp_path)
+    study = _study(tmp_path, probes=[{"perturbation": "patchshuffle4", "seeds": 2, "benchmarks": ["mme"]}],
+                   report={"outputs": ["table", "scores", "leaderboard", "fit", "recommend", "robustness", "plots"],
+                           "recommend_benchmark": "mme"})
     assert execute(study, printer=_quiet, versions=VERSIONS) == 0
     first = last_run(study.output_dir)
-    assert len(first["jobs_run"]) == 6  # 2 eval (one per model, both tasks) + 2 score-a + 2 score-c
+    assert len(first["jobs_run"]) == 6  # 2 eval (one per model, all 4 tasks) + 2 score-a + 2 score-c
     prep = prepare(study, VERSIONS)
-    assert not prep.pending and len(prep.done) == 8
+    assert not prep.pending and len(prep.done) == 12
     for u in prep.done:  # the done file carries its unit id
         doc = json.loads(S.done_path(study.output_dir, u.unit_id, u.kind).read_text())
         assert doc["lmms_ac_study"]["unit_id"] == u.unit_id
@@ -124,6 +132,9 @@ def test_run_resume_replan_and_report(tmp_path, fake_bins):
     assert sorted(board["variant"]) == ["a", "b"] and {"mme", "seed", "A", "C"} <= set(board.columns)
     assert board.set_index("variant").loc["b", "A"] == -1.5
     assert (rdir / "scores.csv").exists() and (rdir / "recommend.txt").exists()
+    assert "drop_patchshuffle4" in board.columns and (rdir / "figures" / "robustness_drops.png").exists()
+    assert set(pd.read_csv(rdir / "robustness.csv")["perturbation"]) == {"patchshuffle4"}
+    assert (rdir / "figures" / "law_surface_mme.png").exists() and (rdir / "fit.json").exists()
     assert str(rdir / "table.csv") in summary["written"]
     # changing one model's arguments re-runs only that model's evaluation job
     data = study.model_dump()
@@ -138,7 +149,7 @@ def test_run_resume_replan_and_report(tmp_path, fake_bins):
     # the report reads the current units only: b's old results do not appear
     build_study_report(changed, printer=_quiet, versions=VERSIONS)
     table = pd.read_csv(rdir / "table.csv")
-    assert len(table[(table.variant == "b") & (table.metric == "acc")]) == 2
+    assert len(table[(table.variant == "b") & (table.metric == "acc")]) == 4
 
 
 def test_failure_keeps_logs_retries_then_gives_up(tmp_path, fake_bins):
