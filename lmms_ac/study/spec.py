@@ -11,7 +11,7 @@ from __future__ import annotations
 import difflib
 import re
 from pathlib import Path
-from typing import Any, Dict, List, Literal, Optional, Sequence, Tuple, Type, Union
+from typing import Any, Dict, List, Literal, Optional, Sequence, Type, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -339,32 +339,5 @@ def check_study(study: Study) -> List[str]:
         out.append("executor.gpus: a GPU index is listed twice")
     if ex.accelerate and ex.type == "local" and ex.gpus == "none":
         out.append("executor.accelerate: needs GPUs; set executor.gpus to auto or a list, or accelerate: false")
-    rb = study.report.recommend_benchmark
-    if rb and rb not in study.benchmarks:
-        out.append(f"report.recommend_benchmark: {rb!r} is not among the study's benchmarks{did_you_mean(rb, study.benchmarks)}")
-    for b in study.report.benchmarks or []:
-        if b not in study.benchmarks:
-            out.append(f"report.benchmarks: {b!r} is not among the study's benchmarks{did_you_mean(b, study.benchmarks)}")
+    # report.benchmarks / recommend_benchmark may be law names (seed_image for the task seed): checked by the report
     return out
-
-
-def variants_of(study: Study) -> Dict[str, str]:
-    """entry name -> variant name (as in results tables and the scores CSV)."""
-    return {e.name: e.variant_name for e in list(study.models) + list(study.candidates)}
-
-
-def key_paths() -> Tuple[str, ...]:
-    """Every key path of the schema (documentation and tests)."""
-    out: List[str] = []
-
-    def walk(cls: Type[BaseModel], prefix: str) -> None:
-        for name, f in cls.model_fields.items():
-            if name == "root":
-                continue
-            out.append(prefix + name)
-            sub = _model_at([*prefix.split(".")[:-1], name, "x"]) if prefix else _model_at([name, "x"])
-            if sub is not None and sub is not cls:
-                walk(sub, prefix + name + ".")
-
-    walk(Study, "")
-    return tuple(out)
