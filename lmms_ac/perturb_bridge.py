@@ -7,7 +7,7 @@ so the fraction of cells actually removed varies per image: ``DropTally`` record
 (``HookFactory.drops``), logged as it grows (after 1, 10, 100... images)."""
 from __future__ import annotations
 
-from typing import Dict, Optional
+from typing import Dict, Optional, Tuple
 
 import torch
 
@@ -16,12 +16,8 @@ from lmms_ac.vlm.hooks import SampleHooks
 
 def task_perturbation(task: str):
     """The perturbation a generated robustness task carries, or None for a clean task."""
-    try:
-        from lmms_ac.robustness.tasks import perturbation_for_task
-    except ModuleNotFoundError as err:
-        if err.name != "lmms_ac.robustness.tasks":
-            raise
-        return None
+    from lmms_ac.robustness.names import perturbation_for_task
+
     return perturbation_for_task(task)
 
 
@@ -39,6 +35,10 @@ class DropTally:
         self._label[task] = label
         if n == 1 or (n >= 10 and str(n).strip("0") == "1"):  # 1, 10, 100, ...
             self.log(task)
+
+    def totals(self) -> Dict[str, Tuple[float, int]]:
+        """``{task: (sum of the per-image fractions, images)}``, to be summed over data-parallel ranks."""
+        return {t: (self._sum[t], self._n[t]) for t in self._n}
 
     def summary(self) -> Dict[str, Dict[str, float]]:
         """``{task: {"cells_dropped": mean fraction, "images": n}}``."""

@@ -80,10 +80,11 @@ def _perturbation_filter(values: Optional[List[str]]):
 
 
 def _tasks(args: argparse.Namespace) -> int:
+    from lmms_ac.benchmarks import all_benchmarks
     from lmms_ac.robustness import tasks as T
 
     if args.benchmarks:
-        rows = [[b.key, b.task, b.title, ",".join(b.studies), b.note] for b in T._benchmarks()]
+        rows = [[b.key, b.task, b.title, ",".join(b.studies), b.note] for b in all_benchmarks()]
         print(_table(rows, ["key", "lmms-eval task", "benchmark", "studies", "note"]))
         return 0
     bases = None

@@ -540,7 +540,7 @@ def synthesize(
 ) -> SynthesisResult:
     """Caption and regenerate every image of ``task`` (a clean task, or its ``_synthetic`` variant)
     into ``<to>/<task>/``; the ``<task>_synthetic`` task reads it with ``LMMS_AC_SYNTHETIC=<to>``."""
-    from .tasks import base_task
+    from .names import base_task
 
     base = base_task(task)
     task_obj = load_task(base, task_manager, include_path)

@@ -4,14 +4,9 @@ from __future__ import annotations
 
 
 def extend_task_index(task_manager) -> None:
-    """Add catalogue-generated robustness tasks to ``task_manager``'s index (no-op until the
-    catalogue registers task builders)."""
-    try:
-        from lmms_ac.robustness.tasks import extend_index
-    except ModuleNotFoundError as err:
-        if err.name != "lmms_ac.robustness.tasks":
-            raise
-        return
+    """Add catalogue-generated robustness tasks to ``task_manager``'s index."""
+    from lmms_ac.robustness.index import extend_index
+
     try:
         extend_index(task_manager)
     except OSError as err:  # an unwritable cache must not break lmms-eval for every other task

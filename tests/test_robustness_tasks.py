@@ -72,8 +72,7 @@ def registries():
     snaps = [(r, r.snapshot()) for r in (PERTURBATIONS, T.BENCHMARKS, T.VARIANTS)]
     yield T
     for reg, snap in snaps:
-        reg.restore(snap)
-    T._changed()
+        reg.restore(snap)  # bumps the registry versions: cached name lookups are dropped
 
 
 # ---------------------------------------------------------------------------------- index

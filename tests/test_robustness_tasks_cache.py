@@ -15,6 +15,8 @@ from typing import Optional
 
 import pytest
 
+from lmms_ac.robustness import task_cache as C
+
 HOUR = 3600.0
 
 
@@ -54,7 +56,7 @@ def test_generated_directory_carries_the_marker(T, tmp_path, base_yaml):
     d = make_dir(T, tmp_path / "tasks", hid(1), base_yaml)
     marker = json.loads((d / T.MARKER).read_text())
     assert marker["hash"] == hid(1) and marker["kind"] == T.MARKER_KIND
-    assert T._marker_time(d) == pytest.approx(time.time(), abs=60)
+    assert C.marker_time(d) == pytest.approx(time.time(), abs=60)
     assert sorted(p.name for p in d.iterdir()) == sorted([T.MARKER, "index.json", "lmms_ac_shim.py", "mme_tokperm.yaml"])
     assert not [p for p in d.parent.iterdir() if p.name.startswith(".") and p.is_dir()]  # no temp dir left
 
@@ -110,7 +112,7 @@ def test_prune_spares_directories_in_use(T, tmp_path, base_yaml):
     assert recent.is_dir() and newer_but_old.is_dir() and current.is_dir()
     # claiming a directory (what every indexing process does) refreshes its last use
     old = make_dir(T, root, hid(4), base_yaml, age_s=5 * HOUR)
-    assert T.claim_directory(old) and T._marker_time(old) == pytest.approx(time.time(), abs=60)
+    assert T.claim_directory(old) and C.marker_time(old) == pytest.approx(time.time(), abs=60)
     assert T.prune_cache(current, keep=1) == [] and old.is_dir()
     assert not T.claim_directory(root / hid(9))  # absent: the caller generates it
 
@@ -118,8 +120,8 @@ def test_prune_spares_directories_in_use(T, tmp_path, base_yaml):
 def test_claim_adopts_a_complete_directory_without_marker(T, tmp_path, base_yaml):
     d = make_dir(T, tmp_path / "tasks", hid(1), base_yaml)
     (d / T.MARKER).unlink()
-    assert T._marker_time(d) is None
-    assert T.claim_directory(d) and T._marker_time(d) is not None
+    assert C.marker_time(d) is None
+    assert T.claim_directory(d) and C.marker_time(d) is not None
 
 
 def test_no_prune_while_another_process_holds_the_lock(T, tmp_path, base_yaml):
@@ -129,8 +131,8 @@ def test_no_prune_while_another_process_holds_the_lock(T, tmp_path, base_yaml):
     code = textwrap.dedent(f"""
         import sys
         from pathlib import Path
-        from lmms_ac.robustness.tasks import _cache_lock
-        with _cache_lock(Path({str(root)!r}), exclusive=False):
+        from lmms_ac.robustness.task_cache import cache_lock
+        with cache_lock(Path({str(root)!r}), exclusive=False):
             print("locked", flush=True)
             sys.stdin.readline()
     """)
@@ -170,7 +172,7 @@ def test_extend_index_prunes_once_per_process(T, tmp_path, base_yaml, monkeypatc
     cache = tmp_path / "cache"
     monkeypatch.setenv("LMMS_AC_CACHE", str(cache))
     monkeypatch.delenv(T.KEEP_ENV, raising=False)
-    monkeypatch.setattr(T, "_PRUNED", set())
+    monkeypatch.setattr(C, "prune_once", C.PruneOnce())
     root = T.cache_root()
     olds = [make_dir(T, root, hid(i), base_yaml, age_s=(i + 1) * HOUR) for i in range(1, 6)]
     foreign = root / hid(99)
@@ -182,7 +184,7 @@ def test_extend_index_prunes_once_per_process(T, tmp_path, base_yaml, monkeypatc
     families = [T.VARIANTS.get("tokperm")]
     info = T.extend_index(fake_tm(), families=families)
     assert info.generated and info.tasks == 5 and info.directory.parent == root
-    assert T._marker_time(info.directory) is not None
+    assert C.marker_time(info.directory) is not None
     names = sorted(p.name for p in root.iterdir() if not p.name.startswith("."))
     assert names == sorted([info.hash, hid(1), hid(2), hid(99)])  # current + the 2 newest others; foreign stays
     late = make_dir(T, root, hid(50), base_yaml, age_s=9 * HOUR)
