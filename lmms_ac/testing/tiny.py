@@ -33,7 +33,7 @@ _CORPUS = [
 ]
 
 
-def make_tokenizer(directory: Optional[str] = None, vocab_size: int = 400):
+def make_tokenizer(directory: Optional[str] = None, vocab_size: int = 400, corpus: Optional[list] = None):
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -42,7 +42,7 @@ def make_tokenizer(directory: Optional[str] = None, vocab_size: int = 400):
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<unk>", "<s>", "</s>", "<pad>"],
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
-    tok.train_from_iterator(_CORPUS * 4, trainer)
+    tok.train_from_iterator((_CORPUS + list(corpus or [])) * 4, trainer)  # corpus: extra text whose words become tokens
     bos = tok.token_to_id("<s>")
     tok.post_processor = processors.TemplateProcessing(single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", bos)])
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>", pad_token="<pad>")
