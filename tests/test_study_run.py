@@ -317,3 +317,13 @@ def test_slurm_executor_retries_failures_not_cancellations(tmp_path, fake_bins, 
                    executor={"type": "slurm", "max_attempts": 2, "slurm": {"poll_s": 0.01}})
     assert execute(fixed, printer=_quiet, versions=VERSIONS, retry_failed=True) == 0
     assert sorted(fake.arrays[2]) == sorted(evals + [a_score])
+
+
+def test_slurm_no_wait_submits_and_returns(tmp_path, fake_bins, monkeypatch):
+    study = _study(tmp_path, scores={}, executor={"type": "slurm", "slurm": {"poll_s": 0.01}})
+    fake = _FakeSubmitit()
+    monkeypatch.setitem(sys.modules, "submitit", fake)
+    assert execute(study, printer=_quiet, versions=VERSIONS, wait=False) == 0
+    assert len(fake.arrays) == 1 and len(fake.arrays[0]) == 2
+    for job_id in fake.arrays[0]:
+        assert S.read_json(study.output_dir / "jobs" / job_id / "slurm.json")["slurm_job_id"].startswith("1_")

@@ -63,7 +63,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     from lmms_ac.study.runner import execute
 
     study = _load(args.file)
-    code = execute(study, retry_failed=args.retry_failed)
+    if args.no_wait and study.executor.type != "slurm":
+        raise ValueError("--no-wait is for the slurm executor (set executor.type: slurm); the local executor runs the jobs itself")
+    code = execute(study, retry_failed=args.retry_failed, wait=not args.no_wait)
     if args.report:
         from lmms_ac.study.report import build_study_report
 
@@ -118,6 +120,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("file")
     q.add_argument("--retry-failed", action="store_true", help="run jobs again that used up executor.max_attempts")
     q.add_argument("--report", action="store_true", help="write the reports afterwards (study report)")
+    q.add_argument("--no-wait", action="store_true", help="slurm: submit and return; `study status` follows the jobs")
     q.set_defaults(func=cmd_run)
     q = s.add_parser("status", help="done / running / failed / pending per model and benchmark, counts, ETA")
     q.add_argument("file")

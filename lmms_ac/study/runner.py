@@ -104,7 +104,7 @@ def dry_run(prep: Prepared, folder: Optional[Path] = None) -> List[Path]:
 
 
 def execute(study: Study, *, retry_failed: bool = False, runner=None, printer: Printer = print,
-            versions: Optional[Dict[str, Optional[str]]] = None) -> int:
+            versions: Optional[Dict[str, Optional[str]]] = None, wait: bool = True) -> int:
     """Run every pending job with the study's executor. 0 when the whole study is done afterwards."""
     out = study.output_dir
     out.mkdir(parents=True, exist_ok=True)
@@ -124,7 +124,7 @@ def execute(study: Study, *, retry_failed: bool = False, runner=None, printer: P
     elif study.executor.type == "slurm":
         from lmms_ac.study.slurm import run_slurm
 
-        results = run_slurm(study, dirs, printer, on_submit=submitted.update)
+        results = run_slurm(study, dirs, printer, on_submit=submitted.update, wait=wait)
     else:
         from lmms_ac.study.executors import run_local
 
@@ -137,6 +137,10 @@ def execute(study: Study, *, retry_failed: bool = False, runner=None, printer: P
               "units_total": len(after.plan.units)}
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S_%f")
     S.write_json(out / "runs" / f"{stamp}.json", record)
+    if study.executor.type == "slurm" and not wait and todo:
+        printer(f"submitted {len(todo)} job(s); follow them with `lmms-ac study status FILE --watch`; "
+                "`study run` again retries what failed")
+        return 0
     failed = [j for j, r in results.items() if not r.get("ok")]
     printer(f"done: {len(after.done)}/{len(after.plan.units)} unit(s); {len(todo) - len(failed)} job(s) succeeded, "
             f"{len(failed)} failed" + (f" ({', '.join(failed)}; logs in {out / 'jobs'}/<job>/log*.txt)" if failed else ""))

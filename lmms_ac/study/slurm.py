@@ -99,8 +99,10 @@ def _cancelled(job: Any, wait_s: float = 90.0) -> bool:
 
 
 def run_slurm(study: Study, job_dirs: Sequence[Path], printer: Printer = print,
-              on_submit: Optional[Callable[[Dict[str, str]], None]] = None) -> Dict[str, Dict]:
-    """Submit the jobs as arrays, wait, resubmit failures with attempts left; job_id -> last outcome."""
+              on_submit: Optional[Callable[[Dict[str, str]], None]] = None, wait: bool = True) -> Dict[str, Dict]:
+    """Submit the jobs as arrays, wait, resubmit failures with attempts left; job_id -> last outcome.
+    ``wait=False``: submit and return at once (the jobs write their results to the shared output folder;
+    ``study status`` follows them, the next ``study run`` retries what failed)."""
     submitit = _import_submitit()
     out = study.output_dir
     ex = study.executor
@@ -121,6 +123,8 @@ def run_slurm(study: Study, job_dirs: Sequence[Path], printer: Printer = print,
                 f"(at most {ex.slurm.array_parallelism} at once); submitit folder {folder}")
         if on_submit:
             on_submit(ids)
+        if not wait:
+            return results
         pending = dict(zip([d for d in todo], jobs))
         retry: List[Path] = []
         while pending:
