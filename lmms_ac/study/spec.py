@@ -251,11 +251,12 @@ def _message(err: Dict[str, Any]) -> str:
     if kind == "literal_error":
         expected = err.get("ctx", {}).get("expected", "")
         return f"{where}: {err['input']!r} is not allowed; use one of {expected}"
-    return f"{where}: {err['msg']} (got {err.get('input')!r}); fix the value"
+    msg = str(err["msg"]).removeprefix("Value error, ")
+    return f"{where}: {msg} (got {err.get('input')!r}); fix the value"
 
 
 # ------------------------------------------------------------------------------------- loading
-def parse_study(data: Any, root: Union[str, Path] = ".", source: str = "the study") -> Study:
+def parse_study(data: Any, root: Union[str, Path] = ".", source: str = "the input") -> Study:
     """Validate a parsed YAML document; raises ``StudyError`` listing every problem."""
     if not isinstance(data, dict):
         raise StudyError(f"{source}: the file must be a YAML mapping (name:, models:, benchmarks: ...); "
