@@ -162,3 +162,48 @@ def test_model_arguments(llava_hf_dir):
         LmmsAcLlava(pretrained=llava_hf_dir, device="cpu", prefix_sharing="maybe")
     with pytest.raises(ValueError, match="prefix_cache_size"):
         LmmsAcLlava(pretrained=llava_hf_dir, device="cpu", prefix_cache_size=0)
+
+
+def _two_images(doc):
+    return [doc["image"], doc["image"].transpose(0)]  # a mirrored copy: two different images per question
+
+
+def _no_image(doc):
+    return []
+
+
+@pytest.mark.parametrize("visual", [_two_images, _no_image], ids=["two_images", "text_only"])
+def test_multi_image_and_text_only_requests(make, visual):
+    def reqs():
+        return [Instance("generate_until", (d["question"], {"max_new_tokens": 5}, visual, i, "20q", "test"), idx=0,
+                         metadata={"task": "20q", "doc_id": i, "repeats": 1}) for i, d in enumerate(DATASETS["20q"][:12])]
+
+    off = make(False, 8).generate_until(reqs())
+    lm = make(True, 8)
+    assert lm.generate_until(reqs()) == off
+    assert lm.prefix_runner.stats.prefixes_computed == 1  # one image pair (or none) shared by all twelve
+
+
+def test_generation_settings_beyond_greedy_fall_back(make):
+    off, lm = make(False, 8), make(True, 8)
+    before = lm.vlm.llm.generation_config.repetition_penalty
+    for m in (off, lm):
+        m.vlm.llm.generation_config.repetition_penalty = 1.3
+    try:
+        assert lm.generate_until(gen_requests("2q")) == off.generate_until(gen_requests("2q"))
+        assert lm.prefix_runner.stats.prefixes_computed == 0
+    finally:
+        for m in (off, lm):
+            m.vlm.llm.generation_config.repetition_penalty = before
+
+
+def test_sliding_window_llms_are_refused():
+    from types import SimpleNamespace
+
+    from lmms_ac.vlm.prefix_cache import unsupported_reason
+
+    llama = SimpleNamespace(config=SimpleNamespace(sliding_window=None, layer_types=["full_attention"] * 2))
+    mistral = SimpleNamespace(config=SimpleNamespace(sliding_window=4096))
+    hybrid = SimpleNamespace(config=SimpleNamespace(sliding_window=None, layer_types=["sliding_attention", "full_attention"]))
+    assert unsupported_reason(llama) is None
+    assert "sliding" in unsupported_reason(mistral) and "non-full" in unsupported_reason(hybrid)

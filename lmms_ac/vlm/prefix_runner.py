@@ -20,8 +20,7 @@ reads statistics over the whole sequence, prefix and suffix together.
 """
 from __future__ import annotations
 
-import copy
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Dict, Hashable, List, Optional, Sequence, Tuple
 
 import torch
@@ -68,10 +67,9 @@ class SharingStats:
     prefix_hits: int = 0  # rows served by a prefix computed for another row or an earlier batch
     prefill_positions: int = 0  # positions run through the LLM before the first new token (padding included)
     prefill_tokens: int = 0  # of which real tokens
-    by_kind: Dict[str, int] = field(default_factory=dict)
 
     def as_dict(self) -> Dict[str, int]:
-        return {k: v for k, v in self.__dict__.items() if k != "by_kind"}
+        return dict(self.__dict__)
 
 
 class PrefixRunner:
