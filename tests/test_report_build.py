@@ -135,7 +135,7 @@ def test_page_needs_no_network(study, page):
 
 def test_csv_download_is_the_leaderboard(study, page):
     from lmms_ac.law.data import read_ac_scores
-    from lmms_ac.results.leaderboard import leaderboard
+    from lmms_ac.report.leaderboard import leaderboard
     from lmms_ac.results.table import read_table
 
     link = next(a for a in page.links if a.get("download") == "leaderboard.csv")

@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lmms_ac.results.leaderboard import LEADERBOARD_COLUMNS, leaderboard, leaderboard_columns, to_markdown
+from lmms_ac.report.leaderboard import LEADERBOARD_COLUMNS, leaderboard, leaderboard_columns, to_markdown
 from lmms_ac.results.robustness_table import (AVERAGE_COLUMNS, ROBUSTNESS_COLUMNS, average_drop,
                                               robustness_table)
 from lmms_ac.results.table import TABLE_COLUMNS, clean_scores, validate_table
@@ -137,7 +137,7 @@ def test_cli_leaderboard_and_robustness(table, ac, tmp_path, capsys):
 def test_patch_information_loss_map_from_the_table(tmp_path):
     """plot pil --table turns the collected tokgroup runs into the M x M map and its heat map."""
     from lmms_ac.cli import main
-    from lmms_ac.results.probe_maps import probe_map
+    from lmms_ac.report.probe_maps import probe_map
 
     rows = [{"variant": "v", "task": "mme", "metric": "acc", "value": 80.0, "perturbation": "none", "base_task": "mme"}]
     for g, score in enumerate([80.0, 60.0, 40.0, 20.0]):

@@ -342,7 +342,7 @@ def cmd_plot_pil(args: argparse.Namespace) -> int:
     if bool(args.array) == bool(args.table):
         raise ValueError("plot pil takes either an ARRAY file or --table (with --benchmark, --m and --metric)")
     if args.table:
-        from lmms_ac.results.probe_maps import probe_map
+        from lmms_ac.report.probe_maps import probe_map
         from lmms_ac.results.table import read_table
 
         if not (args.benchmark and args.m and args.metric):

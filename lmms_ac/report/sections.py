@@ -1,8 +1,8 @@
 """The report's sections as plain data, each computed by the project's own functions.
 
-Leaderboard: ``results.leaderboard``; law: ``law.data.from_table`` + ``law.fit.fit_law``; policy:
+Leaderboard: ``report.leaderboard``; law: ``law.data.from_table`` + ``law.fit.fit_law``; policy:
 ``law.policy.simulate`` / ``recommend``; robustness: ``results.robustness_table``; probe maps:
-``results.probe_maps.probe_map``; figures: ``law.plots``. A section that cannot be computed from
+``report.probe_maps.probe_map``; figures: ``law.plots``. A section that cannot be computed from
 the inputs is still returned, with ``empty`` saying which run would fill it.
 """
 from __future__ import annotations
@@ -124,7 +124,7 @@ class Analysis:
     def board(self) -> pd.DataFrame:
         """The leaderboard over every benchmark (cached)."""
         if not hasattr(self, "_board"):
-            from lmms_ac.results.leaderboard import leaderboard
+            from lmms_ac.report.leaderboard import leaderboard
 
             self._board = leaderboard(self.table, self.ac, self.benchmarks, self.options.metrics)
         return self._board
@@ -170,7 +170,7 @@ def _no_ac_reason(an: Analysis) -> str:
 
 
 def leaderboard_section(an: Analysis) -> Section:
-    from lmms_ac.results.leaderboard import leaderboard
+    from lmms_ac.report.leaderboard import leaderboard
 
     sec = Section("leaderboard", "Leaderboard")
     if an._clean is None:
@@ -441,7 +441,7 @@ def robustness_section(an: Analysis) -> Section:
 
 def maps_section(an: Analysis) -> Section:
     from lmms_ac.law.plots import plot_patch_info_loss
-    from lmms_ac.results.probe_maps import probe_map
+    from lmms_ac.report.probe_maps import probe_map
     from lmms_ac.results.table import is_clean, resolve_metric
 
     sec = Section("maps", "Where the model looks: patch information loss over the token grid")

@@ -46,7 +46,7 @@ def _emit(text: str, args: argparse.Namespace) -> None:
 
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:
-    from lmms_ac.results.leaderboard import leaderboard, to_markdown
+    from lmms_ac.report.leaderboard import leaderboard, to_markdown
     from lmms_ac.results.table import parse_assignments, read_table
 
     table = read_table(args.table)
@@ -56,7 +56,7 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
 
 
 def cmd_robustness(args: argparse.Namespace) -> int:
-    from lmms_ac.results.leaderboard import to_markdown
+    from lmms_ac.report.leaderboard import to_markdown
     from lmms_ac.results.output import write_csv
     from lmms_ac.results.robustness_table import average_drop, robustness_table
     from lmms_ac.results.table import parse_assignments, read_table
