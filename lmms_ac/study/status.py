@@ -19,7 +19,7 @@ class StudyStatus:
     columns: List[str]
     cells: Dict[Tuple[str, str], Dict[str, int]]  # (entry, column) -> status -> count
     counts: Dict[str, int]
-    failures: List[Tuple[str, str, str, str]]  # entry, column, last log line, log path
+    failures: List[Tuple[str, str, str, str]]  # entry, columns, last log line, log path (one per failed job)
     eta_s: Optional[float]
     parallel: int
 
@@ -58,7 +58,7 @@ def compute_status(study: Study, versions=None) -> StudyStatus:
     columns = list(dict.fromkeys(u.column for u in prep.plan.units))
     cells: Dict[Tuple[str, str], Dict[str, int]] = {}
     counts = {k: 0 for k in ORDER}
-    failures: List[Tuple[str, str, str, str]] = []
+    failed_jobs: Dict[str, Tuple[str, List[str], str]] = {}  # log -> entry, columns, last line
     failed_ids = set()
     limit = study.executor.max_attempts
     for u in prep.plan.units:
@@ -70,9 +70,8 @@ def compute_status(study: Study, versions=None) -> StudyStatus:
                 st = "running"
             elif js.status == "failed":
                 st = "failed" if js.attempts >= limit else "pending"
-                entry = (u.entry, u.column, js.last_line, str(d / "log.txt"))
-                if st == "failed" and entry not in failures:
-                    failures.append(entry)
+                if st == "failed":
+                    failed_jobs.setdefault(str(d / "log.txt"), (u.entry, [], js.last_line))[1].append(u.column)
             elif js.status == "interrupted":
                 st = "interrupted"
             else:
@@ -102,6 +101,7 @@ def compute_status(study: Study, versions=None) -> StudyStatus:
         eta = sum(per.get(u.kind) or fallback for u in remaining) / max(1, _parallel(study))
     elif not remaining:
         eta = 0.0
+    failures = [(entry, ", ".join(dict.fromkeys(cols)), last, log) for log, (entry, cols, last) in failed_jobs.items()]
     return StudyStatus(rows, columns, cells, counts, failures, eta, _parallel(study))
 
 
