@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any, List, Optional, Tuple, Type
+from typing import Any, List, Optional, Type
 
 import torch
 
@@ -423,17 +423,3 @@ def robust_task_name(base: str, perturbation: Perturbation) -> str:
     """The task name of a robustness variant: ``"<base>_<string form>"`` (e.g. ``mme_tokperm_s2``)."""
     return f"{base}_{perturbation.to_string()}"
 
-
-def split_task_name(task: str) -> Tuple[str, Optional[Perturbation]]:
-    """``"mme_pdrop_random50"`` -> ``("mme", RandomPatchDrop(ratio=0.5))``; a clean task -> ``(task, None)``.
-
-    The longest underscore-separated suffix that parses as a perturbation wins.
-    """
-    parts = task.split("_")
-    for i in range(1, len(parts)):
-        suffix = "_".join(parts[i:])
-        try:
-            return "_".join(parts[:i]), parse_perturbation(suffix)
-        except (ValueError, KeyError):
-            continue
-    return task, None

@@ -43,6 +43,7 @@ def test_dataset_keys():
     assert dataset_key("lmms-lab/MMBench", "en") == "lmms-lab__MMBench--en"
 
 
+@pytest.mark.slow
 def test_mirror_then_load_offline(tiny_task, tmp_path, monkeypatch, capsys):
     mirror = tmp_path / "mirror"
     assert main(["mirror", "tiny_local_vqa", "--to", str(mirror), "--include-path", tiny_task["tasks"]]) == 0

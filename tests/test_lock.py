@@ -59,6 +59,7 @@ def test_this_environment_is_the_lock():
     assert not drift, f"installed versions differ from constraints.txt: {drift}; rebuild with `make clean env`"
 
 
+@pytest.mark.slow
 def test_drift_report_names_changed_packages(tmp_path):
     lock = tmp_path / "constraints.txt"
     pins = dict(_lock())

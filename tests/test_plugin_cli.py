@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # every test here starts the lmms-eval CLI (or builds on a run that did)
+
 BIN = Path(sys.executable).parent
 
 

@@ -20,7 +20,6 @@ from lmms_ac.robustness import (
     make_perturbation,
     parse_perturbation,
     robust_task_name,
-    split_task_name,
     stable_seed,
 )
 from lmms_ac.robustness.catalogue import register
@@ -93,9 +92,12 @@ def test_malformed_and_invalid_parameters():
 def test_task_names():
     p = make_perturbation("pdrop_random", ratio=0.5, seed=1)
     assert robust_task_name("mme", p) == "mme_pdrop_random50_s1"
-    assert split_task_name("mme_pdrop_random50_s1") == ("mme", p)
-    assert split_task_name("scienceqa_img_tokgroup_m4_g5") == ("scienceqa_img", KeepGroup(m=4, group=5))
-    assert split_task_name("scienceqa_img") == ("scienceqa_img", None)
+    from lmms_ac.robustness.names import base_task, perturbation_for_task  # the one name -> perturbation lookup
+
+    assert perturbation_for_task("mme_pdrop_random50_s1") == p and base_task("mme_pdrop_random50_s1") == "mme"
+    assert perturbation_for_task("scienceqa_img_tokgroup_m4_g5") == KeepGroup(m=4, group=5)
+    assert base_task("scienceqa_img_tokgroup_m4_g5") == "scienceqa_img"
+    assert perturbation_for_task("scienceqa_img") is None and base_task("scienceqa_img") == "scienceqa_img"
 
 
 def test_registry_is_extensible_and_restorable():
@@ -158,6 +160,7 @@ print(json.dumps({
 """
 
 
+@pytest.mark.slow
 def test_identical_across_processes_and_hash_seeds():
     env = dict(os.environ, PYTHONHASHSEED="12345")
     out = subprocess.run([sys.executable, "-c", _CHILD], env=env, capture_output=True, text=True, timeout=120)
@@ -168,6 +171,7 @@ def test_identical_across_processes_and_hash_seeds():
     assert child["transformers"] is False  # importing the package does not import transformers
 
 
+@pytest.mark.slow
 def test_package_import_is_lazy():
     """`import lmms_ac.robustness` (and so `lmms-ac --help`) does not import torch until a name needs it."""
     import subprocess

@@ -83,6 +83,7 @@ def synth_env(tmp_path, monkeypatch, mirror_dir):
     return tmp_path
 
 
+@pytest.mark.slow
 def test_synthesize_writes_images_captions_and_clip_similarity(synth_env, tiny_t2i, tiny_clip, capsys):
     import datasets
 

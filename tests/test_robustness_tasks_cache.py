@@ -124,6 +124,7 @@ def test_claim_adopts_a_complete_directory_without_marker(T, tmp_path, base_yaml
     assert T.claim_directory(d) and C.marker_time(d) is not None
 
 
+@pytest.mark.slow
 def test_no_prune_while_another_process_holds_the_lock(T, tmp_path, base_yaml):
     root = tmp_path / "tasks"
     current = make_dir(T, root, hid(100), base_yaml)
@@ -194,6 +195,7 @@ def test_extend_index_prunes_once_per_process(T, tmp_path, base_yaml, monkeypatc
     assert [d.exists() for d in olds] == [True, True, False, False, False]
 
 
+@pytest.mark.slow
 def test_unwritable_cache_leaves_lmms_eval_working(tmp_path, monkeypatch):
     """The TaskManager hook runs in every lmms-eval invocation: a cache it cannot write only costs
     the robustness tasks, with a warning naming the fix."""

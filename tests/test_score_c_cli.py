@@ -135,6 +135,7 @@ def test_make_ocr_pairs_cli(tmp_path):
         cli("make-ocr-pairs", "--to", str(root), "--n", "6")
 
 
+@pytest.mark.slow
 def test_cli_module_imports_no_torch():
     code = "import sys, lmms_ac.scores.cli, lmms_ac.scores.store; sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
