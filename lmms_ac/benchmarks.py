@@ -169,8 +169,9 @@ def canonical_law_name(name: str) -> Optional[str]:
 
 
 # ---------------------------------------------------------------------------------- the table
-# lmms-eval 0.7.3 tasks verified to be single tasks in the installed index (test_robustness_tasks)
-for _b in [
+# lmms-eval 0.7.3 tasks verified to be single tasks in the installed index (test_robustness_tasks);
+# one dict of register_benchmark's arguments per benchmark, in the papers' order
+_TABLE: List[Dict[str, object]] = [
     dict(name="mmbench", lmms_eval_task="mmbench_en_dev", title="MMBench", studies=("law",),
          note="group `mmbench` -> English dev split", metric="gpt_eval_score", law_name="mmbench_en",
          sources=[("mmbench_en", "gpt_eval_score"), ("mmbench_en_dev", "gpt_eval_score")],
@@ -207,9 +208,9 @@ for _b in [
          note="group `mathvista_testmini` -> its format-prompt subtask (the usual testmini number)"),
     dict(name="chartqa", lmms_eval_task="chartqa", title="ChartQA", studies=("perception",)),
     dict(name="ai2d", lmms_eval_task="ai2d", title="AI2D", studies=("perception",)),
-]:
-    register_benchmark(**_b)  # type: ignore[arg-type]
-del _b
+]
+for _entry in _TABLE:
+    register_benchmark(**_entry)  # type: ignore[arg-type]
 
 __all__ = ["BENCHMARKS", "Benchmark", "GROUPS", "STUDIES", "register_benchmark", "all_benchmarks", "benchmark",
            "base_tasks", "law_benchmarks", "law_groups", "sources", "law_sources", "primary_metric",

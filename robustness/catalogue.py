@@ -422,4 +422,3 @@ def perturbation_metadata(p: Perturbation, base_task: str, seed: Optional[int] =
 def robust_task_name(base: str, perturbation: Perturbation) -> str:
     """The task name of a robustness variant: ``"<base>_<string form>"`` (e.g. ``mme_tokperm_s2``)."""
     return f"{base}_{perturbation.to_string()}"
-

@@ -259,7 +259,6 @@ def cmd_policy(args: argparse.Namespace) -> int:
 
 def _load_prior(args: argparse.Namespace):
     """The prior law of ``recommend --policy prior``: a bundled example name or a wide CSV."""
-    import pandas as pd
 
     from lmms_ac.law import data as D
     from lmms_ac.law.prior import law_prior
@@ -383,14 +382,16 @@ def cmd_plot_policy(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    from lmms_ac.law import options as O
+
     # ---- fit
     p = subparsers.add_parser("fit", help="fit the law Z ~ f(A, C) per benchmark: R², LOO R², Spearman, "
                                           "predictions", description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
     _add_input_args(p)
-    p.add_argument("--normalize", choices=["none", "minmax"],
+    p.add_argument("--normalize", choices=O.NORMALIZATIONS,
                    help="min-max normalise A, C and score first (default: minmax for --example, else none)")
-    p.add_argument("--interval", choices=["ols", "loo"], default="ols",
+    p.add_argument("--interval", choices=O.INTERVALS, default="ols",
                    help="prediction interval: OLS (Student t) or leave-one-out residual quantile (default: ols)")
     p.add_argument("--level", type=float, default=0.9, help="interval coverage (default: 0.9)")
     p.add_argument("--random-draws", type=int, default=100, help="draws of the random baseline (default: 100)")
@@ -413,14 +414,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--policy", choices=_policy_names() + ["all"], default="region",
                    help="the policy to simulate, with the random baseline; or all (default: region). "
                         + _policy_help())
-    p.add_argument("--ranking", choices=["measured", "law"], default="measured",
+    p.add_argument("--ranking", choices=O.RANKINGS, default="measured",
                    help="what ranks the settings when recall is scored. measured (default): trained settings by "
                         "their measured score, untrained by prediction (a hit: the best setting was trained or is "
                         "in the predicted top-n of the untrained); law: every setting by the law's prediction, "
                         "as in the paper. Both recall metrics are reported: anytime Recall@n at k' (a hit at "
                         "some step <= k') and final Recall@n (a hit after exactly k' trainings, the paper's "
                         "Algorithm 3)")
-    p.add_argument("--acquisition", choices=["ei", "thompson"], default="ei",
+    p.add_argument("--acquisition", choices=O.ACQUISITIONS, default="ei",
                    help="prior policy: expected improvement (default) or Thompson sampling")
     p.add_argument("--runs", type=int, default=1000, help="seeded runs per benchmark (default: 1000)")
     p.add_argument("--seed", type=int, default=0)
@@ -452,7 +453,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     r.add_argument("--prior-benchmarks", help="score columns of a --prior CSV")
     r.add_argument("--prior-a-col", default="A", help="A column of a --prior CSV; may contain {benchmark}")
     r.add_argument("--prior-c-col", default="C", help="C column of a --prior CSV")
-    r.add_argument("--acquisition", choices=["ei", "thompson"], default="ei")
+    r.add_argument("--acquisition", choices=O.ACQUISITIONS, default="ei")
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--json", action="store_true")
     r.set_defaults(func=cmd_recommend)
@@ -463,7 +464,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     sub = p.add_subparsers(dest="plot_command", metavar="{law,policy,pil}")
     q = sub.add_parser("law", help="law surface per benchmark + predicted vs actual")
     _add_input_args(q)
-    q.add_argument("--normalize", choices=["none", "minmax"])
+    q.add_argument("--normalize", choices=O.NORMALIZATIONS)
     q.add_argument("--out-dir", required=True)
     q.add_argument("--formats", default=PLOT_FORMATS)
     q.add_argument("--overwrite", action="store_true")
@@ -471,7 +472,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     q = sub.add_parser("policy", help="recall curves of the policies")
     _add_input_args(q)
     q.add_argument("--policy", choices=_policy_names() + ["all"], default="all")
-    q.add_argument("--ranking", choices=["measured", "law"], default="measured")
+    q.add_argument("--ranking", choices=O.RANKINGS, default="measured")
     q.add_argument("--runs", type=int, default=1000)
     q.add_argument("--seed", type=int, default=0)
     q.add_argument("--top", type=int, choices=[1, 3], default=3)

@@ -29,6 +29,7 @@ import pandas as pd
 from loguru import logger
 
 from lmms_ac.law.data import BenchmarkData, canonical_benchmark, group_members
+from lmms_ac.law.options import INTERVALS, NORMALIZATIONS  # noqa: F401 (re-exported)
 from lmms_ac.law.linalg import loo_predictions, min_norm_fit, poly_features, poly_terms, predict, r2
 
 FEATURE_SETS = ("random", "A", "C", "AC")
@@ -36,8 +37,6 @@ DEGREES = {"linear": 1, "poly2": 2}
 #: the law itself
 LAW_MODEL = "AC_poly2"
 MODEL_NAMES = [f"{f}_{d}" for f in FEATURE_SETS for d in DEGREES]
-NORMALIZATIONS = ("none", "minmax")
-INTERVALS = ("ols", "loo")
 
 
 @dataclass(frozen=True)

@@ -46,12 +46,12 @@ from loguru import logger
 
 from lmms_ac.law.data import BenchmarkData
 from lmms_ac.law.linalg import min_norm_fit, poly_features
+from lmms_ac.law.options import RANKINGS
 from lmms_ac.law.prior import LawPrior, law_prior, prior_orders, prior_predictions
 from lmms_ac.law.policies import POLICY_REGISTRY, UCB_WARMUP, PolicySpec, policy_names  # noqa: F401 (re-exported)
 
 N_LAW_PARAMS = 6
-RANKINGS = ("measured", "law")
-RANKING_HELP = {
+RANKING_HELP = {  # one entry per RANKINGS name
     "measured": "trained settings rank by their measured score, untrained ones by prediction: a hit means the "
                 "best setting was trained or is among the top-n untrained settings by prediction",
     "law": "every setting ranks by the law's prediction, trained ones too (the paper's simulation)",

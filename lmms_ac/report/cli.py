@@ -26,6 +26,8 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    from lmms_ac.law.options import INTERVALS, NORMALIZATIONS
+
     p = subparsers.add_parser(
         "report", help="one self-contained HTML page: leaderboard, law fit, policy, robustness, probe maps, provenance",
         description="Build one HTML page a lab can share (no network needed to open it): the sortable leaderboard "
@@ -41,9 +43,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--variant-col", default="variant", help="variant column of --scores (default: variant)")
     p.add_argument("--a-col", default="A", help="A score name/column (default: A; e.g. A_embed)")
     p.add_argument("--c-col", default="C", help="C score name/column (default: C; e.g. C_ocr)")
-    p.add_argument("--normalize", choices=["none", "minmax"], default="minmax",
+    p.add_argument("--normalize", choices=NORMALIZATIONS, default="minmax",
                    help="law fit normalisation (default: minmax, as the leaderboard's predictions)")
-    p.add_argument("--interval", choices=["ols", "loo"], default="ols", help="prediction interval (default: ols)")
+    p.add_argument("--interval", choices=INTERVALS, default="ols", help="prediction interval (default: ols)")
     p.add_argument("--level", type=float, default=0.9, help="interval coverage (default: 0.9)")
     p.add_argument("--runs", type=int, default=1000, help="policy simulation runs per benchmark (default: 1000)")
     p.add_argument("--seed", type=int, default=0)

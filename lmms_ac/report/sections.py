@@ -17,10 +17,9 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import pandas as pd
-from loguru import logger
 
 from lmms_ac.report import figures
-from lmms_ac.report.tables import Cell, Column, HtmlTable, frame_table, num_cell, shaded, text_cell
+from lmms_ac.report.tables import Cell, Column, HtmlTable, frame_table, num_cell, shaded
 
 #: perturbation families shown as maps over the token grid, not as robustness drops
 MAP_PROBES = {"tokgroup": "pil", "toknoise": "importance"}
