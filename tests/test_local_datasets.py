@@ -63,6 +63,7 @@ def test_mirror_then_load_offline(tiny_task, tmp_path, monkeypatch, capsys):
     assert str(copy) in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_mirror_keeps_existing_copies(tiny_task, tmp_path):
     mirror = tmp_path / "mirror"
     args = ["mirror", "tiny_local_vqa", "--to", str(mirror), "--include-path", tiny_task["tasks"]]
@@ -73,6 +74,7 @@ def test_mirror_keeps_existing_copies(tiny_task, tmp_path):
     assert main(args + ["--overwrite"]) == 0 and not marker.exists()
 
 
+@pytest.mark.slow
 def test_unknown_task_suggests_names(tmp_path, capsys):
     assert main(["mirror", "mmee", "--to", str(tmp_path)]) == 2
     assert "did you mean" in capsys.readouterr().err
