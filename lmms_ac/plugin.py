@@ -37,7 +37,7 @@ import functools
 import numbers
 import os
 import sys
-from typing import Any, Iterator, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 MODEL_ID = "lmms_ac_llava"
 MODEL_CLASS = "lmms_ac.models.lmms_ac_llava.LmmsAcLlava"
@@ -61,6 +61,7 @@ def install_hooks() -> None:
     _patch_dataset_download()
     _patch_unwrap_generation_output()
     _patch_multiple_choice_scoring()
+    _patch_evaluate_for_drop_tally()
 
 
 def _pair(response: Any) -> Optional[Tuple[Any, Any]]:
@@ -153,6 +154,61 @@ def _datasets_cache_off() -> Iterator[None]:
 def _offline() -> bool:
     return any(os.environ.get(v, "").strip().lower() in ("1", "true", "yes", "on")
                for v in ("HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE"))
+
+
+def _patch_evaluate_for_drop_tally() -> None:
+    """PatchDrop's r is a fraction of cells or of attention mass, so the fraction of cells actually removed
+    varies per image. The model tallies it per task (``HookFactory.drops``); this adds it to lmms-eval's
+    results as the metric ``cells_dropped`` (mean over every image of every rank), so ``collect`` puts it in
+    the tidy table next to the task's scores and the robustness table shows it beside each drop."""
+    import lmms_eval.evaluator as evaluator
+
+    if getattr(evaluator.evaluate, "_lmms_ac", False):
+        return
+    original = evaluator.evaluate
+
+    @functools.wraps(original)
+    def evaluate(*args, **kwargs):
+        out = original(*args, **kwargs)
+        lm = kwargs.get("lm", args[0] if args else None)
+        tally = getattr(getattr(lm, "hook_factory", None), "drops", None)
+        if tally is not None:
+            add_drop_metrics(out, _gather_tally(tally.totals()))
+        return out
+
+    evaluate._lmms_ac = True  # type: ignore[attr-defined]
+    evaluator.evaluate = evaluate
+
+
+def _gather_tally(totals: Mapping[str, Tuple[float, int]]) -> Dict[str, Tuple[float, int]]:
+    """Sum the per-task (sum of fractions, images) over data-parallel ranks (every rank calls evaluate)."""
+    try:
+        import torch.distributed as dist
+
+        parts = [None] * dist.get_world_size() if dist.is_available() and dist.is_initialized() else None
+    except ImportError:
+        parts = None
+    if parts is None:
+        return dict(totals)
+    dist.all_gather_object(parts, dict(totals))
+    merged: Dict[str, Tuple[float, int]] = {}
+    for part in parts:
+        for task, (total, n) in part.items():
+            t0, n0 = merged.get(task, (0.0, 0))
+            merged[task] = (t0 + total, n0 + n)
+    return merged
+
+
+def add_drop_metrics(results: Optional[Dict[str, Any]], totals: Mapping[str, Tuple[float, int]]) -> None:
+    """Write ``cells_dropped,none`` into each tallied task's lmms-eval results (rank 0 holds them)."""
+    if not results or "results" not in results:
+        return
+    from lmms_ac.results.table import CELLS_DROPPED_METRIC
+
+    for task, (total, n) in totals.items():
+        if task in results["results"] and n:
+            results["results"][task][f"{CELLS_DROPPED_METRIC},none"] = total / n
+            results["results"][task][f"{CELLS_DROPPED_METRIC}_stderr,none"] = "N/A"
 
 
 def _as_list(include_path) -> List[str]:

@@ -4,7 +4,9 @@
 ``severity_unit`` (what the severity measures; PatchDrop's r is always the fraction removed), ``clean`` (the clean score; mean over clean seeds if several), ``perturbed_mean``/``perturbed_std``
 over seeds, ``drop_mean``/``drop_std`` of Δ = clean - perturbed over seeds (std with ddof=1, NaN for a
 single seed), ``drop_pct_mean`` (the mean Δ on the 0-100 scale of ``table.percent_factor``, decided
-per metric from all its values in the table) and ``n_seeds``.
+per metric from all its values in the table), ``n_seeds`` and ``cells_dropped`` (PatchDrop: the mean
+fraction of grid cells actually removed, over seeds and images; the model reports it as the metric
+``cells_dropped`` of each perturbed task, since r by attention mass removes a varying number of cells).
 
 ``average_drop`` averages ``drop_pct_mean`` over the base benchmarks (each benchmark's primary
 metric) per (variant, perturbation, severity): the study's "average drop across benchmarks".
@@ -17,11 +19,11 @@ import numpy as np
 import pandas as pd
 from loguru import logger
 
-from lmms_ac.results.table import is_clean, percent_factor, resolve_metric
+from lmms_ac.results.table import CELLS_DROPPED_METRIC, is_clean, percent_factor, resolve_metric
 
 ROBUSTNESS_COLUMNS: List[str] = ["variant", "base_task", "metric", "perturbation", "severity", "severity_unit",
                                  "clean", "perturbed_mean", "perturbed_std", "drop_mean", "drop_std",
-                                 "drop_pct_mean", "n_seeds"]
+                                 "drop_pct_mean", "n_seeds", "cells_dropped"]
 
 
 def severity_unit(perturbation: str) -> str:
@@ -48,6 +50,9 @@ def _std(x: np.ndarray) -> float:
 def robustness_table(table: pd.DataFrame) -> pd.DataFrame:
     """Per (variant, base task, metric, perturbation, severity): clean vs perturbed and the drop."""
     valid = table[table["value"].notna()]
+    tally = valid[valid["metric"] == CELLS_DROPPED_METRIC]
+    cells = tally.groupby(["variant", "base_task", "perturbation", "severity"])["value"].mean()
+    valid = valid[valid["metric"] != CELLS_DROPPED_METRIC]
     clean = valid[is_clean(valid)]
     pert = valid[~is_clean(valid)]
     if pert.empty:
@@ -67,7 +72,8 @@ def robustness_table(table: pd.DataFrame) -> pd.DataFrame:
         rows.append({"variant": variant, "base_task": base, "metric": metric, "perturbation": p, "severity": sev,
                      "severity_unit": severity_unit(p), "clean": ref, "perturbed_mean": per_seed.mean(), "perturbed_std": _std(per_seed),
                      "drop_mean": drops.mean(), "drop_std": _std(drops),
-                     "drop_pct_mean": drops.mean() * factors[metric], "n_seeds": len(per_seed)})
+                     "drop_pct_mean": drops.mean() * factors[metric], "n_seeds": len(per_seed),
+                     "cells_dropped": float(cells.get((variant, base, p, sev), np.nan))})
     for variant, base, metric in sorted(missing):
         logger.warning(f"no clean score of {variant} on {base} ({metric}); its drops are NaN (run the clean task)")
     return pd.DataFrame(rows, columns=ROBUSTNESS_COLUMNS)

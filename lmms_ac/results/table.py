@@ -23,6 +23,8 @@ import pandas as pd
 TABLE_COLUMNS: List[str] = ["variant", "task", "metric", "value", "stderr", "n", "perturbation", "severity",
                             "seed", "base_task", "lmms_eval_version", "config_hash", "time", "source"]
 CLEAN = "none"
+# PatchDrop: mean fraction of grid cells actually removed, reported by lmms_ac_llava per perturbed task
+CELLS_DROPPED_METRIC = "cells_dropped"
 
 # where a law benchmark name is found in lmms-eval results and each task's headline metric: the ONE
 # benchmark registry (lmms_ac.benchmarks: sources(), primary_metric())
