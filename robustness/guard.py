@@ -12,12 +12,13 @@ import inspect
 import threading
 from typing import Any, Dict, Iterable, Optional
 
-from .base import Perturbation
+from .base import STAGES, Perturbation
 from .catalogue import parse_perturbation
 from .plugins import ensure_plugins
 from .task_cache import load_manifest
 
-SUPPORTED_STAGES = ("image", "tokens", "hidden")
+#: the stages a model applies itself (every stage but ``dataset``, which swaps the images)
+SUPPORTED_STAGES = tuple(s for s in STAGES if s != "dataset")
 SHIM_MODULE = "lmms_ac_shim"  #: the one module of a generated directory (written by robustness.generation)
 
 

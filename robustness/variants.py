@@ -13,10 +13,11 @@ from lmms_ac.registry import Registry
 from .base import Perturbation
 from .catalogue import PERTURBATIONS, parse_perturbation
 from .plugins import ensure_plugins
+from .probes import DEFAULT_DRAWS
 
 VARIANTS_ENV = "LMMS_AC_VARIANTS"
 DEFAULT_SEEDS = 5
-DRAWS = 10  #: seeded noise draws of each importance-score variant
+DRAWS = DEFAULT_DRAWS  #: seeded noise draws of each importance-score variant (probes.DEFAULT_DRAWS)
 
 
 @dataclass(frozen=True)
