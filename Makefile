@@ -64,6 +64,8 @@ bench: env
 	$(PY) bench/bench_plugin.py
 	$(PY) bench/bench_score_c.py
 	$(PY) bench/bench_law.py
+	$(PY) bench/bench_prefix.py
+	$(PY) bench/bench_robustness.py
 
 clean:
 	rm -rf $(VENV) .venv-lock .venv-latest out .pytest_cache
