@@ -13,14 +13,11 @@ import ast
 from pathlib import Path
 from typing import Dict, Iterable, List, Set
 
-import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 #: import name -> folder (setup.py maps the top-level folders under ``lmms_ac``)
 FOLDERS = {"lmms_ac": "lmms_ac", "lmms_ac.models": "models", "lmms_ac.tasks": "tasks",
            "lmms_ac.robustness": "robustness"}
-#: compatibility aliases that import upward on purpose (delete with their last user)
-ALIASES = {"lmms_ac.results.leaderboard": "lmms_ac.study.report imports it; moved to lmms_ac.report.leaderboard"}
 #: lower layers first; a package may import its own layer or lower ones only
 LAYERS: List[Set[str]] = [{"registry", "io", "benchmarks", "strict_csv"}, {"robustness", "scores"}, {"results"},
                           {"law"}, {"report"}]
@@ -137,7 +134,7 @@ def test_packages_import_one_way():
     packages: Dict[str, Set[str]] = {}
     wrong = []
     for module, deps in graph.items():
-        if module in commands or module in ALIASES:
+        if module in commands:
             continue
         src = _package(module)
         for dep in deps:
@@ -154,10 +151,3 @@ def test_packages_import_one_way():
     layered = {src: {d for d in dsts if d in layer} for src, dsts in packages.items() if src in layer}
     assert _cycles(layered) == []
 
-
-@pytest.mark.parametrize("alias", sorted(ALIASES))
-def test_aliases_still_have_a_user(alias):
-    """An alias is deleted as soon as nothing imports it any more."""
-    graph = _graph()
-    assert any(alias in deps for module, deps in graph.items() if module != alias), \
-        f"nothing imports {alias} any more: delete it and its entry in ALIASES"
