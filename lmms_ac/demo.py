@@ -71,6 +71,40 @@ def _run(cmd: List[str], env: dict, cwd: Path, *, expect: Sequence[Path] = (), l
         raise StepFailed(f"demo step failed ({why}): {' '.join(cmd)}\n--- last lines of its output ---\n{''.join(tail)}")
 
 
+def write_demo_study(path: Path, out: Path, hf: str, orig: dict, pretrain: dict) -> Path:
+    """The demo's evaluations and scores as a study file (paths relative to ``out``, where it lives), run by
+    ``lmms-ac study run`` on the local executor: what a user writes for a real study, in miniature."""
+    import yaml
+
+    def rel(p) -> str:
+        return os.path.relpath(str(p), str(out))
+
+    study = {
+        "name": "demo",
+        "output": "study",
+        "env": {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "error",
+                "LMMS_AC_DATASETS": str(out / "mirror")},
+        "models": [
+            {"name": "tiny-clip", "pretrained": rel(hf), "model_args": {"device": "cpu"},
+             "stage1": rel(hf), "vision": f"clip:{rel(orig['tower'])}"},
+            {"name": "tiny-clip-original-tokperm", "variant": "tiny-clip", "pretrained": rel(orig["checkpoint"]),
+             "model_args": {"device": "cpu", "perturbation": "tokperm", "perturbation_seed": 1},
+             "benchmarks": ["mme"], "probes": False},
+        ],
+        "benchmarks": ["mme", "seed"],
+        "probes": [{"perturbation": "patchshuffle4", "seeds": 5, "benchmarks": ["mme"]}],
+        "lmms_eval": {"batch_size": 8, "log_samples": True},
+        "scores": {"A": {"captions": rel(pretrain["captions"]), "images": rel(pretrain["images"]), "n": 8},
+                   "C": {"spair": "spair"}, "C_ocr": {"n": 20}, "device": "cpu"},
+        "executor": {"type": "local", "gpus": "none", "max_attempts": 1},
+        "report": {"outputs": ["table", "scores", "leaderboard", "robustness"]},
+    }
+    head = ("# The demo's evaluations and scores as a study (`lmms-ac study init` writes a commented example).\n"
+            "# lmms-ac study plan|run|status|report demo-study.yaml\n")
+    path.write_text(head + yaml.safe_dump(study, sort_keys=False), encoding="utf-8")
+    return path
+
+
 def run_demo(args: argparse.Namespace) -> int:
     out = Path(args.out).resolve()
     if out.exists():
@@ -92,31 +126,24 @@ def run_demo(args: argparse.Namespace) -> int:
     pretrain = write_llava_pretrain(str(out / "llava-558k"), n=8)
     write_photo_fixture(out / "spair")
     lmms_eval, lmms_ac = _bin("lmms-eval"), _bin("lmms-ac")
-    results = str(out / "results")
 
     print("\n== 0. the local dataset copies lmms-eval will read, every image decoded strictly")
     _run([lmms_ac, "datasets", "mme", "seed", "--verify"], env, out)
 
-    print("\n== 1. lmms-eval scores the checkpoint on MME and SEED-IMG (no --include_path, datasets from the local mirror)")
-    _run([lmms_eval, "--model", "lmms_ac_llava", "--model_args", f"pretrained={hf},device=cpu,variant=tiny-clip",
-          "--tasks", "mme,seed", "--batch_size", "8", "--output_path", results, "--log_samples", "--verbosity", "WARNING"], env, out,
-         lmms_eval_results=out / "results")
-    print("\n== 2. robustness: the same weights in the original LLaVA format with a seeded visual-token permutation"
-          "\n      (model argument), then a robustness task generated from the catalogue (4x4 patch shuffle, 5 seeds)")
-    _run([lmms_eval, "--model", "lmms_ac_llava", "--model_args",
-          f"pretrained={orig['checkpoint']},device=cpu,variant=tiny-clip,perturbation=tokperm,perturbation_seed=1",
-          "--tasks", "mme", "--batch_size", "8", "--output_path", results, "--verbosity", "WARNING"], env, out,
-         lmms_eval_results=out / "results")
-    _run([lmms_eval, "--model", "lmms_ac_llava", "--model_args", f"pretrained={hf},device=cpu,variant=tiny-clip",
-          "--tasks", "mme_patchshuffle4_5seeds", "--batch_size", "8", "--output_path", results, "--verbosity", "WARNING"], env, out,
-         lmms_eval_results=out / "results")
-
-    print("\n== 3. A score (caption log-likelihood through the frozen stage-1 model) and C score (keypoint transfer), C_ocr")
+    print("\n== 1-3. one study file (demo-study.yaml) holds every evaluation and score; `study run` runs each job and"
+          "\n      prints its command: lmms-eval on MME and SEED-IMG (no --include_path, datasets from the local mirror);"
+          "\n      robustness: the same weights in the original LLaVA format with a seeded visual-token permutation (model"
+          "\n      argument) and a task generated from the catalogue (4x4 patch shuffle, 5 seeds); the A score (caption"
+          "\n      log-likelihood through the frozen stage-1 model), the C score (keypoint transfer) and C_ocr."
+          "\n      A rerun does only what is missing.")
+    study = write_demo_study(out / "demo-study.yaml", out, hf, orig, pretrain)
+    _run([lmms_ac, "study", "plan", str(study)], env, out)
+    _run([lmms_ac, "study", "run", str(study)], env, out, expect=[out / "study" / "done"])
+    _run([lmms_ac, "study", "run", str(study)], env, out)  # the rerun finds everything done: 0 jobs
+    _run([lmms_ac, "study", "status", str(study)], env, out)
+    _run([lmms_ac, "study", "report", str(study)], env, out, expect=[out / "study" / "report" / "scores.csv"])
     scores = str(out / "scores.csv")
-    _run([lmms_ac, "score-a", "--pretrained", hf, "--captions", pretrain["captions"], "--images", pretrain["images"],
-          "--n", "8", "--variant", "tiny-clip", "--out", scores], env, out, expect=[Path(scores)])
-    _run([lmms_ac, "score-c", "--vision", f"clip:{orig['tower']}", "--spair", str(out / "spair"), "--ocr", "--ocr-n", "20",
-          "--variant", "tiny-clip", "--out", scores], env, out, expect=[Path(scores)])
+    _run(["cp", str(out / "study" / "report" / "scores.csv"), scores], env, out, expect=[Path(scores)])
 
     print("\n== 3b. inside the MLLM: C@L, reconstruction and attention per layer; mutual k-NN; zero-shot kept or lost")
     from lmms_ac.testing.tiny_layers import make_tiny_clip, write_classification_folder
@@ -138,7 +165,7 @@ def run_demo(args: argparse.Namespace) -> int:
 
     print("\n== 4. results -> one tidy table -> robustness drops and a leaderboard")
     table = str(out / "table.csv")
-    _run([lmms_ac, "collect", results, "--out", table], env, out, expect=[Path(table)])
+    _run([lmms_ac, "collect", str(out / "study" / "done"), "--out", table], env, out, expect=[Path(table)])
     _run([lmms_ac, "robustness", table, "--format", "md"], env, out)
     _run([lmms_ac, "leaderboard", table, "--scores", scores, "--format", "md"], env, out)
     _run([lmms_ac, "leaderboard", table, "--scores", scores, "--out", str(out / "leaderboard.csv")], env, out,
