@@ -119,7 +119,7 @@ def build_study_report(study: Study, printer: Printer = print, versions=None) ->
     benches = rs.benchmarks
     # 3. leaderboard
     if table is not None and "leaderboard" in want:
-        leaderboard, to_markdown = _leaderboard_functions()
+        from lmms_ac.report.leaderboard import leaderboard, to_markdown
 
         board = step("leaderboard", lambda: leaderboard(table, ac, benches, metrics))
         if board is not None:
@@ -193,15 +193,6 @@ def build_study_report(study: Study, printer: Printer = print, versions=None) ->
         printer(f"note: {n}")
     printer(f"report of {len(prep.done)}/{len(prep.plan.units)} done unit(s): {len(written)} file(s) in {rdir}")
     return summary
-
-
-def _leaderboard_functions():
-    """``leaderboard`` and ``to_markdown`` (moving from lmms_ac.results to lmms_ac.report)."""
-    try:
-        from lmms_ac.report.leaderboard import leaderboard, to_markdown
-    except ImportError:
-        from lmms_ac.results.leaderboard import leaderboard, to_markdown
-    return leaderboard, to_markdown
 
 
 def _recommend(study: Study, table, ac, rdir: Path, metrics: Dict[str, str]) -> List[Path]:
