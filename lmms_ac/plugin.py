@@ -161,8 +161,13 @@ def _patch_evaluate_for_drop_tally() -> None:
     varies per image. The model tallies it per task (``HookFactory.drops``); this adds it to lmms-eval's
     results as the metric ``cells_dropped`` (mean over every image of every rank), so ``collect`` puts it in
     the tidy table next to the task's scores and the robustness table shows it beside each drop."""
-    import lmms_eval.evaluator as evaluator
-
+    evaluator = sys.modules.get("lmms_eval.evaluator")
+    if evaluator is None:
+        import lmms_eval.evaluator as evaluator
+    if not hasattr(evaluator, "evaluate"):
+        # the lmms-eval CLI imports its evaluator, which imports lmms_eval.models, which loads this entry
+        # point: the evaluator is half-initialised now; the TaskManager hook patches it once it is complete
+        return
     if getattr(evaluator.evaluate, "_lmms_ac", False):
         return
     original = evaluator.evaluate
@@ -234,6 +239,7 @@ def _patch_task_manager() -> None:
         from lmms_ac.tasks import extend_task_index
 
         extend_task_index(self)
+        _patch_evaluate_for_drop_tally()  # the CLI builds its TaskManager before it evaluates
 
     __init__._lmms_ac = True  # type: ignore[attr-defined]
     TaskManager.__init__ = __init__
