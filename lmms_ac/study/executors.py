@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import queue
 import shutil
+import signal
 import subprocess
 import threading
 from pathlib import Path
@@ -129,8 +130,22 @@ def run_local(job_dirs: Sequence[Path], ex: ExecutorSpec, runner: Optional[Runne
         threads = [threading.Thread(target=work, args=(s,), daemon=True) for s in slots]
         for t in threads:
             t.start()
-        for t in threads:
-            t.join()
+        try:
+            for t in threads:
+                while t.is_alive():
+                    t.join(timeout=0.5)
+        except KeyboardInterrupt:  # the jobs' children run in their own sessions: stop them ourselves
+            errors.append(KeyboardInterrupt())
+            from lmms_ac.study.worker import RUNNING
+
+            for proc in list(RUNNING):
+                try:
+                    os.killpg(proc.pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+            for t in threads:
+                t.join(timeout=30)
+            raise
     if errors:
         raise errors[0]
     return results

@@ -21,6 +21,7 @@ from typing import Any, Dict, List, Optional
 from lmms_ac.study import state as S
 
 RESULTS_GLOB = "*_results.json"
+RUNNING: "set[subprocess.Popen]" = set()  # children of this process's running jobs (for Ctrl-C in parallel runs)
 # per-task dicts of an lmms-eval results file, cut down to one task in a unit's file
 _DROP = ("groups", "group_subtasks")
 
@@ -162,12 +163,14 @@ def run_job(job_dir: str, extra_env: Optional[Dict[str, str]] = None) -> Dict[st
             try:
                 proc = subprocess.Popen(argv, stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=str(out),
                                         start_new_session=True)
+                RUNNING.add(proc)
                 code = proc.wait()
             except OSError as err:  # the program itself is missing
                 fh.write(f"cannot start {argv[0]}: {err}\n".encode())
                 code = 127
         missing = harvest(spec, out, start)
     finally:
+        RUNNING.discard(proc)
         if proc is not None and proc.poll() is None:  # interrupted (Ctrl-C, preemption): take the child with us
             try:
                 os.killpg(proc.pid, signal.SIGTERM)
