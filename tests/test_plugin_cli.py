@@ -90,7 +90,7 @@ def test_unknown_model_argument_lists_valid_ones(tmp_path, llava_hf_dir, mirror_
 @pytest.fixture(scope="module")
 def generated_run(tmp_path_factory, llava_hf_dir, mirror_dir):
     work = tmp_path_factory.mktemp("generated")
-    return run_lmms_eval(work, llava_hf_dir, mirror_dir, "mme_tokperm_s2,mme_patchshuffle4", str(work / "out"))
+    return run_lmms_eval(work, llava_hf_dir, mirror_dir, "mme_tokperm_s2,mme_patchshuffle4,mme_pdrop_random50", str(work / "out"))
 
 
 def test_generated_robustness_task_runs_end_to_end(clean_run, generated_run):
@@ -101,6 +101,9 @@ def test_generated_robustness_task_runs_end_to_end(clean_run, generated_run):
     assert run["samples"]["mme_tokperm_s2"] != clean_run["samples"]["mme"]
     assert run["samples"]["mme_patchshuffle4"] != clean_run["samples"]["mme"]
     assert "mme_perception_score,none" in run["results"]["results"]["mme_tokperm_s2"]
+    # PatchDrop reports the fraction of cells it actually removed (random: r of the cells, rounded per image)
+    assert run["results"]["results"]["mme_pdrop_random50"]["cells_dropped,none"] == pytest.approx(0.5, abs=0.07)
+    assert "cells_dropped,none" not in run["results"]["results"]["mme_tokperm_s2"]
 
 
 def test_collect_and_robustness_table_on_real_output(clean_run, generated_run, tmp_path):
@@ -119,6 +122,11 @@ def test_collect_and_robustness_table_on_real_output(clean_run, generated_run, t
     out = tmp_path / "table.csv"
     assert main(["collect", clean_run["out"], generated_run["out"], "--out", str(out)]) == 0
     assert main(["robustness", str(out), "--out", str(tmp_path / "robust.csv")]) == 0
+    import pandas as pd
+
+    robust = pd.read_csv(tmp_path / "robust.csv")
+    pdrop = robust[robust["perturbation"] == "pdrop_random50"]
+    assert len(pdrop) and pdrop["cells_dropped"].between(0.43, 0.57).all() and "cells_dropped" not in set(robust["metric"])
     import pandas as pd
 
     robust = pd.read_csv(tmp_path / "robust.csv")
