@@ -66,6 +66,7 @@ bench: env
 	$(PY) bench/bench_law.py
 	$(PY) bench/bench_prefix.py
 	$(PY) bench/bench_robustness.py
+	$(PY) bench/bench_task_index.py
 
 clean:
 	rm -rf $(VENV) .venv-lock .venv-latest out .pytest_cache
