@@ -11,7 +11,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.lmms-ac-installed
 DEMO_OUT ?= out/demo
 
-.PHONY: env test test-fast test-latest lock demo bench doctor clean
+.PHONY: env lint test test-fast test-latest lock demo bench doctor clean
 
 env: $(STAMP)
 
@@ -23,10 +23,13 @@ $(STAMP): pyproject.toml setup.py $(LOCK)
 	$(VENV)/bin/lmms-ac doctor --quick
 	touch $(STAMP)
 
-test: env
+lint: env
+	$(VENV)/bin/ruff check .
+
+test: env lint
 	$(PY) -m pytest -q
 
-test-fast: env
+test-fast: env lint
 	$(PY) -m pytest -q -m "not slow"
 
 # A fresh resolution of pyproject.toml (newest versions) -> constraints.txt, then the whole suite on it.

@@ -14,7 +14,6 @@ import datetime
 import os
 import platform
 import re
-import subprocess
 import sys
 import tempfile
 from importlib import metadata
@@ -59,7 +58,7 @@ def write(out: str) -> int:
     header = [
         "# The tested environment of `make env` / `make test` / `make demo` (pip constraints, one pin per package).",
         "# Regenerate with `make lock` (fresh resolution of pyproject.toml's dependencies, then the tests).",
-        f"# torch and its CUDA wheels are not pinned here: the Makefile's TORCH variable chooses them.",
+        "# torch and its CUDA wheels are not pinned here: the Makefile's TORCH variable chooses them.",
         f"# Resolved {datetime.date.today().isoformat()} on Python {platform.python_version()} ({sys.platform}).",
     ]
     text = "\n".join(header + [f"{k}=={v}" for k, v in pins.items()]) + "\n"

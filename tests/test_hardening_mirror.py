@@ -4,7 +4,6 @@ name the problem."""
 from __future__ import annotations
 
 import io
-import os
 import shutil
 import textwrap
 from pathlib import Path
