@@ -41,6 +41,9 @@ def tiny_study(tmp_path_factory):
     from lmms_ac.testing.spair import write_photo_fixture
     from lmms_ac.testing.tiny import convert_to_original, make_llava_hf
 
+    reason = _cluster_reason()  # before building anything
+    if reason:
+        pytest.skip(reason)
     root = tmp_path_factory.mktemp("study")
     models = []
     for name, seed in (("tiny-a", 0), ("tiny-b", 1)):
@@ -74,9 +77,6 @@ def _write(root: Path, study: dict, name: str, **over) -> Path:
 
 
 def test_study_local_and_slurm_resume_after_scancel(tiny_study):
-    reason = _cluster_reason()
-    if reason:
-        pytest.skip(reason)
     import pandas as pd
 
     from lmms_ac.study import state as S
