@@ -289,3 +289,18 @@ def test_report_command_registers_without_heavy_imports():
             "print(sorted(m for m in ('torch', 'pandas', 'matplotlib', 'jinja2') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and out.stdout.strip() == "[]", out.stdout + out.stderr
+
+
+def test_two_trained_variants_still_give_a_page_without_the_prior_policy(tmp_path):
+    """The prior policy needs >= 3 scored settings; a study with 2 trained variants gets the other policies."""
+    import pandas as pd
+
+    from lmms_ac.report import build_report
+    from lmms_ac.testing.results_fixture import write_study
+
+    table, scores = write_study(tmp_path, benchmarks=["mme", "ok_vqa"], perturbations=["tokperm"], pil_variants=())
+    df = pd.read_csv(table)
+    df[df["variant"].isin(["clip-l14-336", "dinov2-l"])].to_csv(table, index=False)
+    html = build_report(table, scores, tmp_path / "report.html").read_text()
+    assert "the prior policy is left out" in html and "needs at least 3" in html
+    assert 'id="policy"' in html
