@@ -90,6 +90,9 @@ class LmmsAcLlava(lmms):
         self.batch_size_per_gpu = int(batch_size)
         if self.batch_size_per_gpu < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if max_batch_size is not None:  # lmms-eval's --max_batch_size bounds --batch_size auto, which we do not do
+            raise ValueError(f"max_batch_size={max_batch_size} is not supported by lmms_ac_llava (no automatic batch "
+                             f"size); give a fixed batch size with --batch_size N or batch_size=N")
         self.pretrained = pretrained
         self.variant = variant or str(pretrained).rstrip("/").split("/")[-1]
         self.max_new_tokens = int(max_new_tokens)

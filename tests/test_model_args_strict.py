@@ -82,6 +82,9 @@ def test_lmms_eval_entry_point_takes_batch_size_as_model_argument(llava_hf_dir):
         LmmsAcLlava.create_from_arg_string(f"pretrained={llava_hf_dir},device=cpu,trust_remote_code=maybe", {"batch_size": 1})
     with pytest.raises(ValueError, match="batch_size='auto' is not an integer"):
         LmmsAcLlava.create_from_arg_string(f"pretrained={llava_hf_dir},device=cpu", {"batch_size": "auto"})
+    # max_batch_size bounds lmms-eval's automatic batch size, which this model does not do: refused, not ignored
+    with pytest.raises(ValueError, match=r"max_batch_size=16 is not supported.*--batch_size N"):
+        LmmsAcLlava.create_from_arg_string(f"pretrained={llava_hf_dir},device=cpu", {"batch_size": 1, "max_batch_size": 16})
 
 
 EVIL_MODULE = '''

@@ -201,16 +201,15 @@ class LlavaStyleVLM(nn.Module):
     def generate(self, prompts: Sequence[str], images: Sequence[Sequence[Image.Image]],
                  hooks: Sequence[Optional[SampleHooks]] = (), *, max_new_tokens: int = 128,
                  until: Sequence[str] = (), do_sample: bool = False, temperature: float = 0.0,
-                 top_p: Optional[float] = None, num_beams: int = 1, seed: Optional[int] = None) -> List[str]:
-        """Generate a continuation per prompt; text is cut at the first ``until`` string."""
+                 top_p: Optional[float] = None, num_beams: int = 1) -> List[str]:
+        """Generate a continuation per prompt; text is cut at the first ``until`` string. Sampling draws from
+        torch's generator as transformers does (lmms-eval's --seed seeds it); nothing here reseeds it."""
         token_ids = [self.tokenize(p) for p in prompts]
         batch = self.build_batch(token_ids, images, hooks)
         kwargs: dict = dict(max_new_tokens=max_new_tokens, num_beams=num_beams, pad_token_id=self.pad_token_id,
                             eos_token_id=self.tokenizer.eos_token_id)
         if do_sample:
             kwargs.update(do_sample=True, temperature=temperature or 1.0, top_p=top_p)
-            if seed is not None:
-                torch.manual_seed(seed)
         else:
             kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
         stops = [s for s in until if s]
