@@ -61,7 +61,7 @@ def install_hooks() -> None:
     _patch_dataset_download()
     _patch_unwrap_generation_output()
     _patch_multiple_choice_scoring()
-    _patch_evaluate_for_drop_tally()
+    _patch_evaluate_results()
 
 
 def _pair(response: Any) -> Optional[Tuple[Any, Any]]:
@@ -156,11 +156,16 @@ def _offline() -> bool:
                for v in ("HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE"))
 
 
-def _patch_evaluate_for_drop_tally() -> None:
-    """PatchDrop's r is a fraction of cells or of attention mass, so the fraction of cells actually removed
-    varies per image. The model tallies it per task (``HookFactory.drops``); this adds it to lmms-eval's
-    results as the metric ``cells_dropped`` (mean over every image of every rank), so ``collect`` puts it in
-    the tidy table next to the task's scores and the robustness table shows it beside each drop."""
+def _patch_evaluate_results() -> None:
+    """Add what lmms_ac_llava knows to lmms-eval's results, so ``collect`` reads it like any task metadata:
+
+    - PatchDrop's r is a fraction of cells or of attention mass, so the fraction of cells actually removed
+      varies per image. The model tallies it per task (``HookFactory.drops``); it becomes the metric
+      ``cells_dropped`` (mean over every image of every rank), which the robustness table shows beside
+      each drop.
+    - A perturbation given as a model argument is the catalogue object the hooks applied; its metadata
+      (``perturbation_metadata``, the same block a generated task carries) is written into the task's
+      ``configs[task].metadata``, so collect never re-parses the model-argument string for these runs."""
     evaluator = sys.modules.get("lmms_eval.evaluator")
     if evaluator is None:
         import lmms_eval.evaluator as evaluator
@@ -179,6 +184,7 @@ def _patch_evaluate_for_drop_tally() -> None:
         tally = getattr(getattr(lm, "hook_factory", None), "drops", None)
         if tally is not None:
             add_drop_metrics(out, _gather_tally(tally.totals()))
+        add_perturbation_metadata(out, getattr(getattr(lm, "hook_factory", None), "default", None))
         return out
 
     evaluate._lmms_ac = True  # type: ignore[attr-defined]
@@ -202,6 +208,29 @@ def _gather_tally(totals: Mapping[str, Tuple[float, int]]) -> Dict[str, Tuple[fl
             t0, n0 = merged.get(task, (0.0, 0))
             merged[task] = (t0 + total, n0 + n)
     return merged
+
+
+def add_perturbation_metadata(results: Optional[Dict[str, Any]], perturbation: Any) -> None:
+    """Stamp a model-argument perturbation's metadata on every task of the run that carries none of its own
+    (a generated robustness task's perturbation takes precedence in the hooks, and keeps its metadata)."""
+    if not results or perturbation is None or not isinstance(results.get("configs"), dict):
+        return
+    from lmms_ac.robustness.catalogue import perturbation_metadata
+
+    for task, cfg in results["configs"].items():
+        if not isinstance(cfg, dict):
+            continue
+        meta = cfg.get("metadata")
+        items = meta if isinstance(meta, list) else [meta]
+        if any(isinstance(i, Mapping) and isinstance(i.get("lmms_ac"), Mapping) for i in items):
+            continue
+        block = {"lmms_ac": perturbation_metadata(perturbation, task)}
+        if isinstance(meta, list):
+            meta.append(block)
+        elif isinstance(meta, dict):
+            meta.update(block)
+        else:
+            cfg["metadata"] = [block]
 
 
 def add_drop_metrics(results: Optional[Dict[str, Any]], totals: Mapping[str, Tuple[float, int]]) -> None:
@@ -239,7 +268,7 @@ def _patch_task_manager() -> None:
         from lmms_ac.tasks import extend_task_index
 
         extend_task_index(self)
-        _patch_evaluate_for_drop_tally()  # the CLI builds its TaskManager before it evaluates
+        _patch_evaluate_results()  # the CLI builds its TaskManager before it evaluates
 
     __init__._lmms_ac = True  # type: ignore[attr-defined]
     TaskManager.__init__ = __init__

@@ -50,7 +50,7 @@ def test_evaluate_wrapper_adds_the_metric_for_our_model_only(monkeypatch):
         return {"results": {"mme": {"mme_perception_score,none": 1.0}, "seed": {"acc,none": 0.5}}}
 
     monkeypatch.setattr(evaluator, "evaluate", fake_evaluate)
-    plugin._patch_evaluate_for_drop_tally()
+    plugin._patch_evaluate_results()
     assert evaluator.evaluate is not fake_evaluate
     tally = DropTally()
     tally.add("mme", "pdrop_random50", 0.5)
@@ -61,3 +61,26 @@ def test_evaluate_wrapper_adds_the_metric_for_our_model_only(monkeypatch):
     assert "cells_dropped,none" not in out["results"]["seed"]
     other = evaluator.evaluate(types.SimpleNamespace(), {})  # another model: results untouched
     assert set(other["results"]["mme"]) == {"mme_perception_score,none"}
+
+
+def test_model_argument_perturbation_is_stamped_as_task_metadata(monkeypatch):
+    """collect reads the catalogue object's metadata from the results, not the model-argument string."""
+    import lmms_eval.evaluator as evaluator
+
+    from lmms_ac.robustness import parse_perturbation
+
+    def fake_evaluate(lm, task_dict=None, **kwargs):
+        return {"results": {"mme": {"mme_perception_score,none": 1.0}, "mme_tokperm_s2": {"mme_perception_score,none": 2.0}},
+                "configs": {"mme": {"metadata": [{"version": 0}]},
+                            "mme_tokperm_s2": {"metadata": [{"version": 0}, {"lmms_ac": {"perturbation": "tokperm",
+                                                                                       "seed": 2, "base_task": "mme"}}]}}}
+
+    monkeypatch.setattr(evaluator, "evaluate", fake_evaluate)
+    plugin._patch_evaluate_results()
+    ours = types.SimpleNamespace(hook_factory=types.SimpleNamespace(
+        drops=DropTally(), default=parse_perturbation("pdrop_random30").with_seed(4)))
+    out = evaluator.evaluate(lm=ours, task_dict={})
+    doc = {**out, "config": {"model": "lmms_ac_llava", "model_args": "pretrained=/x/ckpt"}, "date": 1.0}
+    rows = {r["task"]: r for r in rows_from_results(doc, Path("/x/20260101_000000_results.json"))}
+    assert (rows["mme"]["perturbation"], rows["mme"]["severity"], rows["mme"]["seed"]) == ("pdrop_random30", "0.3", 4)
+    assert (rows["mme_tokperm_s2"]["perturbation"], rows["mme_tokperm_s2"]["seed"]) == ("tokperm", 2)  # its own wins

@@ -76,6 +76,9 @@ def test_token_permutation_is_seeded_and_rank_independent(clean_run, tmp_path, l
                         model_args="perturbation=tokperm,perturbation_seed=3", nproc=2, batch_size=2)
     assert one["samples"]["mme"] == two["samples"]["mme"]
     assert one["samples"]["mme"] != clean_run["samples"]["mme"]  # the permutation reached the model
+    # the hooks' catalogue object is stamped on the task's metadata, which collect reads (no string re-parsing)
+    (meta,) = [m["lmms_ac"] for m in one["results"]["configs"]["mme"]["metadata"] if isinstance(m, dict) and "lmms_ac" in m]
+    assert (meta["perturbation"], meta["seed"], meta["base_task"]) == ("tokperm", 3, "mme")
 
 
 def test_unknown_model_argument_lists_valid_ones(tmp_path, llava_hf_dir, mirror_dir):
