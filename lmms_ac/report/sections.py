@@ -242,16 +242,22 @@ def _board_table(an: Analysis, board: pd.DataFrame, benches: Sequence[str], key:
     return HtmlTable(cols, rows, id=f"leaderboard-{key}", row_keys=keys)
 
 
+def _missing_clean_or_ac(an: Analysis, purpose: str, why_ac: str) -> str:
+    """Why a section built on clean scores and A/C has nothing to show ("" when both are there)."""
+    if an._clean is None:
+        return f"no clean benchmark scores {purpose}: {an.clean_error}"
+    if an.ac is None:
+        return f"{_no_ac_reason(an)}; {why_ac}."
+    return ""
+
+
 def law_section(an: Analysis) -> Section:
     from lmms_ac.law.fit import LAW_MODEL, MODEL_NAMES
     from lmms_ac.law.plots import plot_law_surface, plot_pred_vs_actual
 
     sec = Section("law", "The law: benchmark score from (A, C)")
-    if an._clean is None:
-        sec.empty = f"no clean benchmark scores to fit: {an.clean_error}"
-        return sec
-    if an.ac is None:
-        sec.empty = _no_ac_reason(an) + "; the law is fitted once at least 2 trained variants have A/C scores."
+    sec.empty = _missing_clean_or_ac(an, "to fit", "the law is fitted once at least 2 trained variants have A/C scores")
+    if sec.empty:
         return sec
     if an.law is None:
         have = ", ".join(f"{b}: {n}" for b, n in an.law_skipped.items()) or "none"
@@ -305,11 +311,8 @@ def policy_section(an: Analysis) -> Section:
     from lmms_ac.law.policy import simulate
 
     sec = Section("policy", "The policy: which representation to train next")
-    if an._clean is None:
-        sec.empty = f"no clean benchmark scores to learn from: {an.clean_error}"
-        return sec
-    if an.ac is None:
-        sec.empty = _no_ac_reason(an) + "; the policy ranks candidates by their (A, C) scores."
+    sec.empty = _missing_clean_or_ac(an, "to learn from", "the policy ranks candidates by their (A, C) scores")
+    if sec.empty:
         return sec
     if not an.law_data:
         sec.empty = ("the policy needs at least 2 trained variants with A/C scores on a benchmark; evaluate more "
