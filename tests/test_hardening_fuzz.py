@@ -47,21 +47,29 @@ def _serialise(rows):
 
 
 @FUZZ
-@given(rows=st.lists(score_row, min_size=1, max_size=4), data=st.data())
-def test_store_cut_anywhere_is_an_error_or_an_exact_prefix(rows, data):
-    full = _serialise(rows).encode("utf-8")
+def _read_cut(full: bytes, reader, data):
+    """Read ``full`` and a copy cut at a drawn byte; (cut, whole), or None when the cut copy was refused
+    with a clear error (the uncut file must always read)."""
     cut = data.draw(st.integers(0, len(full) - 1))
     path, whole_path = _tmp(full[:cut]), _tmp(full)
     whole = None
     try:
-        whole = read_scores(whole_path)  # the uncut file always reads
-        got = read_scores(path)
+        whole = reader(whole_path)
+        return reader(path), whole
     except CLEAR:
         assert whole is not None
-        return
+        return None
     finally:
         path.unlink()
         whole_path.unlink()
+
+
+@given(rows=st.lists(score_row, min_size=1, max_size=4), data=st.data())
+def test_store_cut_anywhere_is_an_error_or_an_exact_prefix(rows, data):
+    read = _read_cut(_serialise(rows).encode("utf-8"), read_scores, data)
+    if read is None:
+        return
+    got, whole = read
     assert got == whole[: len(got)]  # every row returned is whole; a cut row is never returned
 
 
@@ -111,19 +119,10 @@ table_row = st.fixed_dictionaries({
 @FUZZ
 @given(rows=st.lists(table_row, min_size=1, max_size=4), data=st.data())
 def test_table_cut_anywhere_is_an_error_or_an_exact_prefix(rows, data):
-    full = table_to_csv(pd.DataFrame(rows, columns=TABLE_COLUMNS)).encode("utf-8")
-    cut = data.draw(st.integers(0, len(full) - 1))
-    path, whole_path = _tmp(full[:cut]), _tmp(full)
-    whole = None
-    try:
-        whole = read_table(whole_path)  # the uncut file always reads
-        got = read_table(path)
-    except CLEAR:
-        assert whole is not None
+    read = _read_cut(table_to_csv(pd.DataFrame(rows, columns=TABLE_COLUMNS)).encode("utf-8"), read_table, data)
+    if read is None:
         return
-    finally:
-        path.unlink()
-        whole_path.unlink()
+    got, whole = read
     pd.testing.assert_frame_equal(got, whole.iloc[: len(got)].reset_index(drop=True))
 
 
