@@ -118,7 +118,7 @@ def _known_bad() -> List[Finding]:
 @check("lmms-eval", cheap=True)
 def _lmms_eval() -> List[Finding]:
     name = "lmms-eval"
-    have = installed_version("lmms-eval") or installed_version("lmms_eval")
+    have = installed_version("lmms-eval")
     if have is None or importlib.util.find_spec("lmms_eval") is None:
         return [Finding(FAIL, name, "lmms-eval is not installed", "pip install 'lmms-eval>=0.7.3,<0.8'")]
     # the evaluator path: lmms_eval.evaluator and what it imports when an evaluation starts

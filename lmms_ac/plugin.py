@@ -215,15 +215,13 @@ def add_perturbation_metadata(results: Optional[Dict[str, Any]], perturbation: A
     (a generated robustness task's perturbation takes precedence in the hooks, and keeps its metadata)."""
     if not results or perturbation is None or not isinstance(results.get("configs"), dict):
         return
+    from lmms_ac.results.collect import lmms_ac_metadata
     from lmms_ac.robustness.catalogue import perturbation_metadata
 
     for task, cfg in results["configs"].items():
-        if not isinstance(cfg, dict):
+        if not isinstance(cfg, dict) or lmms_ac_metadata(cfg):
             continue
         meta = cfg.get("metadata")
-        items = meta if isinstance(meta, list) else [meta]
-        if any(isinstance(i, Mapping) and isinstance(i.get("lmms_ac"), Mapping) for i in items):
-            continue
         block = {"lmms_ac": perturbation_metadata(perturbation, task)}
         if isinstance(meta, list):
             meta.append(block)

@@ -124,7 +124,8 @@ def variant_name(doc: Mapping[str, Any], mapping: Optional[Mapping[str, str]] = 
     return name
 
 
-def _lmms_ac_meta(task_config: Mapping[str, Any]) -> Dict[str, Any]:
+def lmms_ac_metadata(task_config: Mapping[str, Any]) -> Dict[str, Any]:
+    """The ``lmms_ac`` block of a task config's metadata (a list of blocks or one mapping), or {}."""
     meta = task_config.get("metadata") if isinstance(task_config, Mapping) else None
     items = meta if isinstance(meta, list) else [meta]
     for item in items:
@@ -213,7 +214,7 @@ def rows_from_results(doc: Mapping[str, Any], path: Path, mapping: Optional[Mapp
         if not isinstance(metrics, Mapping):
             continue
         task_cfg = configs.get(task) or {}
-        meta = _lmms_ac_meta(task_cfg) or _model_arg_perturbation(config, task)
+        meta = lmms_ac_metadata(task_cfg) or _model_arg_perturbation(config, task)
         perturbation = str(meta.get("perturbation") or CLEAN)
         n = metrics.get("samples")
         if not isinstance(n, int):
