@@ -48,3 +48,12 @@ def llava_hf_vlm(llava_hf_dir):
     from lmms_ac.vlm.loaders import load_vlm
 
     return load_vlm(llava_hf_dir)
+
+
+@pytest.fixture
+def base_yaml(tmp_path):
+    """A minimal base task YAML (``mme``) for generating robustness variants from."""
+    path = tmp_path / "base" / "mme.yaml"
+    path.parent.mkdir()
+    path.write_text("task: mme\noutput_type: generate_until\nmetadata:\n  - version: 0.0\n", encoding="utf-8")
+    return str(path)

@@ -18,13 +18,6 @@ def fresh_names(monkeypatch):
     return names
 
 
-@pytest.fixture
-def base_yaml(tmp_path):
-    path = tmp_path / "base" / "mme.yaml"
-    path.parent.mkdir()
-    path.write_text("task: mme\noutput_type: generate_until\nmetadata:\n  - version: 0.0\n", encoding="utf-8")
-    return str(path)
-
 
 def test_index_decides_and_a_user_task_wins(fresh_names, base_yaml, tmp_path, monkeypatch):
     from lmms_ac.robustness import tasks as T

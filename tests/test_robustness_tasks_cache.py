@@ -27,13 +27,6 @@ def T():
     return tasks
 
 
-@pytest.fixture
-def base_yaml(tmp_path):
-    path = tmp_path / "base" / "mme.yaml"
-    path.parent.mkdir()
-    path.write_text("task: mme\noutput_type: generate_until\nmetadata:\n  - version: 0.0\n", encoding="utf-8")
-    return str(path)
-
 
 def make_dir(T, root: Path, index_id: str, base_yaml: str, age_s: float = 0.0, now: Optional[float] = None) -> Path:
     """A real generated directory (one tokperm task of mme) last used ``age_s`` seconds ago."""
