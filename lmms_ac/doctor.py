@@ -10,7 +10,6 @@ row when an upstream release breaks us (``make test-latest`` is what finds them)
 """
 from __future__ import annotations
 
-import argparse
 import importlib.util
 import os
 import sys
@@ -143,6 +142,11 @@ def _entry_point() -> List[Finding]:
     if not eps:
         return [Finding(FAIL, name, "lmms-ac's lmms_eval.models entry point is not registered",
                         "reinstall the package (pip install -e . in the checkout, or pip install lmms-ac)")]
+    try:
+        eps[0].load()
+    except Exception as err:  # noqa: BLE001 - e.g. an editable install made before the entry point moved
+        return [Finding(FAIL, name, f"{eps[0].name} = {eps[0].value} does not load ({type(err).__name__}: {err})",
+                        "reinstall the package so its entry point is current (pip install -e . in the checkout)")]
     return [Finding(OK, name, f"{eps[0].name} = {eps[0].value}")]
 
 
@@ -168,10 +172,9 @@ def _torch() -> List[Finding]:
 def _tasks() -> List[Finding]:
     name = "tasks visible to lmms-eval"
     try:
-        import lmms_eval.models  # noqa: F401 - loads the entry point, which installs the task-index hook
-        from lmms_eval.tasks import TaskManager
+        from lmms_ac.plugin import task_manager
 
-        manager = TaskManager(verbosity="ERROR")
+        manager = task_manager()
     except Exception as err:  # noqa: BLE001
         return [Finding(FAIL, name, f"lmms-eval's TaskManager failed: {err}", "run `lmms-ac doctor` after fixing the checks above")]
     ours = [t for t in ("seed", "mme_tokperm") if t not in manager.all_tasks]
@@ -231,19 +234,3 @@ def require_runtime() -> None:
     if failed:
         lines = "\n".join(f"  {f.message}\n    fix: {f.fix}" for f in failed)
         raise EnvironmentBroken(f"lmms-ac cannot run in this environment (`lmms-ac doctor` checks it all):\n{lines}")
-
-
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("doctor", help="check this environment (lmms-eval, dependency versions, torch/GPU, tasks, mirrors)",
-                       description="One line per check with the fix; exits 1 when something is broken.")
-    p.add_argument("--quick", action="store_true", help="only the cheap checks that run at every model load")
-    p.set_defaults(func=_doctor)
-
-
-def _doctor(args: argparse.Namespace) -> int:
-    findings = run_checks(cheap_only=args.quick)
-    for f in findings:
-        print(f.line(), flush=True)
-    failed = sum(f.status == FAIL for f in findings)
-    print(f"\n{failed} problem(s) found" if failed else "\nno problems found")
-    return 1 if failed else 0

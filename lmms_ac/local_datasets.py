@@ -83,36 +83,34 @@ def expected_copies(dataset_path: str, dataset_name: Optional[str] = None) -> Li
             for name in ([dataset_name] + ([None] if dataset_name else []))]
 
 
-def task_dataset_configs(task_names: List[str], include_path: Optional[List[str]] = None) -> Dict[str, Dict]:
-    """task -> {dataset_path, dataset_name, dataset_kwargs} for tasks, expanding groups and tags."""
-    from lmms_eval import utils
-    from lmms_eval.tasks import TaskManager
+def local_dataset(dataset_path: Optional[str], dataset_name: Optional[str] = None) -> Optional[Path]:
+    """The mirror copy lmms-eval should load instead of the hub (the plugin's download hook), or None.
 
-    from lmms_ac.plugin import install_hooks
-
-    install_hooks()  # our tasks (seed, seed_image...) and the generated robustness tasks, as lmms-eval sees them
-    manager = TaskManager(verbosity="ERROR", include_path=include_path)
-    missing = [t for t in task_names if t not in manager.all_tasks]
+    A directory named by ``$LMMS_AC_DATASETS`` that does not exist is an error: a typo there would
+    otherwise send every task to the hub."""
+    missing = missing_mirror_dirs()
     if missing:
-        import difflib
+        raise FileNotFoundError(
+            f"{ENV_VAR} names {', '.join(map(str, missing))}, which is not a directory; fix {ENV_VAR} "
+            f"(directories separated by ':') or make the mirror with `lmms-ac mirror TASK... --to DIR`")
+    return find_local_copy(dataset_path, dataset_name)
 
-        hints = {m: difflib.get_close_matches(m, manager.all_tasks, n=3) for m in missing}
-        raise ValueError("unknown task(s): " + "; ".join(f"{m!r}" + (f" (did you mean {', '.join(h)}?)" if h else "") for m, h in hints.items()))
-    out: Dict[str, Dict] = {}
-    pending = list(task_names)
-    while pending:
-        name = pending.pop()
-        entry = manager.task_index[name]
-        if entry["type"] == "tag":
-            pending += list(entry["task"])
-            continue
-        config = utils.load_yaml_config(entry["yaml_path"], mode="simple")
-        if entry["type"] == "group":
-            pending += [t if isinstance(t, str) else t["task"] for t in config.get("task", [])]
-            continue
-        out[name] = {"dataset_path": config.get("dataset_path"), "dataset_name": config.get("dataset_name"),
-                     "dataset_kwargs": dict(config.get("dataset_kwargs") or {})}
-    return out
+
+def _offline() -> bool:
+    return any(os.environ.get(v, "").strip().lower() in ("1", "true", "yes", "on")
+               for v in ("HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE"))
+
+
+def download_failed(dataset_path: Optional[str], dataset_name: Optional[str], cause: BaseException) -> Optional[str]:
+    """What to say when a dataset with no local copy also failed to load from the hub: where copies were
+    looked for and how to make one. None (lmms-eval's own error stands) unless mirrors are configured or
+    the hub is switched off."""
+    if not dataset_path or not (os.environ.get(ENV_VAR) or _offline()):
+        return None
+    looked = ", ".join(map(str, expected_copies(dataset_path, dataset_name))) or f"nowhere ({ENV_VAR} is unset)"
+    return (f"cannot load dataset {dataset_path} ({dataset_name or 'default'}): no local copy (looked for {looked}) and "
+            f"the hub load failed ({type(cause).__name__}: {cause}). Make a copy with `lmms-ac mirror TASK "
+            f"--to DIR` where the hub is reachable and set {ENV_VAR}=DIR")
 
 
 def mirror_tasks(task_names: List[str], to: str, overwrite: bool = False, include_path: Optional[List[str]] = None) -> Dict[str, Path]:
@@ -121,6 +119,7 @@ def mirror_tasks(task_names: List[str], to: str, overwrite: bool = False, includ
     ``to`` is checked to be writable before anything is downloaded; if this call created it and
     nothing was saved (offline, unknown dataset...), it is removed again."""
     from lmms_ac.io import check_writable
+    from lmms_ac.plugin import task_dataset_configs
 
     root = Path(to).expanduser()
     check_writable(root, directory=True, what="mirror directory")

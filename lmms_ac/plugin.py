@@ -1,67 +1,85 @@
-"""lmms-eval entry point (group ``lmms_eval.models``). Imports nothing heavy at module level.
+"""The one adapter between lmms-ac and lmms-eval's internals: every lmms-eval name lmms-ac reads, calls or
+patches is here, so a new lmms-eval release is one file to check. It imports no other lmms-ac module
+(what our code contributes to the patched functions arrives as :class:`Hooks`, wired by
+``lmms_ac.entry_point``) and nothing heavy at module level.
 
 lmms-eval 0.7.3 loads entry points when ``lmms_eval.models`` is first imported, which happens
 before its CLI builds the ``TaskManager``; yet it reads plugin task paths (``LMMS_EVAL_PLUGINS``)
-only *after* building it, so plugin tasks are invisible without ``--include_path``. This module is
-the one place that works around it: ``get_manifests`` (called by lmms-eval) also
+only *after* building it, so plugin tasks are invisible without ``--include_path``. The entry point
+therefore installs these hooks (all idempotent, behaviour unchanged when nothing of ours applies):
 
-1. wraps ``TaskManager.__init__`` so every TaskManager indexes ``lmms_ac.tasks`` too, plus the
-   robustness variants generated from the catalogue (``lmms_ac.tasks.extend_task_index`` ->
-   ``lmms_ac.robustness.tasks.extend_index``);
-2. wraps ``ConfigurableTask.download`` so a task whose dataset has a local copy under
-   ``$LMMS_AC_DATASETS`` loads it with ``load_from_disk`` (see ``lmms_ac.local_datasets``), with
-   the ``datasets`` cache off while the task processes its docs: a ``filter``/``map`` of a task's
-   ``process_docs`` writes its cache files to a temporary folder, never into the (possibly
-   read-only or shared) mirror. A mirror directory that does not exist, or a dataset found neither
-   in the mirrors nor on the hub, fails with a message that says so instead of tenacity's RetryError;
-3. wraps ``lmms_eval.api.instance.unwrap_generation_output``: lmms-eval 0.7.3's evaluator passes
-   every response through it, and it turns a loglikelihood response ``(logprob, is_greedy)`` into the
-   string ``"(-5.8, False)"``, which breaks every ``loglikelihood`` and ``multiple_choice`` task
-   (``process_results`` cannot unpack it). Such pairs are passed through unchanged; everything else
-   goes to lmms-eval's function;
-4. wraps ``ConfigurableTask.process_results`` (built-in scoring only; a task's own
-   ``process_results`` is left alone): for ``loglikelihood`` tasks it hands over the doc's one
-   response (lmms-eval unpacks the list of responses, which fails); the ``multiple_choice`` scoring
-   takes the *argmin* of the responses: it expects losses (what lmms-eval's own models return),
-   whereas its documented contract (``lmms.loglikelihood``), lm-eval-harness and ``lmms_ac_llava``
-   return log-probabilities. A log-probability is <= 0 and a loss >= 0, so responses that are all
-   <= 0 are negated before that scoring: either convention picks the most likely choice
-   (``acc_mutual_info``, an argmax of differences, keeps the log-probabilities it was written for).
+1. ``TaskManager.__init__`` indexes ``lmms_ac.tasks`` too, plus the robustness variants generated from
+   the catalogue (``Hooks.extend_task_index``, given the index through :class:`TaskManagerIndex`);
+2. ``ConfigurableTask.download`` loads a task's dataset from a local copy under ``$LMMS_AC_DATASETS``
+   with ``load_from_disk`` (``Hooks.local_dataset``), with the ``datasets`` cache off while the task
+   processes its docs: a ``filter``/``map`` of a task's ``process_docs`` writes its cache files to a
+   temporary folder, never into the (possibly read-only or shared) mirror. A mirror directory that does
+   not exist, or a dataset found neither in the mirrors nor on the hub, fails with a message that says so
+   (``Hooks.download_failed``) instead of tenacity's RetryError;
+3. ``lmms_eval.api.instance.unwrap_generation_output``: lmms-eval 0.7.3's evaluator passes every response
+   through it, and it turns a loglikelihood response ``(logprob, is_greedy)`` into the string
+   ``"(-5.8, False)"``, which breaks every ``loglikelihood`` and ``multiple_choice`` task
+   (``process_results`` cannot unpack it). Such pairs are passed through unchanged; everything else goes
+   to lmms-eval's function;
+4. ``ConfigurableTask.process_results`` (built-in scoring only; a task's own ``process_results`` is left
+   alone): for ``loglikelihood`` tasks it hands over the doc's one response (lmms-eval unpacks the list of
+   responses, which fails); the ``multiple_choice`` scoring takes the *argmin* of the responses: it
+   expects losses (what lmms-eval's own models return), whereas its documented contract
+   (``lmms.loglikelihood``), lm-eval-harness and ``lmms_ac_llava`` return log-probabilities. A
+   log-probability is <= 0 and a loss >= 0, so responses that are all <= 0 are negated before that
+   scoring: either convention picks the most likely choice (``acc_mutual_info``, an argmax of
+   differences, keeps the log-probabilities it was written for);
+5. ``lmms_eval.evaluator.evaluate`` passes its results and model to ``Hooks.finish_results`` (what
+   ``lmms_ac_llava`` measured while it ran: the cells PatchDrop removed, a model-argument perturbation).
 
-All wrappers are idempotent and leave behaviour unchanged when nothing of ours applies.
+Below the hooks: the adapter functions the rest of lmms-ac uses instead of lmms-eval's internals
+(a TaskManager with our tasks, its index, task YAMLs and objects, the model API).
 """
 from __future__ import annotations
 
 import contextlib
 import functools
 import numbers
-import os
 import sys
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 MODEL_ID = "lmms_ac_llava"
 MODEL_CLASS = "lmms_ac.models.lmms_ac_llava.LmmsAcLlava"
 
 
-def tasks_dir() -> str:
-    import lmms_ac.tasks
+@dataclass(frozen=True)
+class Hooks:
+    """What lmms-ac's own code contributes to the patched lmms-eval functions."""
 
-    return os.path.dirname(os.path.abspath(lmms_ac.tasks.__file__))
+    #: folders every TaskManager indexes besides its ``include_path``
+    task_dirs: Callable[[], List[str]]
+    #: adds generated tasks to a TaskManager's index; its return value is kept as ``tm._lmms_ac_robustness``
+    extend_task_index: Callable[["TaskManagerIndex"], Any]
+    #: (dataset_path, dataset_name) -> a local ``save_to_disk`` copy to load instead, or None; raises
+    #: FileNotFoundError (with the fix) when the mirror setting itself is broken
+    local_dataset: Callable[[Optional[str], Optional[str]], Optional[str]]
+    #: (dataset_path, dataset_name, cause) -> the message of the FileNotFoundError replacing a failed hub
+    #: load, or None to re-raise lmms-eval's own error
+    download_failed: Callable[[Optional[str], Optional[str], BaseException], Optional[str]]
+    #: (results, lm): adds what the model measured to ``evaluate``'s results, in place
+    finish_results: Callable[[Optional[Dict[str, Any]], Any], None]
 
 
-def get_manifests():
+def manifests() -> List[Any]:
+    """lmms-eval's manifest of ``lmms_ac_llava`` (imported lazily by lmms-eval from ``MODEL_CLASS``)."""
     from lmms_eval.models.registry_v2 import ModelManifest
 
-    install_hooks()
     return [ModelManifest(model_id=MODEL_ID, simple_class_path=MODEL_CLASS, aliases=("lmms_ac",))]
 
 
-def install_hooks() -> None:
-    _patch_task_manager()
-    _patch_dataset_download()
+def install_hooks(hooks: Hooks) -> None:
+    """Patch lmms-eval (once per process: the first ``hooks`` stay)."""
+    _patch_task_manager(hooks)
+    _patch_dataset_download(hooks)
     _patch_unwrap_generation_output()
     _patch_multiple_choice_scoring()
-    _patch_evaluate_results()
+    _patch_evaluate_results(hooks)
 
 
 def _pair(response: Any) -> Optional[Tuple[Any, Any]]:
@@ -151,21 +169,7 @@ def _datasets_cache_off() -> Iterator[None]:
             datasets.enable_caching()
 
 
-def _offline() -> bool:
-    return any(os.environ.get(v, "").strip().lower() in ("1", "true", "yes", "on")
-               for v in ("HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE"))
-
-
-def _patch_evaluate_results() -> None:
-    """Add what lmms_ac_llava knows to lmms-eval's results, so ``collect`` reads it like any task metadata:
-
-    - PatchDrop's r is a fraction of cells or of attention mass, so the fraction of cells actually removed
-      varies per image. The model tallies it per task (``HookFactory.drops``); it becomes the metric
-      ``cells_dropped`` (mean over every image of every rank), which the robustness table shows beside
-      each drop.
-    - A perturbation given as a model argument is the catalogue object the hooks applied; its metadata
-      (``perturbation_metadata``, the same block a generated task carries) is written into the task's
-      ``configs[task].metadata``, so collect never re-parses the model-argument string for these runs."""
+def _patch_evaluate_results(hooks: Hooks) -> None:
     evaluator = sys.modules.get("lmms_eval.evaluator")
     if evaluator is None:
         import lmms_eval.evaluator as evaluator
@@ -180,67 +184,11 @@ def _patch_evaluate_results() -> None:
     @functools.wraps(original)
     def evaluate(*args, **kwargs):
         out = original(*args, **kwargs)
-        lm = kwargs.get("lm", args[0] if args else None)
-        tally = getattr(getattr(lm, "hook_factory", None), "drops", None)
-        if tally is not None:
-            add_drop_metrics(out, _gather_tally(tally.totals()))
-        add_perturbation_metadata(out, getattr(getattr(lm, "hook_factory", None), "default", None))
+        hooks.finish_results(out, kwargs.get("lm", args[0] if args else None))
         return out
 
     evaluate._lmms_ac = True  # type: ignore[attr-defined]
     evaluator.evaluate = evaluate
-
-
-def _gather_tally(totals: Mapping[str, Tuple[float, int]]) -> Dict[str, Tuple[float, int]]:
-    """Sum the per-task (sum of fractions, images) over data-parallel ranks (every rank calls evaluate)."""
-    try:
-        import torch.distributed as dist
-
-        parts = [None] * dist.get_world_size() if dist.is_available() and dist.is_initialized() else None
-    except ImportError:
-        parts = None
-    if parts is None:
-        return dict(totals)
-    dist.all_gather_object(parts, dict(totals))
-    merged: Dict[str, Tuple[float, int]] = {}
-    for part in parts:
-        for task, (total, n) in part.items():
-            t0, n0 = merged.get(task, (0.0, 0))
-            merged[task] = (t0 + total, n0 + n)
-    return merged
-
-
-def add_perturbation_metadata(results: Optional[Dict[str, Any]], perturbation: Any) -> None:
-    """Stamp a model-argument perturbation's metadata on every task of the run that carries none of its own
-    (a generated robustness task's perturbation takes precedence in the hooks, and keeps its metadata)."""
-    if not results or perturbation is None or not isinstance(results.get("configs"), dict):
-        return
-    from lmms_ac.results.collect import lmms_ac_metadata
-    from lmms_ac.robustness.catalogue import perturbation_metadata
-
-    for task, cfg in results["configs"].items():
-        if not isinstance(cfg, dict) or lmms_ac_metadata(cfg):
-            continue
-        meta = cfg.get("metadata")
-        block = {"lmms_ac": perturbation_metadata(perturbation, task)}
-        if isinstance(meta, list):
-            meta.append(block)
-        elif isinstance(meta, dict):
-            meta.update(block)
-        else:
-            cfg["metadata"] = [block]
-
-
-def add_drop_metrics(results: Optional[Dict[str, Any]], totals: Mapping[str, Tuple[float, int]]) -> None:
-    """Write ``cells_dropped,none`` into each tallied task's lmms-eval results (rank 0 holds them)."""
-    if not results or "results" not in results:
-        return
-    from lmms_ac.results.table import CELLS_DROPPED_METRIC
-
-    for task, (total, n) in totals.items():
-        if task in results["results"] and n:
-            results["results"][task][f"{CELLS_DROPPED_METRIC},none"] = total / n
-            results["results"][task][f"{CELLS_DROPPED_METRIC}_stderr,none"] = "N/A"
 
 
 def _as_list(include_path) -> List[str]:
@@ -249,7 +197,7 @@ def _as_list(include_path) -> List[str]:
     return [include_path] if isinstance(include_path, str) else list(include_path)
 
 
-def _patch_task_manager() -> None:
+def _patch_task_manager(hooks: Hooks) -> None:
     from lmms_eval.tasks import TaskManager
 
     if getattr(TaskManager.__init__, "_lmms_ac", False):
@@ -259,20 +207,16 @@ def _patch_task_manager() -> None:
     @functools.wraps(original)
     def __init__(self, verbosity="INFO", include_path=None, include_defaults=True, model_name=None, **kwargs):
         paths = _as_list(include_path)
-        ours = tasks_dir()
-        if ours not in paths:
-            paths.append(ours)
+        paths += [d for d in hooks.task_dirs() if d not in paths]
         original(self, verbosity, include_path=paths, include_defaults=include_defaults, model_name=model_name, **kwargs)
-        from lmms_ac.tasks import extend_task_index
-
-        extend_task_index(self)
-        _patch_evaluate_results()  # the CLI builds its TaskManager before it evaluates
+        self._lmms_ac_robustness = hooks.extend_task_index(TaskManagerIndex(self))  # ours: what the hook did
+        _patch_evaluate_results(hooks)  # the CLI builds its TaskManager before it evaluates
 
     __init__._lmms_ac = True  # type: ignore[attr-defined]
     TaskManager.__init__ = __init__
 
 
-def _patch_dataset_download() -> None:
+def _patch_dataset_download(hooks: Hooks) -> None:
     from lmms_eval.api.task import ConfigurableTask
 
     if getattr(ConfigurableTask.download, "_lmms_ac", False):
@@ -281,27 +225,18 @@ def _patch_dataset_download() -> None:
 
     @functools.wraps(original)
     def download(self, dataset_kwargs=None, *args, **kwargs):
-        from lmms_ac.local_datasets import ENV_VAR, expected_copies, find_local_copy, missing_mirror_dirs
-
         path, name = getattr(self, "DATASET_PATH", None), getattr(self, "DATASET_NAME", None)
-        missing = missing_mirror_dirs()
-        if missing:
-            raise FileNotFoundError(
-                f"{ENV_VAR} names {', '.join(map(str, missing))}, which is not a directory; fix {ENV_VAR} "
-                f"(directories separated by ':') or make the mirror with `lmms-ac mirror TASK... --to DIR`")
-        local = find_local_copy(path, name)
+        local = hooks.local_dataset(path, name)
         if local is None:
             try:
                 return original(self, dataset_kwargs, *args, **kwargs)
             except Exception as err:
-                if not path or not (os.environ.get(ENV_VAR) or _offline()):
-                    raise
+                # lmms-eval retries the hub with tenacity: the cause is the last attempt's exception
                 cause = getattr(getattr(err, "last_attempt", None), "exception", lambda: None)() or err
-                looked = ", ".join(map(str, expected_copies(path, name))) or f"nowhere ({ENV_VAR} is unset)"
-                raise FileNotFoundError(
-                    f"cannot load dataset {path} ({name or 'default'}): no local copy (looked for {looked}) and "
-                    f"the hub load failed ({type(cause).__name__}: {cause}). Make a copy with `lmms-ac mirror TASK "
-                    f"--to DIR` where the hub is reachable and set {ENV_VAR}=DIR") from err
+                message = hooks.download_failed(path, name, cause)
+                if message is None:
+                    raise
+                raise FileNotFoundError(message) from err
         from loguru import logger
 
         logger.info(f"lmms-ac: {path} loads from local copy {local}")
@@ -313,50 +248,136 @@ def _patch_dataset_download() -> None:
     ConfigurableTask.download = download
 
 
-# ---------------------------------------------------------------------------------- the TaskManager index
-# lmms-eval 0.7.3 keeps a TaskManager's index in private attributes; these two functions are the only
-# code of lmms-ac that reads or writes them (lmms_ac.robustness.index adds the generated tasks with them).
-def task_index(task_manager) -> Mapping[str, Mapping[str, Any]]:
-    """``task_manager``'s index: name -> ``{"type": task|group|tag, "yaml_path": ..., ["task": [...]]}``."""
-    return task_manager._task_index
+# ======================================================================= adapter functions for lmms-ac
+def task_manager(include_path: Optional[Sequence[str]] = None, verbosity: str = "ERROR") -> Any:
+    """A TaskManager as the lmms-eval CLI builds one: our tasks, the generated robustness tasks and the
+    ``$LMMS_AC_DATASETS`` redirect included (importing ``lmms_eval.models`` loads our entry point, which
+    installs the hooks)."""
+    import lmms_eval.models  # noqa: F401
+    from lmms_eval.tasks import TaskManager
+
+    return TaskManager(verbosity=verbosity, include_path=list(include_path) if include_path else None)
 
 
-def add_to_task_index(task_manager, tasks: Mapping[str, str], tags: Mapping[str, Sequence[str]]
-                      ) -> Tuple[List[str], List[str], int]:
-    """Add ``tasks`` (name -> YAML path) and ``tags`` (tag -> task names) to ``task_manager``'s index.
+def load_tasks(names: Sequence[str], manager: Any) -> Dict[str, Any]:
+    """lmms-eval's task objects of ``names`` (a group maps to a dict of its tasks)."""
+    from lmms_eval.tasks import get_task_dict
 
-    A name the index already has with another YAML (a user task) wins over ours and is returned as
-    shadowed; tags list only our tasks and extend an existing tag. Returns (added, shadowed, number
-    of tags registered)."""
-    from loguru import logger
+    return get_task_dict(list(names), manager)
 
-    index = task_manager._task_index
-    added: List[str] = []
-    shadowed: List[str] = []
-    for name, path in tasks.items():
-        existing = index.get(name)
-        if existing is not None:
-            if existing.get("yaml_path") != path:
-                logger.debug(f"lmms-ac: task {name!r} already indexed ({existing.get('yaml_path')}); keeping it")
-                shadowed.append(name)
+
+def load_task_or_group(names: Sequence[str], manager: Any) -> Dict[str, Any]:
+    """``names`` built as the TaskManager builds them (a group maps to a dict of its tasks)."""
+    return manager.load_task_or_group(list(names))
+
+
+def load_task_yaml(path: str, mode: str = "simple") -> Dict[str, Any]:
+    """A task YAML as lmms-eval reads it (``mode="full"`` resolves ``!function`` and ``include``)."""
+    from lmms_eval import utils
+
+    return utils.load_yaml_config(path, mode=mode)
+
+
+def task_dataset_configs(task_names: Sequence[str], include_path: Optional[Sequence[str]] = None) -> Dict[str, Dict]:
+    """task -> {dataset_path, dataset_name, dataset_kwargs} for tasks, expanding groups and tags; an unknown
+    name is a ValueError with "did you mean"."""
+    import difflib
+
+    manager = task_manager(include_path)
+    missing = [t for t in task_names if t not in manager.all_tasks]
+    if missing:
+        hints = {m: difflib.get_close_matches(m, manager.all_tasks, n=3) for m in missing}
+        raise ValueError("unknown task(s): " + "; ".join(f"{m!r}" + (f" (did you mean {', '.join(h)}?)" if h else "") for m, h in hints.items()))
+    out: Dict[str, Dict] = {}
+    pending = list(task_names)
+    while pending:
+        name = pending.pop()
+        entry = manager.task_index[name]
+        if entry["type"] == "tag":
+            pending += list(entry["task"])
             continue
-        index[name] = {"type": "task", "yaml_path": path}
-        added.append(name)
-    ours = set(added)
-    n_tags = 0
-    for tag, names in tags.items():
-        names = [n for n in names if n in ours]
-        existing = index.get(tag)
-        if existing is None:
-            index[tag] = {"type": "tag", "task": list(names), "yaml_path": -1}
-        elif existing.get("type") == "tag":
-            existing["task"] = list(existing["task"]) + [n for n in names if n not in existing["task"]]
-        else:
-            logger.warning(f"lmms-ac: tag {tag!r} is already an lmms-eval {existing.get('type')}; not registered")
+        config = load_task_yaml(entry["yaml_path"])
+        if entry["type"] == "group":
+            pending += [t if isinstance(t, str) else t["task"] for t in config.get("task", [])]
             continue
-        n_tags += 1
-    task_manager._all_tasks = sorted(index)
-    task_manager._all_groups = sorted(k for k, v in index.items() if v["type"] == "group")
-    task_manager._all_subtasks = sorted(k for k, v in index.items() if v["type"] == "task")
-    task_manager._all_tags = sorted(k for k, v in index.items() if v["type"] == "tag")
-    return added, shadowed, n_tags
+        out[name] = {"dataset_path": config.get("dataset_path"), "dataset_name": config.get("dataset_name"),
+                     "dataset_kwargs": dict(config.get("dataset_kwargs") or {})}
+    return out
+
+
+def builtin_task_module(task_folder: str) -> Any:
+    """The ``utils`` module of one of lmms-eval's own task folders (e.g. ``seedbench``), for task YAMLs
+    of ours that reuse its functions."""
+    import importlib
+
+    return importlib.import_module(f"lmms_eval.tasks.{task_folder}.utils")
+
+
+def __getattr__(name: str) -> Any:
+    """lmms-eval's model API, imported on first use: ``ModelBase`` (the class an lmms-eval model derives
+    from), ``Instance`` (a request) and ``Collator`` (its length-sorted batching)."""
+    if name == "ModelBase":
+        from lmms_eval.api.model import lmms
+
+        return lmms
+    if name == "Instance":
+        from lmms_eval.api.instance import Instance
+
+        return Instance
+    if name == "Collator":
+        from lmms_eval.utils import Collator
+
+        return Collator
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+class TaskManagerIndex:
+    """A TaskManager's index, read and extended. lmms-eval 0.7.3 keeps it in private attributes; this
+    class is the only code of lmms-ac that reads or writes them."""
+
+    def __init__(self, task_manager: Any) -> None:
+        self.task_manager = task_manager
+
+    def entries(self) -> Mapping[str, Mapping[str, Any]]:
+        """name -> ``{"type": task|group|tag, "yaml_path": ..., ["task": [...]]}``."""
+        return self.task_manager._task_index
+
+    def add(self, tasks: Mapping[str, str], tags: Mapping[str, Sequence[str]]) -> Tuple[List[str], List[str], int]:
+        """Add ``tasks`` (name -> YAML path) and ``tags`` (tag -> task names).
+
+        A name the index already has with another YAML (a user task) wins over ours and is returned as
+        shadowed; tags list only our tasks and extend an existing tag. Returns (added, shadowed, number
+        of tags registered)."""
+        from loguru import logger
+
+        tm = self.task_manager
+        index = tm._task_index
+        added: List[str] = []
+        shadowed: List[str] = []
+        for name, path in tasks.items():
+            existing = index.get(name)
+            if existing is not None:
+                if existing.get("yaml_path") != path:
+                    logger.debug(f"lmms-ac: task {name!r} already indexed ({existing.get('yaml_path')}); keeping it")
+                    shadowed.append(name)
+                continue
+            index[name] = {"type": "task", "yaml_path": path}
+            added.append(name)
+        ours = set(added)
+        n_tags = 0
+        for tag, names in tags.items():
+            names = [n for n in names if n in ours]
+            existing = index.get(tag)
+            if existing is None:
+                index[tag] = {"type": "tag", "task": list(names), "yaml_path": -1}
+            elif existing.get("type") == "tag":
+                existing["task"] = list(existing["task"]) + [n for n in names if n not in existing["task"]]
+            else:
+                logger.warning(f"lmms-ac: tag {tag!r} is already an lmms-eval {existing.get('type')}; not registered")
+                continue
+            n_tags += 1
+        tm._all_tasks = sorted(index)
+        tm._all_groups = sorted(k for k, v in index.items() if v["type"] == "group")
+        tm._all_subtasks = sorted(k for k, v in index.items() if v["type"] == "task")
+        tm._all_tags = sorted(k for k, v in index.items() if v["type"] == "tag")
+        return added, shadowed, n_tags

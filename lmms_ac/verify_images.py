@@ -103,16 +103,12 @@ def _tasks(task_dict: Dict) -> Iterator[Tuple[str, Any]]:
 
 def verify_tasks(task_names: List[str], include_path: Optional[List[str]] = None) -> List[TaskImages]:
     """Build the tasks as lmms-eval does (local copies included) and verify each one's eval split."""
-    from lmms_eval.tasks import TaskManager, get_task_dict
+    from lmms_ac.plugin import load_tasks, task_dataset_configs, task_manager
 
-    from lmms_ac.local_datasets import task_dataset_configs
-    from lmms_ac.plugin import install_hooks
-
-    install_hooks()
     task_dataset_configs(task_names, include_path)  # unknown names fail here, with did-you-mean
-    manager = TaskManager(verbosity="ERROR", include_path=include_path)
+    manager = task_manager(include_path)
     reports = []
-    for name, task in sorted(_tasks(get_task_dict(task_names, manager)), key=lambda t: t[0]):
+    for name, task in sorted(_tasks(load_tasks(task_names, manager)), key=lambda t: t[0]):
         split = task.config.test_split or task.config.validation_split
         if split is not None:
             reports.append(verify_dataset(task.dataset[split], name, split))

@@ -15,17 +15,14 @@ from loguru import logger
 from PIL import Image
 from tqdm import tqdm
 
-from lmms_eval import utils as lmms_utils
-from lmms_eval.api.instance import Instance
-from lmms_eval.api.model import lmms
-
 from lmms_ac.model_args import merge_arguments, parse_bool, split_arg_string, typed_arguments
+from lmms_ac.plugin import Collator, Instance, ModelBase
 from lmms_ac.vlm.prompts import build_prompt, resolve_format
 
 DEFAULT_PRETRAINED = "llava-hf/llava-1.5-7b-hf"
 
 
-class LmmsAcLlava(lmms):
+class LmmsAcLlava(ModelBase):
     """LLaVA-style model (vision representation -> projector -> LLM) with perturbation hooks.
 
     Args:
@@ -166,7 +163,7 @@ class LmmsAcLlava(lmms):
         def order(args):  # longest prompts first, so the first batch shows the peak memory
             return -len(args[0]), args[0]
 
-        collator = lmms_utils.Collator([r.args for r in requests], order, grouping=True)
+        collator = Collator([r.args for r in requests], order, grouping=True)
         results: List[str] = []
         pbar = tqdm(total=len(requests), disable=self.rank != 0, desc="lmms_ac_llava generate")
         for chunk in collator.get_batched(n=self.batch_size, batch_fn=None):

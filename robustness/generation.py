@@ -175,9 +175,9 @@ def _yaml_text(spec: TaskSpec, base_yaml: str, base_config: Mapping[str, Any], i
 
 
 def _base_config_simple(path: str) -> Dict[str, Any]:
-    from lmms_eval import utils
+    from lmms_ac.plugin import load_task_yaml
 
-    return utils.load_yaml_config(path, mode="simple")
+    return load_task_yaml(path, mode="simple")
 
 
 

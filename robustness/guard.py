@@ -89,9 +89,9 @@ class BaseVisuals:
     def get(self, base_yaml: str) -> Any:
         with self._lock:
             if base_yaml not in self._fns:
-                from lmms_eval import utils
+                from lmms_ac.plugin import load_task_yaml
 
-                self._fns[base_yaml] = utils.load_yaml_config(base_yaml, mode="full").get("doc_to_visual")
+                self._fns[base_yaml] = load_task_yaml(base_yaml, mode="full").get("doc_to_visual")
             return self._fns[base_yaml]
 
 

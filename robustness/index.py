@@ -1,13 +1,13 @@
 """Make the generated robustness tasks visible to an lmms-eval TaskManager: find the base tasks'
 YAMLs in its index, reuse (or generate) the cached directory for their hash, and add its tasks and
-tags through the adapter of lmms-eval internals (``lmms_ac.plugin``). Called for every TaskManager
-by the plugin hook (``lmms_ac.tasks.extend_task_index``)."""
+tags. Called for every TaskManager by the plugin hook, which hands over the index through the adapter
+of lmms-eval internals (``lmms_ac.plugin.TaskManagerIndex``; this module never imports the plugin)."""
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import Any, List, Mapping, Optional, Protocol, Sequence, Tuple
 
 from loguru import logger
 
@@ -18,6 +18,14 @@ from .generation import generate, index_hash, task_specs
 from .names import TASK_NAMES
 from .plugins import ensure_plugins
 from .variants import VariantFamily, selected_families
+
+
+class TaskIndex(Protocol):
+    """A TaskManager's index as the plugin's adapter (``lmms_ac.plugin.TaskManagerIndex``) offers it."""
+
+    def entries(self) -> Mapping[str, Mapping[str, Any]]: ...
+
+    def add(self, tasks: Mapping[str, str], tags: Mapping[str, Sequence[str]]) -> Tuple[List[str], List[str], int]: ...
 
 
 @dataclass
@@ -32,18 +40,16 @@ class IndexInfo:
     skipped: List[str] = field(default_factory=list)
 
 
-def extend_index(task_manager, families: Optional[Sequence[VariantFamily]] = None) -> IndexInfo:
-    """Add the generated robustness tasks and their tags to ``task_manager``'s index.
+def extend_index(target: TaskIndex, families: Optional[Sequence[VariantFamily]] = None) -> IndexInfo:
+    """Add the generated robustness tasks and their tags to a TaskManager's index.
 
     Bases missing from the index (e.g. ``include_defaults=False``) are skipped; names the index
     already has (a user YAML of the same name) win over ours. Generates the YAMLs only when the
     hash changed; otherwise reads one ``index.json``.
     """
-    from lmms_ac.plugin import add_to_task_index, task_index
-
     ensure_plugins()
     families = selected_families() if families is None else list(families)
-    index = task_index(task_manager)
+    index = target.entries()
     base_yamls = {}
     skipped: List[str] = []
     for bench in all_benchmarks():
@@ -68,8 +74,6 @@ def extend_index(task_manager, families: Optional[Sequence[VariantFamily]] = Non
     task_cache.prune_once(directory)
     manifest = task_cache.load_manifest(directory)
     paths = {name: os.path.join(str(directory), entry["yaml"]) for name, entry in manifest["tasks"].items()}
-    added, shadowed, tags = add_to_task_index(task_manager, paths, manifest["tags"])
+    added, shadowed, tags = target.add(paths, manifest["tags"])
     TASK_NAMES.add_index({n: e["perturbation"] for n, e in manifest["tasks"].items() if n not in shadowed}, shadowed)
-    info = IndexInfo(directory, index_id, len(added), tags, generated, skipped)
-    task_manager._lmms_ac_robustness = info  # ours, not lmms-eval's: what the hook did
-    return info
+    return IndexInfo(directory, index_id, len(added), tags, generated, skipped)

@@ -332,15 +332,16 @@ def _describe(component: Any) -> str:
 # ================================================================================== task images
 def load_task(task: str, task_manager=None, include_path: Optional[List[str]] = None):
     """The lmms-eval task object of a single (clean) task."""
-    from lmms_eval.tasks import TaskManager
+    from lmms_ac.plugin import load_task_or_group
+    from lmms_ac.plugin import task_manager as make_task_manager
 
-    manager = task_manager or TaskManager(include_path=include_path)
+    manager = task_manager or make_task_manager(include_path, verbosity="INFO")
     if task not in manager.all_tasks:
         import difflib
 
         close = difflib.get_close_matches(task, manager.all_tasks, n=3)
         raise ValueError(f"unknown task {task!r}" + (f"; did you mean {', '.join(close)}?" if close else ""))
-    loaded = manager.load_task_or_group([task])
+    loaded = load_task_or_group([task], manager)
     obj = loaded.get(task)
     if obj is None or isinstance(obj, dict):
         raise ValueError(f"{task!r} is a group or tag of lmms-eval; synthesize one task at a time (e.g. one of its subtasks)")

@@ -5,6 +5,7 @@ Nothing reaches a hub: HF_HUB_OFFLINE/HF_DATASETS_OFFLINE are set for the whole 
 from __future__ import annotations
 
 import os
+import re
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -57,3 +58,51 @@ def base_yaml(tmp_path):
     path.parent.mkdir()
     path.write_text("task: mme\noutput_type: generate_until\nmetadata:\n  - version: 0.0\n", encoding="utf-8")
     return str(path)
+
+
+#: what a fast test may not start: lmms-eval or lmms-ac (the real programs, not a test's fake script under
+#: the temporary directory), a launcher, a cluster command, a browser, or Python running one of them
+SLOW_PROGRAMS = {"lmms-eval", "lmms-ac", "accelerate", "torchrun", "sbatch", "srun", "squeue", "scancel", "sacct",
+                 "chromium", "chromedriver"}
+SLOW_PYTHON = re.compile(r"-m\s*(lmms_eval|lmms_ac\.cli|accelerate|torch\.distributed)\b|import lmms_eval\b|lmms_ac\.cli\b")
+
+
+def starts_something_slow(args) -> bool:
+    import shlex
+    import shutil
+    import tempfile
+
+    argv = shlex.split(args) if isinstance(args, str) else [os.fsdecode(a) for a in args]
+    if not argv:
+        return False
+    exe = os.path.realpath(shutil.which(argv[0]) or argv[0])
+    if os.path.basename(argv[0]) in SLOW_PROGRAMS and not exe.startswith(os.path.realpath(tempfile.gettempdir())):
+        return True
+    return os.path.basename(argv[0]).startswith("python") and bool(SLOW_PYTHON.search(" ".join(argv[1:])))
+
+
+@pytest.fixture(autouse=True)
+def _fast_tests_stay_fast(request, monkeypatch):
+    """A test not marked ``slow`` (``make test-fast`` skips those) may not start lmms-eval, lmms-ac or a
+    cluster command as a process, nor build an lmms-eval TaskManager: it fails here, naming the mark."""
+    if request.node.get_closest_marker("slow"):
+        return
+    import subprocess
+
+    def refused(what):
+        return AssertionError(f"{request.node.nodeid} {what}: mark it @pytest.mark.slow")
+
+    original_popen = subprocess.Popen.__init__
+
+    def popen(self, args, *rest, **kwargs):
+        if starts_something_slow(args):
+            raise refused(f"starts {str(args)[:100]!r}")
+        return original_popen(self, args, *rest, **kwargs)
+
+    monkeypatch.setattr(subprocess.Popen, "__init__", popen)
+    import lmms_eval.tasks
+
+    def task_manager(*args, **kwargs):
+        raise refused("builds an lmms-eval TaskManager")
+
+    monkeypatch.setattr(lmms_eval.tasks.TaskManager, "__init__", task_manager)

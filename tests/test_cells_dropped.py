@@ -8,9 +8,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from lmms_ac import plugin
+from lmms_ac import entry_point, plugin
 from lmms_ac.perturb_bridge import DropTally
 from lmms_ac.results.collect import rows_from_results
+from lmms_ac.results.stamp import add_drop_metrics
 from lmms_ac.results.robustness_table import robustness_table
 from lmms_ac.results.table import validate_table
 
@@ -25,7 +26,7 @@ def test_tally_becomes_a_metric_and_a_robustness_column():
     rows = rows_from_results(_doc("mme", 10.0), Path("/x/20260101_000000_results.json"))
     for seed, (total, n, value) in enumerate([(1.0, 4, 8.0), (3.0, 4, 6.0)], start=1):
         doc = _doc("mme", value, "pdrop_salient50", seed)
-        plugin.add_drop_metrics(doc, {"mme": (total, n)})
+        add_drop_metrics(doc, {"mme": (total, n)})
         assert doc["results"]["mme"]["cells_dropped,none"] == pytest.approx(total / n)
         rows += rows_from_results(doc, Path(f"/x/2026010{seed}_000000_results.json"))
     table = validate_table(pd.DataFrame(rows))
@@ -50,7 +51,7 @@ def test_evaluate_wrapper_adds_the_metric_for_our_model_only(monkeypatch):
         return {"results": {"mme": {"mme_perception_score,none": 1.0}, "seed": {"acc,none": 0.5}}}
 
     monkeypatch.setattr(evaluator, "evaluate", fake_evaluate)
-    plugin._patch_evaluate_results()
+    plugin._patch_evaluate_results(entry_point.hooks())
     assert evaluator.evaluate is not fake_evaluate
     tally = DropTally()
     tally.add("mme", "pdrop_random50", 0.5)
@@ -76,7 +77,7 @@ def test_model_argument_perturbation_is_stamped_as_task_metadata(monkeypatch):
                                                                                        "seed": 2, "base_task": "mme"}}]}}}
 
     monkeypatch.setattr(evaluator, "evaluate", fake_evaluate)
-    plugin._patch_evaluate_results()
+    plugin._patch_evaluate_results(entry_point.hooks())
     ours = types.SimpleNamespace(hook_factory=types.SimpleNamespace(
         drops=DropTally(), default=parse_perturbation("pdrop_random30").with_seed(4)))
     out = evaluator.evaluate(lm=ours, task_dict={})

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from lmms_ac.demo import StepFailed, _run
+from lmms_ac.cli.demo import StepFailed, _run
 
 
 def _script(tmp_path, body: str):

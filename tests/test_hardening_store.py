@@ -99,7 +99,7 @@ def test_table_reads_clean_and_refuses_damage(tmp_path):
 
 # ------------------------------------------------------------------ item 8: writable before work
 def _cli(*argv: str) -> int:
-    from lmms_ac.scores.cli import register
+    from lmms_ac.cli.scores import register
 
     parser = argparse.ArgumentParser(prog="lmms-ac")
     register(parser.add_subparsers(dest="command"))

@@ -36,7 +36,7 @@ def test_layers_command_writes_scores_json_and_figure(llava_hf_dir, photo_root, 
     assert (figs / "layers_tiny.png").stat().st_size > 1000 and (figs / "layers_tiny.svg").exists()
 
     # same config again, a layer subset: answered from the store without loading the model; nothing duplicated
-    import lmms_ac.layers.cli as layers_cli
+    import lmms_ac.cli.layers as layers_cli
 
     real_load = layers_cli.load_model
     monkeypatch.setattr(layers_cli, "load_model", lambda args: pytest.fail("the model was loaded"))
@@ -73,7 +73,7 @@ def test_layers_bad_input(llava_hf_dir, photo_root, tmp_path, capsys, extra, mes
 
 
 def test_prompts_file_reads_text_and_jsonl(tmp_path):
-    from lmms_ac.layers.cli import read_prompts
+    from lmms_ac.layers.prompts import read_prompts
 
     (tmp_path / "p.txt").write_text("What is this?\n\nHow many cats?\n")
     (tmp_path / "p.jsonl").write_text('{"question": "<image>\\nWhich color?"}\n{"text": "Name it."}\n')
@@ -86,7 +86,7 @@ def test_prompts_file_reads_text_and_jsonl(tmp_path):
 
 @pytest.mark.slow
 def test_layers_attention_on_a_task_s_questions(llava_hf_dir, photo_root, mirror_dir, tmp_path, monkeypatch, capsys):
-    from lmms_ac.layers.cli import task_prompts
+    from lmms_ac.layers.prompts import task_prompts
 
     monkeypatch.setenv("LMMS_AC_DATASETS", mirror_dir)
     prompts = task_prompts("mme", 3)

@@ -284,7 +284,7 @@ def test_report_command_registers_without_heavy_imports():
     import subprocess
     import sys
 
-    code = ("import sys, argparse, lmms_ac.report, lmms_ac.report.cli as c\n"
+    code = ("import sys, argparse, lmms_ac.report, lmms_ac.cli.report as c\n"
             "c.register(argparse.ArgumentParser().add_subparsers())\n"
             "print(sorted(m for m in ('torch', 'pandas', 'matplotlib', 'jinja2') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

@@ -7,6 +7,8 @@ import types
 
 import pytest
 
+from lmms_ac.plugin import TaskManagerIndex
+
 
 @pytest.fixture
 def fresh_names(monkeypatch):
@@ -28,7 +30,7 @@ def test_index_decides_and_a_user_task_wins(fresh_names, base_yaml, tmp_path, mo
                                             "mme_tokperm": {"type": "task", "yaml_path": user_yaml},
                                             "lmms_ac_tokperm": {"type": "group", "yaml_path": user_yaml}})
     assert fresh_names.perturbation_for_task("mme_tokperm").to_string() == "tokperm"  # no index yet: the name
-    info = T.extend_index(tm, families=[T.VARIANTS.get("tokperm")])
+    info = T.extend_index(TaskManagerIndex(tm), families=[T.VARIANTS.get("tokperm")])
     assert info.tasks == 4  # seeds 1-4; seed 0's name belongs to the user task
     assert tm._task_index["mme_tokperm"]["yaml_path"] == user_yaml
     assert fresh_names.perturbation_for_task("mme_tokperm") is None and fresh_names.base_task("mme_tokperm") == "mme_tokperm"
@@ -36,7 +38,7 @@ def test_index_decides_and_a_user_task_wins(fresh_names, base_yaml, tmp_path, mo
     assert tm._task_index["mme_tokperm_5seeds"]["task"] == [f"mme_tokperm_s{k}" for k in range(1, 5)]
     assert tm._task_index["lmms_ac_tokperm"]["type"] == "group"  # an lmms-eval group keeps its name
     assert "mme_tokperm_s3" in tm._all_subtasks and "mme_tokperm_5seeds" in tm._all_tags
-    again = T.extend_index(tm, families=[T.VARIANTS.get("tokperm")])
+    again = T.extend_index(TaskManagerIndex(tm), families=[T.VARIANTS.get("tokperm")])
     assert again.tasks == 0 and fresh_names.perturbation_for_task("mme_tokperm_s2").to_string() == "tokperm_s2"
 
 

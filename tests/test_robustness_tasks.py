@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from lmms_ac.plugin import TaskManagerIndex
+
 PROBE_MODULE = '''
 import torch
 
@@ -257,11 +259,11 @@ def test_regeneration_only_when_the_hash_changes(tm):
     def fake():
         return types.SimpleNamespace(_task_index={b: dict(tm.task_index[b]) for b in bases})
 
-    again = T.extend_index(fake())
+    again = T.extend_index(TaskManagerIndex(fake()))
     assert not again.generated and again.directory == info.directory and again.tasks == info.tasks
     assert index_json.stat().st_mtime_ns == stamp  # read, not rewritten (its cost: bench/bench_task_index.py)
     only = T.selected_families("tokperm,synthetic")
-    first, second = T.extend_index(fake(), families=only), T.extend_index(fake(), families=only)
+    first, second = T.extend_index(TaskManagerIndex(fake()), families=only), T.extend_index(TaskManagerIndex(fake()), families=only)
     assert first.generated and not second.generated and first.hash != info.hash
     assert first.tasks == 16 * 6 and first.directory.parent == info.directory.parent
 

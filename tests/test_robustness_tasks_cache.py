@@ -15,6 +15,7 @@ from typing import Optional
 
 import pytest
 
+from lmms_ac.plugin import TaskManagerIndex
 from lmms_ac.robustness import task_cache as C
 
 HOUR = 3600.0
@@ -176,13 +177,13 @@ def test_extend_index_prunes_once_per_process(T, tmp_path, base_yaml, monkeypatc
         return types.SimpleNamespace(_task_index={"mme": {"type": "task", "yaml_path": base_yaml}})
 
     families = [T.VARIANTS.get("tokperm")]
-    info = T.extend_index(fake_tm(), families=families)
+    info = T.extend_index(TaskManagerIndex(fake_tm()), families=families)
     assert info.generated and info.tasks == 5 and info.directory.parent == root
     assert C.marker_time(info.directory) is not None
     names = sorted(p.name for p in root.iterdir() if not p.name.startswith("."))
     assert names == sorted([info.hash, hid(1), hid(2), hid(99)])  # current + the 2 newest others; foreign stays
     late = make_dir(T, root, hid(50), base_yaml, age_s=9 * HOUR)
-    again = T.extend_index(fake_tm(), families=families)
+    again = T.extend_index(TaskManagerIndex(fake_tm()), families=families)
     assert not again.generated and again.directory == info.directory
     assert late.is_dir()  # pruned once per process and cache root
     assert [d.exists() for d in olds] == [True, True, False, False, False]

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from lmms_ac.scores.cli import register
+from lmms_ac.cli.scores import register
 from lmms_ac.scores.store import SCORE_COLUMNS, ScoreValue, append_score, read_scores, record_score
 from lmms_ac.vision import FAMILIES
 
@@ -137,5 +137,5 @@ def test_make_ocr_pairs_cli(tmp_path):
 
 @pytest.mark.slow
 def test_cli_module_imports_no_torch():
-    code = "import sys, lmms_ac.scores.cli, lmms_ac.scores.store; sys.exit('torch' in sys.modules)"
+    code = "import sys, lmms_ac.cli.scores, lmms_ac.scores.store; sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0

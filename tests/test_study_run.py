@@ -80,6 +80,8 @@ def fake_bins(tmp_path, monkeypatch):
         path.write_text(f"#!{sys.executable}\n{src}")
         path.chmod(0o755)
     monkeypatch.setattr("lmms_ac.study.plan.bin_path", lambda name: str(bindir / name))
+    # no real cluster: the queue is empty (test_jobs_queued_on_slurm_are_not_submitted_twice plants one)
+    monkeypatch.setattr("lmms_ac.study.slurm.squeue_ids", lambda: set())
     return bindir
 
 

@@ -18,7 +18,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 import pandas as pd
 
-from lmms_ac.report import figures
+import lmms_ac.report.figures as figures
 from lmms_ac.report.tables import Cell, Column, HtmlTable, frame_table, num_cell, shaded
 
 #: perturbation families shown as maps over the token grid, not as robustness drops

@@ -1,5 +1,10 @@
 """The `seed` task: lmms-eval's seedbench functions, restricted to image questions."""
-from lmms_eval.tasks.seedbench.utils import seed_aggregation_result, seed_doc_to_text, seed_doc_to_visual  # noqa: F401
+from lmms_ac.plugin import builtin_task_module
+
+_SEEDBENCH = builtin_task_module("seedbench")  # lmms-eval's own seedbench task functions, reused by seed.yaml
+seed_aggregation_result = _SEEDBENCH.seed_aggregation_result
+seed_doc_to_text = _SEEDBENCH.seed_doc_to_text
+seed_doc_to_visual = _SEEDBENCH.seed_doc_to_visual
 
 
 def image_questions(dataset):

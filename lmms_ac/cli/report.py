@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from lmms_ac.cli_args import args_config, split_list
+from lmms_ac.cli.args import args_config, split_list
 
 
 def cmd_report(args: argparse.Namespace) -> int:

@@ -150,60 +150,6 @@ def register(subparsers: Any) -> None:
     t.set_defaults(func=cmd_zeroshot_table)
 
 
-def read_prompts(texts: Optional[Sequence[str]], path: Optional[str]) -> List[str]:
-    """Prompts from ``--prompt`` and ``--prompts-file``; the neutral set when neither is given."""
-    import json
-
-    from lmms_ac.layers.extraction import NEUTRAL_PROMPTS
-
-    prompts = list(texts or [])
-    if path:
-        file = Path(path)
-        if not file.is_file():
-            raise FileNotFoundError(f"--prompts-file {path} does not exist")
-        for n, line in enumerate(file.read_text(encoding="utf-8").splitlines(), 1):
-            if not line.strip():
-                continue
-            if file.suffix in (".jsonl", ".json"):
-                rec = json.loads(line)
-                value = next((rec[k] for k in ("question", "prompt", "text") if isinstance(rec, dict) and k in rec), None)
-                if not isinstance(value, str):
-                    raise ValueError(f"{path}:{n}: a record needs a string 'question', 'prompt' or 'text' field")
-                prompts.append(value.replace("<image>", "").strip())
-            else:
-                prompts.append(line.strip())
-    return prompts or list(NEUTRAL_PROMPTS)
-
-
-def task_prompts(name: str, limit: int) -> List[str]:
-    """The first ``limit`` questions (``doc_to_text``, image placeholders removed) of an lmms-eval task."""
-    import difflib
-
-    import lmms_eval.models  # noqa: F401 - loads lmms-ac's plugin hooks (our tasks, offline mirrors)
-    from lmms_eval.tasks import TaskManager, get_task_dict
-
-    manager = TaskManager()
-    if name not in manager.all_tasks:
-        close = difflib.get_close_matches(name, manager.all_tasks, n=3)
-        raise ValueError(f"unknown lmms-eval task {name!r}" + (f"; did you mean {', '.join(close)}?" if close else ""))
-    task = get_task_dict([name], manager).get(name)
-    if task is None or not hasattr(task, "doc_to_text"):
-        raise ValueError(f"{name!r} is a group; pass one of its tasks")
-    docs = task.test_docs() if task.has_test_docs() else task.validation_docs()
-    if docs is None:
-        raise ValueError(f"task {name!r} has no test or validation docs")
-    prompts = []
-    for i, doc in enumerate(docs):
-        if i >= limit:
-            break
-        text = task.doc_to_text(doc)
-        if isinstance(text, str) and text.replace("<image>", "").strip():
-            prompts.append(text.replace("<image>", "").strip())
-    if not prompts:
-        raise ValueError(f"task {name!r} gave no text prompts")
-    return prompts
-
-
 def default_variant(model: str) -> str:
     return str(model).rstrip("/").split("/")[-1]
 
@@ -232,8 +178,8 @@ def record_rows(out: str, variant: str, vision: str, rows, config: Dict[str, Any
 
 
 def cmd_layers(args: argparse.Namespace) -> int:
-
     from lmms_ac.io import config_hash
+    from lmms_ac.layers.prompts import read_prompts, task_prompts
     from lmms_ac.scores.spair import dataset_fingerprint, normalize_split
 
     if args.alpha <= 0:

@@ -49,7 +49,7 @@ def cmd_score_a(args: argparse.Namespace) -> int:
     if not benchmarks and (not args.captions or not args.images):
         raise ValueError("score-a needs --captions (the LLaVA-558K json) and --images (its image folder)"
                          + ("; or --benchmark TASK for A_embed on a benchmark's images" if args.method == "embed" else ""))
-    from lmms_ac.scores.cli import check_store
+    from lmms_ac.cli.scores import check_store
 
     check_store(args.out)
     variant = args.variant or os.path.basename(os.path.normpath(args.pretrained))
@@ -109,7 +109,7 @@ def cmd_score_a(args: argparse.Namespace) -> int:
 
         jobs.append(("A" if args.method == "caption_ll" else "A_embed", config, compute))
 
-    from lmms_ac.scores.cli import row_summary
+    from lmms_ac.cli.scores import row_summary
 
     for score_name, config, compute_fn in jobs:
         row = record_score(args.out, variant=variant, vision=vision, score=score_name, config=config,

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
-from lmms_ac.cli_args import args_config, split_list
+from lmms_ac.cli.args import args_config, split_list
 from lmms_ac.strict_csv import read_frame
 
 PLOT_FORMATS = "png,svg"

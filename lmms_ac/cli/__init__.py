@@ -1,5 +1,6 @@
-"""The ``lmms-ac`` command line. Each area adds its sub-commands through ``register(subparsers)``;
-modules are imported lazily enough that ``lmms-ac --help`` does not import torch."""
+"""The ``lmms-ac`` command line. Every command module is in this folder, one per area, and adds its
+sub-commands through ``register(subparsers)``; nothing below the command line imports them. Modules
+import their work lazily, so ``lmms-ac --help`` does not import torch or lmms-eval."""
 from __future__ import annotations
 
 import argparse
@@ -9,19 +10,22 @@ from typing import List, Optional
 
 from loguru import logger
 
+DESCRIPTION = ("which vision representation makes a multimodal LLM good: A and C scores, robustness probes, "
+               "the law, studies and their report (lmms-eval plugin)")
+
 # each module defines register(subparsers) adding parsers with set_defaults(func=callable(args) -> int)
 COMMAND_MODULES = [
-    "lmms_ac.datasets_cli",
-    "lmms_ac.scores.cli",
-    "lmms_ac.scores.alignment_cli",
-    "lmms_ac.results.cli",
-    "lmms_ac.law.cli",
-    "lmms_ac.robustness.cli",
-    "lmms_ac.demo",
-    "lmms_ac.layers.cli",
-    "lmms_ac.doctor",
-    "lmms_ac.study.cli",
-    "lmms_ac.report.cli",
+    "lmms_ac.cli.datasets",
+    "lmms_ac.cli.scores",
+    "lmms_ac.cli.alignment",
+    "lmms_ac.cli.results",
+    "lmms_ac.cli.law",
+    "lmms_ac.cli.robustness",
+    "lmms_ac.cli.demo",
+    "lmms_ac.cli.layers",
+    "lmms_ac.cli.doctor",
+    "lmms_ac.cli.study",
+    "lmms_ac.cli.report",
 ]
 
 
@@ -30,7 +34,7 @@ class CommandError(Exception):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="lmms-ac", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="lmms-ac", description=DESCRIPTION)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(sub)

@@ -35,8 +35,8 @@ def _mirror(args: argparse.Namespace) -> int:
 
 
 def _where(args: argparse.Namespace) -> int:
-    from lmms_ac.local_datasets import (ENV_VAR, dataset_key, find_local_copy, mirror_dirs, missing_mirror_dirs,
-                                        task_dataset_configs)
+    from lmms_ac.local_datasets import ENV_VAR, dataset_key, find_local_copy, mirror_dirs, missing_mirror_dirs
+    from lmms_ac.plugin import task_dataset_configs
 
     print(f"{ENV_VAR}={':'.join(str(d) for d in mirror_dirs()) or '(unset)'}")
     for missing in missing_mirror_dirs():

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from lmms_ac.cli_args import args_config, split_list
+from lmms_ac.cli.args import args_config, split_list
 
 # heavy-ish imports (pandas) happen inside the command functions
 
