@@ -29,8 +29,11 @@ lint: env
 test: env lint
 	$(PY) -m pytest -q
 
+# The tests not marked slow, on every core (FAST_WORKERS=0 runs them in this process). One torch thread per
+# worker: two workers of two threads each on two cores are slower than one.
+FAST_WORKERS ?= auto
 test-fast: env lint
-	$(PY) -m pytest -q -m "not slow"
+	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(PY) -m pytest -q -m "not slow" -n $(FAST_WORKERS)
 
 # A fresh resolution of pyproject.toml (newest versions) -> constraints.txt, then the whole suite on it.
 lock:
