@@ -23,8 +23,10 @@ $(STAMP): pyproject.toml setup.py $(LOCK)
 	$(VENV)/bin/lmms-ac doctor --quick
 	touch $(STAMP)
 
+# ruff: the lint rules and the layout (`ruff format` writes it; line length 120, pyproject.toml [tool.ruff])
 lint: env
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 test: env lint
 	$(PY) -m pytest -q

@@ -3,9 +3,15 @@
 The folder layout is the user's spec (see DESIGN.md); installed, there is no top-level ``models``
 or ``tasks`` package in site-packages. pyproject.toml holds all other metadata.
 """
+
 from setuptools import find_packages, setup
 
-MAPPED = {"lmms_ac": "lmms_ac", "lmms_ac.models": "models", "lmms_ac.tasks": "tasks", "lmms_ac.robustness": "robustness"}
+MAPPED = {
+    "lmms_ac": "lmms_ac",
+    "lmms_ac.models": "models",
+    "lmms_ac.tasks": "tasks",
+    "lmms_ac.robustness": "robustness",
+}
 
 
 def _packages():
@@ -20,8 +26,12 @@ def _packages():
 setup(
     packages=_packages(),
     package_dir=MAPPED,
-    package_data={"lmms_ac.tasks": ["**/*.yaml", "**/*.yml"], "lmms_ac": ["data/*.csv", "data/*.md"], "lmms_ac.vision": ["*.md"],
-                  "lmms_ac.robustness": ["*.md"],
-                  "lmms_ac.report": ["templates/*.j2", "templates/*.css", "templates/*.js"]},
+    package_data={
+        "lmms_ac.tasks": ["**/*.yaml", "**/*.yml"],
+        "lmms_ac": ["data/*.csv", "data/*.md"],
+        "lmms_ac.vision": ["*.md"],
+        "lmms_ac.robustness": ["*.md"],
+        "lmms_ac.report": ["templates/*.j2", "templates/*.css", "templates/*.js"],
+    },
     include_package_data=True,
 )

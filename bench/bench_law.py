@@ -8,6 +8,7 @@ scikit-learn: the same region-sampling orders, and at every step of every run
 
     python bench/bench_law.py [--runs 1000] [--sklearn-runs 1000]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -51,8 +52,11 @@ def main() -> None:
     report = fit_law(data, normalize="minmax")
     sim = simulate(data, ("region", "random"), runs=args.runs, ranking="law")  # the paper's ranking, as sklearn below
     ours = time.perf_counter() - start
-    print(f"lmms-ac: fit ({len(report.benchmarks)} benchmarks) + policy simulation ({args.runs} runs x {len(data)} benchmarks, "
-          f"region + random): {ours:.3f} s  (target < 2 s)")
+    print(
+        f"lmms-ac: fit ({len(report.benchmarks)} benchmarks) + policy simulation ({args.runs} runs x {len(data)} "
+        "benchmarks, "
+        f"region + random): {ours:.3f} s  (target < 2 s)"
+    )
 
     start = time.perf_counter()
     max_diff = 0.0

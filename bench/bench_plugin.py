@@ -7,6 +7,7 @@ only ``generate_until`` is timed (model loading and task indexing are the same f
 
     python bench/bench_plugin.py [--docs 48] [--repeats 3]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -40,8 +41,15 @@ def time_model(name: str, model_args: str, batch_size: int, limit: int, repeats:
     best = float("inf")
     for _ in range(repeats):
         # models pop keys from gen_kwargs, so every repeat gets fresh copies of the dict arguments
-        requests = [type(i)(request_type=i.request_type, arguments=tuple(dict(a) if isinstance(a, dict) else a for a in i.arguments),
-                            idx=i.idx, metadata=i.metadata) for i in instances]
+        requests = [
+            type(i)(
+                request_type=i.request_type,
+                arguments=tuple(dict(a) if isinstance(a, dict) else a for a in i.arguments),
+                idx=i.idx,
+                metadata=i.metadata,
+            )
+            for i in instances
+        ]
         start = time.perf_counter()
         lm.generate_until(requests)
         best = min(best, time.perf_counter() - start)
@@ -65,12 +73,16 @@ def main() -> None:
     tiny_data.mme_records.__defaults__ = (max(6, args.docs // 2),)  # enough MME docs for the run
     write_mirror(os.path.join(work, "mirror"))
     os.environ["LMMS_AC_DATASETS"] = os.path.join(work, "mirror")
-    print(f"{args.docs} MME requests, tiny llava-hf checkpoint (64px, 64 visual tokens), CPU x{torch.get_num_threads()}")
+    print(
+        f"{args.docs} MME requests, tiny llava-hf checkpoint (64px, 64 visual tokens), CPU x{torch.get_num_threads()}"
+    )
     # llava_hf's default device_map="" is rejected by transformers 5, so a user must name the device map
     base = time_model("llava_hf", f"pretrained={ckpt},device_map=cpu", 1, args.docs, args.repeats)
     rows = [("llava_hf (lmms-eval built-in)", 1, base)]
     for bs in (1, 8):
-        rows.append(("lmms_ac_llava", bs, time_model("lmms_ac_llava", f"pretrained={ckpt}", bs, args.docs, args.repeats)))
+        rows.append(
+            ("lmms_ac_llava", bs, time_model("lmms_ac_llava", f"pretrained={ckpt}", bs, args.docs, args.repeats))
+        )
     print(f"{'model':32s} {'batch':>5s} {'docs/s':>8s} {'vs llava_hf@1':>14s}")
     for name, bs, rate in rows:
         print(f"{name:32s} {bs:5d} {rate:8.2f} {rate / base:13.2f}x")

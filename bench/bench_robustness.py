@@ -26,6 +26,7 @@ are timed separately.
 
     python bench/bench_robustness.py [--docs 24] [--repeats 10] [--batch-size 1] [--profile tokgroup_m2_g0]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -85,9 +86,15 @@ class Arm:
         if self.before is not None:
             self.before()
         # models pop keys from gen_kwargs, so every call gets fresh copies of the dict arguments
-        requests = [type(i)(request_type=i.request_type, idx=i.idx, metadata=i.metadata,
-                            arguments=tuple(dict(a) if isinstance(a, dict) else a for a in i.arguments))
-                    for i in self.instances[start:stop]]
+        requests = [
+            type(i)(
+                request_type=i.request_type,
+                idx=i.idx,
+                metadata=i.metadata,
+                arguments=tuple(dict(a) if isinstance(a, dict) else a for a in i.arguments),
+            )
+            for i in self.instances[start:stop]
+        ]
         counter, ops = self.lm._bench_new_tokens, self.lm._bench_op_seconds
         counter[0] = ops[0] = 0
         t0 = CLOCK[0]()
@@ -151,8 +158,9 @@ def time_probe_ops(lm) -> None:
         t0 = CLOCK[0]()
         hooks = inner(task, doc_id)
         if hooks is not None:
-            hooks = dataclasses.replace(hooks, image=timed(hooks.image), tokens=timed(hooks.tokens),
-                                        hidden=timed(hooks.hidden))
+            hooks = dataclasses.replace(
+                hooks, image=timed(hooks.image), tokens=timed(hooks.tokens), hidden=timed(hooks.hidden)
+            )
         acc[0] += CLOCK[0]() - t0
         return hooks
 
@@ -198,11 +206,23 @@ def saliency_vit(kind: str):
 
     torch.manual_seed(0)
     if kind == "dino-shape":  # facebook/dino-vits16's architecture, random weights: the same compute
-        config = ViTConfig(image_size=224, patch_size=16, hidden_size=384, num_hidden_layers=12, num_attention_heads=6,
-                           intermediate_size=1536)
+        config = ViTConfig(
+            image_size=224,
+            patch_size=16,
+            hidden_size=384,
+            num_hidden_layers=12,
+            num_attention_heads=6,
+            intermediate_size=1536,
+        )
     elif kind == "tiny":
-        config = ViTConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                           intermediate_size=64)
+        config = ViTConfig(
+            image_size=32,
+            patch_size=8,
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=64,
+        )
     else:
         raise ValueError(f"--saliency: dino-shape or tiny, got {kind!r}")
     model = ViTModel(config, add_pooling_layer=False).eval()  # ViTCLSAttention switches it to eager attention
@@ -252,13 +272,22 @@ def main() -> None:
     parser.add_argument("--image-size", type=int, default=64)
     parser.add_argument("--patch-size", type=int, default=8)
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
-    parser.add_argument("--clock", default="cpu", choices=sorted(CLOCKS),
-                        help="cpu: this process's CPU time (default), wall: elapsed time")
+    parser.add_argument(
+        "--clock",
+        default="cpu",
+        choices=sorted(CLOCKS),
+        help="cpu: this process's CPU time (default), wall: elapsed time",
+    )
     parser.add_argument("--saliency", default="dino-shape", choices=("dino-shape", "tiny"))
-    parser.add_argument("--variable-length", action="store_true",
-                        help="let answers stop at EOS (default: every answer is max_new_tokens long, see count_new_tokens)")
+    parser.add_argument(
+        "--variable-length",
+        action="store_true",
+        help="let answers stop at EOS (default: every answer is max_new_tokens long, see count_new_tokens)",
+    )
     parser.add_argument("--only", default="", help="comma-separated probe labels to run (default: all)")
-    parser.add_argument("--profile", default="", help="comma-separated probe labels (or 'clean') to cProfile after timing")
+    parser.add_argument(
+        "--profile", default="", help="comma-separated probe labels (or 'clean') to cProfile after timing"
+    )
     parser.add_argument("--profile-top", type=int, default=30)
     args = parser.parse_args()
 
@@ -319,16 +348,24 @@ def run(args: argparse.Namespace, work: str) -> None:
     cold = None
     if salient is not None:
         salient.before = lambda: set_default_saliency(warm_cache)
-        cold = Arm(f"{SALIENT} (cold)", salient.lm, salient.instances, "image", salient.how,
-                   before=lambda: set_default_saliency(cold_cache))
+        cold = Arm(
+            f"{SALIENT} (cold)",
+            salient.lm,
+            salient.instances,
+            "image",
+            salient.how,
+            before=lambda: set_default_saliency(cold_cache),
+        )
 
     n_docs = len(mme_instances)
     bs = max(1, args.batch_size)
     batches = [(s, min(s + bs, n_docs)) for s in range(0, n_docs, bs)]
-    print(f"{n_docs} MME requests, tiny llava-hf checkpoint ({args.image_size}px, "
-          f"{(args.image_size // args.patch_size) ** 2} visual tokens), batch size {bs}, "
-          f"torch threads {torch.get_num_threads()}, {args.clock} clock, best of {args.repeats} repeats per batch "
-          f"(setup {time.perf_counter() - setup_start:.0f} s, untimed)")
+    print(
+        f"{n_docs} MME requests, tiny llava-hf checkpoint ({args.image_size}px, "
+        f"{(args.image_size // args.patch_size) ** 2} visual tokens), batch size {bs}, "
+        f"torch threads {torch.get_num_threads()}, {args.clock} clock, best of {args.repeats} repeats per batch "
+        f"(setup {time.perf_counter() - setup_start:.0f} s, untimed)"
+    )
     for arm in arms:
         print(f"  {arm.label:18s} {arm.stage:7s} {arm.how}")
 
@@ -366,11 +403,15 @@ def run(args: argparse.Namespace, work: str) -> None:
         return 1e3 * statistics.median(arm.op_times) / (n_docs / len(batches))  # per call -> per doc
 
     print()
-    print(f"clean mme: {n_docs / clean_best:.2f} docs/s (sum of per-batch bests); whole passes: best "
-          f"{n_docs / min(clean_passes):.2f}, median {n_docs / statistics.median(clean_passes):.2f} docs/s "
-          f"(the machine's drift); {tokens['clean']:.1f} generated tokens/doc")
-    header = (f"{'probe':22s} {'stage':7s} {'docs/s':>8s} {'clean':>8s} {'ratio':>7s} {'target':>7s} {'result':>6s} "
-              f"{'pass ratio':>10s} {'+ms/doc':>8s} {'op ms/doc':>9s} {'tok/doc':>8s}")
+    print(
+        f"clean mme: {n_docs / clean_best:.2f} docs/s (sum of per-batch bests); whole passes: best "
+        f"{n_docs / min(clean_passes):.2f}, median {n_docs / statistics.median(clean_passes):.2f} docs/s "
+        f"(the machine's drift); {tokens['clean']:.1f} generated tokens/doc"
+    )
+    header = (
+        f"{'probe':22s} {'stage':7s} {'docs/s':>8s} {'clean':>8s} {'ratio':>7s} {'target':>7s} {'result':>6s} "
+        f"{'pass ratio':>10s} {'+ms/doc':>8s} {'op ms/doc':>9s} {'tok/doc':>8s}"
+    )
     print(header)
     print("-" * len(header))
     missed = []
@@ -381,12 +422,16 @@ def run(args: argparse.Namespace, work: str) -> None:
         if ratio > target:
             missed.append(arm.label)
         pass_ratio = statistics.median(p / c for p, c in zip(arm.passes(), clean_passes))
-        print(f"{arm.label + (' (warm)' if arm is salient else ''):22s} {arm.stage:7s} {n_docs / best:8.2f} "
-              f"{n_docs / clean_best:8.2f} {ratio:6.3f}x {target:6.2f}x {'pass' if ratio <= target else 'FAIL':>6s} "
-              f"{pass_ratio:9.3f}x {1e3 * (best - clean_best) / n_docs:8.2f} {op_ms(arm):9.2f} {tokens[arm.label]:8.1f}")
-    print("ratio: sum of per-batch best times / the clean run's (pass/fail); pass ratio: median over repeats of "
-          "whole-pass time / clean whole-pass time (noisier); +ms/doc: best time minus the clean best, per doc; "
-          "op ms/doc: median time inside the probe's hooks (perturbation op, context, RNG) per doc")
+        print(
+            f"{arm.label + (' (warm)' if arm is salient else ''):22s} {arm.stage:7s} {n_docs / best:8.2f} "
+            f"{n_docs / clean_best:8.2f} {ratio:6.3f}x {target:6.2f}x {'pass' if ratio <= target else 'FAIL':>6s} "
+            f"{pass_ratio:9.3f}x {1e3 * (best - clean_best) / n_docs:8.2f} {op_ms(arm):9.2f} {tokens[arm.label]:8.1f}"
+        )
+    print(
+        "ratio: sum of per-batch best times / the clean run's (pass/fail); pass ratio: median over repeats of "
+        "whole-pass time / clean whole-pass time (noisier); +ms/doc: best time minus the clean best, per doc; "
+        "op ms/doc: median time inside the probe's hooks (perturbation op, context, RNG) per doc"
+    )
     if cold is not None and sal_per_repeat:
         cold_best = cold.best()
         calls = statistics.median(c for c, _, _ in sal_per_repeat)
@@ -394,14 +439,21 @@ def run(args: argparse.Namespace, work: str) -> None:
         secs = min(s for _, s, _ in sal_per_repeat)
         print()
         print(f"saliency ({args.saliency} ViT, random weights), apart from the table:")
-        print(f"  cold cache: {n_docs / cold_best:.2f} docs/s = {cold_best / clean_best:.3f}x clean; per pass "
-              f"{calls:.0f} saliency calls ({hits:.0f} cache hits) taking {secs:.3f} s at best = "
-              f"{1e3 * secs / max(calls, 1):.1f} ms/image")
-        print(f"  cold minus the saliency calls: {max(cold_best - secs, 0.0) / clean_best:.3f}x clean; "
-              f"warm cache (the table's row): {salient.best() / clean_best:.3f}x clean")
+        print(
+            f"  cold cache: {n_docs / cold_best:.2f} docs/s = {cold_best / clean_best:.3f}x clean; per pass "
+            f"{calls:.0f} saliency calls ({hits:.0f} cache hits) taking {secs:.3f} s at best = "
+            f"{1e3 * secs / max(calls, 1):.1f} ms/image"
+        )
+        print(
+            f"  cold minus the saliency calls: {max(cold_best - secs, 0.0) / clean_best:.3f}x clean; "
+            f"warm cache (the table's row): {salient.best() / clean_best:.3f}x clean"
+        )
     print()
-    print("all probes meet their targets" if not missed else
-          f"missed: {', '.join(missed)} (profile with --profile clean,{','.join(missed)})")
+    print(
+        "all probes meet their targets"
+        if not missed
+        else f"missed: {', '.join(missed)} (profile with --profile clean,{','.join(missed)})"
+    )
 
     for label in [s for s in args.profile.split(",") if s]:
         arm = next((a for a in everyone if a.label == label), None)

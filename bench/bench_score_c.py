@@ -7,6 +7,7 @@ the naive way (both images encoded for every pair, same batch size) and prints t
 
     python bench/bench_score_c.py [--n 100] [--batch-size 16] [--device cpu|cuda] [--size 224]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -61,13 +62,20 @@ def naive_score(
             done += 1
     if rep.device.type == "cuda":
         torch.cuda.synchronize()
-    return summarize(outcomes, encoder_passes=ex.images_encoded, encoder_calls=ex.calls,
-                     seconds=time.perf_counter() - start, method=method)
+    return summarize(
+        outcomes,
+        encoder_passes=ex.images_encoded,
+        encoder_calls=ex.calls,
+        seconds=time.perf_counter() - start,
+        method=method,
+    )
 
 
 def reversed_pairs(pairs: Sequence[SPairPair]) -> List[SPairPair]:
-    return [SPairPair(p.name + "_rev", p.category, p.trg_path, p.src_path, p.trg_kps, p.src_kps, p.trg_bbox, p.src_bbox)
-            for p in pairs]
+    return [
+        SPairPair(p.name + "_rev", p.category, p.trg_path, p.src_path, p.trg_kps, p.src_kps, p.trg_bbox, p.src_bbox)
+        for p in pairs
+    ]
 
 
 def main() -> None:
@@ -111,10 +119,14 @@ def main() -> None:
     print(f"{'run':<22}{'pairs':>7}{'passes':>8}{'calls':>7}{'seconds':>9}{'pairs/s':>9}{'C %':>8}")
     for name, (n, _) in runs.items():
         r = results[name]
-        print(f"{name:<22}{n:>7}{r.encoder_passes:>8}{r.encoder_calls:>7}{r.seconds:>9.2f}"
-              f"{n / r.seconds:>9.1f}{r.overall:>8.2f}")
-    print(f"encoder passes 2N / N (reuse): {two.encoder_passes / one.encoder_passes:.2f}   "
-          f"(naive: {naive2.encoder_passes / naive.encoder_passes:.2f})")
+        print(
+            f"{name:<22}{n:>7}{r.encoder_passes:>8}{r.encoder_calls:>7}{r.seconds:>9.2f}"
+            f"{n / r.seconds:>9.1f}{r.overall:>8.2f}"
+        )
+    print(
+        f"encoder passes 2N / N (reuse): {two.encoder_passes / one.encoder_passes:.2f}   "
+        f"(naive: {naive2.encoder_passes / naive.encoder_passes:.2f})"
+    )
     print(f"speed-up of reuse over naive: N {naive.seconds / one.seconds:.2f}x, 2N {naive2.seconds / two.seconds:.2f}x")
 
 

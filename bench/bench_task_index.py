@@ -10,6 +10,7 @@ assertions in tests/test_robustness_tasks.py live here, on a machine you can tru
 Uses a throw-away ``$LMMS_AC_CACHE``; builds one real TaskManager first (to find the base YAMLs and
 generate the directory), which is not timed.
 """
+
 from __future__ import annotations
 
 import argparse

@@ -3,4 +3,5 @@
 Importing this package is cheap: torch, transformers and lmms-eval are imported by the modules
 that need them.
 """
+
 __version__ = "0.1.0"

@@ -8,6 +8,7 @@ traceback deep inside lmms-eval.
 ``KNOWN_BAD`` is the table of dependency versions known to break lmms-ac or lmms-eval 0.7.3; add a
 row when an upstream release breaks us (``make test-latest`` is what finds them).
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -46,12 +47,25 @@ class KnownBad:
 
 
 KNOWN_BAD: List[KnownBad] = [
-    KnownBad("filelock", ">=4", "lmms-eval 0.7.3's evaluator imports filelock._api, which filelock 4 removed "
-             "(every evaluation fails with 'No module named filelock._api')", "pip install 'filelock<4'"),
-    KnownBad("lmms-eval", "<0.7.3", "lmms-ac's task-index and dataset hooks are written against lmms-eval 0.7.3",
-             "pip install 'lmms-eval>=0.7.3,<0.8'"),
-    KnownBad("lmms-eval", ">=0.8", "lmms-ac's task-index and dataset hooks are written against lmms-eval 0.7.x "
-             "(see lmms_ac/plugin.py)", "pip install 'lmms-eval>=0.7.3,<0.8'"),
+    KnownBad(
+        "filelock",
+        ">=4",
+        "lmms-eval 0.7.3's evaluator imports filelock._api, which filelock 4 removed "
+        "(every evaluation fails with 'No module named filelock._api')",
+        "pip install 'filelock<4'",
+    ),
+    KnownBad(
+        "lmms-eval",
+        "<0.7.3",
+        "lmms-ac's task-index and dataset hooks are written against lmms-eval 0.7.3",
+        "pip install 'lmms-eval>=0.7.3,<0.8'",
+    ),
+    KnownBad(
+        "lmms-eval",
+        ">=0.8",
+        "lmms-ac's task-index and dataset hooks are written against lmms-eval 0.7.x (see lmms_ac/plugin.py)",
+        "pip install 'lmms-eval>=0.7.3,<0.8'",
+    ),
 ]
 
 
@@ -80,8 +94,9 @@ def installed_version(package: str) -> Optional[str]:
         return None
 
 
-def known_bad_findings(versions: Optional[Callable[[str], Optional[str]]] = None,
-                       table: Iterable[KnownBad] = KNOWN_BAD) -> List[Finding]:
+def known_bad_findings(
+    versions: Optional[Callable[[str], Optional[str]]] = None, table: Iterable[KnownBad] = KNOWN_BAD
+) -> List[Finding]:
     """One FAIL per installed package whose version falls in a known-bad range (``versions`` is injectable)."""
     from packaging.specifiers import SpecifierSet
     from packaging.version import InvalidVersion, Version
@@ -97,7 +112,9 @@ def known_bad_findings(versions: Optional[Callable[[str], Optional[str]]] = None
         except InvalidVersion:
             continue
         if bad:
-            found.append(Finding(FAIL, "known-bad versions", f"{row.package} {have} ({row.bad}): {row.reason}", row.fix))
+            found.append(
+                Finding(FAIL, "known-bad versions", f"{row.package} {have} ({row.bad}): {row.reason}", row.fix)
+            )
     return found
 
 
@@ -111,7 +128,9 @@ def _python() -> List[Finding]:
 
 @check("known-bad versions", cheap=True)
 def _known_bad() -> List[Finding]:
-    return known_bad_findings() or [Finding(OK, "known-bad versions", f"none of the {len(KNOWN_BAD)} known incompatibilities")]
+    return known_bad_findings() or [
+        Finding(OK, "known-bad versions", f"none of the {len(KNOWN_BAD)} known incompatibilities")
+    ]
 
 
 @check("lmms-eval", cheap=True)
@@ -123,8 +142,15 @@ def _lmms_eval() -> List[Finding]:
     # the evaluator path: lmms_eval.evaluator and what it imports when an evaluation starts
     missing = [m for m in ("lmms_eval.evaluator", "filelock._api", "datasets.utils._filelock") if _find_spec(m) is None]
     if missing:
-        return [Finding(FAIL, name, f"lmms-eval {have} is installed but its evaluator cannot import {', '.join(missing)}",
-                        "pip install 'filelock<4' (see the known-bad table) and reinstall lmms-ac's dependencies: pip install -e .")]
+        return [
+            Finding(
+                FAIL,
+                name,
+                f"lmms-eval {have} is installed but its evaluator cannot import {', '.join(missing)}",
+                "pip install 'filelock<4' (see the known-bad table) and reinstall lmms-ac's dependencies: pip install "
+                "-e .",
+            )
+        ]
     return [Finding(OK, name, f"lmms-eval {have}, evaluator imports resolve")]
 
 
@@ -140,13 +166,25 @@ def _entry_point() -> List[Finding]:
     name = "plugin entry point"
     eps = [ep for ep in metadata.entry_points(group="lmms_eval.models") if ep.value.startswith("lmms_ac.")]
     if not eps:
-        return [Finding(FAIL, name, "lmms-ac's lmms_eval.models entry point is not registered",
-                        "reinstall the package (pip install -e . in the checkout, or pip install lmms-ac)")]
+        return [
+            Finding(
+                FAIL,
+                name,
+                "lmms-ac's lmms_eval.models entry point is not registered",
+                "reinstall the package (pip install -e . in the checkout, or pip install lmms-ac)",
+            )
+        ]
     try:
         eps[0].load()
     except Exception as err:  # noqa: BLE001 - e.g. an editable install made before the entry point moved
-        return [Finding(FAIL, name, f"{eps[0].name} = {eps[0].value} does not load ({type(err).__name__}: {err})",
-                        "reinstall the package so its entry point is current (pip install -e . in the checkout)")]
+        return [
+            Finding(
+                FAIL,
+                name,
+                f"{eps[0].name} = {eps[0].value} does not load ({type(err).__name__}: {err})",
+                "reinstall the package so its entry point is current (pip install -e . in the checkout)",
+            )
+        ]
     return [Finding(OK, name, f"{eps[0].name} = {eps[0].value}")]
 
 
@@ -160,12 +198,27 @@ def _torch() -> List[Finding]:
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     if torch.cuda.is_available():
         names = ", ".join(torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count()))
-        return [Finding(OK, name, f"torch {torch.__version__}, CUDA {torch.version.cuda}, {torch.cuda.device_count()} GPU(s): {names}"
-                        + (f" (CUDA_VISIBLE_DEVICES={visible})" if visible is not None else ""))]
-    why = f"CUDA_VISIBLE_DEVICES={visible!r} hides every GPU" if visible is not None else (
-        "this torch build has no CUDA" if torch.version.cuda is None else "no GPU is visible to this CUDA build")
-    return [Finding(WARN, name, f"torch {torch.__version__} runs on CPU only: {why}",
-                    "fine for tests; on a GPU machine install a CUDA build of torch and check CUDA_VISIBLE_DEVICES")]
+        return [
+            Finding(
+                OK,
+                name,
+                f"torch {torch.__version__}, CUDA {torch.version.cuda}, {torch.cuda.device_count()} GPU(s): {names}"
+                + (f" (CUDA_VISIBLE_DEVICES={visible})" if visible is not None else ""),
+            )
+        ]
+    why = (
+        f"CUDA_VISIBLE_DEVICES={visible!r} hides every GPU"
+        if visible is not None
+        else ("this torch build has no CUDA" if torch.version.cuda is None else "no GPU is visible to this CUDA build")
+    )
+    return [
+        Finding(
+            WARN,
+            name,
+            f"torch {torch.__version__} runs on CPU only: {why}",
+            "fine for tests; on a GPU machine install a CUDA build of torch and check CUDA_VISIBLE_DEVICES",
+        )
+    ]
 
 
 @check("tasks visible to lmms-eval", cheap=False)
@@ -176,14 +229,38 @@ def _tasks() -> List[Finding]:
 
         manager = task_manager()
     except Exception as err:  # noqa: BLE001
-        return [Finding(FAIL, name, f"lmms-eval's TaskManager failed: {err}", "run `lmms-ac doctor` after fixing the checks above")]
+        return [
+            Finding(
+                FAIL,
+                name,
+                f"lmms-eval's TaskManager failed: {err}",
+                "run `lmms-ac doctor` after fixing the checks above",
+            )
+        ]
     ours = [t for t in ("seed", "mme_tokperm") if t not in manager.all_tasks]
     if ours:
-        return [Finding(FAIL, name, f"{', '.join(ours)} not in lmms-eval's task index",
-                        "reinstall lmms-ac; a directory named like a task in the working directory also hides tasks")]
+        return [
+            Finding(
+                FAIL,
+                name,
+                f"{', '.join(ours)} not in lmms-eval's task index",
+                "reinstall lmms-ac; a directory named like a task in the working directory also hides tasks",
+            )
+        ]
     shadows = [t for t in ("mme", "seed", "mmbench") if Path(t).is_dir()]
-    extra = [Finding(WARN, name, f"directories {shadows} in the working directory: `--tasks X` selects nothing when a directory X exists",
-                     "run lmms-eval from another directory")] if shadows else []
+    extra = (
+        [
+            Finding(
+                WARN,
+                name,
+                f"directories {shadows} in the working directory: `--tasks X` selects nothing when a directory X "
+                "exists",
+                "run lmms-eval from another directory",
+            )
+        ]
+        if shadows
+        else []
+    )
     return [Finding(OK, name, f"{len(manager.all_tasks)} tasks, including seed and the robustness variants")] + extra
 
 
@@ -198,20 +275,40 @@ def _mirrors() -> List[Finding]:
     found = []
     for d in dirs:
         if not d.is_dir():
-            found.append(Finding(FAIL, name, f"{ENV_VAR} lists {d}, which is not a directory",
-                                 f"create it with `lmms-ac mirror TASK... --to {d}` or fix {ENV_VAR}"))
+            found.append(
+                Finding(
+                    FAIL,
+                    name,
+                    f"{ENV_VAR} lists {d}, which is not a directory",
+                    f"create it with `lmms-ac mirror TASK... --to {d}` or fix {ENV_VAR}",
+                )
+            )
             continue
-        held = sorted(p.name for p in d.iterdir() if (p / "dataset_dict.json").is_file() or (p / "dataset_info.json").is_file())
-        found.append(Finding(OK if held else WARN, name, f"{d}: {len(held)} dataset(s)" + (f": {', '.join(held)}" if held else ""),
-                             "" if held else f"fill it with `lmms-ac mirror TASK... --to {d}`"))
+        held = sorted(
+            p.name for p in d.iterdir() if (p / "dataset_dict.json").is_file() or (p / "dataset_info.json").is_file()
+        )
+        found.append(
+            Finding(
+                OK if held else WARN,
+                name,
+                f"{d}: {len(held)} dataset(s)" + (f": {', '.join(held)}" if held else ""),
+                "" if held else f"fill it with `lmms-ac mirror TASK... --to {d}`",
+            )
+        )
     return found
 
 
 @check("decord", cheap=False)
 def _decord() -> List[Finding]:
     if _find_spec("decord") is None:
-        return [Finding(INFO, "decord", "not installed: lmms-eval's built-in llava_hf model imports it (only needed to compare "
-                        "against llava_hf; lmms_ac_llava does not need it): pip install decord")]
+        return [
+            Finding(
+                INFO,
+                "decord",
+                "not installed: lmms-eval's built-in llava_hf model imports it (only needed to compare "
+                "against llava_hf; lmms_ac_llava does not need it): pip install decord",
+            )
+        ]
     return [Finding(OK, "decord", "installed (lmms-eval's built-in llava_hf can load)")]
 
 

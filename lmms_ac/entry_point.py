@@ -2,6 +2,7 @@
 ``lmms_ac_llava`` and installs the hooks of ``lmms_ac.plugin`` (the adapter of lmms-eval internals) with
 what our own code contributes to them. The top of the import drawing: nothing of lmms-ac imports it.
 Imports nothing heavy at module level (lmms-eval loads it on every start)."""
+
 from __future__ import annotations
 
 import os
@@ -19,8 +20,13 @@ def get_manifests() -> List[Any]:
 def hooks() -> plugin.Hooks:
     from lmms_ac.local_datasets import download_failed, local_dataset
 
-    return plugin.Hooks(task_dirs=_task_dirs, extend_task_index=_extend_task_index, local_dataset=local_dataset,
-                        download_failed=download_failed, finish_results=_finish_results)
+    return plugin.Hooks(
+        task_dirs=_task_dirs,
+        extend_task_index=_extend_task_index,
+        local_dataset=local_dataset,
+        download_failed=download_failed,
+        finish_results=_finish_results,
+    )
 
 
 def _task_dirs() -> List[str]:
@@ -38,8 +44,10 @@ def _extend_task_index(index: plugin.TaskManagerIndex) -> Any:
     except OSError as err:  # an unwritable cache must not break lmms-eval for every other task
         from loguru import logger
 
-        logger.warning(f"lmms-ac: robustness tasks are unavailable: cannot write their generated YAMLs ({err}); "
-                       "set LMMS_AC_CACHE to a writable directory")
+        logger.warning(
+            f"lmms-ac: robustness tasks are unavailable: cannot write their generated YAMLs ({err}); "
+            "set LMMS_AC_CACHE to a writable directory"
+        )
         return None
 
 

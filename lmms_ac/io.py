@@ -1,4 +1,5 @@
 """Atomic writes and provenance for every artifact the project produces."""
+
 from __future__ import annotations
 
 import contextlib
@@ -75,8 +76,10 @@ def check_writable(path: PathLike, *, directory: bool = False, what: str = "outp
         if not directory and path.is_dir():
             raise ValueError(f"{what} {path} is a directory; give a file path")
         if not os.access(path, os.W_OK):
-            raise ValueError(f"{what} {path} is not writable (permissions {stat.filemode(os.stat(path).st_mode)}); "
-                             "choose another path or fix its permissions")
+            raise ValueError(
+                f"{what} {path} is not writable (permissions {stat.filemode(os.stat(path).st_mode)}); "
+                "choose another path or fix its permissions"
+            )
     probe_dir = path if (directory and path.is_dir()) else path.parent
     ancestor = probe_dir
     while not ancestor.exists():
@@ -90,8 +93,10 @@ def check_writable(path: PathLike, *, directory: bool = False, what: str = "outp
         os.close(fd)
         os.unlink(probe)
     except OSError as err:
-        raise ValueError(f"cannot write {what} {path}: {ancestor} is not writable ({err.strerror or err}); "
-                         "choose another path or fix its permissions") from None
+        raise ValueError(
+            f"cannot write {what} {path}: {ancestor} is not writable ({err.strerror or err}); "
+            "choose another path or fix its permissions"
+        ) from None
     return path
 
 
@@ -133,8 +138,9 @@ def _version(dist: str) -> Optional[str]:
 
 def git_commit(cwd: Optional[PathLike] = None) -> Optional[str]:
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd or Path(__file__).parent,
-                             capture_output=True, text=True, timeout=5)
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=cwd or Path(__file__).parent, capture_output=True, text=True, timeout=5
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout.strip() or None if out.returncode == 0 else None

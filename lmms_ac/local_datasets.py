@@ -10,6 +10,7 @@ and every task, built-in or ours, whose dataset has a copy there loads it with `
 instead of the hub (the redirect is installed by the plugin hook, ``lmms_ac.plugin``). Make copies
 on a machine with a hub with ``lmms-ac mirror TASK... --to DIR``.
 """
+
 from __future__ import annotations
 
 import os
@@ -79,8 +80,11 @@ def find_local_copy(dataset_path: Optional[str], dataset_name: Optional[str] = N
 
 def expected_copies(dataset_path: str, dataset_name: Optional[str] = None) -> List[Path]:
     """Where a copy of this dataset would be looked for, in order."""
-    return [copy_path(root, dataset_path, name) for root in mirror_dirs()
-            for name in ([dataset_name] + ([None] if dataset_name else []))]
+    return [
+        copy_path(root, dataset_path, name)
+        for root in mirror_dirs()
+        for name in ([dataset_name] + ([None] if dataset_name else []))
+    ]
 
 
 def local_dataset(dataset_path: Optional[str], dataset_name: Optional[str] = None) -> Optional[Path]:
@@ -92,13 +96,16 @@ def local_dataset(dataset_path: Optional[str], dataset_name: Optional[str] = Non
     if missing:
         raise FileNotFoundError(
             f"{ENV_VAR} names {', '.join(map(str, missing))}, which is not a directory; fix {ENV_VAR} "
-            f"(directories separated by ':') or make the mirror with `lmms-ac mirror TASK... --to DIR`")
+            f"(directories separated by ':') or make the mirror with `lmms-ac mirror TASK... --to DIR`"
+        )
     return find_local_copy(dataset_path, dataset_name)
 
 
 def _offline() -> bool:
-    return any(os.environ.get(v, "").strip().lower() in ("1", "true", "yes", "on")
-               for v in ("HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE"))
+    return any(
+        os.environ.get(v, "").strip().lower() in ("1", "true", "yes", "on")
+        for v in ("HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE")
+    )
 
 
 def download_failed(dataset_path: Optional[str], dataset_name: Optional[str], cause: BaseException) -> Optional[str]:
@@ -108,12 +115,16 @@ def download_failed(dataset_path: Optional[str], dataset_name: Optional[str], ca
     if not dataset_path or not (os.environ.get(ENV_VAR) or _offline()):
         return None
     looked = ", ".join(map(str, expected_copies(dataset_path, dataset_name))) or f"nowhere ({ENV_VAR} is unset)"
-    return (f"cannot load dataset {dataset_path} ({dataset_name or 'default'}): no local copy (looked for {looked}) and "
-            f"the hub load failed ({type(cause).__name__}: {cause}). Make a copy with `lmms-ac mirror TASK "
-            f"--to DIR` where the hub is reachable and set {ENV_VAR}=DIR")
+    return (
+        f"cannot load dataset {dataset_path} ({dataset_name or 'default'}): no local copy (looked for {looked}) and "
+        f"the hub load failed ({type(cause).__name__}: {cause}). Make a copy with `lmms-ac mirror TASK "
+        f"--to DIR` where the hub is reachable and set {ENV_VAR}=DIR"
+    )
 
 
-def mirror_tasks(task_names: List[str], to: str, overwrite: bool = False, include_path: Optional[List[str]] = None) -> Dict[str, Path]:
+def mirror_tasks(
+    task_names: List[str], to: str, overwrite: bool = False, include_path: Optional[List[str]] = None
+) -> Dict[str, Path]:
     """Download each task's dataset and save it under ``to`` with ``save_to_disk`` (atomic rename).
 
     ``to`` is checked to be writable before anything is downloaded; if this call created it and
@@ -162,14 +173,20 @@ def _mirror(configs: Dict[str, Dict], root: Path, overwrite: bool) -> Dict[str, 
             logger.info(f"{task}: {target} exists, kept (pass --overwrite to replace)")
             done[task] = target
             continue
-        kwargs = {k: v for k, v in cfg["dataset_kwargs"].items() if k in ("token", "revision", "data_files", "data_dir", "trust_remote_code")}
+        kwargs = {
+            k: v
+            for k, v in cfg["dataset_kwargs"].items()
+            if k in ("token", "revision", "data_files", "data_dir", "trust_remote_code")
+        }
         logger.info(f"{task}: loading {cfg['dataset_path']} ({cfg['dataset_name'] or 'default'})")
         try:
             ds = datasets.load_dataset(cfg["dataset_path"], cfg["dataset_name"], **kwargs)
         except Exception as err:  # offline, gated, unknown repo...: one clear line, not a hub traceback
-            raise ValueError(f"{task}: cannot download {cfg['dataset_path']} ({cfg['dataset_name'] or 'default'}): "
-                             f"{type(err).__name__}: {err}. Run `lmms-ac mirror` where the hub is reachable (and logged "
-                             f"in for gated datasets), or save a copy yourself with save_to_disk under {target}") from err
+            raise ValueError(
+                f"{task}: cannot download {cfg['dataset_path']} ({cfg['dataset_name'] or 'default'}): "
+                f"{type(err).__name__}: {err}. Run `lmms-ac mirror` where the hub is reachable (and logged "
+                f"in for gated datasets), or save a copy yourself with save_to_disk under {target}"
+            ) from err
         root.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=root))
         try:

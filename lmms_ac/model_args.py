@@ -12,6 +12,7 @@ integers must be integers, anything else is an error naming the argument and wha
 * ``merge_arguments``: model arguments + the evaluator's ``--batch_size``/``--device``; an argument given
   both ways must agree (a value left at the command line's default yields to the model argument).
 """
+
 from __future__ import annotations
 
 import functools
@@ -22,7 +23,8 @@ from typing import Any, Callable, Dict, Mapping, Optional
 TRUE_WORDS = ("true", "1", "yes", "on")
 FALSE_WORDS = ("false", "0", "no", "off")
 NONE_WORDS = ("", "none", "null")
-# lmms-eval's command-line defaults (lmms_eval/__main__.py): a value equal to these, of this type, was not typed by the user
+# lmms-eval's command-line defaults (lmms_eval/__main__.py): a value equal to these, of this type, was not typed by the
+# user
 CLI_DEFAULTS: Dict[str, Any] = {"batch_size": 1}
 
 
@@ -38,7 +40,9 @@ def parse_bool(value: Any, name: str = "value") -> bool:
             return True
         if word in FALSE_WORDS:
             return False
-    raise ValueError(f"{name}={value!r} is not a boolean; write one of {'/'.join(TRUE_WORDS)} or {'/'.join(FALSE_WORDS)}")
+    raise ValueError(
+        f"{name}={value!r} is not a boolean; write one of {'/'.join(TRUE_WORDS)} or {'/'.join(FALSE_WORDS)}"
+    )
 
 
 def parse_int(value: Any, name: str = "value", minimum: Optional[int] = None) -> int:
@@ -131,15 +135,20 @@ def split_arg_string(text: "str | Mapping[str, Any]") -> Dict[str, Any]:
         key, sep, value = item.partition("=")
         key = key.strip()
         if not sep or not key:
-            raise ValueError(f"model argument {item.strip()!r} is not key=value; write --model_args key=value,key2=value2")
+            raise ValueError(
+                f"model argument {item.strip()!r} is not key=value; write --model_args key=value,key2=value2"
+            )
         if key in out:
             raise ValueError(f"model argument {key!r} is given twice ({out[key]!r} and {value!r}); give it once")
         out[key] = value
     return out
 
 
-def merge_arguments(model_args: Mapping[str, Any], evaluator_args: Optional[Mapping[str, Any]] = None,
-                    cli_defaults: Mapping[str, Any] = CLI_DEFAULTS) -> Dict[str, Any]:
+def merge_arguments(
+    model_args: Mapping[str, Any],
+    evaluator_args: Optional[Mapping[str, Any]] = None,
+    cli_defaults: Mapping[str, Any] = CLI_DEFAULTS,
+) -> Dict[str, Any]:
     """Model arguments plus the evaluator's extra ones (``batch_size``, ``device``...; ``None`` = not given).
 
     An argument in both places must have the same value, except that an evaluator value equal to the
@@ -156,6 +165,8 @@ def merge_arguments(model_args: Mapping[str, Any], evaluator_args: Optional[Mapp
         if type(value) is type(default) and value == default:
             continue
         if str(value).strip() != str(merged[key]).strip():
-            raise ValueError(f"{key} is given twice with different values: {merged[key]!r} in --model_args and {value!r} "
-                             f"from the command line (--{key}); give one")
+            raise ValueError(
+                f"{key} is given twice with different values: {merged[key]!r} in --model_args and {value!r} "
+                f"from the command line (--{key}); give one"
+            )
     return merged

@@ -5,6 +5,7 @@ this module only places it.
 PatchDrop's severity r is a fraction of cells (Random) or of attention mass (Salient/Non-Salient),
 so the fraction of cells actually removed varies per image: ``DropTally`` records it per task
 (``HookFactory.drops``), logged as it grows (after 1, 10, 100... images)."""
+
 from __future__ import annotations
 
 from typing import Dict, Optional, Tuple
@@ -49,8 +50,10 @@ class DropTally:
 
         for t, v in self.summary().items():
             if task is None or t == task:
-                logger.info(f"{t}: {self._label[t]} removed {100 * v['cells_dropped']:.1f}% of the cells on average "
-                            f"over {v['images']} image(s)")
+                logger.info(
+                    f"{t}: {self._label[t]} removed {100 * v['cells_dropped']:.1f}% of the cells on average "
+                    f"over {v['images']} image(s)"
+                )
 
 
 class HookFactory:
@@ -78,9 +81,14 @@ class HookFactory:
 
             n = len(decoder_layers(self.vlm.llm))
             if p.layer > n:
-                raise ValueError(f"perturbation {p} targets layer {p.layer} but the LLM has {n} decoder layers (valid 0..{n})")
+                raise ValueError(
+                    f"perturbation {p} targets layer {p.layer} but the LLM has {n} decoder layers (valid 0..{n})"
+                )
         if p.stage == "dataset":
-            raise ValueError(f"perturbation {p} substitutes images in the dataset; run its robustness task instead of passing it as a model argument")
+            raise ValueError(
+                f"perturbation {p} substitutes images in the dataset; run its robustness task instead of passing it as "
+                "a model argument"
+            )
         self._checked.add(p)
 
     def for_request(self, task: str, doc_id: int) -> Optional[SampleHooks]:

@@ -35,6 +35,7 @@ therefore installs these hooks (all idempotent, behaviour unchanged when nothing
 Below the hooks: the adapter functions the rest of lmms-ac uses instead of lmms-eval's internals
 (a TaskManager with our tasks, its index, task YAMLs and objects, the model API).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -129,8 +130,13 @@ def _patch_multiple_choice_scoring() -> None:
 
 def is_loglikelihood_response(output: Any) -> bool:
     """``(logprob, is_greedy)``: what a model's ``loglikelihood`` returns per request."""
-    return (isinstance(output, tuple) and len(output) == 2 and isinstance(output[0], numbers.Real)
-            and not isinstance(output[0], bool) and isinstance(output[1], (bool, getattr(sys.modules.get("numpy"), "bool_", bool))))
+    return (
+        isinstance(output, tuple)
+        and len(output) == 2
+        and isinstance(output[0], numbers.Real)
+        and not isinstance(output[0], bool)
+        and isinstance(output[1], (bool, getattr(sys.modules.get("numpy"), "bool_", bool)))
+    )
 
 
 def _patch_unwrap_generation_output() -> None:
@@ -208,7 +214,9 @@ def _patch_task_manager(hooks: Hooks) -> None:
     def __init__(self, verbosity="INFO", include_path=None, include_defaults=True, model_name=None, **kwargs):
         paths = _as_list(include_path)
         paths += [d for d in hooks.task_dirs() if d not in paths]
-        original(self, verbosity, include_path=paths, include_defaults=include_defaults, model_name=model_name, **kwargs)
+        original(
+            self, verbosity, include_path=paths, include_defaults=include_defaults, model_name=model_name, **kwargs
+        )
         self._lmms_ac_robustness = hooks.extend_task_index(TaskManagerIndex(self))  # ours: what the hook did
         _patch_evaluate_results(hooks)  # the CLI builds its TaskManager before it evaluates
 
@@ -287,7 +295,10 @@ def task_dataset_configs(task_names: Sequence[str], include_path: Optional[Seque
     missing = [t for t in task_names if t not in manager.all_tasks]
     if missing:
         hints = {m: difflib.get_close_matches(m, manager.all_tasks, n=3) for m in missing}
-        raise ValueError("unknown task(s): " + "; ".join(f"{m!r}" + (f" (did you mean {', '.join(h)}?)" if h else "") for m, h in hints.items()))
+        raise ValueError(
+            "unknown task(s): "
+            + "; ".join(f"{m!r}" + (f" (did you mean {', '.join(h)}?)" if h else "") for m, h in hints.items())
+        )
     out: Dict[str, Dict] = {}
     pending = list(task_names)
     while pending:
@@ -300,8 +311,11 @@ def task_dataset_configs(task_names: Sequence[str], include_path: Optional[Seque
         if entry["type"] == "group":
             pending += [t if isinstance(t, str) else t["task"] for t in config.get("task", [])]
             continue
-        out[name] = {"dataset_path": config.get("dataset_path"), "dataset_name": config.get("dataset_name"),
-                     "dataset_kwargs": dict(config.get("dataset_kwargs") or {})}
+        out[name] = {
+            "dataset_path": config.get("dataset_path"),
+            "dataset_name": config.get("dataset_name"),
+            "dataset_kwargs": dict(config.get("dataset_kwargs") or {}),
+        }
     return out
 
 

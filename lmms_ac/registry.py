@@ -6,6 +6,7 @@ module-level definitions) and can be snapshot/restored in tests. Each carries a 
 every change bumps, so a cache derived from registries keys on their versions instead of a
 hand-maintained "something changed" flag.
 """
+
 from __future__ import annotations
 
 import difflib

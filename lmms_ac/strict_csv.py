@@ -5,6 +5,7 @@ read as if it were whole: :func:`read_records` checks the header, the number of 
 record, the final newline and each cell with the caller's validators, and raises
 :class:`CsvFormatError` naming the file, the line and how to repair it. Nothing is ever rewritten here.
 """
+
 from __future__ import annotations
 
 import csv
@@ -36,8 +37,15 @@ def _fail(path: Path, line: Optional[int], problem: str, repair: str) -> CsvForm
     return CsvFormatError(f"{where}: {problem}. {repair}")
 
 
-def read_records(path: Union[str, Path], *, required: Sequence[str], kind: str, repair: str,
-                 validators: Optional[Mapping[str, Validator]] = None, final_newline: bool = True) -> Records:
+def read_records(
+    path: Union[str, Path],
+    *,
+    required: Sequence[str],
+    kind: str,
+    repair: str,
+    validators: Optional[Mapping[str, Validator]] = None,
+    final_newline: bool = True,
+) -> Records:
     """Read ``path`` strictly. ``required`` columns must be in the header; ``validators[col](cell)``
     raises ValueError for a bad cell. ``kind`` names the file type in messages ("scores CSV");
     ``repair`` says how to fix a damaged file (appended to every message). ``final_newline``: a
@@ -75,15 +83,22 @@ def read_records(path: Union[str, Path], *, required: Sequence[str], kind: str, 
         problem = f"duplicate column(s) {', '.join(dups)}" if dups else "an empty column name"
         raise _fail(path, 1, f"header has {problem}", repair)
     if final_newline and len(records) > 1 and not text.endswith(("\n", "\r")):
-        raise _fail(path, starts[-1], "the file does not end with a newline, so its last row may have been cut "
-                                      "short by an interrupted write", repair + " If that row is complete, add the "
-                                      "missing newline at the end of the file")
+        raise _fail(
+            path,
+            starts[-1],
+            "the file does not end with a newline, so its last row may have been cut short by an interrupted write",
+            repair + " If that row is complete, add the missing newline at the end of the file",
+        )
     checks = dict(validators or {})
     rows: List[Dict[str, str]] = []
     for record, line in zip(records[1:], starts[1:]):
         if len(record) != len(header):
-            raise _fail(path, line, f"{len(record)} field(s) where the header has {len(header)} "
-                                    "(a row cut short, or an unquoted comma)", repair)
+            raise _fail(
+                path,
+                line,
+                f"{len(record)} field(s) where the header has {len(header)} (a row cut short, or an unquoted comma)",
+                repair,
+            )
         row = dict(zip(header, record))
         for col, check in checks.items():
             if col in row:
@@ -112,20 +127,28 @@ def frame_to_csv(df) -> str:
     """``df.to_csv(index=False)``, with strings quoted when a cell holds a carriage return (see
     :func:`rows_to_csv`): use it for every CSV that is read back."""
     has_cr = any("\r" in str(c) for c in df.columns) or bool(
-        len(df) and df.astype(str).apply(lambda col: col.str.contains("\r", regex=False)).to_numpy().any())
+        len(df) and df.astype(str).apply(lambda col: col.str.contains("\r", regex=False)).to_numpy().any()
+    )
     return df.to_csv(index=False, quoting=csv.QUOTE_NONNUMERIC if has_cr else csv.QUOTE_MINIMAL)
 
 
-def read_frame(path: Union[str, Path], *, kind: str = "CSV", repair: str = "Fix that row and rerun.",
-               required: Sequence[str] = (), validators: Optional[Mapping[str, Validator]] = None,
-               final_newline: bool = False):
+def read_frame(
+    path: Union[str, Path],
+    *,
+    kind: str = "CSV",
+    repair: str = "Fix that row and rerun.",
+    required: Sequence[str] = (),
+    validators: Optional[Mapping[str, Validator]] = None,
+    final_newline: bool = False,
+):
     """:func:`read_records` then a pandas frame with pandas' usual type inference (numbers become
     floats/ints, empty cells NaN): for hand-written tables (A/C scores, wide law tables)."""
     import pandas as pd
 
     path = Path(path)
-    records = read_records(path, required=required, kind=kind, repair=repair, validators=validators,
-                           final_newline=final_newline)
+    records = read_records(
+        path, required=required, kind=kind, repair=repair, validators=validators, final_newline=final_newline
+    )
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(records.columns)

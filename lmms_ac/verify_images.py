@@ -5,6 +5,7 @@ half-grey picture. Here each image's stored bytes (or file) are decoded with tha
 docs are the task's evaluation docs after ``process_docs``, so ``doc_id`` is the one lmms-eval logs.
 Images are read from the Arrow data without the ``datasets`` decoder and nothing is written.
 """
+
 from __future__ import annotations
 
 import io
@@ -61,7 +62,9 @@ def _image_columns(features) -> List[Tuple[str, bool]]:
     for name, feat in features.items():
         if isinstance(feat, Image):
             out.append((name, False))
-        elif isinstance(getattr(feat, "feature", None), Image) or (isinstance(feat, list) and feat and isinstance(feat[0], Image)):
+        elif isinstance(getattr(feat, "feature", None), Image) or (
+            isinstance(feat, list) and feat and isinstance(feat[0], Image)
+        ):
             out.append((name, True))
     return out
 
@@ -80,7 +83,7 @@ def verify_dataset(ds, task: str = "", split: str = "") -> TaskImages:
         for row in range(batch.num_rows):
             for col, is_list in cols:
                 items = cells[col][row]
-                for pos, item in (enumerate(items or []) if is_list else [(None, items)]):
+                for pos, item in enumerate(items or []) if is_list else [(None, items)]:
                     if item is None:
                         continue
                     report.images += 1

@@ -4,6 +4,7 @@
 
 Model arguments (anything else is an error listing these): see ``MODEL_ARGS``.
 """
+
 from __future__ import annotations
 
 import inspect
@@ -28,40 +29,69 @@ class LmmsAcLlava(ModelBase):
     Args:
         pretrained: llava-hf or original-LLaVA checkpoint (directory or hub id).
         model_base: base LLM for a stage-1 checkpoint that only has ``mm_projector.bin``.
-        vision_tower: representation spec overriding the checkpoint's tower, e.g. ``clip:openai/clip-vit-large-patch14-336``.
-        device: ``cuda``, ``cuda:1``, ``cpu``... (default: cuda when available). Under ``accelerate launch`` each process takes its local GPU.
+        vision_tower: representation spec overriding the checkpoint's tower, e.g.
+            ``clip:openai/clip-vit-large-patch14-336``.
+        device: ``cuda``, ``cuda:1``, ``cpu``... (default: cuda when available). Under ``accelerate launch`` each
+            process takes its local GPU.
         dtype: ``auto``, ``float16``, ``bfloat16`` or ``float32``.
         attn_implementation: ``eager``, ``sdpa`` or ``flash_attention_2``.
         batch_size: requests per forward pass (left-padded).
-        prompt_format: ``auto`` (the tokenizer's chat template when the checkpoint has one, else ``vicuna_v1``), ``vicuna_v1``, ``chat_template`` or ``plain``.
-        image_aspect_ratio: ``auto`` (the checkpoint's setting), ``pad`` (LLaVA-1.5: pad to square with the mean colour) or ``original``.
+        prompt_format: ``auto`` (the tokenizer's chat template when the checkpoint has one, else ``vicuna_v1``),
+            ``vicuna_v1``, ``chat_template`` or ``plain``.
+        image_aspect_ratio: ``auto`` (the checkpoint's setting), ``pad`` (LLaVA-1.5: pad to square with the mean
+            colour) or ``original``.
         system_prompt: replaces the template's system message.
-        perturbation: a catalogue perturbation applied on every task (e.g. ``tokperm``); robustness tasks carry their own.
+        perturbation: a catalogue perturbation applied on every task (e.g. ``tokperm``); robustness tasks carry their
+            own.
         perturbation_seed: seed of that perturbation.
         variant: name of this model in results tables (default: the checkpoint's directory name).
         max_new_tokens: default when a task sets none (128).
         trust_remote_code: off unless turned on. Booleans are strict: true/false, 1/0, yes/no, on/off.
-        tokenization: ``auto`` (the format's own: ``chunked`` = original LLaVA's ``tokenizer_image_token`` for original checkpoints, ``joint`` = the processor's for llava-hf), ``chunked`` or ``joint``.
-        image_backend: ``auto`` (``pil`` for original-format towers, as LLaVA's code; the processor's default for llava-hf), ``pil`` or ``torchvision``.
-        prefix_sharing: on (default): questions about one image are batched together, the image is encoded once and the common prefix (system prompt + image tokens + common text) prefilled once; outputs are unchanged. ``false`` runs every request in full.
-        prefix_cache_size: most prefixes (and encoded images) kept between batches (default 4); entries are dropped as soon as no later batch needs them.
+        tokenization: ``auto`` (the format's own: ``chunked`` = original LLaVA's ``tokenizer_image_token`` for
+            original checkpoints, ``joint`` = the processor's for llava-hf), ``chunked`` or ``joint``.
+        image_backend: ``auto`` (``pil`` for original-format towers, as LLaVA's code; the processor's default for
+            llava-hf), ``pil`` or ``torchvision``.
+        prefix_sharing: on (default): questions about one image are batched together, the image is encoded once and
+            the common prefix (system prompt + image tokens + common text) prefilled once; outputs are unchanged.
+            ``false`` runs every request in full.
+        prefix_cache_size: most prefixes (and encoded images) kept between batches (default 4); entries are dropped
+            as soon as no later batch needs them.
     """
 
     @typed_arguments
-    def __init__(self, pretrained: str = DEFAULT_PRETRAINED, model_base: Optional[str] = None, vision_tower: Optional[str] = None,
-                 device: Optional[str] = None, dtype: str = "auto", attn_implementation: Optional[str] = None,
-                 batch_size: int = 1, max_batch_size: Optional[int] = None, prompt_format: str = "auto",
-                 image_aspect_ratio: str = "auto", system_prompt: Optional[str] = None, perturbation: Optional[str] = None,
-                 perturbation_seed: int = 0, variant: Optional[str] = None, max_new_tokens: int = 128,
-                 trust_remote_code: bool = False, tokenization: str = "auto", image_backend: str = "auto", prefix_sharing: bool = True,
-                 prefix_cache_size: int = 4, **unknown: Any) -> None:
+    def __init__(
+        self,
+        pretrained: str = DEFAULT_PRETRAINED,
+        model_base: Optional[str] = None,
+        vision_tower: Optional[str] = None,
+        device: Optional[str] = None,
+        dtype: str = "auto",
+        attn_implementation: Optional[str] = None,
+        batch_size: int = 1,
+        max_batch_size: Optional[int] = None,
+        prompt_format: str = "auto",
+        image_aspect_ratio: str = "auto",
+        system_prompt: Optional[str] = None,
+        perturbation: Optional[str] = None,
+        perturbation_seed: int = 0,
+        variant: Optional[str] = None,
+        max_new_tokens: int = 128,
+        trust_remote_code: bool = False,
+        tokenization: str = "auto",
+        image_backend: str = "auto",
+        prefix_sharing: bool = True,
+        prefix_cache_size: int = 4,
+        **unknown: Any,
+    ) -> None:
         super().__init__()
         from lmms_ac.doctor import require_runtime
 
         require_runtime()  # a broken environment fails here with the fix, not deep inside lmms-eval
         if unknown:
             valid = ", ".join(sorted(MODEL_ARGS))
-            raise ValueError(f"unknown model argument(s) for lmms_ac_llava: {', '.join(sorted(unknown))}. Valid arguments: {valid}")
+            raise ValueError(
+                f"unknown model argument(s) for lmms_ac_llava: {', '.join(sorted(unknown))}. Valid arguments: {valid}"
+            )
         from accelerate import Accelerator
 
         from lmms_ac.vlm.loaders import load_vlm
@@ -74,8 +104,10 @@ class LmmsAcLlava(ModelBase):
         launched = int(os.environ.get("WORLD_SIZE", "1"))
         if launched > 1 and accelerator.num_processes != launched:
             raise RuntimeError(
-                f"launched with WORLD_SIZE={launched} but accelerate sees {accelerator.num_processes} process(es), so lmms-eval "
-                "would gather only part of the samples. On CPU run: ACCELERATE_USE_CPU=1 torchrun --nproc_per_node N -m lmms_eval ...; "
+                f"launched with WORLD_SIZE={launched} but accelerate sees {accelerator.num_processes} process(es), so "
+                "lmms-eval "
+                "would gather only part of the samples. On CPU run: ACCELERATE_USE_CPU=1 torchrun --nproc_per_node N "
+                "-m lmms_eval ...; "
                 "on GPUs: accelerate launch --num_processes N -m lmms_eval ..."
             )
         if accelerator.num_processes > 1 and str(device).startswith("cuda"):
@@ -88,14 +120,25 @@ class LmmsAcLlava(ModelBase):
         if self.batch_size_per_gpu < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if max_batch_size is not None:  # lmms-eval's --max_batch_size bounds --batch_size auto, which we do not do
-            raise ValueError(f"max_batch_size={max_batch_size} is not supported by lmms_ac_llava (no automatic batch "
-                             f"size); give a fixed batch size with --batch_size N or batch_size=N")
+            raise ValueError(
+                f"max_batch_size={max_batch_size} is not supported by lmms_ac_llava (no automatic batch "
+                f"size); give a fixed batch size with --batch_size N or batch_size=N"
+            )
         self.pretrained = pretrained
         self.variant = variant or str(pretrained).rstrip("/").split("/")[-1]
         self.max_new_tokens = int(max_new_tokens)
-        self.vlm = load_vlm(pretrained, model_base=model_base, vision_tower=vision_tower, dtype=dtype, device=self._device,
-                            attn_implementation=attn_implementation, image_aspect_ratio=image_aspect_ratio,
-                            trust_remote_code=trust_remote_code, tokenization=tokenization, image_backend=image_backend)
+        self.vlm = load_vlm(
+            pretrained,
+            model_base=model_base,
+            vision_tower=vision_tower,
+            dtype=dtype,
+            device=self._device,
+            attn_implementation=attn_implementation,
+            image_aspect_ratio=image_aspect_ratio,
+            trust_remote_code=trust_remote_code,
+            tokenization=tokenization,
+            image_backend=image_backend,
+        )
         self.prompt_format = resolve_format(prompt_format, self.vlm.tokenizer)
         self.system_prompt = system_prompt
         from lmms_ac.perturb_bridge import HookFactory
@@ -105,10 +148,16 @@ class LmmsAcLlava(ModelBase):
         from lmms_ac.vlm.prefix_runner import PrefixRunner
 
         self.prefix_sharing = parse_bool(prefix_sharing, "prefix_sharing")
-        self.prefix_runner = PrefixRunner(self.vlm, parse_int(prefix_cache_size, "prefix_cache_size", minimum=1)) if self.prefix_sharing else None
+        self.prefix_runner = (
+            PrefixRunner(self.vlm, parse_int(prefix_cache_size, "prefix_cache_size", minimum=1))
+            if self.prefix_sharing
+            else None
+        )
         from lmms_ac.robustness.tasks import declare_perturbation_support
 
-        declare_perturbation_support(model="lmms_ac_llava")  # generated robustness tasks may run: we apply their perturbations
+        declare_perturbation_support(
+            model="lmms_ac_llava"
+        )  # generated robustness tasks may run: we apply their perturbations
         if self._world_size > 1:
             logger.warning(f"lmms_ac_llava: data parallel, rank {self._rank} of {self._world_size} on {self._device}")
 
@@ -140,12 +189,16 @@ class LmmsAcLlava(ModelBase):
             return []
         from lmms_ac.vlm.decode import fetch_visuals  # strict decoding: a bad image is logged by doc id
 
-        visuals = fetch_visuals(lambda: doc_to_visual(self.task_dict[task][split][doc_id]), f"task {task!r} split {split!r} doc {doc_id}")
+        visuals = fetch_visuals(
+            lambda: doc_to_visual(self.task_dict[task][split][doc_id]), f"task {task!r} split {split!r} doc {doc_id}"
+        )
         visuals = [v for v in (visuals or []) if v is not None]
         for v in visuals:
             if not isinstance(v, Image.Image):
-                raise TypeError(f"task {task!r} doc {doc_id}: lmms_ac_llava takes images only, got {type(v).__name__} "
-                                "(video/audio tasks need another model)")
+                raise TypeError(
+                    f"task {task!r} doc {doc_id}: lmms_ac_llava takes images only, got {type(v).__name__} "
+                    "(video/audio tasks need another model)"
+                )
         return visuals
 
     def _prompt(self, context: str, n_images: int) -> str:
@@ -153,7 +206,9 @@ class LmmsAcLlava(ModelBase):
 
     # ------------------------------------------------------------------ requests
     def generate_until(self, requests: List[Instance]) -> List[str]:
-        if self.prefix_sharing:  # same outputs, each image encoded and each prefix prefilled once (models/shared_prefix.py)
+        if (
+            self.prefix_sharing
+        ):  # same outputs, each image encoded and each prefix prefilled once (models/shared_prefix.py)
             from lmms_ac.models.shared_prefix import generate_until_shared
 
             return generate_until_shared(self, requests, unshared=self._generate_until_unshared)
@@ -182,9 +237,15 @@ class LmmsAcLlava(ModelBase):
             temperature = float(gen_kwargs.get("temperature", 0) or 0)
             do_sample = parse_bool(gen_kwargs.get("do_sample") or False, "do_sample") or temperature > 0
             texts = self.vlm.generate(
-                prompts, images, hooks, max_new_tokens=int(gen_kwargs.get("max_new_tokens") or self.max_new_tokens),
-                until=[u for u in until if u != eos_text], do_sample=do_sample, temperature=temperature,
-                top_p=gen_kwargs.get("top_p"), num_beams=int(gen_kwargs.get("num_beams", 1) or 1),
+                prompts,
+                images,
+                hooks,
+                max_new_tokens=int(gen_kwargs.get("max_new_tokens") or self.max_new_tokens),
+                until=[u for u in until if u != eos_text],
+                do_sample=do_sample,
+                temperature=temperature,
+                top_p=gen_kwargs.get("top_p"),
+                num_beams=int(gen_kwargs.get("num_beams", 1) or 1),
             )
             for ctx, text in zip(contexts, texts):
                 self.cache_hook.add_partial("generate_until", (ctx, gen_kwargs_list[0]), text)
@@ -205,7 +266,7 @@ class LmmsAcLlava(ModelBase):
         args = [r.args for r in requests]
         pbar = tqdm(total=len(args), disable=self.rank != 0, desc="lmms_ac_llava loglikelihood")
         for start in range(0, len(args), self.batch_size):
-            chunk = args[start:start + self.batch_size]
+            chunk = args[start : start + self.batch_size]
             contexts, continuations, images, hooks = [], [], [], []
             for context, doc_to_target, doc_to_visual, doc_id, task, split in chunk:
                 doc = self.task_dict[task][split][doc_id]

@@ -8,6 +8,7 @@ batch (memory stays bounded by the batch); a batch decodes each distinct image o
 perturbation acts on pixels or hidden states, and generation settings other than plain greedy
 search, go through the unshared path. Results come back in the callers' order.
 """
+
 from __future__ import annotations
 
 import json
@@ -50,8 +51,13 @@ class _Planner:
         self.image_keys[i] = keys
         return keys
 
-    def run(self, batch, rows_for: Callable[[List[int], Dict[str, Any]], List[Row]], execute: Callable[[List[Row]], list],
-            results: Dict[int, Any]) -> None:
+    def run(
+        self,
+        batch,
+        rows_for: Callable[[List[int], Dict[str, Any]], List[Row]],
+        execute: Callable[[List[Row]], list],
+        results: Dict[int, Any],
+    ) -> None:
         indices = [p.index for p in batch.rows]
         loaded: Dict[str, Any] = {}
         rows = rows_for(indices, loaded)
@@ -117,7 +123,9 @@ def generate_until_shared(lm: Any, requests: Sequence[Any], unshared: Callable[[
         batches = plan(sched, lm.batch_size)
         pbar = tqdm(total=len(members), disable=lm.rank != 0, desc="lmms_ac_llava generate (shared prefixes)")
         for batch in batches:
-            planner.run(batch, rows_for, lambda rows: runner.generate(rows, max_new_tokens=max_new, until=stops), results)
+            planner.run(
+                batch, rows_for, lambda rows: runner.generate(rows, max_new_tokens=max_new, until=stops), results
+            )
             pbar.update(len(batch.rows))
         pbar.close()
         runner.clear()
@@ -130,7 +138,9 @@ def generate_until_shared(lm: Any, requests: Sequence[Any], unshared: Callable[[
     return restore_order(results, len(requests))
 
 
-def loglikelihood_shared(lm: Any, requests: Sequence[Any], unshared: Callable[[List[Any]], List[Tuple[float, bool]]]) -> List[Tuple[float, bool]]:
+def loglikelihood_shared(
+    lm: Any, requests: Sequence[Any], unshared: Callable[[List[Any]], List[Tuple[float, bool]]]
+) -> List[Tuple[float, bool]]:
     results: Dict[int, Tuple[float, bool]] = {}
     ok, rest, hooks = _split_shareable(lm, requests)
     runner: PrefixRunner = lm.prefix_runner
@@ -149,7 +159,9 @@ def loglikelihood_shared(lm: Any, requests: Sequence[Any], unshared: Callable[[L
 
     def rows_for(indices, loaded):
         ims = _load_images(planner, requests, indices, loaded)
-        return [Row(list(ids_of[i]), im, planner.image_keys[i], hooks[i], n_cont=n_of[i]) for i, im in zip(indices, ims)]
+        return [
+            Row(list(ids_of[i]), im, planner.image_keys[i], hooks[i], n_cont=n_of[i]) for i, im in zip(indices, ims)
+        ]
 
     def execute(rows):
         return [(float(lp.sum()), bool(greedy.all())) for lp, greedy in runner.token_logprobs(rows)]

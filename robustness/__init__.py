@@ -6,6 +6,7 @@ The names below are re-exported lazily (PEP 562): ``import lmms_ac.robustness`` 
 torch loads with the first name that needs it, so ``lmms-ac --help`` stays fast. transformers loads
 only with the DINO saliency model, on the first salient/non-salient PatchDrop that needs it.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -13,13 +14,33 @@ from typing import Any
 
 _EXPORTS = {
     ".base": ("STAGES", "Perturbation", "Stage"),
-    ".catalogue": ("PERTURBATIONS", "GroupNoise", "KeepGroup", "LayerNoise", "ModalityNoise", "NonSalientPatchDrop",
-                   "PatchShuffle", "RandomPatchDrop", "SalientPatchDrop", "SyntheticImage", "TokenPermutation",
-                   "UnknownPerturbationError", "make_perturbation", "parse_perturbation", "robust_task_name"),
+    ".catalogue": (
+        "PERTURBATIONS",
+        "GroupNoise",
+        "KeepGroup",
+        "LayerNoise",
+        "ModalityNoise",
+        "NonSalientPatchDrop",
+        "PatchShuffle",
+        "RandomPatchDrop",
+        "SalientPatchDrop",
+        "SyntheticImage",
+        "TokenPermutation",
+        "UnknownPerturbationError",
+        "make_perturbation",
+        "parse_perturbation",
+        "robust_task_name",
+    ),
     ".context": ("PerturbationContext", "stable_seed"),
     ".saliency": ("CachedSaliency", "SaliencyModel", "ViTCLSAttention", "default_saliency", "set_default_saliency"),
-    ".tasks": ("BENCHMARKS", "declare_perturbation_support", "perturbation_for_task", "register_benchmark",
-               "register_probe", "register_variants"),
+    ".tasks": (
+        "BENCHMARKS",
+        "declare_perturbation_support",
+        "perturbation_for_task",
+        "register_benchmark",
+        "register_probe",
+        "register_variants",
+    ),
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
 __all__ = sorted(_WHERE)

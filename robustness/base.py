@@ -6,6 +6,7 @@ and its string ``form``, a template such as ``"tokgroup_m{m}_g{group}"`` whose `
 written and read by a :class:`Codec`. One template gives both directions, so every string form
 round-trips by construction. A non-zero seed is appended as ``_s{seed}`` (``tokperm_s3``).
 """
+
 from __future__ import annotations
 
 import dataclasses

@@ -32,6 +32,7 @@ holding the bottom r). ``dropped_fraction(x, ctx)`` gives the fraction of cells 
 
 Adding an op is one function in an op module and one class here.
 """
+
 from __future__ import annotations
 
 import re
@@ -411,7 +412,9 @@ def perturbation_metadata(p: Perturbation, base_task: str, seed: Optional[int] =
         "form": p.to_string(),
         "name": p.name,
         "stage": p.stage,
-        "params": {k: (v if isinstance(v, (int, float, str, bool)) or v is None else str(v)) for k, v in p.params.items()},
+        "params": {
+            k: (v if isinstance(v, (int, float, str, bool)) or v is None else str(v)) for k, v in p.params.items()
+        },
         "severity": severity(p),
         "severity_unit": severity_unit(p),
         "seed": int(p.seed),

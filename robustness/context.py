@@ -6,6 +6,7 @@ process, the rank and the device) of ``(seed, task, doc_id, image_index)``. Rand
 on the CPU and then moved to the tensor's device, so a perturbation is bit-identical on every
 data-parallel rank and on CPU or GPU.
 """
+
 from __future__ import annotations
 
 import hashlib

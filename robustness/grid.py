@@ -1,4 +1,5 @@
 """Grid arithmetic shared by the ops: cell boundaries, M x M token groups, counts from ratios."""
+
 from __future__ import annotations
 
 import math

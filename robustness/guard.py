@@ -6,6 +6,7 @@ base task's visuals unchanged (the model applies the perturbation through its ho
 ``lmms_ac.perturb_bridge``) but raises :class:`PerturbationNotSupportedError` unless the model
 declared it can (:func:`declare_perturbation_support`, called by ``lmms_ac_llava``); for ``dataset``
 perturbations it substitutes the images (``synthetic``: :mod:`lmms_ac.robustness.synthesis`)."""
+
 from __future__ import annotations
 
 import inspect
@@ -76,7 +77,8 @@ def check_support(task: str, p: Perturbation) -> None:
         f"task {task!r} applies the {p.stage}-level perturbation {p.to_string()!r}, which the model itself must "
         f"apply, but the model in use has not declared support for {p.stage} perturbations; running it would "
         f"silently give clean scores. Run it with `--model lmms_ac_llava`, or make your model apply it through "
-        f"lmms_ac.perturb_bridge and call lmms_ac.robustness.declare_perturbation_support() in its __init__.")
+        f"lmms_ac.perturb_bridge and call lmms_ac.robustness.declare_perturbation_support() in its __init__."
+    )
 
 
 class BaseVisuals:
@@ -152,7 +154,9 @@ def dataset_visuals(task: str, base: str, p: Perturbation, visuals: Any, doc: An
         return synthetic_visuals(base, visuals, seed=p.seed, task=task)
     substitute = getattr(p, "substitute_visuals", None)
     if substitute is None:
-        raise NotImplementedError(f"dataset-stage perturbation {p.to_string()!r} defines no substitute_visuals(visuals, doc, task)")
+        raise NotImplementedError(
+            f"dataset-stage perturbation {p.to_string()!r} defines no substitute_visuals(visuals, doc, task)"
+        )
     return substitute(visuals, doc, task)
 
 
@@ -160,11 +164,10 @@ def shim_attribute(name: str, directory: str) -> GeneratedVisual:
     """Resolve ``lmms_ac_shim.<name>`` of the generated directory ``directory``."""
     if not name.startswith("visual__"):
         raise AttributeError(f"module {SHIM_MODULE!r} has no attribute {name!r}")
-    task = name[len("visual__"):]
+    task = name[len("visual__") :]
     manifest = load_manifest(directory)
     entry = manifest["tasks"].get(task)
     if entry is None:
         raise AttributeError(f"{SHIM_MODULE}: {task!r} is not a generated task of {directory}")
     base_yaml = manifest["bases"][entry["base"]]["yaml_path"]
     return GeneratedVisual(task, entry["base"], base_yaml, entry["perturbation"])
-

@@ -3,6 +3,7 @@
 Each op returns a new tensor of the same shape, dtype and device; random draws come from a CPU
 generator the caller passes in (see :mod:`lmms_ac.robustness.context`).
 """
+
 from __future__ import annotations
 
 from typing import Tuple

@@ -2,6 +2,7 @@
 YAMLs in its index, reuse (or generate) the cached directory for their hash, and add its tasks and
 tags. Called for every TaskManager by the plugin hook, which hands over the index through the adapter
 of lmms-eval internals (``lmms_ac.plugin.TaskManagerIndex``; this module never imports the plugin)."""
+
 from __future__ import annotations
 
 import os
@@ -58,8 +59,10 @@ def extend_index(target: TaskIndex, families: Optional[Sequence[VariantFamily]] 
             skipped.append(bench.task)
             continue
         if entry.get("type") != "task" or not isinstance(entry.get("yaml_path"), str):
-            logger.warning(f"lmms-ac: benchmark {bench.key!r} maps to {bench.task!r}, a {entry.get('type')} of "
-                           "lmms-eval, not a single task; no robustness variants generated for it")
+            logger.warning(
+                f"lmms-ac: benchmark {bench.key!r} maps to {bench.task!r}, a {entry.get('type')} of "
+                "lmms-eval, not a single task; no robustness variants generated for it"
+            )
             skipped.append(bench.task)
             continue
         base_yamls[bench.task] = os.path.abspath(entry["yaml_path"])

@@ -7,6 +7,7 @@ only the task name) reads the name itself: ``<base>_<form>`` with ``<base>`` a r
 benchmark's task and ``<form>`` a catalogue string form. Probe plugins are imported first.
 Cached per registry version: O(1) after the first call.
 """
+
 from __future__ import annotations
 
 import os
@@ -67,7 +68,7 @@ def _parse_name(task_name: str) -> Optional[Perturbation]:
     for base in sorted(base_tasks(), key=len, reverse=True):
         if task_name.startswith(base + "_"):
             try:
-                return parse_perturbation(task_name[len(base) + 1:])
+                return parse_perturbation(task_name[len(base) + 1 :])
             except (ValueError, KeyError):
                 continue
     return None

@@ -9,6 +9,7 @@ where ``mean(|x_c|)`` is one scalar per sample: the mean absolute value over eve
 rows and channels) of the component, computed in float32. ``x_c + z`` is computed in float32 and
 cast back to the input dtype. ``u`` is drawn on the CPU from the caller's generator.
 """
+
 from __future__ import annotations
 
 from typing import Sequence, Union
@@ -26,9 +27,7 @@ def component_scale(component: torch.Tensor) -> torch.Tensor:
     return component.detach().float().abs().mean()
 
 
-def add_component_noise(
-    x: torch.Tensor, rows: Union[torch.Tensor, slice], generator: torch.Generator
-) -> torch.Tensor:
+def add_component_noise(x: torch.Tensor, rows: Union[torch.Tensor, slice], generator: torch.Generator) -> torch.Tensor:
     """Return ``x [T, D]`` with ``u * mean(|x[rows]|)`` added to ``x[rows]`` (other rows unchanged).
 
     ``rows`` is a bool mask ``[T]``, an index tensor, or a slice. An empty component is a no-op.

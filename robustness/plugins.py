@@ -2,6 +2,7 @@
 imported before anything lists or resolves generated tasks (they call ``register_probe`` /
 ``register_benchmark``). One job: import them once each per process; a module that fails to
 import is an error, never skipped."""
+
 from __future__ import annotations
 
 import importlib
@@ -37,7 +38,9 @@ class PluginLoader:
                     try:
                         ep.load()
                     except Exception as err:
-                        raise ImportError(f"lmms-ac probe plugin {ep.name!r} ({ep.value}) failed to load: {err}") from err
+                        raise ImportError(
+                            f"lmms-ac probe plugin {ep.name!r} ({ep.value}) failed to load: {err}"
+                        ) from err
             for module in probe_modules():
                 if module in self._modules:
                     continue

@@ -1,5 +1,6 @@
 """``register_probe``: a new probe in one call. It adds the perturbation class to the catalogue AND
 its variant family, so every benchmark gets generated tasks (see ADDING_A_PROBE.md)."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -14,14 +15,17 @@ from .variants import VARIANTS, register_variants
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 
 
-def _function_probe(fn: Callable, name: str, stage: str, stochastic: bool, form: Optional[str],
-                    codecs: Optional[Mapping[str, Codec]]) -> Type[Perturbation]:
+def _function_probe(
+    fn: Callable, name: str, stage: str, stochastic: bool, form: Optional[str], codecs: Optional[Mapping[str, Codec]]
+) -> Type[Perturbation]:
     form = form or name
     slots = re.findall(r"\{(\w+)\}", form)
     codecs = {s: (codecs or {}).get(s, INT) for s in slots}
     if stage == "dataset":
-        raise ValueError("a dataset-stage probe substitutes whole images: write a Perturbation subclass with "
-                         "substitute_visuals(self, visuals, doc, task) and pass the class to register_probe")
+        raise ValueError(
+            "a dataset-stage probe substitutes whole images: write a Perturbation subclass with "
+            "substitute_visuals(self, visuals, doc, task) and pass the class to register_probe"
+        )
 
     def apply(self, x, ctx):
         return fn(x, ctx, **self.params)
@@ -32,8 +36,16 @@ def _function_probe(fn: Callable, name: str, stage: str, stochastic: bool, form:
         bases=(Perturbation,),
         frozen=True,
         kw_only=True,
-        namespace={"name": name, "stage": stage, "stochastic": bool(stochastic), "form": form, "codecs": codecs,
-                   "apply": apply, "__doc__": fn.__doc__, "probe_function": staticmethod(fn)},
+        namespace={
+            "name": name,
+            "stage": stage,
+            "stochastic": bool(stochastic),
+            "form": form,
+            "codecs": codecs,
+            "apply": apply,
+            "__doc__": fn.__doc__,
+            "probe_function": staticmethod(fn),
+        },
     )
     cls.__module__ = getattr(fn, "__module__", __name__)
     return cls
@@ -46,11 +58,21 @@ def _same_origin(a: Type[Perturbation], b: Type[Perturbation]) -> bool:
     return (a.__module__, a.__qualname__) == (b.__module__, b.__qualname__)
 
 
-def register_probe(probe: Union[Type[Perturbation], Callable, None] = None, *, name: Optional[str] = None,
-                   stage: str = "image", stochastic: bool = False, form: Optional[str] = None,
-                   codecs: Optional[Mapping[str, Codec]] = None, variants: Optional[Iterable[Mapping[str, Any]]] = None,
-                   seeds: Optional[int] = None, default: bool = True, tag_form: Optional[str] = None,
-                   benchmarks: Optional[Sequence[str]] = None, overwrite: bool = False):
+def register_probe(
+    probe: Union[Type[Perturbation], Callable, None] = None,
+    *,
+    name: Optional[str] = None,
+    stage: str = "image",
+    stochastic: bool = False,
+    form: Optional[str] = None,
+    codecs: Optional[Mapping[str, Codec]] = None,
+    variants: Optional[Iterable[Mapping[str, Any]]] = None,
+    seeds: Optional[int] = None,
+    default: bool = True,
+    tag_form: Optional[str] = None,
+    benchmarks: Optional[Sequence[str]] = None,
+    overwrite: bool = False,
+):
     """Add a probe to the catalogue AND give every benchmark its variants: after this,
     ``--tasks <base>_<form>`` works (e.g. ``mme_invert``) and :func:`perturbation_for_task` knows it.
 
@@ -63,9 +85,20 @@ def register_probe(probe: Union[Type[Perturbation], Callable, None] = None, *, n
     function gets the generated class as ``fn.perturbation_class``.
     """
     if probe is None:
-        return lambda obj: register_probe(obj, name=name, stage=stage, stochastic=stochastic, form=form, codecs=codecs,
-                                          variants=variants, seeds=seeds, default=default, tag_form=tag_form,
-                                          benchmarks=benchmarks, overwrite=overwrite)
+        return lambda obj: register_probe(
+            obj,
+            name=name,
+            stage=stage,
+            stochastic=stochastic,
+            form=form,
+            codecs=codecs,
+            variants=variants,
+            seeds=seeds,
+            default=default,
+            tag_form=tag_form,
+            benchmarks=benchmarks,
+            overwrite=overwrite,
+        )
     if isinstance(probe, type) and issubclass(probe, Perturbation):
         cls = probe
         default_variants = list(cls.examples)
@@ -88,15 +121,25 @@ def register_probe(probe: Union[Type[Perturbation], Callable, None] = None, *, n
     if cls.name in PERTURBATIONS:
         if PERTURBATIONS.get(cls.name) is not cls:
             if not (overwrite or _same_origin(PERTURBATIONS.get(cls.name), cls)):
-                raise ValueError(f"perturbation {cls.name!r} is already registered (by "
-                                 f"{PERTURBATIONS.get(cls.name).__module__}); pass overwrite=True to replace it")
+                raise ValueError(
+                    f"perturbation {cls.name!r} is already registered (by "
+                    f"{PERTURBATIONS.get(cls.name).__module__}); pass overwrite=True to replace it"
+                )
             PERTURBATIONS.unregister(cls.name)
             _catalogue_register(cls)
     else:
         _catalogue_register(cls)
     same = cls.name in VARIANTS and _same_origin(PERTURBATIONS.get(VARIANTS.get(cls.name).probe), cls)
-    register_variants(cls.name, cls.name, variants if variants is not None else default_variants, seeds=seeds,
-                      default=default, tag_form=tag_form, benchmarks=benchmarks, overwrite=overwrite or same)
+    register_variants(
+        cls.name,
+        cls.name,
+        variants if variants is not None else default_variants,
+        seeds=seeds,
+        default=default,
+        tag_form=tag_form,
+        benchmarks=benchmarks,
+        overwrite=overwrite or same,
+    )
     if isinstance(probe, type):
         return probe
     try:
@@ -104,4 +147,3 @@ def register_probe(probe: Union[Type[Perturbation], Callable, None] = None, *, n
     except (AttributeError, TypeError):
         pass
     return probe
-

@@ -9,6 +9,7 @@
 
 The clean score is ``scores[base]``. Task names follow :func:`robust_task_name`.
 """
+
 from __future__ import annotations
 
 from typing import Dict, List, Mapping, Sequence, Union
@@ -31,8 +32,10 @@ def _component(component: Union[Perturbation, str]) -> Perturbation:
 def _lookup(scores: Mapping[str, float], tasks: Sequence[str]) -> List[float]:
     missing = [t for t in tasks if t not in scores]
     if missing:
-        raise KeyError(f"missing scores for {len(missing)} task(s): {', '.join(missing[:5])}"
-                       + (" ..." if len(missing) > 5 else ""))
+        raise KeyError(
+            f"missing scores for {len(missing)} task(s): {', '.join(missing[:5])}"
+            + (" ..." if len(missing) > 5 else "")
+        )
     return [float(scores[t]) for t in tasks]
 
 

@@ -14,6 +14,7 @@ lazily on first use; tests inject a tiny random ``ViTModel`` or a fake. :class:`
 caches the grid map per image (key: SHA-256 of the pixel bytes + grid + model id) in a bounded
 in-memory LRU and optionally in ``cache_dir`` as ``.npy`` files written atomically.
 """
+
 from __future__ import annotations
 
 import hashlib

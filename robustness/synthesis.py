@@ -27,6 +27,7 @@ hub ids / local paths (loaded with transformers / diffusers when used), or for t
 ``module:function``. Every generation is seeded from (seed, base task, image key), so results do
 not depend on batching. Nothing heavy is imported with this module.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -111,11 +112,15 @@ class SyntheticStore:
         key = image_key(image)
         if key not in self.rows:
             limit = self.info.get("limit")
+            command = _make_command(
+                self.info.get("base", "<task>"), int(self.info.get("seed", 0) or 0), self.directory.parent
+            )
             raise KeyError(
                 f"{task or 'synthetic task'}: an image of this document is not in the synthetic set {self.directory} "
                 f"({len(self.rows)} images{f', made with --limit {limit}' if limit else ''}); rerun "
-                f"`{_make_command(self.info.get('base', '<task>'), int(self.info.get('seed', 0) or 0), self.directory.parent)}` "
-                "without --limit (or evaluate with a --limit no larger than the one used)")
+                f"`{command}` "
+                "without --limit (or evaluate with a --limit no larger than the one used)"
+            )
         return self.dataset[self.rows[key]]["image"].convert("RGB")
 
 
@@ -123,14 +128,17 @@ _STORES: Dict[str, SyntheticStore] = {}
 _LOCK = threading.RLock()
 
 
-def load_store(base: str, seed: int = 0, task: str = "", root: Optional[Union[str, os.PathLike]] = None) -> SyntheticStore:
+def load_store(
+    base: str, seed: int = 0, task: str = "", root: Optional[Union[str, os.PathLike]] = None
+) -> SyntheticStore:
     """The store of ``base`` (cached per process); a clear error naming the command when missing."""
     task = task or f"{base}_synthetic"
     r = synthetic_root(root)
     if r is None:
         raise FileNotFoundError(
             f"task {task!r} evaluates on regenerated images, but {SYNTHETIC_ENV} is not set. Make them with "
-            f"`{_make_command(base, seed)}`, then `export {SYNTHETIC_ENV}=DIR`")
+            f"`{_make_command(base, seed)}`, then `export {SYNTHETIC_ENV}=DIR`"
+        )
     directory = synthetic_dir(base, seed, r)
     with _LOCK:
         key = str(directory.resolve())
@@ -138,7 +146,8 @@ def load_store(base: str, seed: int = 0, task: str = "", root: Optional[Union[st
             if not ((directory / "dataset_info.json").is_file() or (directory / "dataset_dict.json").is_file()):
                 raise FileNotFoundError(
                     f"task {task!r} needs the synthetic images of {base!r} at {directory}, which do not exist; make "
-                    f"them with `{_make_command(base, seed, r)}`")
+                    f"them with `{_make_command(base, seed, r)}`"
+                )
             _STORES[key] = SyntheticStore(directory)
         return _STORES[key]
 
@@ -179,15 +188,27 @@ class HFCaptioner:
     ``prompt``: optional text prefix (BLIP: conditional captioning, e.g. ``"a photography of"``).
     """
 
-    def __init__(self, model_id: str = DEFAULT_CAPTIONER, device: Optional[str] = None, dtype: Optional[str] = None,
-                 prompt: Optional[str] = None, max_new_tokens: int = 40, trust_remote_code: bool = False):
+    def __init__(
+        self,
+        model_id: str = DEFAULT_CAPTIONER,
+        device: Optional[str] = None,
+        dtype: Optional[str] = None,
+        prompt: Optional[str] = None,
+        max_new_tokens: int = 40,
+        trust_remote_code: bool = False,
+    ):
         from transformers import AutoModelForImageTextToText, AutoProcessor
 
         self.model_id, self.device = model_id, _device(device)
         self.prompt, self.max_new_tokens = prompt, int(max_new_tokens)
         self.processor = AutoProcessor.from_pretrained(model_id, trust_remote_code=trust_remote_code)
-        self.model = AutoModelForImageTextToText.from_pretrained(
-            model_id, dtype=_dtype(self.device, dtype), trust_remote_code=trust_remote_code).to(self.device).eval()
+        self.model = (
+            AutoModelForImageTextToText.from_pretrained(
+                model_id, dtype=_dtype(self.device, dtype), trust_remote_code=trust_remote_code
+            )
+            .to(self.device)
+            .eval()
+        )
 
     def __call__(self, images: List[Any]) -> List[str]:
         import torch
@@ -225,8 +246,11 @@ def load_t2i_pipeline(spec: str, device: Optional[str] = None, dtype: Optional[s
         unet = UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(SDXL_BASE, subfolder="unet"))
         unet.load_state_dict(load_file(hf_hub_download(LIGHTNING_REPO, f"sdxl_lightning_{steps}step_unet.safetensors")))
         pipe = StableDiffusionXLPipeline.from_pretrained(
-            SDXL_BASE, unet=unet.to(dtype=torch_dtype), torch_dtype=torch_dtype,
-            variant="fp16" if torch_dtype == torch.float16 else None)
+            SDXL_BASE,
+            unet=unet.to(dtype=torch_dtype),
+            torch_dtype=torch_dtype,
+            variant="fp16" if torch_dtype == torch.float16 else None,
+        )
         pipe.scheduler = EulerDiscreteScheduler.from_config(pipe.scheduler.config, timestep_spacing="trailing")
     else:
         from diffusers import DiffusionPipeline
@@ -239,8 +263,15 @@ def load_t2i_pipeline(spec: str, device: Optional[str] = None, dtype: Optional[s
 class DiffusersT2I:
     """``(prompts, seeds) -> images`` with a diffusers pipeline (or a spec for :func:`load_t2i_pipeline`)."""
 
-    def __init__(self, pipeline: Any = DEFAULT_T2I, steps: int = DEFAULT_STEPS, guidance: float = DEFAULT_GUIDANCE,
-                 size: Optional[int] = None, device: Optional[str] = None, dtype: Optional[str] = None):
+    def __init__(
+        self,
+        pipeline: Any = DEFAULT_T2I,
+        steps: int = DEFAULT_STEPS,
+        guidance: float = DEFAULT_GUIDANCE,
+        size: Optional[int] = None,
+        device: Optional[str] = None,
+        dtype: Optional[str] = None,
+    ):
         self.spec = pipeline if isinstance(pipeline, str) else type(pipeline).__name__
         self.pipe = load_t2i_pipeline(pipeline, device, dtype, steps) if isinstance(pipeline, str) else pipeline
         self.steps, self.guidance, self.size = int(steps), float(guidance), size
@@ -249,8 +280,12 @@ class DiffusersT2I:
         import torch
 
         generators = [torch.Generator("cpu").manual_seed(int(s)) for s in seeds]
-        kwargs: Dict[str, Any] = {"prompt": list(prompts), "num_inference_steps": self.steps,
-                                  "guidance_scale": self.guidance, "generator": generators}
+        kwargs: Dict[str, Any] = {
+            "prompt": list(prompts),
+            "num_inference_steps": self.steps,
+            "guidance_scale": self.guidance,
+            "generator": generators,
+        }
         if self.size:
             kwargs.update(height=int(self.size), width=int(self.size))
         return list(self.pipe(**kwargs).images)
@@ -305,8 +340,13 @@ def make_captioner(spec: Any = DEFAULT_CAPTIONER, device: Optional[str] = None, 
     return HFCaptioner(spec, device=device, **kwargs)
 
 
-def make_t2i(spec: Any = DEFAULT_T2I, steps: int = DEFAULT_STEPS, guidance: float = DEFAULT_GUIDANCE,
-             size: Optional[int] = None, device: Optional[str] = None) -> TextToImage:
+def make_t2i(
+    spec: Any = DEFAULT_T2I,
+    steps: int = DEFAULT_STEPS,
+    guidance: float = DEFAULT_GUIDANCE,
+    size: Optional[int] = None,
+    device: Optional[str] = None,
+) -> TextToImage:
     if isinstance(spec, str) and ":" in spec and not os.path.exists(spec):
         spec = _resolve(spec)
     if isinstance(spec, str) or hasattr(spec, "components"):  # an id/path or a diffusers pipeline
@@ -325,8 +365,11 @@ def make_similarity(spec: Any = DEFAULT_CLIP, device: Optional[str] = None) -> S
 def _describe(component: Any) -> str:
     if isinstance(component, str):
         return component
-    return repr(component) if type(component).__repr__ is not object.__repr__ else getattr(
-        component, "__qualname__", type(component).__name__)
+    return (
+        repr(component)
+        if type(component).__repr__ is not object.__repr__
+        else getattr(component, "__qualname__", type(component).__name__)
+    )
 
 
 # ================================================================================== task images
@@ -344,7 +387,9 @@ def load_task(task: str, task_manager=None, include_path: Optional[List[str]] = 
     loaded = load_task_or_group([task], manager)
     obj = loaded.get(task)
     if obj is None or isinstance(obj, dict):
-        raise ValueError(f"{task!r} is a group or tag of lmms-eval; synthesize one task at a time (e.g. one of its subtasks)")
+        raise ValueError(
+            f"{task!r} is a group or tag of lmms-eval; synthesize one task at a time (e.g. one of its subtasks)"
+        )
     return obj
 
 
@@ -355,7 +400,9 @@ def _visual_list(task_obj, doc, doc_id: int) -> List[Any]:
         if v is None:
             continue
         if not hasattr(v, "tobytes") or not hasattr(v, "convert"):
-            raise TypeError(f"{task_obj.config.task} doc {doc_id}: synthetic images need PIL images, got {type(v).__name__}")
+            raise TypeError(
+                f"{task_obj.config.task} doc {doc_id}: synthetic images need PIL images, got {type(v).__name__}"
+            )
         out.append(v)
     return out
 
@@ -365,7 +412,7 @@ def task_images(task_obj, limit: Optional[int] = None, only: Optional[set] = Non
     ``limit`` of them, or only the ids in ``only``."""
     docs = task_obj.eval_docs
     n = len(docs) if limit is None else min(len(docs), int(limit))
-    for doc_id in (range(n) if only is None else sorted(d for d in only if d < n)):
+    for doc_id in range(n) if only is None else sorted(d for d in only if d < n):
         yield doc_id, _visual_list(task_obj, docs[doc_id], doc_id)
 
 
@@ -394,11 +441,17 @@ def _decode(encoded: Dict[str, Any]):
 def _features():
     import datasets
 
-    return datasets.Features({
-        "key": datasets.Value("string"), "doc_ids": datasets.Sequence(datasets.Value("int64")),
-        "image": datasets.Image(), "caption": datasets.Value("string"),
-        "clip_similarity": datasets.Value("float32"), "width": datasets.Value("int32"), "height": datasets.Value("int32"),
-    })
+    return datasets.Features(
+        {
+            "key": datasets.Value("string"),
+            "doc_ids": datasets.Sequence(datasets.Value("int64")),
+            "image": datasets.Image(),
+            "caption": datasets.Value("string"),
+            "clip_similarity": datasets.Value("float32"),
+            "width": datasets.Value("int32"),
+            "height": datasets.Value("int32"),
+        }
+    )
 
 
 def synthesize_images(
@@ -494,8 +547,11 @@ def synthesize_images(
         bar.close()
         flush_rows()
         final = tmp / "dataset"
-        dataset = datasets.concatenate_datasets(shards) if shards else datasets.Dataset.from_dict(
-            {k: [] for k in _features()}, features=_features())
+        dataset = (
+            datasets.concatenate_datasets(shards)
+            if shards
+            else datasets.Dataset.from_dict({k: [] for k in _features()}, features=_features())
+        )
         dataset.save_to_disk(str(final))
         shards.clear()
         del dataset
@@ -503,9 +559,17 @@ def synthesize_images(
         mean = sum(sims_all) / len(sims_all) if sims_all else float("nan")
         ordered = sorted(sims_all)
         summary = {
-            **(info or {}), "base": base, "seed": int(seed), "documents": n_docs, "images": len(first),
-            "clip_similarity": {"mean": mean, "median": ordered[len(ordered) // 2] if ordered else None,
-                                "min": ordered[0] if ordered else None, "max": ordered[-1] if ordered else None},
+            **(info or {}),
+            "base": base,
+            "seed": int(seed),
+            "documents": n_docs,
+            "images": len(first),
+            "clip_similarity": {
+                "mean": mean,
+                "median": ordered[len(ordered) // 2] if ordered else None,
+                "min": ordered[0] if ordered else None,
+                "max": ordered[-1] if ordered else None,
+            },
         }
         summary["provenance"] = provenance(config={k: v for k, v in summary.items() if k != "clip_similarity"})
         atomic_write_text(final / INFO_FILE, json.dumps(summary, indent=2, default=str))
@@ -516,8 +580,10 @@ def synthesize_images(
         shutil.rmtree(tmp, ignore_errors=True)
     with _LOCK:
         _STORES.pop(str(out_dir.resolve()), None)
-    logger.info(f"lmms-ac: {len(first)} synthetic images of {base} ({n_docs} documents) in {out_dir}; "
-                f"mean CLIP similarity {mean:.3f}")
+    logger.info(
+        f"lmms-ac: {len(first)} synthetic images of {base} ({n_docs} documents) in {out_dir}; "
+        f"mean CLIP similarity {mean:.3f}"
+    )
     return SynthesisResult(out_dir, n_docs, len(first), mean, summary)
 
 
@@ -548,18 +614,53 @@ def synthesize(
     out_dir = synthetic_dir(base, seed, to)
     if out_dir.exists() and not overwrite:
         raise OutputExistsError(f"{out_dir} already exists; pass --overwrite to replace it")
-    info = {"task": base, "captioner": _describe(captioner), "t2i": _describe(t2i), "clip": _describe(clip),
-            "steps": int(steps), "guidance": float(guidance), "size": size, "limit": limit}
+    info = {
+        "task": base,
+        "captioner": _describe(captioner),
+        "t2i": _describe(t2i),
+        "clip": _describe(clip),
+        "steps": int(steps),
+        "guidance": float(guidance),
+        "size": size,
+        "limit": limit,
+    }
     cap = make_captioner(captioner, device=device)
     gen = make_t2i(t2i, steps=steps, guidance=guidance, size=size, device=device)
     sim = make_similarity(clip, device=device)
-    return synthesize_images(lambda only: task_images(task_obj, limit, only), out_dir, base=base, captioner=cap, t2i=gen,
-                             similarity=sim, seed=seed, batch_size=batch_size, overwrite=overwrite, info=info)
+    return synthesize_images(
+        lambda only: task_images(task_obj, limit, only),
+        out_dir,
+        base=base,
+        captioner=cap,
+        t2i=gen,
+        similarity=sim,
+        seed=seed,
+        batch_size=batch_size,
+        overwrite=overwrite,
+        info=info,
+    )
 
 
 __all__ = [
-    "SYNTHETIC_ENV", "DEFAULT_CAPTIONER", "DEFAULT_T2I", "DEFAULT_CLIP", "image_key", "synthetic_dir",
-    "SyntheticStore", "load_store", "synthetic_visuals", "HFCaptioner", "DiffusersT2I", "ClipSimilarity",
-    "load_t2i_pipeline", "make_captioner", "make_t2i", "make_similarity", "synthesize", "synthesize_images",
-    "SynthesisResult", "task_images", "load_task",
+    "SYNTHETIC_ENV",
+    "DEFAULT_CAPTIONER",
+    "DEFAULT_T2I",
+    "DEFAULT_CLIP",
+    "image_key",
+    "synthetic_dir",
+    "SyntheticStore",
+    "load_store",
+    "synthetic_visuals",
+    "HFCaptioner",
+    "DiffusersT2I",
+    "ClipSimilarity",
+    "load_t2i_pipeline",
+    "make_captioner",
+    "make_t2i",
+    "make_similarity",
+    "synthesize",
+    "synthesize_images",
+    "SynthesisResult",
+    "task_images",
+    "load_task",
 ]

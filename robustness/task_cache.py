@@ -9,6 +9,7 @@ indexes it) more than an hour ago and before the current one. Processes take a s
 ``<cache>/tasks/.lock`` while they check and refresh a directory; the pruner takes it exclusively
 (skipping the prune if it is busy) to move stale directories out of the way.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -146,8 +147,9 @@ def _keep_setting() -> int:
         return DEFAULT_KEEP
 
 
-def prune_cache(current: Union[str, Path], keep: Optional[int] = None, min_age: float = PRUNE_MIN_AGE_S,
-                now: Optional[float] = None) -> List[Path]:
+def prune_cache(
+    current: Union[str, Path], keep: Optional[int] = None, min_age: float = PRUNE_MIN_AGE_S, now: Optional[float] = None
+) -> List[Path]:
     """Remove stale generated-task directories next to ``current`` (a complete hash directory);
     returns the removed ones.
 
@@ -189,7 +191,7 @@ def prune_cache(current: Union[str, Path], keep: Optional[int] = None, min_age: 
             if used is not None:
                 ours.append((used, path))
         ours.sort(key=lambda item: item[0], reverse=True)
-        for used, path in ours[keep - 1:]:
+        for used, path in ours[keep - 1 :]:
             if used > now - min_age or used > current_time:
                 continue  # in use (or used recently by another version's run): never removed
             target = root / f"{TRASH_PREFIX}{path.name}-{os.getpid()}-{time.monotonic_ns()}"
@@ -203,10 +205,11 @@ def prune_cache(current: Union[str, Path], keep: Optional[int] = None, min_age: 
     for path in trash:
         shutil.rmtree(path, ignore_errors=True)
     if removed:
-        logger.info(f"lmms-ac: removed {len(removed)} stale generated-task director{'y' if len(removed) == 1 else 'ies'} "
-                    f"from {root}")
+        logger.info(
+            f"lmms-ac: removed {len(removed)} stale generated-task director{'y' if len(removed) == 1 else 'ies'} "
+            f"from {root}"
+        )
     return removed
-
 
 
 class PruneOnce:

@@ -60,7 +60,8 @@ merged into one dict, plus ``lmms_ac: {base_task, benchmark, perturbation, form,
 params, severity, seed, stochastic, seeds, family}`` where ``perturbation`` is the seed-free string
 form (``tokperm``, ``pdrop_random50``: the seeds of one probe share it), ``form`` the one with the seed
 (``tokperm_s3``) and ``severity`` the single numeric parameter or null; lmms-eval keeps it in
-``configs[task]['metadata']`` of its results JSON, where ``lmms_ac.results`` reads it) and overrides ``doc_to_visual`` with ``!function lmms_ac_shim.visual__<task>``: ONE shim module
+``configs[task]['metadata']`` of its results JSON, where ``lmms_ac.results`` reads it) and overrides
+``doc_to_visual`` with ``!function lmms_ac_shim.visual__<task>``: ONE shim module
 in the generated directory resolves every such name to a :class:`GeneratedVisual`, which
 
 * for ``image``/``tokens``/``hidden`` perturbations returns the base task's visuals unchanged (the
@@ -98,6 +99,7 @@ Environment variables
                        E.g. ``default,toknoise`` or ``tokperm,patchshuffle``.
 ``LMMS_AC_SYNTHETIC``  root of the synthetic images (``<root>/<base task>/``), see synthesis.py.
 """
+
 from __future__ import annotations
 
 from lmms_ac.benchmarks import BENCHMARKS, Benchmark, base_tasks, benchmark, register_benchmark
@@ -105,24 +107,83 @@ from lmms_ac.benchmarks import all_benchmarks as _benchmarks  # noqa: F401 (used
 
 from .catalogue import severity
 from .generation import ALL_TAG, GENERATOR_VERSION, TaskSpec, generate, index_hash, task_metadata, task_specs
-from .guard import (SHIM_MODULE, SUPPORTED_STAGES, GeneratedVisual, PerturbationNotSupportedError, check_support,
-                    declare_perturbation_support, perturbation_support, reset_perturbation_support, shim_attribute)
+from .guard import (
+    SHIM_MODULE,
+    SUPPORTED_STAGES,
+    GeneratedVisual,
+    PerturbationNotSupportedError,
+    check_support,
+    declare_perturbation_support,
+    perturbation_support,
+    reset_perturbation_support,
+    shim_attribute,
+)
 from .index import IndexInfo, extend_index
 from .names import base_task, perturbation_for_task
 from .plugins import ENTRY_POINT_GROUP, PROBES_ENV, ensure_plugins
 from .probe_api import register_probe
-from .task_cache import (CACHE_ENV, DEFAULT_KEEP, KEEP_ENV, LOCK_FILE, MARKER, MARKER_KIND, TRASH_PREFIX,
-                         cache_root, claim_directory, load_manifest, prune_cache)
+from .task_cache import (
+    CACHE_ENV,
+    DEFAULT_KEEP,
+    KEEP_ENV,
+    LOCK_FILE,
+    MARKER,
+    MARKER_KIND,
+    TRASH_PREFIX,
+    cache_root,
+    claim_directory,
+    load_manifest,
+    prune_cache,
+)
 from .variants import DEFAULT_SEEDS, DRAWS, VARIANTS, VARIANTS_ENV, VariantFamily, register_variants, selected_families
 
 __all__ = [
-    "BENCHMARKS", "Benchmark", "VARIANTS", "VariantFamily", "TaskSpec", "IndexInfo",
-    "register_benchmark", "register_probe", "register_variants", "selected_families", "task_specs",
-    "extend_index", "perturbation_for_task", "base_task", "benchmark", "base_tasks",
-    "declare_perturbation_support", "perturbation_support", "reset_perturbation_support",
-    "PerturbationNotSupportedError", "GeneratedVisual", "cache_root", "severity", "prune_cache", "claim_directory",
-    "generate", "index_hash", "task_metadata", "check_support", "shim_attribute", "ensure_plugins", "load_manifest",
-    "ALL_TAG", "GENERATOR_VERSION", "SHIM_MODULE", "SUPPORTED_STAGES", "ENTRY_POINT_GROUP", "PROBES_ENV", "CACHE_ENV",
-    "DEFAULT_KEEP", "KEEP_ENV", "LOCK_FILE", "MARKER", "MARKER_KIND", "TRASH_PREFIX", "DEFAULT_SEEDS", "DRAWS",
+    "BENCHMARKS",
+    "Benchmark",
+    "VARIANTS",
+    "VariantFamily",
+    "TaskSpec",
+    "IndexInfo",
+    "register_benchmark",
+    "register_probe",
+    "register_variants",
+    "selected_families",
+    "task_specs",
+    "extend_index",
+    "perturbation_for_task",
+    "base_task",
+    "benchmark",
+    "base_tasks",
+    "declare_perturbation_support",
+    "perturbation_support",
+    "reset_perturbation_support",
+    "PerturbationNotSupportedError",
+    "GeneratedVisual",
+    "cache_root",
+    "severity",
+    "prune_cache",
+    "claim_directory",
+    "generate",
+    "index_hash",
+    "task_metadata",
+    "check_support",
+    "shim_attribute",
+    "ensure_plugins",
+    "load_manifest",
+    "ALL_TAG",
+    "GENERATOR_VERSION",
+    "SHIM_MODULE",
+    "SUPPORTED_STAGES",
+    "ENTRY_POINT_GROUP",
+    "PROBES_ENV",
+    "CACHE_ENV",
+    "DEFAULT_KEEP",
+    "KEEP_ENV",
+    "LOCK_FILE",
+    "MARKER",
+    "MARKER_KIND",
+    "TRASH_PREFIX",
+    "DEFAULT_SEEDS",
+    "DRAWS",
     "VARIANTS_ENV",
 ]

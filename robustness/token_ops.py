@@ -1,4 +1,5 @@
 """Token-level ops on one image's visual tokens ``[N, D]`` after the projector (row-major grid)."""
+
 from __future__ import annotations
 
 from typing import Optional, Tuple

@@ -1,5 +1,6 @@
 """Variant families: which perturbations (parameters x seeds) every benchmark gets, one family per
 probe (``VARIANTS``), and which families a run generates (``$LMMS_AC_VARIANTS``)."""
+
 from __future__ import annotations
 
 import os
@@ -46,8 +47,14 @@ class VariantFamily:
         return self.benchmarks is None or bench.key in self.benchmarks or bench.task in self.benchmarks
 
     def signature(self) -> Any:
-        return [self.name, self.probe, [list(map(list, p)) for p in self.params], self.seeds, self.tag_form,
-                list(self.benchmarks) if self.benchmarks is not None else None]
+        return [
+            self.name,
+            self.probe,
+            [list(map(list, p)) for p in self.params],
+            self.seeds,
+            self.tag_form,
+            list(self.benchmarks) if self.benchmarks is not None else None,
+        ]
 
 
 VARIANTS: Registry[VariantFamily] = Registry("variant family")
@@ -57,9 +64,17 @@ def _freeze(params: Iterable[Mapping[str, Any]]) -> Tuple[Tuple[Tuple[str, Any],
     return tuple(tuple(sorted(dict(p).items())) for p in params)
 
 
-def register_variants(name: str, probe: Optional[str] = None, params: Iterable[Mapping[str, Any]] = ({},), *,
-                      seeds: Optional[int] = None, default: bool = True, tag_form: Optional[str] = None,
-                      benchmarks: Optional[Sequence[str]] = None, overwrite: bool = False) -> VariantFamily:
+def register_variants(
+    name: str,
+    probe: Optional[str] = None,
+    params: Iterable[Mapping[str, Any]] = ({},),
+    *,
+    seeds: Optional[int] = None,
+    default: bool = True,
+    tag_form: Optional[str] = None,
+    benchmarks: Optional[Sequence[str]] = None,
+    overwrite: bool = False,
+) -> VariantFamily:
     """Register a variant family (``probe`` defaults to ``name``). Each parameter set is checked by
     building the perturbation and reading its string form back (unique, round-trips)."""
     probe = probe or name
@@ -67,15 +82,24 @@ def register_variants(name: str, probe: Optional[str] = None, params: Iterable[M
     seeds = int(seeds if seeds is not None else (DEFAULT_SEEDS if cls.stochastic else 1))
     if seeds < 1:
         raise ValueError(f"variant family {name!r}: seeds must be >= 1, got {seeds}")
-    family = VariantFamily(name, probe, _freeze(params), seeds, bool(default), tag_form,
-                           tuple(benchmarks) if benchmarks is not None else None)
+    family = VariantFamily(
+        name,
+        probe,
+        _freeze(params),
+        seeds,
+        bool(default),
+        tag_form,
+        tuple(benchmarks) if benchmarks is not None else None,
+    )
     forms = set()
     for params_ in family.params:
         p = cls(**dict(params_))
         back = parse_perturbation(p.to_string())
         if type(back) is not type(p) or back != p:
-            raise ValueError(f"variant {p.to_string()!r} of family {name!r} does not read back as itself "
-                             f"(got {back!r}); make its string form unambiguous")
+            raise ValueError(
+                f"variant {p.to_string()!r} of family {name!r} does not read back as itself "
+                f"(got {back!r}); make its string form unambiguous"
+            )
         if p.to_string() in forms:
             raise ValueError(f"variant family {name!r} lists {p.to_string()!r} twice")
         forms.add(p.to_string())
@@ -92,18 +116,25 @@ register_variants("pdrop_salient", params=_RATIOS)  # by attention mass (the pap
 register_variants("pdrop_nonsalient", params=_RATIOS)
 # opt-in: selection by cell count (LMMS_AC_VARIANTS=default,pdrop_salient_count,pdrop_nonsalient_count)
 register_variants("pdrop_salient_count", "pdrop_salient", params=[{**r, "by": "count"} for r in _RATIOS], default=False)
-register_variants("pdrop_nonsalient_count", "pdrop_nonsalient", params=[{**r, "by": "count"} for r in _RATIOS],
-                  default=False)
+register_variants(
+    "pdrop_nonsalient_count", "pdrop_nonsalient", params=[{**r, "by": "count"} for r in _RATIOS], default=False
+)
 register_variants("tokperm", seeds=DEFAULT_SEEDS)
 register_variants("synthetic")
-register_variants("tokgroup", params=[{"m": m, "group": g} for m in (2, 4) for g in range(m * m)],
-                  tag_form="tokgroup_m{m}")
+register_variants(
+    "tokgroup", params=[{"m": m, "group": g} for m in (2, 4) for g in range(m * m)], tag_form="tokgroup_m{m}"
+)
 # importance scores (opt-in: LMMS_AC_VARIANTS=default,toknoise,...), DRAWS seeded noise draws each
-register_variants("toknoise", params=[{"m": 4, "group": g} for g in range(16)], seeds=DRAWS, default=False,
-                  tag_form="toknoise_m{m}")
+register_variants(
+    "toknoise", params=[{"m": 4, "group": g} for g in range(16)], seeds=DRAWS, default=False, tag_form="toknoise_m{m}"
+)
 register_variants("layernoise", params=[{"layer": layer} for layer in range(0, 33, 4)], seeds=DRAWS, default=False)
-register_variants("modnoise", params=[{"modality": mod, "layer": layer} for mod in ("image", "text")
-                                      for layer in (0, 8, 16, 24)], seeds=DRAWS, default=False)
+register_variants(
+    "modnoise",
+    params=[{"modality": mod, "layer": layer} for mod in ("image", "text") for layer in (0, 8, 16, 24)],
+    seeds=DRAWS,
+    default=False,
+)
 
 
 def selected_families(spec: Optional[str] = None) -> List[VariantFamily]:
@@ -127,4 +158,3 @@ def selected_families(spec: Optional[str] = None) -> List[VariantFamily]:
         else:
             chosen += [n for n in names if n not in chosen]
     return [VARIANTS.get(n) for n in chosen]
-

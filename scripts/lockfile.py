@@ -8,6 +8,7 @@
 
 Only the standard library: it runs in any venv, before or after the project is installed.
 """
+
 from __future__ import annotations
 
 import datetime

@@ -2,6 +2,7 @@
 
 Nothing reaches a hub: HF_HUB_OFFLINE/HF_DATASETS_OFFLINE are set for the whole session.
 """
+
 from __future__ import annotations
 
 import os
@@ -62,9 +63,22 @@ def base_yaml(tmp_path):
 
 #: what a fast test may not start: lmms-eval or lmms-ac (the real programs, not a test's fake script under
 #: the temporary directory), a launcher, a cluster command, a browser, or Python running one of them
-SLOW_PROGRAMS = {"lmms-eval", "lmms-ac", "accelerate", "torchrun", "sbatch", "srun", "squeue", "scancel", "sacct",
-                 "chromium", "chromedriver"}
-SLOW_PYTHON = re.compile(r"-m\s*(lmms_eval|lmms_ac\.cli|accelerate|torch\.distributed)\b|import lmms_eval\b|lmms_ac\.cli\b")
+SLOW_PROGRAMS = {
+    "lmms-eval",
+    "lmms-ac",
+    "accelerate",
+    "torchrun",
+    "sbatch",
+    "srun",
+    "squeue",
+    "scancel",
+    "sacct",
+    "chromium",
+    "chromedriver",
+}
+SLOW_PYTHON = re.compile(
+    r"-m\s*(lmms_eval|lmms_ac\.cli|accelerate|torch\.distributed)\b|import lmms_eval\b|lmms_ac\.cli\b"
+)
 
 
 def starts_something_slow(args) -> bool:

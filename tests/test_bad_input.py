@@ -1,4 +1,5 @@
 """Bad input gets a clear error naming the problem and the fix, or correct handling."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -60,10 +61,16 @@ def _odd_images():
     rgb = Image.fromarray((rng.rand(30, 50, 3) * 255).astype("uint8"))
     rgba = Image.fromarray((rng.rand(30, 20, 4) * 255).astype("uint8"), "RGBA")
     return {
-        "RGBA": rgba, "L": rgb.convert("L"), "P": rgb.convert("P"), "P+transparency": rgba.convert("P"),
-        "1x1": Image.new("RGB", (1, 1), (10, 200, 30)), "8000x100": rgb.resize((8000, 100)),
-        "CMYK": rgb.convert("CMYK"), "I;16": Image.fromarray((rng.rand(20, 20) * 60000).astype("uint16")),
-        "1-bit": rgb.convert("1"), "LA": rgba.convert("LA"),
+        "RGBA": rgba,
+        "L": rgb.convert("L"),
+        "P": rgb.convert("P"),
+        "P+transparency": rgba.convert("P"),
+        "1x1": Image.new("RGB", (1, 1), (10, 200, 30)),
+        "8000x100": rgb.resize((8000, 100)),
+        "CMYK": rgb.convert("CMYK"),
+        "I;16": Image.fromarray((rng.rand(20, 20) * 60000).astype("uint16")),
+        "1-bit": rgb.convert("1"),
+        "LA": rgba.convert("LA"),
     }
 
 

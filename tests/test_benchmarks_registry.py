@@ -1,5 +1,6 @@
 """The ONE benchmark registry: the law paper's groups/names, and one register_benchmark call reaching
 the robustness generator, collect's clean-score view and the law's groups."""
+
 from __future__ import annotations
 
 import pandas as pd
@@ -16,10 +17,20 @@ def registry():
 
 
 def test_law_views_are_the_papers():
-    assert B.law_groups() == {"vision": ["mmbench_en", "mme", "ok_vqa", "seed_image"],
-                              "ocr": ["mmmu_val", "textvqa_val", "vizwiz_vqa_val", "scienceqa_img"]}
-    assert B.law_benchmarks() == ["mmbench_en", "mme", "mmmu_val", "ok_vqa", "textvqa_val", "vizwiz_vqa_val",
-                                  "scienceqa_img", "seed_image"]
+    assert B.law_groups() == {
+        "vision": ["mmbench_en", "mme", "ok_vqa", "seed_image"],
+        "ocr": ["mmmu_val", "textvqa_val", "vizwiz_vqa_val", "scienceqa_img"],
+    }
+    assert B.law_benchmarks() == [
+        "mmbench_en",
+        "mme",
+        "mmmu_val",
+        "ok_vqa",
+        "textvqa_val",
+        "vizwiz_vqa_val",
+        "scienceqa_img",
+        "seed_image",
+    ]
     assert B.sources("seed_image") == [("seedbench", "seed_image"), ("seed_image", "seed_image")]
     assert B.primary_metric("mme") == "mme_perception_score" and B.primary_metric("seedbench") == "seed_image"
     assert B.primary_metric("no_such_task") is None
@@ -32,17 +43,27 @@ def test_one_entry_reaches_every_reader(registry):
     from lmms_ac.results.table import TABLE_COLUMNS, clean_scores, validate_table
     from lmms_ac.robustness import tasks as T
 
-    B.register_benchmark("realworld", "realworldqa", title="RealWorldQA", studies=["perception"],
-                         metric="exact_match", law_name="realworld_qa", sources=[("realworldqa", "exact_match")],
-                         aliases=["RealWorldQA", "RWQA"], group="vision")
+    B.register_benchmark(
+        "realworld",
+        "realworldqa",
+        title="RealWorldQA",
+        studies=["perception"],
+        metric="exact_match",
+        law_name="realworld_qa",
+        sources=[("realworldqa", "exact_match")],
+        aliases=["RealWorldQA", "RWQA"],
+        group="vision",
+    )
     assert "realworld_qa" in B.law_groups()["vision"]
     assert canonical_benchmark("RWQA") == "realworld_qa"
     assert group_members(["RealWorldQA"])["vision"] == ["RealWorldQA"]
     specs = T.task_specs(bases=["realworldqa"], families=[T.VARIANTS.get("tokperm")])
     assert [s.name for s in specs][:2] == ["realworldqa_tokperm", "realworldqa_tokperm_s1"]
     row = {c: "" for c in TABLE_COLUMNS}
-    rows = [dict(row, variant="v", task="realworldqa", metric=m, value=x, config_hash="h")
-            for m, x in (("exact_match", 0.5), ("other", 0.1))]
+    rows = [
+        dict(row, variant="v", task="realworldqa", metric=m, value=x, config_hash="h")
+        for m, x in (("exact_match", 0.5), ("other", 0.1))
+    ]
     scores = clean_scores(validate_table(pd.DataFrame(rows)), ["realworld_qa"])
     assert scores.loc["v", "realworld_qa"] == 0.5  # the primary metric, found through the law name
 

@@ -1,5 +1,6 @@
 """PatchDrop's fraction of cells actually removed travels model -> lmms-eval results -> tidy table ->
 robustness table (METHODS §6: r by attention mass removes a varying number of cells)."""
+
 from __future__ import annotations
 
 import types
@@ -18,8 +19,12 @@ from lmms_ac.results.table import validate_table
 
 def _doc(task: str, value: float, perturbation: str = "", seed: int = 0) -> dict:
     args = "pretrained=/x/ckpt" + (f",perturbation={perturbation},perturbation_seed={seed}" if perturbation else "")
-    return {"results": {task: {"mme_perception_score,none": value}}, "configs": {task: {"metadata": [{"version": 0}]}},
-            "config": {"model": "lmms_ac_llava", "model_args": args}, "date": 1.0 + seed}
+    return {
+        "results": {task: {"mme_perception_score,none": value}},
+        "configs": {task: {"metadata": [{"version": 0}]}},
+        "config": {"model": "lmms_ac_llava", "model_args": args},
+        "date": 1.0 + seed,
+    }
 
 
 def test_tally_becomes_a_metric_and_a_robustness_column():
@@ -71,15 +76,27 @@ def test_model_argument_perturbation_is_stamped_as_task_metadata(monkeypatch):
     from lmms_ac.robustness import parse_perturbation
 
     def fake_evaluate(lm, task_dict=None, **kwargs):
-        return {"results": {"mme": {"mme_perception_score,none": 1.0}, "mme_tokperm_s2": {"mme_perception_score,none": 2.0}},
-                "configs": {"mme": {"metadata": [{"version": 0}]},
-                            "mme_tokperm_s2": {"metadata": [{"version": 0}, {"lmms_ac": {"perturbation": "tokperm",
-                                                                                       "seed": 2, "base_task": "mme"}}]}}}
+        return {
+            "results": {
+                "mme": {"mme_perception_score,none": 1.0},
+                "mme_tokperm_s2": {"mme_perception_score,none": 2.0},
+            },
+            "configs": {
+                "mme": {"metadata": [{"version": 0}]},
+                "mme_tokperm_s2": {
+                    "metadata": [
+                        {"version": 0},
+                        {"lmms_ac": {"perturbation": "tokperm", "seed": 2, "base_task": "mme"}},
+                    ]
+                },
+            },
+        }
 
     monkeypatch.setattr(evaluator, "evaluate", fake_evaluate)
     plugin._patch_evaluate_results(entry_point.hooks())
-    ours = types.SimpleNamespace(hook_factory=types.SimpleNamespace(
-        drops=DropTally(), default=parse_perturbation("pdrop_random30").with_seed(4)))
+    ours = types.SimpleNamespace(
+        hook_factory=types.SimpleNamespace(drops=DropTally(), default=parse_perturbation("pdrop_random30").with_seed(4))
+    )
     out = evaluator.evaluate(lm=ours, task_dict={})
     doc = {**out, "config": {"model": "lmms_ac_llava", "model_args": "pretrained=/x/ckpt"}, "date": 1.0}
     rows = {r["task"]: r for r in rows_from_results(doc, Path("/x/20260101_000000_results.json"))}

@@ -1,4 +1,5 @@
 """`make demo`'s job: the whole pipeline offline, every step through the real commands."""
+
 from __future__ import annotations
 
 import subprocess
@@ -19,8 +20,15 @@ def test_demo_runs_end_to_end(tmp_path):
     # each step's output exists: the study's results (one file per task: mme, seed, mme under tokperm, 5
     # patch-shuffle seeds), the score store, the table, the reports
     assert len(list((out / "study" / "done").glob("*_results.json"))) == 8
-    for path in ("scores.csv", "table.csv", "leaderboard.csv", "figures", "report.html", "figures/layers_tiny-clip.png",
-                 "zeroshot/zeroshot_colours.yaml"):
+    for path in (
+        "scores.csv",
+        "table.csv",
+        "leaderboard.csv",
+        "figures",
+        "report.html",
+        "figures/layers_tiny-clip.png",
+        "zeroshot/zeroshot_colours.yaml",
+    ):
         assert (out / path).exists(), path
     table = pd.read_csv(out / "table.csv")
     assert {"none", "tokperm", "patchshuffle4"} <= set(table["perturbation"])

@@ -1,4 +1,5 @@
 """The demo stops at the first failing step, including lmms-eval's failures that exit 0."""
+
 from __future__ import annotations
 
 import os

@@ -1,4 +1,5 @@
 """lmms-ac doctor: the known-bad table, the failing exit code, and the check at model load."""
+
 from __future__ import annotations
 
 import pytest
@@ -19,8 +20,10 @@ def test_known_bad_filelock_4_is_named_with_its_fix():
     assert found[0].fix == "pip install 'filelock<4'"
 
 
-@pytest.mark.parametrize("filelock,lmms_eval,n_bad", [("3.20.0", "0.7.3", 0), ("4.0.0", "0.7.3", 1), ("3.20.0", "0.8.0", 1),
-                                                      ("4.0.0", "0.7.2", 2)])
+@pytest.mark.parametrize(
+    "filelock,lmms_eval,n_bad",
+    [("3.20.0", "0.7.3", 0), ("4.0.0", "0.7.3", 1), ("3.20.0", "0.8.0", 1), ("4.0.0", "0.7.2", 2)],
+)
 def test_known_bad_ranges(filelock, lmms_eval, n_bad):
     assert len(doctor.known_bad_findings(_versions(filelock=filelock, **{"lmms-eval": lmms_eval}))) == n_bad
 

@@ -2,6 +2,7 @@
 the spec/perturbation parsers. Every malformed input ends in a clear error (ValueError/KeyError,
 which the command line prints without a traceback), never another exception, and a file cut short
 is never read as a shorter valid one with a damaged last row."""
+
 from __future__ import annotations
 
 import csv
@@ -22,14 +23,25 @@ from lmms_ac.scores.store import SCORE_COLUMNS, _to_csv, read_scores, read_score
 CLEAR = (ValueError, KeyError)  # what lmms_ac.cli.main reports as one line (exit 2)
 FUZZ = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
-text = st.text(alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), min_size=1, max_size=12)
+text = st.text(
+    alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), min_size=1, max_size=12
+)
 finite = st.floats(allow_nan=False, allow_infinity=False, width=32)
-score_row = st.fixed_dictionaries({
-    "variant": text.filter(str.strip), "vision": text, "score": st.sampled_from(["A", "C", "C_ocr"]),
-    "value": finite.map(repr), "n": st.integers(0, 10**6), "method": text, "split": text,
-    "config_hash": st.text("0123456789abcdef", min_size=16, max_size=16), "time": text,
-    "provenance": st.dictionaries(text, text, max_size=3), "details": st.dictionaries(text, finite, max_size=3),
-})
+score_row = st.fixed_dictionaries(
+    {
+        "variant": text.filter(str.strip),
+        "vision": text,
+        "score": st.sampled_from(["A", "C", "C_ocr"]),
+        "value": finite.map(repr),
+        "n": st.integers(0, 10**6),
+        "method": text,
+        "split": text,
+        "config_hash": st.text("0123456789abcdef", min_size=16, max_size=16),
+        "time": text,
+        "provenance": st.dictionaries(text, text, max_size=3),
+        "details": st.dictionaries(text, finite, max_size=3),
+    }
+)
 
 
 def _tmp(content: bytes) -> Path:
@@ -42,8 +54,10 @@ def _tmp(content: bytes) -> Path:
 def _serialise(rows):
     import json
 
-    return _to_csv([{k: (json.dumps(v, sort_keys=True) if isinstance(v, dict) else v) for k, v in r.items()} for r in rows],
-                   SCORE_COLUMNS)
+    return _to_csv(
+        [{k: (json.dumps(v, sort_keys=True) if isinstance(v, dict) else v) for k, v in r.items()} for r in rows],
+        SCORE_COLUMNS,
+    )
 
 
 @FUZZ
@@ -80,7 +94,7 @@ def test_store_with_random_edits_never_raises_anything_else(rows, data):
     pos = data.draw(st.integers(0, len(full)))
     edit = data.draw(st.sampled_from([",", '"', "\n", "\r", "x", "", "\x00", "\ufeff", "é"]))
     drop = data.draw(st.integers(0, 3))
-    path = _tmp((full[:pos] + edit + full[pos + drop:]).encode("utf-8"))
+    path = _tmp((full[:pos] + edit + full[pos + drop :]).encode("utf-8"))
     try:
         for row in read_scores(path):  # when it reads, every row is of the right shape
             float(row["value"])
@@ -106,14 +120,24 @@ def test_readers_on_arbitrary_bytes(blob):
         path.unlink()
 
 
-table_row = st.fixed_dictionaries({
-    "variant": text.filter(str.strip), "task": st.sampled_from(["mme", "seed", "mme_tokperm_s2"]),
-    "metric": st.sampled_from(["mme_perception_score", "seed_image"]), "value": finite, "stderr": finite,
-    "n": st.integers(1, 5000), "perturbation": st.sampled_from(["none", "tokperm"]), "severity": st.just(""),
-    "seed": st.one_of(st.just(""), st.integers(0, 9)), "base_task": st.just("mme"), "lmms_eval_version": st.just("0.7.3"),
-    "config_hash": st.text("0123456789abcdef", min_size=16, max_size=16), "time": st.just("2026-01-01T00:00:00"),
-    "source": text,
-})
+table_row = st.fixed_dictionaries(
+    {
+        "variant": text.filter(str.strip),
+        "task": st.sampled_from(["mme", "seed", "mme_tokperm_s2"]),
+        "metric": st.sampled_from(["mme_perception_score", "seed_image"]),
+        "value": finite,
+        "stderr": finite,
+        "n": st.integers(1, 5000),
+        "perturbation": st.sampled_from(["none", "tokperm"]),
+        "severity": st.just(""),
+        "seed": st.one_of(st.just(""), st.integers(0, 9)),
+        "base_task": st.just("mme"),
+        "lmms_eval_version": st.just("0.7.3"),
+        "config_hash": st.text("0123456789abcdef", min_size=16, max_size=16),
+        "time": st.just("2026-01-01T00:00:00"),
+        "source": text,
+    }
+)
 
 
 @FUZZ
@@ -127,8 +151,12 @@ def test_table_cut_anywhere_is_an_error_or_an_exact_prefix(rows, data):
 
 
 @FUZZ
-@given(cells=st.lists(st.lists(st.one_of(text, finite.map(str), st.just("")), min_size=1, max_size=5), min_size=1, max_size=5),
-       header=st.lists(st.sampled_from(["setting", "variant", "A", "C", "mme", "seed", "x"]), min_size=1, max_size=5))
+@given(
+    cells=st.lists(
+        st.lists(st.one_of(text, finite.map(str), st.just("")), min_size=1, max_size=5), min_size=1, max_size=5
+    ),
+    header=st.lists(st.sampled_from(["setting", "variant", "A", "C", "mme", "seed", "x"]), min_size=1, max_size=5),
+)
 def test_law_tables_fail_clearly(cells, header):
     from lmms_ac.law.data import from_wide, read_ac_scores
 
@@ -143,7 +171,9 @@ def test_law_tables_fail_clearly(cells, header):
         except CLEAR:
             pass
         try:
-            from_wide(pd.read_csv(path), setting_col="setting", a_col="A", c_col="C", benchmarks=["mme"], source=str(path))
+            from_wide(
+                pd.read_csv(path), setting_col="setting", a_col="A", c_col="C", benchmarks=["mme"], source=str(path)
+            )
         except CLEAR:
             pass
     finally:
@@ -151,7 +181,11 @@ def test_law_tables_fail_clearly(cells, header):
 
 
 @settings(max_examples=300, deadline=None)
-@given(spec=st.one_of(st.text(max_size=40), st.from_regex(r"[a-z0-9]{0,8}:[a-z/._-]{0,12}(\?[a-z=&0-9-]{0,15})?", fullmatch=True)))
+@given(
+    spec=st.one_of(
+        st.text(max_size=40), st.from_regex(r"[a-z0-9]{0,8}:[a-z/._-]{0,12}(\?[a-z=&0-9-]{0,15})?", fullmatch=True)
+    )
+)
 def test_spec_parser_fails_clearly(spec):
     from lmms_ac.vision import FAMILIES
     from lmms_ac.vision.spec import parse_spec
@@ -163,7 +197,11 @@ def test_spec_parser_fails_clearly(spec):
 
 
 @settings(max_examples=300, deadline=None)
-@given(form=st.one_of(st.text(max_size=30), st.from_regex(r"[a-z_]{2,16}[0-9]{0,4}(_[a-z][0-9]{1,4}){0,3}", fullmatch=True)))
+@given(
+    form=st.one_of(
+        st.text(max_size=30), st.from_regex(r"[a-z_]{2,16}[0-9]{0,4}(_[a-z][0-9]{1,4}){0,3}", fullmatch=True)
+    )
+)
 def test_perturbation_parser_fails_clearly(form):
     from lmms_ac.robustness.catalogue import parse_perturbation
 

@@ -1,5 +1,6 @@
 """Issue 9, item 2: `multiple_choice` and `loglikelihood` tasks run through the real lmms-eval CLI
 with lmms_ac_llava, and the accuracy equals the one computed by hand from the same tiny model."""
+
 from __future__ import annotations
 
 import glob
@@ -67,9 +68,24 @@ def cli_run(tmp_path_factory, llava_hf_dir, mirror_dir):
     tasks = _write_tasks(work / "tasks")
     out = work / "out"
     env = {**os.environ, "LMMS_AC_DATASETS": mirror_dir, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
-    cmd = [str(BIN / "lmms-eval"), "--model", "lmms_ac_llava", "--model_args", f"pretrained={llava_hf_dir},device=cpu",
-           "--tasks", "tiny_mme_mc,tiny_mme_ll", "--include_path", str(tasks), "--batch_size", "1",
-           "--output_path", str(out), "--log_samples", "--verbosity", "INFO"]
+    cmd = [
+        str(BIN / "lmms-eval"),
+        "--model",
+        "lmms_ac_llava",
+        "--model_args",
+        f"pretrained={llava_hf_dir},device=cpu",
+        "--tasks",
+        "tiny_mme_mc,tiny_mme_ll",
+        "--include_path",
+        str(tasks),
+        "--batch_size",
+        "1",
+        "--output_path",
+        str(out),
+        "--log_samples",
+        "--verbosity",
+        "INFO",
+    ]
     proc = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True, timeout=900)
     log = proc.stdout + proc.stderr
     results = sorted(glob.glob(f"{out}/**/*_results.json", recursive=True))
@@ -99,7 +115,9 @@ def by_hand(llava_hf_dir, mirror_dir):
     greedy = np.zeros((len(docs), len(CHOICES)), dtype=bool)
     for i, doc in enumerate(docs):
         prompt = build_prompt(doc["question"], 1, fmt, vlm.tokenizer)
-        out = vlm.loglikelihood([prompt] * len(CHOICES), [" " + c for c in CHOICES], [[doc["image"].convert("RGB")]] * len(CHOICES))
+        out = vlm.loglikelihood(
+            [prompt] * len(CHOICES), [" " + c for c in CHOICES], [[doc["image"].convert("RGB")]] * len(CHOICES)
+        )
         lls[i] = [ll for ll, _ in out]
         greedy[i] = [g for _, g in out]
     gold = np.array([CHOICES.index(d["answer"]) for d in docs])

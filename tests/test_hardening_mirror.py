@@ -1,6 +1,7 @@
 """Issue 9, items 3, 5, 7 (datasets --verify), 11, 13: mirrors stay read-only and inside their
 directory, `lmms-ac datasets`/`mirror` know our tasks, truncated images are found, and messages
 name the problem."""
+
 from __future__ import annotations
 
 import io
@@ -21,10 +22,19 @@ def snapshot(root: Path) -> dict:
 
 
 # ------------------------------------------------------------------ item 11: keys stay inside the mirror
-@pytest.mark.parametrize("path, name", [
-    ("lmms-lab/MME", "../../etc"), ("..", None), ("../..", "x"), ("a", ".."), ("a", "/abs/olute"),
-    (".hidden", None), ("lmms-lab/MME", "x/../../y"), ("", ""),
-])
+@pytest.mark.parametrize(
+    "path, name",
+    [
+        ("lmms-lab/MME", "../../etc"),
+        ("..", None),
+        ("../..", "x"),
+        ("a", ".."),
+        ("a", "/abs/olute"),
+        (".hidden", None),
+        ("lmms-lab/MME", "x/../../y"),
+        ("", ""),
+    ],
+)
 def test_dataset_keys_are_one_safe_component(tmp_path, path, name):
     key = dataset_key(path, name)
     assert "/" not in key and not key.startswith(".") and key not in ("", ".", "..")
@@ -67,9 +77,10 @@ def copied_mirror(mirror_dir, tmp_path) -> Path:
 def _missing_task(tmp_path: Path) -> str:
     tasks = tmp_path / "tasks"
     tasks.mkdir()
-    (tasks / "gone.yaml").write_text(textwrap.dedent(f"""
+    (tasks / "gone.yaml").write_text(
+        textwrap.dedent(f"""
         task: hardening_gone
-        dataset_path: {tmp_path / 'no-such-hub-repo'}
+        dataset_path: {tmp_path / "no-such-hub-repo"}
         test_split: test
         output_type: generate_until
         doc_to_visual: !function utils.no_visual
@@ -77,7 +88,8 @@ def _missing_task(tmp_path: Path) -> str:
         doc_to_target: answer
         metric_list:
           - metric: exact_match
-        """))
+        """)
+    )
     (tasks / "utils.py").write_text("def no_visual(doc):\n    return []\n")
     return str(tasks)
 
@@ -106,7 +118,9 @@ def _damaged_mirror(root: Path) -> None:
         path = root / key
         ds = datasets.load_from_disk(str(path))["test"]
         is_list = not isinstance(ds.features["image"], datasets.Image)
-        raw = ds.cast_column("image", datasets.Sequence(datasets.Image(decode=False)) if is_list else datasets.Image(decode=False))
+        raw = ds.cast_column(
+            "image", datasets.Sequence(datasets.Image(decode=False)) if is_list else datasets.Image(decode=False)
+        )
         records = raw.to_list()
         bad = 2 if is_list else 3
         buf = io.BytesIO()
@@ -163,7 +177,9 @@ def test_offline_dataset_without_copy_names_where_it_looked(tmp_path, monkeypatc
     import lmms_eval.models  # noqa: F401
     from lmms_eval.tasks import TaskManager, get_task_dict
 
-    with pytest.raises(FileNotFoundError, match=r"no local copy \(looked for .*mirror/.*no-such-hub-repo.*lmms-ac mirror"):
+    with pytest.raises(
+        FileNotFoundError, match=r"no local copy \(looked for .*mirror/.*no-such-hub-repo.*lmms-ac mirror"
+    ):
         get_task_dict(["hardening_gone"], TaskManager(verbosity="ERROR", include_path=tasks))
 
 

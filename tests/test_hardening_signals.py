@@ -1,6 +1,7 @@
 """Issue 9, item 13: a C_ocr run that is cancelled (SIGTERM, as a batch scheduler does) leaves no
 temporary folder and no claim behind; one killed outright (SIGKILL) leaves its folder next to the
 output, and the next run of that row clears it."""
+
 from __future__ import annotations
 
 import os
@@ -34,13 +35,33 @@ def _start(tmp_path: Path):
     driver = tmp_path / "driver.py"
     driver.write_text(DRIVER)
     env = {**os.environ, "TMPDIR": str(tmp)}
-    proc = subprocess.Popen([sys.executable, str(driver), "score-c", "--vision", "testpix:x", "--ocr", "--ocr-n", "3000",
-                             "--device", "cpu", "--out", str(out_dir / "scores.csv")], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            str(driver),
+            "score-c",
+            "--vision",
+            "testpix:x",
+            "--ocr",
+            "--ocr-n",
+            "3000",
+            "--device",
+            "cpu",
+            "--out",
+            str(out_dir / "scores.csv"),
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     deadline = time.time() + 240
     while time.time() < deadline:  # wait until pairs are being written
-        if any(p.is_file() for d in list(out_dir.glob(".scores.csv.*.ocr-work")) + list(tmp.glob("lmms_ac_ocr_*"))
-               for p in d.rglob("*.jpg")):
+        if any(
+            p.is_file()
+            for d in list(out_dir.glob(".scores.csv.*.ocr-work")) + list(tmp.glob("lmms_ac_ocr_*"))
+            for p in d.rglob("*.jpg")
+        ):
             break
         assert proc.poll() is None, proc.stdout.read()
         time.sleep(0.2)

@@ -1,5 +1,6 @@
 """Issue 9, items 4, 8, 9, 10: stored scores are never silently damaged, work starts only when the
 output is writable, a concurrent run of the same score skips, atomic writes keep the file mode."""
+
 from __future__ import annotations
 
 import argparse
@@ -17,8 +18,15 @@ from lmms_ac.scores.store import ScoreValue, append_score, claim_row, read_score
 
 
 def _record(out, variant="m1", score="C", value=0.5, **kw):
-    return record_score(out, variant=variant, vision="clip:x", score=score, config={"k": 1},
-                        compute=lambda: ScoreValue(value, 10, {"per": [1, 2]}), **kw)
+    return record_score(
+        out,
+        variant=variant,
+        vision="clip:x",
+        score=score,
+        config={"k": 1},
+        compute=lambda: ScoreValue(value, 10, {"per": [1, 2]}),
+        **kw,
+    )
 
 
 @pytest.fixture()
@@ -41,15 +49,18 @@ def test_truncated_last_row_is_refused_with_its_line_and_never_rewritten(store):
     assert store.read_text() == cut  # byte for byte
 
 
-@pytest.mark.parametrize("damage, message", [
-    (lambda t: t.replace("m2,clip:x,C,0.25,", "m2,clip:x,C,abc,"), "column 'value': 'abc' is not a number"),
-    (lambda t: t.replace("m2,clip:x,C,0.25,10,", "m2,clip:x,C,0.25,ten,"), "column 'n': 'ten' is not an integer"),
-    (lambda t: t.replace(t.splitlines()[2].split(",")[7], ""), "column 'config_hash': empty"),
-    (lambda t: t.rstrip("\n"), "does not end with a newline"),
-    (lambda t: t + "m3,clip:x,C,0.1\n", "4 field\\(s\\) where the header has 11"),
-    (lambda t: t.replace("variant,", "variantt,", 1), "not a scores CSV \\(missing column\\(s\\) variant\\)"),
-    (lambda t: "", "is empty"),
-])
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (lambda t: t.replace("m2,clip:x,C,0.25,", "m2,clip:x,C,abc,"), "column 'value': 'abc' is not a number"),
+        (lambda t: t.replace("m2,clip:x,C,0.25,10,", "m2,clip:x,C,0.25,ten,"), "column 'n': 'ten' is not an integer"),
+        (lambda t: t.replace(t.splitlines()[2].split(",")[7], ""), "column 'config_hash': empty"),
+        (lambda t: t.rstrip("\n"), "does not end with a newline"),
+        (lambda t: t + "m3,clip:x,C,0.1\n", "4 field\\(s\\) where the header has 11"),
+        (lambda t: t.replace("variant,", "variantt,", 1), "not a scores CSV \\(missing column\\(s\\) variant\\)"),
+        (lambda t: "", "is empty"),
+    ],
+)
 def test_every_damage_names_the_line(store, damage, message):
     store.write_text(damage(store.read_text()))
     before = store.read_bytes()
@@ -74,9 +85,25 @@ def test_clean_store_round_trips(store):
 
 # ------------------------------------------------------------------ item 4: the tidy table
 def _table(tmp_path) -> Path:
-    rows = [{"variant": "v", "task": "mme", "metric": "mme_perception_score", "value": 1000.5 + i, "stderr": "N/A",
-             "n": 12, "perturbation": "none", "severity": "", "seed": "", "base_task": "mme", "lmms_eval_version": "0.7.3",
-             "config_hash": f"abc{i}", "time": "2026-01-01T00:00:00", "source": "r.json"} for i in range(3)]
+    rows = [
+        {
+            "variant": "v",
+            "task": "mme",
+            "metric": "mme_perception_score",
+            "value": 1000.5 + i,
+            "stderr": "N/A",
+            "n": 12,
+            "perturbation": "none",
+            "severity": "",
+            "seed": "",
+            "base_task": "mme",
+            "lmms_eval_version": "0.7.3",
+            "config_hash": f"abc{i}",
+            "time": "2026-01-01T00:00:00",
+            "source": "r.json",
+        }
+        for i in range(3)
+    ]
     path = tmp_path / "table.csv"
     pd.DataFrame(rows, columns=TABLE_COLUMNS).to_csv(path, index=False)
     return path
@@ -112,8 +139,14 @@ def test_unwritable_out_fails_before_any_work(tmp_path):
     blocker.write_text("x")
     calls = []
     with pytest.raises(ValueError, match="is a file, not a directory"):
-        record_score(blocker / "scores.csv", variant="v", vision="s", score="C", config={},
-                     compute=lambda: calls.append(1) or ScoreValue(1.0, 1))
+        record_score(
+            blocker / "scores.csv",
+            variant="v",
+            vision="s",
+            score="C",
+            config={},
+            compute=lambda: calls.append(1) or ScoreValue(1.0, 1),
+        )
     assert calls == []
     # through the command: the encoder is never loaded (an unknown family would fail first otherwise)
     with pytest.raises(ValueError, match="is a file, not a directory"):
@@ -138,7 +171,9 @@ def test_damaged_store_is_refused_before_computing(store):
     store.write_text(store.read_text()[:-5])
     calls = []
     with pytest.raises(ValueError, match="line 3"):
-        record_score(store, variant="new", vision="s", score="C", config={}, compute=lambda: calls.append(1) or ScoreValue(1, 1))
+        record_score(
+            store, variant="new", vision="s", score="C", config={}, compute=lambda: calls.append(1) or ScoreValue(1, 1)
+        )
     assert calls == []
 
 
@@ -153,15 +188,25 @@ def test_concurrent_run_of_the_same_score_skips(tmp_path):
         assert release.wait(30)
         return ScoreValue(0.75, 5)
 
-    first = threading.Thread(target=lambda: results.setdefault("first", record_score(
-        out, variant="v", vision="s", score="C", config={"a": 1}, compute=slow)))
+    first = threading.Thread(
+        target=lambda: results.setdefault(
+            "first", record_score(out, variant="v", vision="s", score="C", config={"a": 1}, compute=slow)
+        )
+    )
     first.start()
     assert started.wait(30)
     calls = []
-    second = record_score(out, variant="v", vision="s", score="C", config={"a": 1},
-                          compute=lambda: calls.append(1) or ScoreValue(0.0, 1))
-    other = record_score(out, variant="v", vision="s", score="C", config={"a": 2},  # another row: not blocked
-                         compute=lambda: ScoreValue(0.5, 1))
+    second = record_score(
+        out, variant="v", vision="s", score="C", config={"a": 1}, compute=lambda: calls.append(1) or ScoreValue(0.0, 1)
+    )
+    other = record_score(
+        out,
+        variant="v",
+        vision="s",
+        score="C",
+        config={"a": 2},  # another row: not blocked
+        compute=lambda: ScoreValue(0.5, 1),
+    )
     release.set()
     first.join(30)
     assert calls == [] and second["skipped"] and "pid" in second["in_progress"]

@@ -6,6 +6,7 @@ count too). Print the drawing with ``python -m lmms_ac.testing.import_graph``.
 
 No module imports a higher layer, no circle joins any two modules, ``lmms_ac.plugin`` (the adapter of
 lmms-eval internals) imports nothing of lmms-ac, and no other module imports lmms-eval."""
+
 from __future__ import annotations
 
 from typing import Dict, Set
@@ -57,8 +58,11 @@ def test_a_planted_upward_import_is_caught(graph):
 
 def test_the_adapter_imports_nothing_of_ours_and_is_the_only_door_to_lmms_eval(graph):
     assert graph["lmms_ac.plugin"] == set()
-    doors = sorted(name for name, path in G.modules().items()
-                   if any(d == "lmms_eval" or d.startswith("lmms_eval.") for d in G.imported_names(name, path)))
+    doors = sorted(
+        name
+        for name, path in G.modules().items()
+        if any(d == "lmms_eval" or d.startswith("lmms_eval.") for d in G.imported_names(name, path))
+    )
     assert doors == ["lmms_ac.plugin"]
 
 
@@ -66,8 +70,9 @@ def test_command_modules_live_in_one_folder():
     from lmms_ac.cli import COMMAND_MODULES
 
     assert all(m.startswith("lmms_ac.cli.") for m in COMMAND_MODULES)
-    registering = sorted(name for name, path in G.modules().items()
-                         if "def register(sub" in path.read_text(encoding="utf-8"))
+    registering = sorted(
+        name for name, path in G.modules().items() if "def register(sub" in path.read_text(encoding="utf-8")
+    )
     assert registering == sorted(COMMAND_MODULES)
 
 

@@ -1,4 +1,5 @@
 """The law fit: planted quadratics, the published law-v1 R² values, LOO, intervals, bad inputs."""
+
 from __future__ import annotations
 
 import json
@@ -11,8 +12,16 @@ from lmms_ac.law.data import BenchmarkData, example_path, from_wide, load_exampl
 from lmms_ac.law.fit import MODEL_NAMES, fit_benchmark, fit_law, law_predictions
 from lmms_ac.law.linalg import loo_predictions, min_norm_fit, poly_features
 
-PUBLISHED_R2 = {"mmbench_en": 0.9634, "mme": 0.9736, "mmmu_val": 0.8352, "ok_vqa": 0.9542,
-                "textvqa_val": 0.9028, "vizwiz_vqa_val": 0.8038, "scienceqa_img": 0.8667, "seed_image": 0.9375}
+PUBLISHED_R2 = {
+    "mmbench_en": 0.9634,
+    "mme": 0.9736,
+    "mmmu_val": 0.8352,
+    "ok_vqa": 0.9542,
+    "textvqa_val": 0.9028,
+    "vizwiz_vqa_val": 0.8038,
+    "scienceqa_img": 0.8667,
+    "seed_image": 0.9375,
+}
 W_TRUE = np.array([3.0, -1.5, 2.0, 0.7, -0.4, 1.1])  # 1, A, C, A^2, A*C, C^2
 
 
@@ -48,9 +57,9 @@ def test_law_v1_published_r2_to_4_decimals():
     report = fit_law(load_example("law-v1"), normalize="minmax")
     got = {b: round(f.models["AC_poly2"].r2, 4) for b, f in report.benchmarks.items()}
     assert got == PUBLISHED_R2
-    assert report.groups["vision"]["AC_poly2"]["r2"] == pytest.approx(np.mean([PUBLISHED_R2[b] for b in
-                                                                                ("mmbench_en", "mme", "ok_vqa",
-                                                                                 "seed_image")]), abs=1e-4)
+    assert report.groups["vision"]["AC_poly2"]["r2"] == pytest.approx(
+        np.mean([PUBLISHED_R2[b] for b in ("mmbench_en", "mme", "ok_vqa", "seed_image")]), abs=1e-4
+    )
     # LOO is lower than in-sample for every benchmark (6 parameters on 13 points flatter the fit)
     assert all(f.models["AC_poly2"].r2_loo < f.models["AC_poly2"].r2 for f in report.benchmarks.values())
 
@@ -73,9 +82,23 @@ def test_cli_fit_text_wide_template_and_coef_out(tmp_path, capsys):
     from lmms_ac.cli import main
 
     coef = tmp_path / "coef.csv"
-    args = ["fit", "--wide", str(example_path("law-v1")), "--a-col", "A_embed_{benchmark}", "--c-col", "C_pck10",
-            "--benchmarks", "mme,textvqa_val", "--normalize", "minmax", "--random-draws", "5",
-            "--coef-out", str(coef)]
+    args = [
+        "fit",
+        "--wide",
+        str(example_path("law-v1")),
+        "--a-col",
+        "A_embed_{benchmark}",
+        "--c-col",
+        "C_pck10",
+        "--benchmarks",
+        "mme,textvqa_val",
+        "--normalize",
+        "minmax",
+        "--random-draws",
+        "5",
+        "--coef-out",
+        str(coef),
+    ]
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "0.9736" in out and "0.9028" in out
@@ -200,8 +223,10 @@ def test_cli_bad_inputs_exit_nonzero(tmp_path, capsys):
     assert "--scores" in capsys.readouterr().err
     dup = tmp_path / "dup.csv"
     _wide().pipe(lambda d: pd.concat([d, d.iloc[:1]])).to_csv(dup, index=False)
-    assert main(["fit", "--wide", str(dup), "--benchmarks", "mme", "--a-col", "A_embed_{benchmark}",
-                 "--c-col", "C_pck10"]) == 2
+    assert (
+        main(["fit", "--wide", str(dup), "--benchmarks", "mme", "--a-col", "A_embed_{benchmark}", "--c-col", "C_pck10"])
+        == 2
+    )
     assert "duplicate setting 'CLIP336'" in capsys.readouterr().err
 
 
@@ -210,15 +235,40 @@ def test_cli_fit_from_tidy_table_predicts_untrained(tmp_path, capsys):
     from lmms_ac.results.table import TABLE_COLUMNS
 
     d = planted(n=10, noise=1.0)
-    rows = [{"variant": s, "task": "mme", "metric": "mme_perception_score", "value": v, "perturbation": "none",
-             "config_hash": "h0"}
-            for s, v in zip(d.settings[:8], d.score[:8])]
+    rows = [
+        {
+            "variant": s,
+            "task": "mme",
+            "metric": "mme_perception_score",
+            "value": v,
+            "perturbation": "none",
+            "config_hash": "h0",
+        }
+        for s, v in zip(d.settings[:8], d.score[:8])
+    ]
     table = pd.DataFrame(rows).reindex(columns=TABLE_COLUMNS)
     tpath, acpath = tmp_path / "t.csv", tmp_path / "ac.csv"
     table.to_csv(tpath, index=False)
     pd.DataFrame({"variant": d.settings, "A_ll": d.A, "C_pck": d.C}).to_csv(acpath, index=False)
-    assert main(["fit", "--table", str(tpath), "--scores", str(acpath), "--a-col", "A_ll", "--c-col", "C_pck",
-                 "--json", "--random-draws", "3"]) == 0
+    assert (
+        main(
+            [
+                "fit",
+                "--table",
+                str(tpath),
+                "--scores",
+                str(acpath),
+                "--a-col",
+                "A_ll",
+                "--c-col",
+                "C_pck",
+                "--json",
+                "--random-draws",
+                "3",
+            ]
+        )
+        == 0
+    )
     doc = json.loads(capsys.readouterr().out)
     preds = doc["benchmarks"]["mme"]["predictions"]
     assert [p["setting"] for p in preds] == ["s8", "s9"]
@@ -234,7 +284,9 @@ def test_ac_scores_read_from_the_score_store(tmp_path):
     for variant, a, c in (("clip", -2.0, 15.0), ("dino", -4.0, 25.0)):
         record_score(out, variant=variant, vision="", score="A", config={"n": 1}, compute=lambda a=a: ScoreValue(a, 1))
         record_score(out, variant=variant, vision="", score="C", config={"n": 1}, compute=lambda c=c: ScoreValue(c, 1))
-    record_score(out, variant="clip", vision="", score="A", config={"n": 2}, compute=lambda: ScoreValue(-1.5, 2))  # newer config
+    record_score(
+        out, variant="clip", vision="", score="A", config={"n": 2}, compute=lambda: ScoreValue(-1.5, 2)
+    )  # newer config
     ac = read_ac_scores(out)
     assert ac.loc["clip"].tolist() == [-1.5, 15.0] and ac.loc["dino"].tolist() == [-4.0, 25.0]
     with pytest.raises(ValueError, match="no 'A_embed' rows"):

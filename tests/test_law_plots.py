@@ -1,4 +1,5 @@
 """Figures: PNG + SVG written atomically, never over existing files unless asked."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -50,10 +51,42 @@ def test_cli_plots(tmp_path, capsys):
     assert (tmp_path / "heat.png").exists() and (tmp_path / "heat.svg").exists()
     assert main(["plot", "pil", str(arr), "--out", str(tmp_path / "heat")]) == 2
     assert "already exists" in capsys.readouterr().err
-    assert main(["fit", "--example", "law-v1", "--benchmarks", "mme", "--random-draws", "2", "--plot",
-                 str(tmp_path / "figs"), "--formats", "png"]) == 0
-    assert sorted(p.name for p in (tmp_path / "figs").iterdir()) == ["law_pred_vs_actual.png",
-                                                                      "law_surface_mme.png"]
-    assert main(["plot", "policy", "--example", "law-v1", "--benchmarks", "mme", "--runs", "20", "--out-dir",
-                 str(tmp_path / "pol"), "--formats", "svg"]) == 0
+    assert (
+        main(
+            [
+                "fit",
+                "--example",
+                "law-v1",
+                "--benchmarks",
+                "mme",
+                "--random-draws",
+                "2",
+                "--plot",
+                str(tmp_path / "figs"),
+                "--formats",
+                "png",
+            ]
+        )
+        == 0
+    )
+    assert sorted(p.name for p in (tmp_path / "figs").iterdir()) == ["law_pred_vs_actual.png", "law_surface_mme.png"]
+    assert (
+        main(
+            [
+                "plot",
+                "policy",
+                "--example",
+                "law-v1",
+                "--benchmarks",
+                "mme",
+                "--runs",
+                "20",
+                "--out-dir",
+                str(tmp_path / "pol"),
+                "--formats",
+                "svg",
+            ]
+        )
+        == 0
+    )
     assert (tmp_path / "pol" / "policy_recall3.svg").exists()

@@ -1,4 +1,5 @@
 """The AC policy simulation: region sampling as written, recall on planted laws, seeds, recommend."""
+
 from __future__ import annotations
 
 import json
@@ -8,8 +9,19 @@ import pandas as pd
 import pytest
 
 from lmms_ac.law.data import BenchmarkData, load_example
-from lmms_ac.law.policy import (UCB_WARMUP, cell_ids, law_hits, normalize_plane, recall_from_orders,
-                                recommend, region_next, region_orders, simulate, simulate_benchmark, ucb_orders)
+from lmms_ac.law.policy import (
+    UCB_WARMUP,
+    cell_ids,
+    law_hits,
+    normalize_plane,
+    recall_from_orders,
+    recommend,
+    region_next,
+    region_orders,
+    simulate,
+    simulate_benchmark,
+    ucb_orders,
+)
 
 
 def quadratic_bench(k=12, seed=0, name="quad"):
@@ -176,9 +188,11 @@ def test_cli_recommend(tmp_path, capsys):
     assert doc["next"] in d.settings[3:] and len(doc["ranking"]) == 8
     assert main(["policy", "recommend", "--candidates", str(cand), "--trained", str(trained)]) == 0
     assert "next to train (prior policy)" in capsys.readouterr().out
-    assert main(["policy", "recommend", "--candidates", str(cand), "--trained", str(trained), "--policy",
-                 "region"]) == 0
+    assert (
+        main(["policy", "recommend", "--candidates", str(cand), "--trained", str(trained), "--policy", "region"]) == 0
+    )
     assert "next to train (region policy)" in capsys.readouterr().out
-    assert main(["policy", "recommend", "--candidates", str(cand), "--trained", str(trained),
-                 "--score-col", "acc"]) == 2
+    assert (
+        main(["policy", "recommend", "--candidates", str(cand), "--trained", str(trained), "--score-col", "acc"]) == 2
+    )
     assert "no score column 'acc'" in capsys.readouterr().err

@@ -1,4 +1,5 @@
 """Both recall metrics (anytime / final), measured-score ranking, the prior policy and its registry."""
+
 from __future__ import annotations
 
 import json
@@ -8,8 +9,14 @@ import pytest
 
 from lmms_ac.law.data import load_example
 from lmms_ac.law.policies import POLICY_REGISTRY, policy_names
-from lmms_ac.law.policy import (hits_from_predictions, normalize_plane, recall_metrics, recommend,
-                                simulate, simulate_benchmark)
+from lmms_ac.law.policy import (
+    hits_from_predictions,
+    normalize_plane,
+    recall_metrics,
+    recommend,
+    simulate,
+    simulate_benchmark,
+)
 from lmms_ac.law.prior import PriorModel, law_prior, prior_orders
 
 

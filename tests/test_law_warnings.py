@@ -1,5 +1,6 @@
 """Law commands warn where a user would be misled; paper benchmark names join the group means;
 a variant with A but no C stays in the leaderboard with C blank."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -65,11 +66,20 @@ def test_policy_warns_with_fewer_settings_than_parameters(warnings):
 def test_paper_names_get_group_means():
     ex = load_example()
     df = pd.read_csv(__import__("lmms_ac.law.data", fromlist=["x"]).example_path("law-v1"))
-    paper = {"mmbench_en": "MMBench", "mme": "MME", "ok_vqa": "OKVQA", "seed_image": "SEED", "mmmu_val": "MMMU",
-             "textvqa_val": "TextVQA", "vizwiz_vqa_val": "VizWiz", "scienceqa_img": "ScienceQA"}
+    paper = {
+        "mmbench_en": "MMBench",
+        "mme": "MME",
+        "ok_vqa": "OKVQA",
+        "seed_image": "SEED",
+        "mmmu_val": "MMMU",
+        "textvqa_val": "TextVQA",
+        "vizwiz_vqa_val": "VizWiz",
+        "scienceqa_img": "ScienceQA",
+    }
     renamed = df.rename(columns={**paper, **{f"A_embed_{k}": f"A_embed_{v}" for k, v in paper.items()}})
-    data = from_wide(renamed, setting_col="setting", a_col="A_embed_{benchmark}", c_col="C_pck10",
-                     benchmarks=list(paper.values()))
+    data = from_wide(
+        renamed, setting_col="setting", a_col="A_embed_{benchmark}", c_col="C_pck10", benchmarks=list(paper.values())
+    )
     rep = fit_law(data, normalize="minmax")
     ref = fit_law(ex, normalize="minmax")
     assert set(rep.groups) == {"vision", "ocr"}
@@ -86,8 +96,24 @@ def test_cli_fit_wide_with_paper_names_prints_group_means(tmp_path, capsys):
     df = pd.read_csv(example_path("law-v1")).rename(columns={"mme": "MME", "ok_vqa": "OKVQA", "textvqa_val": "TextVQA"})
     path = tmp_path / "wide.csv"
     df.to_csv(path, index=False)
-    assert main(["fit", "--wide", str(path), "--benchmarks", "MME,OKVQA,TextVQA", "--a-col", "A_embed_mme",
-                 "--c-col", "C_pck10", "--random-draws", "3"]) == 0
+    assert (
+        main(
+            [
+                "fit",
+                "--wide",
+                str(path),
+                "--benchmarks",
+                "MME,OKVQA,TextVQA",
+                "--a-col",
+                "A_embed_mme",
+                "--c-col",
+                "C_pck10",
+                "--random-draws",
+                "3",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "mean:vision*" in out and "mean:ocr*" in out
 
@@ -97,14 +123,34 @@ def test_leaderboard_with_a_but_no_c(tmp_path, capsys):
 
     rows = []
     for v, val in (("v1", 1500.0), ("v2", 1200.0), ("v3", 1400.0)):
-        rows.append({"variant": v, "task": "mme", "metric": "mme_perception_score", "value": val, "stderr": None,
-                     "n": 10, "perturbation": "none", "severity": "", "seed": None, "base_task": "mme",
-                     "lmms_eval_version": "x", "config_hash": "h", "time": "2025-01-01T00:00:00", "source": "f"})
+        rows.append(
+            {
+                "variant": v,
+                "task": "mme",
+                "metric": "mme_perception_score",
+                "value": val,
+                "stderr": None,
+                "n": 10,
+                "perturbation": "none",
+                "severity": "",
+                "seed": None,
+                "base_task": "mme",
+                "lmms_eval_version": "x",
+                "config_hash": "h",
+                "time": "2025-01-01T00:00:00",
+                "source": "f",
+            }
+        )
     table = tmp_path / "t.csv"
     pd.DataFrame(rows).to_csv(table, index=False)
     store = tmp_path / "scores.csv"
-    pd.DataFrame({"variant": ["v1", "v2", "v3", "v1", "v2"], "score": ["A", "A", "A", "C", "C"],
-                  "value": [0.8, 0.4, 0.6, 15.0, 10.0]}).to_csv(store, index=False)
+    pd.DataFrame(
+        {
+            "variant": ["v1", "v2", "v3", "v1", "v2"],
+            "score": ["A", "A", "A", "C", "C"],
+            "value": [0.8, 0.4, 0.6, 15.0, 10.0],
+        }
+    ).to_csv(store, index=False)
     assert main(["leaderboard", str(table), "--scores", str(store)]) == 0
     out = capsys.readouterr().out
     assert "v3" in out
@@ -131,16 +177,46 @@ def test_fit_table_with_per_benchmark_a_from_the_score_store(tmp_path, capsys):
     for v in variants:
         a1, a2, c = rng.uniform(0, 1), rng.uniform(0, 1), rng.uniform(0, 30)
         for task, a, metric in (("mme", a1, "mme_perception_score"), ("ok_vqa", a2, "exact_match")):
-            rows.append({"variant": v, "task": task, "metric": metric, "value": 100 * a + c, "stderr": None, "n": 10,
-                         "perturbation": "none", "severity": "", "seed": None, "base_task": task,
-                         "lmms_eval_version": "x", "config_hash": "h", "time": "2025-01-01T00:00:00", "source": "f"})
+            rows.append(
+                {
+                    "variant": v,
+                    "task": task,
+                    "metric": metric,
+                    "value": 100 * a + c,
+                    "stderr": None,
+                    "n": 10,
+                    "perturbation": "none",
+                    "severity": "",
+                    "seed": None,
+                    "base_task": task,
+                    "lmms_eval_version": "x",
+                    "config_hash": "h",
+                    "time": "2025-01-01T00:00:00",
+                    "source": "f",
+                }
+            )
             store.append({"variant": v, "score": f"A_embed_{task}", "value": a})
         store.append({"variant": v, "score": "C", "value": c})
     table, scores = tmp_path / "t.csv", tmp_path / "s.csv"
     pd.DataFrame(rows).to_csv(table, index=False)
     pd.DataFrame(store).to_csv(scores, index=False)
-    assert main(["fit", "--table", str(table), "--scores", str(scores), "--a-col", "A_embed_{benchmark}", "--json",
-                 "--random-draws", "3"]) == 0
+    assert (
+        main(
+            [
+                "fit",
+                "--table",
+                str(table),
+                "--scores",
+                str(scores),
+                "--a-col",
+                "A_embed_{benchmark}",
+                "--json",
+                "--random-draws",
+                "3",
+            ]
+        )
+        == 0
+    )
     doc = _json.loads(capsys.readouterr().out)
     assert set(doc["benchmarks"]) == {"mme", "ok_vqa"}
     for b in ("mme", "ok_vqa"):  # score = 100 A_b + C exactly: the law with the right A fits perfectly

@@ -1,4 +1,5 @@
 """lmms-ac layers on a tiny llava-hf checkpoint loaded exactly as lmms_ac_llava loads it."""
+
 from __future__ import annotations
 
 import json
@@ -19,8 +20,20 @@ def photo_root(tmp_path_factory):
 
 def test_layers_command_writes_scores_json_and_figure(llava_hf_dir, photo_root, tmp_path, capsys, monkeypatch):
     out, figs = tmp_path / "scores.csv", tmp_path / "figs"
-    argv = ["layers", "--model", llava_hf_dir, "--spair", str(photo_root), "--out", str(out), "--device", "cpu",
-            "--no-progress", "--batch-size", "3"]
+    argv = [
+        "layers",
+        "--model",
+        llava_hf_dir,
+        "--spair",
+        str(photo_root),
+        "--out",
+        str(out),
+        "--device",
+        "cpu",
+        "--no-progress",
+        "--batch-size",
+        "3",
+    ]
     assert main(argv + ["--json", "--plot", str(figs), "--variant", "tiny"]) == 0
     doc = json.loads(capsys.readouterr().out)
     assert doc["n_layers"] == 2 and doc["layers"] == [0, 1, 2]
@@ -58,16 +71,29 @@ def test_layers_command_writes_scores_json_and_figure(llava_hf_dir, photo_root, 
     assert "already exists" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("extra, message", [
-    (["--layers", "9"], "outside 0..2"),
-    (["--alpha", "0"], "--alpha must be > 0"),
-    (["--no-c", "--no-recon", "--no-attention"], "nothing to compute"),
-    (["--split", "tset"], "unknown SPair split"),
-    (["--prompts-file", "/nonexistent.txt"], "does not exist"),
-])
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--layers", "9"], "outside 0..2"),
+        (["--alpha", "0"], "--alpha must be > 0"),
+        (["--no-c", "--no-recon", "--no-attention"], "nothing to compute"),
+        (["--split", "tset"], "unknown SPair split"),
+        (["--prompts-file", "/nonexistent.txt"], "does not exist"),
+    ],
+)
 def test_layers_bad_input(llava_hf_dir, photo_root, tmp_path, capsys, extra, message):
-    argv = ["layers", "--model", llava_hf_dir, "--spair", str(photo_root), "--out", str(tmp_path / "s.csv"),
-            "--device", "cpu", "--no-progress"]
+    argv = [
+        "layers",
+        "--model",
+        llava_hf_dir,
+        "--spair",
+        str(photo_root),
+        "--out",
+        str(tmp_path / "s.csv"),
+        "--device",
+        "cpu",
+        "--no-progress",
+    ]
     assert main(argv + extra) == 2
     assert message in capsys.readouterr().err
 
@@ -91,8 +117,25 @@ def test_layers_attention_on_a_task_s_questions(llava_hf_dir, photo_root, mirror
     monkeypatch.setenv("LMMS_AC_DATASETS", mirror_dir)
     prompts = task_prompts("mme", 3)
     assert len(prompts) == 3 and all("<image>" not in p and p for p in prompts)
-    argv = ["layers", "--model", llava_hf_dir, "--spair", str(photo_root), "--out", str(tmp_path / "s.csv"),
-            "--device", "cpu", "--no-progress", "--task", "mme", "--task-limit", "3", "--no-c", "--no-recon", "--json"]
+    argv = [
+        "layers",
+        "--model",
+        llava_hf_dir,
+        "--spair",
+        str(photo_root),
+        "--out",
+        str(tmp_path / "s.csv"),
+        "--device",
+        "cpu",
+        "--no-progress",
+        "--task",
+        "mme",
+        "--task-limit",
+        "3",
+        "--no-c",
+        "--no-recon",
+        "--json",
+    ]
     assert main(argv) == 0
     doc = json.loads(capsys.readouterr().out)
     assert doc["config"]["task"] == "mme" and doc["config"]["prompts"] == prompts
@@ -103,8 +146,23 @@ def test_layers_attention_on_a_task_s_questions(llava_hf_dir, photo_root, mirror
 
 def test_layers_on_an_image_folder_gives_recon_and_attention_only(llava_hf_dir, photo_root, tmp_path, capsys):
     out = tmp_path / "s.csv"
-    argv = ["layers", "--model", llava_hf_dir, "--images", str(photo_root / "JPEGImages"), "--out", str(out),
-            "--device", "cpu", "--no-progress", "--layers", "0,2", "--limit", "8", "--json"]
+    argv = [
+        "layers",
+        "--model",
+        llava_hf_dir,
+        "--images",
+        str(photo_root / "JPEGImages"),
+        "--out",
+        str(out),
+        "--device",
+        "cpu",
+        "--no-progress",
+        "--layers",
+        "0,2",
+        "--limit",
+        "8",
+        "--json",
+    ]
     assert main(argv) == 0
     doc = json.loads(capsys.readouterr().out)
     assert doc["n_images"] == 8 and doc["c"] == {} and set(doc["recon"]) == {"0", "2"} and set(doc["attn_img"]) == {"2"}

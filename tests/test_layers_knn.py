@@ -1,4 +1,5 @@
 """Mutual k-NN alignment: planted answers and the layers-knn command."""
+
 from __future__ import annotations
 
 import json
@@ -59,8 +60,10 @@ def test_caption_features_ignore_padding_and_bos(llava_hf_dir):
 
 def test_read_docci(tmp_path):
     (tmp_path / "images").mkdir()
-    lines = [{"example_id": "a1", "split": "train", "image_file": "a1.jpg", "description": "A dog."},
-             {"example_id": "b2", "split": "test", "image_file": "b2.jpg", "description": "A cat."}]
+    lines = [
+        {"example_id": "a1", "split": "train", "image_file": "a1.jpg", "description": "A dog."},
+        {"example_id": "b2", "split": "test", "image_file": "b2.jpg", "description": "A cat."},
+    ]
     (tmp_path / "docci_descriptions.jsonlines").write_text("\n".join(json.dumps(x) for x in lines))
     pairs = read_docci(str(tmp_path), split="test")
     assert [(p.id, p.image_path.name, p.caption) for p in pairs] == [("b2", "b2.jpg", "A cat.")]
@@ -75,9 +78,33 @@ def test_layers_knn_command_base_equals_mllm_when_weights_match(llava_hf_dir, or
     data = write_llava_pretrain(str(tmp_path / "558k"), n=12)
     out = tmp_path / "scores.csv"
     base = original_dirs["stage1"]["base_llm"]  # the tiny MLLM's own LLM weights, saved as a plain Llama
-    argv = ["layers-knn", "--model", llava_hf_dir, "--data", "llava558k", "--captions", data["captions"],
-            "--images", data["images"], "--base-llm", base, "--k", "3", "--n", "12", "--device", "cpu",
-            "--out", str(out), "--no-progress", "--variant", "tiny", "--json", "--plot", str(tmp_path / "f")]
+    argv = [
+        "layers-knn",
+        "--model",
+        llava_hf_dir,
+        "--data",
+        "llava558k",
+        "--captions",
+        data["captions"],
+        "--images",
+        data["images"],
+        "--base-llm",
+        base,
+        "--k",
+        "3",
+        "--n",
+        "12",
+        "--device",
+        "cpu",
+        "--out",
+        str(out),
+        "--no-progress",
+        "--variant",
+        "tiny",
+        "--json",
+        "--plot",
+        str(tmp_path / "f"),
+    ]
     assert main(argv) == 0
     doc = json.loads(capsys.readouterr().out)
     assert set(doc["mllm"]) == {"0", "1", "2"}

@@ -1,4 +1,5 @@
 """lmms-ac layers: planted answers for C@L, reconstruction and attention balance on tiny models."""
+
 from __future__ import annotations
 
 import math
@@ -44,8 +45,16 @@ def test_identity_layers_keep_the_encoder_c_and_reconstruct_it(identity_report, 
 
 def test_window_softargmax_matches_score_c_too(photo_root):
     vlm = tiny_layer_vlm(identity_llm=True)
-    r = run_layers(vlm, photo_root, layers=[0, 2], progress=False, attention=False, reconstruction=False,
-                   method="window_softargmax", alpha=0.05)
+    r = run_layers(
+        vlm,
+        photo_root,
+        layers=[0, 2],
+        progress=False,
+        attention=False,
+        reconstruction=False,
+        method="window_softargmax",
+        alpha=0.05,
+    )
     reference = score_c(PixelPatchEncoder(), photo_root, "test", method="window_softargmax", alpha=0.05, progress=False)
     assert r.c_encoder == pytest.approx(reference.overall)
     assert r.c[0] == pytest.approx(reference.overall) and r.c[2] == pytest.approx(reference.overall)
@@ -59,8 +68,14 @@ def test_destroyed_spatial_information_scores_chance_from_layer_0(photo_root, id
         assert abs(r.c[layer] - r.c_chance) < 4.0, (r.c[layer], r.c_chance)
     assert r.c_chance < 10
     # a random (non-identity) LLM cannot bring the lost geometry back at layer 0
-    r2 = run_layers(tiny_layer_vlm(projector="destroy"), photo_root, layers=[0], progress=False, attention=False,
-                    reconstruction=False)
+    r2 = run_layers(
+        tiny_layer_vlm(projector="destroy"),
+        photo_root,
+        layers=[0],
+        progress=False,
+        attention=False,
+        reconstruction=False,
+    )
     assert abs(r2.c[0] - r2.c_chance) < 4.0
 
 
@@ -143,8 +158,12 @@ def test_attention_balance_equals_a_hand_computation(photo_root):
 
 def test_batching_does_not_change_results(photo_root):
     vlm = tiny_layer_vlm(projector="random")
-    a = run_layers(vlm, photo_root, layers=[0, 2], batch_size=1, progress=False, prompts=["Describe.", "What is in this picture?"])
-    b = run_layers(vlm, photo_root, layers=[0, 2], batch_size=4, progress=False, prompts=["Describe.", "What is in this picture?"])
+    a = run_layers(
+        vlm, photo_root, layers=[0, 2], batch_size=1, progress=False, prompts=["Describe.", "What is in this picture?"]
+    )
+    b = run_layers(
+        vlm, photo_root, layers=[0, 2], batch_size=4, progress=False, prompts=["Describe.", "What is in this picture?"]
+    )
     assert a.c == b.c and a.c_encoder == b.c_encoder
     for layer in (0, 2):
         assert a.recon[layer] == pytest.approx(b.recon[layer], abs=1e-6)

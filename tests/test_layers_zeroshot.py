@@ -1,4 +1,5 @@
 """Zero-shot recognition: generated lmms-eval classification tasks and the encoder's CLIP-style zero-shot."""
+
 from __future__ import annotations
 
 import json
@@ -86,24 +87,49 @@ def test_encoder_zero_shot_equals_a_hand_computation(prepared, tmp_path, capsys)
     clip = make_tiny_clip(str(tmp_path / "clip"))
     templates = ["a photo of a {}.", "a picture of the {}"]
     out = tmp_path / "scores.csv"
-    argv = ["zeroshot-encoder", f"tiny={to / 'tiny'}", "--encoder", clip, "--device", "cpu", "--out", str(out),
-            "--no-progress", "--json", "--batch-size", "4"] + [a for t in templates for a in ("--template", t)]
+    argv = [
+        "zeroshot-encoder",
+        f"tiny={to / 'tiny'}",
+        "--encoder",
+        clip,
+        "--device",
+        "cpu",
+        "--out",
+        str(out),
+        "--no-progress",
+        "--json",
+        "--batch-size",
+        "4",
+    ] + [a for t in templates for a in ("--template", t)]
     assert main(argv) == 0
     got = json.loads(capsys.readouterr().out)["results"]["tiny"]
 
-    model, tok, proc = CLIPModel.from_pretrained(clip).eval(), AutoTokenizer.from_pretrained(clip), AutoImageProcessor.from_pretrained(clip)
+    model, tok, proc = (
+        CLIPModel.from_pretrained(clip).eval(),
+        AutoTokenizer.from_pretrained(clip),
+        AutoImageProcessor.from_pretrained(clip),
+    )
     data = datasets.load_from_disk(str(to / "tiny"))["test"]
     names = data.features["label"].names
     with torch.no_grad():
+
         def unit(x):
             x = x if torch.is_tensor(x) else x.pooler_output
             return x / x.norm(dim=-1, keepdim=True)
+
         text = []
         for c in names:
-            t = unit(model.get_text_features(**tok([tp.format(c) for tp in templates], padding=True, return_tensors="pt")))
+            t = unit(
+                model.get_text_features(**tok([tp.format(c) for tp in templates], padding=True, return_tensors="pt"))
+            )
             text.append(unit(t.mean(0)))
-        img = unit(model.get_image_features(pixel_values=proc(images=[im.convert("RGB") for im in data["image"]],
-                                                                  return_tensors="pt")["pixel_values"]))
+        img = unit(
+            model.get_image_features(
+                pixel_values=proc(images=[im.convert("RGB") for im in data["image"]], return_tensors="pt")[
+                    "pixel_values"
+                ]
+            )
+        )
         pred = (img @ torch.stack(text).T).argmax(-1).tolist()
     expected = 100.0 * np.mean([p == y for p, y in zip(pred, data["label"])])
     assert got["accuracy"] == pytest.approx(expected) and got["n"] == 6
@@ -119,7 +145,19 @@ def test_encoder_without_text_tower_is_refused(llava_hf_dir, original_dirs, prep
         load_text_image_model(llava_hf_dir)
     to, _ = prepared
     # --model: an original checkpoint's own tower (here a vision-only CLIP tower); a llava-hf one names none
-    assert main(["zeroshot-encoder", f"tiny={to / 'tiny'}", "--model", original_dirs["full"]["checkpoint"], "--device", "cpu"]) == 2
+    assert (
+        main(
+            [
+                "zeroshot-encoder",
+                f"tiny={to / 'tiny'}",
+                "--model",
+                original_dirs["full"]["checkpoint"],
+                "--device",
+                "cpu",
+            ]
+        )
+        == 2
+    )
     assert "no text tower" in capsys.readouterr().err
     assert main(["zeroshot-encoder", f"tiny={to / 'tiny'}", "--model", llava_hf_dir, "--device", "cpu"]) == 2
     assert "pass --encoder" in capsys.readouterr().err
@@ -131,6 +169,7 @@ def test_lmms_eval_accuracy_equals_a_hand_computation(prepared, llava_hf_dir, tm
 
     from lmms_ac.vlm.loaders import load_vlm
     from lmms_ac.vlm.prompts import build_prompt, resolve_format
+
     to, _ = prepared
     import glob
     import os
@@ -139,9 +178,22 @@ def test_lmms_eval_accuracy_equals_a_hand_computation(prepared, llava_hf_dir, tm
     from pathlib import Path
 
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
-    cmd = [str(Path(sys.executable).parent / "lmms-eval"), "--model", "lmms_ac_llava", "--model_args",
-           f"pretrained={llava_hf_dir},device=cpu", "--tasks", "zeroshot_tiny", "--include_path", str(to),
-           "--batch_size", "4", "--output_path", str(tmp_path / "out"), "--log_samples"]
+    cmd = [
+        str(Path(sys.executable).parent / "lmms-eval"),
+        "--model",
+        "lmms_ac_llava",
+        "--model_args",
+        f"pretrained={llava_hf_dir},device=cpu",
+        "--tasks",
+        "zeroshot_tiny",
+        "--include_path",
+        str(to),
+        "--batch_size",
+        "4",
+        "--output_path",
+        str(tmp_path / "out"),
+        "--log_samples",
+    ]
     proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     files = glob.glob(f"{tmp_path}/out/**/*_results.json", recursive=True)
     assert proc.returncode == 0 and files, (proc.stdout + proc.stderr)[-4000:]
@@ -158,8 +210,12 @@ def test_lmms_eval_accuracy_equals_a_hand_computation(prepared, llava_hf_dir, tm
     names = data.features["label"].names
     hits = []
     for doc in data:
-        lls = [ll for ll, _ in vlm.loglikelihood([prompt] * len(names), [" " + c for c in names],
-                                                 [[doc["image"].convert("RGB")]] * len(names))]
+        lls = [
+            ll
+            for ll, _ in vlm.loglikelihood(
+                [prompt] * len(names), [" " + c for c in names], [[doc["image"].convert("RGB")]] * len(names)
+            )
+        ]
         hits.append(int(np.argmax(lls)) == doc["label"])
     assert acc == pytest.approx(float(np.mean(hits)))
     assert [per_doc[i] for i in range(len(hits))] == [float(h) for h in hits]  # doc by doc, not only on average
@@ -171,15 +227,23 @@ def test_zeroshot_table_puts_the_mllm_next_to_its_encoder(tmp_path, capsys):
     def results(folder, stamp, model_args, accs):
         path = tmp_path / "results" / folder / f"{stamp}_results.json"
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({"config": {"model_args": model_args},
-                                    "results": {f"zeroshot_{k}": {"alias": k, "acc,none": v} for k, v in accs.items()}}))
+        path.write_text(
+            json.dumps(
+                {
+                    "config": {"model_args": model_args},
+                    "results": {f"zeroshot_{k}": {"alias": k, "acc,none": v} for k, v in accs.items()},
+                }
+            )
+        )
 
     results("a", "20260101_000000", "pretrained=/ckpt/llava-7b,device=cuda", {"cifar100": 0.2, "pets": 0.5})
     results("a", "20260102_000000", "pretrained=/ckpt/llava-7b,device=cuda", {"cifar100": 0.4})  # newer wins
     results("b", "20260101_000000", "pretrained=/x,variant=other", {"pets": 0.1})
     scores = tmp_path / "scores.csv"
     for name, value in (("cifar100", 70.0), ("pets", 90.0), ("food101", 80.0)):
-        append_score(scores, {"variant": "clip-l", "score": f"zeroshot_enc:{name}", "value": value, "config_hash": name})
+        append_score(
+            scores, {"variant": "clip-l", "score": f"zeroshot_enc:{name}", "value": value, "config_hash": name}
+        )
     assert main(["zeroshot-table", str(tmp_path / "results"), "--scores", str(scores), "--json"]) == 0
     table = json.loads(capsys.readouterr().out)
     assert table["columns"] == ["MLLM: llava-7b", "MLLM: other", "encoder: clip-l"]

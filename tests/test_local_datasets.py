@@ -1,4 +1,5 @@
 """`lmms-ac mirror` makes save_to_disk copies; LMMS_AC_DATASETS makes lmms-eval load them offline."""
+
 from __future__ import annotations
 
 import shutil
@@ -21,7 +22,8 @@ def tiny_task(tmp_path):
     ds.to_parquet(str(source / "data" / "test-00000-of-00001.parquet"))
     tasks = tmp_path / "tasks"
     tasks.mkdir()
-    (tasks / "tiny_vqa.yaml").write_text(textwrap.dedent(f"""
+    (tasks / "tiny_vqa.yaml").write_text(
+        textwrap.dedent(f"""
         task: tiny_local_vqa
         dataset_path: {source}
         test_split: test
@@ -33,7 +35,8 @@ def tiny_task(tmp_path):
           - metric: exact_match
             aggregation: mean
             higher_is_better: true
-        """))
+        """)
+    )
     (tasks / "utils.py").write_text("def no_visual(doc):\n    return []\n")
     return {"source": source, "tasks": str(tasks)}
 
@@ -56,7 +59,9 @@ def test_mirror_then_load_offline(tiny_task, tmp_path, monkeypatch, capsys):
     import lmms_eval.models  # noqa: F401  (installs the plugin hooks, as the CLI does)
     from lmms_eval.tasks import TaskManager, get_task_dict
 
-    task = get_task_dict(["tiny_local_vqa"], TaskManager(verbosity="ERROR", include_path=tiny_task["tasks"]))["tiny_local_vqa"]
+    task = get_task_dict(["tiny_local_vqa"], TaskManager(verbosity="ERROR", include_path=tiny_task["tasks"]))[
+        "tiny_local_vqa"
+    ]
     assert [d["question"] for d in task.test_docs()] == ["q0", "q1", "q2"]
 
     assert main(["datasets", "tiny_local_vqa", "--include-path", tiny_task["tasks"]]) == 0

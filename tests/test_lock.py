@@ -1,4 +1,5 @@
 """The lock (constraints.txt) is what `make env` and CI install, and it satisfies pyproject's ranges."""
+
 from __future__ import annotations
 
 import re
@@ -65,6 +66,10 @@ def test_drift_report_names_changed_packages(tmp_path):
     pins = dict(_lock())
     pins["numpy"] = "1.0.0"
     lock.write_text("# header\n" + "\n".join(f"{k}=={v}" for k, v in pins.items()) + "\n")
-    out = subprocess.run([sys.executable, str(ROOT / "scripts" / "lockfile.py"), "diff", str(lock)],
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "lockfile.py"), "diff", str(lock)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     assert re.search(r"numpy: 1\.0\.0 -> \S+ \(new major version\)", out)

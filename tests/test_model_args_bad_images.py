@@ -1,5 +1,6 @@
 """The model logs the doc id of an image that fails to decode (lmms-eval's LOAD_TRUNCATED_IMAGES would
 otherwise score it silently) and names the doc when an image cannot be decoded at all."""
+
 from __future__ import annotations
 
 import io

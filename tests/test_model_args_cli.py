@@ -1,5 +1,6 @@
 """Through the real lmms-eval command: batch_size and booleans as model arguments (once "got multiple
 values for keyword argument 'batch_size'")."""
+
 from __future__ import annotations
 
 import glob
@@ -16,8 +17,20 @@ BIN = Path(sys.executable).parent
 def _run(tmp_path: Path, ckpt: str, mirror: str, model_args: str, *extra: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "LMMS_AC_DATASETS": mirror, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
     env.pop("LMMS_EVAL_PLUGINS", None)
-    cmd = [str(BIN / "lmms-eval"), "--model", "lmms_ac_llava", "--model_args", f"pretrained={ckpt},device=cpu,{model_args}",
-           "--tasks", "mme", "--limit", "4", "--output_path", str(tmp_path / "out"), *extra]
+    cmd = [
+        str(BIN / "lmms-eval"),
+        "--model",
+        "lmms_ac_llava",
+        "--model_args",
+        f"pretrained={ckpt},device=cpu,{model_args}",
+        "--tasks",
+        "mme",
+        "--limit",
+        "4",
+        "--output_path",
+        str(tmp_path / "out"),
+        *extra,
+    ]
     return subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
 
 

@@ -1,5 +1,6 @@
 """Model arguments: strict booleans in one helper, remote code stays off, --batch_size and batch_size=N
 both work, bad values are errors naming the argument."""
+
 from __future__ import annotations
 
 import json
@@ -11,16 +12,34 @@ import pytest
 from lmms_ac.model_args import convert, merge_arguments, parse_bool, parse_int, split_arg_string, typed_arguments
 
 
-@pytest.mark.parametrize("word,value", [("true", True), ("TRUE", True), ("1", True), ("yes", True), ("On", True),
-                                        ("false", False), ("0", False), ("no", False), ("off", False), (" OFF ", False),
-                                        (True, True), (False, False), (1, True), (0, False)])
+@pytest.mark.parametrize(
+    "word,value",
+    [
+        ("true", True),
+        ("TRUE", True),
+        ("1", True),
+        ("yes", True),
+        ("On", True),
+        ("false", False),
+        ("0", False),
+        ("no", False),
+        ("off", False),
+        (" OFF ", False),
+        (True, True),
+        (False, False),
+        (1, True),
+        (0, False),
+    ],
+)
 def test_booleans_parse_strictly(word, value):
     assert parse_bool(word, "flag") is value
 
 
 @pytest.mark.parametrize("bad", ["maybe", "", "2", "y", "enabled", 2, None, 1.5, [True]])
 def test_anything_else_is_an_error_naming_the_argument(bad):
-    with pytest.raises(ValueError, match="trust_remote_code=.* is not a boolean; write one of true/1/yes/on or false/0/no/off"):
+    with pytest.raises(
+        ValueError, match="trust_remote_code=.* is not a boolean; write one of true/1/yes/on or false/0/no/off"
+    ):
         parse_bool(bad, "trust_remote_code")
 
 
@@ -48,8 +67,15 @@ def test_typed_arguments_convert_by_annotation():
 
 
 def test_arg_string_split_keeps_strings():
-    assert split_arg_string("pretrained=a/b,trust_remote_code=off,variant=007,system_prompt='x, y',j={\"a\":1,\"b\":2}") == {
-        "pretrained": "a/b", "trust_remote_code": "off", "variant": "007", "system_prompt": "'x, y'", "j": '{"a":1,"b":2}'}
+    assert split_arg_string(
+        'pretrained=a/b,trust_remote_code=off,variant=007,system_prompt=\'x, y\',j={"a":1,"b":2}'
+    ) == {
+        "pretrained": "a/b",
+        "trust_remote_code": "off",
+        "variant": "007",
+        "system_prompt": "'x, y'",
+        "j": '{"a":1,"b":2}',
+    }
     assert split_arg_string("") == {} and split_arg_string({"batch_size": 2}) == {"batch_size": 2}
     with pytest.raises(ValueError, match="'dtype' is not key=value"):
         split_arg_string("pretrained=x,dtype")
@@ -58,11 +84,17 @@ def test_arg_string_split_keeps_strings():
 
 
 def test_batch_size_from_model_args_or_command_line():
-    cli_default = {"batch_size": 1, "max_batch_size": None, "device": None}  # what lmms-eval passes without --batch_size
+    cli_default = {
+        "batch_size": 1,
+        "max_batch_size": None,
+        "device": None,
+    }  # what lmms-eval passes without --batch_size
     assert merge_arguments({"batch_size": "8"}, cli_default) == {"batch_size": "8"}
     assert merge_arguments({}, {"batch_size": "8", "device": None}) == {"batch_size": "8"}
     assert merge_arguments({"batch_size": "8"}, {"batch_size": "8"}) == {"batch_size": "8"}
-    with pytest.raises(ValueError, match="batch_size is given twice with different values: '8' in --model_args and '4'"):
+    with pytest.raises(
+        ValueError, match="batch_size is given twice with different values: '8' in --model_args and '4'"
+    ):
         merge_arguments({"batch_size": "8"}, {"batch_size": "4"})
     with pytest.raises(ValueError, match="device is given twice"):
         merge_arguments({"device": "cpu"}, {"device": "cuda:0"})
@@ -73,21 +105,29 @@ def test_lmms_eval_entry_point_takes_batch_size_as_model_argument(llava_hf_dir):
     batch_size in both it used to fail with "got multiple values for keyword argument"."""
     from lmms_ac.models.lmms_ac_llava import LmmsAcLlava
 
-    lm = LmmsAcLlava.create_from_arg_string(f"pretrained={llava_hf_dir},batch_size=3,device=cpu,trust_remote_code=no",
-                                            {"batch_size": 1, "max_batch_size": None, "device": None})
+    lm = LmmsAcLlava.create_from_arg_string(
+        f"pretrained={llava_hf_dir},batch_size=3,device=cpu,trust_remote_code=no",
+        {"batch_size": 1, "max_batch_size": None, "device": None},
+    )
     assert lm.batch_size == 3
-    lm = LmmsAcLlava.create_from_arg_string(f"pretrained={llava_hf_dir}", {"batch_size": "2", "max_batch_size": None, "device": "cpu"})
+    lm = LmmsAcLlava.create_from_arg_string(
+        f"pretrained={llava_hf_dir}", {"batch_size": "2", "max_batch_size": None, "device": "cpu"}
+    )
     assert lm.batch_size == 2
     with pytest.raises(ValueError, match="trust_remote_code='maybe' is not a boolean"):
-        LmmsAcLlava.create_from_arg_string(f"pretrained={llava_hf_dir},device=cpu,trust_remote_code=maybe", {"batch_size": 1})
+        LmmsAcLlava.create_from_arg_string(
+            f"pretrained={llava_hf_dir},device=cpu,trust_remote_code=maybe", {"batch_size": 1}
+        )
     with pytest.raises(ValueError, match="batch_size='auto' is not an integer"):
         LmmsAcLlava.create_from_arg_string(f"pretrained={llava_hf_dir},device=cpu", {"batch_size": "auto"})
     # max_batch_size bounds lmms-eval's automatic batch size, which this model does not do: refused, not ignored
     with pytest.raises(ValueError, match=r"max_batch_size=16 is not supported.*--batch_size N"):
-        LmmsAcLlava.create_from_arg_string(f"pretrained={llava_hf_dir},device=cpu", {"batch_size": 1, "max_batch_size": 16})
+        LmmsAcLlava.create_from_arg_string(
+            f"pretrained={llava_hf_dir},device=cpu", {"batch_size": 1, "max_batch_size": 16}
+        )
 
 
-EVIL_MODULE = '''
+EVIL_MODULE = """
 from pathlib import Path
 Path({marker!r}).write_text("executed")
 from transformers import PreTrainedTokenizerFast
@@ -95,7 +135,7 @@ from transformers import PreTrainedTokenizerFast
 
 class EvilTokenizer(PreTrainedTokenizerFast):
     pass
-'''
+"""
 
 
 @pytest.fixture()
@@ -123,7 +163,9 @@ def test_remote_code_runs_only_when_trusted(remote_code_checkpoint):
 
     ckpt, marker = remote_code_checkpoint
     for word in ("off", "false", "0", "no"):
-        lm = LmmsAcLlava.create_from_arg_string(f"pretrained={ckpt},trust_remote_code={word},device=cpu", {"batch_size": 1})
+        lm = LmmsAcLlava.create_from_arg_string(
+            f"pretrained={ckpt},trust_remote_code={word},device=cpu", {"batch_size": 1}
+        )
         assert lm.tokenizer is not None
         assert not marker.exists(), f"trust_remote_code={word} executed the checkpoint's code"
     # the checkpoint really does run code when trusted, so the assertions above can fail

@@ -1,4 +1,5 @@
 """The lmms-eval wrapper, called in-process the way lmms-eval's evaluator calls it."""
+
 from __future__ import annotations
 
 import pytest
@@ -23,8 +24,15 @@ def _visual(doc):
 
 
 def _gen_requests(gen_kwargs):
-    return [Instance("generate_until", (doc["question"], dict(gen_kwargs), _visual, i, "toy", "test"), idx=0, metadata={"task": "toy", "doc_id": i, "repeats": 1})
-            for i, doc in enumerate(DOCS)]
+    return [
+        Instance(
+            "generate_until",
+            (doc["question"], dict(gen_kwargs), _visual, i, "toy", "test"),
+            idx=0,
+            metadata={"task": "toy", "doc_id": i, "repeats": 1},
+        )
+        for i, doc in enumerate(DOCS)
+    ]
 
 
 def test_generate_until_matches_the_library_and_honours_until(model):
@@ -38,7 +46,15 @@ def test_generate_until_matches_the_library_and_honours_until(model):
 
 
 def test_loglikelihood_requests(model):
-    reqs = [Instance("loglikelihood", (d["question"], "Yes", _visual, i, "toy", "test"), idx=0, metadata={"task": "toy", "doc_id": i, "repeats": 1}) for i, d in enumerate(DOCS)]
+    reqs = [
+        Instance(
+            "loglikelihood",
+            (d["question"], "Yes", _visual, i, "toy", "test"),
+            idx=0,
+            metadata={"task": "toy", "doc_id": i, "repeats": 1},
+        )
+        for i, d in enumerate(DOCS)
+    ]
     out = model.loglikelihood(reqs)
     prompts = [build_prompt(d["question"], 1, model.prompt_format, model.tokenizer) for d in DOCS]
     expected = model.vlm.loglikelihood(prompts, [" Yes"] * len(DOCS), [[d["image"]] for d in DOCS])
@@ -62,7 +78,13 @@ def test_vision_tower_override_with_the_same_weights(original_dirs, model):
     """vision_tower= replaces the checkpoint's tower: pointing it at the same tower gives the same outputs."""
     ckpt, tower = original_dirs["full"]["checkpoint"], original_dirs["full"]["tower"]
     a = LmmsAcLlava(pretrained=ckpt, device="cpu", prompt_format="vicuna_v1", image_aspect_ratio="original")
-    b = LmmsAcLlava(pretrained=ckpt, device="cpu", prompt_format="vicuna_v1", image_aspect_ratio="original", vision_tower=f"clip:{tower}")
+    b = LmmsAcLlava(
+        pretrained=ckpt,
+        device="cpu",
+        prompt_format="vicuna_v1",
+        image_aspect_ratio="original",
+        vision_tower=f"clip:{tower}",
+    )
     assert b.vlm.vision.spec == f"clip:{tower}"
     for lm in (a, b):
         lm.task_dict["toy"] = {"test": DOCS}

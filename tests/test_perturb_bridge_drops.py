@@ -1,4 +1,5 @@
 """The model-side PatchDrop hook applies exactly the catalogue's drop and records the cells removed."""
+
 from __future__ import annotations
 
 import types
@@ -36,7 +37,9 @@ def test_hook_equals_catalogue_and_records_fraction(form):
         assert torch.equal(y, want)
         rec = f.drops.summary()["mme"]
         assert rec["images"] == 1
-        assert rec["cells_dropped"] == pytest.approx(float(p.drop_mask(x, p.context("mme", 7, (4, 4), 8)).float().mean()))
+        assert rec["cells_dropped"] == pytest.approx(
+            float(p.drop_mask(x, p.context("mme", 7, (4, 4), 8)).float().mean())
+        )
         if form == "pdrop_salient50":  # half the mass is one cell: one cell of 16 goes
             assert rec["cells_dropped"] == pytest.approx(1 / 16)
         hooks.image(x, 0)

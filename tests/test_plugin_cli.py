@@ -1,5 +1,6 @@
 """The real lmms-eval CLI runs our model and tasks: no --include_path, offline local datasets,
 batched and data-parallel runs agree sample for sample, and a seeded token permutation applies."""
+
 from __future__ import annotations
 
 import glob
@@ -16,21 +17,57 @@ pytestmark = pytest.mark.slow  # every test here starts the lmms-eval CLI (or bu
 BIN = Path(sys.executable).parent
 
 
-def run_lmms_eval(workdir: Path, ckpt: str, mirror: str, tasks: str, out: str, model_args: str = "",
-                  nproc: int = 1, batch_size: int = 8, extra_env=None) -> dict:
+def run_lmms_eval(
+    workdir: Path,
+    ckpt: str,
+    mirror: str,
+    tasks: str,
+    out: str,
+    model_args: str = "",
+    nproc: int = 1,
+    batch_size: int = 8,
+    extra_env=None,
+) -> dict:
     workdir.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "LMMS_AC_DATASETS": mirror, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", **(extra_env or {})}
+    env = {
+        **os.environ,
+        "LMMS_AC_DATASETS": mirror,
+        "HF_HUB_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+        **(extra_env or {}),
+    }
     env.pop("LMMS_EVAL_PLUGINS", None)
-    args = ["--model", "lmms_ac_llava", "--model_args", f"pretrained={ckpt},device=cpu" + (f",{model_args}" if model_args else ""),
-            "--tasks", tasks, "--batch_size", str(batch_size), "--output_path", out, "--log_samples", "--verbosity", "INFO"]
+    args = [
+        "--model",
+        "lmms_ac_llava",
+        "--model_args",
+        f"pretrained={ckpt},device=cpu" + (f",{model_args}" if model_args else ""),
+        "--tasks",
+        tasks,
+        "--batch_size",
+        str(batch_size),
+        "--output_path",
+        out,
+        "--log_samples",
+        "--verbosity",
+        "INFO",
+    ]
     if nproc == 1:
         cmd = [str(BIN / "lmms-eval"), *args]
     else:
         # CPU data parallel: torchrun starts the processes, ACCELERATE_USE_CPU=1 makes accelerate join them in a
         # gloo group (accelerate launch --cpu starts one process; without the flag each rank believes it is alone)
         env["ACCELERATE_USE_CPU"] = "1"
-        cmd = [str(BIN / "torchrun"), "--nproc_per_node", str(nproc), "--master_port", str(29500 + os.getpid() % 1000),
-               "-m", "lmms_eval", *args]
+        cmd = [
+            str(BIN / "torchrun"),
+            "--nproc_per_node",
+            str(nproc),
+            "--master_port",
+            str(29500 + os.getpid() % 1000),
+            "-m",
+            "lmms_eval",
+            *args,
+        ]
     proc = subprocess.run(cmd, cwd=workdir, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
     results = sorted(glob.glob(f"{out}/**/*_results.json", recursive=True))
@@ -70,21 +107,53 @@ def test_two_processes_give_the_same_samples(clean_run, tmp_path, llava_hf_dir, 
 
 
 def test_token_permutation_is_seeded_and_rank_independent(clean_run, tmp_path, llava_hf_dir, mirror_dir):
-    one = run_lmms_eval(tmp_path / "a", llava_hf_dir, mirror_dir, "mme", str(tmp_path / "a" / "out"),
-                        model_args="perturbation=tokperm,perturbation_seed=3")
-    two = run_lmms_eval(tmp_path / "b", llava_hf_dir, mirror_dir, "mme", str(tmp_path / "b" / "out"),
-                        model_args="perturbation=tokperm,perturbation_seed=3", nproc=2, batch_size=2)
+    one = run_lmms_eval(
+        tmp_path / "a",
+        llava_hf_dir,
+        mirror_dir,
+        "mme",
+        str(tmp_path / "a" / "out"),
+        model_args="perturbation=tokperm,perturbation_seed=3",
+    )
+    two = run_lmms_eval(
+        tmp_path / "b",
+        llava_hf_dir,
+        mirror_dir,
+        "mme",
+        str(tmp_path / "b" / "out"),
+        model_args="perturbation=tokperm,perturbation_seed=3",
+        nproc=2,
+        batch_size=2,
+    )
     assert one["samples"]["mme"] == two["samples"]["mme"]
     assert one["samples"]["mme"] != clean_run["samples"]["mme"]  # the permutation reached the model
     # the hooks' catalogue object is stamped on the task's metadata, which collect reads (no string re-parsing)
-    (meta,) = [m["lmms_ac"] for m in one["results"]["configs"]["mme"]["metadata"] if isinstance(m, dict) and "lmms_ac" in m]
+    (meta,) = [
+        m["lmms_ac"] for m in one["results"]["configs"]["mme"]["metadata"] if isinstance(m, dict) and "lmms_ac" in m
+    ]
     assert (meta["perturbation"], meta["seed"], meta["base_task"]) == ("tokperm", 3, "mme")
 
 
 def test_unknown_model_argument_lists_valid_ones(tmp_path, llava_hf_dir, mirror_dir):
     env = {**os.environ, "LMMS_AC_DATASETS": mirror_dir, "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.run([str(BIN / "lmms-eval"), "--model", "lmms_ac_llava", "--model_args", f"pretrained={llava_hf_dir},bogus_arg=1",
-                           "--tasks", "mme", "--verbosity", "DEBUG"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            str(BIN / "lmms-eval"),
+            "--model",
+            "lmms_ac_llava",
+            "--model_args",
+            f"pretrained={llava_hf_dir},bogus_arg=1",
+            "--tasks",
+            "mme",
+            "--verbosity",
+            "DEBUG",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode != 0
     text = proc.stdout + proc.stderr
     assert "unknown model argument(s) for lmms_ac_llava: bogus_arg" in text and "vision_tower" in text
@@ -93,7 +162,9 @@ def test_unknown_model_argument_lists_valid_ones(tmp_path, llava_hf_dir, mirror_
 @pytest.fixture(scope="module")
 def generated_run(tmp_path_factory, llava_hf_dir, mirror_dir):
     work = tmp_path_factory.mktemp("generated")
-    return run_lmms_eval(work, llava_hf_dir, mirror_dir, "mme_tokperm_s2,mme_patchshuffle4,mme_pdrop_random50", str(work / "out"))
+    return run_lmms_eval(
+        work, llava_hf_dir, mirror_dir, "mme_tokperm_s2,mme_patchshuffle4,mme_pdrop_random50", str(work / "out")
+    )
 
 
 def test_generated_robustness_task_runs_end_to_end(clean_run, generated_run):
@@ -115,8 +186,11 @@ def test_collect_and_robustness_table_on_real_output(clean_run, generated_run, t
 
     table = collect_results([clean_run["out"], generated_run["out"]])
     clean = table[table["perturbation"] == "none"]
-    assert set(zip(clean["task"], clean["metric"])) == {("mme", "mme_perception_score"), ("mme", "mme_cognition_score"),
-                                                          ("seed", "seed_image")}
+    assert set(zip(clean["task"], clean["metric"])) == {
+        ("mme", "mme_perception_score"),
+        ("mme", "mme_cognition_score"),
+        ("seed", "seed_image"),
+    }
     assert set(table["variant"]) == {"tiny-llava-hf"}  # from pretrained= (no variant= given)
     perm = table[(table["perturbation"] == "tokperm") & (table["metric"] == "mme_perception_score")]
     assert perm[["base_task", "seed", "n"]].values.tolist() == [["mme", 2, 12]]
@@ -129,7 +203,9 @@ def test_collect_and_robustness_table_on_real_output(clean_run, generated_run, t
 
     robust = pd.read_csv(tmp_path / "robust.csv")
     pdrop = robust[robust["perturbation"] == "pdrop_random50"]
-    assert len(pdrop) and pdrop["cells_dropped"].between(0.43, 0.57).all() and "cells_dropped" not in set(robust["metric"])
+    assert (
+        len(pdrop) and pdrop["cells_dropped"].between(0.43, 0.57).all() and "cells_dropped" not in set(robust["metric"])
+    )
     import pandas as pd
 
     robust = pd.read_csv(tmp_path / "robust.csv")
@@ -139,9 +215,28 @@ def test_collect_and_robustness_table_on_real_output(clean_run, generated_run, t
 
 def test_robustness_task_on_a_model_that_cannot_apply_it_fails(tmp_path, llava_hf_dir, mirror_dir):
     env = {**os.environ, "LMMS_AC_DATASETS": mirror_dir, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
-    proc = subprocess.run([str(BIN / "lmms-eval"), "--model", "llava_hf", "--model_args", f"pretrained={llava_hf_dir},device_map=cpu",
-                           "--tasks", "mme_tokperm", "--device", "cpu", "--output_path", str(tmp_path / "out"), "--verbosity", "INFO"],
-                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [
+            str(BIN / "lmms-eval"),
+            "--model",
+            "llava_hf",
+            "--model_args",
+            f"pretrained={llava_hf_dir},device_map=cpu",
+            "--tasks",
+            "mme_tokperm",
+            "--device",
+            "cpu",
+            "--output_path",
+            str(tmp_path / "out"),
+            "--verbosity",
+            "INFO",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     text = proc.stdout + proc.stderr
     assert "lmms_ac_llava" in text and "tokperm" in text  # the error names the fix
     assert not list((tmp_path / "out").rglob("*_results.json"))  # never a silent clean run

@@ -1,4 +1,5 @@
 """The request scheduler and the bounded caches of shared-prefix inference (pure Python, no model)."""
+
 from __future__ import annotations
 
 import pytest
@@ -11,7 +12,14 @@ IMG = 99
 
 def req(i, group, ids, limit=None, order=None):
     ids = tuple(ids)
-    return Request(i, group, ids, len(ids) - 1 if limit is None else limit, (group,) if group else (), order=(i,) if order is None else order)
+    return Request(
+        i,
+        group,
+        ids,
+        len(ids) - 1 if limit is None else limit,
+        (group,) if group else (),
+        order=(i,) if order is None else order,
+    )
 
 
 def test_questions_about_one_image_share_a_batch_and_their_common_prefix():

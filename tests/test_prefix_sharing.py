@@ -1,6 +1,7 @@
 """Shared-prefix inference changes no output: greedy text token for token and loglikelihoods to 1e-5
 (float32, CPU), sharing on vs off, batch 1 and 8, clean and token-permuted, on MME-schema data with 2
 and 20 questions per image; pixel and hidden-state probes fall back to the unshared path."""
+
 from __future__ import annotations
 
 import pytest
@@ -8,6 +9,7 @@ from lmms_eval.api.instance import Instance
 
 from lmms_ac.models.lmms_ac_llava import LmmsAcLlava
 from lmms_ac.testing.prefix_data import mme_many_questions
+
 
 @pytest.fixture(autouse=True, scope="module")
 def one_thread():
@@ -29,8 +31,16 @@ def make(llava_hf_dir):
     def get(share: bool, batch: int, perturbation=None, **kw) -> LmmsAcLlava:
         key = (share, batch, perturbation, tuple(sorted(kw.items())))
         if key not in _MODELS:
-            lm = LmmsAcLlava(pretrained=llava_hf_dir, device="cpu", dtype="float32", batch_size=batch,
-                             prefix_sharing=share, perturbation=perturbation, variant="tiny", **kw)
+            lm = LmmsAcLlava(
+                pretrained=llava_hf_dir,
+                device="cpu",
+                dtype="float32",
+                batch_size=batch,
+                prefix_sharing=share,
+                perturbation=perturbation,
+                variant="tiny",
+                **kw,
+            )
             for name, docs in DATASETS.items():
                 lm.task_dict[name] = {"test": docs}
             _MODELS[key] = lm
@@ -50,15 +60,30 @@ def _visual(doc):
 def gen_requests(task: str, order=None, max_new_tokens: int = 6):
     docs = DATASETS[task]
     order = range(len(docs)) if order is None else order
-    return [Instance("generate_until", (docs[i]["question"], {"max_new_tokens": max_new_tokens, "until": ["\n\n"]}, _visual, i, task, "test"),
-                     idx=0, metadata={"task": task, "doc_id": i, "repeats": 1}) for i in order]
+    return [
+        Instance(
+            "generate_until",
+            (docs[i]["question"], {"max_new_tokens": max_new_tokens, "until": ["\n\n"]}, _visual, i, task, "test"),
+            idx=0,
+            metadata={"task": task, "doc_id": i, "repeats": 1},
+        )
+        for i in order
+    ]
 
 
 def ll_requests(task: str):
     docs = DATASETS[task]
     # each question scored with both answers: the pairs share their whole context
-    return [Instance("loglikelihood", (d["question"], ans, _visual, i, task, "test"), idx=0, metadata={"task": task, "doc_id": i, "repeats": 1})
-            for i, d in enumerate(docs) for ans in ("Yes", "No")]
+    return [
+        Instance(
+            "loglikelihood",
+            (d["question"], ans, _visual, i, task, "test"),
+            idx=0,
+            metadata={"task": task, "doc_id": i, "repeats": 1},
+        )
+        for i, d in enumerate(docs)
+        for ans in ("Yes", "No")
+    ]
 
 
 @pytest.mark.parametrize("task", ["2q", "20q"])
@@ -130,8 +155,15 @@ def test_sampling_falls_back_and_the_caches_stay_bounded(make):
     assert sizes and max(max(s) for s in sizes) <= 1
     assert len(runner.prefixes) == 0 and len(runner.images) == 0  # released once no batch needs them
     runner.stats.__init__()
-    reqs = [Instance("generate_until", (d["question"], {"max_new_tokens": 3, "do_sample": True, "temperature": 0.7}, _visual, i, "2q", "test"),
-                     idx=0, metadata={"task": "2q", "doc_id": i, "repeats": 1}) for i, d in enumerate(DATASETS["2q"])]
+    reqs = [
+        Instance(
+            "generate_until",
+            (d["question"], {"max_new_tokens": 3, "do_sample": True, "temperature": 0.7}, _visual, i, "2q", "test"),
+            idx=0,
+            metadata={"task": "2q", "doc_id": i, "repeats": 1},
+        )
+        for i, d in enumerate(DATASETS["2q"])
+    ]
     assert len(lm.generate_until(reqs)) == len(reqs)
     assert runner.stats.prefixes_computed == 0  # sampling is not plain greedy search: unshared path
 
@@ -175,8 +207,15 @@ def _no_image(doc):
 @pytest.mark.parametrize("visual", [_two_images, _no_image], ids=["two_images", "text_only"])
 def test_multi_image_and_text_only_requests(make, visual):
     def reqs():
-        return [Instance("generate_until", (d["question"], {"max_new_tokens": 5}, visual, i, "20q", "test"), idx=0,
-                         metadata={"task": "20q", "doc_id": i, "repeats": 1}) for i, d in enumerate(DATASETS["20q"][:12])]
+        return [
+            Instance(
+                "generate_until",
+                (d["question"], {"max_new_tokens": 5}, visual, i, "20q", "test"),
+                idx=0,
+                metadata={"task": "20q", "doc_id": i, "repeats": 1},
+            )
+            for i, d in enumerate(DATASETS["20q"][:12])
+        ]
 
     off = make(False, 8).generate_until(reqs())
     lm = make(True, 8)
@@ -204,6 +243,8 @@ def test_sliding_window_llms_are_refused():
 
     llama = SimpleNamespace(config=SimpleNamespace(sliding_window=None, layer_types=["full_attention"] * 2))
     mistral = SimpleNamespace(config=SimpleNamespace(sliding_window=4096))
-    hybrid = SimpleNamespace(config=SimpleNamespace(sliding_window=None, layer_types=["sliding_attention", "full_attention"]))
+    hybrid = SimpleNamespace(
+        config=SimpleNamespace(sliding_window=None, layer_types=["sliding_attention", "full_attention"])
+    )
     assert unsupported_reason(llama) is None
     assert "sliding" in unsupported_reason(mistral) and "non-full" in unsupported_reason(hybrid)

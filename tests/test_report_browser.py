@@ -4,6 +4,7 @@ filtering work, no JavaScript error is raised; a screenshot is saved under the t
 Needs Chromium and its driver (Debian: ``apt-get install chromium chromium-driver``) and the
 ``selenium`` package; skips with the reason when one is missing.
 """
+
 from __future__ import annotations
 
 import os
@@ -14,9 +15,18 @@ import pytest
 
 CHROMIUM = os.environ.get("LMMS_AC_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = os.environ.get("LMMS_AC_CHROMEDRIVER") or shutil.which("chromedriver")
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         "--disable-dev-shm-usage", "--window-size=1400,1000"]
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+    "--window-size=1400,1000",
+]
 SECTIONS = ["leaderboard", "law", "policy", "robustness", "maps", "provenance"]
 
 
@@ -53,7 +63,10 @@ def report(tmp_path_factory) -> Path:
 def _column(driver, table_id: str, index: int):
     return driver.execute_script(
         "return Array.from(document.querySelectorAll('#' + arguments[0] + ' tbody tr'))"
-        ".map(r => r.cells[arguments[1]].textContent.trim());", table_id, index)
+        ".map(r => r.cells[arguments[1]].textContent.trim());",
+        table_id,
+        index,
+    )
 
 
 def _header(driver, table_id: str, label: str):
@@ -85,7 +98,8 @@ def test_report_in_chromium(browser, report, tmp_path):
     sizes = d.execute_script(
         "return Array.from(document.querySelectorAll('figure svg'))"
         ".filter(s => !s.closest('details:not([open])') && !s.closest('[hidden]'))"
-        ".map(s => { const r = s.getBoundingClientRect(); return [r.width, r.height]; });")
+        ".map(s => { const r = s.getBoundingClientRect(); return [r.width, r.height]; });"
+    )
     # 4 law surfaces, predicted vs actual, recall@3, 3 robustness heat maps, 2 PIL maps (recall@1 is folded)
     assert len(sizes) == 11 and len(d.find_elements(By.CSS_SELECTOR, "figure svg")) == 12
     assert all(w > 100 and h > 80 for w, h in sizes), sizes
@@ -113,15 +127,20 @@ def test_report_in_chromium(browser, report, tmp_path):
     assert "textvqa_val" in heads and "mme" not in heads
     box = d.find_element(By.CSS_SELECTOR, "#leaderboard input.row-filter")
     box.send_keys("siglip")
-    shown = [r.find_element(By.CSS_SELECTOR, "td:nth-child(2)").text
-             for r in d.find_elements(By.CSS_SELECTOR, "#leaderboard-ocr tbody tr") if r.is_displayed()]
+    shown = [
+        r.find_element(By.CSS_SELECTOR, "td:nth-child(2)").text
+        for r in d.find_elements(By.CSS_SELECTOR, "#leaderboard-ocr tbody tr")
+        if r.is_displayed()
+    ]
     assert shown and all("siglip" in s for s in shown)
 
     # no JavaScript error, nothing fetched from the network
     errors = [e for e in d.get_log("browser") if e["level"] == "SEVERE"]
     assert not errors, errors
-    remote = d.execute_script("return performance.getEntriesByType('resource').map(e => e.name)"
-                              ".filter(n => !n.startsWith('file:') && !n.startsWith('data:'));")
+    remote = d.execute_script(
+        "return performance.getEntriesByType('resource').map(e => e.name)"
+        ".filter(n => !n.startsWith('file:') && !n.startsWith('data:'));"
+    )
     assert remote == []
 
     # a full-page screenshot for people to look at

@@ -1,4 +1,5 @@
 """lmms-ac report: the page holds every section, computed by the project's own functions, and needs no network."""
+
 from __future__ import annotations
 
 import base64
@@ -104,8 +105,16 @@ def test_every_section_is_rendered_with_its_data(study, page):
     assert {"mme", "mme law", "textvqa_val law", "A", "C", "drop tokperm", "drop pdrop_salient30"} <= set(head)
     assert not any(h.startswith("drop tokgroup") for h in head)  # probe maps are drawn, not columns
     # the law: the R² table has every model, surfaces per benchmark + predicted vs actual
-    assert page.headers["law-r2"][2:] == ["random linear", "random poly2", "A linear", "A poly2", "C linear",
-                                          "C poly2", "AC linear", "AC poly2"]
+    assert page.headers["law-r2"][2:] == [
+        "random linear",
+        "random poly2",
+        "A linear",
+        "A poly2",
+        "C linear",
+        "C poly2",
+        "AC linear",
+        "AC poly2",
+    ]
     assert [r[0] for r in page.tables["law-r2"]][:2] == ["mme", "textvqa_val"]
     for t in ("law-r2_loo", "law-spearman", "law-spearman_loo", "law-predictions"):
         assert page.tables[t], t
@@ -129,7 +138,7 @@ def test_page_needs_no_network(study, page):
     assert all("src" not in s for s in page.scripts), "scripts are inlined"
     # every http(s) string left is an XML namespace name, which browsers never fetch
     for m in re.finditer(r"https?://[^\s\"'<>)]+", html):
-        before = html[max(0, m.start() - 16):m.start()]
+        before = html[max(0, m.start() - 16) : m.start()]
         assert re.search(r"xmlns(:\w+)?=\"$", before), f"unexpected URL {m.group(0)} after {before!r}"
 
 
@@ -221,11 +230,25 @@ def test_cli_report_and_bad_input(study, tmp_path, capsys):
     assert "does not exist" in capsys.readouterr().err
     assert main(["report", "--table", str(study["table"]), "--out", str(tmp_path / "x.pdf")]) == 2
     assert ".html" in capsys.readouterr().err
-    assert main(["report", "--table", str(study["table"]), "--scores", str(tmp_path / "none.csv"),
-                 "--out", str(tmp_path / "y.html")]) == 2
+    assert (
+        main(
+            [
+                "report",
+                "--table",
+                str(study["table"]),
+                "--scores",
+                str(tmp_path / "none.csv"),
+                "--out",
+                str(tmp_path / "y.html"),
+            ]
+        )
+        == 2
+    )
     assert "scores file" in capsys.readouterr().err
-    assert main(["report", "--table", str(study["table"]), "--out", str(tmp_path / "z.html"),
-                 "--benchmarks", "textvqa"]) == 2
+    assert (
+        main(["report", "--table", str(study["table"]), "--out", str(tmp_path / "z.html"), "--benchmarks", "textvqa"])
+        == 2
+    )
     assert "did you mean 'textvqa_val'" in capsys.readouterr().err
 
 
@@ -238,9 +261,11 @@ def test_templates_are_package_files():
 def test_inline_svg_is_made_embeddable():
     from lmms_ac.report.figures import inline_svg
 
-    svg = ('<?xml version="1.0"?>\n<!DOCTYPE svg PUBLIC "-//W3C//DTD SVG 1.1//EN" "http://www.w3.org/x.dtd">\n'
-           '<svg width="10pt" height="5pt" viewBox="0 0 10 5" xmlns="http://www.w3.org/2000/svg"><metadata>m</metadata>'
-           '<defs><clipPath id="p1"><rect/></clipPath></defs><g clip-path="url(#p1)"><use href="#p1"/></g></svg>')
+    svg = (
+        '<?xml version="1.0"?>\n<!DOCTYPE svg PUBLIC "-//W3C//DTD SVG 1.1//EN" "http://www.w3.org/x.dtd">\n'
+        '<svg width="10pt" height="5pt" viewBox="0 0 10 5" xmlns="http://www.w3.org/2000/svg"><metadata>m</metadata>'
+        '<defs><clipPath id="p1"><rect/></clipPath></defs><g clip-path="url(#p1)"><use href="#p1"/></g></svg>'
+    )
     out = inline_svg(svg, prefix="f9-")
     assert out.startswith('<svg style="max-width: 10pt" viewBox') and "metadata" not in out and "DOCTYPE" not in out
     assert 'id="f9-p1"' in out and "url(#f9-p1)" in out and 'href="#f9-p1"' in out and 'width="10pt"' not in out
@@ -251,7 +276,10 @@ def test_benchmark_notes_are_merged():
 
     notes = ["mme: no score for x; left out", "seed: no score for x; left out", "seed: 3 points", "general note"]
     assert merge_benchmark_notes(notes, ["mme", "seed"]) == [
-        "mme, seed: no score for x; left out", "seed: 3 points", "general note"]
+        "mme, seed: no score for x; left out",
+        "seed: 3 points",
+        "general note",
+    ]
 
 
 def test_importance_map_from_toknoise_runs(tmp_path):
@@ -265,12 +293,25 @@ def test_importance_map_from_toknoise_runs(tmp_path):
     for g in range(4):
         for k in range(10):
             p = parse_perturbation(f"toknoise_m2_g{g}").with_seed(k)
-            rows.append(result_row("v", robust_task_name("mme", p), "acc", 70.0 - 5 * g + k % 3, when,
-                                   perturbation=p.with_seed(0).to_string(), seed=k, base="mme"))
+            rows.append(
+                result_row(
+                    "v",
+                    robust_task_name("mme", p),
+                    "acc",
+                    70.0 - 5 * g + k % 3,
+                    when,
+                    perturbation=p.with_seed(0).to_string(),
+                    seed=k,
+                    base="mme",
+                )
+            )
     for g in range(3):  # a 3x3 tokgroup set missing its last group
         p = parse_perturbation(f"tokgroup_m3_g{g}")
-        rows.append(result_row("v", robust_task_name("mme", p), "acc", 40.0, when, perturbation=p.to_string(), seed=0,
-                               base="mme"))
+        rows.append(
+            result_row(
+                "v", robust_task_name("mme", p), "acc", 40.0, when, perturbation=p.to_string(), seed=0, base="mme"
+            )
+        )
     validate_table(pd.DataFrame(rows)).to_csv(tmp_path / "t.csv", index=False)
     page = Page(build_report(tmp_path / "t.csv", None, tmp_path / "r.html").read_text())
     assert "v · mme · importance (2x2)" in page.sections["maps"]
@@ -284,9 +325,11 @@ def test_report_command_registers_without_heavy_imports():
     import subprocess
     import sys
 
-    code = ("import sys, argparse, lmms_ac.report, lmms_ac.cli.report as c\n"
-            "c.register(argparse.ArgumentParser().add_subparsers())\n"
-            "print(sorted(m for m in ('torch', 'pandas', 'matplotlib', 'jinja2') if m in sys.modules))")
+    code = (
+        "import sys, argparse, lmms_ac.report, lmms_ac.cli.report as c\n"
+        "c.register(argparse.ArgumentParser().add_subparsers())\n"
+        "print(sorted(m for m in ('torch', 'pandas', 'matplotlib', 'jinja2') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and out.stdout.strip() == "[]", out.stdout + out.stderr
 

@@ -1,5 +1,6 @@
 """collect: lmms-eval results files (written by the installed lmms-eval's own EvaluationTracker, in
 the exact layout of ``lmms_eval.evaluator.simple_evaluate``) -> the tidy table."""
+
 from __future__ import annotations
 
 import copy
@@ -13,31 +14,60 @@ from lmms_ac.results.collect import collect, collect_results, load_mapping, vari
 from lmms_ac.results.table import TABLE_COLUMNS, read_table
 
 MME_CFG = {
-    "task": "mme", "dataset_path": "lmms-lab/MME", "dataset_kwargs": {"token": True}, "test_split": "test",
-    "output_type": "generate_until", "doc_to_visual": "<function mme_doc_to_visual at 0x7f>",
-    "doc_to_text": "<function mme_doc_to_text at 0x7f>", "doc_to_target": "answer",
+    "task": "mme",
+    "dataset_path": "lmms-lab/MME",
+    "dataset_kwargs": {"token": True},
+    "test_split": "test",
+    "output_type": "generate_until",
+    "doc_to_visual": "<function mme_doc_to_visual at 0x7f>",
+    "doc_to_text": "<function mme_doc_to_text at 0x7f>",
+    "doc_to_target": "answer",
     "process_results": "<function mme_process_results at 0x7f>",
-    "metric_list": [{"metric": "mme_perception_score", "aggregation": "<function mme_aggregate_results>",
-                     "higher_is_better": True},
-                    {"metric": "mme_cognition_score", "aggregation": "<function mme_aggregate_results>",
-                     "higher_is_better": True}],
-    "generation_kwargs": {"max_new_tokens": 16, "temperature": 0, "top_p": 1.0, "num_beams": 1,
-                          "do_sample": False, "until": ["\n\n"]},
-    "repeats": 1, "should_decontaminate": False, "metadata": [{"version": 0.0}],
+    "metric_list": [
+        {"metric": "mme_perception_score", "aggregation": "<function mme_aggregate_results>", "higher_is_better": True},
+        {"metric": "mme_cognition_score", "aggregation": "<function mme_aggregate_results>", "higher_is_better": True},
+    ],
+    "generation_kwargs": {
+        "max_new_tokens": 16,
+        "temperature": 0,
+        "top_p": 1.0,
+        "num_beams": 1,
+        "do_sample": False,
+        "until": ["\n\n"],
+    },
+    "repeats": 1,
+    "should_decontaminate": False,
+    "metadata": [{"version": 0.0}],
     "lmms_eval_specific_kwargs": {"default": {"pre_prompt": "", "post_prompt": "\nAnswer ..."}},
 }
 
 
-def _task_cfg(task: str, base: str | None = None, perturbation: str | None = None, severity=None, seed=None,
-              metrics=("exact_match",)):
-    cfg = copy.deepcopy(MME_CFG) if (base or task) == "mme" else {
-        "task": task, "dataset_path": f"lmms-lab/{task}", "test_split": "validation",
-        "output_type": "generate_until", "metric_list": [{"metric": m} for m in metrics],
-        "metadata": [{"version": 0.0}]}
+def _task_cfg(
+    task: str,
+    base: str | None = None,
+    perturbation: str | None = None,
+    severity=None,
+    seed=None,
+    metrics=("exact_match",),
+):
+    cfg = (
+        copy.deepcopy(MME_CFG)
+        if (base or task) == "mme"
+        else {
+            "task": task,
+            "dataset_path": f"lmms-lab/{task}",
+            "test_split": "validation",
+            "output_type": "generate_until",
+            "metric_list": [{"metric": m} for m in metrics],
+            "metadata": [{"version": 0.0}],
+        }
+    )
     cfg["task"] = task
     if perturbation:
-        cfg["metadata"] = {"version": 0.0, "lmms_ac": {"base_task": base, "perturbation": perturbation,
-                                                       "severity": severity, "seed": seed}}
+        cfg["metadata"] = {
+            "version": 0.0,
+            "lmms_ac": {"base_task": base, "perturbation": perturbation, "severity": severity, "seed": seed},
+        }
     return cfg
 
 
@@ -60,12 +90,28 @@ def results_doc(model_args: str, tasks: dict, date: str, limit=20) -> dict:
         "n-shot": {t: 0 for t in sorted(tasks)},
         "higher_is_better": {t: {m: True for m in ms} for t, (ms, _, _) in sorted(tasks.items())},
         "n-samples": {t: {"original": 2374, "effective": limit} for t in tasks},
-        "config": {"model": "llava_ac", "model_args": model_args,
-                   "model_backend": "lmms_ac.models.llava_ac.LlavaAC (simple)", "batch_size": "1",
-                   "batch_sizes": [], "device": "cuda:0", "use_cache": None, "limit": limit, "offset": 0,
-                   "bootstrap_iters": 100000, "process_docs_parallel": 4, "gen_kwargs": "",
-                   "random_seed": 0, "numpy_seed": 1234, "torch_seed": 1234, "fewshot_seed": 1234},
-        "git_hash": None, "git_branch": None, "lmms_eval_version": "unknown@unknown", "date": date,
+        "config": {
+            "model": "llava_ac",
+            "model_args": model_args,
+            "model_backend": "lmms_ac.models.llava_ac.LlavaAC (simple)",
+            "batch_size": "1",
+            "batch_sizes": [],
+            "device": "cuda:0",
+            "use_cache": None,
+            "limit": limit,
+            "offset": 0,
+            "bootstrap_iters": 100000,
+            "process_docs_parallel": 4,
+            "gen_kwargs": "",
+            "random_seed": 0,
+            "numpy_seed": 1234,
+            "torch_seed": 1234,
+            "fewshot_seed": 1234,
+        },
+        "git_hash": None,
+        "git_branch": None,
+        "lmms_eval_version": "unknown@unknown",
+        "date": date,
         "usage": {},
     }
 
@@ -75,11 +121,14 @@ def write_run(out: Path, model_args: str, tasks: dict, date: str, samples: dict 
     from lmms_eval.loggers.evaluation_tracker import EvaluationTracker
 
     tracker = EvaluationTracker(output_path=str(out))
-    tracker.general_config_tracker.log_experiment_args(model_source="llava_ac", model_args=model_args,
-                                                       system_instruction=None, chat_template=None,
-                                                       fewshot_as_multiturn=False)
-    tracker.save_results_aggregated(results=results_doc(model_args, tasks, date), samples=samples,
-                                    datetime_str=date)
+    tracker.general_config_tracker.log_experiment_args(
+        model_source="llava_ac",
+        model_args=model_args,
+        system_instruction=None,
+        chat_template=None,
+        fewshot_as_multiturn=False,
+    )
+    tracker.save_results_aggregated(results=results_doc(model_args, tasks, date), samples=samples, datetime_str=date)
     for task, rows in (samples or {}).items():
         tracker.save_results_samples(task_name=task, samples=rows)
     files = sorted(out.rglob(f"{date}_results.json"))
@@ -89,8 +138,11 @@ def write_run(out: Path, model_args: str, tasks: dict, date: str, samples: dict 
 
 def mme_task(perception: float, cognition: float, **meta):
     name = meta.pop("name", "mme")
-    return name, ({"mme_perception_score": perception, "mme_cognition_score": cognition},
-                  _task_cfg(name, **meta), "N/A")
+    return name, (
+        {"mme_perception_score": perception, "mme_cognition_score": cognition},
+        _task_cfg(name, **meta),
+        "N/A",
+    )
 
 
 def simple_task(name: str, value, stderr=0.01, **meta):
@@ -105,20 +157,49 @@ def runs(tmp_path):
     # a later partial rerun of mme only
     write_run(out, a, dict([mme_task(1510.0, 310.0)]), "20250102_090000")
     # perturbed runs with seeds
-    write_run(out, a, dict([mme_task(1200.0 + s, 250.0, name=f"mme_tokperm_s{s}", base="mme",
-                                     perturbation="token_permutation", severity=1.0, seed=s) for s in (1, 2)]),
-              "20250103_100000")
+    write_run(
+        out,
+        a,
+        dict(
+            [
+                mme_task(
+                    1200.0 + s,
+                    250.0,
+                    name=f"mme_tokperm_s{s}",
+                    base="mme",
+                    perturbation="token_permutation",
+                    severity=1.0,
+                    seed=s,
+                )
+                for s in (1, 2)
+            ]
+        ),
+        "20250103_100000",
+    )
     # second variant: no variant= -> basename of pretrained
-    write_run(out, "pretrained=org/llava-dinov2-224,conv_template=vicuna_v1",
-              dict([mme_task(1300.0, 280.0), simple_task("textvqa_val", 0.14)]), "20250101_130000")
+    write_run(
+        out,
+        "pretrained=org/llava-dinov2-224,conv_template=vicuna_v1",
+        dict([mme_task(1300.0, 280.0), simple_task("textvqa_val", 0.14)]),
+        "20250101_130000",
+    )
     return out
 
 
 def test_layout_is_the_installed_lmms_eval_one(runs):
     f = sorted(runs.rglob("*_results.json"))[0]
     doc = json.loads(f.read_text())
-    for key in ("results", "configs", "n-samples", "config", "date", "lmms_eval_version", "model_name",
-                "task_hashes", "total_evaluation_time_seconds"):
+    for key in (
+        "results",
+        "configs",
+        "n-samples",
+        "config",
+        "date",
+        "lmms_eval_version",
+        "model_name",
+        "task_hashes",
+        "total_evaluation_time_seconds",
+    ):
         assert key in doc
     assert f.name == "20250101_120000_results.json"
 
@@ -185,10 +266,22 @@ def test_variant_name_rules():
 
 def test_samples_give_n_when_results_lack_it(tmp_path):
     out = tmp_path / "logs"
-    rows = [{"doc_id": i, "doc": {}, "target": "yes", "arguments": [["q", {}]], "resps": [["yes"]],
-             "filtered_resps": ["yes"], "doc_hash": "h", "exact_match": 1.0} for i in range(7)]
-    f = write_run(out, "pretrained=m/v", dict([simple_task("textvqa_val", 0.5)]), "20250105_000000",
-                  samples={"textvqa_val": rows})
+    rows = [
+        {
+            "doc_id": i,
+            "doc": {},
+            "target": "yes",
+            "arguments": [["q", {}]],
+            "resps": [["yes"]],
+            "filtered_resps": ["yes"],
+            "doc_hash": "h",
+            "exact_match": 1.0,
+        }
+        for i in range(7)
+    ]
+    f = write_run(
+        out, "pretrained=m/v", dict([simple_task("textvqa_val", 0.5)]), "20250105_000000", samples={"textvqa_val": rows}
+    )
     doc = json.loads(f.read_text())
     del doc["results"]["textvqa_val"]["samples"], doc["n-samples"]
     f.write_text(json.dumps(doc))
@@ -208,8 +301,11 @@ def test_non_numeric_metrics_skipped_and_groups(tmp_path):
     doc["groups"] = {"grp": {"alias": "grp", "exact_match,none": 0.55, "exact_match_stderr,none": 0.02}}
     f.write_text(json.dumps(doc))
     t = collect_results([f])
-    assert set(zip(t.task, t.metric)) == {("textvqa_val", "exact_match"), ("textvqa_val", "exact_match,flexible"),
-                                          ("grp", "exact_match")}
+    assert set(zip(t.task, t.metric)) == {
+        ("textvqa_val", "exact_match"),
+        ("textvqa_val", "exact_match,flexible"),
+        ("grp", "exact_match"),
+    }
 
 
 def test_bad_inputs(tmp_path):
@@ -253,8 +349,14 @@ def test_model_argument_perturbation_is_recorded():
 
     from lmms_ac.results.collect import rows_from_results
 
-    doc = {"results": {"mme": {"mme_perception_score,none": 10.0}}, "configs": {"mme": {"metadata": [{"version": 0}]}},
-           "config": {"model": "lmms_ac_llava", "model_args": "pretrained=/x/ckpt,perturbation=tokperm,perturbation_seed=3"},
-           "date": 1.0}
+    doc = {
+        "results": {"mme": {"mme_perception_score,none": 10.0}},
+        "configs": {"mme": {"metadata": [{"version": 0}]}},
+        "config": {
+            "model": "lmms_ac_llava",
+            "model_args": "pretrained=/x/ckpt,perturbation=tokperm,perturbation_seed=3",
+        },
+        "date": 1.0,
+    }
     (row,) = rows_from_results(doc, Path("/x/20260101_results.json"))
     assert (row["variant"], row["perturbation"], row["seed"], row["base_task"]) == ("ckpt", "tokperm", 3, "mme")

@@ -1,5 +1,6 @@
 """A perturbation given as a model argument and the same one as a generated task land in one
 (perturbation, severity) group of the tidy table and of the robustness table."""
+
 from __future__ import annotations
 
 import json
@@ -11,17 +12,24 @@ from lmms_ac.results.collect import rows_from_results
 
 
 def _task_doc(task: str, meta: dict, value: float) -> dict:
-    return {"results": {task: {"mme_perception_score,none": value}},
-            "configs": {task: {"metadata": [{"version": 0}, {"lmms_ac": meta}]}},
-            "config": {"model": "lmms_ac_llava", "model_args": "pretrained=/x/ckpt"}, "date": 1.0}
+    return {
+        "results": {task: {"mme_perception_score,none": value}},
+        "configs": {task: {"metadata": [{"version": 0}, {"lmms_ac": meta}]}},
+        "config": {"model": "lmms_ac_llava", "model_args": "pretrained=/x/ckpt"},
+        "date": 1.0,
+    }
 
 
 def _arg_doc(perturbation: str, value: float, seed: int = 0) -> dict:
-    return {"results": {"mme": {"mme_perception_score,none": value}},
-            "configs": {"mme": {"metadata": [{"version": 0}]}},
-            "config": {"model": "lmms_ac_llava",
-                       "model_args": f"pretrained=/x/ckpt,perturbation={perturbation},perturbation_seed={seed}"},
-            "date": 2.0}
+    return {
+        "results": {"mme": {"mme_perception_score,none": value}},
+        "configs": {"mme": {"metadata": [{"version": 0}]}},
+        "config": {
+            "model": "lmms_ac_llava",
+            "model_args": f"pretrained=/x/ckpt,perturbation={perturbation},perturbation_seed={seed}",
+        },
+        "date": 2.0,
+    }
 
 
 @pytest.mark.parametrize("form", ["pdrop_salient30", "pdrop_nonsalient70_count", "pdrop_random50", "patchshuffle4"])
@@ -60,11 +68,16 @@ def test_robustness_table_groups_both_routes():
     from lmms_ac.results.table import validate_table
 
     rows = []
-    for seed, (route, doc) in enumerate([("arg", _arg_doc("pdrop_random50", 8.0, 1)),
-                                         ("arg", _arg_doc("pdrop_random50", 6.0, 2))]):
+    for seed, (route, doc) in enumerate(
+        [("arg", _arg_doc("pdrop_random50", 8.0, 1)), ("arg", _arg_doc("pdrop_random50", 6.0, 2))]
+    ):
         rows += rows_from_results(doc, Path(f"/x/2026010{seed}_000000_results.json"))
-    clean = {"results": {"mme": {"mme_perception_score,none": 10.0}}, "configs": {"mme": {}},
-             "config": {"model": "lmms_ac_llava", "model_args": "pretrained=/x/ckpt"}, "date": 0.5}
+    clean = {
+        "results": {"mme": {"mme_perception_score,none": 10.0}},
+        "configs": {"mme": {}},
+        "config": {"model": "lmms_ac_llava", "model_args": "pretrained=/x/ckpt"},
+        "date": 0.5,
+    }
     rows += rows_from_results(clean, Path("/x/20250101_000000_results.json"))
     table = validate_table(pd.DataFrame(rows))
     rt = robustness_table(table)

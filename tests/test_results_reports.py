@@ -1,4 +1,5 @@
 """leaderboard and robustness: pure functions of the tidy table."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -6,42 +7,64 @@ import pandas as pd
 import pytest
 
 from lmms_ac.report.leaderboard import LEADERBOARD_COLUMNS, leaderboard, leaderboard_columns, to_markdown
-from lmms_ac.results.robustness_table import (AVERAGE_COLUMNS, ROBUSTNESS_COLUMNS, average_drop,
-                                              robustness_table)
+from lmms_ac.results.robustness_table import AVERAGE_COLUMNS, ROBUSTNESS_COLUMNS, average_drop, robustness_table
 from lmms_ac.results.table import TABLE_COLUMNS, clean_scores, validate_table
 
 
 def _row(variant, task, metric, value, perturbation="none", seed=None, base=None, severity=""):
-    return {"variant": variant, "task": task, "metric": metric, "value": value, "stderr": None, "n": 10,
-            "perturbation": perturbation, "severity": severity, "seed": seed, "base_task": base or task,
-            "lmms_eval_version": "x", "config_hash": "h", "time": "2025-01-01T00:00:00", "source": "f.json"}
+    return {
+        "variant": variant,
+        "task": task,
+        "metric": metric,
+        "value": value,
+        "stderr": None,
+        "n": 10,
+        "perturbation": perturbation,
+        "severity": severity,
+        "seed": seed,
+        "base_task": base or task,
+        "lmms_eval_version": "x",
+        "config_hash": "h",
+        "time": "2025-01-01T00:00:00",
+        "source": "f.json",
+    }
 
 
 @pytest.fixture()
 def table() -> pd.DataFrame:
     rows = []
-    clean = {"v1": (1500.0, 300.0, 0.50), "v2": (1200.0, 250.0, 0.30), "v3": (1400.0, 280.0, 0.45),
-             "v4": (1000.0, 200.0, 0.20)}
+    clean = {
+        "v1": (1500.0, 300.0, 0.50),
+        "v2": (1200.0, 250.0, 0.30),
+        "v3": (1400.0, 280.0, 0.45),
+        "v4": (1000.0, 200.0, 0.20),
+    }
     for v, (p, c, tv) in clean.items():
-        rows += [_row(v, "mme", "mme_perception_score", p), _row(v, "mme", "mme_cognition_score", c),
-                 _row(v, "textvqa_val", "exact_match", tv)]
+        rows += [
+            _row(v, "mme", "mme_perception_score", p),
+            _row(v, "mme", "mme_cognition_score", c),
+            _row(v, "textvqa_val", "exact_match", tv),
+        ]
     # token permutation on v1 and v2, 3 seeds; mme and textvqa
     for v, drop in (("v1", 100.0), ("v2", 50.0)):
         for s in (1, 2, 3):
             p, c, tv = clean[v]
-            rows.append(_row(v, f"mme_perm_s{s}", "mme_perception_score", p - drop - s, "token_permutation", s,
-                             "mme", "1.0"))
-            rows.append(_row(v, f"mme_perm_s{s}", "mme_cognition_score", c - 10, "token_permutation", s, "mme",
-                             "1.0"))
-            rows.append(_row(v, f"textvqa_perm_s{s}", "exact_match", tv - 0.1, "token_permutation", s,
-                             "textvqa_val", "1.0"))
+            rows.append(
+                _row(v, f"mme_perm_s{s}", "mme_perception_score", p - drop - s, "token_permutation", s, "mme", "1.0")
+            )
+            rows.append(_row(v, f"mme_perm_s{s}", "mme_cognition_score", c - 10, "token_permutation", s, "mme", "1.0"))
+            rows.append(
+                _row(v, f"textvqa_perm_s{s}", "exact_match", tv - 0.1, "token_permutation", s, "textvqa_val", "1.0")
+            )
     return validate_table(pd.DataFrame(rows))
 
 
 @pytest.fixture()
 def ac() -> pd.DataFrame:
-    return pd.DataFrame({"A": [0.8, 0.4, 0.6, 0.2, 0.5], "C": [15.0, 10.0, 20.0, 5.0, 12.0]},
-                        index=pd.Index(["v1", "v2", "v3", "v4", "v5"], name="variant"))
+    return pd.DataFrame(
+        {"A": [0.8, 0.4, 0.6, 0.2, 0.5], "C": [15.0, 10.0, 20.0, 5.0, 12.0]},
+        index=pd.Index(["v1", "v2", "v3", "v4", "v5"], name="variant"),
+    )
 
 
 def test_clean_scores_primary_metric(table):
@@ -90,8 +113,18 @@ def test_leaderboard_schema_and_values(table, ac):
 
 def test_leaderboard_without_ac_and_markdown(table):
     b = leaderboard(table[table.perturbation == "none"])
-    assert list(b.columns) == ["variant", "A", "C", "pred_mme", "pred_textvqa_val", "mme", "textvqa_val",
-                               "average", "n_benchmarks", "rank"]
+    assert list(b.columns) == [
+        "variant",
+        "A",
+        "C",
+        "pred_mme",
+        "pred_textvqa_val",
+        "mme",
+        "textvqa_val",
+        "average",
+        "n_benchmarks",
+        "rank",
+    ]
     md = to_markdown(b)
     assert md.splitlines()[0].startswith("| variant | A | C |") and "| v1 |" in md
 
@@ -116,16 +149,20 @@ def test_cli_leaderboard_and_robustness(table, ac, tmp_path, capsys):
     assert main(["leaderboard", str(tpath), "--scores", str(acpath), "--a-col", "A_ll", "--out", str(out)]) == 2
     err = capsys.readouterr().err
     assert "already exists" in err
-    assert main(["leaderboard", str(tpath), "--scores", str(acpath), "--a-col", "A_l", "--out",
-                 str(tmp_path / "b2.csv")]) == 2
+    assert (
+        main(["leaderboard", str(tpath), "--scores", str(acpath), "--a-col", "A_l", "--out", str(tmp_path / "b2.csv")])
+        == 2
+    )
     err = capsys.readouterr().err
     assert "no A column 'A_l'" in err and "did you mean 'A_ll'" in err and "--a-col" in err
     assert main(["leaderboard", str(tpath), "--format", "md"]) == 0
     assert capsys.readouterr().out.startswith("| variant |")
     assert main(["leaderboard", str(tpath), "--benchmarks", "textvqa"]) == 2
     assert "did you mean 'textvqa_val'" in capsys.readouterr().err
-    assert main(["robustness", str(tpath), "--out", str(tmp_path / "rob.csv"),
-                 "--summary-out", str(tmp_path / "avg.csv")]) == 0
+    assert (
+        main(["robustness", str(tpath), "--out", str(tmp_path / "rob.csv"), "--summary-out", str(tmp_path / "avg.csv")])
+        == 0
+    )
     assert list(pd.read_csv(tmp_path / "rob.csv").columns) == ROBUSTNESS_COLUMNS
     assert list(pd.read_csv(tmp_path / "avg.csv").columns) == AVERAGE_COLUMNS
     assert main(["robustness", str(tpath), "--format", "md"]) == 0
@@ -141,8 +178,16 @@ def test_patch_information_loss_map_from_the_table(tmp_path):
 
     rows = [{"variant": "v", "task": "mme", "metric": "acc", "value": 80.0, "perturbation": "none", "base_task": "mme"}]
     for g, score in enumerate([80.0, 60.0, 40.0, 20.0]):
-        rows.append({"variant": "v", "task": f"mme_tokgroup_m2_g{g}", "metric": "acc", "value": score,
-                     "perturbation": f"tokgroup_m2_g{g}", "base_task": "mme"})
+        rows.append(
+            {
+                "variant": "v",
+                "task": f"mme_tokgroup_m2_g{g}",
+                "metric": "acc",
+                "value": score,
+                "perturbation": f"tokgroup_m2_g{g}",
+                "base_task": "mme",
+            }
+        )
     table = pd.DataFrame(rows).reindex(columns=TABLE_COLUMNS).assign(config_hash="h")
     arr = probe_map(table, "mme", 2, "acc")
     assert np.allclose(arr, [[0.0, 0.25], [0.5, 0.75]])
@@ -150,7 +195,26 @@ def test_patch_information_loss_map_from_the_table(tmp_path):
         probe_map(table, "mme", 4, "acc")
     path = tmp_path / "table.csv"
     table.to_csv(path, index=False)
-    assert main(["plot", "pil", "--table", str(path), "--benchmark", "mme", "--m", "2", "--metric", "acc",
-                 "--out", str(tmp_path / "pil"), "--formats", "png"]) == 0
+    assert (
+        main(
+            [
+                "plot",
+                "pil",
+                "--table",
+                str(path),
+                "--benchmark",
+                "mme",
+                "--m",
+                "2",
+                "--metric",
+                "acc",
+                "--out",
+                str(tmp_path / "pil"),
+                "--formats",
+                "png",
+            ]
+        )
+        == 0
+    )
     assert (tmp_path / "pil.png").is_file()
     assert main(["plot", "pil", "--out", str(tmp_path / "x")]) == 2

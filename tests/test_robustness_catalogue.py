@@ -1,4 +1,5 @@
 """The catalogue: registry, string forms, construction, and seeding (in-process and across processes)."""
+
 import dataclasses
 import json
 import os
@@ -25,8 +26,16 @@ from lmms_ac.robustness import (
 from lmms_ac.robustness.catalogue import register
 
 EXPECTED = {
-    "patchshuffle", "pdrop_random", "pdrop_salient", "pdrop_nonsalient", "synthetic",
-    "tokperm", "tokgroup", "toknoise", "layernoise", "modnoise",
+    "patchshuffle",
+    "pdrop_random",
+    "pdrop_salient",
+    "pdrop_nonsalient",
+    "synthetic",
+    "tokperm",
+    "tokgroup",
+    "toknoise",
+    "layernoise",
+    "modnoise",
 }
 
 
@@ -103,6 +112,7 @@ def test_task_names():
 def test_registry_is_extensible_and_restorable():
     snap = PERTURBATIONS.snapshot()
     try:
+
         @register
         @dataclasses.dataclass(frozen=True, kw_only=True)
         class Invert(Perturbation):
@@ -177,7 +187,9 @@ def test_package_import_is_lazy():
     import subprocess
     import sys
 
-    code = ("import sys, lmms_ac.robustness as r\nprint('torch' in sys.modules)\n"
-            "r.parse_perturbation('tokperm')\nprint('torch' in sys.modules, sorted(r.__all__) == sorted(dir(r)) or 'x')")
+    code = (
+        "import sys, lmms_ac.robustness as r\nprint('torch' in sys.modules)\n"
+        "r.parse_perturbation('tokperm')\nprint('torch' in sys.modules, sorted(r.__all__) == sorted(dir(r)) or 'x')"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120).stdout.split()
     assert out[0] == "False" and out[1] == "True"

@@ -1,4 +1,5 @@
 """Image-level perturbations: patch shuffle, PatchDrop (random / salient / non-salient), synthetic."""
+
 import pytest
 import torch
 
@@ -25,7 +26,7 @@ def image(size=28, h=None):
 def tiles(x, n):
     _, h, w = x.shape
     th, tw = h // n, w // n
-    return [x[:, i * th:(i + 1) * th, j * tw:(j + 1) * tw] for i in range(n) for j in range(n)]
+    return [x[:, i * th : (i + 1) * th, j * tw : (j + 1) * tw] for i in range(n) for j in range(n)]
 
 
 @pytest.mark.parametrize("n", [2, 4, 8, 14])
@@ -55,7 +56,7 @@ def zeroed_cells(y, grid):
     z = torch.zeros(grid, dtype=torch.bool)
     for i in range(grid[0]):
         for j in range(grid[1]):
-            cell = y[:, rows[i]:rows[i + 1], cols[j]:cols[j + 1]]
+            cell = y[:, rows[i] : rows[i + 1], cols[j] : cols[j + 1]]
             assert bool((cell == 0).all()) or bool((cell != 0).all()), "cells are dropped whole"
             z[i, j] = bool((cell == 0).all())
     return z

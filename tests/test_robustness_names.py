@@ -1,6 +1,7 @@
 """Task name -> perturbation comes from the generated index when this process built one: a user task
 that took a generated name is clean; names nobody indexed fall back to reading the name. And the
 index adapter of lmms_ac.plugin: ours added, user tasks kept, tags of our tasks only."""
+
 from __future__ import annotations
 
 import types
@@ -20,20 +21,26 @@ def fresh_names(monkeypatch):
     return names
 
 
-
 def test_index_decides_and_a_user_task_wins(fresh_names, base_yaml, tmp_path, monkeypatch):
     from lmms_ac.robustness import tasks as T
 
     monkeypatch.setenv("LMMS_AC_CACHE", str(tmp_path / "cache"))
     user_yaml = str(tmp_path / "user" / "mme_tokperm.yaml")
-    tm = types.SimpleNamespace(_task_index={"mme": {"type": "task", "yaml_path": base_yaml},
-                                            "mme_tokperm": {"type": "task", "yaml_path": user_yaml},
-                                            "lmms_ac_tokperm": {"type": "group", "yaml_path": user_yaml}})
+    tm = types.SimpleNamespace(
+        _task_index={
+            "mme": {"type": "task", "yaml_path": base_yaml},
+            "mme_tokperm": {"type": "task", "yaml_path": user_yaml},
+            "lmms_ac_tokperm": {"type": "group", "yaml_path": user_yaml},
+        }
+    )
     assert fresh_names.perturbation_for_task("mme_tokperm").to_string() == "tokperm"  # no index yet: the name
     info = T.extend_index(TaskManagerIndex(tm), families=[T.VARIANTS.get("tokperm")])
     assert info.tasks == 4  # seeds 1-4; seed 0's name belongs to the user task
     assert tm._task_index["mme_tokperm"]["yaml_path"] == user_yaml
-    assert fresh_names.perturbation_for_task("mme_tokperm") is None and fresh_names.base_task("mme_tokperm") == "mme_tokperm"
+    assert (
+        fresh_names.perturbation_for_task("mme_tokperm") is None
+        and fresh_names.base_task("mme_tokperm") == "mme_tokperm"
+    )
     assert fresh_names.perturbation_for_task("mme_tokperm_s2").to_string() == "tokperm_s2"
     assert tm._task_index["mme_tokperm_5seeds"]["task"] == [f"mme_tokperm_s{k}" for k in range(1, 5)]
     assert tm._task_index["lmms_ac_tokperm"]["type"] == "group"  # an lmms-eval group keeps its name

@@ -1,4 +1,5 @@
 """Probe reports: patch information loss and importance scores over score dicts."""
+
 import numpy as np
 import pytest
 

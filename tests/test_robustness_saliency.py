@@ -1,4 +1,5 @@
 """Saliency: CLS attention of an injected tiny random ViT, area mapping, salient selection, caching."""
+
 import pytest
 import torch
 
@@ -20,8 +21,9 @@ def tiny_vit():
     from transformers import ViTConfig, ViTModel
 
     torch.manual_seed(0)
-    config = ViTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-                       image_size=32, patch_size=8)
+    config = ViTConfig(
+        hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, image_size=32, patch_size=8
+    )
     return ViTCLSAttention(ViTModel(config, add_pooling_layer=False))
 
 

@@ -1,15 +1,16 @@
 """``lmms-ac synthesize`` with a tiny random diffusers pipeline and a tiny random CLIP, both saved to
 disk and loaded by the real loading code; the captioner is a plain function named module:function."""
+
 from __future__ import annotations
 
 import json
 
 import pytest
 
-CAPTION_MODULE = '''
+CAPTION_MODULE = """
 def caption(images):
     return [f"a {im.size[0]} by {im.size[1]} photograph" for im in images]
-'''
+"""
 
 
 def _clip_tokenizer():
@@ -34,20 +35,55 @@ def tiny_t2i(tmp_path_factory) -> str:
 
     torch.manual_seed(0)
     tokenizer, vocab = _clip_tokenizer()
-    unet = UNet2DConditionModel(block_out_channels=(4, 8), layers_per_block=1, sample_size=16, in_channels=4, out_channels=4,
-                                down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-                                up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), cross_attention_dim=8,
-                                norm_num_groups=2, attention_head_dim=2)
-    vae = AutoencoderKL(block_out_channels=[4, 8], in_channels=3, out_channels=3, latent_channels=4, norm_num_groups=2,
-                        down_block_types=["DownEncoderBlock2D"] * 2, up_block_types=["UpDecoderBlock2D"] * 2, sample_size=32)
+    unet = UNet2DConditionModel(
+        block_out_channels=(4, 8),
+        layers_per_block=1,
+        sample_size=16,
+        in_channels=4,
+        out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=8,
+        norm_num_groups=2,
+        attention_head_dim=2,
+    )
+    vae = AutoencoderKL(
+        block_out_channels=[4, 8],
+        in_channels=3,
+        out_channels=3,
+        latent_channels=4,
+        norm_num_groups=2,
+        down_block_types=["DownEncoderBlock2D"] * 2,
+        up_block_types=["UpDecoderBlock2D"] * 2,
+        sample_size=32,
+    )
     eos = vocab["<|endoftext|>"]
-    text = CLIPTextModel(CLIPTextConfig(bos_token_id=vocab["<|startoftext|>"], eos_token_id=eos, pad_token_id=eos, hidden_size=8,
-                                        intermediate_size=16, num_attention_heads=2, num_hidden_layers=1,
-                                        vocab_size=len(vocab), projection_dim=8))
-    scheduler = EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-                                       timestep_spacing="trailing", steps_offset=1)
-    pipe = StableDiffusionPipeline(unet=unet, vae=vae, text_encoder=text, tokenizer=tokenizer, scheduler=scheduler,
-                                   safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    text = CLIPTextModel(
+        CLIPTextConfig(
+            bos_token_id=vocab["<|startoftext|>"],
+            eos_token_id=eos,
+            pad_token_id=eos,
+            hidden_size=8,
+            intermediate_size=16,
+            num_attention_heads=2,
+            num_hidden_layers=1,
+            vocab_size=len(vocab),
+            projection_dim=8,
+        )
+    )
+    scheduler = EulerDiscreteScheduler(
+        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", timestep_spacing="trailing", steps_offset=1
+    )
+    pipe = StableDiffusionPipeline(
+        unet=unet,
+        vae=vae,
+        text_encoder=text,
+        tokenizer=tokenizer,
+        scheduler=scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
     path = tmp_path_factory.mktemp("t2i") / "tiny-sd"
     pipe.save_pretrained(str(path))
     return str(path)
@@ -60,11 +96,24 @@ def tiny_clip(tmp_path_factory) -> str:
     from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
 
     torch.manual_seed(0)
-    config = CLIPConfig(text_config={"hidden_size": 16, "intermediate_size": 32, "num_attention_heads": 2,
-                                     "num_hidden_layers": 1, "vocab_size": 64},
-                        vision_config={"hidden_size": 16, "intermediate_size": 32, "num_attention_heads": 2,
-                                       "num_hidden_layers": 1, "image_size": 32, "patch_size": 8},
-                        projection_dim=8)
+    config = CLIPConfig(
+        text_config={
+            "hidden_size": 16,
+            "intermediate_size": 32,
+            "num_attention_heads": 2,
+            "num_hidden_layers": 1,
+            "vocab_size": 64,
+        },
+        vision_config={
+            "hidden_size": 16,
+            "intermediate_size": 32,
+            "num_attention_heads": 2,
+            "num_hidden_layers": 1,
+            "image_size": 32,
+            "patch_size": 8,
+        },
+        projection_dim=8,
+    )
     path = tmp_path_factory.mktemp("clip") / "tiny-clip"
     CLIPModel(config).save_pretrained(str(path))
     CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(str(path))
@@ -80,6 +129,7 @@ def synth_env(tmp_path, monkeypatch, mirror_dir):
     monkeypatch.delenv("LMMS_AC_SYNTHETIC", raising=False)
     monkeypatch.delenv("LMMS_AC_PROBES", raising=False)
     import lmms_eval.models  # noqa: F401  (the TaskManager hook: LMMS_AC_DATASETS mirrors, lmms-ac tasks)
+
     return tmp_path
 
 
@@ -91,8 +141,28 @@ def test_synthesize_writes_images_captions_and_clip_similarity(synth_env, tiny_t
     from lmms_ac.robustness import synthesis as S
 
     out = synth_env / "synthetic"
-    argv = ["synthesize", "mme", "--to", str(out), "--captioner", "tiny_caption:caption", "--t2i", tiny_t2i,
-            "--clip", tiny_clip, "--steps", "2", "--size", "32", "--limit", "6", "--device", "cpu", "--batch-size", "2"]
+    argv = [
+        "synthesize",
+        "mme",
+        "--to",
+        str(out),
+        "--captioner",
+        "tiny_caption:caption",
+        "--t2i",
+        tiny_t2i,
+        "--clip",
+        tiny_clip,
+        "--steps",
+        "2",
+        "--size",
+        "32",
+        "--limit",
+        "6",
+        "--device",
+        "cpu",
+        "--batch-size",
+        "2",
+    ]
     assert main(argv) == 0
     printed = capsys.readouterr().out
     assert f"export LMMS_AC_SYNTHETIC={out}" in printed and "6 documents\t3 images" in printed
@@ -159,8 +229,7 @@ def test_default_captioner_class_loads_a_saved_blip(tmp_path):
     """HFCaptioner (the default captioner's code path) on a tiny random BLIP saved to disk."""
     import torch
     from PIL import Image
-    from transformers import (BertTokenizer, BlipConfig, BlipForConditionalGeneration, BlipImageProcessor,
-                              BlipProcessor)
+    from transformers import BertTokenizer, BlipConfig, BlipForConditionalGeneration, BlipImageProcessor, BlipProcessor
 
     from lmms_ac.robustness.synthesis import HFCaptioner, make_captioner
 
@@ -168,13 +237,31 @@ def test_default_captioner_class_loads_a_saved_blip(tmp_path):
     tok = BertTokenizer(vocab={w: i for i, w in enumerate(words)})
     tok.add_special_tokens({"bos_token": "[DEC]"})
     torch.manual_seed(0)
-    text = {"vocab_size": len(tok), "hidden_size": 16, "intermediate_size": 32, "num_attention_heads": 2,
-            "num_hidden_layers": 1, "encoder_hidden_size": 16, "bos_token_id": tok.convert_tokens_to_ids("[DEC]"),
-            "sep_token_id": 3, "pad_token_id": 0}
-    vision = {"hidden_size": 16, "intermediate_size": 32, "num_attention_heads": 2, "num_hidden_layers": 1,
-              "image_size": 32, "patch_size": 8}
-    BlipForConditionalGeneration(BlipConfig(text_config=text, vision_config=vision, projection_dim=8)).save_pretrained(tmp_path)
-    BlipProcessor(image_processor=BlipImageProcessor(size={"height": 32, "width": 32}), tokenizer=tok).save_pretrained(tmp_path)
+    text = {
+        "vocab_size": len(tok),
+        "hidden_size": 16,
+        "intermediate_size": 32,
+        "num_attention_heads": 2,
+        "num_hidden_layers": 1,
+        "encoder_hidden_size": 16,
+        "bos_token_id": tok.convert_tokens_to_ids("[DEC]"),
+        "sep_token_id": 3,
+        "pad_token_id": 0,
+    }
+    vision = {
+        "hidden_size": 16,
+        "intermediate_size": 32,
+        "num_attention_heads": 2,
+        "num_hidden_layers": 1,
+        "image_size": 32,
+        "patch_size": 8,
+    }
+    BlipForConditionalGeneration(BlipConfig(text_config=text, vision_config=vision, projection_dim=8)).save_pretrained(
+        tmp_path
+    )
+    BlipProcessor(image_processor=BlipImageProcessor(size={"height": 32, "width": 32}), tokenizer=tok).save_pretrained(
+        tmp_path
+    )
 
     captioner = make_captioner(str(tmp_path), device="cpu", max_new_tokens=4, prompt="a photo of")
     assert isinstance(captioner, HFCaptioner)

@@ -1,6 +1,7 @@
 """Robustness tasks generated from the catalogue: indexing through the real TaskManager hook,
 configs that reuse the base task, metadata, the support guard, name lookup in a fresh process,
 the regeneration hash, a probe added from outside the package, and ``lmms-ac tasks``."""
+
 from __future__ import annotations
 
 import json
@@ -82,8 +83,24 @@ def test_benchmarks_map_to_single_indexed_tasks(tm):
     from lmms_ac.robustness.tasks import BENCHMARKS
 
     titles = {BENCHMARKS.get(k).title for k in BENCHMARKS.names()}
-    assert titles == {"MMBench", "MME", "MMMU", "OKVQA", "TextVQA", "VizWiz", "ScienceQA-IMG", "SEED-IMG", "MMVP",
-                      "Q-Bench", "MMStar", "MM-Vet", "LLaVA-W", "MathVista", "ChartQA", "AI2D"}
+    assert titles == {
+        "MMBench",
+        "MME",
+        "MMMU",
+        "OKVQA",
+        "TextVQA",
+        "VizWiz",
+        "ScienceQA-IMG",
+        "SEED-IMG",
+        "MMVP",
+        "Q-Bench",
+        "MMStar",
+        "MM-Vet",
+        "LLaVA-W",
+        "MathVista",
+        "ChartQA",
+        "AI2D",
+    }
     for key in BENCHMARKS.names():
         assert tm.task_index[BENCHMARKS.get(key).task]["type"] == "task", key
     info = tm._lmms_ac_robustness
@@ -94,8 +111,15 @@ def test_benchmarks_map_to_single_indexed_tasks(tm):
 def test_task_manager_lists_variants_and_tags(tm):
     from lmms_ac.robustness.probes import group_tasks
 
-    for name in ("mme_tokperm", "mme_tokperm_s4", "seed_patchshuffle4", "mmbench_en_dev_pdrop_salient30",
-                 "ok_vqa_val2014_pdrop_nonsalient90", "mme_synthetic", "ai2d_tokgroup_m2_g3"):
+    for name in (
+        "mme_tokperm",
+        "mme_tokperm_s4",
+        "seed_patchshuffle4",
+        "mmbench_en_dev_pdrop_salient30",
+        "ok_vqa_val2014_pdrop_nonsalient90",
+        "mme_synthetic",
+        "ai2d_tokgroup_m2_g3",
+    ):
         assert name in tm.all_subtasks, name
     assert "mme_tokperm_s5" not in tm.all_tasks
     assert tm.task_index["mme_tokperm_5seeds"]["task"] == ["mme_tokperm"] + [f"mme_tokperm_s{k}" for k in range(1, 5)]
@@ -105,7 +129,10 @@ def test_task_manager_lists_variants_and_tags(tm):
     assert len(tm.task_index["mme_pdrop_random_all"]["task"]) == 9 * 5
     assert len(tm.task_index["lmms_ac_robustness"]["task"]) == 16 * 109
     assert "seed_robustness" in tm.all_tags and "lmms_ac_robustness_law" in tm.all_tags
-    assert sorted(tm.match_tasks(["mme_tokperm_5seeds", "mme_pdrop_salient30"])) == ["mme_pdrop_salient30", "mme_tokperm_5seeds"]
+    assert sorted(tm.match_tasks(["mme_tokperm_5seeds", "mme_pdrop_salient30"])) == [
+        "mme_pdrop_salient30",
+        "mme_tokperm_5seeds",
+    ]
 
 
 @pytest.mark.slow
@@ -137,8 +164,18 @@ def test_metadata_survives_into_the_results_config(loaded):
     meta = config["metadata"]
     assert meta["version"] == 0.0  # the base's `[{version: 0.0}]` merged into the dict
     assert meta["lmms_ac"] == {
-        **meta["lmms_ac"], "base_task": "mme", "perturbation": "pdrop_random50", "form": "pdrop_random50", "name": "pdrop_random", "stage": "image",
-        "params": {"ratio": 0.5}, "severity": 0.5, "seed": 0, "stochastic": True, "seeds": 5}
+        **meta["lmms_ac"],
+        "base_task": "mme",
+        "perturbation": "pdrop_random50",
+        "form": "pdrop_random50",
+        "name": "pdrop_random",
+        "stage": "image",
+        "params": {"ratio": 0.5},
+        "severity": 0.5,
+        "seed": 0,
+        "stochastic": True,
+        "seeds": 5,
+    }
     assert "lmms_ac_pdrop_random" in config["tag"]
 
 
@@ -156,12 +193,17 @@ def test_results_collector_reads_the_generated_metadata(tm):
     for n in names:
         cfg = utils.load_yaml_config(tm.task_index[n]["yaml_path"], mode="full")
         configs[n] = json.loads(json.dumps(TaskConfig(**cfg).to_dict(), default=handle_non_serializable))
-    doc = {"results": {n: {"alias": n, "mme_perception_score,none": 1000.0 + i} for i, n in enumerate(names)},
-           "configs": configs, "config": {"model": "lmms_ac_llava", "model_args": "pretrained=/x/tiny"},
-           "date": "20250101_000000"}
+    doc = {
+        "results": {n: {"alias": n, "mme_perception_score,none": 1000.0 + i} for i, n in enumerate(names)},
+        "configs": configs,
+        "config": {"model": "lmms_ac_llava", "model_args": "pretrained=/x/tiny"},
+        "date": "20250101_000000",
+    }
     rows = rows_from_results(doc, Path("20250101_000000_results.json"))
     assert sorted((r["task"], r["base_task"], r["perturbation"], r["seed"]) for r in rows) == [
-        ("mme_tokperm", "mme", "tokperm", 0), ("mme_tokperm_s1", "mme", "tokperm", 1)]
+        ("mme_tokperm", "mme", "tokperm", 0),
+        ("mme_tokperm_s1", "mme", "tokperm", 1),
+    ]
 
 
 @pytest.mark.slow
@@ -174,7 +216,10 @@ def test_yaml_of_a_task_without_local_data_loads(tm):
     assert config["task"] == "mmmu_val_tokperm_s2" and config["dataset_path"] == base["dataset_path"]
     assert config["metadata"]["interleaved_format"] is False
     assert config["metadata"]["lmms_ac"]["seed"] == 2
-    assert (config["metadata"]["lmms_ac"]["perturbation"], config["metadata"]["lmms_ac"]["form"]) == ("tokperm", "tokperm_s2")
+    assert (config["metadata"]["lmms_ac"]["perturbation"], config["metadata"]["lmms_ac"]["form"]) == (
+        "tokperm",
+        "tokperm_s2",
+    )
     assert config["process_results"].__qualname__ == base["process_results"].__qualname__
     mmb = utils.load_yaml_config(tm.task_index["mmbench_en_dev_tokgroup_m4_g5"]["yaml_path"], mode="full")
     assert mmb["doc_to_text"].__qualname__ == "mmbench_doc_to_text" and mmb["test_split"] == "dev"
@@ -210,9 +255,15 @@ def test_synthetic_task_needs_no_declaration_and_reads_the_synthetic_set(loaded,
     with pytest.raises(FileNotFoundError, match="lmms-ac synthesize mme --to DIR"):
         task.doc_to_visual(doc)
     # a trivial captioner / generator / similarity: the task path is what is tested here
-    result = synthesize("mme", tmp_path, captioner=lambda ims: [f"size {im.size}" for im in ims],
-                        t2i=lambda prompts, seeds: [Image.new("RGB", (16, 16), (s % 251, 7, 9)) for s in seeds],
-                        clip=lambda a, b: [0.25] * len(a), limit=4, task_manager=tm)
+    result = synthesize(
+        "mme",
+        tmp_path,
+        captioner=lambda ims: [f"size {im.size}" for im in ims],
+        t2i=lambda prompts, seeds: [Image.new("RGB", (16, 16), (s % 251, 7, 9)) for s in seeds],
+        clip=lambda a, b: [0.25] * len(a),
+        limit=4,
+        task_manager=tm,
+    )
     assert (result.documents, result.images) == (4, 2)  # MME asks two questions per image
     monkeypatch.setenv("LMMS_AC_SYNTHETIC", str(tmp_path))
     got = task.doc_to_visual(doc)
@@ -226,17 +277,32 @@ def test_synthetic_task_needs_no_declaration_and_reads_the_synthetic_set(loaded,
 def test_perturbation_for_task_in_a_fresh_process(env):
     from lmms_ac.robustness import perturbation_for_task
 
-    names = ["mme_tokperm", "mme_tokperm_s3", "seed_patchshuffle14_s2", "mmbench_en_dev_pdrop_salient30",
-             "ok_vqa_val2014_tokgroup_m4_g5", "mathvista_testmini_format_synthetic", "mme", "textvqa_val",
-             "mme_tokperm_5seeds", "unknown_tokperm", "llava_in_the_wild_pdrop_random90_s4"]
+    names = [
+        "mme_tokperm",
+        "mme_tokperm_s3",
+        "seed_patchshuffle14_s2",
+        "mmbench_en_dev_pdrop_salient30",
+        "ok_vqa_val2014_tokgroup_m4_g5",
+        "mathvista_testmini_format_synthetic",
+        "mme",
+        "textvqa_val",
+        "mme_tokperm_5seeds",
+        "unknown_tokperm",
+        "llava_in_the_wild_pdrop_random90_s4",
+    ]
     code = textwrap.dedent(f"""
         import json, sys, time
         from lmms_ac.robustness.tasks import perturbation_for_task
         out = [None if (p := perturbation_for_task(n)) is None else [p.to_string(), p.stage, p.seed] for n in {names!r}]
         print(json.dumps({{"out": out, "lmms_eval": "lmms_eval" in sys.modules}}))
     """)
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "LMMS_AC_PROBES": ""})
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "LMMS_AC_PROBES": ""},
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     res = json.loads(proc.stdout.strip().splitlines()[-1])
     expected = [None if (p := perturbation_for_task(n)) is None else [p.to_string(), p.stage, p.seed] for n in names]
@@ -263,7 +329,10 @@ def test_regeneration_only_when_the_hash_changes(tm):
     assert not again.generated and again.directory == info.directory and again.tasks == info.tasks
     assert index_json.stat().st_mtime_ns == stamp  # read, not rewritten (its cost: bench/bench_task_index.py)
     only = T.selected_families("tokperm,synthetic")
-    first, second = T.extend_index(TaskManagerIndex(fake()), families=only), T.extend_index(TaskManagerIndex(fake()), families=only)
+    first, second = (
+        T.extend_index(TaskManagerIndex(fake()), families=only),
+        T.extend_index(TaskManagerIndex(fake()), families=only),
+    )
     assert first.generated and not second.generated and first.hash != info.hash
     assert first.tasks == 16 * 6 and first.directory.parent == info.directory.parent
 
@@ -304,9 +373,15 @@ def test_new_probe_from_outside_the_package(tmp_path, env):
                           "applies": bool(torch.allclose(p(x, p.context("mme_invert", 0, (2, 2), 4)), 1 - x)),
                           "meta": cfg["metadata"]["lmms_ac"]["perturbation"], "base": cfg["dataset_path"]}))
     """)
-    env_vars = {**os.environ, "LMMS_AC_PROBES": "my_probes", "PYTHONPATH": f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
-                "LMMS_AC_CACHE": str(tmp_path / "cache")}
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env_vars, cwd=tmp_path)
+    env_vars = {
+        **os.environ,
+        "LMMS_AC_PROBES": "my_probes",
+        "PYTHONPATH": f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+        "LMMS_AC_CACHE": str(tmp_path / "cache"),
+    }
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env_vars, cwd=tmp_path
+    )
     assert proc.returncode == 0, proc.stderr[-4000:]
     res = json.loads(proc.stdout.strip().splitlines()[-1])
     assert res["listed"] == ["mme_invert", "seed_invert", "lmms_ac_invert"]
@@ -320,8 +395,14 @@ def test_register_probe_with_parameters_and_benchmark(registries):
 
     from lmms_ac.robustness.base import PERCENT
 
-    @T.register_probe(name="gnoise", stage="image", stochastic=True, form="gnoise{sigma}", codecs={"sigma": PERCENT},
-                      variants=[{"sigma": 0.1}, {"sigma": 0.3}])
+    @T.register_probe(
+        name="gnoise",
+        stage="image",
+        stochastic=True,
+        form="gnoise{sigma}",
+        codecs={"sigma": PERCENT},
+        variants=[{"sigma": 0.1}, {"sigma": 0.3}],
+    )
     def gaussian_noise(x, ctx, sigma):
         return (x + sigma * torch.randn(x.shape, generator=ctx.generator())).clamp(0, 1)
 

@@ -1,6 +1,7 @@
 """Pruning of stale generated-task directories in ``$LMMS_AC_CACHE/tasks``: only our marked hash
 directories go, the newest K and the current one stay, anything used in the last hour stays, and a
 prune never runs while another process holds the cache lock."""
+
 from __future__ import annotations
 
 import json
@@ -28,7 +29,6 @@ def T():
     return tasks
 
 
-
 def make_dir(T, root: Path, index_id: str, base_yaml: str, age_s: float = 0.0, now: Optional[float] = None) -> Path:
     """A real generated directory (one tokperm task of mme) last used ``age_s`` seconds ago."""
     specs = T.task_specs(["mme"], [T.VARIANTS.get("tokperm")])[:1]
@@ -51,7 +51,9 @@ def test_generated_directory_carries_the_marker(T, tmp_path, base_yaml):
     marker = json.loads((d / T.MARKER).read_text())
     assert marker["hash"] == hid(1) and marker["kind"] == T.MARKER_KIND
     assert C.marker_time(d) == pytest.approx(time.time(), abs=60)
-    assert sorted(p.name for p in d.iterdir()) == sorted([T.MARKER, "index.json", "lmms_ac_shim.py", "mme_tokperm.yaml"])
+    assert sorted(p.name for p in d.iterdir()) == sorted(
+        [T.MARKER, "index.json", "lmms_ac_shim.py", "mme_tokperm.yaml"]
+    )
     assert not [p for p in d.parent.iterdir() if p.name.startswith(".") and p.is_dir()]  # no temp dir left
 
 
@@ -198,8 +200,11 @@ def test_unwritable_cache_leaves_lmms_eval_working(tmp_path, monkeypatch):
 
     blocker = tmp_path / "a-file"
     blocker.write_text("not a directory")
-    code = ("import lmms_eval.models\nfrom lmms_eval.tasks import TaskManager\n"
-            "tm = TaskManager(verbosity='ERROR')\nprint('seed' in tm.all_tasks, 'mme' in tm.all_tasks, 'mme_tokperm' in tm.all_tasks)")
+    code = (
+        "import lmms_eval.models\nfrom lmms_eval.tasks import TaskManager\n"
+        "tm = TaskManager(verbosity='ERROR')\nprint('seed' in tm.all_tasks, 'mme' in tm.all_tasks, 'mme_tokperm' in "
+        "tm.all_tasks)"
+    )
     env = {**__import__("os").environ, "LMMS_AC_CACHE": str(blocker / "cache")}
     proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]

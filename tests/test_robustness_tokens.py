@@ -1,4 +1,5 @@
 """Token- and hidden-stage perturbations: permutation, keep-one-group, scaled noise."""
+
 import pytest
 import torch
 

@@ -1,4 +1,5 @@
 """A score: the paper's mean caption-token log-likelihood, checked by hand; the embed variant; the CLI."""
+
 from __future__ import annotations
 
 import csv
@@ -57,12 +58,45 @@ def test_embed_variant_is_one_against_itself(llava_hf_vlm, pretrain):
 
 def test_cli_appends_and_skips(llava_hf_dir, original_dirs, pretrain, tmp_path, capsys):
     out = tmp_path / "scores.csv"
-    args = ["score-a", "--pretrained", llava_hf_dir, "--captions", pretrain["captions"], "--images", pretrain["images"],
-            "--n", "3", "--out", str(out), "--variant", "tiny"]
+    args = [
+        "score-a",
+        "--pretrained",
+        llava_hf_dir,
+        "--captions",
+        pretrain["captions"],
+        "--images",
+        pretrain["images"],
+        "--n",
+        "3",
+        "--out",
+        str(out),
+        "--variant",
+        "tiny",
+    ]
     assert main(args) == 0
     stage1 = original_dirs["stage1"]
-    assert main(["score-a", "--pretrained", stage1["checkpoint"], "--model-base", stage1["base_llm"], "--captions", pretrain["captions"],
-                 "--images", pretrain["images"], "--n", "3", "--out", str(out), "--variant", "tiny-stage1"]) == 0
+    assert (
+        main(
+            [
+                "score-a",
+                "--pretrained",
+                stage1["checkpoint"],
+                "--model-base",
+                stage1["base_llm"],
+                "--captions",
+                pretrain["captions"],
+                "--images",
+                pretrain["images"],
+                "--n",
+                "3",
+                "--out",
+                str(out),
+                "--variant",
+                "tiny-stage1",
+            ]
+        )
+        == 0
+    )
     assert main(args) == 0  # rerun: skipped, nothing lost
     rows = list(csv.DictReader(open(out)))
     assert [(r["variant"], r["score"]) for r in rows] == [("tiny", "A"), ("tiny-stage1", "A")]
@@ -71,5 +105,19 @@ def test_cli_appends_and_skips(llava_hf_dir, original_dirs, pretrain, tmp_path, 
 
 def test_cli_bad_input(tmp_path, llava_hf_dir):
     assert main(["score-a", "--pretrained", llava_hf_dir, "--out", str(tmp_path / "s.csv")]) == 2
-    assert main(["score-a", "--pretrained", llava_hf_dir, "--captions", str(tmp_path / "none.json"), "--images", str(tmp_path),
-                 "--out", str(tmp_path / "s.csv")]) == 2
+    assert (
+        main(
+            [
+                "score-a",
+                "--pretrained",
+                llava_hf_dir,
+                "--captions",
+                str(tmp_path / "none.json"),
+                "--images",
+                str(tmp_path),
+                "--out",
+                str(tmp_path / "s.csv"),
+            ]
+        )
+        == 2
+    )

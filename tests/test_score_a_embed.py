@@ -1,4 +1,5 @@
 """A_embed per benchmark: seeded images of the benchmark's own data through the lmms-eval task."""
+
 from __future__ import annotations
 
 import csv
@@ -16,8 +17,9 @@ class FakeTask:
     task_name = "fake"
 
     def __init__(self, n=10):
-        self.eval_docs = [{"i": i, "image": Image.new("RGB", (8 + i, 8), (i * 20, 0, 0)) if i % 3 else None}
-                          for i in range(n)]
+        self.eval_docs = [
+            {"i": i, "image": Image.new("RGB", (8 + i, 8), (i * 20, 0, 0)) if i % 3 else None} for i in range(n)
+        ]
 
     def doc_to_visual(self, doc):
         return [doc["image"], Image.new("RGB", (2, 2))] if doc["image"] is not None else []
@@ -69,8 +71,23 @@ def test_cli_one_row_per_benchmark(llava_hf_dir, reference_vlm, mirror_dir, tmp_
     monkeypatch.setenv("LMMS_AC_DATASETS", mirror_dir)
     ref = make_llava_hf(str(tmp_path / "ref"), seed=1)
     out = tmp_path / "scores.csv"
-    args = ["score-a", "--pretrained", llava_hf_dir, "--method", "embed", "--reference", ref, "--benchmark",
-            "mme,seed_image", "--n", "3", "--out", str(out), "--variant", "tiny"]
+    args = [
+        "score-a",
+        "--pretrained",
+        llava_hf_dir,
+        "--method",
+        "embed",
+        "--reference",
+        ref,
+        "--benchmark",
+        "mme,seed_image",
+        "--n",
+        "3",
+        "--out",
+        str(out),
+        "--variant",
+        "tiny",
+    ]
     assert main(args) == 0
     rows = list(csv.DictReader(open(out)))
     assert [r["score"] for r in rows] == ["A_embed_mme", "A_embed_seed_image"]

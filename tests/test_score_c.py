@@ -1,4 +1,5 @@
 """C score: geometry, matching rules and end-to-end scores on an SPair-layout fixture of real photos."""
+
 from __future__ import annotations
 
 import json
@@ -53,8 +54,13 @@ def test_letterbox_points_round_trip(wh, size):
     np.testing.assert_allclose(back, pts, atol=1e-9)
     # corners of the image land on the corners of the pasted content, centred in the canvas
     corners = box.to_padded([(0, 0), (wh[0], wh[1])])
-    np.testing.assert_allclose(corners, [(box.pad_x, box.pad_y), (box.pad_x + box.new_width, box.pad_y + box.new_height)])
-    assert abs(box.pad_x - (size - box.new_width - box.pad_x)) <= 1 and abs(box.pad_y - (size - box.new_height - box.pad_y)) <= 1
+    np.testing.assert_allclose(
+        corners, [(box.pad_x, box.pad_y), (box.pad_x + box.new_width, box.pad_y + box.new_height)]
+    )
+    assert (
+        abs(box.pad_x - (size - box.new_width - box.pad_x)) <= 1
+        and abs(box.pad_y - (size - box.new_height - box.pad_y)) <= 1
+    )
 
 
 def test_letterbox_pixels_follow_keypoints_and_pad_with_zeros():
@@ -71,7 +77,9 @@ def test_letterbox_pixels_follow_keypoints_and_pad_with_zeros():
     px, _ = letterbox(dark, size)
     ys, xs = torch.nonzero(px[0] > 0.5, as_tuple=True)
     centre = box.to_padded([(145.0, 35.0)])[0]
-    assert abs(xs.float().mean().item() + 0.5 - centre[0]) < 0.6 and abs(ys.float().mean().item() + 0.5 - centre[1]) < 0.6
+    assert (
+        abs(xs.float().mean().item() + 0.5 - centre[0]) < 0.6 and abs(ys.float().mean().item() + 0.5 - centre[1]) < 0.6
+    )
 
 
 def test_patch_grid_index_and_centre():
@@ -94,8 +102,20 @@ def _solid(path: Path, size, colour=(90, 120, 150)) -> None:
 
 
 def _pair(root, name, src_kps, trg_kps, trg_bbox, src="a.jpg", trg="b.jpg", category="thing", split="test"):
-    write_pair(root, split, {"src_imname": src, "trg_imname": trg, "category": category, "src_kps": src_kps,
-                             "trg_kps": trg_kps, "src_bndbox": [0, 0, 10, 10], "trg_bndbox": trg_bbox}, name=name)
+    write_pair(
+        root,
+        split,
+        {
+            "src_imname": src,
+            "trg_imname": trg,
+            "category": category,
+            "src_kps": src_kps,
+            "trg_kps": trg_kps,
+            "src_bndbox": [0, 0, 10, 10],
+            "trg_bndbox": trg_bbox,
+        },
+        name=name,
+    )
 
 
 def test_threshold_and_visibility_end_to_end(tmp_path):
@@ -105,8 +125,13 @@ def test_threshold_and_visibility_end_to_end(tmp_path):
     _solid(tmp_path / "JPEGImages/thing/b.jpg", (64, 64))
     _pair(tmp_path, "p1", [[30, 30]] * 4, [[14, 16], [14, 15.99], [8, 18.01], [8, 8]], [0, 0, 40, 30])
     # visibility: only keypoint 0 is visible in both images
-    _pair(tmp_path, "p2", [[30, 30], None, [-1, -1], [20, 20], [5, 5]],
-          [[8, 8], [8, 8], [8, 8], [-1, 3], [None, 2]], [0, 0, 40, 40])
+    _pair(
+        tmp_path,
+        "p2",
+        [[30, 30], None, [-1, -1], [20, 20], [5, 5]],
+        [[8, 8], [8, 8], [8, 8], [-1, 3], [None, 2]],
+        [0, 0, 40, 40],
+    )
     # nothing visible in both: skipped, not counted as 0
     _pair(tmp_path, "p3", [[-1, -1], [3, 3]], [[8, 8], None], [0, 0, 40, 40])
     enc = ConstantEncoder(size=64, patch=16)
@@ -152,11 +177,21 @@ def test_window_softargmax_matches_published_rule():
 
 # ----------------------------------------------------------------------------- reader
 def test_reader_handles_real_fields_and_invisible_points(tmp_path):
-    record = {"pair_id": 7, "src_imname": "2008_000001.jpg", "trg_imname": "2008_000002.jpg",
-              "src_imsize": [500, 333, 3], "trg_imsize": [500, 375, 3], "src_bndbox": [1, 2, 300, 200],
-              "trg_bndbox": [10, 20, 110, 70], "category": "aeroplane", "kps_ids": ["0", "3", "9"],
-              "src_kps": [[1, 2], [3, 4], [5, 6]], "trg_kps": [[7, 8], [-1, -1], None],
-              "mirror": 0, "viewpoint_variation": 1}
+    record = {
+        "pair_id": 7,
+        "src_imname": "2008_000001.jpg",
+        "trg_imname": "2008_000002.jpg",
+        "src_imsize": [500, 333, 3],
+        "trg_imsize": [500, 375, 3],
+        "src_bndbox": [1, 2, 300, 200],
+        "trg_bndbox": [10, 20, 110, 70],
+        "category": "aeroplane",
+        "kps_ids": ["0", "3", "9"],
+        "src_kps": [[1, 2], [3, 4], [5, 6]],
+        "trg_kps": [[7, 8], [-1, -1], None],
+        "mirror": 0,
+        "viewpoint_variation": 1,
+    }
     path = write_pair(tmp_path, "test", record)
     assert path.name == "000007-2008_000001-2008_000002:aeroplane.json"
     pair = read_pair(path, tmp_path / "JPEGImages")
@@ -215,8 +250,10 @@ def test_each_image_encoded_once(photo_root, tmp_path):
     one = score_pairs(enc, pairs, batch_size=5, progress=False)
     assert one.encoder_passes == len(images) == enc.images_seen
     # doubling the pairs (reversed directions, duplicates) over the same images: no more passes
-    doubled = list(pairs) + [type(p)(p.name + "_rev", p.category, p.trg_path, p.src_path, p.trg_kps, p.src_kps,
-                                     p.trg_bbox, p.src_bbox) for p in pairs]
+    doubled = list(pairs) + [
+        type(p)(p.name + "_rev", p.category, p.trg_path, p.src_path, p.trg_kps, p.src_kps, p.trg_bbox, p.src_bbox)
+        for p in pairs
+    ]
     enc2 = PixelPatchEncoder()
     two = score_pairs(enc2, doubled + list(pairs), batch_size=5, progress=False)
     assert two.encoder_passes == one.encoder_passes == enc2.images_seen
@@ -258,9 +295,21 @@ def test_imsize_mismatch_is_reported(tmp_path):
 
     _solid(tmp_path / "JPEGImages/thing/a.jpg", (64, 64))
     _solid(tmp_path / "JPEGImages/thing/b.jpg", (64, 48))
-    write_pair(tmp_path, "test", {"src_imname": "a.jpg", "trg_imname": "b.jpg", "category": "thing",
-                                  "src_kps": [[3, 3]], "trg_kps": [[5, 5]], "src_bndbox": [0, 0, 9, 9],
-                                  "trg_bndbox": [0, 0, 9, 9], "src_imsize": [64, 64, 3], "trg_imsize": [128, 96, 3]})
+    write_pair(
+        tmp_path,
+        "test",
+        {
+            "src_imname": "a.jpg",
+            "trg_imname": "b.jpg",
+            "category": "thing",
+            "src_kps": [[3, 3]],
+            "trg_kps": [[5, 5]],
+            "src_bndbox": [0, 0, 9, 9],
+            "trg_bndbox": [0, 0, 9, 9],
+            "src_imsize": [64, 64, 3],
+            "trg_imsize": [128, 96, 3],
+        },
+    )
     messages = []
     sink = logger.add(messages.append, level="WARNING")
     try:

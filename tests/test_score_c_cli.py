@@ -1,4 +1,5 @@
 """``lmms-ac score-c`` / ``make-ocr-pairs`` and the shared scores CSV (append, skip, force)."""
+
 from __future__ import annotations
 
 import argparse
@@ -77,14 +78,35 @@ def test_score_c_appends_skips_and_forces(photo_root, tmp_path, testpix):
     first_time = read_scores(out)[0]["time"]
     assert cli(*base, "--variant", "v1", "--force") == 0
     rows = read_scores(out)
-    assert len(rows) == 4 and sum(r["variant"] == "v1" and r["method"] == "argmax" and r["n"] == "10" for r in rows) == 1
+    assert (
+        len(rows) == 4 and sum(r["variant"] == "v1" and r["method"] == "argmax" and r["n"] == "10" for r in rows) == 1
+    )
     assert rows[-1]["time"] >= first_time
 
 
 def test_score_c_ocr_row_and_combination(photo_root, tmp_path, testpix):
     out = tmp_path / "scores.csv"
-    assert cli("score-c", "--vision", "testpix:a", "--vision", "testpix:b", "--ocr", "--ocr-n", "8",
-               "--spair", str(photo_root), "--limit", "2", "--out", str(out), "--variant", "combo") == 0
+    assert (
+        cli(
+            "score-c",
+            "--vision",
+            "testpix:a",
+            "--vision",
+            "testpix:b",
+            "--ocr",
+            "--ocr-n",
+            "8",
+            "--spair",
+            str(photo_root),
+            "--limit",
+            "2",
+            "--out",
+            str(out),
+            "--variant",
+            "combo",
+        )
+        == 0
+    )
     rows = read_scores(out)
     assert [r["score"] for r in rows] == ["C", "C_ocr"]
     assert rows[1]["vision"] == "testpix:a+testpix:b" and rows[1]["split"] == "generated"
@@ -101,21 +123,44 @@ def test_score_c_user_errors(photo_root, tmp_path):
     with pytest.raises(FileNotFoundError):
         cli("score-c", "--vision", "testpix:x", "--spair", str(tmp_path / "nope"), "--out", str(tmp_path / "s.csv"))
     with pytest.raises(ValueError, match="did you mean"):
-        cli("score-c", "--vision", "testpix:x", "--spair", str(photo_root), "--split", "tst",
-            "--out", str(tmp_path / "s.csv"))
+        cli(
+            "score-c",
+            "--vision",
+            "testpix:x",
+            "--spair",
+            str(photo_root),
+            "--split",
+            "tst",
+            "--out",
+            str(tmp_path / "s.csv"),
+        )
 
 
 def test_store_keeps_foreign_rows_and_refuses_duplicates(tmp_path):
     out = tmp_path / "scores.csv"
     out.write_text("variant,vision,score,value,n,config_hash,extra_col\nm1,clip,A,-2.1,100,abc,kept\n")
-    row = record_score(out, variant="m1", vision="clip", score="C", config={"k": 1},
-                       compute=lambda: ScoreValue(42.0, 3, {"x": 1}), method="argmax", split="test")
+    row = record_score(
+        out,
+        variant="m1",
+        vision="clip",
+        score="C",
+        config={"k": 1},
+        compute=lambda: ScoreValue(42.0, 3, {"x": 1}),
+        method="argmax",
+        split="test",
+    )
     assert row["skipped"] is False
     rows = read_scores(out)
     assert [r["score"] for r in rows] == ["A", "C"] and rows[0]["extra_col"] == "kept"
     calls = []
-    again = record_score(out, variant="m1", vision="clip", score="C", config={"k": 1},
-                         compute=lambda: calls.append(1) or ScoreValue(0.0, 0))
+    again = record_score(
+        out,
+        variant="m1",
+        vision="clip",
+        score="C",
+        config={"k": 1},
+        compute=lambda: calls.append(1) or ScoreValue(0.0, 0),
+    )
     assert again["skipped"] is True and calls == [] and float(again["value"]) == 42.0
     with pytest.raises(FileExistsError):
         append_score(out, {**read_scores(out)[1]})

@@ -1,4 +1,5 @@
 """C_ocr: the seeded cross-instance text-image pair generator, its position baselines and its score."""
+
 from __future__ import annotations
 
 import hashlib
@@ -9,16 +10,26 @@ import pytest
 from PIL import Image
 
 from lmms_ac.scores.correspondence import score_c
-from lmms_ac.scores.ocr_pairs import (KINDS, OcrPairsConfig, available_fonts, baseline_summary, baselines,
-                                      make_ocr_pairs, score_c_ocr)
+from lmms_ac.scores.ocr_pairs import (
+    KINDS,
+    OcrPairsConfig,
+    available_fonts,
+    baseline_summary,
+    baselines,
+    make_ocr_pairs,
+    score_c_ocr,
+)
 from lmms_ac.scores.spair import load_pairs
 
 from lmms_ac.testing.spair import ConstantEncoder, PixelPatchEncoder
 
 
 def _digest(root: Path) -> dict:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file() and p.name != "ocr_pairs.json"}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and p.name != "ocr_pairs.json"
+    }
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +59,10 @@ def test_pairs_are_cross_instance(ocr_root):
     for pair in pairs:
         assert pair.visible.all() and len(pair.src_kps) >= 2
         assert len(pair.extra["kps_text"]) == len(pair.src_kps) == len(pair.extra["kps_char"])
-        for (path, kps, key) in ((pair.src_path, pair.src_kps, "src_imsize"), (pair.trg_path, pair.trg_kps, "trg_imsize")):
+        for path, kps, key in (
+            (pair.src_path, pair.src_kps, "src_imsize"),
+            (pair.trg_path, pair.trg_kps, "trg_imsize"),
+        ):
             w, h = pair.extra[key][:2]
             with Image.open(path) as im:
                 assert im.size == (w, h)
@@ -93,7 +107,9 @@ def test_score_c_ocr_reports_baselines_and_cleans_up(tmp_path):
     res = score_c_ocr(PixelPatchEncoder(), n=8, seed=0, workdir=tmp_path, progress=False)
     assert res.n_pairs == 8 and 0 <= res.overall <= 100
     assert set(res.baselines) == {"chance", "same_position"}
-    assert "chance" in baseline_summary(res.to_dict()) and "same position" in baseline_summary(json.dumps(res.to_dict()))
+    assert "chance" in baseline_summary(res.to_dict()) and "same position" in baseline_summary(
+        json.dumps(res.to_dict())
+    )
     assert baseline_summary({"x": 1}) is None
     assert list(tmp_path.iterdir()) == []
     with pytest.raises(FileExistsError):

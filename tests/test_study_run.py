@@ -1,5 +1,6 @@
 """Running studies with stand-in `lmms-eval` / `lmms-ac` programs (real worker, real subprocesses, fake
 evaluations): resume, skip, retry with logs kept, interruption, status, report, re-planning, GPU slots."""
+
 from __future__ import annotations
 
 import json
@@ -20,7 +21,7 @@ from lmms_ac.study.spec import parse_study
 VERSIONS = {"lmms-eval": "0.7.3", "lmms-ac": "0.1.0", "transformers": "4.0"}
 
 # lmms-eval stand-in: the 0.7 results layout; exits 0 and writes nothing when a task is in $FAKE_FAIL
-FAKE_LMMS_EVAL = r'''
+FAKE_LMMS_EVAL = r"""
 import argparse, hashlib, json, os, sys, time
 from datetime import datetime
 p = argparse.ArgumentParser()
@@ -53,14 +54,15 @@ doc = {"results": {t: {"alias": t, "acc,none": score(t), "acc_stderr,none": 0.01
 out = os.path.join(a.output_path, "lmms_ac_llava")
 os.makedirs(out, exist_ok=True)
 json.dump(doc, open(os.path.join(out, doc["date"] + "_results.json"), "w"))
-'''
+"""
 
 # lmms-ac stand-in for score-a / score-c: one row per score through the real scores store
-FAKE_LMMS_AC = r'''
+FAKE_LMMS_AC = r"""
 import argparse, sys
 from lmms_ac.scores.store import ScoreValue, record_score
 p = argparse.ArgumentParser()
-p.add_argument("cmd"); p.add_argument("--variant"); p.add_argument("--out"); p.add_argument("--ocr", action="store_true")
+p.add_argument("cmd"); p.add_argument("--variant"); p.add_argument("--out")
+p.add_argument("--ocr", action="store_true")
 p.add_argument("--spair")
 a, _ = p.parse_known_args()
 names = ["A"] if a.cmd == "score-a" else (["C"] if a.spair else []) + (["C_ocr"] if a.ocr else [])
@@ -68,7 +70,7 @@ for i, name in enumerate(names):
     value = {"a": {"A": -2.0, "C": 0.4}, "b": {"A": -1.5, "C": 0.6}}.get(a.variant, {}).get(name, 0.5)
     record_score(a.out, variant=a.variant, vision="v", score=name, config={}, compute=lambda v=value: ScoreValue(v, 8))
     print(a.variant, name, value)
-'''
+"""
 
 
 @pytest.fixture
@@ -87,11 +89,23 @@ def fake_bins(tmp_path, monkeypatch):
 
 def _study(tmp_path, **over):
     data = {
-        "name": "fake", "output": "out",
-        "models": [{"name": "a", "pretrained": str(tmp_path / "ckpt-a"), "stage1": str(tmp_path / "ckpt-a"),
-                    "vision": "clip:tower-a"},
-                   {"name": "b", "pretrained": str(tmp_path / "ckpt-b"), "stage1": str(tmp_path / "ckpt-b"),
-                    "vision": "clip:tower-b", "model_args": {"dtype": "float32"}}],
+        "name": "fake",
+        "output": "out",
+        "models": [
+            {
+                "name": "a",
+                "pretrained": str(tmp_path / "ckpt-a"),
+                "stage1": str(tmp_path / "ckpt-a"),
+                "vision": "clip:tower-a",
+            },
+            {
+                "name": "b",
+                "pretrained": str(tmp_path / "ckpt-b"),
+                "stage1": str(tmp_path / "ckpt-b"),
+                "vision": "clip:tower-b",
+                "model_args": {"dtype": "float32"},
+            },
+        ],
         "benchmarks": ["mme", "seed"],
         "scores": {"A": {"captions": "c.json", "images": "img", "n": 8}, "C": {"spair": "spair"}},
         "executor": {"type": "local", "gpus": "none", "max_attempts": 2},
@@ -109,9 +123,14 @@ def _quiet(_msg: str) -> None:
 def test_run_resume_replan_and_report(tmp_path, fake_bins):
     from lmms_ac.study.report import build_study_report
 
-    study = _study(tmp_path, probes=[{"perturbation": "patchshuffle4", "seeds": 2, "benchmarks": ["mme"]}],
-                   report={"outputs": ["table", "scores", "leaderboard", "fit", "recommend", "robustness", "plots"],
-                           "recommend_benchmark": "mme"})
+    study = _study(
+        tmp_path,
+        probes=[{"perturbation": "patchshuffle4", "seeds": 2, "benchmarks": ["mme"]}],
+        report={
+            "outputs": ["table", "scores", "leaderboard", "fit", "recommend", "robustness", "plots"],
+            "recommend_benchmark": "mme",
+        },
+    )
     assert execute(study, printer=_quiet, versions=VERSIONS) == 0
     first = last_run(study.output_dir)
     assert len(first["jobs_run"]) == 6  # 2 eval (one per model, all 4 tasks) + 2 score-a + 2 score-c
@@ -184,12 +203,15 @@ def test_interrupted_job_leaves_nothing_that_looks_done(tmp_path, fake_bins, mon
     from lmms_ac.study.runner import write_job
     from lmms_ac.study.status import compute_status
 
-    study = _study(tmp_path, env={"FAKE_SLEEP": "60"}, scores={}, models=[
-        {"name": "a", "pretrained": str(tmp_path / "ckpt-a")}])
+    study = _study(
+        tmp_path, env={"FAKE_SLEEP": "60"}, scores={}, models=[{"name": "a", "pretrained": str(tmp_path / "ckpt-a")}]
+    )
     prep = prepare(study, VERSIONS)
     job_dir = write_job(prep.jobs[0], study.output_dir)
-    proc = subprocess.Popen([sys.executable, "-c", f"from lmms_ac.study.worker import run_job; run_job({str(job_dir)!r})"],
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", f"from lmms_ac.study.worker import run_job; run_job({str(job_dir)!r})"],
+        start_new_session=True,
+    )
     deadline = time.time() + 60
     while not (job_dir / "log.txt").exists() or "fake lmms-eval" not in (job_dir / "log.txt").read_text():
         assert time.time() < deadline, "the job did not start"
@@ -297,26 +319,57 @@ class _FakeSubmitit:
 
 
 def test_slurm_executor_retries_failures_not_cancellations(tmp_path, fake_bins, monkeypatch):
-    study = _study(tmp_path, env={"FAKE_FAIL": "seed"}, scores={"A": {"captions": "c.json", "images": "img"}},
-                   executor={"type": "slurm", "max_attempts": 2,
-                             "slurm": {"partition": "p", "account": "acc", "qos": "hi", "time": 5, "gpus_per_job": 1,
-                                       "constraint": "a100", "array_parallelism": 2, "poll_s": 0.01, "mem_gb": 2}})
+    study = _study(
+        tmp_path,
+        env={"FAKE_FAIL": "seed"},
+        scores={"A": {"captions": "c.json", "images": "img"}},
+        executor={
+            "type": "slurm",
+            "max_attempts": 2,
+            "slurm": {
+                "partition": "p",
+                "account": "acc",
+                "qos": "hi",
+                "time": 5,
+                "gpus_per_job": 1,
+                "constraint": "a100",
+                "array_parallelism": 2,
+                "poll_s": 0.01,
+                "mem_gb": 2,
+            },
+        },
+    )
     prep = prepare(study, VERSIONS)
     a_score = next(j for j in prep.jobs if j.kind == "score-a" and j.entry == "a").job_id
     fake = _FakeSubmitit(cancel=[a_score])
     monkeypatch.setitem(sys.modules, "submitit", fake)
     assert execute(study, printer=_quiet, versions=VERSIONS) == 1
-    assert fake.params == {"job_name": "lmms-ac-fake", "time": 5, "cpus_per_task": 8, "array_parallelism": 2,
-                           "signal_delay_s": 120, "nodes": 1, "ntasks_per_node": 1, "gpus_per_node": 1,
-                           "partition": "p", "account": "acc", "qos": "hi", "constraint": "a100", "mem": "2048MB"}
+    assert fake.params == {
+        "job_name": "lmms-ac-fake",
+        "time": 5,
+        "cpus_per_task": 8,
+        "array_parallelism": 2,
+        "signal_delay_s": 120,
+        "nodes": 1,
+        "ntasks_per_node": 1,
+        "gpus_per_node": 1,
+        "partition": "p",
+        "account": "acc",
+        "qos": "hi",
+        "constraint": "a100",
+        "mem": "2048MB",
+    }
     evals = sorted(j.job_id for j in prep.jobs if j.kind == "eval")
     assert len(fake.arrays) == 2 and sorted(fake.arrays[1]) == evals  # failed evals resubmitted, the cancel not
     run = last_run(study.output_dir)
     assert run["outcomes"][a_score]["cancelled"] is True
     assert all(len(S.attempts(study.output_dir / "jobs" / j)) == 2 for j in evals)
     # the next run picks up the cancelled job (and the evals, once they work)
-    fixed = _study(tmp_path, scores={"A": {"captions": "c.json", "images": "img"}},
-                   executor={"type": "slurm", "max_attempts": 2, "slurm": {"poll_s": 0.01}})
+    fixed = _study(
+        tmp_path,
+        scores={"A": {"captions": "c.json", "images": "img"}},
+        executor={"type": "slurm", "max_attempts": 2, "slurm": {"poll_s": 0.01}},
+    )
     assert execute(fixed, printer=_quiet, versions=VERSIONS, retry_failed=True) == 0
     assert sorted(fake.arrays[2]) == sorted(evals + [a_score])
 

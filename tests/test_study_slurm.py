@@ -3,6 +3,7 @@ real single-node SLURM cluster (scripts/slurm/start_cluster.sh): one SLURM job i
 (scancel), the rerun runs only what was missing, and both executors end with the same leaderboard.
 
 Skips, saying why, when no cluster answers (sinfo) or submitit is missing."""
+
 from __future__ import annotations
 
 import shutil
@@ -26,7 +27,8 @@ def _cluster_reason():
         return f"sinfo failed: {err}"
     states = out.stdout.split()
     if out.returncode != 0 or not any(s.startswith(("idle", "mix", "alloc")) for s in states):
-        return f"no SLURM node is up (sinfo: {out.stdout.strip() or out.stderr.strip()[:200]}); run scripts/slurm/start_cluster.sh"
+        said = out.stdout.strip() or out.stderr.strip()[:200]
+        return f"no SLURM node is up (sinfo: {said}); run scripts/slurm/start_cluster.sh"
     try:
         import submitit  # noqa: F401
     except ImportError:
@@ -48,23 +50,40 @@ def tiny_study(tmp_path_factory):
     models = []
     for name, seed in (("tiny-a", 0), ("tiny-b", 1)):
         hf = make_llava_hf(str(root / "ckpt" / name), seed=seed)
-        orig = convert_to_original(hf, str(root / "ckpt" / f"{name}-orig"), tower_dir=str(root / "ckpt" / f"{name}-clip-tower"))
-        models.append({"name": name, "pretrained": hf, "model_args": {"device": "cpu"}, "stage1": hf,
-                       "vision": f"clip:{orig['tower']}"})
+        orig = convert_to_original(
+            hf, str(root / "ckpt" / f"{name}-orig"), tower_dir=str(root / "ckpt" / f"{name}-clip-tower")
+        )
+        models.append(
+            {
+                "name": name,
+                "pretrained": hf,
+                "model_args": {"device": "cpu"},
+                "stage1": hf,
+                "vision": f"clip:{orig['tower']}",
+            }
+        )
     write_mirror(str(root / "mirror"))
     pretrain = write_llava_pretrain(str(root / "llava-558k"), n=4)
     write_photo_fixture(root / "spair")
     study = {
         "name": "tiny",
-        "env": {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "error",
-                "LMMS_AC_DATASETS": str(root / "mirror"), "LMMS_AC_CACHE": str(root / "cache"),
-                "OMP_NUM_THREADS": "1"},
+        "env": {
+            "HF_HUB_OFFLINE": "1",
+            "HF_DATASETS_OFFLINE": "1",
+            "TRANSFORMERS_VERBOSITY": "error",
+            "LMMS_AC_DATASETS": str(root / "mirror"),
+            "LMMS_AC_CACHE": str(root / "cache"),
+            "OMP_NUM_THREADS": "1",
+        },
         "models": models,
         "benchmarks": ["mme", "seed"],
         "probes": [{"perturbation": "patchshuffle4", "seeds": 5, "benchmarks": ["mme"]}],
         "lmms_eval": {"batch_size": 8, "limit": 4, "log_samples": False},
-        "scores": {"A": {"captions": pretrain["captions"], "images": pretrain["images"], "n": 4},
-                   "C": {"spair": str(root / "spair"), "limit": 4}, "device": "cpu"},
+        "scores": {
+            "A": {"captions": pretrain["captions"], "images": pretrain["images"], "n": 4},
+            "C": {"spair": str(root / "spair"), "limit": 4},
+            "device": "cpu",
+        },
         "report": {"outputs": ["table", "scores", "leaderboard"], "recommend_benchmark": "mme"},
     }
     return root, study
@@ -87,8 +106,9 @@ def test_study_local_and_slurm_resume_after_scancel(tiny_study):
     root, data = tiny_study
     quiet = print
     # --- the local executor
-    local = load_study(_write(root, data, "local", output="out-local",
-                              executor={"type": "local", "gpus": "none", "max_attempts": 1}))
+    local = load_study(
+        _write(root, data, "local", output="out-local", executor={"type": "local", "gpus": "none", "max_attempts": 1})
+    )
     t0 = time.time()
     assert execute(local, printer=quiet) == 0, "local run failed: see out-local/jobs/*/log.txt"
     print(f"local executor: {time.time() - t0:.0f} s")
@@ -96,9 +116,19 @@ def test_study_local_and_slurm_resume_after_scancel(tiny_study):
     build_study_report(local, printer=quiet)
 
     # --- SLURM: cancel tiny-b's evaluation job half-way
-    slurm = load_study(_write(root, data, "slurm", output="out-slurm", executor={
-        "type": "slurm", "max_attempts": 2,
-        "slurm": {"time": 30, "gpus_per_job": 0, "cpus_per_job": 1, "array_parallelism": 4, "poll_s": 2}}))
+    slurm = load_study(
+        _write(
+            root,
+            data,
+            "slurm",
+            output="out-slurm",
+            executor={
+                "type": "slurm",
+                "max_attempts": 2,
+                "slurm": {"time": 30, "gpus_per_job": 0, "cpus_per_job": 1, "array_parallelism": 4, "poll_s": 2},
+            },
+        )
+    )
     out = slurm.output_dir
     victim = next(j for j in prepare(slurm).jobs if j.kind == "eval" and j.entry == "tiny-b")
     vdir = out / "jobs" / victim.job_id

@@ -1,4 +1,5 @@
 """Study files: validation messages, the commented example, stable ids, re-planning, dry runs."""
+
 from __future__ import annotations
 
 import copy
@@ -15,9 +16,12 @@ VERSIONS = {"lmms-eval": "0.7.3", "lmms-ac": "0.1.0", "transformers": "4.0"}
 
 def _base(tmp_path):
     return {
-        "name": "t", "output": "out",
-        "models": [{"name": "a", "pretrained": str(tmp_path / "a"), "stage1": str(tmp_path / "a"), "vision": "clip:x"},
-                   {"name": "b", "pretrained": str(tmp_path / "b"), "model_args": {"dtype": "float32"}}],
+        "name": "t",
+        "output": "out",
+        "models": [
+            {"name": "a", "pretrained": str(tmp_path / "a"), "stage1": str(tmp_path / "a"), "vision": "clip:x"},
+            {"name": "b", "pretrained": str(tmp_path / "b"), "model_args": {"dtype": "float32"}},
+        ],
         "benchmarks": ["mme", "seed"],
         "scores": {"A": {"captions": "c.json", "images": "img"}, "C_ocr": {"n": 4}},
     }
@@ -69,7 +73,9 @@ def test_cross_key_rules(tmp_path):
 def test_unknown_perturbation_suggests(tmp_path):
     data = _base(tmp_path)
     data["probes"] = [{"perturbation": "patchshufle4"}]
-    with pytest.raises(StudyError, match=r"probes\[0\].perturbation: unknown 'patchshufle4'; did you mean 'patchshuffle4'"):
+    with pytest.raises(
+        StudyError, match=r"probes\[0\].perturbation: unknown 'patchshufle4'; did you mean 'patchshuffle4'"
+    ):
         make_plan(parse_study(data, tmp_path), VERSIONS)
 
 
@@ -96,8 +102,17 @@ def test_one_job_per_model_and_dry_run(tmp_path):
     from lmms_ac.study.runner import dry_run, prepare
 
     data = _base(tmp_path)
-    data["executor"] = {"type": "slurm", "slurm": {"partition": "gpu", "account": "lab", "time": 30, "gpus_per_job": 2,
-                                                   "constraint": "a100", "array_parallelism": 3}}
+    data["executor"] = {
+        "type": "slurm",
+        "slurm": {
+            "partition": "gpu",
+            "account": "lab",
+            "time": 30,
+            "gpus_per_job": 2,
+            "constraint": "a100",
+            "array_parallelism": 3,
+        },
+    }
     study = parse_study(data, tmp_path)
     prep = prepare(study, VERSIONS)
     kinds = sorted((j.kind, j.entry, len(j.units)) for j in prep.jobs)
@@ -109,8 +124,14 @@ def test_one_job_per_model_and_dry_run(tmp_path):
     assert f"pretrained={tmp_path / 'b'},dtype=float32,variant=b" in text
     pytest.importorskip("submitit")
     sbatch = written[1].read_text()
-    for line in ("#SBATCH --partition=gpu", "#SBATCH --account=lab", "#SBATCH --time=30", "#SBATCH --gpus-per-node=2",
-                 "#SBATCH --constraint=a100", "#SBATCH --array=0-3%3"):
+    for line in (
+        "#SBATCH --partition=gpu",
+        "#SBATCH --account=lab",
+        "#SBATCH --time=30",
+        "#SBATCH --gpus-per-node=2",
+        "#SBATCH --constraint=a100",
+        "#SBATCH --array=0-3%3",
+    ):
         assert line in sbatch, line
     assert not (study.output_dir / "jobs").exists()  # a dry run prepares nothing that could look started
 

@@ -6,6 +6,7 @@ string). With a Llama-like tokenizer (Metaspace pre-tokenizer, ``prepend_scheme=
 differ: chunked gives the caption's first word its "▁" and puts the "▁" piece before the newline
 after the image. Both models here run the same random weights, so any id difference shows.
 """
+
 from __future__ import annotations
 
 import shutil
@@ -38,18 +39,29 @@ def sentencepiece_style_tokenizer(kind: str = "bpe", bos: bool = True):
     specials = ["<unk>", "<s>", "</s>", "<pad>"]
     if kind == "bpe":
         tok = Tokenizer(models.BPE(unk_token="<unk>"))
-        trainer = trainers.BpeTrainer(vocab_size=220, special_tokens=specials, initial_alphabet=["▁", "\n"], show_progress=False)
+        trainer = trainers.BpeTrainer(
+            vocab_size=220, special_tokens=specials, initial_alphabet=["▁", "\n"], show_progress=False
+        )
     else:
         tok = Tokenizer(models.Unigram())
-        trainer = trainers.UnigramTrainer(vocab_size=160, special_tokens=specials, unk_token="<unk>", initial_alphabet=["▁", "\n"],
-                                          show_progress=False)
+        trainer = trainers.UnigramTrainer(
+            vocab_size=160,
+            special_tokens=specials,
+            unk_token="<unk>",
+            initial_alphabet=["▁", "\n"],
+            show_progress=False,
+        )
     tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="first", split=False)
     tok.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="first", split=False)
     tok.train_from_iterator(CORPUS * 4, trainer)
     if bos:
         bos_id = tok.token_to_id("<s>")
-        tok.post_processor = processors.TemplateProcessing(single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", bos_id)])
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>", pad_token="<pad>")
+        tok.post_processor = processors.TemplateProcessing(
+            single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", bos_id)]
+        )
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>", pad_token="<pad>"
+    )
     fast.add_tokens([IMAGE_TOKEN], special_tokens=True)
     return fast
 
@@ -79,7 +91,9 @@ def sp_tok(request):
 def test_chunked_equals_the_official_function(sp_tok):
     image_id = sp_tok.convert_tokens_to_ids(IMAGE_TOKEN)
     prompts = [IMAGE_TOKEN + c for c in CAPTIONS] + [IMAGE_TOKEN + c + PLAIN_SEPARATOR for c in CAPTIONS]
-    prompts += [build_prompt(q, 1, "vicuna_v1") for q in QUESTIONS] + [build_prompt(q, 2, "vicuna_v1") for q in QUESTIONS]
+    prompts += [build_prompt(q, 1, "vicuna_v1") for q in QUESTIONS] + [
+        build_prompt(q, 2, "vicuna_v1") for q in QUESTIONS
+    ]
     prompts += [build_prompt(q, 1, "plain") for q in QUESTIONS] + ["no image at all", IMAGE_TOKEN]
     no_bos = sentencepiece_style_tokenizer("bpe", bos=False)  # like Qwen's: nothing to drop (offset 0)
     for p in prompts:
@@ -104,7 +118,7 @@ def test_chunked_and_joint_differ_for_captions_and_prompts(sp_tok):
         c, j = chunked.encode(prompt), joint.encode(prompt)
         at_c, at_j = c.index(image_id), j.index(image_id)
         # chunked: the lone "▁" piece (Vicuna's 29871), then the same ids as joint's ("\n..." = 13 ... in Vicuna)
-        assert c[at_c + 1] == space and c[at_c + 2:] == j[at_j + 1:]
+        assert c[at_c + 1] == space and c[at_c + 2 :] == j[at_j + 1 :]
         assert sp_tok.convert_ids_to_tokens(j[at_j + 1]).startswith("\n")
         assert c[:at_c] == j[:at_j]  # the text before the image is the same
 
@@ -116,7 +130,7 @@ def test_encode_pair_splits_where_the_context_ends(sp_tok):
     assert ctx == [sp_tok.bos_token_id, image_id]
     assert cont == sp_tok(CAPTIONS[0])["input_ids"][1:]
     ctx2, cont2 = chunked.encode_pair(IMAGE_TOKEN, CAPTIONS[0] + PLAIN_SEPARATOR)
-    assert cont2[: len(cont)] == cont and sp_tok.convert_ids_to_tokens(cont2[len(cont):]) == ["\n"]
+    assert cont2[: len(cont)] == cont and sp_tok.convert_ids_to_tokens(cont2[len(cont) :]) == ["\n"]
     with pytest.raises(ValueError, match="tokenizes to nothing"):
         chunked.encode_pair(IMAGE_TOKEN, "")
     with pytest.raises(ValueError, match="chunked"):
@@ -215,11 +229,17 @@ def test_generation_and_loglikelihood_use_chunked_prompt_ids(sp_vlm):
     for ids, im, text in zip(expected_ids, images, texts):
         batch = vlm.build_batch([ids], [[im]])
         with torch.no_grad():
-            out = vlm.llm.generate(inputs_embeds=batch.inputs_embeds, attention_mask=batch.attention_mask, max_new_tokens=6,
-                                   do_sample=False, pad_token_id=vlm.pad_token_id, eos_token_id=vlm.tokenizer.eos_token_id)
+            out = vlm.llm.generate(
+                inputs_embeds=batch.inputs_embeds,
+                attention_mask=batch.attention_mask,
+                max_new_tokens=6,
+                do_sample=False,
+                pad_token_id=vlm.pad_token_id,
+                eos_token_id=vlm.tokenizer.eos_token_id,
+            )
         assert text == vlm.tokenizer.decode(out[0], skip_special_tokens=True)
     # loglikelihood: the continuation scored after the official context ids
-    (ll, _), = vlm.loglikelihood([prompts[0]], [" yes"], [[images[0]]])
+    ((ll, _),) = vlm.loglikelihood([prompts[0]], [" yes"], [[images[0]]])
     ctx = expected_ids[0]
     whole = official_tokenizer_image_token(prompts[0] + " yes", vlm.tokenizer, vlm.image_token_id)
     if whole[: len(ctx)] != ctx:  # this toy BPE merges ":▁" across the boundary: the continuation is tokenized alone
@@ -245,8 +265,23 @@ def test_score_a_cli_scores_the_separator_on_request(original_dirs, tmp_path):
     data = write_llava_pretrain(str(tmp_path / "558k"), n=3)
     stage1 = original_dirs["stage1"]
     out = tmp_path / "scores.csv"
-    base = ["score-a", "--pretrained", stage1["checkpoint"], "--model-base", stage1["base_llm"], "--captions", data["captions"],
-            "--images", data["images"], "--n", "2", "--out", str(out), "--variant", "tiny"]
+    base = [
+        "score-a",
+        "--pretrained",
+        stage1["checkpoint"],
+        "--model-base",
+        stage1["base_llm"],
+        "--captions",
+        data["captions"],
+        "--images",
+        data["images"],
+        "--n",
+        "2",
+        "--out",
+        str(out),
+        "--variant",
+        "tiny",
+    ]
     assert main(base) == 0
     assert main(base + ["--score-separator"]) == 0  # a different configuration: its own row, the default one kept
     rows = list(csv.DictReader(open(out)))

@@ -1,4 +1,5 @@
 """More representation families built from tiny local towers: OpenCLIP, SigLIP2, DINOv2, feature combinations."""
+
 from __future__ import annotations
 
 import os
@@ -8,8 +9,13 @@ import torch
 import torch.nn.functional as F
 
 from lmms_ac.testing.datasets import sample_images
-from lmms_ac.testing.towers import (make_clip_tower, make_dinov2_tower, make_openclip_tower, make_siglip2_naflex_tower,
-                                    make_siglip2_tower)
+from lmms_ac.testing.towers import (
+    make_clip_tower,
+    make_dinov2_tower,
+    make_openclip_tower,
+    make_siglip2_naflex_tower,
+    make_siglip2_tower,
+)
 from lmms_ac.vision import FAMILIES, load_representation, parse_spec
 
 
@@ -29,8 +35,12 @@ def towers(tmp_path_factory):
 def test_families_registered_and_inferred():
     assert {"openclip", "siglip2", "dinov2", "concat", "diffusion"} <= set(FAMILIES.names())
     known = set(FAMILIES.names())
-    for bare, family in [("laion/CLIP-ViT-L-14-laion2B-s32B-b82K", "openclip"), ("google/siglip2-large-patch16-256", "siglip2"),
-                         ("facebook/dinov2-large", "dinov2"), ("runwayml/stable-diffusion-v1-5", "diffusion")]:
+    for bare, family in [
+        ("laion/CLIP-ViT-L-14-laion2B-s32B-b82K", "openclip"),
+        ("google/siglip2-large-patch16-256", "siglip2"),
+        ("facebook/dinov2-large", "dinov2"),
+        ("runwayml/stable-diffusion-v1-5", "diffusion"),
+    ]:
         assert parse_spec(bare, known).family == family
 
 
@@ -38,7 +48,10 @@ def test_families_registered_and_inferred():
 def test_openclip_spec_forms():
     from lmms_ac.vision.openclip import resolve_openclip_target
 
-    assert resolve_openclip_target("laion/CLIP-ViT-L-14-laion2B-s32B-b82K") == ("hf-hub:laion/CLIP-ViT-L-14-laion2B-s32B-b82K", None)
+    assert resolve_openclip_target("laion/CLIP-ViT-L-14-laion2B-s32B-b82K") == (
+        "hf-hub:laion/CLIP-ViT-L-14-laion2B-s32B-b82K",
+        None,
+    )
     assert resolve_openclip_target("ViT-L-14@laion2b_s32b_b82k") == ("ViT-L-14", "laion2b_s32b_b82k")
     with pytest.raises(ValueError, match="pretrained tag"):
         resolve_openclip_target("ViT-L-14")  # an architecture alone would be random weights
@@ -49,7 +62,9 @@ def test_openclip_local_dir_patch_tokens(towers):
 
     rep = load_representation(f"openclip:{towers['openclip']}")
     assert rep.grid == (4, 4) and rep.patch_size == 8 and rep.hidden_size == 32 and rep.image_size == 32
-    assert rep.image_spec.mean == pytest.approx((0.5, 0.4, 0.3)) and rep.image_spec.std == pytest.approx((0.2, 0.25, 0.3))
+    assert rep.image_spec.mean == pytest.approx((0.5, 0.4, 0.3)) and rep.image_spec.std == pytest.approx(
+        (0.2, 0.25, 0.3)
+    )
     model, preprocess = open_clip.create_model_from_pretrained(f"local-dir:{towers['openclip']}")
     model.eval()
     images = sample_images(3)
@@ -59,11 +74,15 @@ def test_openclip_local_dir_patch_tokens(towers):
     tokens = rep.encode(pixels)
     with torch.no_grad():
         # open_clip's own API: output of residual block 1 of 3 = hidden state -2, CLS dropped
-        ref = model.visual.forward_intermediates(pixels, indices=[1], output_fmt="NLC", intermediates_only=True)["image_intermediates"][0]
+        ref = model.visual.forward_intermediates(pixels, indices=[1], output_fmt="NLC", intermediates_only=True)[
+            "image_intermediates"
+        ][0]
     assert tokens.shape == (3, 16, 32) and torch.allclose(tokens, ref, atol=1e-6)
     last = load_representation(f"openclip:{towers['openclip']}?layer=-1").encode(pixels)
     with torch.no_grad():
-        ref_last = model.visual.forward_intermediates(pixels, indices=[2], output_fmt="NLC", intermediates_only=True)["image_intermediates"][0]
+        ref_last = model.visual.forward_intermediates(pixels, indices=[2], output_fmt="NLC", intermediates_only=True)[
+            "image_intermediates"
+        ][0]
     assert torch.allclose(last, ref_last, atol=1e-6)
     with pytest.raises(ValueError, match="out of range"):
         load_representation(f"openclip:{towers['openclip']}?layer=7")
@@ -115,7 +134,11 @@ def test_dinov2_patch_tokens_only(towers, name, prefix):
     assert rep.image_size == 28 and rep.grid == (4, 4) and rep.num_prefix_tokens == prefix
     images = sample_images(3)
     pixels = rep.preprocess(images)
-    assert torch.allclose(pixels, rep.processor(images=[im.convert("RGB") for im in images], return_tensors="pt")["pixel_values"], atol=1e-6)
+    assert torch.allclose(
+        pixels,
+        rep.processor(images=[im.convert("RGB") for im in images], return_tensors="pt")["pixel_values"],
+        atol=1e-6,
+    )
     assert torch.allclose(rep.normalize(rep.pixels(images)), pixels, atol=1e-5)
     with torch.no_grad():
         hidden = rep.model(pixels, output_hidden_states=True).hidden_states[-2]
@@ -137,7 +160,11 @@ def test_concat_same_grid_shares_pixels(towers):
     clip, dino = rep.parts
     assert rep.grid == (4, 4) == clip.grid == dino.grid
     assert rep.hidden_size == clip.hidden_size + dino.hidden_size and rep.part_slices == [(0, 32), (32, 64)]
-    assert rep.image_size == 32 and rep.image_spec.mean == (0.0, 0.0, 0.0)  # the largest part's geometry, identity normalisation
+    assert rep.image_size == 32 and rep.image_spec.mean == (
+        0.0,
+        0.0,
+        0.0,
+    )  # the largest part's geometry, identity normalisation
     images = sample_images(2)
     pixels = rep.pixels(images)
     assert torch.equal(pixels, clip.pixels(images)) and torch.equal(rep.normalize(pixels), pixels)
@@ -169,16 +196,30 @@ def test_split_parts_and_multi_tower_names():
     from lmms_ac.vision.concat import multi_tower_spec, split_multi_tower, split_parts
 
     assert split_parts("clip:openai/clip-vit-large-patch14+dinov2:facebook/dinov2-large") == [
-        "clip:openai/clip-vit-large-patch14", "dinov2:facebook/dinov2-large"]
+        "clip:openai/clip-vit-large-patch14",
+        "dinov2:facebook/dinov2-large",
+    ]
     assert split_parts("diffusion:runwayml/stable-diffusion-v1-5?prompt=a+cat+dinov2:facebook/dinov2-large") == [
-        "diffusion:runwayml/stable-diffusion-v1-5?prompt=a+cat", "dinov2:facebook/dinov2-large"]
+        "diffusion:runwayml/stable-diffusion-v1-5?prompt=a+cat",
+        "dinov2:facebook/dinov2-large",
+    ]
     assert split_multi_tower("openai/clip-vit-large-patch14.facebook/dinov2-large") == [
-        "openai/clip-vit-large-patch14", "facebook/dinov2-large"]
+        "openai/clip-vit-large-patch14",
+        "facebook/dinov2-large",
+    ]
     assert split_multi_tower("openai/clip-vit-large-patch14-336.facebook/dinov2-large") == [
-        "openai/clip-vit-large-patch14-336", "facebook/dinov2-large"]
+        "openai/clip-vit-large-patch14-336",
+        "facebook/dinov2-large",
+    ]
     assert split_multi_tower("stabilityai/stable-diffusion-xl-base-1.0.openai/clip-vit-large-patch14") == [
-        "stabilityai/stable-diffusion-xl-base-1.0", "openai/clip-vit-large-patch14"]
-    for single in ("openai/clip-vit-large-patch14", "stabilityai/stable-diffusion-xl-base-1.0", "timm/vit_large_patch14_clip_224.openai"):
+        "stabilityai/stable-diffusion-xl-base-1.0",
+        "openai/clip-vit-large-patch14",
+    ]
+    for single in (
+        "openai/clip-vit-large-patch14",
+        "stabilityai/stable-diffusion-xl-base-1.0",
+        "timm/vit_large_patch14_clip_224.openai",
+    ):
         assert split_multi_tower(single) is None
     spec = parse_spec(multi_tower_spec("openai/clip-vit-large-patch14.facebook/dinov2-large"), set(FAMILIES.names()))
     assert spec.family == "concat"

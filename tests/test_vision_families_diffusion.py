@@ -3,6 +3,7 @@
 Each test recomputes the features by hand with diffusers' own pieces (VAE posterior mean, the
 scheduler's ``add_noise``, the pipeline's own prompt encoding, a full denoiser forward with an
 independent hook) and compares with the representation, which stops the forward after the block."""
+
 from __future__ import annotations
 
 import sys
@@ -13,8 +14,13 @@ import torch
 pytest.importorskip("diffusers")
 
 from lmms_ac.testing.datasets import sample_images  # noqa: E402
-from lmms_ac.testing.towers import (make_dit_pipeline, make_sd3_pipeline, make_sd_image_variation_pipeline,  # noqa: E402
-                                    make_sd_pipeline, make_sdxl_pipeline)
+from lmms_ac.testing.towers import (
+    make_dit_pipeline,
+    make_sd3_pipeline,
+    make_sd_image_variation_pipeline,  # noqa: E402
+    make_sd_pipeline,
+    make_sdxl_pipeline,
+)
 from lmms_ac.vision import load_representation  # noqa: E402
 from lmms_ac.vision.diffusion import merge_2x2  # noqa: E402
 
@@ -68,7 +74,10 @@ def test_sd_first_up_block_matches_manual_forward(pipes):
         eps = _noise((1, 4, 16, 16)).expand_as(z)
         x_t = pipe.scheduler.add_noise(z, eps, torch.tensor([1]))
         cond, _ = pipe.encode_prompt("", "cpu", 1, False)
-    up0 = _capture(pipe.unet.up_blocks[0], lambda: pipe.unet(x_t, torch.tensor([1, 1]), encoder_hidden_states=cond.expand(2, -1, -1)))
+    up0 = _capture(
+        pipe.unet.up_blocks[0],
+        lambda: pipe.unet(x_t, torch.tensor([1, 1]), encoder_hidden_states=cond.expand(2, -1, -1)),
+    )
     assert up0.shape == (2, 64, 16, 16)
     assert torch.allclose(tokens, up0.flatten(2).transpose(1, 2), atol=1e-5)
 
@@ -93,8 +102,15 @@ def test_sd_options_and_errors(pipes):
     prompted = load_representation(f"diffusion:{pipes['sd']}?size=32&prompt=a+cat")
     assert not torch.equal(prompted.prompt_embeds, second.prompt_embeds)
     assert load_representation(f"diffusion:{pipes['sd']}").image_size == 768  # SD default
-    for bad, match in [("size=33", "multiple"), ("size=34", "downsamplings"), ("t=1000", "outside"), ("block=5", "out of range"),
-                       ("layer=-2", "block="), ("steps=3", "unknown option"), ("label=null", "DiT only")]:
+    for bad, match in [
+        ("size=33", "multiple"),
+        ("size=34", "downsamplings"),
+        ("t=1000", "outside"),
+        ("block=5", "out of range"),
+        ("layer=-2", "block="),
+        ("steps=3", "unknown option"),
+        ("label=null", "DiT only"),
+    ]:
         with pytest.raises(ValueError, match=match):
             load_representation(f"diffusion:{pipes['sd']}?{bad}")
 
@@ -106,7 +122,9 @@ def test_sd_image_variations_condition_on_the_image(pipes):
     assert rep.kind == "sd-image-variation" and rep.image_encoder_spec.size == 24
     x = _pixels(rep)
     tokens = rep.encode(x)
-    pipe = StableDiffusionImageVariationPipeline.from_pretrained(pipes["sdiv"], safety_checker=None, requires_safety_checker=False)
+    pipe = StableDiffusionImageVariationPipeline.from_pretrained(
+        pipes["sdiv"], safety_checker=None, requires_safety_checker=False
+    )
     with torch.no_grad():
         z = pipe.vae.encode(x).latent_dist.mean * pipe.vae.config.scaling_factor
         x_t = pipe.scheduler.add_noise(z, _noise((1, 4, 16, 16)).expand_as(z), torch.tensor([1]))
@@ -132,10 +150,15 @@ def test_sdxl_uses_pooled_text_and_time_ids(pipes):
         # Euler's add_noise is the same process in sigma form; DDPM's form is the documented one
         ddpm = DDPMScheduler.from_config(pipe.scheduler.config)
         x_t = ddpm.add_noise(z, _noise((1, 4, 16, 16)).expand_as(z), torch.tensor([1]))
-        cond, _, pooled, _ = pipe.encode_prompt("", device="cpu", num_images_per_prompt=1, do_classifier_free_guidance=False)
+        cond, _, pooled, _ = pipe.encode_prompt(
+            "", device="cpu", num_images_per_prompt=1, do_classifier_free_guidance=False
+        )
         time_ids = pipe._get_add_time_ids((32, 32), (0, 0), (32, 32), cond.dtype, text_encoder_projection_dim=32)
     added = {"text_embeds": pooled.expand(2, -1), "time_ids": time_ids.expand(2, -1)}
-    up0 = _capture(pipe.unet.up_blocks[0], lambda: pipe.unet(x_t, 1, encoder_hidden_states=cond.expand(2, -1, -1), added_cond_kwargs=added))
+    up0 = _capture(
+        pipe.unet.up_blocks[0],
+        lambda: pipe.unet(x_t, 1, encoder_hidden_states=cond.expand(2, -1, -1), added_cond_kwargs=added),
+    )
     assert torch.allclose(tokens, up0.flatten(2).transpose(1, 2), atol=1e-5)
 
 
@@ -153,9 +176,18 @@ def test_sd3_last_block_merged_2x2(pipes):
         z = (pipe.vae.encode(x).latent_dist.mean - vcfg.shift_factor) * vcfg.scaling_factor
         s = 1 / 1000
         x_t = (1 - s) * z + s * _noise((1, 4, 16, 16)).expand_as(z)
-        cond, _, pooled, _ = pipe.encode_prompt("", None, None, device="cpu", num_images_per_prompt=1, do_classifier_free_guidance=False)
-    last = _capture(pipe.transformer.transformer_blocks[-1], lambda: pipe.transformer(
-        hidden_states=x_t, timestep=torch.tensor([1.0, 1.0]), encoder_hidden_states=cond.expand(2, -1, -1), pooled_projections=pooled.expand(2, -1)))
+        cond, _, pooled, _ = pipe.encode_prompt(
+            "", None, None, device="cpu", num_images_per_prompt=1, do_classifier_free_guidance=False
+        )
+    last = _capture(
+        pipe.transformer.transformer_blocks[-1],
+        lambda: pipe.transformer(
+            hidden_states=x_t,
+            timestep=torch.tensor([1.0, 1.0]),
+            encoder_hidden_states=cond.expand(2, -1, -1),
+            pooled_projections=pooled.expand(2, -1),
+        ),
+    )
     assert last.shape == (2, 64, 16)
     assert torch.allclose(tokens, merge_2x2(last, (8, 8)), atol=1e-5)
     assert load_representation(f"diffusion:{pipes['sd3']}?size=32&merge=mean").hidden_size == 16
@@ -175,7 +207,10 @@ def test_dit_null_class_and_published_variant(pipes):
         z = pipe.vae.encode(x).latent_dist.mean * pipe.vae.config.scaling_factor
         x_t = pipe.scheduler.add_noise(z, _noise((1, 4, 16, 16)).expand_as(z), torch.tensor([1]))
     null = torch.tensor([1000, 1000])  # DiT's classifier-free-guidance label: the "empty prompt"
-    last = _capture(pipe.transformer.transformer_blocks[-1], lambda: pipe.transformer(x_t, timestep=torch.tensor([1, 1]), class_labels=null))
+    last = _capture(
+        pipe.transformer.transformer_blocks[-1],
+        lambda: pipe.transformer(x_t, timestep=torch.tensor([1, 1]), class_labels=null),
+    )
     assert torch.allclose(tokens, merge_2x2(last, (8, 8)), atol=1e-5)
     published = load_representation(f"diffusion:{pipes['dit']}?size=32&label=none").encode(x)  # timestep embedding only
     assert not torch.allclose(published, tokens)
@@ -213,4 +248,6 @@ def test_concat_with_diffusion_part(pipes, tmp_path):
     pixels = rep.pixels(sample_images(2))
     a, b = rep.split(rep.encode(rep.normalize(pixels)))
     assert torch.equal(a, clip.encode(clip.normalize(pixels)))
-    assert torch.allclose(b, dit.encode(dit.normalize(pixels)), atol=1e-6)  # each part normalises the shared pixels its own way
+    assert torch.allclose(
+        b, dit.encode(dit.normalize(pixels)), atol=1e-6
+    )  # each part normalises the shared pixels its own way

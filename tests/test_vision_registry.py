@@ -1,4 +1,5 @@
 """The representation registry: spec strings, families built from tiny local towers, the token contract."""
+
 from __future__ import annotations
 
 import pytest
@@ -13,7 +14,10 @@ from lmms_ac.vision import FAMILIES, load_representation, parse_spec
 @pytest.fixture(scope="module")
 def towers(tmp_path_factory):
     root = tmp_path_factory.mktemp("towers")
-    return {"clip": make_clip_tower(str(root / "clip-vit-tiny")), "siglip": make_siglip_tower(str(root / "siglip-tiny"))}
+    return {
+        "clip": make_clip_tower(str(root / "clip-vit-tiny")),
+        "siglip": make_siglip_tower(str(root / "siglip-tiny")),
+    }
 
 
 def test_spec_grammar():

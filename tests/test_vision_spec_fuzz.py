@@ -1,5 +1,6 @@
 """Seeded random spec strings: parsing and option checking either succeed or raise a clear error the
 CLI reports (ValueError / KeyError subclasses with the spec in the message), never anything else."""
+
 from __future__ import annotations
 
 import random
@@ -8,8 +9,37 @@ from lmms_ac.registry import UnknownEntryError
 from lmms_ac.vision import FAMILIES, family_options
 from lmms_ac.vision.spec import RepresentationSpec, check_options, parse_spec
 
-PIECES = ["clip", "siglip2", "dinov2", "concat", "diffusion", "openclip", "clipp", ":", "?", "&", "=", "+", "/", ".", "~",
-          "layer", "size", "sise", "backend", "pil", "-2", "336", "openai/clip-vit-large-patch14", "%zz", " ", "", "é", "??", "=="]
+PIECES = [
+    "clip",
+    "siglip2",
+    "dinov2",
+    "concat",
+    "diffusion",
+    "openclip",
+    "clipp",
+    ":",
+    "?",
+    "&",
+    "=",
+    "+",
+    "/",
+    ".",
+    "~",
+    "layer",
+    "size",
+    "sise",
+    "backend",
+    "pil",
+    "-2",
+    "336",
+    "openai/clip-vit-large-patch14",
+    "%zz",
+    " ",
+    "",
+    "é",
+    "??",
+    "==",
+]
 
 
 def test_random_specs_end_in_a_spec_or_a_clear_error():

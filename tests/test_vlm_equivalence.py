@@ -1,5 +1,6 @@
 """The VLM computes what transformers' LlavaForConditionalGeneration computes, and both checkpoint
 formats give the same model."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -10,9 +11,16 @@ from PIL import Image
 from lmms_ac.testing.datasets import sample_images
 from lmms_ac.vlm.prompts import build_prompt
 
-QUESTIONS = ["Is there a dog in this image?", "What color is the car?", "How many people are there?",
-             "Answer with the option's letter. A. cat B. dog", "Describe it.", "Is it red? Please answer yes or no.",
-             "What is the main object in the image?", "0 1 2 3"]
+QUESTIONS = [
+    "Is there a dog in this image?",
+    "What color is the car?",
+    "How many people are there?",
+    "Answer with the option's letter. A. cat B. dog",
+    "Describe it.",
+    "Is it red? Please answer yes or no.",
+    "What is the main object in the image?",
+    "0 1 2 3",
+]
 
 
 @pytest.fixture(scope="module")
@@ -29,17 +37,27 @@ def _hf_generate(hf_model, prompts, images, max_new_tokens=12):
     model, processor = hf_model
     inputs = processor(text=prompts, images=images, return_tensors="pt", padding=True)
     with torch.no_grad():
-        out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False,
-                             pad_token_id=processor.tokenizer.pad_token_id, eos_token_id=processor.tokenizer.eos_token_id)
-    return out[:, inputs["input_ids"].shape[1]:]
+        out = model.generate(
+            **inputs,
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            pad_token_id=processor.tokenizer.pad_token_id,
+            eos_token_id=processor.tokenizer.eos_token_id,
+        )
+    return out[:, inputs["input_ids"].shape[1] :]
 
 
 def _our_tokens(vlm, prompts, images, max_new_tokens=12):
     batch = vlm.build_batch([vlm.tokenize(p) for p in prompts], [[im] for im in images])
     with torch.no_grad():
-        return vlm.llm.generate(inputs_embeds=batch.inputs_embeds, attention_mask=batch.attention_mask,
-                                max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=vlm.pad_token_id,
-                                eos_token_id=vlm.tokenizer.eos_token_id)
+        return vlm.llm.generate(
+            inputs_embeds=batch.inputs_embeds,
+            attention_mask=batch.attention_mask,
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            pad_token_id=vlm.pad_token_id,
+            eos_token_id=vlm.tokenizer.eos_token_id,
+        )
 
 
 def _strip(row, pad_id):
@@ -76,7 +94,7 @@ def test_loglikelihood_equals_hand_computation(llava_hf_vlm, hf_model):
     image = sample_images(1, seed=7)[0].convert("RGB")
     context = build_prompt("Is there a cat?", 1, "chat_template", vlm.tokenizer)
     continuation = " Yes it is"
-    (ll, greedy), = vlm.loglikelihood([context], [continuation], [[image]])
+    ((ll, greedy),) = vlm.loglikelihood([context], [continuation], [[image]])
     # by hand: run transformers' model on the full text, sum log-probs of the continuation tokens
     full = processor(text=[context + continuation], images=[image], return_tensors="pt")
     ctx = processor(text=[context], images=[image], return_tensors="pt")
@@ -147,15 +165,21 @@ def test_stop_strings_stop_rows_and_cut_text(llava_hf_vlm):
     from lmms_ac.vlm.model import StopOnStrings, cut_at_stops
 
     tok = llava_hf_vlm.tokenizer
-    rows = [tok("the answer is Yes\n\nUSER:", add_special_tokens=False)["input_ids"],
-            tok("no stop string in this one at all", add_special_tokens=False)["input_ids"]]
+    rows = [
+        tok("the answer is Yes\n\nUSER:", add_special_tokens=False)["input_ids"],
+        tok("no stop string in this one at all", add_special_tokens=False)["input_ids"],
+    ]
     width = max(map(len, rows))
     ids = torch.tensor([[tok.pad_token_id] * (width - len(r)) + r for r in rows])
     assert StopOnStrings(tok, ["\n\n"])(ids, None).tolist() == [True, False]
     assert cut_at_stops("Yes\n\nUSER: more", ["USER:", "\n\n"]) == "Yes"
     # generation honours `until`: whatever is produced, no stop string survives in the text
-    texts = llava_hf_vlm.generate([build_prompt(q, 1, "vicuna_v1") for q in QUESTIONS[:4]],
-                                  [[im] for im in sample_images(4)], max_new_tokens=20, until=["o", "e"])
+    texts = llava_hf_vlm.generate(
+        [build_prompt(q, 1, "vicuna_v1") for q in QUESTIONS[:4]],
+        [[im] for im in sample_images(4)],
+        max_new_tokens=20,
+        until=["o", "e"],
+    )
     assert all("o" not in t and "e" not in t for t in texts)
 
 
@@ -167,16 +191,23 @@ def test_hidden_hook_touches_only_the_chosen_layer_and_sample(llava_hf_vlm):
 
     vlm = llava_hf_vlm
     images = [[im] for im in sample_images(2, seed=21)]
-    prompts = [build_prompt("Describe it.", 1, "vicuna_v1"), build_prompt("A longer question about the image?", 1, "vicuna_v1")]
+    prompts = [
+        build_prompt("Describe it.", 1, "vicuna_v1"),
+        build_prompt("A longer question about the image?", 1, "vicuna_v1"),
+    ]
     seen = []
     hook = SampleHooks(hidden=lambda h, vm: (seen.append((h.shape[0], int(vm.sum()))), h + 1.0)[1], hidden_layer=1)
     ids = [vlm.tokenize(p) for p in prompts]
     clean = vlm.build_batch(ids, images)
     with torch.no_grad():
-        base = vlm.llm(inputs_embeds=clean.inputs_embeds, attention_mask=clean.attention_mask, output_hidden_states=True)
+        base = vlm.llm(
+            inputs_embeds=clean.inputs_embeds, attention_mask=clean.attention_mask, output_hidden_states=True
+        )
         pert = vlm.build_batch(ids, images, [None, hook])
         with vlm.hidden_hooks(pert, [None, hook]):
-            out = vlm.llm(inputs_embeds=pert.inputs_embeds, attention_mask=pert.attention_mask, output_hidden_states=True)
+            out = vlm.llm(
+                inputs_embeds=pert.inputs_embeds, attention_mask=pert.attention_mask, output_hidden_states=True
+            )
     n_vis = vlm.vision.num_tokens
     assert seen == [(pert.input_lengths[1], n_vis)]  # the hook saw exactly sample 1's unpadded positions
     assert torch.allclose(out.logits[0], base.logits[0], atol=1e-5)  # sample 0 untouched

@@ -1,6 +1,7 @@
 """The ``lmms-ac`` command line. Every command module is in this folder, one per area, and adds its
 sub-commands through ``register(subparsers)``; nothing below the command line imports them. Modules
 import their work lazily, so ``lmms-ac --help`` does not import torch or lmms-eval."""
+
 from __future__ import annotations
 
 import argparse
@@ -10,8 +11,10 @@ from typing import List, Optional
 
 from loguru import logger
 
-DESCRIPTION = ("which vision representation makes a multimodal LLM good: A and C scores, robustness probes, "
-               "the law, studies and their report (lmms-eval plugin)")
+DESCRIPTION = (
+    "which vision representation makes a multimodal LLM good: A and C scores, robustness probes, "
+    "the law, studies and their report (lmms-eval plugin)"
+)
 
 # each module defines register(subparsers) adding parsers with set_defaults(func=callable(args) -> int)
 COMMAND_MODULES = [

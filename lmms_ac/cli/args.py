@@ -1,4 +1,5 @@
 """Small argument helpers shared by the ``lmms-ac`` sub-command modules."""
+
 from __future__ import annotations
 
 import argparse

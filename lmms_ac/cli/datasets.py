@@ -1,34 +1,48 @@
 """``lmms-ac mirror`` and ``lmms-ac datasets``: local copies of task datasets for offline clusters."""
+
 from __future__ import annotations
 
 import argparse
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("mirror", help="save the datasets of lmms-eval tasks to a local directory (run where a hub is reachable)",
-                       description="Download each task's dataset and save it with datasets.save_to_disk under DIR, named so "
-                                   "that LMMS_AC_DATASETS=DIR makes lmms-eval load it offline.")
+    p = sub.add_parser(
+        "mirror",
+        help="save the datasets of lmms-eval tasks to a local directory (run where a hub is reachable)",
+        description="Download each task's dataset and save it with datasets.save_to_disk under DIR, named so "
+        "that LMMS_AC_DATASETS=DIR makes lmms-eval load it offline.",
+    )
     p.add_argument("tasks", nargs="+", metavar="TASK", help="task, group or tag names (e.g. mme seed mmbench_en_dev)")
     p.add_argument("--to", required=True, metavar="DIR", help="mirror directory")
     p.add_argument("--overwrite", action="store_true", help="replace copies that already exist")
     p.add_argument("--include-path", action="append", default=None, help="extra lmms-eval task directory (repeatable)")
     p.set_defaults(func=_mirror)
 
-    w = sub.add_parser("datasets", help="where each task's local dataset copy is expected and whether it is there",
-                       description="List where each task's dataset copy is expected under LMMS_AC_DATASETS and whether it "
-                                   "is there; with --verify, also decode every image strictly and list the bad docs.")
-    w.add_argument("tasks", nargs="+", metavar="TASK", help="task, group or tag names (ours included: seed, mme_tokperm...)")
+    w = sub.add_parser(
+        "datasets",
+        help="where each task's local dataset copy is expected and whether it is there",
+        description="List where each task's dataset copy is expected under LMMS_AC_DATASETS and whether it "
+        "is there; with --verify, also decode every image strictly and list the bad docs.",
+    )
+    w.add_argument(
+        "tasks", nargs="+", metavar="TASK", help="task, group or tag names (ours included: seed, mme_tokperm...)"
+    )
     w.add_argument("--include-path", action="append", default=None, help="extra lmms-eval task directory (repeatable)")
-    w.add_argument("--verify", action="store_true",
-                   help="load each task's evaluation docs and decode every image with truncated images refused "
-                        "(lmms-eval accepts them silently); lists bad docs by doc_id, exit code 1 if any")
+    w.add_argument(
+        "--verify",
+        action="store_true",
+        help="load each task's evaluation docs and decode every image with truncated images refused "
+        "(lmms-eval accepts them silently); lists bad docs by doc_id, exit code 1 if any",
+    )
     w.set_defaults(func=_where)
 
 
 def _mirror(args: argparse.Namespace) -> int:
     from lmms_ac.local_datasets import mirror_tasks
 
-    for task, path in mirror_tasks(args.tasks, args.to, overwrite=args.overwrite, include_path=args.include_path).items():
+    for task, path in mirror_tasks(
+        args.tasks, args.to, overwrite=args.overwrite, include_path=args.include_path
+    ).items():
         print(f"{task}\t{path}")
     print(f"\nUse it with: export LMMS_AC_DATASETS={args.to}")
     return 0
@@ -65,6 +79,8 @@ def _verify(tasks, include_path) -> int:
             print(f"BAD\t{r.task}\tdoc_id={b.doc_id}\t{b.ident}\t{where}\t{b.reason}")
         bad += len(r.bad)
     if bad:
-        print(f"\n{bad} image(s) do not decode; lmms-eval would score them as partly blank images. Fix or drop "
-              "those docs in the mirror copy (or re-mirror the dataset).")
+        print(
+            f"\n{bad} image(s) do not decode; lmms-eval would score them as partly blank images. Fix or drop "
+            "those docs in the mirror copy (or re-mirror the dataset)."
+        )
     return 1 if bad else 0

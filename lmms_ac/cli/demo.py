@@ -4,6 +4,7 @@ Every step runs the real command a user would type (printed before it runs), on 
 here: a tiny random llava-hf checkpoint and its original-LLaVA twin, tiny MME / SEED-Bench copies in
 the real schemas, a tiny LLaVA-558K and an SPair-layout fixture made from scikit-image photographs.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -43,13 +44,17 @@ def _results_files(results: Path) -> set:
     return set(results.glob("**/*_results.json")) if results.is_dir() else set()
 
 
-def _run(cmd: List[str], env: dict, cwd: Path, *, expect: Sequence[Path] = (), lmms_eval_results: Optional[Path] = None) -> None:
+def _run(
+    cmd: List[str], env: dict, cwd: Path, *, expect: Sequence[Path] = (), lmms_eval_results: Optional[Path] = None
+) -> None:
     """Run one step, streaming its output; fail on a non-zero exit, on lmms-eval's logged failure, when an
     lmms-eval step wrote no new results file under ``lmms_eval_results``, or when an ``expect``ed path is missing."""
     print(f"\n$ {' '.join(shlex.quote(c) for c in cmd)}", flush=True)
     before = _results_files(lmms_eval_results) if lmms_eval_results else set()
     tail: collections.deque = collections.deque(maxlen=40)
-    proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
+    proc = subprocess.Popen(
+        cmd, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
+    )
     assert proc.stdout is not None
     for line in proc.stdout:
         sys.stdout.write(line)
@@ -68,7 +73,9 @@ def _run(cmd: List[str], env: dict, cwd: Path, *, expect: Sequence[Path] = (), l
         if missing:
             why = f"expected output missing: {', '.join(missing)}"
     if why:
-        raise StepFailed(f"demo step failed ({why}): {' '.join(cmd)}\n--- last lines of its output ---\n{''.join(tail)}")
+        raise StepFailed(
+            f"demo step failed ({why}): {' '.join(cmd)}\n--- last lines of its output ---\n{''.join(tail)}"
+        )
 
 
 def write_demo_study(path: Path, out: Path, hf: str, orig: dict, pretrain: dict) -> Path:
@@ -82,25 +89,45 @@ def write_demo_study(path: Path, out: Path, hf: str, orig: dict, pretrain: dict)
     study = {
         "name": "demo",
         "output": "study",
-        "env": {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "error",
-                "LMMS_AC_DATASETS": str(out / "mirror")},
+        "env": {
+            "HF_HUB_OFFLINE": "1",
+            "HF_DATASETS_OFFLINE": "1",
+            "TRANSFORMERS_VERBOSITY": "error",
+            "LMMS_AC_DATASETS": str(out / "mirror"),
+        },
         "models": [
-            {"name": "tiny-clip", "pretrained": rel(hf), "model_args": {"device": "cpu"},
-             "stage1": rel(hf), "vision": f"clip:{rel(orig['tower'])}"},
-            {"name": "tiny-clip-original-tokperm", "variant": "tiny-clip", "pretrained": rel(orig["checkpoint"]),
-             "model_args": {"device": "cpu", "perturbation": "tokperm", "perturbation_seed": 1},
-             "benchmarks": ["mme"], "probes": False},
+            {
+                "name": "tiny-clip",
+                "pretrained": rel(hf),
+                "model_args": {"device": "cpu"},
+                "stage1": rel(hf),
+                "vision": f"clip:{rel(orig['tower'])}",
+            },
+            {
+                "name": "tiny-clip-original-tokperm",
+                "variant": "tiny-clip",
+                "pretrained": rel(orig["checkpoint"]),
+                "model_args": {"device": "cpu", "perturbation": "tokperm", "perturbation_seed": 1},
+                "benchmarks": ["mme"],
+                "probes": False,
+            },
         ],
         "benchmarks": ["mme", "seed"],
         "probes": [{"perturbation": "patchshuffle4", "seeds": 5, "benchmarks": ["mme"]}],
         "lmms_eval": {"batch_size": 8, "log_samples": True},
-        "scores": {"A": {"captions": rel(pretrain["captions"]), "images": rel(pretrain["images"]), "n": 8},
-                   "C": {"spair": "spair"}, "C_ocr": {"n": 20}, "device": "cpu"},
+        "scores": {
+            "A": {"captions": rel(pretrain["captions"]), "images": rel(pretrain["images"]), "n": 8},
+            "C": {"spair": "spair"},
+            "C_ocr": {"n": 20},
+            "device": "cpu",
+        },
         "executor": {"type": "local", "gpus": "none", "max_attempts": 1},
         "report": {"outputs": ["table", "scores", "leaderboard", "robustness"]},
     }
-    head = ("# The demo's evaluations and scores as a study (`lmms-ac study init` writes a commented example).\n"
-            "# lmms-ac study plan|run|status|report demo-study.yaml\n")
+    head = (
+        "# The demo's evaluations and scores as a study (`lmms-ac study init` writes a commented example).\n"
+        "# lmms-ac study plan|run|status|report demo-study.yaml\n"
+    )
     path.write_text(head + yaml.safe_dump(study, sort_keys=False), encoding="utf-8")
     return path
 
@@ -112,8 +139,13 @@ def run_demo(args: argparse.Namespace) -> int:
             raise OutputExistsError(f"{out} exists; pass --overwrite to replace the demo output")
         shutil.rmtree(out)
     out.mkdir(parents=True)
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "error",
-           "LMMS_AC_DATASETS": str(out / "mirror")}
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+        "TRANSFORMERS_VERBOSITY": "error",
+        "LMMS_AC_DATASETS": str(out / "mirror"),
+    }
 
     print("== building tiny checkpoints and datasets (random weights, real formats)")
     from lmms_ac.testing.datasets import write_llava_pretrain, write_mirror
@@ -130,12 +162,15 @@ def run_demo(args: argparse.Namespace) -> int:
     print("\n== 0. the local dataset copies lmms-eval will read, every image decoded strictly")
     _run([lmms_ac, "datasets", "mme", "seed", "--verify"], env, out)
 
-    print("\n== 1-3. one study file (demo-study.yaml) holds every evaluation and score; `study run` runs each job and"
-          "\n      prints its command: lmms-eval on MME and SEED-IMG (no --include_path, datasets from the local mirror);"
-          "\n      robustness: the same weights in the original LLaVA format with a seeded visual-token permutation (model"
-          "\n      argument) and a task generated from the catalogue (4x4 patch shuffle, 5 seeds); the A score (caption"
-          "\n      log-likelihood through the frozen stage-1 model), the C score (keypoint transfer) and C_ocr."
-          "\n      A rerun does only what is missing.")
+    print(
+        "\n== 1-3. one study file (demo-study.yaml) holds every evaluation and score; `study run` runs each job and"
+        "\n      prints its command: lmms-eval on MME and SEED-IMG (no --include_path, datasets from the local mirror);"
+        "\n      robustness: the same weights in the original LLaVA format with a seeded visual-token permutation "
+        "(model"
+        "\n      argument) and a task generated from the catalogue (4x4 patch shuffle, 5 seeds); the A score (caption"
+        "\n      log-likelihood through the frozen stage-1 model), the C score (keypoint transfer) and C_ocr."
+        "\n      A rerun does only what is missing."
+    )
     study = write_demo_study(out / "demo-study.yaml", out, hf, orig, pretrain)
     _run([lmms_ac, "study", "plan", str(study)], env, out)
     _run([lmms_ac, "study", "run", str(study)], env, out, expect=[out / "study" / "done"])
@@ -147,20 +182,95 @@ def run_demo(args: argparse.Namespace) -> int:
 
     print("\n== 3b. inside the MLLM: C@L, reconstruction and attention per layer; mutual k-NN; zero-shot kept or lost")
     from lmms_ac.testing.tiny_layers import make_tiny_clip, write_classification_folder
-    _run([lmms_ac, "layers", "--model", hf, "--spair", str(out / "spair"), "--variant", "tiny-clip", "--out", scores,
-          "--plot", str(out / "figures")], env, out, expect=[out / "figures" / "layers_tiny-clip.png"])
-    _run([lmms_ac, "layers-knn", "--model", hf, "--data", "llava558k", "--captions", pretrain["captions"], "--images",
-          pretrain["images"], "--n", "8", "--k", "3", "--variant", "tiny-clip", "--out", scores], env, out)
+
+    _run(
+        [
+            lmms_ac,
+            "layers",
+            "--model",
+            hf,
+            "--spair",
+            str(out / "spair"),
+            "--variant",
+            "tiny-clip",
+            "--out",
+            scores,
+            "--plot",
+            str(out / "figures"),
+        ],
+        env,
+        out,
+        expect=[out / "figures" / "layers_tiny-clip.png"],
+    )
+    _run(
+        [
+            lmms_ac,
+            "layers-knn",
+            "--model",
+            hf,
+            "--data",
+            "llava558k",
+            "--captions",
+            pretrain["captions"],
+            "--images",
+            pretrain["images"],
+            "--n",
+            "8",
+            "--k",
+            "3",
+            "--variant",
+            "tiny-clip",
+            "--out",
+            scores,
+        ],
+        env,
+        out,
+    )
     colours = write_classification_folder(str(out / "colours"))
     clip = make_tiny_clip(str(out / "ckpt" / "tiny-clip-dual"))
-    _run([lmms_ac, "zeroshot-tasks", f"colours={colours}", "--to", str(out / "zeroshot")], env, out,
-         expect=[out / "zeroshot" / "zeroshot_colours.yaml"])
-    _run([lmms_eval, "--model", "lmms_ac_llava", "--model_args", f"pretrained={hf},device=cpu,variant=tiny-clip",
-          "--include_path", str(out / "zeroshot"), "--tasks", "zeroshot_colours", "--batch_size", "8",
-          "--output_path", str(out / "results-zeroshot"), "--verbosity", "WARNING"], env, out,
-         lmms_eval_results=out / "results-zeroshot")
-    _run([lmms_ac, "zeroshot-encoder", f"colours={out / 'zeroshot' / 'colours'}", "--encoder", clip, "--variant",
-          "tiny-clip-encoder", "--out", scores], env, out)
+    _run(
+        [lmms_ac, "zeroshot-tasks", f"colours={colours}", "--to", str(out / "zeroshot")],
+        env,
+        out,
+        expect=[out / "zeroshot" / "zeroshot_colours.yaml"],
+    )
+    _run(
+        [
+            lmms_eval,
+            "--model",
+            "lmms_ac_llava",
+            "--model_args",
+            f"pretrained={hf},device=cpu,variant=tiny-clip",
+            "--include_path",
+            str(out / "zeroshot"),
+            "--tasks",
+            "zeroshot_colours",
+            "--batch_size",
+            "8",
+            "--output_path",
+            str(out / "results-zeroshot"),
+            "--verbosity",
+            "WARNING",
+        ],
+        env,
+        out,
+        lmms_eval_results=out / "results-zeroshot",
+    )
+    _run(
+        [
+            lmms_ac,
+            "zeroshot-encoder",
+            f"colours={out / 'zeroshot' / 'colours'}",
+            "--encoder",
+            clip,
+            "--variant",
+            "tiny-clip-encoder",
+            "--out",
+            scores,
+        ],
+        env,
+        out,
+    )
     _run([lmms_ac, "zeroshot-table", str(out / "results-zeroshot"), "--scores", scores], env, out)
 
     print("\n== 4. results -> one tidy table -> robustness drops and a leaderboard")
@@ -168,14 +278,28 @@ def run_demo(args: argparse.Namespace) -> int:
     _run([lmms_ac, "collect", str(out / "study" / "done"), "--out", table], env, out, expect=[Path(table)])
     _run([lmms_ac, "robustness", table, "--format", "md"], env, out)
     _run([lmms_ac, "leaderboard", table, "--scores", scores, "--format", "md"], env, out)
-    _run([lmms_ac, "leaderboard", table, "--scores", scores, "--out", str(out / "leaderboard.csv")], env, out,
-         expect=[out / "leaderboard.csv"])
+    _run(
+        [lmms_ac, "leaderboard", table, "--scores", scores, "--out", str(out / "leaderboard.csv")],
+        env,
+        out,
+        expect=[out / "leaderboard.csv"],
+    )
 
-    print("\n== 5. the law on the published law-v1 data (13 representations; a law needs many trained variants,"
-          "\n      the tiny demo has one): fit quality, and the policy that picks which to train")
-    _run([lmms_ac, "fit", "--example", "law-v1", "--normalize", "minmax", "--plot", str(out / "figures")], env, out,
-         expect=[out / "figures" / "law_surface_mme.png"])
-    _run([lmms_ac, "policy", "--example", "law-v1", "--runs", "200", "--policy", "all", "--plot", str(out / "figures")], env, out)
+    print(
+        "\n== 5. the law on the published law-v1 data (13 representations; a law needs many trained variants,"
+        "\n      the tiny demo has one): fit quality, and the policy that picks which to train"
+    )
+    _run(
+        [lmms_ac, "fit", "--example", "law-v1", "--normalize", "minmax", "--plot", str(out / "figures")],
+        env,
+        out,
+        expect=[out / "figures" / "law_surface_mme.png"],
+    )
+    _run(
+        [lmms_ac, "policy", "--example", "law-v1", "--runs", "200", "--policy", "all", "--plot", str(out / "figures")],
+        env,
+        out,
+    )
 
     print("\n== 6. one page to share: leaderboard, law, policy, robustness, provenance (no network needed to open it)")
     report = out / "report.html"

@@ -7,6 +7,7 @@ Inputs (one of):
   --table TABLE --scores AC.csv [--variant-col variant --a-col A --c-col C --benchmarks ... --metric T=M]
                                          the tidy table of ``lmms-ac collect`` plus A/C scores
 """
+
 from __future__ import annotations
 
 import argparse
@@ -45,17 +46,28 @@ def load_inputs(args: argparse.Namespace):
         if benches:
             D.resolve_benchmarks(benches, D.example_benchmarks(args.example))
         df = pd.read_csv(D.example_path(args.example))
-        return D.from_wide(df, setting_col=args.setting_col or str(ex["setting_col"]),
-                           a_col=args.a_col or str(ex["a_col"]), c_col=args.c_col or str(ex["c_col"]),
-                           benchmarks=benches or D.example_benchmarks(args.example), source=f"example {args.example}")
+        return D.from_wide(
+            df,
+            setting_col=args.setting_col or str(ex["setting_col"]),
+            a_col=args.a_col or str(ex["a_col"]),
+            c_col=args.c_col or str(ex["c_col"]),
+            benchmarks=benches or D.example_benchmarks(args.example),
+            source=f"example {args.example}",
+        )
     if args.wide:
         path = Path(args.wide)
         if not path.exists():
             raise FileNotFoundError(f"wide CSV {path} does not exist")
         if not benches:
             raise _error("--wide needs --benchmarks b1,b2 (the score columns to fit)")
-        return D.from_wide(read_frame(path, kind="wide CSV"), setting_col=args.setting_col or "setting", a_col=args.a_col or "A",
-                           c_col=args.c_col or "C", benchmarks=benches, source=str(path))
+        return D.from_wide(
+            read_frame(path, kind="wide CSV"),
+            setting_col=args.setting_col or "setting",
+            a_col=args.a_col or "A",
+            c_col=args.c_col or "C",
+            benchmarks=benches,
+            source=str(path),
+        )
     if not args.scores:
         raise _error("--table needs --scores AC.csv (columns variant, A, C; see --variant-col/--a-col/--c-col)")
     from lmms_ac.results.table import clean_scores, parse_assignments, read_table
@@ -66,8 +78,12 @@ def load_inputs(args: argparse.Namespace):
     if "{benchmark}" in a_col or "{benchmark}" in c_col:  # e.g. A_embed_{benchmark}: one A per benchmark
         out = {}
         for b in D.resolve_benchmarks(benches, [str(c) for c in scores.columns]):
-            ac = D.read_ac_scores(args.scores, variant_col=args.variant_col, a_col=a_col.format(benchmark=b),
-                                  c_col=c_col.format(benchmark=b))
+            ac = D.read_ac_scores(
+                args.scores,
+                variant_col=args.variant_col,
+                a_col=a_col.format(benchmark=b),
+                c_col=c_col.format(benchmark=b),
+            )
             out.update(D.from_table(scores, ac, [b], source=str(args.table)))
         return out
     ac = D.read_ac_scores(args.scores, variant_col=args.variant_col, a_col=a_col, c_col=c_col)
@@ -98,27 +114,41 @@ def _fit_text(report) -> str:
     from lmms_ac.law.fit import LAW_MODEL, MODEL_NAMES
 
     names = MODEL_NAMES
-    head = f"{'benchmark':<16}{'n':>4} " + " ".join(f"{n:>13}" for n in names) + \
-        f" {'LOO ' + LAW_MODEL:>13} {'rho ' + LAW_MODEL:>13} {'rhoLOO':>7}"
-    lines = [f"In-sample R² per model (normalize={report.options['normalize']}; random = mean over "
-             f"{report.options['random_draws']} draws); law = {LAW_MODEL}", head]
+    head = (
+        f"{'benchmark':<16}{'n':>4} "
+        + " ".join(f"{n:>13}" for n in names)
+        + f" {'LOO ' + LAW_MODEL:>13} {'rho ' + LAW_MODEL:>13} {'rhoLOO':>7}"
+    )
+    lines = [
+        f"In-sample R² per model (normalize={report.options['normalize']}; random = mean over "
+        f"{report.options['random_draws']} draws); law = {LAW_MODEL}",
+        head,
+    ]
     for b, bf in report.benchmarks.items():
         law = bf.models[LAW_MODEL]
-        lines.append(f"{b:<16}{bf.n:>4} " + " ".join(f"{_fmt(bf.models[n].r2):>13}" for n in names)
-                     + f" {_fmt(law.r2_loo):>13} {_fmt(law.spearman):>13} {_fmt(law.spearman_loo, 3):>7}")
+        lines.append(
+            f"{b:<16}{bf.n:>4} "
+            + " ".join(f"{_fmt(bf.models[n].r2):>13}" for n in names)
+            + f" {_fmt(law.r2_loo):>13} {_fmt(law.spearman):>13} {_fmt(law.spearman_loo, 3):>7}"
+        )
     for g, models in report.groups.items():
         law = models[LAW_MODEL]
         label = f"mean:{g}" + ("" if law["complete"] else "*")
-        lines.append(f"{label:<16}{law['n_benchmarks']:>4} " + " ".join(f"{_fmt(models[n]['r2']):>13}" for n in names)
-                     + f" {_fmt(law['r2_loo']):>13} {_fmt(law['spearman']):>13} {_fmt(law['spearman_loo'], 3):>7}")
+        lines.append(
+            f"{label:<16}{law['n_benchmarks']:>4} "
+            + " ".join(f"{_fmt(models[n]['r2']):>13}" for n in names)
+            + f" {_fmt(law['r2_loo']):>13} {_fmt(law['spearman']):>13} {_fmt(law['spearman_loo'], 3):>7}"
+        )
     if any(not m[LAW_MODEL]["complete"] for m in report.groups.values()):
         lines.append("* group mean over the benchmarks present only")
     preds = report.prediction_frame()
     preds = preds[~preds["scored"]] if len(preds) else preds
     if len(preds):
         lines.append("")
-        lines.append("Predicted scores of settings without a score (law " + LAW_MODEL + ", interval "
-                     f"{report.options['interval']} at level {report.options['level']}):")
+        lines.append(
+            "Predicted scores of settings without a score (law " + LAW_MODEL + ", interval "
+            f"{report.options['interval']} at level {report.options['level']}):"
+        )
         for r in preds.itertuples(index=False):
             lines.append(f"  {r.benchmark:<16} {r.setting:<24} {r.pred:10.4f}  [{r.lo:.4f}, {r.hi:.4f}] ({r.interval})")
     return "\n".join(lines) + "\n"
@@ -130,8 +160,14 @@ def cmd_fit(args: argparse.Namespace) -> int:
 
     data = load_inputs(args)
     normalize = args.normalize or ("minmax" if args.example else "none")
-    report = fit_law(data, normalize=normalize, random_draws=args.random_draws, seed=args.seed,
-                     interval=args.interval, level=args.level)
+    report = fit_law(
+        data,
+        normalize=normalize,
+        random_draws=args.random_draws,
+        seed=args.seed,
+        interval=args.interval,
+        level=args.level,
+    )
     cfg = args_config(args)
     if args.coef_out:
         write_csv(report.coef_frame(), args.coef_out, cfg, overwrite=args.overwrite)
@@ -152,8 +188,7 @@ def _plot_law(report, out_dir: Path, formats: List[str], overwrite: bool) -> Lis
     written = []
     for b, bf in report.benchmarks.items():
         written += plot_law_surface(bf, out_dir / f"law_surface_{b}", formats, overwrite)
-    written += plot_pred_vs_actual(list(report.benchmarks.values()), out_dir / "law_pred_vs_actual", formats,
-                                   overwrite)
+    written += plot_pred_vs_actual(list(report.benchmarks.values()), out_dir / "law_pred_vs_actual", formats, overwrite)
     print(f"wrote {len(written)} figure file(s) to {out_dir}", file=sys.stderr)
     return written
 
@@ -185,8 +220,10 @@ def _simulated_policies(name: str, data) -> List[str]:
     """``_policies`` minus the prior policy for ``all`` on a single benchmark (it has no other to learn from)."""
     pols = _policies(name)
     if name == "all" and len(data) < 2:
-        print("note: the prior policy needs at least two benchmarks (its prior is the law on the others); "
-              "left out", file=sys.stderr)
+        print(
+            "note: the prior policy needs at least two benchmarks (its prior is the law on the others); left out",
+            file=sys.stderr,
+        )
         pols = [p for p in pols if p != "prior"]
     return pols
 
@@ -202,10 +239,13 @@ def _policy_text(report) -> str:
 
     df = report.to_frame()
     tops = sorted(int(c.split("@")[1]) for c in df.columns if c.startswith("anytime_recall@"))
-    lines = [f"Recall against budget k' ({report.options['runs']} seeded runs per benchmark).",
-             f"Ranking: {report.options.get('ranking')} ({report.options.get('ranking_help', '')}).",
-             f"  any = {METRIC_HELP['anytime']}", f"  fin = {METRIC_HELP['final']}",
-             "  random: success when the best setting was trained (any = fin)."]
+    lines = [
+        f"Recall against budget k' ({report.options['runs']} seeded runs per benchmark).",
+        f"Ranking: {report.options.get('ranking')} ({report.options.get('ranking_help', '')}).",
+        f"  any = {METRIC_HELP['anytime']}",
+        f"  fin = {METRIC_HELP['final']}",
+        "  random: success when the best setting was trained (any = fin).",
+    ]
     if "prior" in report.options:
         lines.append("  prior: evaluated leave-benchmark-out (the prior of each benchmark is the law on the others)")
     for b, g in df.groupby("benchmark", sort=False):
@@ -220,9 +260,11 @@ def _policy_text(report) -> str:
             lines.append(f"  {budget:>3} " + " ".join(f"{v:>{max(6, len(h))}.3f}" for h, v in zip(heads, vals)))
     mean = df[df.benchmark == "mean"]
     if (mean.budget == 4).any() and 3 in tops:
-        parts = [f"{p} {100 * float(g.loc[g.budget == 4, 'anytime_recall@3'].iloc[0]):.1f}% anytime / "
-                 f"{100 * float(g.loc[g.budget == 4, 'final_recall@3'].iloc[0]):.1f}% final"
-                 for p, g in mean.groupby("policy", sort=False)]
+        parts = [
+            f"{p} {100 * float(g.loc[g.budget == 4, 'anytime_recall@3'].iloc[0]):.1f}% anytime / "
+            f"{100 * float(g.loc[g.budget == 4, 'final_recall@3'].iloc[0]):.1f}% final"
+            for p, g in mean.groupby("policy", sort=False)
+        ]
         lines.append("")
         lines.append("Recall@3 at k'=4, mean over benchmarks: " + ", ".join(parts))
     return "\n".join(lines).replace("k_  ", "k'  ") + "\n"
@@ -235,9 +277,16 @@ def cmd_policy(args: argparse.Namespace) -> int:
     if args.runs < 1:
         raise _error(f"--runs must be at least 1, got {args.runs}")
     data = load_inputs(args)
-    report = simulate(data, _simulated_policies(args.policy, data), runs=args.runs, seed=args.seed,
-                      ucb_beta=args.ucb_beta, ucb_lambda=args.ucb_lambda, ranking=args.ranking,
-                      acquisition=args.acquisition)
+    report = simulate(
+        data,
+        _simulated_policies(args.policy, data),
+        runs=args.runs,
+        seed=args.seed,
+        ucb_beta=args.ucb_beta,
+        ucb_lambda=args.ucb_lambda,
+        ranking=args.ranking,
+        acquisition=args.acquisition,
+    )
     cfg = args_config(args)
     if args.out:
         write_csv(report.to_frame(), args.out, cfg, overwrite=args.overwrite)
@@ -268,13 +317,22 @@ def _load_prior(args: argparse.Namespace):
         return law_prior(D.load_example(name))
     path = Path(name)
     if not path.exists():
-        raise _error(f"--prior {name!r} is neither a bundled example ({', '.join(D.EXAMPLES)}) nor an existing "
-                     f"wide CSV")
+        raise _error(
+            f"--prior {name!r} is neither a bundled example ({', '.join(D.EXAMPLES)}) nor an existing wide CSV"
+        )
     benches = split_list(args.prior_benchmarks)
     if not benches:
         raise _error("--prior FILE needs --prior-benchmarks b1,b2 (its score columns)")
-    return law_prior(D.from_wide(read_frame(path, kind="wide CSV"), setting_col="setting", a_col=args.prior_a_col,
-                                 c_col=args.prior_c_col, benchmarks=benches, source=str(path)))
+    return law_prior(
+        D.from_wide(
+            read_frame(path, kind="wide CSV"),
+            setting_col="setting",
+            a_col=args.prior_a_col,
+            c_col=args.prior_c_col,
+            benchmarks=benches,
+            source=str(path),
+        )
+    )
 
 
 def _read_trained(args: argparse.Namespace):
@@ -294,8 +352,10 @@ def _read_trained(args: argparse.Namespace):
     col = args.score_col or args.benchmark or "score"
     for c, what in ((args.variant_col, "variant"), (col, "score")):
         if c not in df.columns:
-            raise _error(f"{path}: no {what} column {c!r} (columns: {', '.join(map(str, df.columns))}); "
-                         f"choose it with --{'variant-col' if what == 'variant' else 'score-col'}")
+            raise _error(
+                f"{path}: no {what} column {c!r} (columns: {', '.join(map(str, df.columns))}); "
+                f"choose it with --{'variant-col' if what == 'variant' else 'score-col'}"
+            )
     names = [str(v) for v in df[args.variant_col]]
     if len(set(names)) != len(names):
         dups = sorted({n for n in names if names.count(n) > 1})
@@ -315,8 +375,16 @@ def cmd_recommend(args: argparse.Namespace) -> int:
     ac = read_ac_scores(args.candidates, variant_col=args.variant_col, a_col=args.a_col, c_col=args.c_col)
     trained = _read_trained(args)
     prior = _load_prior(args) if args.policy == "prior" else None
-    rec = recommend(list(ac.index), ac["A"].to_numpy(), ac["C"].to_numpy(), trained, policy=args.policy,
-                    seed=args.seed, prior=prior, acquisition=args.acquisition)
+    rec = recommend(
+        list(ac.index),
+        ac["A"].to_numpy(),
+        ac["C"].to_numpy(),
+        trained,
+        policy=args.policy,
+        seed=args.seed,
+        prior=prior,
+        acquisition=args.acquisition,
+    )
     if args.json:
         print(json_document(rec.to_dict(), args_config(args)))
         return 0
@@ -345,7 +413,9 @@ def cmd_plot_pil(args: argparse.Namespace) -> int:
         from lmms_ac.results.table import read_table
 
         if not (args.benchmark and args.m and args.metric):
-            raise ValueError("--table needs --benchmark (e.g. mme), --m (groups per side) and --metric (e.g. mme_perception_score)")
+            raise ValueError(
+                "--table needs --benchmark (e.g. mme), --m (groups per side) and --metric (e.g. mme_perception_score)"
+            )
         arr = probe_map(read_table(args.table), args.benchmark, args.m, args.metric, args.variant, args.kind)
         print(np.array2string(arr, precision=3))
     else:
@@ -372,11 +442,13 @@ def cmd_plot_policy(args: argparse.Namespace) -> int:
     from lmms_ac.law.policy import simulate
 
     data = load_inputs(args)
-    report = simulate(data, _simulated_policies(args.policy, data), runs=args.runs, seed=args.seed,
-                      ranking=args.ranking)
+    report = simulate(
+        data, _simulated_policies(args.policy, data), runs=args.runs, seed=args.seed, ranking=args.ranking
+    )
     out = Path(args.out_dir)
-    written = plot_recall_curves(report, out / f"policy_recall{args.top}", split_list(args.formats) or [],
-                                 args.overwrite, args.top)
+    written = plot_recall_curves(
+        report, out / f"policy_recall{args.top}", split_list(args.formats) or [], args.overwrite, args.top
+    )
     print("wrote " + ", ".join(map(str, written)))
     return 0
 
@@ -385,14 +457,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     from lmms_ac.law import options as O
 
     # ---- fit
-    p = subparsers.add_parser("fit", help="fit the law Z ~ f(A, C) per benchmark: R², LOO R², Spearman, "
-                                          "predictions", description=__doc__,
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = subparsers.add_parser(
+        "fit",
+        help="fit the law Z ~ f(A, C) per benchmark: R², LOO R², Spearman, predictions",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     _add_input_args(p)
-    p.add_argument("--normalize", choices=O.NORMALIZATIONS,
-                   help="min-max normalise A, C and score first (default: minmax for --example, else none)")
-    p.add_argument("--interval", choices=O.INTERVALS, default="ols",
-                   help="prediction interval: OLS (Student t) or leave-one-out residual quantile (default: ols)")
+    p.add_argument(
+        "--normalize",
+        choices=O.NORMALIZATIONS,
+        help="min-max normalise A, C and score first (default: minmax for --example, else none)",
+    )
+    p.add_argument(
+        "--interval",
+        choices=O.INTERVALS,
+        default="ols",
+        help="prediction interval: OLS (Student t) or leave-one-out residual quantile (default: ols)",
+    )
     p.add_argument("--level", type=float, default=0.9, help="interval coverage (default: 0.9)")
     p.add_argument("--random-draws", type=int, default=100, help="draws of the random baseline (default: 100)")
     p.add_argument("--seed", type=int, default=0)
@@ -405,24 +487,37 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_fit)
 
     # ---- policy (simulation) + policy recommend
-    p = subparsers.add_parser("policy", help="simulate the AC policy (Recall@1/@3 vs budget) or recommend the "
-                                             "next variant to train",
-                              description="Simulate which settings a policy trains and how often the law's "
-                                          "ranking finds the best one (METHODS.md section 5). "
-                                          "`lmms-ac policy recommend --help` for the recommend mode.")
+    p = subparsers.add_parser(
+        "policy",
+        help="simulate the AC policy (Recall@1/@3 vs budget) or recommend the next variant to train",
+        description="Simulate which settings a policy trains and how often the law's "
+        "ranking finds the best one (METHODS.md section 5). "
+        "`lmms-ac policy recommend --help` for the recommend mode.",
+    )
     _add_input_args(p)
-    p.add_argument("--policy", choices=_policy_names() + ["all"], default="region",
-                   help="the policy to simulate, with the random baseline; or all (default: region). "
-                        + _policy_help())
-    p.add_argument("--ranking", choices=O.RANKINGS, default="measured",
-                   help="what ranks the settings when recall is scored. measured (default): trained settings by "
-                        "their measured score, untrained by prediction (a hit: the best setting was trained or is "
-                        "in the predicted top-n of the untrained); law: every setting by the law's prediction, "
-                        "as in the paper. Both recall metrics are reported: anytime Recall@n at k' (a hit at "
-                        "some step <= k') and final Recall@n (a hit after exactly k' trainings, the paper's "
-                        "Algorithm 3)")
-    p.add_argument("--acquisition", choices=O.ACQUISITIONS, default="ei",
-                   help="prior policy: expected improvement (default) or Thompson sampling")
+    p.add_argument(
+        "--policy",
+        choices=_policy_names() + ["all"],
+        default="region",
+        help="the policy to simulate, with the random baseline; or all (default: region). " + _policy_help(),
+    )
+    p.add_argument(
+        "--ranking",
+        choices=O.RANKINGS,
+        default="measured",
+        help="what ranks the settings when recall is scored. measured (default): trained settings by "
+        "their measured score, untrained by prediction (a hit: the best setting was trained or is "
+        "in the predicted top-n of the untrained); law: every setting by the law's prediction, "
+        "as in the paper. Both recall metrics are reported: anytime Recall@n at k' (a hit at "
+        "some step <= k') and final Recall@n (a hit after exactly k' trainings, the paper's "
+        "Algorithm 3)",
+    )
+    p.add_argument(
+        "--acquisition",
+        choices=O.ACQUISITIONS,
+        default="ei",
+        help="prior policy: expected improvement (default) or Thompson sampling",
+    )
     p.add_argument("--runs", type=int, default=1000, help="seeded runs per benchmark (default: 1000)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--ucb-beta", type=float, default=2.0, help="UCB exploration weight (default: 2)")
@@ -436,20 +531,31 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     sub = p.add_subparsers(dest="policy_command", metavar="{recommend}")
     r = sub.add_parser("recommend", help="which variant to train next and the current predicted ranking")
     r.add_argument("--candidates", required=True, metavar="AC.csv", help="A/C scores of every candidate")
-    r.add_argument("--trained", required=True, metavar="SCORES.csv",
-                   help="scores of the trained variants: variant + score column, or a results table")
+    r.add_argument(
+        "--trained",
+        required=True,
+        metavar="SCORES.csv",
+        help="scores of the trained variants: variant + score column, or a results table",
+    )
     r.add_argument("--variant-col", default="variant")
     r.add_argument("--a-col", default="A")
     r.add_argument("--c-col", default="C")
     r.add_argument("--score-col", help="score column of --trained (default: --benchmark or 'score')")
     r.add_argument("--benchmark", help="benchmark to optimise when --trained is a results table")
     r.add_argument("--metric", action="append", metavar="TASK=METRIC")
-    r.add_argument("--policy", choices=_recommend_policy_names(), default="prior",
-                   help="prior (default: it has the best recall on the bundled data, see `lmms-ac policy "
-                        "--policy all`), region or ucb")
-    r.add_argument("--prior", default="law-v1",
-                   help="prior policy: the benchmarks whose law is the prior, a bundled example (default: "
-                        "law-v1, A_embed and C_pck10 of 8 benchmarks) or a wide CSV (with --prior-benchmarks)")
+    r.add_argument(
+        "--policy",
+        choices=_recommend_policy_names(),
+        default="prior",
+        help="prior (default: it has the best recall on the bundled data, see `lmms-ac policy "
+        "--policy all`), region or ucb",
+    )
+    r.add_argument(
+        "--prior",
+        default="law-v1",
+        help="prior policy: the benchmarks whose law is the prior, a bundled example (default: "
+        "law-v1, A_embed and C_pck10 of 8 benchmarks) or a wide CSV (with --prior-benchmarks)",
+    )
     r.add_argument("--prior-benchmarks", help="score columns of a --prior CSV")
     r.add_argument("--prior-a-col", default="A", help="A column of a --prior CSV; may contain {benchmark}")
     r.add_argument("--prior-c-col", default="C", help="C column of a --prior CSV")
@@ -459,8 +565,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     r.set_defaults(func=cmd_recommend)
 
     # ---- plot
-    p = subparsers.add_parser("plot", help="figures: law surfaces, predicted vs actual, policy recall, "
-                                           "patch information loss")
+    p = subparsers.add_parser(
+        "plot", help="figures: law surfaces, predicted vs actual, policy recall, patch information loss"
+    )
     sub = p.add_subparsers(dest="plot_command", metavar="{law,policy,pil}")
     q = sub.add_parser("law", help="law surface per benchmark + predicted vs actual")
     _add_input_args(q)
@@ -480,15 +587,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     q.add_argument("--formats", default=PLOT_FORMATS)
     q.add_argument("--overwrite", action="store_true")
     q.set_defaults(func=cmd_plot_policy)
-    q = sub.add_parser("pil", help="heat map of patch information loss or importance (from the tidy table, or an M x M array)")
+    q = sub.add_parser(
+        "pil", help="heat map of patch information loss or importance (from the tidy table, or an M x M array)"
+    )
     q.add_argument("array", nargs="?", help="M x M array: .npy or comma-separated text (or use --table)")
     q.add_argument("--table", help="tidy table from lmms-ac collect holding the clean and per-group probe runs")
     q.add_argument("--benchmark", help="base task, e.g. mme")
     q.add_argument("--m", type=int, help="groups per side of the token grid (tasks <benchmark>_tokgroup_m<M>_g<g>)")
     q.add_argument("--metric", help="metric to compare, e.g. mme_perception_score")
     q.add_argument("--variant", help="variant (needed when the table holds several)")
-    q.add_argument("--kind", choices=["pil", "importance"], default="pil",
-                   help="pil: (clean - score) / clean; importance: noise importance from toknoise draws")
+    q.add_argument(
+        "--kind",
+        choices=["pil", "importance"],
+        default="pil",
+        help="pil: (clean - score) / clean; importance: noise importance from toknoise draws",
+    )
     q.add_argument("--out", required=True, help="output stem (extensions added per format)")
     q.add_argument("--title")
     q.add_argument("--formats", default=PLOT_FORMATS)

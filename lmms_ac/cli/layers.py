@@ -6,6 +6,7 @@ Scores go to the shared scores CSV (``--out``) through ``lmms_ac.scores.store``,
 name (``C@L12``, ``C@enc``, ``recon@L12``, ``attn_img@L12``, ``knn@L12``, ``knn_base@L12``,
 ``zeroshot_enc:<dataset>``): a rerun with the same configuration is skipped, ``--force`` recomputes.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -16,11 +17,17 @@ DEFAULT_OUT = "scores.csv"
 
 
 def _add_model(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", required=True, metavar="CKPT",
-                   help="trained checkpoint, any format lmms_ac_llava loads (llava-hf or original LLaVA; directory or hub id)")
+    p.add_argument(
+        "--model",
+        required=True,
+        metavar="CKPT",
+        help="trained checkpoint, any format lmms_ac_llava loads (llava-hf or original LLaVA; directory or hub id)",
+    )
     p.add_argument("--model-base", default=None, help="base LLM of a stage-1 checkpoint (only mm_projector.bin)")
     p.add_argument("--vision-tower", default=None, help="override the checkpoint's vision tower spec")
-    p.add_argument("--variant", default=None, help="row name in the scores file (default: the checkpoint's directory name)")
+    p.add_argument(
+        "--variant", default=None, help="row name in the scores file (default: the checkpoint's directory name)"
+    )
     p.add_argument("--device", default=None, help="cpu | cuda | cuda:N (default: cuda when available)")
     p.add_argument("--dtype", default="auto", help="auto | float16 | bfloat16 | float32")
     p.add_argument("--out", default=DEFAULT_OUT, help=f"scores CSV to append to (default: {DEFAULT_OUT})")
@@ -31,60 +38,108 @@ def _add_model(p: argparse.ArgumentParser) -> None:
 
 def register(subparsers: Any) -> None:
     p = subparsers.add_parser(
-        "layers", help="what the MLLM keeps of its encoder, layer by layer: C@L, reconstruction, attention balance",
+        "layers",
+        help="what the MLLM keeps of its encoder, layer by layer: C@L, reconstruction, attention balance",
         description="Run SPair-layout images through a trained MLLM once each (hooks read every layer) and report, "
-                    "per layer L (0 = projector output): the C score on the visual-token hidden states next to the "
-                    "encoder's own C (C@L, C@enc), the cosine of a least-squares map back to the encoder features "
-                    "fitted on half the images and measured on the other half (recon@L), and the share of "
-                    "attention text positions put on image positions (attn_img@L, eager attention).")
+        "per layer L (0 = projector output): the C score on the visual-token hidden states next to the "
+        "encoder's own C (C@L, C@enc), the cosine of a least-squares map back to the encoder features "
+        "fitted on half the images and measured on the other half (recon@L), and the share of "
+        "attention text positions put on image positions (attn_img@L, eager attention).",
+    )
     _add_model(p)
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--spair", metavar="DIR", help="SPair-71k layout root (JPEGImages/, PairAnnotation/): all three metrics")
-    src.add_argument("--images", metavar="DIR", help="any image folder (recursive): reconstruction and attention only (no C)")
+    src.add_argument(
+        "--spair", metavar="DIR", help="SPair-71k layout root (JPEGImages/, PairAnnotation/): all three metrics"
+    )
+    src.add_argument(
+        "--images", metavar="DIR", help="any image folder (recursive): reconstruction and attention only (no C)"
+    )
     p.add_argument("--split", default="test", help="trn | val | test (default: test)")
-    p.add_argument("--limit", type=int, default=None, help="use only the first N pairs (by file name), or N images with --images")
-    p.add_argument("--layers", default="all", help="layers to read: 'all' (default), '0,8,16,-1', '0-12' (0 = projector output)")
+    p.add_argument(
+        "--limit", type=int, default=None, help="use only the first N pairs (by file name), or N images with --images"
+    )
+    p.add_argument(
+        "--layers", default="all", help="layers to read: 'all' (default), '0,8,16,-1', '0-12' (0 = projector output)"
+    )
     p.add_argument("--method", default="argmax", choices=["argmax", "window_softargmax"])
-    p.add_argument("--alpha", type=float, default=0.1, help="PCK threshold as a fraction of max(h, w) of the target bbox")
+    p.add_argument(
+        "--alpha", type=float, default=0.1, help="PCK threshold as a fraction of max(h, w) of the target bbox"
+    )
     p.add_argument("--batch-size", type=int, default=8, help="images per forward pass (default 8)")
-    p.add_argument("--pad", default="zero", choices=["zero", "mean"],
-                   help="letterbox padding: zero (as score-c, default) or the encoder's mean colour (as LLaVA's expand2square)")
-    p.add_argument("--prompt", action="append", default=None, metavar="TEXT",
-                   help="user prompt (repeatable; images cycle through them). Default: a neutral set ('Describe the image.', ...)")
-    p.add_argument("--prompts-file", default=None, metavar="FILE",
-                   help="prompts, one per line (.txt) or records with a 'question'/'prompt'/'text' field (.jsonl), "
-                        "e.g. a task's questions for its attention balance")
-    p.add_argument("--task", default=None, metavar="NAME",
-                   help="use the questions of this lmms-eval task as prompts (its doc_to_text; images stay the SPair ones)")
+    p.add_argument(
+        "--pad",
+        default="zero",
+        choices=["zero", "mean"],
+        help="letterbox padding: zero (as score-c, default) or the encoder's mean colour (as LLaVA's expand2square)",
+    )
+    p.add_argument(
+        "--prompt",
+        action="append",
+        default=None,
+        metavar="TEXT",
+        help="user prompt (repeatable; images cycle through them). Default: a neutral set ('Describe the image.', ...)",
+    )
+    p.add_argument(
+        "--prompts-file",
+        default=None,
+        metavar="FILE",
+        help="prompts, one per line (.txt) or records with a 'question'/'prompt'/'text' field (.jsonl), "
+        "e.g. a task's questions for its attention balance",
+    )
+    p.add_argument(
+        "--task",
+        default=None,
+        metavar="NAME",
+        help="use the questions of this lmms-eval task as prompts (its doc_to_text; images stay the SPair ones)",
+    )
     p.add_argument("--task-limit", type=int, default=200, help="questions taken from --task (default 200)")
-    p.add_argument("--bank", default="model", choices=["model", "cpu"],
-                   help="where one category's per-layer features wait for matching: the model's device (default) or cpu "
-                        "(per image: (layers + 1) x tokens x hidden values, ~155 MB in fp16 for a 7B LLaVA-1.5)")
+    p.add_argument(
+        "--bank",
+        default="model",
+        choices=["model", "cpu"],
+        help="where one category's per-layer features wait for matching: the model's device (default) or cpu "
+        "(per image: (layers + 1) x tokens x hidden values, ~155 MB in fp16 for a 7B LLaVA-1.5)",
+    )
     p.add_argument("--prompt-format", default="auto", help="auto | vicuna_v1 | chat_template | plain")
     p.add_argument("--system-prompt", default=None)
     p.add_argument("--no-c", action="store_true", help="skip C@L")
     p.add_argument("--no-recon", action="store_true", help="skip reconstruction")
-    p.add_argument("--no-attention", action="store_true", help="skip attention balance (then no eager attention is needed)")
+    p.add_argument(
+        "--no-attention", action="store_true", help="skip attention balance (then no eager attention is needed)"
+    )
     p.add_argument("--recon-tokens", type=int, default=64, help="held-out tokens sampled per test image (default 64)")
-    p.add_argument("--recon-ridge", type=float, default=1e-3, help="ridge, relative to each channel's variance (default 1e-3)")
+    p.add_argument(
+        "--recon-ridge", type=float, default=1e-3, help="ridge, relative to each channel's variance (default 1e-3)"
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of the train/test image split and token sample")
-    p.add_argument("--plot", default=None, metavar="DIR", help="write the curves against depth to DIR/layers_<variant>.{png,svg}")
+    p.add_argument(
+        "--plot", default=None, metavar="DIR", help="write the curves against depth to DIR/layers_<variant>.{png,svg}"
+    )
     p.add_argument("--overwrite", action="store_true", help="replace existing figures")
     p.set_defaults(func=cmd_layers)
 
     k = subparsers.add_parser(
-        "layers-knn", help="mutual k-NN alignment of encoder image features and LLM caption features, base LLM vs the MLLM's LLM",
-        description="On image-caption pairs (DOCCI or LLaVA-558K layout), the mutual k-nearest-neighbour overlap between the "
-                    "checkpoint's vision encoder features of the images (mean over patch tokens) and a language model's "
-                    "features of the captions (mean over caption tokens) at every LLM layer: the trained MLLM's LLM "
-                    "(knn@L<l>) and, with --base-llm, the base LLM it started from (knn_base@L<l>).")
+        "layers-knn",
+        help="mutual k-NN alignment of encoder image features and LLM caption features, base LLM vs the MLLM's LLM",
+        description="On image-caption pairs (DOCCI or LLaVA-558K layout), the mutual k-nearest-neighbour overlap "
+        "between the "
+        "checkpoint's vision encoder features of the images (mean over patch tokens) and a language model's "
+        "features of the captions (mean over caption tokens) at every LLM layer: the trained MLLM's LLM "
+        "(knn@L<l>) and, with --base-llm, the base LLM it started from (knn_base@L<l>).",
+    )
     _add_model(k)
     k.add_argument("--data", required=True, choices=["docci", "llava558k"], help="caption data layout")
-    k.add_argument("--captions", required=True, metavar="PATH",
-                   help="DOCCI root or docci_descriptions.jsonlines; or the LLaVA-558K json")
+    k.add_argument(
+        "--captions",
+        required=True,
+        metavar="PATH",
+        help="DOCCI root or docci_descriptions.jsonlines; or the LLaVA-558K json",
+    )
     k.add_argument("--images", default=None, metavar="DIR", help="image folder (DOCCI default: <root>/images)")
     k.add_argument("--data-split", default=None, help="DOCCI split to keep (train, test, qual_dev...; default all)")
-    k.add_argument("--base-llm", default=None, metavar="NAME", help="base LLM (hub id or directory), e.g. lmsys/vicuna-7b-v1.5")
+    k.add_argument(
+        "--base-llm", default=None, metavar="NAME", help="base LLM (hub id or directory), e.g. lmsys/vicuna-7b-v1.5"
+    )
     k.add_argument("--n", type=int, default=1000, help="pairs, drawn with --seed (default 1000)")
     k.add_argument("--k", type=int, default=10, help="neighbours (default 10)")
     k.add_argument("--layers", default="all", help="LLM layers: 'all' (default), '0,8,-1', '4-12'")
@@ -96,36 +151,61 @@ def register(subparsers: Any) -> None:
     k.set_defaults(func=cmd_knn)
 
     z = subparsers.add_parser(
-        "zeroshot-tasks", help="generate lmms-eval zero-shot classification tasks (loglikelihood over class names)",
+        "zeroshot-tasks",
+        help="generate lmms-eval zero-shot classification tasks (loglikelihood over class names)",
         description="For each classification set (a paper set name, or NAME=SOURCE[@split] with SOURCE an image folder "
-                    "with one sub-folder per class, a datasets save_to_disk copy or a hub dataset id), save a seeded "
-                    "subset to DIR/NAME and write DIR/zeroshot_NAME.yaml: the MLLM answers by the loglikelihood of "
-                    "each class name after the question; acc = the most likely class. Run them with "
-                    "lmms-eval --include_path DIR --tasks zeroshot_NAME (or the tag lmms_ac_zeroshot).")
-    z.add_argument("datasets", nargs="+", metavar="DATASET",
-                   help="caltech101 | cifar100 | food101 | pets | country211=DIR | eurosat | aircraft | NAME=SOURCE[@split]")
+        "with one sub-folder per class, a datasets save_to_disk copy or a hub dataset id), save a seeded "
+        "subset to DIR/NAME and write DIR/zeroshot_NAME.yaml: the MLLM answers by the loglikelihood of "
+        "each class name after the question; acc = the most likely class. Run them with "
+        "lmms-eval --include_path DIR --tasks zeroshot_NAME (or the tag lmms_ac_zeroshot).",
+    )
+    z.add_argument(
+        "datasets",
+        nargs="+",
+        metavar="DATASET",
+        help="caltech101 | cifar100 | food101 | pets | country211=DIR | eurosat | aircraft | NAME=SOURCE[@split]",
+    )
     z.add_argument("--to", required=True, metavar="DIR", help="folder for the task YAMLs and the saved subsets")
     z.add_argument("--n", type=int, default=1000, help="images per set, drawn with --seed (default 1000, as the paper)")
     z.add_argument("--seed", type=int, default=0)
-    z.add_argument("--prompt", default=None, help="the question before the class name (default: a neutral 'what is it' question)")
+    z.add_argument(
+        "--prompt", default=None, help="the question before the class name (default: a neutral 'what is it' question)"
+    )
     z.add_argument("--image-column", default=None, help="image column (default: the one Image feature)")
     z.add_argument("--label-column", default=None, help="label column (default: the one ClassLabel feature)")
     z.add_argument("--overwrite", action="store_true", help="regenerate tasks that already exist in DIR")
     z.set_defaults(func=cmd_zeroshot_tasks)
 
     e = subparsers.add_parser(
-        "zeroshot-encoder", help="CLIP-style zero-shot accuracy of an encoder with a text tower (the encoder side of zero-shot recognition)",
+        "zeroshot-encoder",
+        help="CLIP-style zero-shot accuracy of an encoder with a text tower "
+        "(the encoder side of zero-shot recognition)",
         description="Top-1 accuracy of image embedding vs the text embeddings of each class name in prompt templates "
-                    "(CLIP, SigLIP: any transformers model with get_image_features/get_text_features), on the same "
-                    "seeded subsets as zeroshot-tasks (give the prepared DIR/NAME folders, or the same sources with "
-                    "the same --n/--seed). One row zeroshot_enc:NAME per set in --out.")
-    e.add_argument("datasets", nargs="+", metavar="DATASET", help="as for zeroshot-tasks, e.g. cifar100=out/zs/cifar100")
+        "(CLIP, SigLIP: any transformers model with get_image_features/get_text_features), on the same "
+        "seeded subsets as zeroshot-tasks (give the prepared DIR/NAME folders, or the same sources with "
+        "the same --n/--seed). One row zeroshot_enc:NAME per set in --out.",
+    )
+    e.add_argument(
+        "datasets", nargs="+", metavar="DATASET", help="as for zeroshot-tasks, e.g. cifar100=out/zs/cifar100"
+    )
     who = e.add_mutually_exclusive_group(required=True)
-    who.add_argument("--encoder", help="dual-encoder hub id or directory (a representation spec such as "
-                                       "clip:openai/clip-vit-large-patch14-336 is accepted)")
-    who.add_argument("--model", metavar="CKPT", help="an original-format LLaVA checkpoint: its own tower (mm_vision_tower), "
-                                                     "scored under the checkpoint's variant name, next to its lmms-eval results")
-    e.add_argument("--template", action="append", default=None, help="prompt template with {} (repeatable; default 'a photo of a {}.')")
+    who.add_argument(
+        "--encoder",
+        help="dual-encoder hub id or directory (a representation spec such as "
+        "clip:openai/clip-vit-large-patch14-336 is accepted)",
+    )
+    who.add_argument(
+        "--model",
+        metavar="CKPT",
+        help="an original-format LLaVA checkpoint: its own tower (mm_vision_tower), "
+        "scored under the checkpoint's variant name, next to its lmms-eval results",
+    )
+    e.add_argument(
+        "--template",
+        action="append",
+        default=None,
+        help="prompt template with {} (repeatable; default 'a photo of a {}.')",
+    )
     e.add_argument("--n", type=int, default=1000)
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--image-column", default=None)
@@ -140,10 +220,13 @@ def register(subparsers: Any) -> None:
     e.set_defaults(func=cmd_zeroshot_encoder)
 
     t = subparsers.add_parser(
-        "zeroshot-table", help="zero-shot recognition kept or lost: MLLM accuracy next to its encoder's, per set and on average",
-        description="Read the zeroshot_<set> accuracies from lmms-eval result files under RESULTS and the zeroshot_enc:<set> "
-                    "rows of --scores, and print one column per MLLM and per encoder (percent), with the average over the "
-                    "sets every column has (the paper: LLaVA-1.5 38.2%% vs 67.4%% for its CLIP ViT-L/336 over seven sets).")
+        "zeroshot-table",
+        help="zero-shot recognition kept or lost: MLLM accuracy next to its encoder's, per set and on average",
+        description="Read the zeroshot_<set> accuracies from lmms-eval result files under RESULTS and the "
+        "zeroshot_enc:<set> "
+        "rows of --scores, and print one column per MLLM and per encoder (percent), with the average over the "
+        "sets every column has (the paper: LLaVA-1.5 38.2%% vs 67.4%% for its CLIP ViT-L/336 over seven sets).",
+    )
     t.add_argument("results", metavar="RESULTS", help="lmms-eval --output_path folder(s) parent")
     t.add_argument("--scores", default=None, help="scores CSV holding zeroshot_enc:* rows")
     t.add_argument("--json", action="store_true")
@@ -160,19 +243,39 @@ def load_model(args: argparse.Namespace):
     from lmms_ac.vlm.loaders import load_vlm
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    return load_vlm(args.model, model_base=args.model_base, vision_tower=args.vision_tower, dtype=args.dtype, device=device)
+    return load_vlm(
+        args.model, model_base=args.model_base, vision_tower=args.vision_tower, dtype=args.dtype, device=device
+    )
 
 
-def record_rows(out: str, variant: str, vision: str, rows, config: Dict[str, Any], split: str, method: str,
-                force: bool, details: Dict[str, Any]) -> List[Dict[str, Any]]:
-    """Append (score, value, n) rows through ``record_score`` (existing rows of the same config are kept unless ``force``)."""
+def record_rows(
+    out: str,
+    variant: str,
+    vision: str,
+    rows,
+    config: Dict[str, Any],
+    split: str,
+    method: str,
+    force: bool,
+    details: Dict[str, Any],
+) -> List[Dict[str, Any]]:
+    """Append (score, value, n) rows through ``record_score`` (existing rows of the same config are kept unless
+    ``force``)."""
     from lmms_ac.scores.store import ScoreValue, record_score
 
     recorded = []
     for score, value, n in rows:
-        row = record_score(out, variant=variant, vision=vision, score=score, config=config,
-                           compute=lambda v=value, n=n: ScoreValue(value=v, n=n, details=details),
-                           method=method, split=split, force=force)
+        row = record_score(
+            out,
+            variant=variant,
+            vision=vision,
+            score=score,
+            config=config,
+            compute=lambda v=value, n=n: ScoreValue(value=v, n=n, details=details),
+            method=method,
+            split=split,
+            force=force,
+        )
         recorded.append(row)
     return recorded
 
@@ -209,20 +312,41 @@ def cmd_layers(args: argparse.Namespace) -> int:
             raise ValueError("--images gives no C score; with --no-recon and --no-attention nothing is left to compute")
         data = {"dataset": "images", "data_fingerprint": _hash([str(p) for p in images]), "split": ""}
     else:
-        data = {"dataset": "spair", "data_fingerprint": dataset_fingerprint(args.spair, split, args.limit), "split": split}
-    config = {"command": "layers", "model": args.model, "model_base": args.model_base, "vision_tower": args.vision_tower,
-              **data,
-              "limit": args.limit, "method": args.method, "alpha": args.alpha, "pad": args.pad, "task": args.task,
-              "prompts": prompts if len(prompts) <= 8 else {"n": len(prompts), "sha": config_hash(prompts)},
-              "prompt_format": args.prompt_format, "system_prompt": args.system_prompt, "dtype": args.dtype,
-              "recon_tokens": args.recon_tokens, "recon_ridge": args.recon_ridge, "seed": args.seed}
+        data = {
+            "dataset": "spair",
+            "data_fingerprint": dataset_fingerprint(args.spair, split, args.limit),
+            "split": split,
+        }
+    config = {
+        "command": "layers",
+        "model": args.model,
+        "model_base": args.model_base,
+        "vision_tower": args.vision_tower,
+        **data,
+        "limit": args.limit,
+        "method": args.method,
+        "alpha": args.alpha,
+        "pad": args.pad,
+        "task": args.task,
+        "prompts": prompts if len(prompts) <= 8 else {"n": len(prompts), "sha": config_hash(prompts)},
+        "prompt_format": args.prompt_format,
+        "system_prompt": args.system_prompt,
+        "dtype": args.dtype,
+        "recon_tokens": args.recon_tokens,
+        "recon_ridge": args.recon_ridge,
+        "seed": args.seed,
+    }
     stem = Path(args.plot) / f"layers_{variant.replace('/', '_')}" if args.plot else None
     _check_figure(stem, args.overwrite)
     from lmms_ac.layers.extraction import decoder_blocks, parse_layers
     from lmms_ac.layers.pipeline import LayerReport, expected_scores, run_layers
 
     label, n_blocks = checkpoint_summary(args.model, args.vision_tower)
-    switches = dict(correspondence=not args.no_c and images is None, reconstruction=not args.no_recon, attention=not args.no_attention)
+    switches = dict(
+        correspondence=not args.no_c and images is None,
+        reconstruction=not args.no_recon,
+        attention=not args.no_attention,
+    )
     if label and n_blocks and not args.force:  # everything already recorded: answer from the store, load nothing
         layers = parse_layers(args.layers, n_blocks)
         stored = stored_rows(args.out, variant, label, expected_scores(layers, **switches), config)
@@ -232,18 +356,45 @@ def cmd_layers(args: argparse.Namespace) -> int:
             return _emit_layers(args, report, variant, label, stem, [dict(r, skipped=True) for r in stored.values()])
     vlm = load_model(args)
     layers = parse_layers(args.layers, len(decoder_blocks(vlm.llm)))
-    report = run_layers(vlm, args.spair, split, layers=layers, limit=args.limit, images=images, method=args.method, alpha=args.alpha,
-                        batch_size=args.batch_size, prompts=prompts, prompt_format=args.prompt_format,
-                        system_prompt=args.system_prompt, pad=args.pad, correspondence=not args.no_c,
-                        reconstruction=switches["reconstruction"], attention=switches["attention"],
-                        recon_tokens=args.recon_tokens, recon_ridge=args.recon_ridge, seed=args.seed,
-                        progress=not args.no_progress, bank_device="cpu" if args.bank == "cpu" else None)
+    report = run_layers(
+        vlm,
+        args.spair,
+        split,
+        layers=layers,
+        limit=args.limit,
+        images=images,
+        method=args.method,
+        alpha=args.alpha,
+        batch_size=args.batch_size,
+        prompts=prompts,
+        prompt_format=args.prompt_format,
+        system_prompt=args.system_prompt,
+        pad=args.pad,
+        correspondence=not args.no_c,
+        reconstruction=switches["reconstruction"],
+        attention=switches["attention"],
+        recon_tokens=args.recon_tokens,
+        recon_ridge=args.recon_ridge,
+        seed=args.seed,
+        progress=not args.no_progress,
+        bank_device="cpu" if args.bank == "cpu" else None,
+    )
     report.config = config
     vision = label or str(getattr(vlm.vision, "spec", type(vlm.vision).__name__))
-    details = {"n_layers": report.n_layers, "n_images": report.n_images, "n_pairs": report.n_pairs,
-               "n_keypoints": report.n_keypoints, "c_chance": report.c_chance, "attn_uniform": report.attn_uniform,
-               "recon_split": report.recon_split, "attn_images": report.attn_images, "forwards": report.forwards}
-    rows = record_rows(args.out, variant, vision, report.scores(), config, data["split"], args.method, args.force, details)
+    details = {
+        "n_layers": report.n_layers,
+        "n_images": report.n_images,
+        "n_pairs": report.n_pairs,
+        "n_keypoints": report.n_keypoints,
+        "c_chance": report.c_chance,
+        "attn_uniform": report.attn_uniform,
+        "recon_split": report.recon_split,
+        "attn_images": report.attn_images,
+        "forwards": report.forwards,
+    }
+    rows = record_rows(
+        args.out, variant, vision, report.scores(), config, data["split"], args.method, args.force, details
+    )
     return _emit_layers(args, report, variant, vision, stem, rows)
 
 
@@ -287,13 +438,20 @@ def _emit_layers(args: argparse.Namespace, report, variant: str, vision: str, st
     if stem is not None:
         from lmms_ac.layers.plots import plot_layer_curves
 
-        figures = plot_layer_curves(report, stem, title=f"{variant}: visual tokens inside the MLLM", overwrite=args.overwrite)
+        figures = plot_layer_curves(
+            report, stem, title=f"{variant}: visual tokens inside the MLLM", overwrite=args.overwrite
+        )
     if args.json:
         from lmms_ac.results.output import json_document
 
-        doc = {"variant": variant, "vision": vision, **report.to_dict(), "scores_file": args.out,
-               "figures": [str(f) for f in figures],
-               "skipped": [r["score"] for r in rows if r.get("skipped")]}
+        doc = {
+            "variant": variant,
+            "vision": vision,
+            **report.to_dict(),
+            "scores_file": args.out,
+            "figures": [str(f) for f in figures],
+            "skipped": [r["score"] for r in rows if r.get("skipped")],
+        }
         print(json_document(json.loads(json.dumps(doc, default=str)), report.config))
         return 0
     print(format_report(report, variant))
@@ -301,8 +459,10 @@ def _emit_layers(args: argparse.Namespace, report, variant: str, vision: str, st
     if len(skipped) == len(rows):
         print(f"\nall {len(rows)} scores were already in {args.out} for this config (shown above; --force recomputes)")
     else:
-        print(f"\n{len(rows) - len(skipped)} score rows appended to {args.out}" +
-              (f"; {len(skipped)} already there for this config (kept; --force replaces)" if skipped else ""))
+        print(
+            f"\n{len(rows) - len(skipped)} score rows appended to {args.out}"
+            + (f"; {len(skipped)} already there for this config (kept; --force replaces)" if skipped else "")
+        )
     for f in figures:
         print(f"figure: {f}")
     return 0
@@ -310,13 +470,19 @@ def _emit_layers(args: argparse.Namespace, report, variant: str, vision: str, st
 
 def format_report(report, variant: str) -> str:
     """A per-layer table with the references on top."""
-    lines = [(f"{variant}: {report.n_images} images, {report.n_pairs} pairs, {report.n_layers} LLM blocks, "
-              f"{report.forwards} forwards, {report.seconds:.1f}s")]
+    lines = [
+        (
+            f"{variant}: {report.n_images} images, {report.n_pairs} pairs, {report.n_layers} LLM blocks, "
+            f"{report.forwards} forwards, {report.seconds:.1f}s"
+        )
+    ]
     if report.c:
         lines.append(f"  encoder C = {report.c_encoder:.2f}%   chance = {report.c_chance:.2f}%")
     if report.attn_img:
         lines.append(f"  uniform-attention image share = {report.attn_uniform:.4f}")
-    head = ["layer"] + [h for h, d in (("C@L", report.c), ("recon@L", report.recon), ("attn_img@L", report.attn_img)) if d]
+    head = ["layer"] + [
+        h for h, d in (("C@L", report.c), ("recon@L", report.recon), ("attn_img@L", report.attn_img)) if d
+    ]
     lines.append("  " + "\t".join(head))
     for layer in report.layers:
         cells = [str(layer)]
@@ -357,9 +523,19 @@ def cmd_knn(args: argparse.Namespace) -> int:
     variant = args.variant or default_variant(args.model)
     stem = Path(args.plot) / f"knn_{variant.replace('/', '_')}" if args.plot else None
     _check_figure(stem, args.overwrite)
-    config = {"command": "layers-knn", "model": args.model, "model_base": args.model_base, "vision_tower": args.vision_tower,
-              "data": args.data, "pairs": config_hash(sorted(p.id for p in pairs)), "n": len(pairs), "k": args.k,
-              "seed": args.seed, "max_tokens": args.max_tokens, "dtype": args.dtype}
+    config = {
+        "command": "layers-knn",
+        "model": args.model,
+        "model_base": args.model_base,
+        "vision_tower": args.vision_tower,
+        "data": args.data,
+        "pairs": config_hash(sorted(p.id for p in pairs)),
+        "n": len(pairs),
+        "k": args.k,
+        "seed": args.seed,
+        "max_tokens": args.max_tokens,
+        "dtype": args.dtype,
+    }
     vlm = load_model(args)
     from lmms_ac.layers.extraction import parse_layers
     from lmms_ac.layers.knn import (
@@ -373,39 +549,82 @@ def cmd_knn(args: argparse.Namespace) -> int:
     layers = parse_layers(args.layers, int(vlm.llm.config.num_hidden_layers))
     u = image_features(vlm.vision, [p.image_path for p in pairs], args.batch_size, progress)
     captions = [p.caption for p in pairs]
-    curves = {"mllm": knn_by_layer(u, caption_features(vlm.llm, vlm.tokenizer, captions, layers, args.batch_size,
-                                                       args.max_tokens, progress, "MLLM caption features"), args.k)}
+    curves = {
+        "mllm": knn_by_layer(
+            u,
+            caption_features(
+                vlm.llm,
+                vlm.tokenizer,
+                captions,
+                layers,
+                args.batch_size,
+                args.max_tokens,
+                progress,
+                "MLLM caption features",
+            ),
+            args.k,
+        )
+    }
     if args.base_llm:
         base, tok = load_base_llm(args.base_llm, vlm.device, args.dtype)
         if int(base.config.num_hidden_layers) != int(vlm.llm.config.num_hidden_layers):
             from loguru import logger
 
-            logger.warning(f"base LLM has {base.config.num_hidden_layers} layers, the MLLM's LLM "
-                           f"{vlm.llm.config.num_hidden_layers}; layers are compared by index")
+            logger.warning(
+                f"base LLM has {base.config.num_hidden_layers} layers, the MLLM's LLM "
+                f"{vlm.llm.config.num_hidden_layers}; layers are compared by index"
+            )
         base_layers = [x for x in layers if x <= int(base.config.num_hidden_layers)]
-        curves["base"] = knn_by_layer(u, caption_features(base, tok, captions, base_layers, args.batch_size,
-                                                          args.max_tokens, progress, "base caption features"), args.k)
+        curves["base"] = knn_by_layer(
+            u,
+            caption_features(
+                base, tok, captions, base_layers, args.batch_size, args.max_tokens, progress, "base caption features"
+            ),
+            args.k,
+        )
     chance = args.k / (len(pairs) - 1)
     rows = [(f"knn@L{x}", v, len(pairs)) for x, v in curves["mllm"].items()]
     rows += [(f"knn_base@L{x}", v, len(pairs)) for x, v in curves.get("base", {}).items()]
     vision = str(getattr(vlm.vision, "spec", type(vlm.vision).__name__))
     details = {"k": args.k, "chance": chance, "base_llm": args.base_llm}
-    recorded = record_rows(args.out, variant, vision, rows, {**config, "base_llm": args.base_llm}, args.data,
-                           "mutual_knn", args.force, details)
+    recorded = record_rows(
+        args.out,
+        variant,
+        vision,
+        rows,
+        {**config, "base_llm": args.base_llm},
+        args.data,
+        "mutual_knn",
+        args.force,
+        details,
+    )
     figures = []
     if stem is not None:
         from lmms_ac.layers.plots import plot_knn_curves
 
         labels = {"mllm": f"{variant} (MLLM's LLM)", "base": f"{args.base_llm} (base LLM)"}
-        figures = plot_knn_curves({labels[k]: v for k, v in curves.items()}, stem, args.k, chance=chance,
-                                  title=f"vision encoder vs caption features, {len(pairs)} pairs", overwrite=args.overwrite)
+        figures = plot_knn_curves(
+            {labels[k]: v for k, v in curves.items()},
+            stem,
+            args.k,
+            chance=chance,
+            title=f"vision encoder vs caption features, {len(pairs)} pairs",
+            overwrite=args.overwrite,
+        )
     if args.json:
         from lmms_ac.results.output import json_document
 
-        doc = {"variant": variant, "vision": vision, "k": args.k, "n": len(pairs), "chance": chance,
-               "mllm": {str(x): v for x, v in curves["mllm"].items()},
-               "base": {str(x): v for x, v in curves.get("base", {}).items()} or None,
-               "scores_file": args.out, "figures": [str(f) for f in figures]}
+        doc = {
+            "variant": variant,
+            "vision": vision,
+            "k": args.k,
+            "n": len(pairs),
+            "chance": chance,
+            "mllm": {str(x): v for x, v in curves["mllm"].items()},
+            "base": {str(x): v for x, v in curves.get("base", {}).items()} or None,
+            "scores_file": args.out,
+            "figures": [str(f) for f in figures],
+        }
         print(json_document(json.loads(json.dumps(doc, default=str)), config))
         return 0
     print(f"{variant}: mutual {args.k}-NN alignment over {len(pairs)} pairs (independent spaces: {chance:.4f})")
@@ -414,7 +633,10 @@ def cmd_knn(args: argparse.Namespace) -> int:
         base_cell = f"\t{curves['base'][x]:.4f}" if x in curves.get("base", {}) else ("\t-" if "base" in curves else "")
         print(f"  {x}\t{curves['mllm'][x]:.4f}{base_cell}")
     skipped = sum(1 for r in recorded if r.get("skipped"))
-    print(f"{len(recorded) - skipped} score rows appended to {args.out}" + (f"; {skipped} already there" if skipped else ""))
+    print(
+        f"{len(recorded) - skipped} score rows appended to {args.out}"
+        + (f"; {skipped} already there" if skipped else "")
+    )
     for f in figures:
         print(f"figure: {f}")
     return 0
@@ -429,12 +651,24 @@ def cmd_zeroshot_tasks(args: argparse.Namespace) -> int:
         raise ValueError(f"dataset names repeat: {names}")
     done = []
     for name, source, split in specs:
-        info = prepare_task(name, source, args.to, split=split, n=args.n, seed=args.seed, image_column=args.image_column,
-                            label_column=args.label_column, prompt=args.prompt or DEFAULT_PROMPT, overwrite=args.overwrite)
+        info = prepare_task(
+            name,
+            source,
+            args.to,
+            split=split,
+            n=args.n,
+            seed=args.seed,
+            image_column=args.image_column,
+            label_column=args.label_column,
+            prompt=args.prompt or DEFAULT_PROMPT,
+            overwrite=args.overwrite,
+        )
         print(f"{info['task']}: {info['n']} images, {info['classes']} classes from {source} -> {info['yaml']}")
         done.append(info["task"])
-    print(f"\nrun: lmms-eval --model lmms_ac_llava --model_args pretrained=<ckpt> --include_path {args.to} "
-          f"--tasks {','.join(done)} --output_path <results>")
+    print(
+        f"\nrun: lmms-eval --model lmms_ac_llava --model_args pretrained=<ckpt> --include_path {args.to} "
+        f"--tasks {','.join(done)} --output_path <results>"
+    )
     return 0
 
 
@@ -460,8 +694,10 @@ def cmd_zeroshot_encoder(args: argparse.Namespace) -> int:
     if args.model:
         tower, _ = checkpoint_summary(args.model, None)
         if not tower or tower.startswith("llava-hf:"):
-            raise ValueError(f"{args.model} does not name its vision tower by hub id (llava-hf checkpoints embed it); pass "
-                             "--encoder with the tower's dual-encoder id, e.g. openai/clip-vit-large-patch14-336")
+            raise ValueError(
+                f"{args.model} does not name its vision tower by hub id (llava-hf checkpoints embed it); pass "
+                "--encoder with the tower's dual-encoder id, e.g. openai/clip-vit-large-patch14-336"
+            )
         args.encoder = tower
     variant = args.variant or (default_variant(args.model) if args.model else args.encoder)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -472,22 +708,50 @@ def cmd_zeroshot_encoder(args: argparse.Namespace) -> int:
         image_col, label_col = find_columns(data.features, args.image_column, args.label_column)
         idx = subsample(len(data), args.n, args.seed)
         classes = [class_prompt_name(c) for c in data.features[label_col].names]
-        config = {"command": "zeroshot-encoder", "dataset": name, "source": source, "split": split, "n": args.n,
-                  "seed": args.seed, "templates": templates, "classes": classes}
+        config = {
+            "command": "zeroshot-encoder",
+            "dataset": name,
+            "source": source,
+            "split": split,
+            "n": args.n,
+            "seed": args.seed,
+            "templates": templates,
+            "classes": classes,
+        }
 
         def compute(data=data, idx=idx, classes=classes, image_col=image_col, label_col=label_col) -> Any:
             if "model" not in cache:
                 cache["model"] = load_text_image_model(args.encoder, device)
             sub = data.select(idx)
-            res = encoder_zero_shot(*cache["model"], sub[image_col], sub[label_col], classes, templates,
-                                    args.batch_size, not args.no_progress)
+            res = encoder_zero_shot(
+                *cache["model"],
+                sub[image_col],
+                sub[label_col],
+                classes,
+                templates,
+                args.batch_size,
+                not args.no_progress,
+            )
             return ScoreValue(value=res["accuracy"], n=res["n"], details={"classes": len(classes)})
 
-        row = record_score(args.out, variant=variant, vision=args.encoder, score=f"zeroshot_enc:{name}", config=config,
-                           compute=compute, method="clip_zero_shot", split=split or "", force=args.force)
+        row = record_score(
+            args.out,
+            variant=variant,
+            vision=args.encoder,
+            score=f"zeroshot_enc:{name}",
+            config=config,
+            compute=compute,
+            method="clip_zero_shot",
+            split=split or "",
+            force=args.force,
+        )
         results[name] = {"accuracy": float(row["value"]), "n": int(row["n"]), "skipped": bool(row.get("skipped"))}
     if args.json:
-        print(json.dumps({"variant": variant, "encoder": args.encoder, "templates": templates, "results": results}, indent=2))
+        print(
+            json.dumps(
+                {"variant": variant, "encoder": args.encoder, "templates": templates, "results": results}, indent=2
+            )
+        )
         return 0
     for name, r in results.items():
         state = "already recorded" if r["skipped"] else "recorded"

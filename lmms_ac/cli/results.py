@@ -1,4 +1,5 @@
 """``lmms-ac collect | leaderboard | robustness``: results files -> tidy table -> reports."""
+
 from __future__ import annotations
 
 import argparse
@@ -14,8 +15,9 @@ def _read_ac(args: argparse.Namespace):
         return None
     from lmms_ac.law.data import read_ac_scores
 
-    return read_ac_scores(args.scores, variant_col=args.variant_col, a_col=args.a_col, c_col=args.c_col,
-                          allow_missing=True)
+    return read_ac_scores(
+        args.scores, variant_col=args.variant_col, a_col=args.a_col, c_col=args.c_col, allow_missing=True
+    )
 
 
 def cmd_collect(args: argparse.Namespace) -> int:
@@ -27,11 +29,15 @@ def cmd_collect(args: argparse.Namespace) -> int:
     written = write_csv(t, args.out, args_config(args), overwrite=args.overwrite)
     if args.dropped_out:
         written += write_csv(got.dropped, args.dropped_out, args_config(args), overwrite=args.overwrite)
-    print(f"collected {len(t)} rows ({t['variant'].nunique()} variants, {t['task'].nunique()} tasks) from "
-          f"{len(got.files)} results file(s) -> {args.out}")
+    print(
+        f"collected {len(t)} rows ({t['variant'].nunique()} variants, {t['task'].nunique()} tasks) from "
+        f"{len(got.files)} results file(s) -> {args.out}"
+    )
     if len(got.dropped):
-        print(f"{len(got.dropped)} row(s) from older reruns were dropped (newest date kept)"
-              + (f"; listed in {args.dropped_out}" if args.dropped_out else "; pass --dropped-out FILE to list them"))
+        print(
+            f"{len(got.dropped)} row(s) from older reruns were dropped (newest date kept)"
+            + (f"; listed in {args.dropped_out}" if args.dropped_out else "; pass --dropped-out FILE to list them")
+        )
     return 0
 
 
@@ -67,8 +73,11 @@ def cmd_robustness(args: argparse.Namespace) -> int:
     if args.summary_out:
         write_csv(avg, args.summary_out, args_config(args), overwrite=args.overwrite)
     if args.format == "md":
-        text = to_markdown(detail, args.digits) + "\nAverage drop across benchmarks (0-100 scale):\n\n" \
+        text = (
+            to_markdown(detail, args.digits)
+            + "\nAverage drop across benchmarks (0-100 scale):\n\n"
             + to_markdown(avg, args.digits)
+        )
     else:
         text = detail.to_csv(index=False)
         if not args.out and not args.summary_out:
@@ -85,10 +94,13 @@ def _add_ac_args(p: argparse.ArgumentParser) -> None:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("collect", help="lmms-eval results files -> one tidy results table (CSV)",
-                              description="Read lmms-eval results JSONs (directories are searched recursively "
-                                          "for *results*.json) into one tidy table. Reruns of the same (variant, "
-                                          "task, metric, perturbation, severity, seed): the newest date is kept.")
+    p = subparsers.add_parser(
+        "collect",
+        help="lmms-eval results files -> one tidy results table (CSV)",
+        description="Read lmms-eval results JSONs (directories are searched recursively "
+        "for *results*.json) into one tidy table. Reruns of the same (variant, "
+        "task, metric, perturbation, severity, seed): the newest date is kept.",
+    )
     p.add_argument("results", nargs="+", metavar="RESULTS", help="results JSON/samples JSONL files or directories")
     p.add_argument("--mapping", metavar="FILE", help="variant renaming: JSON {old: new} or CSV old,new")
     p.add_argument("--out", required=True, metavar="table.csv", help="output CSV")
@@ -96,8 +108,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     p.set_defaults(func=cmd_collect)
 
-    p = subparsers.add_parser("leaderboard", help="one row per variant: scores, law predictions, average, rank, "
-                                                  "robustness drops (CSV or Markdown)")
+    p = subparsers.add_parser(
+        "leaderboard",
+        help="one row per variant: scores, law predictions, average, rank, robustness drops (CSV or Markdown)",
+    )
     p.add_argument("table", help="tidy table from lmms-ac collect")
     _add_ac_args(p)
     p.add_argument("--benchmarks", help="comma-separated benchmarks (default: every clean task)")
@@ -108,11 +122,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     p.set_defaults(func=cmd_leaderboard)
 
-    p = subparsers.add_parser("robustness", help="clean vs perturbed scores and drops per variant/benchmark/"
-                                                 "perturbation, mean/std over seeds")
+    p = subparsers.add_parser(
+        "robustness", help="clean vs perturbed scores and drops per variant/benchmark/perturbation, mean/std over seeds"
+    )
     p.add_argument("table", help="tidy table from lmms-ac collect")
-    p.add_argument("--metric", action="append", metavar="TASK=METRIC",
-                   help="primary metric of a base task for the average (repeatable)")
+    p.add_argument(
+        "--metric",
+        action="append",
+        metavar="TASK=METRIC",
+        help="primary metric of a base task for the average (repeatable)",
+    )
     p.add_argument("--format", choices=["csv", "md"], default="csv")
     p.add_argument("--digits", type=int, default=2, help="decimals in Markdown (default: 2)")
     p.add_argument("--out", metavar="FILE", help="per-benchmark table (default: stdout)")

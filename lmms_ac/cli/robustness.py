@@ -2,6 +2,7 @@
 
 Imports nothing heavy until a command runs.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -12,36 +13,66 @@ STAGES = ("image", "tokens", "hidden", "dataset")
 
 def register(sub: argparse._SubParsersAction) -> None:
     t = sub.add_parser(
-        "tasks", help="list the generated robustness tasks (name, base, perturbation, stage, seeds, tag)",
+        "tasks",
+        help="list the generated robustness tasks (name, base, perturbation, stage, seeds, tag)",
         description="List the robustness variants generated from the perturbation catalogue for every benchmark "
-                    "(run them with lmms-eval --tasks NAME or a tag). Families come from LMMS_AC_VARIANTS "
-                    "(default: the default set); probe modules from LMMS_AC_PROBES.")
-    t.add_argument("--benchmark", "-b", action="append", metavar="B",
-                   help="benchmark key (mme, mmbench...) or lmms-eval task name (repeatable)")
-    t.add_argument("--perturbation", "-p", action="append", metavar="P",
-                   help="probe name (pdrop_random) or string form (pdrop_random50, tokperm_s2) (repeatable)")
+        "(run them with lmms-eval --tasks NAME or a tag). Families come from LMMS_AC_VARIANTS "
+        "(default: the default set); probe modules from LMMS_AC_PROBES.",
+    )
+    t.add_argument(
+        "--benchmark",
+        "-b",
+        action="append",
+        metavar="B",
+        help="benchmark key (mme, mmbench...) or lmms-eval task name (repeatable)",
+    )
+    t.add_argument(
+        "--perturbation",
+        "-p",
+        action="append",
+        metavar="P",
+        help="probe name (pdrop_random) or string form (pdrop_random50, tokperm_s2) (repeatable)",
+    )
     t.add_argument("--stage", "-s", choices=STAGES, action="append", help="perturbation stage (repeatable)")
-    t.add_argument("--variants", metavar="SPEC", default=None,
-                   help="variant families, as LMMS_AC_VARIANTS (e.g. 'default,toknoise' or 'all')")
+    t.add_argument(
+        "--variants",
+        metavar="SPEC",
+        default=None,
+        help="variant families, as LMMS_AC_VARIANTS (e.g. 'default,toknoise' or 'all')",
+    )
     t.add_argument("--tags", action="store_true", help="list the tags (with their task counts) instead of the tasks")
     t.add_argument("--benchmarks", action="store_true", help="list the benchmark table instead")
     t.set_defaults(func=_tasks)
 
     s = sub.add_parser(
-        "synthesize", help="caption and regenerate the images of a task for its <task>_synthetic variant",
+        "synthesize",
+        help="caption and regenerate the images of a task for its <task>_synthetic variant",
         description="Caption every image of TASK, regenerate it with a text-to-image model (SDXL-Lightning, 4 steps, "
-                    "guidance 0 by default), store the images and each pair's CLIP image-image similarity under "
-                    "DIR/<task>/; then `export LMMS_AC_SYNTHETIC=DIR` and run <task>_synthetic.")
+        "guidance 0 by default), store the images and each pair's CLIP image-image similarity under "
+        "DIR/<task>/; then `export LMMS_AC_SYNTHETIC=DIR` and run <task>_synthetic.",
+    )
     s.add_argument("task", metavar="TASK", help="an lmms-eval task (e.g. mme, seed, mmbench_en_dev)")
     s.add_argument("--to", required=True, metavar="DIR", help="root of the synthetic sets (LMMS_AC_SYNTHETIC)")
-    s.add_argument("--captioner", default=None, metavar="ID|module:fn",
-                   help="captioning model (hub id or directory, transformers image-text-to-text; default "
-                        "Salesforce/blip-image-captioning-large) or a Python callable images -> captions")
-    s.add_argument("--t2i", default=None, metavar="ID|DIR",
-                   help="text-to-image model: ByteDance/SDXL-Lightning (default; alias stabilityai/sdxl-lightning) "
-                        "or any diffusers pipeline id or directory, or module:fn (prompts, seeds) -> images")
-    s.add_argument("--clip", default=None, metavar="ID|DIR",
-                   help="CLIP model for the image-image similarity (default openai/clip-vit-large-patch14)")
+    s.add_argument(
+        "--captioner",
+        default=None,
+        metavar="ID|module:fn",
+        help="captioning model (hub id or directory, transformers image-text-to-text; default "
+        "Salesforce/blip-image-captioning-large) or a Python callable images -> captions",
+    )
+    s.add_argument(
+        "--t2i",
+        default=None,
+        metavar="ID|DIR",
+        help="text-to-image model: ByteDance/SDXL-Lightning (default; alias stabilityai/sdxl-lightning) "
+        "or any diffusers pipeline id or directory, or module:fn (prompts, seeds) -> images",
+    )
+    s.add_argument(
+        "--clip",
+        default=None,
+        metavar="ID|DIR",
+        help="CLIP model for the image-image similarity (default openai/clip-vit-large-patch14)",
+    )
     s.add_argument("--limit", type=int, default=None, help="only the first N documents")
     s.add_argument("--seed", type=int, default=0, help="generation seed (seed k > 0 writes DIR/<task>_s<k>)")
     s.add_argument("--steps", type=int, default=None, help="denoising steps (default 4)")
@@ -107,8 +138,16 @@ def _tasks(args: argparse.Namespace) -> int:
     rows = []
     for s in specs:
         p = s.perturbation
-        rows.append([s.name, s.base, p.to_string(), s.stage, f"{p.seed}/{s.seeds}" if s.seeds > 1 else "-",
-                     s.seeds_tag or f"{s.base}_{p.name}_all"])
+        rows.append(
+            [
+                s.name,
+                s.base,
+                p.to_string(),
+                s.stage,
+                f"{p.seed}/{s.seeds}" if s.seeds > 1 else "-",
+                s.seeds_tag or f"{s.base}_{p.name}_all",
+            ]
+        )
     print(_table(rows, ["task", "base", "perturbation", "stage", "seed", "tag"]))
     print(f"\n{len(rows)} tasks")
     return 0
@@ -120,12 +159,24 @@ def _synthesize(args: argparse.Namespace) -> int:
 
     check_writable(args.to, directory=True, what="--to folder")  # before captioning and generating (issue 9)
     result = S.synthesize(
-        args.task, args.to,
-        captioner=args.captioner or S.DEFAULT_CAPTIONER, t2i=args.t2i or S.DEFAULT_T2I, clip=args.clip or S.DEFAULT_CLIP,
-        limit=args.limit, seed=args.seed, steps=args.steps if args.steps is not None else S.DEFAULT_STEPS,
-        guidance=args.guidance if args.guidance is not None else S.DEFAULT_GUIDANCE, size=args.size,
-        batch_size=args.batch_size, device=args.device, overwrite=args.overwrite, include_path=args.include_path)
-    print(f"{result.directory}\t{result.documents} documents\t{result.images} images\t"
-          f"mean CLIP similarity {result.similarity_mean:.4f}")
+        args.task,
+        args.to,
+        captioner=args.captioner or S.DEFAULT_CAPTIONER,
+        t2i=args.t2i or S.DEFAULT_T2I,
+        clip=args.clip or S.DEFAULT_CLIP,
+        limit=args.limit,
+        seed=args.seed,
+        steps=args.steps if args.steps is not None else S.DEFAULT_STEPS,
+        guidance=args.guidance if args.guidance is not None else S.DEFAULT_GUIDANCE,
+        size=args.size,
+        batch_size=args.batch_size,
+        device=args.device,
+        overwrite=args.overwrite,
+        include_path=args.include_path,
+    )
+    print(
+        f"{result.directory}\t{result.documents} documents\t{result.images} images\t"
+        f"mean CLIP similarity {result.similarity_mean:.4f}"
+    )
     print(f"\nUse it with: export {S.SYNTHETIC_ENV}={args.to}")
     return 0

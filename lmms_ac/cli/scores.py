@@ -5,6 +5,7 @@ Scores go to one machine-readable CSV (``--out``, default ``scores.csv``), one r
 same configuration is skipped (and logged), ``--force`` recomputes and replaces that row. Heavy
 imports (torch, the encoders) happen only when a score is actually computed.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -18,9 +19,14 @@ DEFAULT_OUT = "scores.csv"
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--vision", action="append", required=True, metavar="SPEC",
-                   help="vision representation spec, e.g. clip:openai/clip-vit-large-patch14-336; "
-                        "repeat to combine several (L2-normalise each, concatenate, re-normalise)")
+    p.add_argument(
+        "--vision",
+        action="append",
+        required=True,
+        metavar="SPEC",
+        help="vision representation spec, e.g. clip:openai/clip-vit-large-patch14-336; "
+        "repeat to combine several (L2-normalise each, concatenate, re-normalise)",
+    )
     p.add_argument("--variant", default=None, help="row name in the scores file (default: the vision spec)")
     p.add_argument("--out", default=DEFAULT_OUT, help=f"scores CSV to append to (default: {DEFAULT_OUT})")
     p.add_argument("--device", default=None, help="cpu | cuda | cuda:N (default: cuda when available)")
@@ -30,15 +36,19 @@ def _add_common(p: argparse.ArgumentParser) -> None:
 def register(subparsers: Any) -> None:
     """Add ``score-c`` and ``make-ocr-pairs`` to the ``lmms-ac`` command line."""
     p = subparsers.add_parser(
-        "score-c", help="C score (keypoint correspondence on SPair-71k) and/or C_ocr (synthetic text pairs)",
+        "score-c",
+        help="C score (keypoint correspondence on SPair-71k) and/or C_ocr (synthetic text pairs)",
         description="Correspondence score of a vision representation: PCK@alpha of patch-feature "
-                    "matching on SPair-71k (--spair DIR, score 'C') and/or on generated text-image "
-                    "pairs (--ocr, score 'C_ocr'). One row per score is appended to --out.")
+        "matching on SPair-71k (--spair DIR, score 'C') and/or on generated text-image "
+        "pairs (--ocr, score 'C_ocr'). One row per score is appended to --out.",
+    )
     _add_common(p)
     p.add_argument("--spair", default=None, metavar="DIR", help="SPair-71k root (JPEGImages/, PairAnnotation/)")
     p.add_argument("--split", default="test", help="trn | val | test (default: test)")
     p.add_argument("--method", default="argmax", choices=["argmax", "window_softargmax"])
-    p.add_argument("--alpha", type=float, default=0.1, help="PCK threshold as a fraction of max(h, w) of the target bbox")
+    p.add_argument(
+        "--alpha", type=float, default=0.1, help="PCK threshold as a fraction of max(h, w) of the target bbox"
+    )
     p.add_argument("--limit", type=int, default=None, help="score only the first N pairs (by file name)")
     p.add_argument("--batch-size", type=int, default=16, help="images per encoder call")
     p.add_argument("--ocr", action="store_true", help="also (or only) score C_ocr on generated text-image pairs")
@@ -47,9 +57,11 @@ def register(subparsers: Any) -> None:
     p.set_defaults(func=cmd_score_c)
 
     m = subparsers.add_parser(
-        "make-ocr-pairs", help="write seeded synthetic text-image correspondence pairs in the SPair-71k layout",
+        "make-ocr-pairs",
+        help="write seeded synthetic text-image correspondence pairs in the SPair-71k layout",
         description="Render text images (words, numbers, tables, chart labels) and affine-warped copies "
-                    "with keypoints at word/label centres, in the SPair-71k layout, so score-c reads them.")
+        "with keypoints at word/label centres, in the SPair-71k layout, so score-c reads them.",
+    )
     m.add_argument("--to", required=True, metavar="DIR", help="output root (must not hold pairs already)")
     m.add_argument("--n", type=int, default=200, help="number of pairs (default 200)")
     m.add_argument("--seed", type=int, default=0)
@@ -103,21 +115,40 @@ def cmd_score_c(args: argparse.Namespace) -> int:
         from lmms_ac.scores.spair import dataset_fingerprint, normalize_split
 
         split = normalize_split(args.split)
-        config = {"dataset": "spair", "data_fingerprint": dataset_fingerprint(args.spair, split, args.limit),
-                  "split": split, "method": args.method, "alpha": args.alpha, "limit": args.limit}
+        config = {
+            "dataset": "spair",
+            "data_fingerprint": dataset_fingerprint(args.spair, split, args.limit),
+            "split": split,
+            "method": args.method,
+            "alpha": args.alpha,
+            "limit": args.limit,
+        }
 
         def compute_c() -> Any:
             from lmms_ac.scores.correspondence import score_c
 
-            return _value_of(score_c(rep(), args.spair, split, method=args.method, alpha=args.alpha,
-                                     batch_size=args.batch_size, limit=args.limit))
+            return _value_of(
+                score_c(
+                    rep(),
+                    args.spair,
+                    split,
+                    method=args.method,
+                    alpha=args.alpha,
+                    batch_size=args.batch_size,
+                    limit=args.limit,
+                )
+            )
 
         jobs.append(("C", config, compute_c, split))
     if args.ocr:
         from lmms_ac.scores.ocr_pairs import SCORE_NAME, OcrPairsConfig
 
-        config = {"dataset": "ocr_pairs", **OcrPairsConfig(n=args.ocr_n, seed=args.ocr_seed).to_config(),
-                  "method": args.method, "alpha": args.alpha}
+        config = {
+            "dataset": "ocr_pairs",
+            **OcrPairsConfig(n=args.ocr_n, seed=args.ocr_seed).to_config(),
+            "method": args.method,
+            "alpha": args.alpha,
+        }
 
         def compute_ocr() -> Any:
             import PIL
@@ -127,16 +158,34 @@ def cmd_score_c(args: argparse.Namespace) -> int:
             # the generated pairs live in a folder next to --out (not /tmp), owned by this row's claim:
             # removed on success, failure or SIGTERM, and cleared by the next run after a SIGKILL
             with ocr_workdir(args.out, variant, vision, config) as workdir:
-                value = _value_of(score_c_ocr(rep(), n=args.ocr_n, seed=args.ocr_seed, method=args.method,
-                                              alpha=args.alpha, batch_size=args.batch_size, workdir=workdir))
+                value = _value_of(
+                    score_c_ocr(
+                        rep(),
+                        n=args.ocr_n,
+                        seed=args.ocr_seed,
+                        method=args.method,
+                        alpha=args.alpha,
+                        batch_size=args.batch_size,
+                        workdir=workdir,
+                    )
+                )
             value.details["pillow"] = PIL.__version__
             return value
 
         jobs.append((SCORE_NAME, config, compute_ocr, "generated"))
 
     for score, config, compute, split in jobs:
-        row = record_score(args.out, variant=variant, vision=vision, score=score, config=config,
-                           compute=compute, method=args.method, split=split, force=args.force)
+        row = record_score(
+            args.out,
+            variant=variant,
+            vision=vision,
+            score=score,
+            config=config,
+            compute=compute,
+            method=args.method,
+            split=split,
+            force=args.force,
+        )
         print(row_summary(row, args.out))
         if score != "C" and row.get("details"):  # C_ocr: its chance and same-position references beside it
             from lmms_ac.scores.ocr_pairs import baseline_summary

@@ -1,4 +1,5 @@
 """``lmms-ac study init | plan | run | status | report``: a whole study from one YAML file."""
+
 from __future__ import annotations
 
 import argparse
@@ -37,8 +38,16 @@ def cmd_plan(args: argparse.Namespace) -> int:
     rows = []
     for j in prep.jobs:
         what = ", ".join(u.task or u.score for u in j.units)
-        rows.append([j.job_id, j.kind, j.entry, what if len(what) <= 60 else what[:57] + "...", str(j.gpus),
-                     _fmt_min(mins[j.job_id])])
+        rows.append(
+            [
+                j.job_id,
+                j.kind,
+                j.entry,
+                what if len(what) <= 60 else what[:57] + "...",
+                str(j.gpus),
+                _fmt_min(mins[j.job_id]),
+            ]
+        )
     if rows:
         widths = [max(len(r[i]) for r in rows + [header]) for i in range(len(header))]
         print("  ".join(h.ljust(w) for h, w in zip(header, widths)))
@@ -49,10 +58,16 @@ def cmd_plan(args: argparse.Namespace) -> int:
     from lmms_ac.study.status import _parallel
 
     par = _parallel(study)
-    print(f"\n{len(prep.plan.units)} unit(s): {len(prep.done)} done, {len(prep.pending)} pending in {len(prep.jobs)} job(s)")
-    print(f"estimated cost: {_fmt_min(total)} of job time ({gpu_h:.1f} GPU-hours at {prep.jobs[0].gpus if prep.jobs else 0} "
-          f"GPU(s) per job); about {_fmt_min(total / max(1, min(par, len(prep.jobs) or 1)))} wall-clock at {par} "
-          f"job(s) in parallel on the {study.executor.type} executor")
+    print(
+        f"\n{len(prep.plan.units)} unit(s): {len(prep.done)} done, {len(prep.pending)} pending in {len(prep.jobs)} "
+        "job(s)"
+    )
+    print(
+        f"estimated cost: {_fmt_min(total)} of job time ({gpu_h:.1f} GPU-hours at "
+        f"{prep.jobs[0].gpus if prep.jobs else 0} "
+        f"GPU(s) per job); about {_fmt_min(total / max(1, min(par, len(prep.jobs) or 1)))} wall-clock at {par} "
+        f"job(s) in parallel on the {study.executor.type} executor"
+    )
     if args.dry_run:
         for p in dry_run(prep):
             print(f"wrote {p}")
@@ -64,7 +79,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     study = _load(args.file)
     if args.no_wait and study.executor.type != "slurm":
-        raise ValueError("--no-wait is for the slurm executor (set executor.type: slurm); the local executor runs the jobs itself")
+        raise ValueError(
+            "--no-wait is for the slurm executor (set executor.type: slurm); the local executor runs the jobs itself"
+        )
     code = execute(study, retry_failed=args.retry_failed, wait=not args.no_wait)
     if args.report:
         from lmms_ac.study.report import build_study_report
@@ -102,10 +119,13 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("study", help="run a whole study (models x benchmarks x probes + A/C scores) from one YAML "
-                                     "file, resumably, locally or on SLURM",
-                       description="A study file lists models, benchmarks, robustness probes, score jobs, the "
-                                   "executor and the reports. `lmms-ac study init FILE` writes a commented example.")
+    p = sub.add_parser(
+        "study",
+        help="run a whole study (models x benchmarks x probes + A/C scores) from one YAML "
+        "file, resumably, locally or on SLURM",
+        description="A study file lists models, benchmarks, robustness probes, score jobs, the "
+        "executor and the reports. `lmms-ac study init FILE` writes a commented example.",
+    )
     s = p.add_subparsers(dest="study_command", metavar="{init,plan,run,status,report}")
     q = s.add_parser("init", help="write a commented example study file")
     q.add_argument("file", nargs="?", default="study.yaml")
@@ -113,8 +133,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.set_defaults(func=cmd_init)
     q = s.add_parser("plan", help="the job table and the estimated cost (nothing runs)")
     q.add_argument("file")
-    q.add_argument("--dry-run", action="store_true",
-                   help="also write the exact commands (and the sbatch script for slurm) to <output>/dry-run/")
+    q.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="also write the exact commands (and the sbatch script for slurm) to <output>/dry-run/",
+    )
     q.set_defaults(func=cmd_plan)
     q = s.add_parser("run", help="run every job not done yet (safe to rerun: done work is skipped)")
     q.add_argument("file")
@@ -127,10 +150,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--watch", action="store_true", help="refresh until nothing is left to run (Ctrl-C stops)")
     q.add_argument("--interval", type=float, default=10.0, help="seconds between refreshes (default 10)")
     q.set_defaults(func=cmd_status)
-    q = s.add_parser("report", help="table, scores, leaderboard, law fit, recommendation, robustness, plots, "
-                                    "HTML into <output>/report (on what is done so far)")
+    q = s.add_parser(
+        "report",
+        help="table, scores, leaderboard, law fit, recommendation, robustness, plots, "
+        "HTML into <output>/report (on what is done so far)",
+    )
     q.add_argument("file")
     q.set_defaults(func=cmd_report)
     p.set_defaults(func=lambda a: (p.print_help(), 2)[1])
-
-

@@ -10,6 +10,7 @@ A missing (empty) score means "not trained yet": the setting is predicted, not f
 non-numeric values, duplicate settings, unknown benchmarks and missing columns are errors whose
 message names the problem and the fix.
 """
+
 from __future__ import annotations
 
 import difflib
@@ -93,8 +94,14 @@ def load_example(name: str = "law-v1", benchmarks: Optional[Sequence[str]] = Non
     ex = EXAMPLES.get(name)
     path = example_path(name)
     df = pd.read_csv(path)
-    return from_wide(df, setting_col=str(ex["setting_col"]), a_col=str(ex["a_col"]), c_col=str(ex["c_col"]),
-                     benchmarks=list(benchmarks) if benchmarks else example_benchmarks(name), source=str(path))
+    return from_wide(
+        df,
+        setting_col=str(ex["setting_col"]),
+        a_col=str(ex["a_col"]),
+        c_col=str(ex["c_col"]),
+        benchmarks=list(benchmarks) if benchmarks else example_benchmarks(name),
+        source=str(path),
+    )
 
 
 def example_benchmarks(name: str) -> List[str]:
@@ -114,8 +121,10 @@ _OPTIONS = {"setting": "--setting-col", "variant": "--variant-col", "A": "--a-co
 def _missing_column(col: str, df: pd.DataFrame, what: str, source: str) -> ValueError:
     close = difflib.get_close_matches(col, [str(c) for c in df.columns], n=3, cutoff=0.5)
     hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
-    return ValueError(f"{source}: no {what} column {col!r}{hint} Columns: {', '.join(map(str, df.columns))}. "
-                      f"Choose the column with {_OPTIONS.get(what, 'the matching option')}.")
+    return ValueError(
+        f"{source}: no {what} column {col!r}{hint} Columns: {', '.join(map(str, df.columns))}. "
+        f"Choose the column with {_OPTIONS.get(what, 'the matching option')}."
+    )
 
 
 def _numeric(df: pd.DataFrame, col: str, source: str) -> np.ndarray:
@@ -135,8 +144,10 @@ def _check_unique(names: Sequence[str], what: str, source: str) -> None:
             dups.append(n)
         seen.add(n)
     if dups:
-        raise ValueError(f"{source}: duplicate {what} {', '.join(map(repr, dups))}; each {what} must appear once "
-                         f"(remove or rename the duplicates).")
+        raise ValueError(
+            f"{source}: duplicate {what} {', '.join(map(repr, dups))}; each {what} must appear once "
+            f"(remove or rename the duplicates)."
+        )
 
 
 def _bench_col(template: str, benchmark: str) -> str:
@@ -155,8 +166,9 @@ def resolve_benchmarks(requested: Optional[Sequence[str]], available: Sequence[s
     return out
 
 
-def from_wide(df: pd.DataFrame, *, setting_col: str, a_col: str, c_col: str, benchmarks: Sequence[str],
-              source: str = "input") -> Dict[str, BenchmarkData]:
+def from_wide(
+    df: pd.DataFrame, *, setting_col: str, a_col: str, c_col: str, benchmarks: Sequence[str], source: str = "input"
+) -> Dict[str, BenchmarkData]:
     """Build per-benchmark data from a wide table (one row per setting, one column per benchmark)."""
     if not benchmarks:
         raise ValueError(f"{source}: no benchmarks given; pass --benchmarks b1,b2 (columns of the table).")
@@ -181,16 +193,24 @@ def from_wide(df: pd.DataFrame, *, setting_col: str, a_col: str, c_col: str, ben
         for arr, col in ((A, acol), (C, ccol)):
             if np.isnan(arr).any():
                 missing = [names[i] for i in np.flatnonzero(np.isnan(arr))]
-                raise ValueError(f"{source}: column {col!r} is empty/NaN for {', '.join(missing)}; every setting "
-                                 f"needs A and C scores (fill them or drop those rows).")
+                raise ValueError(
+                    f"{source}: column {col!r} is empty/NaN for {', '.join(missing)}; every setting "
+                    f"needs A and C scores (fill them or drop those rows)."
+                )
         if np.isinf(y).any() or np.isinf(A).any() or np.isinf(C).any():
             raise ValueError(f"{source}: benchmark {b!r} has infinite values; fix the input.")
         out[b] = BenchmarkData(b, tuple(names), A, C, y)
     return out
 
 
-def read_ac_scores(path: Union[str, Path], *, variant_col: str = "variant", a_col: str = "A",
-                   c_col: str = "C", allow_missing: bool = False) -> pd.DataFrame:
+def read_ac_scores(
+    path: Union[str, Path],
+    *,
+    variant_col: str = "variant",
+    a_col: str = "A",
+    c_col: str = "C",
+    allow_missing: bool = False,
+) -> pd.DataFrame:
     """Read an A/C scores CSV into a frame indexed by variant with columns A and C.
 
     ``allow_missing``: a variant without an A or C score (or a score file holding no C at all) keeps
@@ -219,13 +239,15 @@ def read_ac_scores(path: Union[str, Path], *, variant_col: str = "variant", a_co
 
                 logger.warning(f"{path}: no {col!r} score for {', '.join(missing)}; left blank")
                 continue
-            raise ValueError(f"{path}: column {col!r} is empty/NaN for {', '.join(missing)}; fill them or drop "
-                             f"those rows.")
+            raise ValueError(
+                f"{path}: column {col!r} is empty/NaN for {', '.join(missing)}; fill them or drop those rows."
+            )
     return pd.DataFrame({"A": A, "C": C}, index=pd.Index(names, name="variant"))
 
 
-def _pivot_score_store(df: pd.DataFrame, variant_col: str, score_names: Sequence[str], source: str,
-                       allow_missing: bool = False) -> pd.DataFrame:
+def _pivot_score_store(
+    df: pd.DataFrame, variant_col: str, score_names: Sequence[str], source: str, allow_missing: bool = False
+) -> pd.DataFrame:
     """The long scores CSV of ``score-a``/``score-c`` (variant, score, value, time...) -> one row per
     variant with a column per score name; where a variant has several rows of a score (other
     configurations), the newest one counts. ``allow_missing``: a score with no rows at all becomes an
@@ -234,8 +256,10 @@ def _pivot_score_store(df: pd.DataFrame, variant_col: str, score_names: Sequence
     absent = [n for n in score_names if n not in known]
     if absent and (not allow_missing or len(absent) == len(score_names)):
         name = absent[0]
-        raise ValueError(f"{source}: no {name!r} rows among the scores {known}; run lmms-ac score-a / score-c, "
-                         f"or choose --a-col/--c-col among {known}")
+        raise ValueError(
+            f"{source}: no {name!r} rows among the scores {known}; run lmms-ac score-a / score-c, "
+            f"or choose --a-col/--c-col among {known}"
+        )
     if absent:
         from loguru import logger
 
@@ -248,14 +272,17 @@ def _pivot_score_store(df: pd.DataFrame, variant_col: str, score_names: Sequence
         from loguru import logger
 
         logger.info(f"{source}: {int(dropped.sum())} older score rows superseded by newer ones of the same variant")
-    wide = rows.drop_duplicates([variant_col, "score"], keep="last").pivot(index=variant_col, columns="score", values="value")
+    wide = rows.drop_duplicates([variant_col, "score"], keep="last").pivot(
+        index=variant_col, columns="score", values="value"
+    )
     for name in absent:
         wide[name] = np.nan
     return wide.reset_index()
 
 
-def from_table(scores: pd.DataFrame, ac: pd.DataFrame, benchmarks: Optional[Sequence[str]] = None,
-               source: str = "results table") -> Dict[str, BenchmarkData]:
+def from_table(
+    scores: pd.DataFrame, ac: pd.DataFrame, benchmarks: Optional[Sequence[str]] = None, source: str = "results table"
+) -> Dict[str, BenchmarkData]:
     """Combine a wide score frame (index variant, one column per benchmark; see
     ``lmms_ac.results.table.clean_scores``) with A/C scores (index variant, columns A, C).
 

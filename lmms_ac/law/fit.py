@@ -17,6 +17,7 @@ interval is undefined and the LOO interval is used. Intervals are in the score's
 
 Fewer points than parameters: a warning and the minimum-norm solution (see ``linalg``).
 """
+
 from __future__ import annotations
 
 import math
@@ -81,8 +82,14 @@ class ModelFit:
     draws: int = 1  # > 1 for the random baseline (values are means over draws)
 
     def to_dict(self) -> Dict[str, object]:
-        d = {"r2": self.r2, "r2_loo": self.r2_loo, "spearman": self.spearman, "spearman_loo": self.spearman_loo,
-             "n_params": self.n_params, "underdetermined": self.underdetermined}
+        d = {
+            "r2": self.r2,
+            "r2_loo": self.r2_loo,
+            "spearman": self.spearman,
+            "spearman_loo": self.spearman_loo,
+            "n_params": self.n_params,
+            "underdetermined": self.underdetermined,
+        }
         if self.draws > 1:
             d["draws"] = self.draws
         else:
@@ -123,12 +130,27 @@ class LawReport:
         rows = []
         for b, bf in self.benchmarks.items():
             for name, m in bf.models.items():
-                rows.append({"benchmark": b, "model": name, "n": bf.n, "r2": m.r2, "r2_loo": m.r2_loo,
-                             "spearman": m.spearman, "spearman_loo": m.spearman_loo})
+                rows.append(
+                    {
+                        "benchmark": b,
+                        "model": name,
+                        "n": bf.n,
+                        "r2": m.r2,
+                        "r2_loo": m.r2_loo,
+                        "spearman": m.spearman,
+                        "spearman_loo": m.spearman_loo,
+                    }
+                )
         for g, models in self.groups.items():
             for name, vals in models.items():
-                rows.append({"benchmark": f"group:{g}", "model": name, "n": vals.get("n_benchmarks"),
-                             **{k: vals[k] for k in ("r2", "r2_loo", "spearman", "spearman_loo")}})
+                rows.append(
+                    {
+                        "benchmark": f"group:{g}",
+                        "model": name,
+                        "n": vals.get("n_benchmarks"),
+                        **{k: vals[k] for k in ("r2", "r2_loo", "spearman", "spearman_loo")},
+                    }
+                )
         return pd.DataFrame(rows)
 
     def coef_frame(self) -> pd.DataFrame:
@@ -139,11 +161,21 @@ class LawReport:
                 if name.startswith("random"):
                     continue
                 for term, c in zip(["1"] + m.terms, [m.intercept] + m.coef):
-                    rows.append({"benchmark": b, "model": name, "term": term, "coef": c,
-                                 "normalize": self.options.get("normalize"),
-                                 "A_min": bf.norm["A"].lo, "A_max": bf.norm["A"].hi,
-                                 "C_min": bf.norm["C"].lo, "C_max": bf.norm["C"].hi,
-                                 "score_min": bf.norm["score"].lo, "score_max": bf.norm["score"].hi})
+                    rows.append(
+                        {
+                            "benchmark": b,
+                            "model": name,
+                            "term": term,
+                            "coef": c,
+                            "normalize": self.options.get("normalize"),
+                            "A_min": bf.norm["A"].lo,
+                            "A_max": bf.norm["A"].hi,
+                            "C_min": bf.norm["C"].lo,
+                            "C_max": bf.norm["C"].hi,
+                            "score_min": bf.norm["score"].lo,
+                            "score_max": bf.norm["score"].hi,
+                        }
+                    )
         return pd.DataFrame(rows)
 
     def prediction_frame(self) -> pd.DataFrame:
@@ -156,11 +188,16 @@ class LawReport:
         """A JSON-serialisable document of every R² reported (NaN -> None)."""
         doc = {
             "options": self.options,
-            "benchmarks": {b: {"n": bf.n, "models": {k: m.to_dict() for k, m in bf.models.items()},
-                               "normalization": {k: {"min": v.lo, "max": v.hi} for k, v in bf.norm.items()},
-                               "warnings": bf.warnings,
-                               "predictions": bf.predictions[~bf.predictions["scored"]].to_dict("records")}
-                           for b, bf in self.benchmarks.items()},
+            "benchmarks": {
+                b: {
+                    "n": bf.n,
+                    "models": {k: m.to_dict() for k, m in bf.models.items()},
+                    "normalization": {k: {"min": v.lo, "max": v.hi} for k, v in bf.norm.items()},
+                    "warnings": bf.warnings,
+                    "predictions": bf.predictions[~bf.predictions["scored"]].to_dict("records"),
+                }
+                for b, bf in self.benchmarks.items()
+            },
             "groups": self.groups,
         }
         return _clean_json(doc)
@@ -194,7 +231,7 @@ def _spearman(y: np.ndarray, yhat: np.ndarray) -> np.ndarray:
     ry, rh = _rankdata(y), _rankdata(yhat)
     ry = ry - ry.mean(-1, keepdims=True)
     rh = rh - rh.mean(-1, keepdims=True)
-    den = np.sqrt((ry ** 2).sum(-1) * (rh ** 2).sum(-1))
+    den = np.sqrt((ry**2).sum(-1) * (rh**2).sum(-1))
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where(den > 0, (ry * rh).sum(-1) / np.where(den > 0, den, 1.0), np.nan)
 
@@ -208,8 +245,18 @@ def _fit_one(name: str, X: np.ndarray, y: np.ndarray, terms: List[str]) -> Model
     yhat = predict(X, b, w)
     loo = loo_predictions(X, y)
     n, q = X.shape
-    return ModelFit(name, terms, float(b), [float(v) for v in w], float(r2(y, yhat)), float(r2(y, loo)),
-                    float(_spearman(y, yhat)), float(_spearman(y, loo)), q + 1, n < q + 1)
+    return ModelFit(
+        name,
+        terms,
+        float(b),
+        [float(v) for v in w],
+        float(r2(y, yhat)),
+        float(r2(y, loo)),
+        float(_spearman(y, yhat)),
+        float(_spearman(y, loo)),
+        q + 1,
+        n < q + 1,
+    )
 
 
 def _fit_random(name: str, degree: int, y: np.ndarray, draws: int, rng: np.random.Generator) -> ModelFit:
@@ -226,8 +273,18 @@ def _fit_random(name: str, degree: int, y: np.ndarray, draws: int, rng: np.rando
     return ModelFit(name, poly_terms(["R1", "R2"], degree), float("nan"), [], *vals, q + 1, n < q + 1, draws=draws)
 
 
-def _intervals(X: np.ndarray, y: np.ndarray, b: float, w: np.ndarray, X0: np.ndarray, loo: np.ndarray,
-               method: str, level: float, warn: List[str], bench: str):
+def _intervals(
+    X: np.ndarray,
+    y: np.ndarray,
+    b: float,
+    w: np.ndarray,
+    X0: np.ndarray,
+    loo: np.ndarray,
+    method: str,
+    level: float,
+    warn: List[str],
+    bench: str,
+):
     """Half-widths of prediction intervals at X0 (normalised units)."""
     from scipy.stats import t as student_t
 
@@ -243,8 +300,10 @@ def _intervals(X: np.ndarray, y: np.ndarray, b: float, w: np.ndarray, X0: np.nda
             var = s2 * (1.0 + np.einsum("mi,ij,mj->m", X0f, cov, X0f))
             return student_t.ppf(0.5 + level / 2.0, n - p) * np.sqrt(var), "ols"
     if method == "ols":
-        warn.append(f"{bench}: OLS prediction interval needs more points than parameters ({n} <= {p}); "
-                    f"using the leave-one-out interval")
+        warn.append(
+            f"{bench}: OLS prediction interval needs more points than parameters ({n} <= {p}); "
+            f"using the leave-one-out interval"
+        )
     if n < 3:
         warn.append(f"{bench}: too few points ({n}) for a prediction interval")
         return np.full(len(X0), np.nan), "none"
@@ -253,8 +312,15 @@ def _intervals(X: np.ndarray, y: np.ndarray, b: float, w: np.ndarray, X0: np.nda
     return np.full(len(X0), absres[k - 1]), "loo"
 
 
-def fit_benchmark(data: BenchmarkData, *, normalize: str = "none", random_draws: int = 100, seed: int = 0,
-                  interval: str = "ols", level: float = 0.9) -> BenchmarkFit:
+def fit_benchmark(
+    data: BenchmarkData,
+    *,
+    normalize: str = "none",
+    random_draws: int = 100,
+    seed: int = 0,
+    interval: str = "ols",
+    level: float = 0.9,
+) -> BenchmarkFit:
     """Fit the eight models of ``MODEL_NAMES`` on the scored settings of one benchmark."""
     if normalize not in NORMALIZATIONS:
         raise ValueError(f"unknown normalisation {normalize!r}; choose one of {', '.join(NORMALIZATIONS)}")
@@ -265,8 +331,10 @@ def fit_benchmark(data: BenchmarkData, *, normalize: str = "none", random_draws:
     mask = data.scored
     n = int(mask.sum())
     if n < 2:
-        raise ValueError(f"benchmark {data.benchmark!r} has {n} scored setting(s); the law needs at least 2 "
-                         f"(collect more results or drop the benchmark).")
+        raise ValueError(
+            f"benchmark {data.benchmark!r} has {n} scored setting(s); the law needs at least 2 "
+            f"(collect more results or drop the benchmark)."
+        )
     A, C, y = data.A[mask], data.C[mask], data.score[mask]
     if normalize == "minmax":
         norm = {"A": MinMax.of(A), "C": MinMax.of(C), "score": MinMax.of(y)}
@@ -276,14 +344,15 @@ def fit_benchmark(data: BenchmarkData, *, normalize: str = "none", random_draws:
     warns: List[str] = []
     if not mask.all():
         missing = [s for s, m in zip(data.settings, mask) if not m]
-        warns.append(f"{data.benchmark}: no score for {', '.join(missing)}; left out of the fit "
-                     f"(predicted instead)")
+        warns.append(f"{data.benchmark}: no score for {', '.join(missing)}; left out of the fit (predicted instead)")
     if np.ptp(z) == 0:
         warns.append(f"{data.benchmark}: every scored setting has the same score; R² is undefined")
     for arr, what in ((A, "A"), (C, "C")):
         if np.ptp(arr) == 0:
-            warns.append(f"{data.benchmark}: every scored setting has the same {what} ({arr[0]:g}); the law "
-                         f"cannot use {what} and the models with it are underdetermined")
+            warns.append(
+                f"{data.benchmark}: every scored setting has the same {what} ({arr[0]:g}); the law "
+                f"cannot use {what} and the models with it are underdetermined"
+            )
     rng = np.random.default_rng([seed, _stable_hash(data.benchmark)])
     models: Dict[str, ModelFit] = {}
     for feats in FEATURE_SETS:
@@ -295,11 +364,15 @@ def fit_benchmark(data: BenchmarkData, *, normalize: str = "none", random_draws:
                 X = poly_features(_inputs(feats, a, c), degree)
                 m = _fit_one(name, X, z, poly_terms(list(feats), degree))
             if m.underdetermined:
-                warns.append(f"{data.benchmark}: {n} scored settings for {m.n_params} parameters of {name}; "
-                             f"underdetermined, using minimum-norm least squares (in-sample R² is meaningless)")
+                warns.append(
+                    f"{data.benchmark}: {n} scored settings for {m.n_params} parameters of {name}; "
+                    f"underdetermined, using minimum-norm least squares (in-sample R² is meaningless)"
+                )
             elif n == m.n_params and not feats == "random":
-                warns.append(f"{data.benchmark}: {n} scored settings for the {m.n_params} parameters of {name}: it "
-                             f"passes through every point, R² = 1 by construction (see the leave-one-out R²)")
+                warns.append(
+                    f"{data.benchmark}: {n} scored settings for the {m.n_params} parameters of {name}: it "
+                    f"passes through every point, R² = 1 by construction (see the leave-one-out R²)"
+                )
             models[name] = m
     for w in warns:
         logger.warning(w)
@@ -322,11 +395,21 @@ def fit_benchmark(data: BenchmarkData, *, normalize: str = "none", random_draws:
     half_raw = half * norm["score"].scale
     loo_all = np.full(len(data.settings), np.nan)
     loo_all[mask] = norm["score"].inverse(loo)
-    predictions = pd.DataFrame({
-        "setting": list(data.settings), "A": data.A, "C": data.C, "score": data.score, "scored": mask,
-        "pred": pred, "pred_loo": loo_all, "lo": pred - half_raw, "hi": pred + half_raw,
-        "interval": method, "level": level,
-    })
+    predictions = pd.DataFrame(
+        {
+            "setting": list(data.settings),
+            "A": data.A,
+            "C": data.C,
+            "score": data.score,
+            "scored": mask,
+            "pred": pred,
+            "pred_loo": loo_all,
+            "lo": pred - half_raw,
+            "hi": pred + half_raw,
+            "interval": method,
+            "level": level,
+        }
+    )
     return BenchmarkFit(data.benchmark, n, models, norm, predictions, warns)
 
 
@@ -345,8 +428,10 @@ def law_predictions(data: BenchmarkData, normalize: str = "minmax") -> np.ndarra
         na = nc = ny = IDENTITY
     X = poly_features(np.stack([na(data.A), nc(data.C)], axis=-1), 2)
     if n < X.shape[1] + 1:
-        logger.warning(f"{data.benchmark}: {n} scored settings for {X.shape[1] + 1} parameters of the law; "
-                       f"minimum-norm least squares, predictions are tentative")
+        logger.warning(
+            f"{data.benchmark}: {n} scored settings for {X.shape[1] + 1} parameters of the law; "
+            f"minimum-norm least squares, predictions are tentative"
+        )
     b, w = min_norm_fit(X[mask], ny(data.score[mask]))
     return ny.inverse(X @ w + b)
 
@@ -357,8 +442,9 @@ def _stable_hash(name: str) -> int:
     return zlib.crc32(name.encode())
 
 
-def group_means(fits: Dict[str, BenchmarkFit], groups: Optional[Dict[str, Sequence[str]]] = None
-                ) -> Dict[str, Dict[str, Dict[str, float]]]:
+def group_means(
+    fits: Dict[str, BenchmarkFit], groups: Optional[Dict[str, Sequence[str]]] = None
+) -> Dict[str, Dict[str, Dict[str, float]]]:
     """Mean R²/LOO R²/Spearman per model over each group's benchmarks that were fitted.
 
     Benchmarks are recognised under their lmms-eval task names and the papers' names (MMBench, MME,
@@ -377,23 +463,41 @@ def group_means(fits: Dict[str, BenchmarkFit], groups: Optional[Dict[str, Sequen
             continue
         out[g] = {}
         for name in MODEL_NAMES:
-            vals = {k: float(np.nanmean([getattr(fits[b].models[name], k) for b in present]))
-                    if any(not math.isnan(getattr(fits[b].models[name], k)) for b in present) else float("nan")
-                    for k in ("r2", "r2_loo", "spearman", "spearman_loo")}
+            vals = {
+                k: float(np.nanmean([getattr(fits[b].models[name], k) for b in present]))
+                if any(not math.isnan(getattr(fits[b].models[name], k)) for b in present)
+                else float("nan")
+                for k in ("r2", "r2_loo", "spearman", "spearman_loo")
+            }
             vals["n_benchmarks"] = len(present)
             vals["complete"] = {canonical_benchmark(b) or b for b in present} >= set(members)
             out[g][name] = vals
     return out
 
 
-def fit_law(data: Dict[str, BenchmarkData], *, normalize: str = "none", random_draws: int = 100, seed: int = 0,
-            interval: str = "ols", level: float = 0.9) -> LawReport:
+def fit_law(
+    data: Dict[str, BenchmarkData],
+    *,
+    normalize: str = "none",
+    random_draws: int = 100,
+    seed: int = 0,
+    interval: str = "ols",
+    level: float = 0.9,
+) -> LawReport:
     """Fit every benchmark and average over the vision / OCR groups."""
     if not data:
         raise ValueError("no benchmarks to fit; pass --benchmarks or check the input table")
-    fits = {b: fit_benchmark(d, normalize=normalize, random_draws=random_draws, seed=seed, interval=interval,
-                             level=level) for b, d in data.items()}
-    options = {"normalize": normalize, "random_draws": random_draws, "seed": seed, "interval": interval,
-               "level": level, "law": LAW_MODEL,
-               "r2": "in-sample 1 - SS_res/SS_tot; r2_loo = 1 - PRESS/SS_tot"}
+    fits = {
+        b: fit_benchmark(d, normalize=normalize, random_draws=random_draws, seed=seed, interval=interval, level=level)
+        for b, d in data.items()
+    }
+    options = {
+        "normalize": normalize,
+        "random_draws": random_draws,
+        "seed": seed,
+        "interval": interval,
+        "level": level,
+        "law": LAW_MODEL,
+        "r2": "in-sample 1 - SS_res/SS_tot; r2_loo = 1 - PRESS/SS_tot",
+    }
     return LawReport(fits, group_means(fits), options)

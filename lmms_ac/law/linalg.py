@@ -7,6 +7,7 @@ this is ordinary least squares; while underdetermined it is the minimum-norm sol
 weights, which is what scikit-learn's ``LinearRegression`` on ``PolynomialFeatures`` computes (the
 published implementation). Every function accepts leading batch dimensions.
 """
+
 from __future__ import annotations
 
 from typing import List, Tuple

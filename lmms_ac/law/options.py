@@ -1,5 +1,6 @@
 """The named choices of the law's functions, in one light module: ``lmms-ac fit/policy/plot`` take
 their argparse choices from here without importing numpy or pandas (``lmms-ac --help`` stays fast)."""
+
 from __future__ import annotations
 
 #: how A, C and the score are scaled before the fit (``fit_law(normalize=...)``)

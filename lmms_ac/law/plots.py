@@ -4,6 +4,7 @@ Each function builds a ``matplotlib.figure.Figure`` and writes it atomically in 
 format (PNG and SVG by default) next to ``stem`` (``stem.png``, ``stem.svg``); existing files are
 refused unless ``overwrite``. They return the written paths.
 """
+
 from __future__ import annotations
 
 import io
@@ -47,8 +48,9 @@ def save_figure(fig, stem: PathLike, formats: Iterable[str] = FORMATS, overwrite
     return out
 
 
-def plot_law_surface(fit, stem: PathLike, formats: Iterable[str] = FORMATS, overwrite: bool = False,
-                     grid: int = 60) -> List[Path]:
+def plot_law_surface(
+    fit, stem: PathLike, formats: Iterable[str] = FORMATS, overwrite: bool = False, grid: int = 60
+) -> List[Path]:
     """Contour of the fitted law (``AC_poly2``) over the (A, C) range with the settings as points.
 
     ``fit`` is a ``lmms_ac.law.fit.BenchmarkFit``. Scored settings are circles coloured by their score;
@@ -65,11 +67,27 @@ def plot_law_surface(fit, stem: PathLike, formats: Iterable[str] = FORMATS, over
     cs = ax.contourf(ga, gc, z, levels=20, cmap="viridis", alpha=0.85)
     fig.colorbar(cs, ax=ax, label=f"predicted {fit.benchmark}")
     scored = p[p["scored"]]
-    ax.scatter(scored["A"], scored["C"], c=scored["score"], cmap="viridis", vmin=float(z.min()),
-               vmax=float(z.max()), edgecolors="white", s=50, zorder=3, label="trained")
+    ax.scatter(
+        scored["A"],
+        scored["C"],
+        c=scored["score"],
+        cmap="viridis",
+        vmin=float(z.min()),
+        vmax=float(z.max()),
+        edgecolors="white",
+        s=50,
+        zorder=3,
+        label="trained",
+    )
     for _, row in p.iterrows():
-        ax.annotate(str(row["setting"]), (row["A"], row["C"]), fontsize=6, xytext=(3, 3),
-                    textcoords="offset points", color="white")
+        ax.annotate(
+            str(row["setting"]),
+            (row["A"], row["C"]),
+            fontsize=6,
+            xytext=(3, 3),
+            textcoords="offset points",
+            color="white",
+        )
     un = p[~p["scored"]]
     if len(un):
         ax.scatter(un["A"], un["C"], marker="x", c="red", s=50, zorder=3, label="predicted")
@@ -81,8 +99,9 @@ def plot_law_surface(fit, stem: PathLike, formats: Iterable[str] = FORMATS, over
     return save_figure(fig, stem, formats, overwrite)
 
 
-def plot_pred_vs_actual(fits: Sequence, stem: PathLike, formats: Iterable[str] = FORMATS,
-                        overwrite: bool = False) -> List[Path]:
+def plot_pred_vs_actual(
+    fits: Sequence, stem: PathLike, formats: Iterable[str] = FORMATS, overwrite: bool = False
+) -> List[Path]:
     """Predicted vs actual score per benchmark: in-sample (filled) and leave-one-out (hollow)."""
     fits = list(fits)
     n = len(fits)
@@ -108,8 +127,14 @@ def plot_pred_vs_actual(fits: Sequence, stem: PathLike, formats: Iterable[str] =
     return save_figure(fig, stem, formats, overwrite)
 
 
-def plot_recall_curves(report, stem: PathLike, formats: Iterable[str] = FORMATS, overwrite: bool = False,
-                       top: int = 3, metrics: Sequence[str] = ("anytime", "final")) -> List[Path]:
+def plot_recall_curves(
+    report,
+    stem: PathLike,
+    formats: Iterable[str] = FORMATS,
+    overwrite: bool = False,
+    top: int = 3,
+    metrics: Sequence[str] = ("anytime", "final"),
+) -> List[Path]:
     """Recall@top against the budget k' for every policy, one panel per benchmark plus the mean.
 
     Each policy is drawn once per metric: anytime Recall (solid; a hit at some step <= k') and final
@@ -118,8 +143,10 @@ def plot_recall_curves(report, stem: PathLike, formats: Iterable[str] = FORMATS,
     df = report.to_frame()
     cols = {m: f"{m}_recall@{top}" for m in metrics}
     if f"recall@{top}" not in df.columns:
-        raise ValueError(f"the policy report has no recall@{top}; available: "
-                         f"{', '.join(c for c in df.columns if c.startswith('recall@'))}")
+        raise ValueError(
+            f"the policy report has no recall@{top}; available: "
+            f"{', '.join(c for c in df.columns if c.startswith('recall@'))}"
+        )
     cols = {m: (c if c in df.columns else f"recall@{top}") for m, c in cols.items()}
     styles = {"anytime": "-", "final": "--"}
     benches = [b for b in dict.fromkeys(df["benchmark"]) if b != "mean"] + ["mean"]
@@ -132,8 +159,9 @@ def plot_recall_curves(report, stem: PathLike, formats: Iterable[str] = FORMATS,
         sub = df[df["benchmark"] == b]
         for j, (pol, g) in enumerate(sub.groupby("policy", sort=False)):
             for m, col in cols.items():
-                ax.plot(g["budget"], g[col], marker="o", ms=3, color=f"C{j}", ls=styles.get(m, ":"),
-                        label=f"{pol} ({m})")
+                ax.plot(
+                    g["budget"], g[col], marker="o", ms=3, color=f"C{j}", ls=styles.get(m, ":"), label=f"{pol} ({m})"
+                )
         ax.set_ylim(0, 1.02)
         ax.set_title(b, fontsize=8)
         ax.set_xlabel("budget k'", fontsize=7)
@@ -143,15 +171,23 @@ def plot_recall_curves(report, stem: PathLike, formats: Iterable[str] = FORMATS,
         if i == 0:
             ax.legend(fontsize=5)
     ranking = getattr(report, "options", {}).get("ranking")
-    fig.suptitle(f"Recall@{top}: solid = anytime (hit at some step <= k'), dashed = final (after exactly k')"
-                 + (f"; ranking: {ranking}" if ranking else ""), fontsize=7)
+    fig.suptitle(
+        f"Recall@{top}: solid = anytime (hit at some step <= k'), dashed = final (after exactly k')"
+        + (f"; ranking: {ranking}" if ranking else ""),
+        fontsize=7,
+    )
     fig.tight_layout()
     return save_figure(fig, stem, formats, overwrite)
 
 
-def plot_patch_info_loss(pil: np.ndarray, stem: PathLike, formats: Iterable[str] = FORMATS,
-                         overwrite: bool = False, title: Optional[str] = None, annotate: bool = True
-                         ) -> List[Path]:
+def plot_patch_info_loss(
+    pil: np.ndarray,
+    stem: PathLike,
+    formats: Iterable[str] = FORMATS,
+    overwrite: bool = False,
+    title: Optional[str] = None,
+    annotate: bool = True,
+) -> List[Path]:
     """Heat map of patch information loss over an M x M grid of visual-token groups.
 
     ``pil[i, j]`` = (clean - score with only group (i, j)) / clean, row i from the top of the image.
@@ -169,8 +205,15 @@ def plot_patch_info_loss(pil: np.ndarray, stem: PathLike, formats: Iterable[str]
         mid = float(np.mean([finite.min(), finite.max()])) if finite.size else 0.0
         for i in range(m):
             for j in range(m):
-                ax.text(j, i, f"{arr[i, j]:.2f}", ha="center", va="center", fontsize=7,
-                        color="white" if arr[i, j] > mid else "black")
+                ax.text(
+                    j,
+                    i,
+                    f"{arr[i, j]:.2f}",
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="white" if arr[i, j] > mid else "black",
+                )
     ax.set_xticks(range(m))
     ax.set_yticks(range(m))
     ax.set_title(title or f"patch information loss ({m}x{m})", fontsize=9)

@@ -5,6 +5,7 @@ policy runs: ``orders(ctx) -> (runs, k)`` training orders and ``predict(ctx, idx
 predictions that rank the settings for Recall (``None``: success only when the best setting was
 trained). Argparse choices and ``simulate``/``recommend`` all read this registry.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -40,16 +41,37 @@ class PolicySpec:
 POLICY_REGISTRY: Registry[PolicySpec] = Registry("policy")
 _P = "lmms_ac.law.policy"
 for _spec in (
-    PolicySpec("region", "region-based sampling of the (A, C) plane, the law ranks (the paper's policy)",
-               f"{_P}:_orders_region", f"{_P}:_predict_law", "region"),
-    PolicySpec("ucb", f"region sampling for {UCB_WARMUP} settings, then the upper confidence bound of a Bayesian "
-                      f"degree-2 law; the law ranks",
-               f"{_P}:_orders_ucb", f"{_P}:_predict_law", "region"),
-    PolicySpec("prior", "the law fitted on the other benchmarks as a prior, Bayesian updating on the target "
-                        "(expected improvement; never reads untrained scores); the posterior mean ranks",
-               f"{_P}:_orders_prior", f"{_P}:_predict_prior", "prior"),
-    PolicySpec("random", "train in random order; success when the best setting was trained",
-               f"{_P}:_orders_random", None, "random", recommend=False),
+    PolicySpec(
+        "region",
+        "region-based sampling of the (A, C) plane, the law ranks (the paper's policy)",
+        f"{_P}:_orders_region",
+        f"{_P}:_predict_law",
+        "region",
+    ),
+    PolicySpec(
+        "ucb",
+        f"region sampling for {UCB_WARMUP} settings, then the upper confidence bound of a Bayesian "
+        f"degree-2 law; the law ranks",
+        f"{_P}:_orders_ucb",
+        f"{_P}:_predict_law",
+        "region",
+    ),
+    PolicySpec(
+        "prior",
+        "the law fitted on the other benchmarks as a prior, Bayesian updating on the target "
+        "(expected improvement; never reads untrained scores); the posterior mean ranks",
+        f"{_P}:_orders_prior",
+        f"{_P}:_predict_prior",
+        "prior",
+    ),
+    PolicySpec(
+        "random",
+        "train in random order; success when the best setting was trained",
+        f"{_P}:_orders_random",
+        None,
+        "random",
+        recommend=False,
+    ),
 ):
     POLICY_REGISTRY.register(_spec.name, _spec)
 

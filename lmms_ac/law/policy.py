@@ -34,6 +34,7 @@ Policies live in one registry (``lmms_ac.law.policies``):
 Every policy yields per-run training orders; the law fit depends only on the *set* of trained
 settings, so each distinct set is fitted once (batched SVD).
 """
+
 from __future__ import annotations
 
 import zlib
@@ -53,14 +54,14 @@ from lmms_ac.law.policies import POLICY_REGISTRY, UCB_WARMUP, PolicySpec, policy
 N_LAW_PARAMS = 6
 RANKING_HELP = {  # one entry per RANKINGS name
     "measured": "trained settings rank by their measured score, untrained ones by prediction: a hit means the "
-                "best setting was trained or is among the top-n untrained settings by prediction",
+    "best setting was trained or is among the top-n untrained settings by prediction",
     "law": "every setting ranks by the law's prediction, trained ones too (the paper's simulation)",
 }
 METRICS = ("anytime", "final")
 METRIC_HELP = {
     "anytime": "anytime Recall@n at k': the best setting was in the top-n of the ranking after some step <= k'",
     "final": "final Recall@n at k': the best setting is in the top-n of the ranking after exactly k' trainings "
-             "(the paper's Algorithm 3)",
+    "(the paper's Algorithm 3)",
 }
 MAX_LEVEL = 40
 DEFAULT_TOPS = (1, 3)
@@ -81,7 +82,7 @@ def normalize_plane(A: np.ndarray, C: np.ndarray) -> np.ndarray:
 
 def cell_ids(points: np.ndarray, level: int) -> np.ndarray:
     """Cell index of each normalised point on the 2^level x 2^level grid (upper edge -> last cell)."""
-    n = 2 ** level
+    n = 2**level
     ij = np.clip(np.floor(points * n).astype(np.int64), 0, n - 1)
     return ij[:, 0] * n + ij[:, 1]
 
@@ -117,7 +118,7 @@ def region_orders(points: np.ndarray, runs: int, rng: np.random.Generator) -> np
             pos[rows] += 1
     for r in np.flatnonzero(pos < k):  # identical points that no level separates
         rest = rng.permutation(np.flatnonzero(~sampled[r]))
-        orders[r, pos[r]:] = rest
+        orders[r, pos[r] :] = rest
     return orders
 
 
@@ -156,8 +157,15 @@ def _unique_rows(member: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
     return first, inverse.reshape(-1)
 
 
-def ucb_orders(points: np.ndarray, y: np.ndarray, runs: int, rng: np.random.Generator, beta: float = UCB_BETA,
-               lam: float = UCB_LAMBDA, warmup: int = UCB_WARMUP) -> np.ndarray:
+def ucb_orders(
+    points: np.ndarray,
+    y: np.ndarray,
+    runs: int,
+    rng: np.random.Generator,
+    beta: float = UCB_BETA,
+    lam: float = UCB_LAMBDA,
+    warmup: int = UCB_WARMUP,
+) -> np.ndarray:
     """UCB orders: region-based sampling for ``warmup`` settings, then the UCB choice at each step.
 
     The choice depends only on the set trained so far, so each distinct set is scored once per step.
@@ -201,8 +209,14 @@ def _law_predict_sets(points: np.ndarray, y: np.ndarray, idx: np.ndarray) -> np.
     return w @ X.T + b[:, None]
 
 
-def hits_from_predictions(orders: np.ndarray, y: np.ndarray, best: int, predict_sets,
-                          tops: Sequence[int] = DEFAULT_TOPS, ranking: str = "measured") -> np.ndarray:
+def hits_from_predictions(
+    orders: np.ndarray,
+    y: np.ndarray,
+    best: int,
+    predict_sets,
+    tops: Sequence[int] = DEFAULT_TOPS,
+    ranking: str = "measured",
+) -> np.ndarray:
     """hits[r, s, i]: after step s+1 of run r the ranking has the best setting in its top ``tops[i]``.
 
     ``predict_sets(idx)`` maps trained sets (G, t) to predictions (G, k). ``ranking="measured"``:
@@ -222,12 +236,12 @@ def hits_from_predictions(orders: np.ndarray, y: np.ndarray, best: int, predict_
     for t in range(1, k):
         idx, inverse = _step_sets(orders, t)
         pred = predict_sets(idx)  # (G, k)
-        ahead_mask = pred >= pred[:, best:best + 1]
+        ahead_mask = pred >= pred[:, best : best + 1]
         if ranking == "measured":
             trained = np.zeros(pred.shape, dtype=bool)
             np.put_along_axis(trained, idx, True, axis=1)
             ahead = (ahead_mask & ~trained).sum(axis=1) - 1
-            hit = trained[:, best:best + 1] | (ahead[:, None] < tops_arr[None, :])
+            hit = trained[:, best : best + 1] | (ahead[:, None] < tops_arr[None, :])
         else:
             ahead = ahead_mask.sum(axis=1) - 1  # ties count against the best
             hit = ahead[:, None] < tops_arr[None, :]
@@ -235,8 +249,14 @@ def hits_from_predictions(orders: np.ndarray, y: np.ndarray, best: int, predict_
     return hits
 
 
-def law_hits(orders: np.ndarray, points: np.ndarray, y: np.ndarray, best: int,
-             tops: Sequence[int] = DEFAULT_TOPS, ranking: str = "law") -> np.ndarray:
+def law_hits(
+    orders: np.ndarray,
+    points: np.ndarray,
+    y: np.ndarray,
+    best: int,
+    tops: Sequence[int] = DEFAULT_TOPS,
+    ranking: str = "law",
+) -> np.ndarray:
     """hits[r, s, i] of the degree-2 law's ranking (see ``hits_from_predictions``).
 
     The default ``ranking="law"`` ranks all k settings by the law's prediction, as the paper does.
@@ -251,13 +271,22 @@ def recall_metrics(hits: np.ndarray, tops: Sequence[int] = DEFAULT_TOPS) -> Dict
     trainings (the paper's Algorithm 3 ranks once, after the budget is spent).
     """
     anytime = np.logical_or.accumulate(hits, axis=1)
-    return {"anytime": {top: anytime[:, :, i].mean(axis=0) for i, top in enumerate(tops)},
-            "final": {top: hits[:, :, i].mean(axis=0) for i, top in enumerate(tops)}}
+    return {
+        "anytime": {top: anytime[:, :, i].mean(axis=0) for i, top in enumerate(tops)},
+        "final": {top: hits[:, :, i].mean(axis=0) for i, top in enumerate(tops)},
+    }
 
 
-def recall_from_orders(orders: np.ndarray, points: np.ndarray, y: np.ndarray, best: int,
-                       tops: Sequence[int] = DEFAULT_TOPS, law: bool = True, ranking: str = "law",
-                       metric: str = "anytime") -> Dict[int, np.ndarray]:
+def recall_from_orders(
+    orders: np.ndarray,
+    points: np.ndarray,
+    y: np.ndarray,
+    best: int,
+    tops: Sequence[int] = DEFAULT_TOPS,
+    law: bool = True,
+    ranking: str = "law",
+    metric: str = "anytime",
+) -> Dict[int, np.ndarray]:
     """Recall@top against budget k' = 1..k for the given orders (``metric``: anytime or final).
 
     ``law=True`` scores with the law ranking (region/ucb); ``law=False`` is the random baseline's
@@ -288,8 +317,10 @@ class _Context:
 
 def _need_prior(ctx: _Context) -> LawPrior:
     if ctx.prior is None:
-        raise ValueError(f"policy 'prior' on {ctx.benchmark}: no prior law; simulate it together with other "
-                         f"benchmarks (the prior is fitted on them) or pass prior=law_prior(...)")
+        raise ValueError(
+            f"policy 'prior' on {ctx.benchmark}: no prior law; simulate it together with other "
+            f"benchmarks (the prior is fitted on them) or pass prior=law_prior(...)"
+        )
     return ctx.prior
 
 
@@ -380,8 +411,9 @@ class PolicyReport:
         mean["k"] = df.groupby(["policy", "budget"], sort=False)["k"].max().to_numpy()
         return pd.concat([df, mean[df.columns]], ignore_index=True)
 
-    def at(self, budget: int, top: int = 3, policy: str = "region", benchmark: str = "mean",
-           metric: str = "anytime") -> float:
+    def at(
+        self, budget: int, top: int = 3, policy: str = "region", benchmark: str = "mean", metric: str = "anytime"
+    ) -> float:
         if metric not in METRICS:
             from lmms_ac.registry import UnknownEntryError
 
@@ -402,8 +434,9 @@ class PolicyReport:
             b["policies"][c.policy] = doc
         df = self.to_frame()
         mean = df[df.benchmark == "mean"]
-        out["mean"] = {p: {col: g[col].tolist() for col in g.columns if "recall@" in col}
-                       for p, g in mean.groupby("policy")}
+        out["mean"] = {
+            p: {col: g[col].tolist() for col in g.columns if "recall@" in col} for p, g in mean.groupby("policy")
+        }
         return out
 
 
@@ -411,33 +444,49 @@ def _prepare(data: BenchmarkData) -> Tuple[Tuple[str, ...], np.ndarray, np.ndarr
     mask = data.scored
     if not mask.all():
         dropped = [s for s, m in zip(data.settings, mask) if not m]
-        logger.warning(f"{data.benchmark}: settings without a score cannot be simulated and are left out: "
-                       f"{', '.join(dropped)}")
+        logger.warning(
+            f"{data.benchmark}: settings without a score cannot be simulated and are left out: {', '.join(dropped)}"
+        )
     settings = tuple(s for s, m in zip(data.settings, mask) if m)
     if len(settings) < 2:
-        raise ValueError(f"benchmark {data.benchmark!r} has {len(settings)} scored setting(s); the policy "
-                         f"simulation needs at least 2")
+        raise ValueError(
+            f"benchmark {data.benchmark!r} has {len(settings)} scored setting(s); the policy "
+            f"simulation needs at least 2"
+        )
     y = data.score[mask]
     for arr, what in ((data.A[mask], "A"), (data.C[mask], "C")):
         if np.ptp(arr) == 0:
-            logger.warning(f"{data.benchmark}: every setting has the same {what}; the (A, C) plane collapses "
-                           f"to a line and the law cannot use {what}")
+            logger.warning(
+                f"{data.benchmark}: every setting has the same {what}; the (A, C) plane collapses "
+                f"to a line and the law cannot use {what}"
+            )
     if np.ptp(y) == 0:
-        logger.warning(f"{data.benchmark}: every setting has the same score; any setting is 'the best' and "
-                       f"recall says nothing")
+        logger.warning(
+            f"{data.benchmark}: every setting has the same score; any setting is 'the best' and recall says nothing"
+        )
     if len(settings) <= N_LAW_PARAMS:
-        logger.warning(f"{data.benchmark}: {len(settings)} settings for the law's {N_LAW_PARAMS} parameters: "
-                       f"every fit is (under)determined, so the law's ranking can only interpolate")
+        logger.warning(
+            f"{data.benchmark}: {len(settings)} settings for the law's {N_LAW_PARAMS} parameters: "
+            f"every fit is (under)determined, so the law's ranking can only interpolate"
+        )
     best = int(np.argmax(y))
     if (y == y[best]).sum() > 1:
         logger.warning(f"{data.benchmark}: several settings share the best score; the first one counts as best")
     return settings, normalize_plane(data.A[mask], data.C[mask]), y, best
 
 
-def simulate_benchmark(data: BenchmarkData, policies: Sequence[str] = ("region", "random"), runs: int = 1000,
-                       seed: int = 0, tops: Sequence[int] = DEFAULT_TOPS, ucb_beta: float = UCB_BETA,
-                       ucb_lambda: float = UCB_LAMBDA, ranking: str = "measured", prior: Optional[LawPrior] = None,
-                       acquisition: str = "ei") -> List[PolicyCurve]:
+def simulate_benchmark(
+    data: BenchmarkData,
+    policies: Sequence[str] = ("region", "random"),
+    runs: int = 1000,
+    seed: int = 0,
+    tops: Sequence[int] = DEFAULT_TOPS,
+    ucb_beta: float = UCB_BETA,
+    ucb_lambda: float = UCB_LAMBDA,
+    ranking: str = "measured",
+    prior: Optional[LawPrior] = None,
+    acquisition: str = "ei",
+) -> List[PolicyCurve]:
     """Simulate ``runs`` seeded runs of each policy on one benchmark.
 
     ``ranking``: "measured" (trained settings by their measured score, the default) or "law" (the
@@ -470,9 +519,17 @@ def simulate_benchmark(data: BenchmarkData, policies: Sequence[str] = ("region",
     return curves
 
 
-def simulate(data: Mapping[str, BenchmarkData], policies: Sequence[str] = ("region", "random"), runs: int = 1000,
-             seed: int = 0, tops: Sequence[int] = DEFAULT_TOPS, ucb_beta: float = UCB_BETA,
-             ucb_lambda: float = UCB_LAMBDA, ranking: str = "measured", acquisition: str = "ei") -> PolicyReport:
+def simulate(
+    data: Mapping[str, BenchmarkData],
+    policies: Sequence[str] = ("region", "random"),
+    runs: int = 1000,
+    seed: int = 0,
+    tops: Sequence[int] = DEFAULT_TOPS,
+    ucb_beta: float = UCB_BETA,
+    ucb_lambda: float = UCB_LAMBDA,
+    ranking: str = "measured",
+    acquisition: str = "ei",
+) -> PolicyReport:
     """Simulate every benchmark; see ``simulate_benchmark``.
 
     The ``prior`` policy is evaluated leave-benchmark-out: the prior of each benchmark is the law
@@ -488,9 +545,17 @@ def simulate(data: Mapping[str, BenchmarkData], policies: Sequence[str] = ("regi
             prior = law_prior(data, exclude=[b])
             sources[b] = list(prior.sources)
         curves += simulate_benchmark(d, policies, runs, seed, tops, ucb_beta, ucb_lambda, ranking, prior, acquisition)
-    options = {"policies": list(policies), "runs": runs, "seed": seed, "tops": list(tops),
-               "ucb_beta": ucb_beta, "ucb_lambda": ucb_lambda, "ranking": ranking, "ranking_help": RANKING_HELP[ranking],
-               "success": METRIC_HELP["anytime"] + " / " + METRIC_HELP["final"]}
+    options = {
+        "policies": list(policies),
+        "runs": runs,
+        "seed": seed,
+        "tops": list(tops),
+        "ucb_beta": ucb_beta,
+        "ucb_lambda": ucb_lambda,
+        "ranking": ranking,
+        "ranking_help": RANKING_HELP[ranking],
+        "success": METRIC_HELP["anytime"] + " / " + METRIC_HELP["final"],
+    }
     if "prior" in policies:
         options["prior"] = {"acquisition": acquisition, "evaluation": "leave-benchmark-out", "sources": sources}
     return PolicyReport(curves, options)
@@ -512,8 +577,16 @@ class Recommendation:
     def to_dict(self) -> Dict[str, object]:
         from lmms_ac.law.fit import _clean_json
 
-        return _clean_json({"policy": self.policy, "next": self.next, "options": self.options, "level": self.level,
-                            "notes": self.notes, "ranking": self.ranking.to_dict("records")})
+        return _clean_json(
+            {
+                "policy": self.policy,
+                "next": self.next,
+                "options": self.options,
+                "level": self.level,
+                "notes": self.notes,
+                "ranking": self.ranking.to_dict("records"),
+            }
+        )
 
 
 def region_next(points: np.ndarray, trained: np.ndarray) -> Tuple[Optional[int], List[List[int]]]:
@@ -522,17 +595,24 @@ def region_next(points: np.ndarray, trained: np.ndarray) -> Tuple[Optional[int],
         return None, []
     for level in range(1, MAX_LEVEL + 1):
         cells = cell_ids(points, level)
-        options = [list(np.flatnonzero(cells == c)) for c in np.unique(cells)
-                   if not trained[cells == c].any()]
+        options = [list(np.flatnonzero(cells == c)) for c in np.unique(cells) if not trained[cells == c].any()]
         if options:
             return level, options
     return MAX_LEVEL, [list(np.flatnonzero(~trained))]
 
 
-def recommend(names: Sequence[str], A: np.ndarray, C: np.ndarray, trained: Mapping[str, float],
-              policy: str = "region", seed: int = 0, ucb_beta: float = UCB_BETA,
-              ucb_lambda: float = UCB_LAMBDA, prior: Optional[LawPrior] = None,
-              acquisition: str = "ei") -> Recommendation:
+def recommend(
+    names: Sequence[str],
+    A: np.ndarray,
+    C: np.ndarray,
+    trained: Mapping[str, float],
+    policy: str = "region",
+    seed: int = 0,
+    ucb_beta: float = UCB_BETA,
+    ucb_lambda: float = UCB_LAMBDA,
+    prior: Optional[LawPrior] = None,
+    acquisition: str = "ei",
+) -> Recommendation:
     """Which candidate to train next and the current ranking of all candidates.
 
     ``trained`` maps candidate names to their benchmark score. The region policy draws one cell of the
@@ -559,8 +639,9 @@ def recommend(names: Sequence[str], A: np.ndarray, C: np.ndarray, trained: Mappi
     y = np.array([float(trained.get(n, np.nan)) for n in names])
     notes: List[str] = []
     X = _law_features(points)
-    ranking = pd.DataFrame({"variant": names, "A": np.asarray(A, float), "C": np.asarray(C, float),
-                            "trained": tmask, "score": y})
+    ranking = pd.DataFrame(
+        {"variant": names, "A": np.asarray(A, float), "C": np.asarray(C, float), "trained": tmask, "score": y}
+    )
     idx = np.flatnonzero(tmask)
     if k <= N_LAW_PARAMS:
         notes.append(f"{k} candidates for the law's {N_LAW_PARAMS} parameters: the law can at best interpolate")
@@ -569,8 +650,10 @@ def recommend(names: Sequence[str], A: np.ndarray, C: np.ndarray, trained: Mappi
             notes.append(f"every candidate has the same {what}: the law cannot use it")
     if policy == "prior":
         if prior is None:
-            raise ValueError("the prior policy needs a prior law (law_prior on benchmarks with known scores; "
-                             "`policy recommend --prior law-v1`)")
+            raise ValueError(
+                "the prior policy needs a prior law (law_prior on benchmarks with known scores; "
+                "`policy recommend --prior law-v1`)"
+            )
         from lmms_ac.law.prior import PriorModel
 
         mean, _ = PriorModel(points, prior).posterior(idx, y[idx])
@@ -578,11 +661,14 @@ def recommend(names: Sequence[str], A: np.ndarray, C: np.ndarray, trained: Mappi
         notes.append(f"prior from {', '.join(prior.sources)}; predicted = posterior mean on the normalised scale")
     elif len(idx) >= 2:
         if len(idx) < X.shape[1] + 1:
-            notes.append(f"{len(idx)} trained settings for {N_LAW_PARAMS} parameters: minimum-norm fit, ranking is "
-                         f"tentative")
+            notes.append(
+                f"{len(idx)} trained settings for {N_LAW_PARAMS} parameters: minimum-norm fit, ranking is tentative"
+            )
         elif len(idx) == X.shape[1] + 1:
-            notes.append(f"{len(idx)} trained settings for {N_LAW_PARAMS} parameters: the law passes through every "
-                         f"point (R² = 1 by construction)")
+            notes.append(
+                f"{len(idx)} trained settings for {N_LAW_PARAMS} parameters: the law passes through every "
+                f"point (R² = 1 by construction)"
+            )
         b, w = min_norm_fit(X[idx], y[idx])
         ranking["predicted"] = X @ w + b
     else:

@@ -23,6 +23,7 @@ measured score unless the paper's ranking is asked for; see ``policy``).
 Only the trained settings' scores are ever read: ``prior_orders`` indexes the score vector with the
 settings already chosen (tested by scrambling the untrained scores).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -60,8 +61,12 @@ class LawPrior:
     notes: Tuple[str, ...] = field(default_factory=tuple)
 
     def to_dict(self) -> dict:
-        return {"sources": list(self.sources), "mean": [float(v) for v in self.mean],
-                "nugget": self.nugget, "notes": list(self.notes)}
+        return {
+            "sources": list(self.sources),
+            "mean": [float(v) for v in self.mean],
+            "nugget": self.nugget,
+            "notes": list(self.notes),
+        }
 
 
 def source_weights(data: BenchmarkData) -> np.ndarray:
@@ -77,13 +82,19 @@ def source_weights(data: BenchmarkData) -> np.ndarray:
     return w
 
 
-def law_prior(sources: Mapping[str, BenchmarkData], exclude: Sequence[str] = (), ridge: float = PRIOR_RIDGE,
-              nugget: float = PRIOR_NUGGET) -> LawPrior:
+def law_prior(
+    sources: Mapping[str, BenchmarkData],
+    exclude: Sequence[str] = (),
+    ridge: float = PRIOR_RIDGE,
+    nugget: float = PRIOR_NUGGET,
+) -> LawPrior:
     """The prior from every benchmark of ``sources`` except ``exclude`` (the target: leave it out)."""
     names = [b for b in sources if b not in set(exclude)]
     if not names:
-        raise ValueError("the prior policy needs the law on at least one other benchmark; give more benchmarks "
-                         "(policy simulation) or a prior source (recommend --prior)")
+        raise ValueError(
+            "the prior policy needs the law on at least one other benchmark; give more benchmarks "
+            "(policy simulation) or a prior source (recommend --prior)"
+        )
     W = np.stack([source_weights(sources[b]) for b in names])
     notes = []
     if len(names) == 1:
@@ -139,8 +150,13 @@ def _expected_improvement(mean: np.ndarray, sd: np.ndarray, best: float) -> np.n
     return (mean - best) * norm.cdf(u) + sd * norm.pdf(u)
 
 
-def next_choice(model: PriorModel, idx: Sequence[int], y_trained: np.ndarray, acquisition: str = "ei",
-                rng: Optional[np.random.Generator] = None) -> int:
+def next_choice(
+    model: PriorModel,
+    idx: Sequence[int],
+    y_trained: np.ndarray,
+    acquisition: str = "ei",
+    rng: Optional[np.random.Generator] = None,
+) -> int:
     """The candidate to train next given the trained indices and their scores."""
     if acquisition not in ACQUISITIONS:
         from lmms_ac.registry import UnknownEntryError
@@ -159,8 +175,9 @@ def next_choice(model: PriorModel, idx: Sequence[int], y_trained: np.ndarray, ac
     return int(np.argmax(score))
 
 
-def prior_orders(points: np.ndarray, y: np.ndarray, prior: LawPrior, runs: int, rng: np.random.Generator,
-                 acquisition: str = "ei") -> np.ndarray:
+def prior_orders(
+    points: np.ndarray, y: np.ndarray, prior: LawPrior, runs: int, rng: np.random.Generator, acquisition: str = "ei"
+) -> np.ndarray:
     """Training orders (runs, k); each step reads only the scores of the settings already trained."""
     model = PriorModel(points, prior)
     k = len(points)

@@ -17,6 +17,7 @@ decoder (not its LM head). Forward hooks read, per image:
 The forward stops after the deepest requested block. Visual states do not depend on the text after
 the image (causal attention), so cycling through several prompts only changes the attention part.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -79,8 +80,10 @@ def parse_layers(spec: Optional[str], n_layers: int) -> List[int]:
         for v in values:
             v = n_layers + 1 + v if v < 0 else v
             if not 0 <= v <= n_layers:
-                raise ValueError(f"--layers: layer {item} is outside 0..{n_layers} (0 = projector output, "
-                                 f"{n_layers} = last of the LLM's {n_layers} blocks)")
+                raise ValueError(
+                    f"--layers: layer {item} is outside 0..{n_layers} (0 = projector output, "
+                    f"{n_layers} = last of the LLM's {n_layers} blocks)"
+                )
             out.add(v)
     if not out:
         raise ValueError("--layers selects no layer")
@@ -117,9 +120,17 @@ def encoder_features(vision: torch.nn.Module, tokens: torch.Tensor) -> torch.Ten
 class LayerExtractor:
     """Loads (letterboxes) images and runs batches of them through ``vlm`` with hooks."""
 
-    def __init__(self, vlm, layers: Sequence[int], *, prompts: Sequence[str] = NEUTRAL_PROMPTS,
-                 prompt_format: str = "auto", system_prompt: Optional[str] = None, pad: str = "zero",
-                 attention: bool = True):
+    def __init__(
+        self,
+        vlm,
+        layers: Sequence[int],
+        *,
+        prompts: Sequence[str] = NEUTRAL_PROMPTS,
+        prompt_format: str = "auto",
+        system_prompt: Optional[str] = None,
+        pad: str = "zero",
+        attention: bool = True,
+    ):
         from lmms_ac.vlm.prompts import IMAGE_TOKEN, build_prompt, resolve_format
 
         if pad not in PAD_MODES:
@@ -144,7 +155,9 @@ class LayerExtractor:
         self.prompts = [build_prompt(p, 1, fmt, vlm.tokenizer, system_prompt) for p in prompts]
         self.prompt_ids: List[List[int]] = []
         for text in self.prompts:
-            ids = vlm.tokenize(text)  # the checkpoint format's own tokenization (chunked around <image> for original LLaVA)
+            ids = vlm.tokenize(
+                text
+            )  # the checkpoint format's own tokenization (chunked around <image> for original LLaVA)
             if ids.count(vlm.image_token_id) != 1:
                 raise ValueError(f"prompt {text!r} must hold exactly one {IMAGE_TOKEN!r} token after tokenization")
             self.prompt_ids.append(ids)
@@ -162,7 +175,7 @@ class LayerExtractor:
         if self.pad == "mean":
             mean = torch.tensor(self.vlm.vision.image_spec.mean, dtype=pixels.dtype).view(3, 1, 1)
             inside = torch.zeros(self.size, self.size, dtype=torch.bool)
-            inside[box.pad_y:box.pad_y + box.new_height, box.pad_x:box.pad_x + box.new_width] = True
+            inside[box.pad_y : box.pad_y + box.new_height, box.pad_x : box.pad_x + box.new_width] = True
             pixels = torch.where(inside, pixels, mean)
         return pixels, box
 
@@ -176,15 +189,15 @@ class LayerExtractor:
             pos = ids.index(vlm.image_token_id)
             ids_t = torch.tensor(ids, device=vlm.device)
             text = embed(ids_t.masked_fill(ids_t == vlm.image_token_id, vlm.pad_token_id))
-            seqs.append(torch.cat([text[:pos], visual[b].to(text.dtype), text[pos + 1:]]))
+            seqs.append(torch.cat([text[:pos], visual[b].to(text.dtype), text[pos + 1 :]]))
             spans.append((pos, pos + visual.shape[1]))
         longest = max(len(s) for s in seqs)
         pad = embed(torch.tensor([vlm.pad_token_id], device=vlm.device))[0]
         embeds = pad.expand(len(seqs), longest, pad.shape[-1]).clone()
         mask = torch.zeros(len(seqs), longest, dtype=torch.long, device=vlm.device)
         for b, s in enumerate(seqs):  # right padding: positions of the prompt are the same for every sample
-            embeds[b, :len(s)] = s
-            mask[b, :len(s)] = 1
+            embeds[b, : len(s)] = s
+            mask[b, : len(s)] = 1
         return embeds, mask, spans, [len(s) for s in seqs]
 
     @torch.inference_mode()
@@ -196,7 +209,9 @@ class LayerExtractor:
         px = torch.stack(list(pixels)).to(device=vision.device, dtype=vision.dtype)
         enc = vision.encode(vision.normalize(px))
         if enc.ndim != 3 or enc.shape[1] != self.grid.rows * self.grid.cols:
-            raise RuntimeError(f"{vision.spec}: expected tokens [B, {self.grid.rows * self.grid.cols}, D], got {tuple(enc.shape)}")
+            raise RuntimeError(
+                f"{vision.spec}: expected tokens [B, {self.grid.rows * self.grid.cols}, D], got {tuple(enc.shape)}"
+            )
         visual = vlm.projector(enc.to(device=vlm.device, dtype=vlm.dtype))
         self.images_encoded += len(px)
         states: Dict[int, torch.Tensor] = {}
@@ -211,13 +226,26 @@ class LayerExtractor:
             self._forward(embeds, mask, spans, lengths, deep, states, attention)
         out = []
         for b in range(len(px)):
-            out.append(ImageLayers(encoder=enc[b], states={k: v[b] for k, v in states.items()},
-                                   attention={k: v[b] for k, v in attention.items()},
-                                   uniform_share=uniform[b] if uniform else float("nan")))
+            out.append(
+                ImageLayers(
+                    encoder=enc[b],
+                    states={k: v[b] for k, v in states.items()},
+                    attention={k: v[b] for k, v in attention.items()},
+                    uniform_share=uniform[b] if uniform else float("nan"),
+                )
+            )
         return out
 
-    def _forward(self, embeds, mask, spans, lengths, deep: List[int], states: Dict[int, torch.Tensor],
-                 attention: Dict[int, List[float]]) -> None:
+    def _forward(
+        self,
+        embeds,
+        mask,
+        spans,
+        lengths,
+        deep: List[int],
+        states: Dict[int, torch.Tensor],
+        attention: Dict[int, List[float]],
+    ) -> None:
         attn_layers = self.attn_layers
         last = max(deep + attn_layers)
         handles = []
@@ -229,19 +257,23 @@ class LayerExtractor:
                     states[layer] = torch.stack([hidden[b, s:e] for b, (s, e) in enumerate(spans)]).clone()
                 if layer == last:
                     raise _StopForward
+
             return hook
 
         def attn_hook(layer: int):
             def hook(module, args, output):
                 weights = output[1] if isinstance(output, tuple) and len(output) > 1 else None
                 if weights is None:
-                    raise RuntimeError(f"block {layer}'s attention returned no weights; eager attention is required "
-                                       "(pass --no-attention to skip attention balance)")
+                    raise RuntimeError(
+                        f"block {layer}'s attention returned no weights; eager attention is required "
+                        "(pass --no-attention to skip attention balance)"
+                    )
                 shares = []
                 for b, (s, e) in enumerate(spans):
-                    w = weights[b, :, e:lengths[b], :].float()  # [H, text positions after the image, T]
+                    w = weights[b, :, e : lengths[b], :].float()  # [H, text positions after the image, T]
                     shares.append(float(w[..., s:e].sum(-1).mean()) if w.shape[1] else float("nan"))
                 attention[layer] = shares
+
             return hook
 
         for layer in sorted(set(deep + attn_layers)):

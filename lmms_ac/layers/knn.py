@@ -10,6 +10,7 @@ by a rotation give 1. Each image and each caption is encoded once; all layers co
 Pairs come from DOCCI (``docci_descriptions.jsonlines``: ``example_id``, ``split``, ``image_file``,
 ``description``; images in ``images/``) or LLaVA-558K (``blip_laion_cc_sbu_558k.json``).
 """
+
 from __future__ import annotations
 
 import json
@@ -50,7 +51,9 @@ def read_docci(path: str, split: Optional[str] = None, image_root: Optional[str]
     p = Path(path)
     file = p / "docci_descriptions.jsonlines" if p.is_dir() else p
     if not file.is_file():
-        raise FileNotFoundError(f"{file} not found; pass the DOCCI root (with docci_descriptions.jsonlines and images/)")
+        raise FileNotFoundError(
+            f"{file} not found; pass the DOCCI root (with docci_descriptions.jsonlines and images/)"
+        )
     root = Path(image_root) if image_root else file.parent / "images"
     pairs = []
     for n, line in enumerate(file.read_text(encoding="utf-8").splitlines(), 1):
@@ -68,7 +71,9 @@ def read_docci(path: str, split: Optional[str] = None, image_root: Optional[str]
     return pairs
 
 
-def read_caption_pairs(kind: str, path: str, image_root: Optional[str] = None, split: Optional[str] = None) -> List[CaptionPair]:
+def read_caption_pairs(
+    kind: str, path: str, image_root: Optional[str] = None, split: Optional[str] = None
+) -> List[CaptionPair]:
     if kind == "docci":
         return read_docci(path, split, image_root)
     if kind == "llava558k":
@@ -84,7 +89,7 @@ def image_features(vision, paths: Sequence[Path], batch_size: int = 16, progress
     feats = []
     for start in tqdm(range(0, len(paths), batch_size), desc="image features", disable=not progress):
         images = []
-        for path in paths[start:start + batch_size]:
+        for path in paths[start : start + batch_size]:
             if not Path(path).is_file():
                 raise FileNotFoundError(f"image {path} not found; check the image folder")
             with Image.open(path) as im:
@@ -96,8 +101,16 @@ def image_features(vision, paths: Sequence[Path], batch_size: int = 16, progress
 
 
 @torch.inference_mode()
-def caption_features(llm, tokenizer, captions: Sequence[str], layers: Sequence[int], batch_size: int = 16,
-                     max_tokens: int = 512, progress: bool = True, desc: str = "caption features") -> Dict[int, torch.Tensor]:
+def caption_features(
+    llm,
+    tokenizer,
+    captions: Sequence[str],
+    layers: Sequence[int],
+    batch_size: int = 16,
+    max_tokens: int = 512,
+    progress: bool = True,
+    desc: str = "caption features",
+) -> Dict[int, torch.Tensor]:
     """``{layer: [N, D]}``: mean over each caption's tokens (BOS excluded) of ``hidden_states[layer]``."""
     device = llm.get_input_embeddings().weight.device
     base = getattr(llm, getattr(llm, "base_model_prefix", "model"), llm)
@@ -105,7 +118,7 @@ def caption_features(llm, tokenizer, captions: Sequence[str], layers: Sequence[i
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     for start in tqdm(range(0, len(captions), batch_size), desc=desc, disable=not progress):
         ids, keep = [], []
-        for text in captions[start:start + batch_size]:
+        for text in captions[start : start + batch_size]:
             t = tokenizer(text, add_special_tokens=True)["input_ids"][:max_tokens]
             bos = 1 if tokenizer.bos_token_id is not None and t and t[0] == tokenizer.bos_token_id else 0
             if len(t) <= bos:
@@ -116,10 +129,11 @@ def caption_features(llm, tokenizer, captions: Sequence[str], layers: Sequence[i
         input_ids = torch.full((len(ids), longest), pad, dtype=torch.long)
         mask = torch.zeros(len(ids), longest, dtype=torch.long)
         for b, t in enumerate(ids):  # right padding
-            input_ids[b, :len(t)] = torch.tensor(t)
-            mask[b, :len(t)] = 1
-        hidden = base(input_ids=input_ids.to(device), attention_mask=mask.to(device), output_hidden_states=True,
-                      use_cache=False).hidden_states
+            input_ids[b, : len(t)] = torch.tensor(t)
+            mask[b, : len(t)] = 1
+        hidden = base(
+            input_ids=input_ids.to(device), attention_mask=mask.to(device), output_hidden_states=True, use_cache=False
+        ).hidden_states
         caption_mask = mask.clone()
         for b, skip in enumerate(keep):
             caption_mask[b, :skip] = 0

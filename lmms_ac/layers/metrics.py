@@ -4,13 +4,15 @@
   lookup, matching method, PCK rule and letterbox inverse) on each layer's L2-normalised states, and
   on the encoder's own tokens (key ``ENCODER``) as the reference.
 * ``LinearReconstruction`` - a least-squares linear map (with bias, light ridge) from layer-L states
-  to the encoder's tokens (ridge relative to each input channel's variance), fitted on the training images' tokens (normal equations accumulated in
+  to the encoder's tokens (ridge relative to each input channel's variance), fitted on the training images' tokens
+  (normal equations accumulated in
   float64, so every token of every training image counts without being stored) and measured as the
   mean cosine similarity between mapped states and encoder tokens on held-out images (a seeded
   sample of ``tokens_per_image`` tokens of each).
 * ``AttentionBalance`` - mean over images of the per-image share (already averaged over heads and
   text positions by the extractor).
 """
+
 from __future__ import annotations
 
 import math
@@ -47,7 +49,9 @@ class LayerCorrespondence:
         self.alpha = alpha
         self.outcomes: Dict[Key, List[PairOutcome]] = {k: [] for k in self.keys}
 
-    def match(self, pairs: Sequence[SPairPair], bank: Mapping[Path, Tuple[Letterbox, Mapping[Key, torch.Tensor]]]) -> None:
+    def match(
+        self, pairs: Sequence[SPairPair], bank: Mapping[Path, Tuple[Letterbox, Mapping[Key, torch.Tensor]]]
+    ) -> None:
         """Score ``pairs`` whose two images are in ``bank`` (path -> (letterbox, {key: normalised [N, D]}))."""
         if not pairs:
             return
@@ -57,7 +61,9 @@ class LayerCorrespondence:
             self.outcomes[key].extend(match_pairs(pairs, feats, self.grid, method=self.method, alpha=self.alpha))
 
     def results(self) -> Dict[Key, CScoreResult]:
-        return {k: summarize(v, encoder_passes=0, method=self.method, alpha=self.alpha) for k, v in self.outcomes.items()}
+        return {
+            k: summarize(v, encoder_passes=0, method=self.method, alpha=self.alpha) for k, v in self.outcomes.items()
+        }
 
 
 @dataclass
@@ -104,8 +110,15 @@ class _Moments:
 class LinearReconstruction:
     """Least-squares map layer-L states -> encoder tokens; fit on ``train`` images, cosine on the others."""
 
-    def __init__(self, layers: Sequence[int], train: Set[Hashable], *, tokens_per_image: int = 64,
-                 ridge: float = 1e-3, seed: int = 0):
+    def __init__(
+        self,
+        layers: Sequence[int],
+        train: Set[Hashable],
+        *,
+        tokens_per_image: int = 64,
+        ridge: float = 1e-3,
+        seed: int = 0,
+    ):
         if tokens_per_image < 1:
             raise ValueError(f"tokens_per_image must be >= 1, got {tokens_per_image}")
         if ridge < 0:
@@ -121,7 +134,8 @@ class LinearReconstruction:
         self.n_train = self.n_test = 0
 
     def add(self, image_id: Hashable, index: int, encoder: torch.Tensor, states: Mapping[int, torch.Tensor]) -> None:
-        """One image: ``encoder`` ``[N, D_vis]`` tokens, ``states`` ``{layer: [N, D]}``; ``index`` seeds the token sample."""
+        """One image: ``encoder`` ``[N, D_vis]`` tokens, ``states`` ``{layer: [N, D]}``; ``index`` seeds the token
+        sample."""
         if image_id in self.train:
             self.n_train += 1
             for layer in self.layers:
@@ -141,8 +155,10 @@ class LinearReconstruction:
 
     def results(self) -> Dict[int, ReconstructionResult]:
         if not self.n_train or not self.n_test:
-            raise ValueError(f"reconstruction needs images on both sides of the split (train {self.n_train}, "
-                             f"test {self.n_test}); score more images or pass --no-recon")
+            raise ValueError(
+                f"reconstruction needs images on both sides of the split (train {self.n_train}, "
+                f"test {self.n_test}); score more images or pass --no-recon"
+            )
         y = torch.cat(self.test_y).double()
         out = {}
         for layer in self.layers:
@@ -172,10 +188,16 @@ class AttentionBalance:
     def results(self) -> Tuple[Dict[int, float], float, int]:
         """(per-block mean share, uniform baseline, number of images)."""
         if not self.shares:
-            raise ValueError("no text position follows the image in any prompt; attention balance is undefined "
-                             "(give prompts with text after the image, or pass --no-attention)")
+            raise ValueError(
+                "no text position follows the image in any prompt; attention balance is undefined "
+                "(give prompts with text after the image, or pass --no-attention)"
+            )
         means = {k: float(np.mean(v)) for k, v in sorted(self.shares.items())}
-        return means, float(np.mean(self.uniform)) if self.uniform else float("nan"), max(len(v) for v in self.shares.values())
+        return (
+            means,
+            float(np.mean(self.uniform)) if self.uniform else float("nan"),
+            max(len(v) for v in self.shares.values()),
+        )
 
 
 def split_train(items: Sequence[Hashable], seed: int = 0, fraction: float = 0.5) -> Set[Hashable]:
@@ -184,4 +206,3 @@ def split_train(items: Sequence[Hashable], seed: int = 0, fraction: float = 0.5)
     order = np.random.default_rng(seed).permutation(len(items))
     n_train = min(len(items) - 1, max(1, math.ceil(fraction * len(items)))) if len(items) > 1 else len(items)
     return {items[i] for i in order[:n_train]}
-

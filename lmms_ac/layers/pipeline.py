@@ -5,6 +5,7 @@ Images are processed category by category (SPair pairs never cross categories), 
 category's features are held at a time (per image: the encoder tokens plus every requested layer,
 L2-normalised, on the model's device; in half precision when the model runs in it).
 """
+
 from __future__ import annotations
 
 import time
@@ -86,7 +87,8 @@ class LayerReport:
         return report
 
     def scores(self) -> List[Tuple[str, float, int]]:
-        """(score name, value, n) rows for the scores store: ``C@L<l>``, ``C@enc``, ``recon@L<l>``, ``attn_img@L<l>``."""
+        """(score name, value, n) rows for the scores store: ``C@L<l>``, ``C@enc``, ``recon@L<l>``,
+        ``attn_img@L<l>``."""
         rows: List[Tuple[str, float, int]] = []
         if self.c:
             rows.append(("C@enc", self.c_encoder, self.n_pairs))
@@ -126,13 +128,31 @@ def list_images(root: PathLike, limit: Optional[int] = None) -> List[Path]:
     return files[:limit] if limit else files
 
 
-def run_layers(vlm, spair_root: Optional[PathLike], split: str = "test", *, layers: Sequence[int], limit: Optional[int] = None,
-               method: str = "argmax", alpha: float = 0.1, batch_size: int = 8,
-               prompts: Sequence[str] = NEUTRAL_PROMPTS, prompt_format: str = "auto",
-               system_prompt: Optional[str] = None, pad: str = "zero", correspondence: bool = True,
-               reconstruction: bool = True, attention: bool = True, recon_tokens: int = 64, recon_ridge: float = 1e-3,
-               seed: int = 0, num_workers: int = 2, progress: bool = True,
-               bank_device: Optional[str] = None, images: Optional[Sequence[Path]] = None) -> LayerReport:
+def run_layers(
+    vlm,
+    spair_root: Optional[PathLike],
+    split: str = "test",
+    *,
+    layers: Sequence[int],
+    limit: Optional[int] = None,
+    method: str = "argmax",
+    alpha: float = 0.1,
+    batch_size: int = 8,
+    prompts: Sequence[str] = NEUTRAL_PROMPTS,
+    prompt_format: str = "auto",
+    system_prompt: Optional[str] = None,
+    pad: str = "zero",
+    correspondence: bool = True,
+    reconstruction: bool = True,
+    attention: bool = True,
+    recon_tokens: int = 64,
+    recon_ridge: float = 1e-3,
+    seed: int = 0,
+    num_workers: int = 2,
+    progress: bool = True,
+    bank_device: Optional[str] = None,
+    images: Optional[Sequence[Path]] = None,
+) -> LayerReport:
     """C@L, reconstruction and attention balance of ``vlm`` over the images of an SPair-layout set.
     ``bank_device`` holds one category's features for matching (default: the model's device). With
     ``images`` instead of ``spair_root`` (no pairs), only reconstruction and attention are computed."""
@@ -151,21 +171,35 @@ def run_layers(vlm, spair_root: Optional[PathLike], split: str = "test", *, laye
         if not (reconstruction or attention):
             raise ValueError("without SPair pairs only reconstruction and attention can be computed")
     pairs = load_pairs(spair_root, split, limit=limit) if images is None else []
-    extractor = LayerExtractor(vlm, layers, prompts=prompts, prompt_format=prompt_format,
-                               system_prompt=system_prompt, pad=pad, attention=attention)
+    extractor = LayerExtractor(
+        vlm,
+        layers,
+        prompts=prompts,
+        prompt_format=prompt_format,
+        system_prompt=system_prompt,
+        pad=pad,
+        attention=attention,
+    )
     layers = extractor.layers
     if images is None:
         groups = _group(pairs)
         images = list(OrderedDict.fromkeys(p for pair in pairs for p in (pair.src_path, pair.trg_path)))
-        needed_by_group = {c: list(OrderedDict.fromkeys(p for pair in ps for p in (pair.src_path, pair.trg_path)))
-                           for c, ps in groups.items()}
+        needed_by_group = {
+            c: list(OrderedDict.fromkeys(p for pair in ps for p in (pair.src_path, pair.trg_path)))
+            for c, ps in groups.items()
+        }
     else:
         images = list(OrderedDict.fromkeys(Path(p) for p in images))
         groups = OrderedDict([("images", [])])
         needed_by_group = {"images": images}
     corr = LayerCorrespondence([ENCODER, *layers], extractor.grid, method, alpha) if correspondence else None
-    recon = LinearReconstruction(layers, split_train(images, seed), tokens_per_image=recon_tokens,
-                                 ridge=recon_ridge, seed=seed) if reconstruction else None
+    recon = (
+        LinearReconstruction(
+            layers, split_train(images, seed), tokens_per_image=recon_tokens, ridge=recon_ridge, seed=seed
+        )
+        if reconstruction
+        else None
+    )
     balance = AttentionBalance() if attention and extractor.attn_layers else None
     low = {torch.float16, torch.bfloat16}
     store_dtype = vlm.dtype if vlm.dtype in low else torch.float32
@@ -175,7 +209,7 @@ def run_layers(vlm, spair_root: Optional[PathLike], split: str = "test", *, laye
     with ThreadPoolExecutor(max_workers=max(1, num_workers)) as pool:
         for category, cat_pairs in groups.items():
             needed = needed_by_group[category]
-            batches = [needed[i:i + batch_size] for i in range(0, len(needed), batch_size)]
+            batches = [needed[i : i + batch_size] for i in range(0, len(needed), batch_size)]
             bank: Dict[Path, Tuple[Any, Dict[Any, torch.Tensor]]] = {}
             pending = list(cat_pairs)
             bar.set_postfix_str(category)
@@ -204,8 +238,7 @@ def run_layers(vlm, spair_root: Optional[PathLike], split: str = "test", *, laye
             del bank
     bar.close()
 
-    report = LayerReport(n_layers=extractor.n_layers, layers=layers, n_images=len(images),
-                         forwards=extractor.forwards)
+    report = LayerReport(n_layers=extractor.n_layers, layers=layers, n_images=len(images), forwards=extractor.forwards)
     if corr is not None:
         results = corr.results()
         report.c = {k: results[k].overall for k in layers}
@@ -218,11 +251,16 @@ def run_layers(vlm, spair_root: Optional[PathLike], split: str = "test", *, laye
         rec = recon.results()
         report.recon = {k: r.cosine for k, r in rec.items()}
         any_r = next(iter(rec.values()))
-        report.recon_split = {"train_images": any_r.train_images, "test_images": any_r.test_images,
-                              "train_tokens": any_r.train_tokens, "test_tokens": any_r.test_tokens}
+        report.recon_split = {
+            "train_images": any_r.train_images,
+            "test_images": any_r.test_images,
+            "train_tokens": any_r.train_tokens,
+            "test_tokens": any_r.test_tokens,
+        }
     if balance is not None:
         report.attn_img, report.attn_uniform, report.attn_images = balance.results()
     report.seconds = time.perf_counter() - start
-    logger.info(f"layers: {len(images)} images in {extractor.forwards} forwards, {report.n_pairs} pairs, "
-                f"{report.seconds:.1f}s")
+    logger.info(
+        f"layers: {len(images)} images in {extractor.forwards} forwards, {report.n_pairs} pairs, {report.seconds:.1f}s"
+    )
     return report

@@ -1,5 +1,6 @@
 """The layer curves against depth: C@L, reconstruction and attention balance, each with its reference
 (the encoder's own C and chance; perfect reconstruction; the share a uniform attention would give)."""
+
 from __future__ import annotations
 
 import math
@@ -9,18 +10,31 @@ from typing import Iterable, List
 from lmms_ac.law.plots import FORMATS, PathLike, _figure, save_figure
 
 
-def plot_layer_curves(report, stem: PathLike, title: str = "", formats: Iterable[str] = FORMATS,
-                      overwrite: bool = False) -> List[Path]:
+def plot_layer_curves(
+    report, stem: PathLike, title: str = "", formats: Iterable[str] = FORMATS, overwrite: bool = False
+) -> List[Path]:
     """One row of panels (only those ``report`` has): C@L, recon@L, attn_img@L against layer."""
     panels = []
     if report.c:
-        panels.append(("C@L: keypoint matching (PCK %)", report.c,
-                       [(report.c_encoder, "encoder", "C0"), (report.c_chance, "chance", "0.6")]))
+        panels.append(
+            (
+                "C@L: keypoint matching (PCK %)",
+                report.c,
+                [(report.c_encoder, "encoder", "C0"), (report.c_chance, "chance", "0.6")],
+            )
+        )
     if report.recon:
-        panels.append(("recon@L: linear map back to the encoder (cosine)", report.recon, [(1.0, "encoder (identity)", "C0")]))
+        panels.append(
+            ("recon@L: linear map back to the encoder (cosine)", report.recon, [(1.0, "encoder (identity)", "C0")])
+        )
     if report.attn_img:
-        panels.append(("attn_img@L: text -> image attention share", report.attn_img,
-                       [(report.attn_uniform, "uniform attention", "0.6")]))
+        panels.append(
+            (
+                "attn_img@L: text -> image attention share",
+                report.attn_img,
+                [(report.attn_uniform, "uniform attention", "0.6")],
+            )
+        )
     if not panels:
         raise ValueError("the report holds no per-layer values to plot")
     from matplotlib.ticker import MaxNLocator
@@ -44,8 +58,15 @@ def plot_layer_curves(report, stem: PathLike, title: str = "", formats: Iterable
     return save_figure(fig, stem, formats, overwrite=overwrite)
 
 
-def plot_knn_curves(curves, stem: PathLike, k: int, title: str = "", formats: Iterable[str] = FORMATS,
-                    overwrite: bool = False, chance: float = float("nan")) -> List[Path]:
+def plot_knn_curves(
+    curves,
+    stem: PathLike,
+    k: int,
+    title: str = "",
+    formats: Iterable[str] = FORMATS,
+    overwrite: bool = False,
+    chance: float = float("nan"),
+) -> List[Path]:
     """Mutual k-NN alignment against LLM layer, one line per language model (``{label: {layer: value}}``)."""
     if not curves:
         raise ValueError("no alignment curve to plot")

@@ -1,5 +1,6 @@
 """The text prompts of the layer-wise probes: given by the user, read from a file, the first questions of
 an lmms-eval task, or the neutral set (``NEUTRAL_PROMPTS``)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -22,7 +23,9 @@ def read_prompts(texts: Optional[Sequence[str]], path: Optional[str]) -> List[st
                 continue
             if file.suffix in (".jsonl", ".json"):
                 rec = json.loads(line)
-                value = next((rec[k] for k in ("question", "prompt", "text") if isinstance(rec, dict) and k in rec), None)
+                value = next(
+                    (rec[k] for k in ("question", "prompt", "text") if isinstance(rec, dict) and k in rec), None
+                )
                 if not isinstance(value, str):
                     raise ValueError(f"{path}:{n}: a record needs a string 'question', 'prompt' or 'text' field")
                 prompts.append(value.replace("<image>", "").strip())

@@ -12,6 +12,7 @@ Encoder side: ``encoder_zero_shot`` is CLIP-style zero-shot of an encoder that h
 (CLIP, SigLIP... through transformers' ``get_image_features`` / ``get_text_features``): image
 embedding vs the mean of the normalised text embeddings of each class's prompt templates.
 """
+
 from __future__ import annotations
 
 import json
@@ -49,11 +50,15 @@ def parse_source(text: str) -> Tuple[str, str, Optional[str]]:
 
             close = difflib.get_close_matches(text, list(PAPER_SETS), n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise ValueError(f"unknown dataset {text!r}{hint}; give NAME=SOURCE[@split] or one of {', '.join(PAPER_SETS)}")
+            raise ValueError(
+                f"unknown dataset {text!r}{hint}; give NAME=SOURCE[@split] or one of {', '.join(PAPER_SETS)}"
+            )
         name, rest = text, PAPER_SETS[text]
         if rest is None:
-            raise ValueError(f"{text} has no hub copy with class labels; give {text}=<image folder>, e.g. the "
-                             "test/ folder of OpenAI's country211.tgz")
+            raise ValueError(
+                f"{text} has no hub copy with class labels; give {text}=<image folder>, e.g. the "
+                "test/ folder of OpenAI's country211.tgz"
+            )
     else:
         name, rest = text.split("=", 1)
     if not _NAME.match(name):
@@ -73,7 +78,9 @@ def load_source(source: str, split: Optional[str] = None):
         else:
             data = datasets.load_dataset("imagefolder", data_dir=str(path))
     elif source.startswith(("/", ".", "~")):
-        raise FileNotFoundError(f"{source} does not exist; give an image folder, a save_to_disk copy or a hub dataset id")
+        raise FileNotFoundError(
+            f"{source} does not exist; give an image folder, a save_to_disk copy or a hub dataset id"
+        )
     else:
         data = datasets.load_dataset(source, split=split) if split else datasets.load_dataset(source)
     if isinstance(data, datasets.DatasetDict):
@@ -87,7 +94,9 @@ def load_source(source: str, split: Optional[str] = None):
     return data
 
 
-def find_columns(features: Any, image_column: Optional[str] = None, label_column: Optional[str] = None) -> Tuple[str, str]:
+def find_columns(
+    features: Any, image_column: Optional[str] = None, label_column: Optional[str] = None
+) -> Tuple[str, str]:
     """The image column (a ``datasets.Image`` feature) and the label column (a ``ClassLabel``)."""
     import datasets
 
@@ -97,8 +106,10 @@ def find_columns(features: Any, image_column: Optional[str] = None, label_column
                 raise ValueError(f"no column {given!r}; columns are {list(features)}")
             return given
         if len(names) != 1:
-            raise ValueError(f"cannot tell the {kind} column (candidates {names or 'none'} among {list(features)}); "
-                             f"pass --{kind}-column")
+            raise ValueError(
+                f"cannot tell the {kind} column (candidates {names or 'none'} among {list(features)}); "
+                f"pass --{kind}-column"
+            )
         return names[0]
 
     images = [k for k, f in features.items() if isinstance(f, datasets.Image)]
@@ -118,9 +129,20 @@ def subsample(n_total: int, n: int, seed: int) -> List[int]:
     return sorted(int(i) for i in np.random.default_rng(seed).choice(n_total, n, replace=False))
 
 
-def prepare_task(name: str, source: str, to: str, *, split: Optional[str] = None, n: int = 1000, seed: int = 0,
-                 image_column: Optional[str] = None, label_column: Optional[str] = None,
-                 classes: Optional[Sequence[str]] = None, prompt: str = DEFAULT_PROMPT, overwrite: bool = False) -> Dict[str, Any]:
+def prepare_task(
+    name: str,
+    source: str,
+    to: str,
+    *,
+    split: Optional[str] = None,
+    n: int = 1000,
+    seed: int = 0,
+    image_column: Optional[str] = None,
+    label_column: Optional[str] = None,
+    classes: Optional[Sequence[str]] = None,
+    prompt: str = DEFAULT_PROMPT,
+    overwrite: bool = False,
+) -> Dict[str, Any]:
     """Save the seeded subset as ``to/<name>/`` (columns ``image``, ``label``) and write
     ``to/zeroshot_<name>.yaml``; returns a summary (paths, classes, n)."""
     import datasets
@@ -137,9 +159,13 @@ def prepare_task(name: str, source: str, to: str, *, split: Optional[str] = None
     image_col, label_col = find_columns(data.features, image_column, label_column)
     names = list(classes) if classes else [class_prompt_name(c) for c in data.features[label_col].names]
     if len(names) != data.features[label_col].num_classes:
-        raise ValueError(f"{len(names)} class names given but {source} has {data.features[label_col].num_classes} classes")
+        raise ValueError(
+            f"{len(names)} class names given but {source} has {data.features[label_col].num_classes} classes"
+        )
     if len(set(names)) != len(names):
-        raise ValueError(f"class names are not unique after formatting: {sorted(x for x in names if names.count(x) > 1)[:5]}")
+        raise ValueError(
+            f"class names are not unique after formatting: {sorted(x for x in names if names.count(x) > 1)[:5]}"
+        )
     idx = subsample(len(data), n, seed)
     data = data.select(idx).select_columns([image_col, label_col])
     data = data.rename_columns({c: t for c, t in ((image_col, "image"), (label_col, "label")) if c != t})
@@ -150,39 +176,58 @@ def prepare_task(name: str, source: str, to: str, *, split: Optional[str] = None
 
         shutil.rmtree(data_dir)
     datasets.DatasetDict({"test": data}).save_to_disk(str(data_dir))
-    atomic_write_text(yaml_path, task_yaml(name, data_dir.resolve(), names, prompt, source, split, n, seed), overwrite=True)
-    return {"task": f"zeroshot_{name}", "yaml": str(yaml_path), "data": str(data_dir), "n": len(data),
-            "classes": len(names), "source": source, "split": split}
+    atomic_write_text(
+        yaml_path, task_yaml(name, data_dir.resolve(), names, prompt, source, split, n, seed), overwrite=True
+    )
+    return {
+        "task": f"zeroshot_{name}",
+        "yaml": str(yaml_path),
+        "data": str(data_dir),
+        "n": len(data),
+        "classes": len(names),
+        "source": source,
+        "split": split,
+    }
 
 
-def task_yaml(name: str, data_dir: Path, classes: Sequence[str], prompt: str, source: str, split: Optional[str],
-              n: int, seed: int) -> str:
+def task_yaml(
+    name: str, data_dir: Path, classes: Sequence[str], prompt: str, source: str, split: Optional[str], n: int, seed: int
+) -> str:
     """The lmms-eval task (YAML is a JSON superset: strings and lists are written as JSON)."""
     j = json.dumps
-    meta = {"version": 1, "source": source, "source_split": split, "n": n, "seed": seed, "generator": "lmms-ac zeroshot-tasks"}
-    return "\n".join([
-        f"# Zero-shot classification on {source} ({n} seeded images), generated by lmms-ac zeroshot-tasks.",
-        "# acc: the class name with the highest loglikelihood after the question is the answer.",
-        f"task: {j('zeroshot_' + name)}",
-        f"tag: {j(TAG)}",
-        f"dataset_path: {j(str(data_dir))}",
-        "dataset_kwargs:",
-        "  load_from_disk: true",
-        "test_split: test",
-        "output_type: multiple_choice",
-        "doc_to_visual: !function lmms_ac.layers.zeroshot.doc_to_visual",
-        f"doc_to_text: {j(prompt)}",
-        "doc_to_target: label",
-        f"doc_to_choice: {j(list(classes))}",
-        'target_delimiter: " "',
-        "process_results: !function lmms_ac.layers.zeroshot.process_results",
-        "metric_list:",
-        "  - metric: acc",
-        "    aggregation: mean",
-        "    higher_is_better: true",
-        f"metadata: {j(meta)}",  # lmms-eval merges metadata into each request: no key named split
-        "",
-    ])
+    meta = {
+        "version": 1,
+        "source": source,
+        "source_split": split,
+        "n": n,
+        "seed": seed,
+        "generator": "lmms-ac zeroshot-tasks",
+    }
+    return "\n".join(
+        [
+            f"# Zero-shot classification on {source} ({n} seeded images), generated by lmms-ac zeroshot-tasks.",
+            "# acc: the class name with the highest loglikelihood after the question is the answer.",
+            f"task: {j('zeroshot_' + name)}",
+            f"tag: {j(TAG)}",
+            f"dataset_path: {j(str(data_dir))}",
+            "dataset_kwargs:",
+            "  load_from_disk: true",
+            "test_split: test",
+            "output_type: multiple_choice",
+            "doc_to_visual: !function lmms_ac.layers.zeroshot.doc_to_visual",
+            f"doc_to_text: {j(prompt)}",
+            "doc_to_target: label",
+            f"doc_to_choice: {j(list(classes))}",
+            'target_delimiter: " "',
+            "process_results: !function lmms_ac.layers.zeroshot.process_results",
+            "metric_list:",
+            "  - metric: acc",
+            "    aggregation: mean",
+            "    higher_is_better: true",
+            f"metadata: {j(meta)}",  # lmms-eval merges metadata into each request: no key named split
+            "",
+        ]
+    )
 
 
 # ----------------------------------------------------------------------------- task functions
@@ -214,8 +259,10 @@ def load_text_image_model(name: str, device: Any = "cpu"):
     model_id = encoder_model_id(name)
     model = AutoModel.from_pretrained(model_id).to(device).eval()
     if not (hasattr(model, "get_text_features") and hasattr(model, "get_image_features")):
-        raise ValueError(f"{name} ({type(model).__name__}) has no text tower: CLIP-style zero-shot needs a dual encoder "
-                         "such as CLIP or SigLIP (DINOv2 and diffusion models have none)")
+        raise ValueError(
+            f"{name} ({type(model).__name__}) has no text tower: CLIP-style zero-shot needs a dual encoder "
+            "such as CLIP or SigLIP (DINOv2 and diffusion models have none)"
+        )
     return model, AutoTokenizer.from_pretrained(model_id), AutoImageProcessor.from_pretrained(model_id)
 
 
@@ -223,9 +270,17 @@ def _features(output: Any):
     return output if hasattr(output, "norm") else getattr(output, "pooler_output", output[0])
 
 
-def encoder_zero_shot(model, tokenizer, image_processor, images: Sequence[Any], labels: Sequence[int],
-                      classes: Sequence[str], templates: Sequence[str] = DEFAULT_TEMPLATES, batch_size: int = 32,
-                      progress: bool = True) -> Dict[str, Any]:
+def encoder_zero_shot(
+    model,
+    tokenizer,
+    image_processor,
+    images: Sequence[Any],
+    labels: Sequence[int],
+    classes: Sequence[str],
+    templates: Sequence[str] = DEFAULT_TEMPLATES,
+    batch_size: int = 32,
+    progress: bool = True,
+) -> Dict[str, Any]:
     """Top-1 accuracy (percent) of CLIP-style zero-shot; ``images`` are PIL images, ``labels`` class indices."""
     import torch
     import torch.nn.functional as F
@@ -238,14 +293,18 @@ def encoder_zero_shot(model, tokenizer, image_processor, images: Sequence[Any], 
     with torch.inference_mode():
         text = []
         for name in classes:
-            tok = tokenizer([t.format(name) for t in templates], padding=padding, truncation=True, return_tensors="pt").to(device)
+            tok = tokenizer(
+                [t.format(name) for t in templates], padding=padding, truncation=True, return_tensors="pt"
+            ).to(device)
             emb = F.normalize(_features(model.get_text_features(**tok)).float(), dim=-1).mean(0)
             text.append(F.normalize(emb, dim=-1))
         text_emb = torch.stack(text)
         preds = []
         for start in tqdm(range(0, len(images), batch_size), desc="encoder zero-shot", disable=not progress):
-            chunk = [im.convert("RGB") for im in images[start:start + batch_size]]
-            px = image_processor(images=chunk, return_tensors="pt")["pixel_values"].to(device, next(model.parameters()).dtype)
+            chunk = [im.convert("RGB") for im in images[start : start + batch_size]]
+            px = image_processor(images=chunk, return_tensors="pt")["pixel_values"].to(
+                device, next(model.parameters()).dtype
+            )
             img = F.normalize(_features(model.get_image_features(pixel_values=px)).float(), dim=-1)
             preds.extend((img @ text_emb.T).argmax(-1).tolist())
     correct = [int(p == int(y)) for p, y in zip(preds, labels)]

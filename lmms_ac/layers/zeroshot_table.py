@@ -1,6 +1,7 @@
 """Zero-shot recognition kept or lost: the MLLM's accuracy on the generated ``zeroshot_<set>`` tasks
 (from lmms-eval result files) next to the encoders' CLIP-style accuracy (``zeroshot_enc:<set>`` rows of
 the scores store), per set and averaged over the sets every column has, in percent."""
+
 from __future__ import annotations
 
 import json
@@ -31,7 +32,7 @@ def mllm_accuracies(results_dir: str) -> Dict[str, Dict[str, float]]:
         model = _model_name((doc.get("config") or {}).get("model_args", ""))
         for task, metrics in (doc.get("results") or {}).items():
             if task.startswith(TASK_PREFIX) and task != TAG and "acc,none" in metrics:
-                key = (model, task[len(TASK_PREFIX):])
+                key = (model, task[len(TASK_PREFIX) :])
                 stamp = path.name
                 if key not in found or stamp >= found[key][0]:
                     found[key] = (stamp, 100.0 * float(metrics["acc,none"]))
@@ -48,7 +49,7 @@ def encoder_accuracies(scores_file: str) -> Dict[str, Dict[str, float]]:
     out: Dict[str, Dict[str, float]] = {}
     for row in read_scores(scores_file):
         if row["score"].startswith(ENC_PREFIX):
-            out.setdefault(row["variant"], {})[row["score"][len(ENC_PREFIX):]] = float(row["value"])
+            out.setdefault(row["variant"], {})[row["score"][len(ENC_PREFIX) :]] = float(row["value"])
     return out
 
 
@@ -58,8 +59,11 @@ def zeroshot_table(results_dir: str, scores_file: Optional[str]) -> Dict[str, ob
     if scores_file:
         columns.update({f"encoder: {e}": v for e, v in sorted(encoder_accuracies(scores_file).items())})
     if not columns:
-        raise ValueError(f"no zeroshot_* results under {results_dir}" + (f" and no zeroshot_enc:* rows in {scores_file}" if scores_file else "")
-                         + "; run the tasks from lmms-ac zeroshot-tasks (and lmms-ac zeroshot-encoder) first")
+        raise ValueError(
+            f"no zeroshot_* results under {results_dir}"
+            + (f" and no zeroshot_enc:* rows in {scores_file}" if scores_file else "")
+            + "; run the tasks from lmms-ac zeroshot-tasks (and lmms-ac zeroshot-encoder) first"
+        )
     sets = sorted({s for values in columns.values() for s in values})
     shared = [s for s in sets if all(s in values for values in columns.values())]
     average = {c: (sum(v[s] for s in shared) / len(shared) if shared else float("nan")) for c, v in columns.items()}

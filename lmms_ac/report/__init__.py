@@ -1,5 +1,6 @@
 """``lmms-ac report``: one self-contained HTML page of a study (leaderboard, the law, the policy,
 robustness, probe maps, provenance). ``build_report`` is the entry point for other code."""
+
 from __future__ import annotations
 
 from typing import Any

@@ -4,6 +4,7 @@
 needs no network: styles and scripts are inlined, figures are inline SVG, the leaderboard CSV is a
 ``data:`` link. Templates (Jinja2) ship in ``lmms_ac/report/templates``.
 """
+
 from __future__ import annotations
 
 import os
@@ -17,8 +18,18 @@ import pandas as pd
 from loguru import logger
 
 from lmms_ac.io import atomic_write_text
-from lmms_ac.report.sections import (Analysis, Inputs, Options, Section, law_section, leaderboard_section,
-                                     maps_section, policy_section, provenance_section, robustness_section)
+from lmms_ac.report.sections import (
+    Analysis,
+    Inputs,
+    Options,
+    Section,
+    law_section,
+    leaderboard_section,
+    maps_section,
+    policy_section,
+    provenance_section,
+    robustness_section,
+)
 from lmms_ac.report.tables import fmt_num
 
 PathLike = Union[str, os.PathLike]
@@ -33,8 +44,9 @@ def read_ac(path: Path, options: Options) -> Tuple[Optional[pd.DataFrame], str]:
     from lmms_ac.law.data import read_ac_scores
 
     if not path.exists():
-        raise FileNotFoundError(f"scores file {path} does not exist; write it with lmms-ac score-a / score-c "
-                                f"or leave --scores out")
+        raise FileNotFoundError(
+            f"scores file {path} does not exist; write it with lmms-ac score-a / score-c or leave --scores out"
+        )
     raw = pd.read_csv(path)
     a, c, vcol = options.a_col, options.c_col, options.variant_col
     problem = ""
@@ -44,8 +56,10 @@ def read_ac(path: Path, options: Options) -> Tuple[Optional[pd.DataFrame], str]:
             have = raw.groupby(raw[vcol].astype(str))["score"].agg(lambda s: set(map(str, s)))
             partial = {v: sorted({a, c} - s) for v, s in have.items() if not {a, c} <= s and s & {a, c}}
             if partial and len(partial) < len(have):
-                problem = "; ".join(f"{v} has no {' / '.join(m)} score yet" for v, m in partial.items()) + \
-                    " (run lmms-ac score-a / score-c for them; left out of the law)"
+                problem = (
+                    "; ".join(f"{v} has no {' / '.join(m)} score yet" for v, m in partial.items())
+                    + " (run lmms-ac score-a / score-c for them; left out of the law)"
+                )
                 source = Path(tmp) / path.name
                 raw[~raw[vcol].astype(str).isin(partial)].to_csv(source, index=False)
         try:
@@ -68,17 +82,24 @@ def _ticks(text: object):
 def _environment():
     from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
-    env = Environment(loader=PackageLoader("lmms_ac.report", "templates"),
-                      autoescape=select_autoescape(["html", "j2"], default_for_string=True),
-                      undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+    env = Environment(
+        loader=PackageLoader("lmms_ac.report", "templates"),
+        autoescape=select_autoescape(["html", "j2"], default_for_string=True),
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
     env.filters["num"] = fmt_num
     env.filters["ticks"] = _ticks
     return env
 
 
-def compute_sections(table_csv: PathLike, scores_csv: Optional[PathLike] = None,
-                     options: Optional[Options] = None, config: Optional[Mapping[str, Any]] = None
-                     ) -> Tuple[List[Section], Analysis]:
+def compute_sections(
+    table_csv: PathLike,
+    scores_csv: Optional[PathLike] = None,
+    options: Optional[Options] = None,
+    config: Optional[Mapping[str, Any]] = None,
+) -> Tuple[List[Section], Analysis]:
     """Every section of the report as data (see ``sections``), in page order."""
     from lmms_ac.results.table import read_table
 
@@ -89,8 +110,13 @@ def compute_sections(table_csv: PathLike, scores_csv: Optional[PathLike] = None,
     ac, problem = read_ac(scores_path, options) if scores_path else (None, "")
     an = Analysis(Inputs(table, table_path, scores_path, ac, problem), options)
     secs = [leaderboard_section(an), law_section(an), policy_section(an), robustness_section(an), maps_section(an)]
-    cfg = {"command": "report", "table": str(table_path), "scores": str(scores_path) if scores_path else None,
-           **asdict(options), **dict(config or {})}
+    cfg = {
+        "command": "report",
+        "table": str(table_path),
+        "scores": str(scores_path) if scores_path else None,
+        **asdict(options),
+        **dict(config or {}),
+    }
     secs.append(provenance_section(an, cfg, secs))
     return secs, an
 
@@ -98,19 +124,35 @@ def compute_sections(table_csv: PathLike, scores_csv: Optional[PathLike] = None,
 def render(sections: Sequence[Section], analysis: Analysis) -> str:
     """The HTML page of ``sections``."""
     t = analysis.table
-    summary = {"variants": len(analysis.trained), "candidates": 0 if analysis.ac is None else
-               len([v for v in analysis.ac.index if v not in analysis.trained]),
-               "benchmarks": len(analysis.benchmarks),
-               "perturbations": int(t.loc[t["perturbation"] != "none", "perturbation"].nunique()),
-               "rows": len(t)}
-    return _environment().get_template("report.html.j2").render(
-        title=analysis.options.title, sections=sections, by_id={s.id: s for s in sections}, summary=summary,
-        warnings=[analysis.inputs.ac_problem] if analysis.inputs.ac_problem else [])
+    summary = {
+        "variants": len(analysis.trained),
+        "candidates": 0 if analysis.ac is None else len([v for v in analysis.ac.index if v not in analysis.trained]),
+        "benchmarks": len(analysis.benchmarks),
+        "perturbations": int(t.loc[t["perturbation"] != "none", "perturbation"].nunique()),
+        "rows": len(t),
+    }
+    return (
+        _environment()
+        .get_template("report.html.j2")
+        .render(
+            title=analysis.options.title,
+            sections=sections,
+            by_id={s.id: s for s in sections},
+            summary=summary,
+            warnings=[analysis.inputs.ac_problem] if analysis.inputs.ac_problem else [],
+        )
+    )
 
 
-def build_report(table_csv: PathLike, scores_csv: Optional[PathLike], out_html: PathLike, *,
-                 options: Optional[Options] = None, overwrite: bool = False,
-                 config: Optional[Mapping[str, Any]] = None) -> Path:
+def build_report(
+    table_csv: PathLike,
+    scores_csv: Optional[PathLike],
+    out_html: PathLike,
+    *,
+    options: Optional[Options] = None,
+    overwrite: bool = False,
+    config: Optional[Mapping[str, Any]] = None,
+) -> Path:
     """Write the report of a study to ``out_html`` and return its path.
 
     ``table_csv``: the tidy table of ``lmms-ac collect``; ``scores_csv``: the A/C scores store of

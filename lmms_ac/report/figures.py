@@ -6,6 +6,7 @@ they are drawn into a temporary folder as SVG and read back, so the page shows e
 command of its own. SVGs are made safe to inline several times in one page: no XML prologue or
 DOCTYPE, no metadata block, text kept as text, and every ``id`` prefixed so figures cannot collide.
 """
+
 from __future__ import annotations
 
 import re
@@ -40,7 +41,7 @@ def inline_svg(svg: str, prefix: Optional[str] = None) -> str:
     if ids:
         pattern = "|".join(sorted((re.escape(i) for i in ids), key=len, reverse=True))
         svg = re.sub(rf'(\sid=")({pattern})"', rf'\g<1>{prefix}\g<2>"', svg)
-        svg = re.sub(rf'(url\(#)({pattern})\)', rf'\g<1>{prefix}\g<2>)', svg)
+        svg = re.sub(rf"(url\(#)({pattern})\)", rf"\g<1>{prefix}\g<2>)", svg)
         svg = re.sub(rf'(href="#)({pattern})"', rf'\g<1>{prefix}\g<2>"', svg)
     # let CSS size the figure (keep the viewBox), never wider than drawn: fonts keep their size
     width = re.search(r'<svg[^>]*?\swidth="([0-9.]+)(pt|px)?"', svg)
@@ -69,8 +70,9 @@ def figure_svg(fig) -> str:
     return inline_svg(buf.getvalue())
 
 
-def robustness_heatmap(drop: np.ndarray, spread: np.ndarray, rows: Sequence[str], cols: Sequence[str],
-                       title: str, vmax: float) -> str:
+def robustness_heatmap(
+    drop: np.ndarray, spread: np.ndarray, rows: Sequence[str], cols: Sequence[str], title: str, vmax: float
+) -> str:
     """Heat map of mean drops (0-100 scale; rows perturbations, columns benchmarks), each cell
     annotated ``mean ± std over seeds`` (std blank for single-seed perturbations)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -92,8 +94,15 @@ def robustness_heatmap(drop: np.ndarray, spread: np.ndarray, rows: Sequence[str]
                     ax.text(j, i, "n/a", ha="center", va="center", fontsize=6, color="grey")
                     continue
                 label = f"{v:.1f}" + (f"\n±{s:.1f}" if np.isfinite(s) else "")
-                ax.text(j, i, label, ha="center", va="center", fontsize=6.5,
-                        color="white" if abs(v) > 0.6 * vmax else "black")
+                ax.text(
+                    j,
+                    i,
+                    label,
+                    ha="center",
+                    va="center",
+                    fontsize=6.5,
+                    color="white" if abs(v) > 0.6 * vmax else "black",
+                )
         ax.set_xticks(range(w))
         ax.set_xticklabels(cols, rotation=30, ha="right", fontsize=7)
         ax.set_yticks(range(h))

@@ -19,6 +19,7 @@ in the requested order, ``{perturbation}`` to one column per perturbation, sorte
 
 Rows are sorted by rank (unranked last), then variant.
 """
+
 from __future__ import annotations
 
 from typing import List, Mapping, Optional, Sequence
@@ -29,8 +30,17 @@ from loguru import logger
 
 from lmms_ac.results.table import benchmark_metric, clean_scores, is_clean, percent_factor
 
-LEADERBOARD_COLUMNS: List[str] = ["variant", "A", "C", "pred_{benchmark}", "{benchmark}", "average",
-                                  "n_benchmarks", "rank", "drop_{perturbation}"]
+LEADERBOARD_COLUMNS: List[str] = [
+    "variant",
+    "A",
+    "C",
+    "pred_{benchmark}",
+    "{benchmark}",
+    "average",
+    "n_benchmarks",
+    "rank",
+    "drop_{perturbation}",
+]
 
 
 def leaderboard_columns(benchmarks: Sequence[str], perturbations: Sequence[str]) -> List[str]:
@@ -62,13 +72,22 @@ def _law_predictions(scores: pd.DataFrame, ac: pd.DataFrame, bench: str) -> pd.S
     return pd.Series(law_predictions(data, "minmax"), index=names)
 
 
-def leaderboard(table: pd.DataFrame, ac: Optional[pd.DataFrame] = None, benchmarks: Optional[Sequence[str]] = None,
-                metrics: Optional[Mapping[str, str]] = None) -> pd.DataFrame:
+def leaderboard(
+    table: pd.DataFrame,
+    ac: Optional[pd.DataFrame] = None,
+    benchmarks: Optional[Sequence[str]] = None,
+    metrics: Optional[Mapping[str, str]] = None,
+) -> pd.DataFrame:
     """Build the leaderboard (see module doc). ``ac``: index variant, columns A and C."""
     scores = clean_scores(table, benchmarks, metrics)
     benches = list(scores.columns)
-    variants = list(dict.fromkeys(list(scores.index) + ([str(v) for v in ac.index] if ac is not None else [])
-                                  + sorted(table["variant"].unique())))
+    variants = list(
+        dict.fromkeys(
+            list(scores.index)
+            + ([str(v) for v in ac.index] if ac is not None else [])
+            + sorted(table["variant"].unique())
+        )
+    )
     out = pd.DataFrame(index=pd.Index(variants, name="variant"))
     out["A"] = ac["A"].reindex(variants).to_numpy(float) if ac is not None else np.nan
     out["C"] = ac["C"].reindex(variants).to_numpy(float) if ac is not None else np.nan
@@ -109,8 +128,10 @@ def _fmt(v: object, digits: int) -> str:
 def to_markdown(df: pd.DataFrame, digits: int = 2) -> str:
     """A GitHub-flavoured Markdown table of ``df`` (numbers rounded to ``digits``)."""
     cols = [str(c) for c in df.columns]
-    lines = ["| " + " | ".join(cols) + " |",
-             "|" + "|".join("---" if df[c].dtype == object else "---:" for c in df.columns) + "|"]
+    lines = [
+        "| " + " | ".join(cols) + " |",
+        "|" + "|".join("---" if df[c].dtype == object else "---:" for c in df.columns) + "|",
+    ]
     for row in df.itertuples(index=False):
         lines.append("| " + " | ".join(_fmt(v, digits).replace("|", "\\|") for v in row) + " |")
     return "\n".join(lines) + "\n"

@@ -1,5 +1,6 @@
 """Per-group probe maps from the tidy table: patch information loss and importance, M x M arrays
 ready for a heat map (METHODS.md section 6)."""
+
 from __future__ import annotations
 
 from typing import Dict, Optional
@@ -18,8 +19,9 @@ def task_scores(table: pd.DataFrame, variant: str, metric: str) -> Dict[str, flo
     return rows.groupby("task")["value"].mean().to_dict()
 
 
-def probe_map(table: pd.DataFrame, benchmark: str, m: int, metric: str, variant: Optional[str] = None,
-              kind: str = "pil") -> np.ndarray:
+def probe_map(
+    table: pd.DataFrame, benchmark: str, m: int, metric: str, variant: Optional[str] = None, kind: str = "pil"
+) -> np.ndarray:
     """``kind='pil'``: (clean - score) / clean per token group from the ``<benchmark>_tokgroup_m{m}_g{g}``
     tasks; ``kind='importance'``: the importance score per group from the ``toknoise`` draws."""
     from lmms_ac.robustness.probes import group_importance, patch_information_loss
@@ -36,7 +38,9 @@ def probe_map(table: pd.DataFrame, benchmark: str, m: int, metric: str, variant:
         if kind == "importance":
             return group_importance(scores, benchmark, m)
     except KeyError as err:
-        raise ValueError(f"missing probe results for {variant!r}: {err.args[0]}; run the tasks "
-                         f"{benchmark}_tokgroup_m{m}_g* (pil) or {benchmark}_toknoise_m{m}_g*_s* (importance) "
-                         f"and the clean {benchmark} with lmms-eval, then collect again") from None
+        raise ValueError(
+            f"missing probe results for {variant!r}: {err.args[0]}; run the tasks "
+            f"{benchmark}_tokgroup_m{m}_g* (pil) or {benchmark}_toknoise_m{m}_g*_s* (importance) "
+            f"and the clean {benchmark} with lmms-eval, then collect again"
+        ) from None
     raise ValueError(f"unknown probe map kind {kind!r}; choose 'pil' or 'importance'")

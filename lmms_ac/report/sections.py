@@ -5,6 +5,7 @@ Leaderboard: ``report.leaderboard``; law: ``law.data.from_table`` + ``law.fit.fi
 ``report.probe_maps.probe_map``; figures: ``law.plots``. A section that cannot be computed from
 the inputs is still returned, with ``empty`` saying which run would fill it.
 """
+
 from __future__ import annotations
 
 import base64
@@ -163,8 +164,10 @@ class Analysis:
 # ---------------------------------------------------------------------------------------- sections
 def _no_ac_reason(an: Analysis) -> str:
     if an.inputs.scores_path is None:
-        return ("no A/C scores were given: score every representation with `lmms-ac score-a ... --out scores.csv` "
-                "and `lmms-ac score-c ... --out scores.csv`, then pass `--scores scores.csv`")
+        return (
+            "no A/C scores were given: score every representation with `lmms-ac score-a ... --out scores.csv` "
+            "and `lmms-ac score-c ... --out scores.csv`, then pass `--scores scores.csv`"
+        )
     return f"the A/C scores could not be used: {an.inputs.ac_problem}"
 
 
@@ -175,8 +178,10 @@ def leaderboard_section(an: Analysis) -> Section:
     if an._clean is None:
         sec.empty = an.clean_error
         if "no clean" in an.clean_error:
-            sec.empty += (". Run the clean benchmarks with lmms-eval (e.g. `lmms-eval --model lmms_ac_llava --tasks "
-                          "mme,seed ...`), then `lmms-ac collect LOGS --out table.csv` and rebuild the report.")
+            sec.empty += (
+                ". Run the clean benchmarks with lmms-eval (e.g. `lmms-eval --model lmms_ac_llava --tasks "
+                "mme,seed ...`), then `lmms-ac collect LOGS --out table.csv` and rebuild the report."
+            )
         return sec
     groups: Dict[str, List[str]] = {}
     for b in an.benchmarks:
@@ -188,43 +193,78 @@ def leaderboard_section(an: Analysis) -> Section:
     out = []
     for key, label, benches in views:
         board = an.board() if key == "all" else leaderboard(an.table, an.ac, benches, an.options.metrics)
-        out.append({"key": key, "label": label, "benchmarks": benches, "table": _board_table(an, board, benches, key),
-                    "csv": _csv_uri(board), "csv_name": f"leaderboard{'' if key == 'all' else '_' + key}.csv"})
+        out.append(
+            {
+                "key": key,
+                "label": label,
+                "benchmarks": benches,
+                "table": _board_table(an, board, benches, key),
+                "csv": _csv_uri(board),
+                "csv_name": f"leaderboard{'' if key == 'all' else '_' + key}.csv",
+            }
+        )
     sec.data["views"] = out
     if an.ac is None:
         sec.notes.append("A, C and the law's predictions are empty: " + _no_ac_reason(an))
     untrained = [v for v in (list(an.ac.index) if an.ac is not None else []) if v not in an.trained]
     if untrained:
-        sec.notes.append(f"{len(untrained)} candidate(s) have A/C scores but no results yet; their row shows the "
-                         f"law's prediction only: {', '.join(map(str, untrained))}")
+        sec.notes.append(
+            f"{len(untrained)} candidate(s) have A/C scores but no results yet; their row shows the "
+            f"law's prediction only: {', '.join(map(str, untrained))}"
+        )
     hidden = sorted({p for p in an.table["perturbation"].unique() if _map_kind(str(p))})
     if hidden:
-        sec.notes.append(f"token-group probes ({len(hidden)} perturbations: {hidden[0]} ...) are drawn as maps in "
-                         f"'Where the model looks', not as leaderboard columns (the CSV keeps them)")
+        sec.notes.append(
+            f"token-group probes ({len(hidden)} perturbations: {hidden[0]} ...) are drawn as maps in "
+            f"'Where the model looks', not as leaderboard columns (the CSV keeps them)"
+        )
     return sec
 
 
 def _board_table(an: Analysis, board: pd.DataFrame, benches: Sequence[str], key: str) -> HtmlTable:
     level = int(round(100 * an.options.level))
-    drops = [c for c in board.columns if c.startswith("drop_") and not _map_kind(c[len("drop_"):])]
-    cols = [Column("rank", "num", "1 = highest average"), Column("variant", "text"),
-            Column("average", "num", "mean over the variant's benchmarks on a 0-100 scale"),
-            Column("n", "num", "benchmarks in the average")]
+    drops = [c for c in board.columns if c.startswith("drop_") and not _map_kind(c[len("drop_") :])]
+    cols = [
+        Column("rank", "num", "1 = highest average"),
+        Column("variant", "text"),
+        Column("average", "num", "mean over the variant's benchmarks on a 0-100 scale"),
+        Column("n", "num", "benchmarks in the average"),
+    ]
     for b in benches:
         cols.append(Column(b, "num", f"clean score on {b}"))
-        cols.append(Column(f"{b} law", "num", f"the law's prediction from (A, C) with its {level}% prediction "
-                                              f"interval where defined", "law"))
+        cols.append(
+            Column(
+                f"{b} law",
+                "num",
+                f"the law's prediction from (A, C) with its {level}% prediction interval where defined",
+                "law",
+            )
+        )
     cols += [Column("A", "num", "cross-modal alignment"), Column("C", "num", "correspondence")]
-    cols += [Column(f"drop {d[len('drop_'):]}", "num", "clean - perturbed on the 0-100 scale, mean over seeds, "
-                                                       "severities and benchmarks", "drop") for d in drops]
+    cols += [
+        Column(
+            f"drop {d[len('drop_') :]}",
+            "num",
+            "clean - perturbed on the 0-100 scale, mean over seeds, severities and benchmarks",
+            "drop",
+        )
+        for d in drops
+    ]
     rows, keys = [], []
     for rec in board.to_dict("records"):
         v = str(rec["variant"])
         trained = not pd.isna(rec["average"])
-        row = [num_cell(rec["rank"]),
-               Cell(v, "", "variant" + ("" if trained else " candidate"),
-                    "" if trained else "not trained yet: A/C only, scores are the law's prediction"),
-               num_cell(rec["average"], 2), num_cell(rec["n_benchmarks"])]
+        row = [
+            num_cell(rec["rank"]),
+            Cell(
+                v,
+                "",
+                "variant" + ("" if trained else " candidate"),
+                "" if trained else "not trained yet: A/C only, scores are the law's prediction",
+            ),
+            num_cell(rec["average"], 2),
+            num_cell(rec["n_benchmarks"]),
+        ]
         for b in benches:
             row.append(num_cell(rec[b]))
             pred = rec.get(f"pred_{b}")
@@ -261,18 +301,23 @@ def law_section(an: Analysis) -> Section:
         return sec
     if an.law is None:
         have = ", ".join(f"{b}: {n}" for b, n in an.law_skipped.items()) or "none"
-        sec.empty = ("the law needs, per benchmark, at least 2 variants with both a clean score and A/C scores "
-                     f"(variants with both now: {have}). Train and evaluate more representations with lmms-eval, "
-                     "score their A and C (lmms-ac score-a / score-c), collect again and rebuild the report.")
+        sec.empty = (
+            "the law needs, per benchmark, at least 2 variants with both a clean score and A/C scores "
+            f"(variants with both now: {have}). Train and evaluate more representations with lmms-eval, "
+            "score their A and C (lmms-ac score-a / score-c), collect again and rebuild the report."
+        )
         return sec
     rep = an.law
     for b, n in an.law_skipped.items():
         sec.notes.append(f"{b}: only {n} variant(s) with a score and A/C; not fitted")
-    sec.notes += merge_benchmark_notes([w for bf in rep.benchmarks.values() for w in bf.warnings],
-                                       list(rep.benchmarks))
+    sec.notes += merge_benchmark_notes([w for bf in rep.benchmarks.values() for w in bf.warnings], list(rep.benchmarks))
     r2 = rep.r2_frame()
-    metric_views = [("r2", "in-sample R²"), ("r2_loo", "leave-one-out R²"), ("spearman", "Spearman ρ (in-sample)"),
-                    ("spearman_loo", "Spearman ρ (leave-one-out)")]
+    metric_views = [
+        ("r2", "in-sample R²"),
+        ("r2_loo", "leave-one-out R²"),
+        ("spearman", "Spearman ρ (in-sample)"),
+        ("spearman_loo", "Spearman ρ (leave-one-out)"),
+    ]
     views = []
     for key, label in metric_views:
         wide = r2.pivot_table(index="benchmark", columns="model", values=key, sort=False, dropna=False)
@@ -281,8 +326,12 @@ def law_section(an: Analysis) -> Section:
         n = r2.drop_duplicates("benchmark").set_index("benchmark")["n"]
         df = wide.reset_index()
         df.insert(1, "n", n.reindex(df["benchmark"]).to_numpy())
-        t = frame_table(df, labels={m: m.replace("_", " ") for m in MODEL_NAMES}, digits={m: 3 for m in MODEL_NAMES},
-                        id=f"law-{key}")
+        t = frame_table(
+            df,
+            labels={m: m.replace("_", " ") for m in MODEL_NAMES},
+            digits={m: 3 for m in MODEL_NAMES},
+            id=f"law-{key}",
+        )
         law_j = list(df.columns).index(LAW_MODEL)
         t.columns[law_j].cls = "law"
         t.columns[1].title = "scored settings (group rows: benchmarks averaged)"
@@ -293,16 +342,20 @@ def law_section(an: Analysis) -> Section:
     sec.data["r2_views"] = views
     sec.data["law_model"] = LAW_MODEL
     sec.data["options"] = rep.options
-    sec.data["surfaces"] = [{"benchmark": b, "svg": figures.via_plot(plot_law_surface, bf)}
-                            for b, bf in rep.benchmarks.items()]
+    sec.data["surfaces"] = [
+        {"benchmark": b, "svg": figures.via_plot(plot_law_surface, bf)} for b, bf in rep.benchmarks.items()
+    ]
     sec.data["surfaces_open"] = LAW_SURFACES_OPEN
     sec.data["pred_vs_actual"] = figures.via_plot(plot_pred_vs_actual, list(rep.benchmarks.values()))
     preds = rep.prediction_frame()
     un = preds[~preds["scored"]][["benchmark", "setting", "A", "C", "pred", "lo", "hi", "interval"]]
     if len(un):
         sec.data["predictions"] = frame_table(
-            un.rename(columns={"setting": "variant"}), id="law-predictions", key="variant",
-            labels={"pred": "predicted", "lo": f"{int(round(100 * rep.options['level']))}% low", "hi": "high"})
+            un.rename(columns={"setting": "variant"}),
+            id="law-predictions",
+            key="variant",
+            labels={"pred": "predicted", "lo": f"{int(round(100 * rep.options['level']))}% low", "hi": "high"},
+        )
     return sec
 
 
@@ -315,8 +368,10 @@ def policy_section(an: Analysis) -> Section:
     if sec.empty:
         return sec
     if not an.law_data:
-        sec.empty = ("the policy needs at least 2 trained variants with A/C scores on a benchmark; evaluate more "
-                     "representations with lmms-eval and score their A and C, then rebuild the report.")
+        sec.empty = (
+            "the policy needs at least 2 trained variants with A/C scores on a benchmark; evaluate more "
+            "representations with lmms-eval and score their A and C, then rebuild the report."
+        )
         return sec
     o = an.options
     policies = ["region", "ucb"] + (["prior"] if len(an.law_data) >= 2 else []) + ["random"]
@@ -354,11 +409,16 @@ def policy_section(an: Analysis) -> Section:
         un = preds[~preds["scored"]]
         for b, g in un.groupby("benchmark", sort=False):
             top = g.sort_values("pred", ascending=False).iloc[0]
-            best.append({"benchmark": b, "variant": top["setting"], "pred": top["pred"], "lo": top["lo"],
-                         "hi": top["hi"]})
+            best.append(
+                {"benchmark": b, "variant": top["setting"], "pred": top["pred"], "lo": top["lo"], "hi": top["hi"]}
+            )
     if best:
-        sec.data["best_untrained"] = frame_table(pd.DataFrame(best), id="policy-best-untrained", key="variant",
-                                                 labels={"pred": "predicted", "lo": "interval low", "hi": "high"})
+        sec.data["best_untrained"] = frame_table(
+            pd.DataFrame(best),
+            id="policy-best-untrained",
+            key="variant",
+            labels={"pred": "predicted", "lo": "interval low", "hi": "high"},
+        )
     return sec
 
 
@@ -368,27 +428,46 @@ def _recommendations(an: Analysis) -> Tuple[List[Dict[str, Any]], List[str]]:
 
     board = an.board().set_index("variant")
     full = int(board["n_benchmarks"].max())
-    trained = {str(v): float(r["average"]) for v, r in board.iterrows()
-               if v in an.ac.index and r["n_benchmarks"] == full and not pd.isna(r["average"])}
+    trained = {
+        str(v): float(r["average"])
+        for v, r in board.iterrows()
+        if v in an.ac.index and r["n_benchmarks"] == full and not pd.isna(r["average"])
+    }
     notes = []
     partial = [str(v) for v, r in board.iterrows() if 0 < r["n_benchmarks"] < full]
     if partial:
-        notes.append(f"variants missing some benchmarks are treated as untrained by the recommendation: "
-                     f"{', '.join(partial)}")
+        notes.append(
+            f"variants missing some benchmarks are treated as untrained by the recommendation: {', '.join(partial)}"
+        )
     names = [str(v) for v in an.ac.index]
     out = []
     for policy in ("region", "ucb"):
         if policy == "ucb" and len(trained) < UCB_WARMUP:
             continue
-        rec = recommend(names, an.ac["A"].to_numpy(), an.ac["C"].to_numpy(), trained, policy=policy,
-                        seed=an.options.seed)
+        rec = recommend(
+            names, an.ac["A"].to_numpy(), an.ac["C"].to_numpy(), trained, policy=policy, seed=an.options.seed
+        )
         ranking = rec.ranking.drop(columns=["rank_score"], errors="ignore")
         ranking["trained"] = ranking["trained"].map({True: "yes", False: "no"})
-        ranking = ranking.rename(columns={"score": "measured average", "predicted": "law prediction",
-                                          "rank": "rank (among trained / untrained)"})
-        out.append({"policy": policy, "next": rec.next, "level": rec.level, "options": rec.options,
-                    "notes": rec.notes, "n_trained": len(trained), "n_candidates": len(names),
-                    "ranking": frame_table(ranking, id=f"policy-ranking-{policy}", key="variant")})
+        ranking = ranking.rename(
+            columns={
+                "score": "measured average",
+                "predicted": "law prediction",
+                "rank": "rank (among trained / untrained)",
+            }
+        )
+        out.append(
+            {
+                "policy": policy,
+                "next": rec.next,
+                "level": rec.level,
+                "options": rec.options,
+                "notes": rec.notes,
+                "n_trained": len(trained),
+                "n_candidates": len(names),
+                "ranking": frame_table(ranking, id=f"policy-ranking-{policy}", key="variant"),
+            }
+        )
     return out, notes
 
 
@@ -397,9 +476,11 @@ def robustness_section(an: Analysis) -> Section:
     from lmms_ac.results.table import percent_factor
 
     sec = Section("robustness", "Robustness: how scores fall under each perturbation")
-    fill = ("run the robustness tasks with lmms-eval, e.g. `lmms-eval --model lmms_ac_llava --tasks "
-            "mme_tokperm_5seeds,mme_patchshuffle4_5seeds,mme_pdrop_salient30 ...` (list them with `lmms-ac tasks "
-            "--benchmark mme`), then `lmms-ac collect` and rebuild the report")
+    fill = (
+        "run the robustness tasks with lmms-eval, e.g. `lmms-eval --model lmms_ac_llava --tasks "
+        "mme_tokperm_5seeds,mme_patchshuffle4_5seeds,mme_pdrop_salient30 ...` (list them with `lmms-ac tasks "
+        "--benchmark mme`), then `lmms-ac collect` and rebuild the report"
+    )
     try:
         detail = robustness_table(an.table)
     except ValueError:
@@ -417,8 +498,12 @@ def robustness_section(an: Analysis) -> Section:
         an.missing.append(f"{v} has perturbed runs of {b} but no clean {b}: run the clean task so its drops exist")
     # the perturbation string names its parameters (patchshuffle4); severity only separates what it does not
     several = prim.groupby("perturbation")["severity"].nunique()
-    prim = prim.assign(label=[f"{p} @{s}" if several[p] > 1 else p for p, s in zip(prim["perturbation"], prim["severity"])])
-    vmax = float(np.nanmax(np.abs(prim["drop_pct_mean"].to_numpy(float)))) if prim["drop_pct_mean"].notna().any() else 1.0
+    prim = prim.assign(
+        label=[f"{p} @{s}" if several[p] > 1 else p for p, s in zip(prim["perturbation"], prim["severity"])]
+    )
+    vmax = (
+        float(np.nanmax(np.abs(prim["drop_pct_mean"].to_numpy(float)))) if prim["drop_pct_mean"].notna().any() else 1.0
+    )
     order = [v for v in an.board()["variant"] if v in set(prim["variant"])] if an._clean is not None else []
     order += sorted(set(prim["variant"]) - set(order))
     cols = sorted(prim["base_task"].unique())
@@ -430,20 +515,60 @@ def robustness_section(an: Analysis) -> Section:
         mean, std = mean.reindex(index=rows, columns=cols), std.reindex(index=rows, columns=cols)
         seeds = int(g["n_seeds"].max())
         spread = f"mean ± std over {seeds} seeds" if seeds > 1 else "one run, no seed spread"
-        maps.append({"perturbation": label, "svg": figures.robustness_heatmap(
-            mean.to_numpy(float), std.to_numpy(float), rows, cols, f"{label}\ndrop per benchmark, {spread}", vmax)})
+        maps.append(
+            {
+                "perturbation": label,
+                "svg": figures.robustness_heatmap(
+                    mean.to_numpy(float),
+                    std.to_numpy(float),
+                    rows,
+                    cols,
+                    f"{label}\ndrop per benchmark, {spread}",
+                    vmax,
+                ),
+            }
+        )
     sec.data["heatmaps"] = maps
     avg = average_drop(detail, an.options.metrics)
-    sec.data["average"] = frame_table(avg.drop(columns=["benchmarks"]), id="robustness-average", key="variant",
-                                      labels={"avg_drop_pct": "mean drop (0-100)", "n_benchmarks": "benchmarks"},
-                                      digits={"avg_drop_pct": 2})
-    show = detail[["variant", "base_task", "metric", "perturbation", "severity", "clean", "perturbed_mean",
-                   "perturbed_std", "drop_mean", "drop_std", "drop_pct_mean", "drop_pct_std", "n_seeds"]]
-    sec.data["detail"] = frame_table(show, id="robustness-detail", key="variant",
-                                     labels={"base_task": "benchmark", "perturbed_mean": "perturbed",
-                                             "perturbed_std": "± std", "drop_mean": "drop", "drop_std": "± std",
-                                             "drop_pct_mean": "drop (0-100)", "drop_pct_std": "± std (0-100)",
-                                             "n_seeds": "seeds"})
+    sec.data["average"] = frame_table(
+        avg.drop(columns=["benchmarks"]),
+        id="robustness-average",
+        key="variant",
+        labels={"avg_drop_pct": "mean drop (0-100)", "n_benchmarks": "benchmarks"},
+        digits={"avg_drop_pct": 2},
+    )
+    show = detail[
+        [
+            "variant",
+            "base_task",
+            "metric",
+            "perturbation",
+            "severity",
+            "clean",
+            "perturbed_mean",
+            "perturbed_std",
+            "drop_mean",
+            "drop_std",
+            "drop_pct_mean",
+            "drop_pct_std",
+            "n_seeds",
+        ]
+    ]
+    sec.data["detail"] = frame_table(
+        show,
+        id="robustness-detail",
+        key="variant",
+        labels={
+            "base_task": "benchmark",
+            "perturbed_mean": "perturbed",
+            "perturbed_std": "± std",
+            "drop_mean": "drop",
+            "drop_std": "± std",
+            "drop_pct_mean": "drop (0-100)",
+            "drop_pct_std": "± std (0-100)",
+            "n_seeds": "seeds",
+        },
+    )
     return sec
 
 
@@ -456,9 +581,11 @@ def maps_section(an: Analysis) -> Section:
     t = an.table
     probe = t[[bool(_map_kind(str(p))) for p in t["perturbation"]]]
     if probe.empty:
-        sec.empty = ("no token-group probe runs in the table: run `lmms-eval --model lmms_ac_llava --tasks "
-                     "mme,mme_tokgroup_m4 ...` (the clean benchmark and the tag of its 16 keep-one-group tasks; "
-                     "`toknoise` tasks give importance maps), then `lmms-ac collect` and rebuild the report.")
+        sec.empty = (
+            "no token-group probe runs in the table: run `lmms-eval --model lmms_ac_llava --tasks "
+            "mme,mme_tokgroup_m4 ...` (the clean benchmark and the tag of its 16 keep-one-group tasks; "
+            "`toknoise` tasks give importance maps), then `lmms-ac collect` and rebuild the report."
+        )
         return sec
     found: Dict[Tuple[str, str, str, int], None] = {}
     for rec in probe[["variant", "base_task", "perturbation"]].drop_duplicates().itertuples(index=False):
@@ -486,8 +613,11 @@ def maps_section(an: Analysis) -> Section:
         maps.append({"variant": variant, "benchmark": base, "kind": label, "m": m, "metric": metric, "svg": svg})
     sec.data["maps"] = maps
     if not maps:
-        sec.empty = ("token-group probe runs exist but no complete map: " + "; ".join(
-            x for x in an.missing if " map " in x) + ". Run the missing tasks and collect again.")
+        sec.empty = (
+            "token-group probe runs exist but no complete map: "
+            + "; ".join(x for x in an.missing if " map " in x)
+            + ". Run the missing tasks and collect again."
+        )
     return sec
 
 
@@ -495,8 +625,12 @@ def _file_info(path: Optional[Path]) -> Optional[Dict[str, Any]]:
     if path is None:
         return None
     data = path.read_bytes()
-    return {"path": str(path), "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()[:16],
-            "modified": datetime.fromtimestamp(path.stat().st_mtime, timezone.utc).isoformat(timespec="seconds")}
+    return {
+        "path": str(path),
+        "bytes": len(data),
+        "sha256": hashlib.sha256(data).hexdigest()[:16],
+        "modified": datetime.fromtimestamp(path.stat().st_mtime, timezone.utc).isoformat(timespec="seconds"),
+    }
 
 
 def provenance_section(an: Analysis, config: Mapping[str, Any], sections: Sequence[Section]) -> Section:
@@ -508,37 +642,59 @@ def provenance_section(an: Analysis, config: Mapping[str, Any], sections: Sequen
     sec.data["generated"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     sec.data["inputs"] = [x for x in (_file_info(an.inputs.table_path), _file_info(an.inputs.scores_path)) if x]
     t = an.table
-    runs = (t.groupby("source", sort=False)
-             .agg(variant=("variant", lambda s: ", ".join(sorted(set(map(str, s))))),
-                  time=("time", "max"), lmms_eval=("lmms_eval_version", lambda s: ", ".join(sorted(set(map(str, s))))),
-                  tasks=("task", "nunique"), rows=("task", "size"),
-                  config_hashes=("config_hash", lambda s: ", ".join(sorted(set(map(str, s)))[:2])
-                                 + (f" (+{len(set(s)) - 2})" if len(set(s)) > 2 else "")))
-             .reset_index().sort_values("time", ascending=False))
-    sec.data["runs"] = frame_table(runs[["time", "variant", "tasks", "rows", "lmms_eval", "source", "config_hashes"]],
-                                   id="provenance-runs", key="variant",
-                                   labels={"lmms_eval": "lmms-eval", "config_hashes": "config hashes"})
+    runs = (
+        t.groupby("source", sort=False)
+        .agg(
+            variant=("variant", lambda s: ", ".join(sorted(set(map(str, s))))),
+            time=("time", "max"),
+            lmms_eval=("lmms_eval_version", lambda s: ", ".join(sorted(set(map(str, s))))),
+            tasks=("task", "nunique"),
+            rows=("task", "size"),
+            config_hashes=(
+                "config_hash",
+                lambda s: (
+                    ", ".join(sorted(set(map(str, s)))[:2]) + (f" (+{len(set(s)) - 2})" if len(set(s)) > 2 else "")
+                ),
+            ),
+        )
+        .reset_index()
+        .sort_values("time", ascending=False)
+    )
+    sec.data["runs"] = frame_table(
+        runs[["time", "variant", "tasks", "rows", "lmms_eval", "source", "config_hashes"]],
+        id="provenance-runs",
+        key="variant",
+        labels={"lmms_eval": "lmms-eval", "config_hashes": "config hashes"},
+    )
     if an.inputs.scores_path is not None:
         raw = pd.read_csv(an.inputs.scores_path)
         if {"variant", "score", "value"} <= set(raw.columns):
-            keep = [c for c in ("variant", "score", "value", "n", "method", "split", "config_hash", "time")
-                    if c in raw.columns]
+            keep = [
+                c
+                for c in ("variant", "score", "value", "n", "method", "split", "config_hash", "time")
+                if c in raw.columns
+            ]
             sec.data["scores"] = frame_table(raw[keep], id="provenance-scores", key="variant")
         else:
-            sec.notes.append(f"{an.inputs.scores_path} is a wide A/C file (one row per variant): it records no "
-                             f"configuration or time; the score store of score-a / score-c does")
+            sec.notes.append(
+                f"{an.inputs.scores_path} is a wide A/C file (one row per variant): it records no "
+                f"configuration or time; the score store of score-a / score-c does"
+            )
     missing = list(an.missing)
     if an._clean is not None:
         for v in an.trained:
             gaps = [b for b in an.benchmarks if pd.isna(an._clean.loc[v, b])]
             if gaps:
-                missing.append(f"{v} has no clean score on {', '.join(gaps)}: run lmms-eval --tasks "
-                               f"{','.join(gaps)} for it")
+                missing.append(
+                    f"{v} has no clean score on {', '.join(gaps)}: run lmms-eval --tasks {','.join(gaps)} for it"
+                )
         if an.ac is not None:
             no_ac = [v for v in an.trained if v not in an.ac.index]
             if no_ac:
-                missing.append(f"no A/C scores for {', '.join(no_ac)}: run lmms-ac score-a / score-c for them "
-                               f"(they are left out of the law and the policy)")
+                missing.append(
+                    f"no A/C scores for {', '.join(no_ac)}: run lmms-ac score-a / score-c for them "
+                    f"(they are left out of the law and the policy)"
+                )
     for s in sections:
         if s.empty:
             missing.append(f"{s.title}: {s.empty}")

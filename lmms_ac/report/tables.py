@@ -3,6 +3,7 @@
 The templates turn an ``HtmlTable`` into markup; Python only decides what each cell says and how
 it sorts (numbers by value, missing values last), never how it looks.
 """
+
 from __future__ import annotations
 
 import math
@@ -75,10 +76,17 @@ def text_cell(v: Any, cls: str = "", title: str = "") -> Cell:
     return Cell("" if is_missing(v) else str(v), "", cls, title)
 
 
-def frame_table(df: pd.DataFrame, *, labels: Optional[Mapping[str, str]] = None,
-                titles: Optional[Mapping[str, str]] = None, digits: Optional[Mapping[str, int]] = None,
-                cell: Optional[Mapping[str, Callable[[Any, Mapping[str, Any]], Cell]]] = None,
-                key: Optional[str] = None, id: str = "", caption: str = "") -> HtmlTable:
+def frame_table(
+    df: pd.DataFrame,
+    *,
+    labels: Optional[Mapping[str, str]] = None,
+    titles: Optional[Mapping[str, str]] = None,
+    digits: Optional[Mapping[str, int]] = None,
+    cell: Optional[Mapping[str, Callable[[Any, Mapping[str, Any]], Cell]]] = None,
+    key: Optional[str] = None,
+    id: str = "",
+    caption: str = "",
+) -> HtmlTable:
     """An ``HtmlTable`` of every column of ``df``: numeric columns sort by value, others as text.
 
     ``cell`` maps a column to a function (value, row) -> Cell for special cells.

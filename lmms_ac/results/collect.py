@@ -17,6 +17,7 @@ Rules:
   -> the one with the newest ``date`` is kept (ties: the later path in sorted order) and every dropped
   row is logged and returned by ``collect``; a file with only some tasks contributes what it has.
 """
+
 from __future__ import annotations
 
 import json
@@ -113,8 +114,10 @@ def variant_name(doc: Mapping[str, Any], mapping: Optional[Mapping[str, str]] = 
     elif config.get("model"):
         name = _basename(str(config["model"]))
     else:
-        raise ValueError(f"{source}: cannot tell the variant: config.model_args has no variant= or pretrained= "
-                         f"(pass --model_args variant=NAME to lmms-eval, or fix the file)")
+        raise ValueError(
+            f"{source}: cannot tell the variant: config.model_args has no variant= or pretrained= "
+            f"(pass --model_args variant=NAME to lmms-eval, or fix the file)"
+        )
     mapping = mapping or {}
     if name in mapping:
         return mapping[name]
@@ -139,8 +142,13 @@ def _run_time(doc: Mapping[str, Any], path: Path) -> datetime:
     candidates = [str(date)] if date else []
     candidates.append(path.name.split("_results")[0])
     for text in candidates:
-        for fmt in ("%Y%m%d_%H%M%S", "%Y-%m-%dT%H-%M-%S.%f", "%Y-%m-%dT%H-%M-%S", "%Y-%m-%dT%H:%M:%S.%f",
-                    "%Y-%m-%dT%H:%M:%S"):
+        for fmt in (
+            "%Y%m%d_%H%M%S",
+            "%Y-%m-%dT%H-%M-%S.%f",
+            "%Y-%m-%dT%H-%M-%S",
+            "%Y-%m-%dT%H:%M:%S.%f",
+            "%Y-%m-%dT%H:%M:%S",
+        ):
             try:
                 return datetime.strptime(text, fmt)
             except ValueError:
@@ -195,12 +203,15 @@ def _model_arg_perturbation(config: Mapping[str, Any], task: str) -> Dict[str, A
     return perturbation_metadata(p, task, seed)
 
 
-def rows_from_results(doc: Mapping[str, Any], path: Path, mapping: Optional[Mapping[str, str]] = None,
-                      samples: Sequence[Path] = ()) -> List[Dict[str, Any]]:
+def rows_from_results(
+    doc: Mapping[str, Any], path: Path, mapping: Optional[Mapping[str, str]] = None, samples: Sequence[Path] = ()
+) -> List[Dict[str, Any]]:
     """Tidy rows of one parsed results JSON."""
     if not isinstance(doc, Mapping) or not isinstance(doc.get("results"), Mapping):
-        raise ValueError(f"{path} is not an lmms-eval results file (no 'results' object); pass the "
-                         f"<date>_results.json files lmms-eval writes under --output_path")
+        raise ValueError(
+            f"{path} is not an lmms-eval results file (no 'results' object); pass the "
+            f"<date>_results.json files lmms-eval writes under --output_path"
+        )
     variant = variant_name(doc, mapping, str(path))
     when = _run_time(doc, path)
     config = doc.get("config") or {}
@@ -222,9 +233,15 @@ def rows_from_results(doc: Mapping[str, Any], path: Path, mapping: Optional[Mapp
             n = ns.get("effective") if isinstance(ns, Mapping) else None
         if not isinstance(n, int):
             n = _samples_n(samples, path, task)
-        chash = config_hash({"model": config.get("model"), "model_args": config.get("model_args"),
-                             "limit": config.get("limit"), "gen_kwargs": config.get("gen_kwargs"),
-                             "task_config": task_cfg})
+        chash = config_hash(
+            {
+                "model": config.get("model"),
+                "model_args": config.get("model_args"),
+                "limit": config.get("limit"),
+                "gen_kwargs": config.get("gen_kwargs"),
+                "task_config": task_cfg,
+            }
+        )
         for key, value in metrics.items():
             if "," not in key:
                 continue
@@ -238,15 +255,24 @@ def rows_from_results(doc: Mapping[str, Any], path: Path, mapping: Optional[Mapp
             stderr = _as_float(metrics.get(f"{name}_stderr,{filt}"))
             seed = meta.get("seed")
             severity = meta.get("severity")
-            rows.append({
-                "variant": variant, "task": task, "metric": name if filt in ("none", "") else f"{name},{filt}",
-                "value": val, "stderr": stderr, "n": n, "perturbation": perturbation,
-                "severity": "" if severity is None else str(severity),
-                "seed": None if seed is None or seed == "" else int(seed),
-                "base_task": str(meta.get("base_task") or task),
-                "lmms_eval_version": str(doc.get("lmms_eval_version") or ""),
-                "config_hash": chash, "time": when.isoformat(timespec="seconds"), "source": str(path),
-            })
+            rows.append(
+                {
+                    "variant": variant,
+                    "task": task,
+                    "metric": name if filt in ("none", "") else f"{name},{filt}",
+                    "value": val,
+                    "stderr": stderr,
+                    "n": n,
+                    "perturbation": perturbation,
+                    "severity": "" if severity is None else str(severity),
+                    "seed": None if seed is None or seed == "" else int(seed),
+                    "base_task": str(meta.get("base_task") or task),
+                    "lmms_eval_version": str(doc.get("lmms_eval_version") or ""),
+                    "config_hash": chash,
+                    "time": when.isoformat(timespec="seconds"),
+                    "source": str(path),
+                }
+            )
     return rows
 
 
@@ -266,9 +292,11 @@ def dedupe_reruns(table: pd.DataFrame) -> Tuple[pd.DataFrame, pd.DataFrame]:
         winners = [kept_src[tuple(r)] for r in dk.to_numpy()]
         dropped = dropped.assign(kept_source=[w[0] for w in winners])
         for (_, row), (src, when) in zip(dropped.iterrows(), winners):
-            logger.info(f"rerun: dropped {row['variant']} / {row['task']} / {row['metric']}"
-                        f"{'' if row['perturbation'] == CLEAN else ' / ' + row['perturbation']}"
-                        f" from {row['source']} ({row['time']}); kept {src} ({when})")
+            logger.info(
+                f"rerun: dropped {row['variant']} / {row['task']} / {row['metric']}"
+                f"{'' if row['perturbation'] == CLEAN else ' / ' + row['perturbation']}"
+                f" from {row['source']} ({row['time']}); kept {src} ({when})"
+            )
     else:
         dropped = dropped.assign(kept_source=pd.Series(dtype=str))
     kept = kept.sort_values("_order").drop(columns="_order")
@@ -286,8 +314,10 @@ def collect(paths: Iterable[PathLike], mapping: Union[None, PathLike, Mapping[st
         mapping_dict = load_mapping(mapping)
     results, samples = find_files(paths)
     if not results:
-        raise ValueError(f"no lmms-eval results files ({RESULTS_GLOB}) found in {', '.join(map(str, paths))}; "
-                         f"pass the files lmms-eval wrote under --output_path")
+        raise ValueError(
+            f"no lmms-eval results files ({RESULTS_GLOB}) found in {', '.join(map(str, paths))}; "
+            f"pass the files lmms-eval wrote under --output_path"
+        )
     rows: List[Dict[str, Any]] = []
     for path in results:
         try:
@@ -307,11 +337,21 @@ def collect(paths: Iterable[PathLike], mapping: Union[None, PathLike, Mapping[st
     return Collected(validate_table(kept), dropped, results)
 
 
-def collect_results(paths: Iterable[PathLike], mapping: Union[None, PathLike, Mapping[str, str]] = None
-                    ) -> pd.DataFrame:
+def collect_results(
+    paths: Iterable[PathLike], mapping: Union[None, PathLike, Mapping[str, str]] = None
+) -> pd.DataFrame:
     """lmms-eval results files/directories -> the tidy table (``TABLE_COLUMNS``)."""
     return collect(paths, mapping).table
 
 
-__all__ = ["collect", "collect_results", "Collected", "dedupe_reruns", "find_files", "load_mapping",
-           "rows_from_results", "variant_name", "empty_table"]
+__all__ = [
+    "collect",
+    "collect_results",
+    "Collected",
+    "dedupe_reruns",
+    "find_files",
+    "load_mapping",
+    "rows_from_results",
+    "variant_name",
+    "empty_table",
+]

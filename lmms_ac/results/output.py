@@ -3,6 +3,7 @@
 CSV and Markdown outputs get a ``<file>.provenance.json`` sidecar (package versions, git commit,
 config hash, the options that produced the file); JSON outputs embed it under ``provenance``.
 """
+
 from __future__ import annotations
 
 import json

@@ -1,7 +1,8 @@
 """The perception-study table: how much each perturbation costs each variant on each benchmark.
 
 ``robustness_table`` has one row per (variant, base_task, metric, perturbation, severity):
-``severity_unit`` (what the severity measures; PatchDrop's r is always the fraction removed), ``clean`` (the clean score; mean over clean seeds if several), ``perturbed_mean``/``perturbed_std``
+``severity_unit`` (what the severity measures; PatchDrop's r is always the fraction removed), ``clean`` (the clean
+score; mean over clean seeds if several), ``perturbed_mean``/``perturbed_std``
 over seeds, ``drop_mean``/``drop_std`` of Δ = clean - perturbed over seeds (std with ddof=1, NaN for a
 single seed), ``drop_pct_mean`` (the mean Δ on the 0-100 scale of ``table.percent_factor``, decided
 per metric from all its values in the table), ``n_seeds`` and ``cells_dropped`` (PatchDrop: the mean
@@ -11,6 +12,7 @@ fraction of grid cells actually removed, over seeds and images; the model report
 ``average_drop`` averages ``drop_pct_mean`` over the base benchmarks (each benchmark's primary
 metric) per (variant, perturbation, severity): the study's "average drop across benchmarks".
 """
+
 from __future__ import annotations
 
 from typing import List, Mapping, Optional
@@ -21,9 +23,22 @@ from loguru import logger
 
 from lmms_ac.results.table import CELLS_DROPPED_METRIC, is_clean, percent_factor, resolve_metric
 
-ROBUSTNESS_COLUMNS: List[str] = ["variant", "base_task", "metric", "perturbation", "severity", "severity_unit",
-                                 "clean", "perturbed_mean", "perturbed_std", "drop_mean", "drop_std",
-                                 "drop_pct_mean", "n_seeds", "cells_dropped"]
+ROBUSTNESS_COLUMNS: List[str] = [
+    "variant",
+    "base_task",
+    "metric",
+    "perturbation",
+    "severity",
+    "severity_unit",
+    "clean",
+    "perturbed_mean",
+    "perturbed_std",
+    "drop_mean",
+    "drop_std",
+    "drop_pct_mean",
+    "n_seeds",
+    "cells_dropped",
+]
 
 
 def severity_unit(perturbation: str) -> str:
@@ -39,8 +54,9 @@ def severity_unit(perturbation: str) -> str:
     if p.startswith("patchshuffle"):
         return "tiles per side"
     return ""
-AVERAGE_COLUMNS: List[str] = ["variant", "perturbation", "severity", "avg_drop_pct", "n_benchmarks",
-                              "benchmarks"]
+
+
+AVERAGE_COLUMNS: List[str] = ["variant", "perturbation", "severity", "avg_drop_pct", "n_benchmarks", "benchmarks"]
 
 
 def _std(x: np.ndarray) -> float:
@@ -56,8 +72,10 @@ def robustness_table(table: pd.DataFrame) -> pd.DataFrame:
     clean = valid[is_clean(valid)]
     pert = valid[~is_clean(valid)]
     if pert.empty:
-        raise ValueError("the results table has no perturbed runs (rows whose task metadata names an lmms_ac "
-                         "perturbation); run the robustness tasks first")
+        raise ValueError(
+            "the results table has no perturbed runs (rows whose task metadata names an lmms_ac "
+            "perturbation); run the robustness tasks first"
+        )
     clean_score = clean.groupby(["variant", "task", "metric"])["value"].mean()
     factors = {m: percent_factor(g["value"], m) for m, g in valid.groupby("metric")}
     rows, missing = [], set()
@@ -69,11 +87,24 @@ def robustness_table(table: pd.DataFrame) -> pd.DataFrame:
         # one value per seed (unseeded runs form one group)
         per_seed = g.groupby(g["seed"].astype("float").fillna(-1.0))["value"].mean().to_numpy()
         drops = ref - per_seed
-        rows.append({"variant": variant, "base_task": base, "metric": metric, "perturbation": p, "severity": sev,
-                     "severity_unit": severity_unit(p), "clean": ref, "perturbed_mean": per_seed.mean(), "perturbed_std": _std(per_seed),
-                     "drop_mean": drops.mean(), "drop_std": _std(drops),
-                     "drop_pct_mean": drops.mean() * factors[metric], "n_seeds": len(per_seed),
-                     "cells_dropped": float(cells.get((variant, base, p, sev), np.nan))})
+        rows.append(
+            {
+                "variant": variant,
+                "base_task": base,
+                "metric": metric,
+                "perturbation": p,
+                "severity": sev,
+                "severity_unit": severity_unit(p),
+                "clean": ref,
+                "perturbed_mean": per_seed.mean(),
+                "perturbed_std": _std(per_seed),
+                "drop_mean": drops.mean(),
+                "drop_std": _std(drops),
+                "drop_pct_mean": drops.mean() * factors[metric],
+                "n_seeds": len(per_seed),
+                "cells_dropped": float(cells.get((variant, base, p, sev), np.nan)),
+            }
+        )
     for variant, base, metric in sorted(missing):
         logger.warning(f"no clean score of {variant} on {base} ({metric}); its drops are NaN (run the clean task)")
     return pd.DataFrame(rows, columns=ROBUSTNESS_COLUMNS)
@@ -89,8 +120,9 @@ def primary_rows(detail: pd.DataFrame, metrics: Optional[Mapping[str, str]] = No
             m = resolve_metric(view, base, metrics.get(base))
         except ValueError:
             m = sorted(g["metric"].unique())[0]
-            logger.warning(f"{base}: several metrics and no primary one known; averaging {m} "
-                           f"(choose with --metric {base}=METRIC)")
+            logger.warning(
+                f"{base}: several metrics and no primary one known; averaging {m} (choose with --metric {base}=METRIC)"
+            )
         keep.append(g[g["metric"] == m])
     return pd.concat(keep) if keep else detail.iloc[0:0]
 
@@ -103,7 +135,14 @@ def average_drop(detail: pd.DataFrame, metrics: Optional[Mapping[str, str]] = No
     rows = []
     for (variant, p, sev), g in prim.groupby(["variant", "perturbation", "severity"], sort=True):
         ok = g[g["drop_pct_mean"].notna()]
-        rows.append({"variant": variant, "perturbation": p, "severity": sev,
-                     "avg_drop_pct": ok["drop_pct_mean"].mean() if len(ok) else np.nan,
-                     "n_benchmarks": len(ok), "benchmarks": ",".join(sorted(ok["base_task"]))})
+        rows.append(
+            {
+                "variant": variant,
+                "perturbation": p,
+                "severity": sev,
+                "avg_drop_pct": ok["drop_pct_mean"].mean() if len(ok) else np.nan,
+                "n_benchmarks": len(ok),
+                "benchmarks": ",".join(sorted(ok["base_task"])),
+            }
+        )
     return pd.DataFrame(rows, columns=AVERAGE_COLUMNS)

@@ -9,6 +9,7 @@ reads it like any task metadata (called by the plugin's ``evaluate`` hook, see `
   (``perturbation_metadata``, the same block a generated task carries) is written into the task's
   ``configs[task].metadata``, so collect never re-parses the model-argument string for these runs.
 """
+
 from __future__ import annotations
 
 from typing import Any, Dict, Mapping, Optional, Tuple

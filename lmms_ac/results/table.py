@@ -12,6 +12,7 @@ One row per (variant, task, metric[, perturbation, severity, seed]) with columns
 - ``lmms_eval_version``, ``config_hash`` (of model, model_args, limit, gen_kwargs and the task
   config), ``time`` (ISO timestamp of the run), ``source`` (the results file).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -20,8 +21,22 @@ from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Uni
 import numpy as np
 import pandas as pd
 
-TABLE_COLUMNS: List[str] = ["variant", "task", "metric", "value", "stderr", "n", "perturbation", "severity",
-                            "seed", "base_task", "lmms_eval_version", "config_hash", "time", "source"]
+TABLE_COLUMNS: List[str] = [
+    "variant",
+    "task",
+    "metric",
+    "value",
+    "stderr",
+    "n",
+    "perturbation",
+    "severity",
+    "seed",
+    "base_task",
+    "lmms_eval_version",
+    "config_hash",
+    "time",
+    "source",
+]
 CLEAN = "none"
 # PatchDrop: mean fraction of grid cells actually removed, reported by lmms_ac_llava per perturbed task
 CELLS_DROPPED_METRIC = "cells_dropped"
@@ -38,8 +53,18 @@ def empty_table() -> pd.DataFrame:
 
 def _coerce(df: pd.DataFrame) -> pd.DataFrame:
     df = df.copy()
-    for c in ("variant", "task", "metric", "perturbation", "severity", "base_task", "lmms_eval_version",
-              "config_hash", "time", "source"):
+    for c in (
+        "variant",
+        "task",
+        "metric",
+        "perturbation",
+        "severity",
+        "base_task",
+        "lmms_eval_version",
+        "config_hash",
+        "time",
+        "source",
+    ):
         df[c] = df[c].astype(object).where(df[c].notna(), "").astype(str)
     df["perturbation"] = df["perturbation"].replace("", CLEAN)
     df["base_task"] = df["base_task"].where(df["base_task"] != "", df["task"])
@@ -54,21 +79,33 @@ def validate_table(df: pd.DataFrame, source: str = "table") -> pd.DataFrame:
     """Check the columns of a tidy table and coerce dtypes; raise ValueError naming what is missing."""
     missing = [c for c in TABLE_COLUMNS if c not in df.columns]
     if missing:
-        raise ValueError(f"{source} is not an lmms-ac results table: missing column(s) {', '.join(missing)}; "
-                         f"create it with `lmms-ac collect RESULTS... --out table.csv`.")
+        raise ValueError(
+            f"{source} is not an lmms-ac results table: missing column(s) {', '.join(missing)}; "
+            f"create it with `lmms-ac collect RESULTS... --out table.csv`."
+        )
     return _coerce(df)
 
 
 #: how to repair a damaged table (appended to every validation message)
-TABLE_REPAIR = ("Fix or delete that row in a copy of the file, or rebuild the table from the lmms-eval results "
-                "with `lmms-ac collect RESULTS... --out table.csv`; the file was not changed.")
+TABLE_REPAIR = (
+    "Fix or delete that row in a copy of the file, or rebuild the table from the lmms-eval results "
+    "with `lmms-ac collect RESULTS... --out table.csv`; the file was not changed."
+)
 
 
 def _table_validators() -> Dict[str, Callable[[str], None]]:
     from lmms_ac import strict_csv as S
 
-    return {"variant": S.nonempty, "task": S.nonempty, "metric": S.nonempty, "value": S.optional_number,
-            "stderr": S.optional_number, "n": S.optional_int, "seed": S.optional_int, "config_hash": S.nonempty}
+    return {
+        "variant": S.nonempty,
+        "task": S.nonempty,
+        "metric": S.nonempty,
+        "value": S.optional_number,
+        "stderr": S.optional_number,
+        "n": S.optional_int,
+        "seed": S.optional_int,
+        "config_hash": S.nonempty,
+    }
 
 
 def read_table(path: Union[str, Path]) -> pd.DataFrame:
@@ -81,8 +118,9 @@ def read_table(path: Union[str, Path]) -> pd.DataFrame:
         raise FileNotFoundError(f"results table {path} does not exist; create it with `lmms-ac collect`")
     if path.is_dir():
         raise ValueError(f"results table {path} is a directory; give the CSV written by `lmms-ac collect --out`")
-    records = read_records(path, required=TABLE_COLUMNS, kind="lmms-ac results table", repair=TABLE_REPAIR,
-                           validators=_table_validators())
+    records = read_records(
+        path, required=TABLE_COLUMNS, kind="lmms-ac results table", repair=TABLE_REPAIR, validators=_table_validators()
+    )
     df = pd.DataFrame(records.rows, columns=records.columns, dtype=object)
     df = df.replace({"": np.nan})
     table = validate_table(df, str(path))
@@ -118,8 +156,9 @@ def resolve_metric(df: pd.DataFrame, task: str, metric: Optional[str] = None) ->
     primary = primary_metric(task)
     if primary in metrics:
         return primary
-    raise ValueError(f"task {task!r} reports several metrics ({', '.join(metrics)}); choose one with "
-                     f"--metric {task}={metrics[0]}")
+    raise ValueError(
+        f"task {task!r} reports several metrics ({', '.join(metrics)}); choose one with --metric {task}={metrics[0]}"
+    )
 
 
 def _benchmark_source(clean: pd.DataFrame, bench: str, metric: Optional[str]) -> Tuple[str, str]:
@@ -136,8 +175,9 @@ def _benchmark_source(clean: pd.DataFrame, bench: str, metric: Optional[str]) ->
     raise UnknownEntryError("benchmark", bench, sorted(tasks))
 
 
-def clean_scores(table: pd.DataFrame, benchmarks: Optional[Sequence[str]] = None,
-                 metrics: Optional[Mapping[str, str]] = None) -> pd.DataFrame:
+def clean_scores(
+    table: pd.DataFrame, benchmarks: Optional[Sequence[str]] = None, metrics: Optional[Mapping[str, str]] = None
+) -> pd.DataFrame:
     """Variant x benchmark frame of clean scores (mean over seeds if a clean run was seeded).
 
     ``benchmarks`` defaults to every clean task; a law benchmark name (e.g. ``seed_image``) is

@@ -16,6 +16,7 @@ the law paper's release). As published it is computed per benchmark, on 100 seed
 benchmark's own data (``lmms_ac.scores.benchmark_images``), one score ``A_embed_<benchmark>`` each
 (the columns of the bundled law-v1 data); on LLaVA-558K images it is reported as ``A_embed``.
 """
+
 from __future__ import annotations
 
 import json
@@ -44,7 +45,9 @@ def read_llava_pretrain(annotations: str, image_root: str) -> List[CaptionPair]:
     = [{from: human, value: '<image>\\n...'}, {from: gpt, value: caption}]."""
     path = Path(annotations)
     if not path.is_file():
-        raise FileNotFoundError(f"caption file {annotations} not found; pass the LLaVA-558K json (blip_laion_cc_sbu_558k.json)")
+        raise FileNotFoundError(
+            f"caption file {annotations} not found; pass the LLaVA-558K json (blip_laion_cc_sbu_558k.json)"
+        )
     with open(path) as fh:
         records = json.load(fh)
     if not isinstance(records, list) or not records:
@@ -56,7 +59,10 @@ def read_llava_pretrain(annotations: str, image_root: str) -> List[CaptionPair]:
             caption = next(t["value"] for t in turns if t.get("from") == "gpt")
             pairs.append(CaptionPair(str(rec.get("id", i)), Path(image_root) / rec["image"], caption.strip()))
         except (KeyError, StopIteration, TypeError) as err:
-            raise ValueError(f"{annotations} record {i} is not in the LLaVA-558K format (id, image, conversations with a gpt turn): {err}") from err
+            raise ValueError(
+                f"{annotations} record {i} is not in the LLaVA-558K format (id, image, conversations with a gpt turn): "
+                f"{err}"
+            ) from err
     return pairs
 
 
@@ -69,21 +75,24 @@ def sample_pairs(pairs: Sequence[CaptionPair], n: int, seed: int) -> List[Captio
 
 def _open(path: Path) -> Image.Image:
     if not path.is_file():
-        raise FileNotFoundError(f"image {path} not found; --images must be the folder the json's 'image' paths are relative to")
+        raise FileNotFoundError(
+            f"image {path} not found; --images must be the folder the json's 'image' paths are relative to"
+        )
     with Image.open(path) as im:
         im.load()
         return im
 
 
-def caption_loglikelihood(vlm, pairs: Sequence[CaptionPair], batch_size: int = 8, show_progress: bool = True,
-                          score_separator: bool = False) -> Dict[str, float]:
+def caption_loglikelihood(
+    vlm, pairs: Sequence[CaptionPair], batch_size: int = 8, show_progress: bool = True, score_separator: bool = False
+) -> Dict[str, float]:
     """Per-pair mean caption-token log-likelihood (the A score is their mean); with ``score_separator``
     the plain template's trailing separator is scored too."""
     tail = PLAIN_SEPARATOR if score_separator else ""
     per_pair: Dict[str, float] = {}
     bar = tqdm(total=len(pairs), desc="A score", disable=not show_progress)
     for start in range(0, len(pairs), batch_size):
-        chunk = pairs[start:start + batch_size]
+        chunk = pairs[start : start + batch_size]
         images = [[_open(p.image_path)] for p in chunk]
         token_lps = vlm.token_logprobs([IMAGE_TOKEN] * len(chunk), [p.caption + tail for p in chunk], images)
         for pair, (lp, _) in zip(chunk, token_lps):
@@ -102,8 +111,15 @@ def a_embed_name(benchmark: Optional[str] = None) -> str:
     return f"A_embed_{benchmark}"
 
 
-def score_a_embed(vlm, references: Sequence, benchmark: Optional[str] = None, n: int = 100, seed: int = 0,
-                  batch_size: int = 8, images: Optional[Sequence[Image.Image]] = None) -> Dict[str, object]:
+def score_a_embed(
+    vlm,
+    references: Sequence,
+    benchmark: Optional[str] = None,
+    n: int = 100,
+    seed: int = 0,
+    batch_size: int = 8,
+    images: Optional[Sequence[Image.Image]] = None,
+) -> Dict[str, object]:
     """A_embed of ``vlm`` on ``n`` seeded images of lmms-eval task ``benchmark`` (or on ``images``):
     ``{"score": name, "value", "n"}``."""
     if images is None:
@@ -112,20 +128,25 @@ def score_a_embed(vlm, references: Sequence, benchmark: Optional[str] = None, n:
         from lmms_ac.scores.benchmark_images import benchmark_images
 
         images = benchmark_images(benchmark, n, seed)
-    return {"score": a_embed_name(benchmark), "value": embedding_alignment(vlm, references, list(images), batch_size),
-            "n": len(images)}
+    return {
+        "score": a_embed_name(benchmark),
+        "value": embedding_alignment(vlm, references, list(images), batch_size),
+        "n": len(images),
+    }
 
 
 @torch.no_grad()
 def embedding_alignment(vlm, references: Sequence, images: Sequence[Image.Image], batch_size: int = 8) -> float:
     """Mean over images and references of mean_token max_ref_token cos(candidate token, reference token)."""
     if not references:
-        raise ValueError("A_embed needs at least one reference model (the law paper uses CLIP@224 and CLIP@336 stage-1 models)")
+        raise ValueError(
+            "A_embed needs at least one reference model (the law paper uses CLIP@224 and CLIP@336 stage-1 models)"
+        )
     totals = []
     for ref in references:
         sims = []
         for start in range(0, len(images), batch_size):
-            chunk = list(images[start:start + batch_size])
+            chunk = list(images[start : start + batch_size])
             cand = vlm.encode_images(chunk)
             refs = ref.encode_images(chunk)
             for c, r in zip(cand, refs):
@@ -136,8 +157,15 @@ def embedding_alignment(vlm, references: Sequence, images: Sequence[Image.Image]
     return sum(totals) / len(totals)
 
 
-def score_a(vlm, annotations: str, image_root: str, n: int = 100, seed: int = 0, batch_size: int = 8,
-            score_separator: bool = False) -> Dict[str, object]:
+def score_a(
+    vlm,
+    annotations: str,
+    image_root: str,
+    n: int = 100,
+    seed: int = 0,
+    batch_size: int = 8,
+    score_separator: bool = False,
+) -> Dict[str, object]:
     """The paper's A score over ``n`` seeded LLaVA-558K pairs; returns value, n and per-pair values."""
     pairs = sample_pairs(read_llava_pretrain(annotations, image_root), n, seed)
     if len(pairs) < n:

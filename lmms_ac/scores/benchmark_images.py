@@ -8,6 +8,7 @@ used and docs without an image (text-only or video) are skipped until ``n`` imag
 dataset loads however lmms-eval loads it, which includes a local copy under ``$LMMS_AC_DATASETS``
 (``lmms-ac mirror``) on an offline machine. A tag (``seed_image``) resolves to its one task.
 """
+
 from __future__ import annotations
 
 import random
@@ -70,8 +71,10 @@ def load_task(name: str, include_path: Optional[Sequence[str]] = None) -> Any:
     loaded = load_task_or_group([name], manager)
     tasks = list(_leaves(loaded))
     if len(tasks) != 1:
-        raise ValueError(f"{name!r} names {len(tasks)} tasks ({', '.join(t.config.task for t in tasks[:5])}...); "
-                         f"choose one of them for A_embed")
+        raise ValueError(
+            f"{name!r} names {len(tasks)} tasks ({', '.join(t.config.task for t in tasks[:5])}...); "
+            f"choose one of them for A_embed"
+        )
     return tasks[0]
 
 
@@ -83,7 +86,8 @@ def _leaves(obj: Any) -> Iterable[Any]:
         yield obj
 
 
-def benchmark_images(name: str, n: int = 100, seed: int = 0, include_path: Optional[Sequence[str]] = None
-                     ) -> List[Image.Image]:
+def benchmark_images(
+    name: str, n: int = 100, seed: int = 0, include_path: Optional[Sequence[str]] = None
+) -> List[Image.Image]:
     """``n`` seeded images of benchmark task ``name`` (see the module doc)."""
     return images_from_task(load_task(name, include_path), n, seed)

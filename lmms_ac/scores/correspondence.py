@@ -15,6 +15,7 @@ than ``patch_size`` suggests (diffusion features): a cell is ``S / grid`` input 
 Each image is encoded once per run (batched; features are L2-normalised and cached per image while
 its category is scored), never once per pair.
 """
+
 from __future__ import annotations
 
 import math
@@ -325,8 +326,10 @@ def match_pairs(
             outcomes.append(PairOutcome(pair.name, pair.category, int(ok.sum()), k))
             start += k
     if mismatched:
-        logger.warning(f"{len(mismatched)} image(s) differ in size from their annotation's *_imsize "
-                       f"(e.g. {sorted(mismatched)[0]}); keypoints are read as pixels of the file on disk")
+        logger.warning(
+            f"{len(mismatched)} image(s) differ in size from their annotation's *_imsize "
+            f"(e.g. {sorted(mismatched)[0]}); keypoints are read as pixels of the file on disk"
+        )
     return outcomes
 
 
@@ -451,8 +454,13 @@ def score_c(
         raise ValueError(f"limit must be >= 1, got {limit}")
     pairs = load_pairs(dataset_root, split, limit=limit)
     return score_pairs(
-        representation, pairs, method=method, alpha=alpha, batch_size=batch_size,
-        num_workers=num_workers, progress=progress,
+        representation,
+        pairs,
+        method=method,
+        alpha=alpha,
+        batch_size=batch_size,
+        num_workers=num_workers,
+        progress=progress,
     )
 
 

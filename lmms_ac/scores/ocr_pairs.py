@@ -34,6 +34,7 @@ deterministic for a seed (source ``i`` and its targets use a generator seeded by
 a smaller ``n`` gives a prefix of a larger one) for a given Pillow/FreeType build and font files;
 the Pillow version and the fonts used are recorded.
 """
+
 from __future__ import annotations
 
 import io
@@ -96,8 +97,16 @@ class TextItem:
 
 
 # ----------------------------------------------------------------------------- styles
-_FONT_FILES = ("DejaVuSans.ttf", "DejaVuSans-Bold.ttf", "DejaVuSans-Oblique.ttf", "DejaVuSerif.ttf",
-               "DejaVuSerif-Italic.ttf", "DejaVuSerif-Bold.ttf", "DejaVuSansMono.ttf", "DejaVuSansMono-Bold.ttf")
+_FONT_FILES = (
+    "DejaVuSans.ttf",
+    "DejaVuSans-Bold.ttf",
+    "DejaVuSans-Oblique.ttf",
+    "DejaVuSerif.ttf",
+    "DejaVuSerif-Italic.ttf",
+    "DejaVuSerif-Bold.ttf",
+    "DejaVuSansMono.ttf",
+    "DejaVuSansMono-Bold.ttf",
+)
 
 
 def available_fonts() -> List[Tuple[str, Optional[str]]]:
@@ -131,8 +140,13 @@ class Style:
         return ImageFont.truetype(self.font_path, size)
 
     def to_json(self) -> Dict[str, Any]:
-        return {"font": self.font, "size": self.size, "canvas": list(self.canvas), "bg": list(self.bg),
-                "fg": list(self.fg)}
+        return {
+            "font": self.font,
+            "size": self.size,
+            "canvas": list(self.canvas),
+            "bg": list(self.bg),
+            "fg": list(self.fg),
+        }
 
 
 def _colours(rng: np.random.Generator) -> Tuple[tuple, tuple, tuple]:
@@ -196,8 +210,11 @@ def make_content(rng: np.random.Generator, kind: str) -> Dict[str, Any]:
         return {"items": _unique_numbers(rng, 36)}
     if kind == "table":
         n_rows, n_cols = int(rng.integers(3, 7)), int(rng.integers(3, 5))
-        return {"header": [w.capitalize() for w in rng.choice(_WORDS, size=n_cols, replace=False)],
-                "cells": _unique_numbers(rng, (n_rows - 1) * n_cols), "rows": n_rows}
+        return {
+            "header": [w.capitalize() for w in rng.choice(_WORDS, size=n_cols, replace=False)],
+            "cells": _unique_numbers(rng, (n_rows - 1) * n_cols),
+            "rows": n_rows,
+        }
     if kind == "chart":
         n_y, n_x = int(rng.integers(4, 7)), int(rng.integers(4, 8))
         step = int(rng.choice([5, 10, 20, 25, 50, 100]))
@@ -207,9 +224,12 @@ def make_content(rng: np.random.Generator, kind: str) -> Dict[str, Any]:
         else:
             first = int(rng.integers(1990, 2020))
             labels = [str(first + i) for i in range(n_x)]
-        return {"title": " ".join(rng.choice(_WORDS, 2, replace=False)).title(),
-                "yticks": [str(i * step) for i in range(n_y)], "xlabels": labels,
-                "values": [float(v) for v in rng.uniform(0.1, 0.95, n_x)]}
+        return {
+            "title": " ".join(rng.choice(_WORDS, 2, replace=False)).title(),
+            "yticks": [str(i * step) for i in range(n_y)],
+            "xlabels": labels,
+            "values": [float(v) for v in rng.uniform(0.1, 0.95, n_x)],
+        }
     raise ValueError(f"unknown OCR pair kind {kind!r}; choose from {', '.join(KINDS)}")
 
 
@@ -262,8 +282,9 @@ def _flow(draw, rng, style: Style, tokens: Sequence[str], chars: Dict[str, int])
     return items
 
 
-def _table(draw, rng, style: Style, header: Sequence[str], cells: Sequence[str], n_cols: int,
-           chars: Dict[str, int]) -> List[TextItem]:
+def _table(
+    draw, rng, style: Style, header: Sequence[str], cells: Sequence[str], n_cols: int, chars: Dict[str, int]
+) -> List[TextItem]:
     w, h = style.canvas
     n_rows = 1 + math.ceil(len(cells) / n_cols)
     x0, y0 = int(rng.integers(8, 30)), int(rng.integers(8, 30))
@@ -286,9 +307,19 @@ def _table(draw, rng, style: Style, header: Sequence[str], cells: Sequence[str],
     return items
 
 
-def _chart(draw, rng, style: Style, content: Dict[str, Any], order: Sequence[int], horizontal: bool,
-           invert: bool, far_axis: bool, title_top: bool, chars: Dict[str, int], cats_far: bool = False
-           ) -> List[TextItem]:
+def _chart(
+    draw,
+    rng,
+    style: Style,
+    content: Dict[str, Any],
+    order: Sequence[int],
+    horizontal: bool,
+    invert: bool,
+    far_axis: bool,
+    title_top: bool,
+    chars: Dict[str, int],
+    cats_far: bool = False,
+) -> List[TextItem]:
     """A line chart. ``horizontal``: categories down the side and values along the bottom (else
     categories along the bottom); ``invert``: values grow the other way; ``far_axis``: the value
     axis on the right (vertical) or top (horizontal); ``title_top``: title above or below;
@@ -306,8 +337,16 @@ def _chart(draw, rng, style: Style, content: Dict[str, Any], order: Sequence[int
     if far_axis and horizontal:
         top, bottom = top + 25, bottom
     title_y = top / 2 - (10 if far_axis and horizontal else 0) if title_top else h - tmargin / 2 - 5
-    items = [_put_centred(draw, ((left + right) / 2, max(tfont.size / 2 + 2, title_y)), content["title"], tfont,
-                          style.fg, chars[content["title"]])]
+    items = [
+        _put_centred(
+            draw,
+            ((left + right) / 2, max(tfont.size / 2 + 2, title_y)),
+            content["title"],
+            tfont,
+            style.fg,
+            chars[content["title"]],
+        )
+    ]
     draw.rectangle([left, top, right, bottom], outline=style.fg, width=1)
     ticks = content["yticks"]
     fr = [i / (len(ticks) - 1) for i in range(len(ticks))]
@@ -326,8 +365,10 @@ def _chart(draw, rng, style: Style, content: Dict[str, Any], order: Sequence[int
         cy = top + 6 + font.size / 2 if cats_far else bottom + 6 + font.size / 2
         for c, lab in zip(cats, labels):
             items.append(_put_centred(draw, (left + c * (right - left), cy), lab, font, style.fg, chars[lab]))
-        pts = [(left + c * (right - left), bottom - ((1 - v) if invert else v) * (bottom - top))
-               for c, v in zip(cats, values)]
+        pts = [
+            (left + c * (right - left), bottom - ((1 - v) if invert else v) * (bottom - top))
+            for c, v in zip(cats, values)
+        ]
     else:
         ay = top if far_axis else bottom
         for lab, f in zip(ticks, fr):
@@ -338,14 +379,16 @@ def _chart(draw, rng, style: Style, content: Dict[str, Any], order: Sequence[int
             tw = draw.textlength(lab, font=font)
             cx = right - 6 - tw / 2 if cats_far else left - 6 - tw / 2
             items.append(_put_centred(draw, (cx, top + c * (bottom - top)), lab, font, style.fg, chars[lab]))
-        pts = [(left + ((1 - v) if invert else v) * (right - left), top + c * (bottom - top))
-               for c, v in zip(cats, values)]
+        pts = [
+            (left + ((1 - v) if invert else v) * (right - left), top + c * (bottom - top)) for c, v in zip(cats, values)
+        ]
     draw.line(pts, fill=style.accent, width=2)
     return items
 
 
-def render(rng: np.random.Generator, kind: str, content: Dict[str, Any], style: Style, chars: Dict[str, int],
-           shuffle: bool) -> Tuple[Image.Image, List[TextItem], Dict[str, Any]]:
+def render(
+    rng: np.random.Generator, kind: str, content: Dict[str, Any], style: Style, chars: Dict[str, int], shuffle: bool
+) -> Tuple[Image.Image, List[TextItem], Dict[str, Any]]:
     """One rendering of ``content``: (image, drawn items, layout description). ``shuffle`` draws a new
     arrangement (order of items, table shape, chart axis side...); else the canonical one."""
     image = Image.new("RGB", style.canvas, style.bg)
@@ -369,8 +412,14 @@ def render(rng: np.random.Generator, kind: str, content: Dict[str, Any], style: 
         order = list(rng.permutation(n)) if shuffle else list(range(n))
         flags = [bool(rng.random() < 0.5) for _ in range(5)] if shuffle else [False, False, False, True, False]
         horizontal, invert, far_axis, title_top, cats_far = flags
-        layout.update(order=[int(i) for i in order], horizontal=horizontal, inverted=invert, far_axis=far_axis,
-                      title="top" if title_top else "bottom", categories="far" if cats_far else "near")
+        layout.update(
+            order=[int(i) for i in order],
+            horizontal=horizontal,
+            inverted=invert,
+            far_axis=far_axis,
+            title="top" if title_top else "bottom",
+            categories="far" if cats_far else "near",
+        )
         items = _chart(draw, rng, style, content, order, horizontal, invert, far_axis, title_top, chars, cats_far)
     return image, items, layout
 
@@ -402,7 +451,9 @@ def warp_image(image: Image.Image, matrix: np.ndarray, fill: tuple) -> Image.Ima
     """Draw ``image`` under the forward affine ``matrix`` on a canvas of the same size (Pillow
     samples at pixel centres, so continuous coordinates map exactly by ``matrix``)."""
     inv = np.linalg.inv(matrix)
-    return image.transform(image.size, Image.AFFINE, data=tuple(inv[:2].ravel()), resample=Image.BICUBIC, fillcolor=fill)
+    return image.transform(
+        image.size, Image.AFFINE, data=tuple(inv[:2].ravel()), resample=Image.BICUBIC, fillcolor=fill
+    )
 
 
 def _union_box(items: Sequence[TextItem], pad: float = 4.0) -> Tuple[float, float, float, float]:
@@ -465,29 +516,39 @@ def make_ocr_pairs(
             trg_name = f"{kind}_{cfg.seed}_{i:05d}_t{j}.jpg"
             atomic_write_bytes(folder / trg_name, _jpeg(trg_image))
             pair_id += 1
-            write_pair(root, split, {
-                "pair_id": pair_id,
-                "src_imname": src_name,
-                "trg_imname": trg_name,
-                "src_imsize": [*src_style.canvas, 3],
-                "trg_imsize": [*trg_style.canvas, 3],
-                "src_bndbox": _clip_box(_union_box(src_items), src_style.canvas),
-                "trg_bndbox": _clip_box(_union_box(trg_items), trg_style.canvas),
-                "category": kind,
-                "src_kps": keypoints_to_json([src_by_text[it.text].point for it in common]),
-                "trg_kps": keypoints_to_json([it.point for it in common]),
-                "kps_ids": [str(k) for k in range(len(common))],
-                "kps_text": [it.text for it in common],
-                "kps_char": [chars[it.text] for it in common],
-                "src_style": src_style.to_json(),
-                "trg_style": trg_style.to_json(),
-                "src_layout": src_layout,
-                "trg_layout": layout,
-            })
+            write_pair(
+                root,
+                split,
+                {
+                    "pair_id": pair_id,
+                    "src_imname": src_name,
+                    "trg_imname": trg_name,
+                    "src_imsize": [*src_style.canvas, 3],
+                    "trg_imsize": [*trg_style.canvas, 3],
+                    "src_bndbox": _clip_box(_union_box(src_items), src_style.canvas),
+                    "trg_bndbox": _clip_box(_union_box(trg_items), trg_style.canvas),
+                    "category": kind,
+                    "src_kps": keypoints_to_json([src_by_text[it.text].point for it in common]),
+                    "trg_kps": keypoints_to_json([it.point for it in common]),
+                    "kps_ids": [str(k) for k in range(len(common))],
+                    "kps_text": [it.text for it in common],
+                    "kps_char": [chars[it.text] for it in common],
+                    "src_style": src_style.to_json(),
+                    "trg_style": trg_style.to_json(),
+                    "src_layout": src_layout,
+                    "trg_layout": layout,
+                },
+            )
     import PIL
 
-    meta = {"config": cfg.to_config(), "pairs": pair_id, "split": split, "pillow": PIL.__version__,
-            "fonts": sorted(used_fonts), "provenance": provenance(cfg.to_config(), seed=cfg.seed)}
+    meta = {
+        "config": cfg.to_config(),
+        "pairs": pair_id,
+        "split": split,
+        "pillow": PIL.__version__,
+        "fonts": sorted(used_fonts),
+        "provenance": provenance(cfg.to_config(), seed=cfg.seed),
+    }
     atomic_write_text(root / "ocr_pairs.json", json.dumps(meta, indent=1, default=str), overwrite=True)
     logger.info(f"wrote {pair_id} OCR pairs ({n_sources} source images) to {root}")
     return root
@@ -525,7 +586,7 @@ def baselines(pairs: Sequence[Any], alpha: float = 0.1, samples: int = 64) -> Di
 
 
 def baseline_summary(details: Any) -> Optional[str]:
-    """"chance X, same position Y" from a score row's details (a dict or its JSON text), or None."""
+    """ "chance X, same position Y" from a score row's details (a dict or its JSON text), or None."""
     if isinstance(details, str):
         try:
             details = json.loads(details)
@@ -556,9 +617,12 @@ def score_c_ocr(
 
     with tempfile.TemporaryDirectory(prefix="lmms_ac_ocr_", dir=workdir) as tmp:
         make_ocr_pairs(tmp, n=n, seed=seed, config=config)
-        result = score_c(representation, tmp, "test", method=method, alpha=alpha, batch_size=batch_size,
-                         progress=progress)
+        result = score_c(
+            representation, tmp, "test", method=method, alpha=alpha, batch_size=batch_size, progress=progress
+        )
         result.baselines = baselines(load_pairs(tmp, "test"), alpha)
-    logger.info(f"C_ocr = {result.overall:.2f}% (chance {result.baselines['chance']:.2f}%, same position "
-                f"{result.baselines['same_position']:.2f}%)")
+    logger.info(
+        f"C_ocr = {result.overall:.2f}% (chance {result.baselines['chance']:.2f}%, same position "
+        f"{result.baselines['same_position']:.2f}%)"
+    )
     return result

@@ -12,6 +12,7 @@ of ``[x, y]`` in original image pixels, index-matched), ``src_bndbox``/``trg_bnd
 in ``extra``. The released pair files list only keypoints annotated in both images, but processed
 copies pad with ``-1`` or ``null``: such points are marked invisible (``NaN``) here and never count.
 """
+
 from __future__ import annotations
 
 import difflib
@@ -124,8 +125,9 @@ def pair_files(root: PathLike, split: str = "test") -> List[Path]:
     split = normalize_split(split)
     ann_dir = root / "PairAnnotation" / split
     if not (root / "JPEGImages").is_dir():
-        raise FileNotFoundError(f"{root}: no JPEGImages/ folder; expected the SPair-71k layout "
-                                "(JPEGImages/, PairAnnotation/)")
+        raise FileNotFoundError(
+            f"{root}: no JPEGImages/ folder; expected the SPair-71k layout (JPEGImages/, PairAnnotation/)"
+        )
     if not ann_dir.is_dir():
         raise FileNotFoundError(f"{ann_dir} does not exist; expected SPair-71k pair annotations for split {split!r}")
     files = sorted(ann_dir.glob("*.json"))

@@ -5,6 +5,7 @@ is meant to reuse it unchanged): it hashes the configuration, skips (and logs) w
 file, otherwise computes, then appends the row by read + append + atomic rewrite under a lock, so
 earlier rows are never lost. Columns: ``SCORE_COLUMNS``; ``provenance`` and ``details`` hold JSON.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -23,8 +24,17 @@ from loguru import logger
 from lmms_ac.io import PathLike, atomic_write_text, check_writable, config_hash, exit_on_terminate, provenance
 
 SCORE_COLUMNS = [
-    "variant", "vision", "score", "value", "n", "method", "split",
-    "config_hash", "time", "provenance", "details",
+    "variant",
+    "vision",
+    "score",
+    "value",
+    "n",
+    "method",
+    "split",
+    "config_hash",
+    "time",
+    "provenance",
+    "details",
 ]
 #: the columns a file must have to be read as a scores CSV (others, e.g. foreign columns, are kept)
 REQUIRED_COLUMNS = ["variant", "score", "value", "config_hash"]
@@ -40,15 +50,24 @@ class ScoreValue:
 
 
 #: how to repair a damaged store (appended to every validation message)
-STORE_REPAIR = ("Fix or delete that row in the file (keep a copy first), then rerun: the row is recomputed if "
-                "needed. Nothing was written.")
+STORE_REPAIR = (
+    "Fix or delete that row in the file (keep a copy first), then rerun: the row is recomputed if "
+    "needed. Nothing was written."
+)
 
 
 def _validators() -> Dict[str, Callable[[str], None]]:
     from lmms_ac import strict_csv as S
 
-    return {"variant": S.nonempty, "score": S.nonempty, "value": S.number, "n": S.optional_int,
-            "config_hash": S.nonempty, "provenance": S.optional_json, "details": S.optional_json}
+    return {
+        "variant": S.nonempty,
+        "score": S.nonempty,
+        "value": S.number,
+        "n": S.optional_int,
+        "config_hash": S.nonempty,
+        "provenance": S.optional_json,
+        "details": S.optional_json,
+    }
 
 
 def read_scores(path: PathLike) -> List[Dict[str, str]]:
@@ -63,8 +82,9 @@ def read_scores(path: PathLike) -> List[Dict[str, str]]:
         return []
     if path.is_dir():
         raise ValueError(f"scores file {path} is a directory; give a CSV file path (e.g. {path / 'scores.csv'})")
-    records = read_records(path, required=REQUIRED_COLUMNS, kind="scores CSV", repair=STORE_REPAIR,
-                           validators=_validators())
+    records = read_records(
+        path, required=REQUIRED_COLUMNS, kind="scores CSV", repair=STORE_REPAIR, validators=_validators()
+    )
     return records.rows
 
 
@@ -80,8 +100,14 @@ def read_scores_frame(path: PathLike):
     with open(path, newline="", encoding="utf-8-sig", errors="replace") as fh:
         header = next(csv.reader([fh.readline()]), [])
     if all(c in header for c in REQUIRED_COLUMNS):
-        return read_frame(path, kind="scores CSV", repair=STORE_REPAIR, required=REQUIRED_COLUMNS,
-                          validators=_validators(), final_newline=True)
+        return read_frame(
+            path,
+            kind="scores CSV",
+            repair=STORE_REPAIR,
+            required=REQUIRED_COLUMNS,
+            validators=_validators(),
+            final_newline=True,
+        )
     return read_frame(path, kind="A/C scores CSV", repair="Fix that row and rerun.")
 
 
@@ -149,8 +175,10 @@ def claim_row(path: PathLike, variant: str, score: str, chash: str) -> Iterator[
     try:
         fh.seek(0)
         fh.truncate()
-        fh.write(f"pid {os.getpid()} on {socket.gethostname()} since "
-                 f"{datetime.now(timezone.utc).isoformat(timespec='seconds')}")
+        fh.write(
+            f"pid {os.getpid()} on {socket.gethostname()} since "
+            f"{datetime.now(timezone.utc).isoformat(timespec='seconds')}"
+        )
         fh.flush()
         yield None
     finally:
@@ -170,14 +198,18 @@ def append_score(path: PathLike, row: Mapping[str, Any], *, replace: bool = Fals
     ``SCORE_COLUMNS`` are kept. With ``replace``, rows with the same (variant, score, config_hash)
     are dropped first; without it such a row already present is an error."""
     path = Path(path)
-    row = {k: (json.dumps(v, sort_keys=True, default=str) if isinstance(v, (dict, list)) else v) for k, v in row.items()}
+    row = {
+        k: (json.dumps(v, sort_keys=True, default=str) if isinstance(v, (dict, list)) else v) for k, v in row.items()
+    }
     key = (row.get("variant"), row.get("score"), row.get("config_hash"))
     with _locked(path):
         rows = read_scores(path)
         same = [r for r in rows if (r["variant"], r["score"], r["config_hash"]) == key]
         if same and not replace:
-            raise FileExistsError(f"{path} already holds {key[1]} for variant {key[0]!r} (config {key[2]}); "
-                                  "pass replace/--force to recompute")
+            raise FileExistsError(
+                f"{path} already holds {key[1]} for variant {key[0]!r} (config {key[2]}); "
+                "pass replace/--force to recompute"
+            )
         rows = [r for r in rows if (r["variant"], r["score"], r["config_hash"]) != key] + [row]
         columns = SCORE_COLUMNS + [c for r in rows for c in r if c not in SCORE_COLUMNS]
         columns = list(dict.fromkeys(columns))
@@ -213,8 +245,9 @@ def record_score(
     def done() -> Optional[Dict[str, Any]]:
         existing = None if force else find_score(out, variant, score, chash)
         if existing is not None:
-            logger.info(f"{score} of variant {variant!r} already in {out} "
-                        f"(config {chash}, value {existing['value']}); skipping")
+            logger.info(
+                f"{score} of variant {variant!r} already in {out} (config {chash}, value {existing['value']}); skipping"
+            )
             return {**existing, "skipped": True}
         return None
 
@@ -223,10 +256,19 @@ def record_score(
         return skipped
     with claim_row(out, variant, score, chash) as holder:
         if holder is not None:
-            logger.warning(f"{score} of variant {variant!r} (config {chash}) is being computed by {holder} into {out}; "
-                           "skipping it here (rerun when that run ends to see the value)")
-            return {"variant": variant, "vision": vision, "score": score, "value": "", "config_hash": chash,
-                    "skipped": True, "in_progress": holder}
+            logger.warning(
+                f"{score} of variant {variant!r} (config {chash}) is being computed by {holder} into {out}; "
+                "skipping it here (rerun when that run ends to see the value)"
+            )
+            return {
+                "variant": variant,
+                "vision": vision,
+                "score": score,
+                "value": "",
+                "config_hash": chash,
+                "skipped": True,
+                "in_progress": holder,
+            }
         skipped = done()  # a concurrent run may have finished it between our check and our claim
         if skipped is not None:
             return skipped
@@ -248,8 +290,10 @@ def record_score(
         try:
             append_score(out, row, replace=force)
         except OSError as err:  # disk full, permissions changed meanwhile: keep the hours of work visible
-            raise ValueError(f"could not write {out} ({err.strerror or err}); the computed {score} of variant {variant!r} "
-                             f"is {row['value']} (n={row['n']}, config {chash}): free space or fix permissions and rerun "
-                             "(the row is recomputed), or add it by hand") from err
+            raise ValueError(
+                f"could not write {out} ({err.strerror or err}); the computed {score} of variant {variant!r} "
+                f"is {row['value']} (n={row['n']}, config {chash}): free space or fix permissions and rerun "
+                "(the row is recomputed), or add it by hand"
+            ) from err
         logger.info(f"{score} of variant {variant!r} = {float(result.value):.4f} (n={result.n}) appended to {out}")
         return {**row, "skipped": False}

@@ -5,6 +5,7 @@
 ``lmms_ac.study.slurm`` (submitit job arrays). Both call ``lmms_ac.study.worker.run_job`` on each
 job folder, so what counts as done is the same everywhere.
 """
+
 from __future__ import annotations
 
 import os
@@ -57,7 +58,7 @@ def gpu_slots(ex: ExecutorSpec) -> List[Optional[Dict[str, str]]]:
     k = ex.gpus_per_job
     if k > len(gpus):
         raise ValueError(f"executor.gpus_per_job is {k} but only {len(gpus)} GPU(s) are visible")
-    return [{"CUDA_VISIBLE_DEVICES": ",".join(gpus[i:i + k])} for i in range(0, len(gpus) - k + 1, k)]
+    return [{"CUDA_VISIBLE_DEVICES": ",".join(gpus[i : i + k])} for i in range(0, len(gpus) - k + 1, k)]
 
 
 def describe(job_dir: Path) -> str:
@@ -81,8 +82,9 @@ def log_tail(path: Path, lines: int = 15) -> str:
     return f"      --- last lines of {path} ---\n" + "\n".join("      " + ln for ln in tail)
 
 
-def run_local(job_dirs: Sequence[Path], ex: ExecutorSpec, runner: Optional[Runner] = None,
-              printer: Printer = print) -> Dict[str, Dict]:
+def run_local(
+    job_dirs: Sequence[Path], ex: ExecutorSpec, runner: Optional[Runner] = None, printer: Printer = print
+) -> Dict[str, Dict]:
     """Run every job, retrying failures while attempts remain; returns job_id -> last outcome."""
     from lmms_ac.study.worker import run_job
 
@@ -115,8 +117,10 @@ def run_local(job_dirs: Sequence[Path], ex: ExecutorSpec, runner: Optional[Runne
                 if res["ok"]:
                     printer(f"      {d.name} done")
                 else:
-                    printer(f"      {d.name} FAILED (attempt {res['attempt']}/{ex.max_attempts}, exit "
-                            f"{res['exit_code']}): {res['last_line']}" + ("; retrying" if retry else ""))
+                    printer(
+                        f"      {d.name} FAILED (attempt {res['attempt']}/{ex.max_attempts}, exit "
+                        f"{res['exit_code']}): {res['last_line']}" + ("; retrying" if retry else "")
+                    )
                 if not retry:
                     results[res["job_id"]] = res
                     if not res["ok"]:

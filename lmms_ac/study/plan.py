@@ -11,6 +11,7 @@ model (or chunks of ``lmms_eval.tasks_per_job``), the A score of one stage-1 che
 C_ocr scores of one representation. Its id hashes its units' ids, so the same pending work gets the
 same job id on every run (and its attempt count and logs carry over).
 """
+
 from __future__ import annotations
 
 import re
@@ -49,9 +50,16 @@ class Job:
     gpus: int = 1
 
     def to_dict(self, job_dir: Path) -> Dict[str, Any]:
-        return {"job_id": self.job_id, "kind": self.kind, "entry": self.entry, "argv": self.argv, "env": self.env,
-                "gpus": self.gpus, "job_dir": str(job_dir),
-                "units": [u.__dict__ for u in self.units]}
+        return {
+            "job_id": self.job_id,
+            "kind": self.kind,
+            "entry": self.entry,
+            "argv": self.argv,
+            "env": self.env,
+            "gpus": self.gpus,
+            "job_dir": str(job_dir),
+            "units": [u.__dict__ for u in self.units],
+        }
 
 
 @dataclass
@@ -90,7 +98,9 @@ def expand_probes(study: Study) -> Tuple[Dict[str, List[Tuple[str, str]]], List[
 
     specs = T.task_specs(None, [T.VARIANTS.get(n) for n in T.VARIANTS.names()])
     bases = {s.base for s in specs}
-    forms = sorted({s.perturbation.with_seed(0).to_string() for s in specs} | {T.VARIANTS.get(n).probe for n in T.VARIANTS.names()})
+    forms = sorted(
+        {s.perturbation.with_seed(0).to_string() for s in specs} | {T.VARIANTS.get(n).probe for n in T.VARIANTS.names()}
+    )
     tags = sorted({t for s in specs for t in s.tags})
     by_bench: Dict[str, List[Tuple[str, str]]] = {}
     families: List[str] = []
@@ -100,23 +110,32 @@ def expand_probes(study: Study) -> Tuple[Dict[str, List[Tuple[str, str]]], List[
         benches = p.benchmarks or study.benchmarks
         uncovered = [b for b in benches if b not in bases]
         if uncovered and p.benchmarks:
-            errors.append(f"probes[{i}].benchmarks: the catalogue has no robustness variants of {', '.join(uncovered)} "
-                          f"(benchmarks with variants: {', '.join(sorted(bases))})")
+            errors.append(
+                f"probes[{i}].benchmarks: the catalogue has no robustness variants of {', '.join(uncovered)} "
+                f"(benchmarks with variants: {', '.join(sorted(bases))})"
+            )
         elif uncovered:
             notes.append(f"probes[{i}] skips {', '.join(uncovered)} (no robustness variants in the catalogue)")
         if p.perturbation:
             want = p.perturbation
-            chosen = [s for s in specs if s.perturbation.with_seed(0).to_string() == want
-                      or (T.VARIANTS.get(s.family).probe == want)]
+            chosen = [
+                s
+                for s in specs
+                if s.perturbation.with_seed(0).to_string() == want or (T.VARIANTS.get(s.family).probe == want)
+            ]
             if not chosen:
-                errors.append(f"probes[{i}].perturbation: unknown {want!r}{did_you_mean(want, forms)} "
-                              "(`lmms-ac tasks --benchmark mme` lists the forms)")
+                errors.append(
+                    f"probes[{i}].perturbation: unknown {want!r}{did_you_mean(want, forms)} "
+                    "(`lmms-ac tasks --benchmark mme` lists the forms)"
+                )
                 continue
         else:
             chosen = [s for s in specs if p.tag in s.tags]
             if not chosen:
-                errors.append(f"probes[{i}].tag: no generated task has the tag {p.tag!r}{did_you_mean(p.tag, tags)} "
-                              "(`lmms-ac tasks --tags` lists them)")
+                errors.append(
+                    f"probes[{i}].tag: no generated task has the tag {p.tag!r}{did_you_mean(p.tag, tags)} "
+                    "(`lmms-ac tasks --tags` lists them)"
+                )
                 continue
         picked = [s for s in chosen if s.base in benches and (p.seeds is None or s.perturbation.seed < p.seeds)]
         if not picked:
@@ -125,7 +144,9 @@ def expand_probes(study: Study) -> Tuple[Dict[str, List[Tuple[str, str]]], List[
             label = p.perturbation or p.tag
             by_bench.setdefault(s.base, [])
             if s.name not in [t for t, _ in by_bench[s.base]]:
-                by_bench[s.base].append((s.name, f"{s.base}/{s.perturbation.with_seed(0).to_string() if p.perturbation else label}"))
+                by_bench[s.base].append(
+                    (s.name, f"{s.base}/{s.perturbation.with_seed(0).to_string() if p.perturbation else label}")
+                )
             fam = T.VARIANTS.get(s.family)
             if not fam.default and fam.name not in families:
                 families.append(fam.name)
@@ -149,9 +170,13 @@ def _vision(study: Study, spec: str) -> str:
 
 def model_identity(study: Study, m: ModelSpec) -> Dict[str, Any]:
     args = {k: m.model_args[k] for k in sorted(m.model_args)}
-    return {"pretrained": study.path(m.pretrained), "model_base": study.path(m.model_base) if m.model_base else None,
-            "vision_tower": _vision(study, m.vision_tower) if m.vision_tower else None, "model_args": args,
-            "variant": m.variant_name}
+    return {
+        "pretrained": study.path(m.pretrained),
+        "model_base": study.path(m.model_base) if m.model_base else None,
+        "vision_tower": _vision(study, m.vision_tower) if m.vision_tower else None,
+        "model_args": args,
+        "variant": m.variant_name,
+    }
 
 
 def _eval_settings(study: Study) -> Dict[str, Any]:
@@ -173,49 +198,81 @@ def make_plan(study: Study, versions: Optional[Dict[str, Optional[str]]] = None)
         ident = model_identity(study, m)
         for k, v in m.model_args.items():
             if "," in str(v) or "=" in str(v):
-                raise StudyError(f"models[{m.name}].model_args.{k}: {v!r} contains ',' or '=', which lmms-eval's "
-                                 "--model_args cannot carry; use a value without them")
+                raise StudyError(
+                    f"models[{m.name}].model_args.{k}: {v!r} contains ',' or '=', which lmms-eval's "
+                    "--model_args cannot carry; use a value without them"
+                )
         benches = m.benchmarks or study.benchmarks
         tasks: List[Tuple[str, str]] = [(b, b) for b in benches]
         if m.probes:
             for b in benches:
                 tasks += probes.get(b, [])
         for task, column in tasks:
-            uid = config_hash({"kind": "eval", "model": ident, "task": task, "eval": _eval_settings(study),
-                               "versions": versions})
+            uid = config_hash(
+                {"kind": "eval", "model": ident, "task": task, "eval": _eval_settings(study), "versions": versions}
+            )
             units.append(Unit(uid, "eval", m.name, m.variant_name, column, task=task))
     sc = study.scores
     score_versions = {k: v for k, v in versions.items() if k != "lmms-eval"}  # scores do not run lmms-eval
     for e in list(study.models) + list(study.candidates):
         if sc.A is not None and e.stage1:
             a = sc.A
-            cfg = {"kind": "score", "score": "A", "stage1": study.path(e.stage1),
-                   "model_base": study.path(e.model_base) if e.model_base else None,
-                   "vision_tower": _vision(study, e.vision_tower) if e.vision_tower else None,
-                   "captions": Path(a.captions).name, "n": a.n, "seed": a.seed, "method": a.method,
-                   "reference": [study.path(r) for r in a.reference], "dtype": a.dtype, "variant": e.variant_name,
-                   "versions": score_versions}
+            cfg = {
+                "kind": "score",
+                "score": "A",
+                "stage1": study.path(e.stage1),
+                "model_base": study.path(e.model_base) if e.model_base else None,
+                "vision_tower": _vision(study, e.vision_tower) if e.vision_tower else None,
+                "captions": Path(a.captions).name,
+                "n": a.n,
+                "seed": a.seed,
+                "method": a.method,
+                "reference": [study.path(r) for r in a.reference],
+                "dtype": a.dtype,
+                "variant": e.variant_name,
+                "versions": score_versions,
+            }
             name = "A" if a.method == "caption_ll" else "A_embed"
             units.append(Unit(config_hash(cfg), "score", e.name, e.variant_name, name, score=name))
         if e.vision:
             vision = _vision(study, e.vision)
             if sc.C is not None:
                 c = sc.C
-                cfg = {"kind": "score", "score": "C", "vision": vision, "spair": Path(c.spair).name, "split": c.split,
-                       "limit": c.limit, "alpha": c.alpha, "method": c.method, "variant": e.variant_name,
-                       "versions": score_versions}
+                cfg = {
+                    "kind": "score",
+                    "score": "C",
+                    "vision": vision,
+                    "spair": Path(c.spair).name,
+                    "split": c.split,
+                    "limit": c.limit,
+                    "alpha": c.alpha,
+                    "method": c.method,
+                    "variant": e.variant_name,
+                    "versions": score_versions,
+                }
                 units.append(Unit(config_hash(cfg), "score", e.name, e.variant_name, "C", score="C"))
             if sc.C_ocr is not None:
                 method = sc.C.method if sc.C else "argmax"
                 alpha = sc.C.alpha if sc.C else 0.1
-                cfg = {"kind": "score", "score": "C_ocr", "vision": vision, "n": sc.C_ocr.n, "seed": sc.C_ocr.seed,
-                       "alpha": alpha, "method": method, "variant": e.variant_name, "versions": score_versions}
+                cfg = {
+                    "kind": "score",
+                    "score": "C_ocr",
+                    "vision": vision,
+                    "n": sc.C_ocr.n,
+                    "seed": sc.C_ocr.seed,
+                    "alpha": alpha,
+                    "method": method,
+                    "variant": e.variant_name,
+                    "versions": score_versions,
+                }
                 units.append(Unit(config_hash(cfg), "score", e.name, e.variant_name, "C_ocr", score="C_ocr"))
     ids = [u.unit_id for u in units]
     if len(set(ids)) != len(ids):
         dup = next(u for u in units if ids.count(u.unit_id) > 1)
-        raise StudyError(f"two entries produce the same result ({dup.column} of {dup.variant!r}): give them "
-                         "different checkpoints, arguments or variant names")
+        raise StudyError(
+            f"two entries produce the same result ({dup.column} of {dup.variant!r}): give them "
+            "different checkpoints, arguments or variant names"
+        )
     return Plan(study, units, notes, families)
 
 
@@ -248,9 +305,20 @@ def eval_argv(study: Study, m: ModelSpec, tasks: Sequence[str], job_dir: Path) -
         head = [bin_path("accelerate"), "launch", "--num_processes", str(max(1, gpus)), "-m", "lmms_eval"]
     else:
         head = [bin_path("lmms-eval")]
-    argv = head + ["--model", LMMS_EVAL_MODEL, "--model_args", ",".join(margs), "--tasks", ",".join(tasks),
-                   "--batch_size", str(e.batch_size), "--output_path", str(job_dir / "lmms_eval"),
-                   "--verbosity", e.verbosity]
+    argv = head + [
+        "--model",
+        LMMS_EVAL_MODEL,
+        "--model_args",
+        ",".join(margs),
+        "--tasks",
+        ",".join(tasks),
+        "--batch_size",
+        str(e.batch_size),
+        "--output_path",
+        str(job_dir / "lmms_eval"),
+        "--verbosity",
+        e.verbosity,
+    ]
     if e.log_samples:
         argv.append("--log_samples")
     if e.limit is not None:
@@ -262,10 +330,32 @@ def eval_argv(study: Study, m: ModelSpec, tasks: Sequence[str], job_dir: Path) -
 
 def score_a_argv(study: Study, entry: Any, job_dir: Path) -> List[str]:
     a = study.scores.A
-    argv = [bin_path("lmms-ac"), "score-a", "--pretrained", study.path(entry.stage1),
-            "--captions", study.local_path(a.captions), "--images", study.local_path(a.images), "--n", str(a.n),
-            "--seed", str(a.seed), "--method", a.method, "--batch-size", str(a.batch_size), "--dtype", a.dtype,
-            "--device", study.scores.device, "--variant", entry.variant_name, "--out", str(job_dir / "scores.csv")]
+    argv = [
+        bin_path("lmms-ac"),
+        "score-a",
+        "--pretrained",
+        study.path(entry.stage1),
+        "--captions",
+        study.local_path(a.captions),
+        "--images",
+        study.local_path(a.images),
+        "--n",
+        str(a.n),
+        "--seed",
+        str(a.seed),
+        "--method",
+        a.method,
+        "--batch-size",
+        str(a.batch_size),
+        "--dtype",
+        a.dtype,
+        "--device",
+        study.scores.device,
+        "--variant",
+        entry.variant_name,
+        "--out",
+        str(job_dir / "scores.csv"),
+    ]
     if entry.model_base:
         argv += ["--model-base", study.path(entry.model_base)]
     if entry.vision_tower:
@@ -277,14 +367,32 @@ def score_a_argv(study: Study, entry: Any, job_dir: Path) -> List[str]:
 
 def score_c_argv(study: Study, entry: Any, job_dir: Path, scores: Sequence[str]) -> List[str]:
     sc = study.scores
-    argv = [bin_path("lmms-ac"), "score-c", "--vision", _vision(study, entry.vision), "--variant", entry.variant_name,
-            "--out", str(job_dir / "scores.csv")]
+    argv = [
+        bin_path("lmms-ac"),
+        "score-c",
+        "--vision",
+        _vision(study, entry.vision),
+        "--variant",
+        entry.variant_name,
+        "--out",
+        str(job_dir / "scores.csv"),
+    ]
     if sc.device != "auto":
         argv += ["--device", sc.device]
     if "C" in scores:
         c = sc.C
-        argv += ["--spair", study.local_path(c.spair), "--split", c.split, "--alpha", str(c.alpha), "--method", c.method,
-                 "--batch-size", str(c.batch_size)]
+        argv += [
+            "--spair",
+            study.local_path(c.spair),
+            "--split",
+            c.split,
+            "--alpha",
+            str(c.alpha),
+            "--method",
+            c.method,
+            "--batch-size",
+            str(c.batch_size),
+        ]
         if c.limit is not None:
             argv += ["--limit", str(c.limit)]
     elif sc.C is not None:
@@ -309,7 +417,7 @@ def make_jobs(plan: Plan, pending: Sequence[Unit], jobs_root: Path) -> List[Job]
     for (entry, kind), units in groups.items():
         size = study.lmms_eval.tasks_per_job if kind == "eval" and study.lmms_eval.tasks_per_job else len(units)
         for start in range(0, len(units), size):
-            chunk = units[start:start + size]
+            chunk = units[start : start + size]
             job_id = config_hash({"kind": kind, "units": sorted(u.unit_id for u in chunk)})
             job_dir = jobs_root / job_id
             if kind == "eval":
@@ -340,5 +448,3 @@ def cwd_for(study: Study) -> str:
     """Jobs run in the study's output folder (lmms-eval misreads ``--tasks X`` when a folder X is in cwd;
     the output folder holds no task-named folders)."""
     return str(study.output_dir)
-
-

@@ -7,6 +7,7 @@ calls the library (``lmms_ac.results``, ``lmms_ac.law``, ``lmms_ac.report``); a 
 yet (e.g. a law fit with too few variants) is skipped with the reason. The report folder is derived
 data: each report replaces the previous one's files.
 """
+
 from __future__ import annotations
 
 import csv
@@ -83,8 +84,12 @@ def build_study_report(study: Study, printer: Printer = print, versions=None) ->
     prep = prepare(study, versions)
     rs = study.report
     want = set(rs.outputs)
-    cfg = {"command": "study report", "study": study.name, "units_done": len(prep.done),
-           "units_total": len(prep.plan.units)}
+    cfg = {
+        "command": "study report",
+        "study": study.name,
+        "units_done": len(prep.done),
+        "units_total": len(prep.plan.units),
+    }
     written: List[Path] = []
     notes: List[str] = []
 
@@ -138,8 +143,13 @@ def build_study_report(study: Study, printer: Printer = print, versions=None) ->
                 if avg is not None:
                     written += write_csv(avg, rdir / "robustness_summary.csv", cfg, overwrite=True)
                 if "plots" in want:
-                    written += step("robustness plot", lambda: plot_drops(detail, metrics, rdir / "figures" /
-                                                                          "robustness_drops", rs.formats)) or []
+                    written += (
+                        step(
+                            "robustness plot",
+                            lambda: plot_drops(detail, metrics, rdir / "figures" / "robustness_drops", rs.formats),
+                        )
+                        or []
+                    )
         else:
             notes.append("no probe results yet: no robustness table")
     # 5. law fit (+ plots)
@@ -165,8 +175,9 @@ def build_study_report(study: Study, printer: Printer = print, versions=None) ->
             figs = []
             for b, bf in fit.benchmarks.items():
                 figs += plot_law_surface(bf, rdir / "figures" / f"law_surface_{b}", rs.formats, True)
-            figs += plot_pred_vs_actual(list(fit.benchmarks.values()), rdir / "figures" / "law_pred_vs_actual",
-                                        rs.formats, True)
+            figs += plot_pred_vs_actual(
+                list(fit.benchmarks.values()), rdir / "figures" / "law_pred_vs_actual", rs.formats, True
+            )
             return figs
 
         written += step("plots", _plots) or []
@@ -181,13 +192,19 @@ def build_study_report(study: Study, printer: Printer = print, versions=None) ->
             build_report = None
             notes.append("html skipped: lmms_ac.report is not available")
         if build_report is not None:
-            page = step("html", lambda: build_report(rdir / "table.csv", scores_csv, rdir / "report.html",
-                                                     overwrite=True, config=cfg))
+            page = step(
+                "html",
+                lambda: build_report(rdir / "table.csv", scores_csv, rdir / "report.html", overwrite=True, config=cfg),
+            )
             if page is not None:
                 written.append(Path(page))
     pd.set_option("display.width", 200)
-    summary = {"written": [str(p) for p in written], "notes": notes, "units_done": len(prep.done),
-               "units_total": len(prep.plan.units)}
+    summary = {
+        "written": [str(p) for p in written],
+        "notes": notes,
+        "units_done": len(prep.done),
+        "units_total": len(prep.plan.units),
+    }
     atomic_write_text(rdir / "report.json", json.dumps(summary, indent=1) + "\n", overwrite=True)
     for n in notes:
         printer(f"note: {n}")
@@ -208,9 +225,14 @@ def _recommend(study: Study, table, ac, rdir: Path, metrics: Dict[str, str]) -> 
     text = [f"benchmark {bench}: next to train (region policy): {rec.next or '(nothing left)'}"]
     text += [f"  note: {n}" for n in rec.notes]
     text += ["", rec.ranking.to_string(index=False, float_format=lambda v: f"{v:.4f}")]
-    return [atomic_write_text(rdir / "recommend.json", json.dumps({"benchmark": bench, **rec.to_dict()}, indent=1,
-                                                                   default=str) + "\n", overwrite=True),
-            atomic_write_text(rdir / "recommend.txt", "\n".join(text) + "\n", overwrite=True)]
+    return [
+        atomic_write_text(
+            rdir / "recommend.json",
+            json.dumps({"benchmark": bench, **rec.to_dict()}, indent=1, default=str) + "\n",
+            overwrite=True,
+        ),
+        atomic_write_text(rdir / "recommend.txt", "\n".join(text) + "\n", overwrite=True),
+    ]
 
 
 def plot_drops(detail, metrics: Dict[str, str], stem: Path, formats: List[str]) -> List[Path]:
@@ -233,8 +255,14 @@ def plot_drops(detail, metrics: Dict[str, str], stem: Path, formats: List[str]) 
     width = 0.8 / max(1, len(variants))
     x = np.arange(len(perts))
     for i, v in enumerate(variants):
-        ax.bar(x + (i - (len(variants) - 1) / 2) * width, mean[v].to_numpy(float), width,
-               yerr=spread[v].fillna(0).to_numpy(float), capsize=2, label=str(v))
+        ax.bar(
+            x + (i - (len(variants) - 1) / 2) * width,
+            mean[v].to_numpy(float),
+            width,
+            yerr=spread[v].fillna(0).to_numpy(float),
+            capsize=2,
+            label=str(v),
+        )
     ax.axhline(0, color="black", linewidth=0.6)
     ax.set_xticks(x)
     ax.set_xticklabels(perts, rotation=30, ha="right", fontsize=7)

@@ -1,4 +1,5 @@
 """From a validated study to executed jobs: what is done, what to run, dry runs, the run record."""
+
 from __future__ import annotations
 
 import json
@@ -67,8 +68,10 @@ def runnable(prep: Prepared, retry_failed: bool = False) -> List[Job]:
         tries = S.attempts(d)
         if len(tries) >= limit:
             if not retry_failed:
-                prep.skipped[job.job_id] = f"failed {len(tries)} time(s), the limit (executor.max_attempts); " \
-                                           "`study run --retry-failed` tries again"
+                prep.skipped[job.job_id] = (
+                    f"failed {len(tries)} time(s), the limit (executor.max_attempts); "
+                    "`study run --retry-failed` tries again"
+                )
                 continue
             os.replace(d / "attempts.json", d / f"attempts.reset{int(time.time())}.json")
         todo.append(job)
@@ -81,15 +84,19 @@ def dry_run(prep: Prepared, folder: Optional[Path] = None) -> List[Path]:
     out = study.output_dir
     folder = folder or out / "dry-run"
     folder.mkdir(parents=True, exist_ok=True)
-    lines = ["#!/usr/bin/env bash", f"# study {study.name}: {len(prep.jobs)} job(s) for {len(prep.pending)} pending "
-             f"unit(s); {len(prep.done)} unit(s) already done", "set -euo pipefail", f"cd {cwd_for(study)}"]
+    lines = [
+        "#!/usr/bin/env bash",
+        f"# study {study.name}: {len(prep.jobs)} job(s) for {len(prep.pending)} pending "
+        f"unit(s); {len(prep.done)} unit(s) already done",
+        "set -euo pipefail",
+        f"cd {cwd_for(study)}",
+    ]
     written = []
     for job in prep.jobs:
         spec = job.to_dict(out / "jobs" / job.job_id)
         S.write_json(folder / "jobs" / f"{job.job_id}.json", spec)
         units = ", ".join(u.task or u.score for u in job.units)
-        lines += ["", f"# job {job.job_id} ({job.kind}, {job.entry}): {units}",
-                  shell_line(job.argv, job.env)]
+        lines += ["", f"# job {job.job_id} ({job.kind}, {job.entry}): {units}", shell_line(job.argv, job.env)]
     path = folder / "commands.sh"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     path.chmod(0o755)
@@ -103,8 +110,15 @@ def dry_run(prep: Prepared, folder: Optional[Path] = None) -> List[Path]:
     return written
 
 
-def execute(study: Study, *, retry_failed: bool = False, runner=None, printer: Printer = print,
-            versions: Optional[Dict[str, Optional[str]]] = None, wait: bool = True) -> int:
+def execute(
+    study: Study,
+    *,
+    retry_failed: bool = False,
+    runner=None,
+    printer: Printer = print,
+    versions: Optional[Dict[str, Optional[str]]] = None,
+    wait: bool = True,
+) -> int:
     """Run every pending job with the study's executor. 0 when the whole study is done afterwards."""
     out = study.output_dir
     out.mkdir(parents=True, exist_ok=True)
@@ -112,8 +126,10 @@ def execute(study: Study, *, retry_failed: bool = False, runner=None, printer: P
     for note in prep.plan.notes:
         printer(f"note: {note}")
     todo = runnable(prep, retry_failed)
-    printer(f"study {study.name}: {len(prep.plan.units)} unit(s), {len(prep.done)} done, {len(prep.pending)} pending "
-            f"-> {len(todo)} job(s) to run on the {study.executor.type} executor")
+    printer(
+        f"study {study.name}: {len(prep.plan.units)} unit(s), {len(prep.done)} done, {len(prep.pending)} pending "
+        f"-> {len(todo)} job(s) to run on the {study.executor.type} executor"
+    )
     for job_id, why in prep.skipped.items():
         printer(f"  skip {job_id}: {why}")
     dirs = [write_job(j, out) for j in todo]
@@ -130,20 +146,31 @@ def execute(study: Study, *, retry_failed: bool = False, runner=None, printer: P
 
         results = run_local(dirs, study.executor, runner, printer)
     after = prepare(study, versions)
-    record = {"started": started, "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-              "executor": study.executor.type, "jobs_run": sorted(j.job_id for j in todo),
-              "outcomes": results, "slurm_ids": submitted, "skipped": prep.skipped,
-              "units_done_before": len(prep.done), "units_done_after": len(after.done),
-              "units_total": len(after.plan.units)}
+    record = {
+        "started": started,
+        "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "executor": study.executor.type,
+        "jobs_run": sorted(j.job_id for j in todo),
+        "outcomes": results,
+        "slurm_ids": submitted,
+        "skipped": prep.skipped,
+        "units_done_before": len(prep.done),
+        "units_done_after": len(after.done),
+        "units_total": len(after.plan.units),
+    }
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S_%f")
     S.write_json(out / "runs" / f"{stamp}.json", record)
     if study.executor.type == "slurm" and not wait and todo:
-        printer(f"submitted {len(todo)} job(s); follow them with `lmms-ac study status FILE --watch`; "
-                "`study run` again retries what failed")
+        printer(
+            f"submitted {len(todo)} job(s); follow them with `lmms-ac study status FILE --watch`; "
+            "`study run` again retries what failed"
+        )
         return 0
     failed = [j for j, r in results.items() if not r.get("ok")]
-    printer(f"done: {len(after.done)}/{len(after.plan.units)} unit(s); {len(todo) - len(failed)} job(s) succeeded, "
-            f"{len(failed)} failed" + (f" ({', '.join(failed)}; logs in {out / 'jobs'}/<job>/log*.txt)" if failed else ""))
+    printer(
+        f"done: {len(after.done)}/{len(after.plan.units)} unit(s); {len(todo) - len(failed)} job(s) succeeded, "
+        f"{len(failed)} failed" + (f" ({', '.join(failed)}; logs in {out / 'jobs'}/<job>/log*.txt)" if failed else "")
+    )
     return 0 if not after.pending else 1
 
 

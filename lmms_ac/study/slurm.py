@@ -7,6 +7,7 @@ makes the callable checkpointable, so a preempted or timed-out job is requeued b
 the array finishes, failed jobs with attempts left are resubmitted as a new array; jobs cancelled by
 a user (``scancel``) are not: they stay pending for the next ``study run``.
 """
+
 from __future__ import annotations
 
 import shlex
@@ -52,13 +53,23 @@ def _import_submitit():
 def slurm_parameters(study: Study) -> Dict[str, Any]:
     """submitit ``SlurmExecutor`` parameters from ``executor.slurm``."""
     s = study.executor.slurm
-    params: Dict[str, Any] = {"job_name": f"lmms-ac-{study.name}", "time": s.time, "cpus_per_task": s.cpus_per_job,
-                              "array_parallelism": s.array_parallelism, "signal_delay_s": 120, "nodes": 1,
-                              "ntasks_per_node": 1}
+    params: Dict[str, Any] = {
+        "job_name": f"lmms-ac-{study.name}",
+        "time": s.time,
+        "cpus_per_task": s.cpus_per_job,
+        "array_parallelism": s.array_parallelism,
+        "signal_delay_s": 120,
+        "nodes": 1,
+        "ntasks_per_node": 1,
+    }
     if s.gpus_per_job:
         params["gpus_per_node"] = s.gpus_per_job
-    for key, value in (("partition", s.partition), ("account", s.account), ("qos", s.qos),
-                       ("constraint", s.constraint)):
+    for key, value in (
+        ("partition", s.partition),
+        ("account", s.account),
+        ("qos", s.qos),
+        ("constraint", s.constraint),
+    ):
         if value:
             params[key] = value
     if s.mem_gb:
@@ -98,8 +109,13 @@ def _cancelled(job: Any, wait_s: float = 90.0) -> bool:
         time.sleep(2)
 
 
-def run_slurm(study: Study, job_dirs: Sequence[Path], printer: Printer = print,
-              on_submit: Optional[Callable[[Dict[str, str]], None]] = None, wait: bool = True) -> Dict[str, Dict]:
+def run_slurm(
+    study: Study,
+    job_dirs: Sequence[Path],
+    printer: Printer = print,
+    on_submit: Optional[Callable[[Dict[str, str]], None]] = None,
+    wait: bool = True,
+) -> Dict[str, Dict]:
     """Submit the jobs as arrays, wait, resubmit failures with attempts left; job_id -> last outcome.
     ``wait=False``: submit and return at once (the jobs write their results to the shared output folder;
     ``study status`` follows them, the next ``study run`` retries what failed)."""
@@ -119,8 +135,10 @@ def run_slurm(study: Study, job_dirs: Sequence[Path], printer: Printer = print,
         ids = {d.name: j.job_id for d, j in zip(todo, jobs)}
         for d, j in zip(todo, jobs):
             S.write_json(d / "slurm.json", {"slurm_job_id": j.job_id, "folder": str(folder), "submitted": time.time()})
-        printer(f"submitted {len(jobs)} job(s) as SLURM array {jobs[0].job_id.split('_')[0]} "
-                f"(at most {ex.slurm.array_parallelism} at once); submitit folder {folder}")
+        printer(
+            f"submitted {len(jobs)} job(s) as SLURM array {jobs[0].job_id.split('_')[0]} "
+            f"(at most {ex.slurm.array_parallelism} at once); submitit folder {folder}"
+        )
         if on_submit:
             on_submit(ids)
         if not wait:
@@ -131,8 +149,10 @@ def run_slurm(study: Study, job_dirs: Sequence[Path], printer: Printer = print,
             try:
                 time.sleep(ex.slurm.poll_s)
             except KeyboardInterrupt:
-                printer(f"stopped waiting; {len(pending)} job(s) keep running on SLURM (`lmms-ac study status` "
-                        "follows them; another `study run` does not submit them again while they are queued or running)")
+                printer(
+                    f"stopped waiting; {len(pending)} job(s) keep running on SLURM (`lmms-ac study status` "
+                    "follows them; another `study run` does not submit them again while they are queued or running)"
+                )
                 raise
             for d, job in list(pending.items()):
                 if not job.done():
@@ -142,18 +162,27 @@ def run_slurm(study: Study, job_dirs: Sequence[Path], printer: Printer = print,
                     res = job.result()
                 except Exception as err:  # noqa: BLE001 - died without a result: cancelled, node failure, OOM
                     state = getattr(job, "state", "?")
-                    res = {"job_id": d.name, "ok": False, "exit_code": None, "missing": [],
-                           "attempt": len(S.attempts(d)), "last_line": f"SLURM {job.job_id} {state}: {str(err)[-300:]}",
-                           "cancelled": _cancelled(job)}
+                    res = {
+                        "job_id": d.name,
+                        "ok": False,
+                        "exit_code": None,
+                        "missing": [],
+                        "attempt": len(S.attempts(d)),
+                        "last_line": f"SLURM {job.job_id} {state}: {str(err)[-300:]}",
+                        "cancelled": _cancelled(job),
+                    }
                 if not res["ok"] and not res.get("cancelled"):
                     # a scancel'd job may still return: SLURM killed the evaluation, the worker reported it
                     res["cancelled"] = _cancelled(job)
-                again = (not res["ok"] and not res.get("cancelled") and len(S.attempts(d)) < ex.max_attempts)
+                again = not res["ok"] and not res.get("cancelled") and len(S.attempts(d)) < ex.max_attempts
                 if res["ok"]:
                     printer(f"      {d.name} done (SLURM {job.job_id})")
                 else:
-                    why = "cancelled; left for the next run" if res.get("cancelled") else \
-                        ("retrying" if again else f"gave up after {len(S.attempts(d))} attempt(s)")
+                    why = (
+                        "cancelled; left for the next run"
+                        if res.get("cancelled")
+                        else ("retrying" if again else f"gave up after {len(S.attempts(d))} attempt(s)")
+                    )
                     printer(f"      {d.name} FAILED (SLURM {job.job_id}): {res['last_line']}; {why}")
                 if again:
                     retry.append(d)

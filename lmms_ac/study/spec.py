@@ -6,6 +6,7 @@ message names the key's full path (``models[1].pretrainde``), says what is wrong
 study, a score section without anything to score...) are checked after the types, with the same
 kind of message. See ``lmms_ac/study/example.py`` (``lmms-ac study init``) for every key, commented.
 """
+
 from __future__ import annotations
 
 import difflib
@@ -151,7 +152,8 @@ class ExecutorSpec(_Strict):
 
 class ReportSpec(_Strict):
     outputs: List[Literal["table", "scores", "leaderboard", "fit", "recommend", "robustness", "plots", "html"]] = Field(
-        default_factory=lambda: ["table", "scores", "leaderboard", "fit", "recommend", "robustness", "plots", "html"])
+        default_factory=lambda: ["table", "scores", "leaderboard", "fit", "recommend", "robustness", "plots", "html"]
+    )
     benchmarks: Optional[List[str]] = None
     metrics: Dict[str, str] = Field(default_factory=dict)
     recommend_benchmark: Optional[str] = None
@@ -238,14 +240,18 @@ def did_you_mean(name: str, known: Sequence[str]) -> str:
 
 
 def _message(err: Dict[str, Any]) -> str:
-    loc = [p for p in err["loc"] if not (isinstance(p, str) and p.startswith(("function-", "literal[", "int", "list[")))]
+    loc = [
+        p for p in err["loc"] if not (isinstance(p, str) and p.startswith(("function-", "literal[", "int", "list[")))
+    ]
     where = _loc(loc)
     kind = err["type"]
     if kind == "extra_forbidden":
         cls = _model_at(loc)
         known = [f for f in cls.model_fields if f != "root"] if cls else []
-        return (f"{where}: unknown key{did_you_mean(str(loc[-1]), known)} "
-                f"Allowed here: {', '.join(known)}. Remove or rename it.")
+        return (
+            f"{where}: unknown key{did_you_mean(str(loc[-1]), known)} "
+            f"Allowed here: {', '.join(known)}. Remove or rename it."
+        )
     if kind == "missing":
         return f"{where}: required key is missing; add it (see `lmms-ac study init` for an example)"
     if kind == "literal_error":
@@ -259,8 +265,10 @@ def _message(err: Dict[str, Any]) -> str:
 def parse_study(data: Any, root: Union[str, Path] = ".", source: str = "the input") -> Study:
     """Validate a parsed YAML document; raises ``StudyError`` listing every problem."""
     if not isinstance(data, dict):
-        raise StudyError(f"{source}: the file must be a YAML mapping (name:, models:, benchmarks: ...); "
-                         "run `lmms-ac study init FILE` for an example")
+        raise StudyError(
+            f"{source}: the file must be a YAML mapping (name:, models:, benchmarks: ...); "
+            "run `lmms-ac study init FILE` for an example"
+        )
     try:
         study = Study.model_validate({**data, "root": str(Path(root).resolve())})
     except ValidationError as err:
@@ -305,31 +313,43 @@ def check_study(study: Study) -> List[str]:
     if not study.models and not study.candidates:
         out.append("models: the study has no models and no candidates; add at least one model (name:, pretrained:)")
     if study.models and not study.benchmarks and not study.probes:
-        out.append("benchmarks: the study's models have nothing to run; list lmms-eval tasks, e.g. benchmarks: [mme, seed]")
+        out.append(
+            "benchmarks: the study's models have nothing to run; list lmms-eval tasks, e.g. benchmarks: [mme, seed]"
+        )
     for i, m in enumerate(study.models):
         for b in m.benchmarks or []:
             if b not in study.benchmarks:
-                out.append(f"models[{i}].benchmarks: {b!r} is not among the study's benchmarks"
-                           f"{did_you_mean(b, study.benchmarks)} Add it to benchmarks: or remove it here.")
+                out.append(
+                    f"models[{i}].benchmarks: {b!r} is not among the study's benchmarks"
+                    f"{did_you_mean(b, study.benchmarks)} Add it to benchmarks: or remove it here."
+                )
         for key in ("pretrained", "model_base", "vision_tower", "variant"):
             if key in m.model_args:
                 out.append(f"models[{i}].model_args.{key}: set it as the model's own key `{key}:`, not in model_args")
     for i, p in enumerate(study.probes):
         if bool(p.perturbation) == bool(p.tag):
-            out.append(f"probes[{i}]: give exactly one of `perturbation:` (e.g. patchshuffle4) or `tag:` "
-                       "(e.g. mme_tokperm_5seeds)")
+            out.append(
+                f"probes[{i}]: give exactly one of `perturbation:` (e.g. patchshuffle4) or `tag:` "
+                "(e.g. mme_tokperm_5seeds)"
+            )
         for b in p.benchmarks or []:
             if b not in study.benchmarks:
-                out.append(f"probes[{i}].benchmarks: {b!r} is not among the study's benchmarks"
-                           f"{did_you_mean(b, study.benchmarks)} Add it to benchmarks: or remove it here.")
+                out.append(
+                    f"probes[{i}].benchmarks: {b!r} is not among the study's benchmarks"
+                    f"{did_you_mean(b, study.benchmarks)} Add it to benchmarks: or remove it here."
+                )
     everyone = list(study.models) + list(study.candidates)
     sc = study.scores
     if sc.A is not None and not any(e.stage1 for e in everyone):
-        out.append("scores.A: no model or candidate has `stage1:` (the stage-1 checkpoint the A score reads); "
-                   "add stage1: to the entries to score, or remove scores.A")
+        out.append(
+            "scores.A: no model or candidate has `stage1:` (the stage-1 checkpoint the A score reads); "
+            "add stage1: to the entries to score, or remove scores.A"
+        )
     if (sc.C is not None or sc.C_ocr is not None) and not any(e.vision for e in everyone):
-        out.append("scores.C/C_ocr: no model or candidate has `vision:` (the representation spec, e.g. "
-                   "clip:openai/clip-vit-large-patch14-336); add vision: to the entries to score")
+        out.append(
+            "scores.C/C_ocr: no model or candidate has `vision:` (the representation spec, e.g. "
+            "clip:openai/clip-vit-large-patch14-336); add vision: to the entries to score"
+        )
     if sc.A is not None and sc.A.method == "embed" and not sc.A.reference:
         out.append("scores.A.reference: method embed needs reference stage-1 checkpoints (a list)")
     for i, c in enumerate(study.candidates):

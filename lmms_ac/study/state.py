@@ -14,6 +14,7 @@ Layout (``<output>/``):
 A unit is done only when its ``done/`` file exists and carries its id; a job killed at any point
 leaves no such file (running.json goes stale instead), so a rerun does it again.
 """
+
 from __future__ import annotations
 
 import json
@@ -90,8 +91,7 @@ def job_state(job_dir: Path, out: Path) -> Optional[JobState]:
         status = "interrupted"
     else:
         status = "new"
-    return JobState(spec["job_id"], units, status, len(tries), str(last.get("last_line", "")),
-                    last.get("duration_s"))
+    return JobState(spec["job_id"], units, status, len(tries), str(last.get("last_line", "")), last.get("duration_s"))
 
 
 def all_job_states(out: Path) -> List[JobState]:

@@ -1,4 +1,5 @@
 """``study status``: model x benchmark/probe/score table of done, running, failed and pending work."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -127,16 +128,24 @@ def _fmt_eta(s: Optional[float]) -> str:
 
 def render_status(status: StudyStatus, study: Study) -> str:
     header = ["model"] + status.columns
-    body = [[r] + [(_cell_text(status.cells[(r, c)]) if (r, c) in status.cells else "-") for c in status.columns]
-            for r in status.rows]
+    body = [
+        [r] + [(_cell_text(status.cells[(r, c)]) if (r, c) in status.cells else "-") for c in status.columns]
+        for r in status.rows
+    ]
     widths = [max(len(str(x)) for x in col) for col in zip(header, *body)]
-    lines = [f"study {study.name}  ({study.output_dir})  {datetime.now(timezone.utc).strftime('%H:%M:%S')} UTC", "",
-             "  ".join(h.ljust(w) for h, w in zip(header, widths)),
-             "  ".join("-" * w for w in widths)]
+    lines = [
+        f"study {study.name}  ({study.output_dir})  {datetime.now(timezone.utc).strftime('%H:%M:%S')} UTC",
+        "",
+        "  ".join(h.ljust(w) for h, w in zip(header, widths)),
+        "  ".join("-" * w for w in widths),
+    ]
     lines += ["  ".join(str(x).ljust(w) for x, w in zip(row, widths)) for row in body]
     total = sum(status.counts.values())
-    lines += ["", "units: " + ", ".join(f"{status.counts[k]} {k}" for k in ORDER if status.counts[k]) + f" (of {total})",
-              f"ETA: {_fmt_eta(status.eta_s)}" + (f" at {status.parallel} job(s) in parallel" if status.eta_s else "")]
+    lines += [
+        "",
+        "units: " + ", ".join(f"{status.counts[k]} {k}" for k in ORDER if status.counts[k]) + f" (of {total})",
+        f"ETA: {_fmt_eta(status.eta_s)}" + (f" at {status.parallel} job(s) in parallel" if status.eta_s else ""),
+    ]
     if status.failures:
         lines += ["", "failed (attempts used up; `lmms-ac study run FILE --retry-failed` tries again):"]
         for entry, col, last, log in status.failures:

@@ -6,6 +6,7 @@ is in an lmms-eval results file written by this attempt (lmms-eval exits 0 when 
 the exit code proves nothing) or its row is in the job's scores CSV. Each done unit gets its
 ``done/`` file, written atomically; anything short of that leaves the unit pending.
 """
+
 from __future__ import annotations
 
 import json
@@ -114,8 +115,14 @@ def harvest(spec: Dict[str, Any], out: Path, since: float) -> List[str]:
                 continue
             path, doc = found[-1]
             unit_doc = one_task_results(doc, u["task"])
-            unit_doc["lmms_ac_study"] = {**marker, "unit_id": u["unit_id"], "task": u["task"], "entry": u["entry"],
-                                         "variant": u["variant"], "source": str(path)}
+            unit_doc["lmms_ac_study"] = {
+                **marker,
+                "unit_id": u["unit_id"],
+                "task": u["task"],
+                "entry": u["entry"],
+                "variant": u["variant"],
+                "source": str(path),
+            }
             S.write_json(S.done_path(out, u["unit_id"], "eval"), unit_doc)
     else:
         from lmms_ac.scores.store import read_scores
@@ -129,8 +136,16 @@ def harvest(spec: Dict[str, Any], out: Path, since: float) -> List[str]:
             if not found:
                 missing.append(u["unit_id"])
                 continue
-            doc = {"row": found[-1], "lmms_ac_study": {**marker, "unit_id": u["unit_id"], "score": u["score"],
-                                                       "entry": u["entry"], "variant": u["variant"]}}
+            doc = {
+                "row": found[-1],
+                "lmms_ac_study": {
+                    **marker,
+                    "unit_id": u["unit_id"],
+                    "score": u["score"],
+                    "entry": u["entry"],
+                    "variant": u["variant"],
+                },
+            }
             S.write_json(S.done_path(out, u["unit_id"], "score"), doc)
     return missing
 
@@ -150,8 +165,17 @@ def run_job(job_dir: str, extra_env: Optional[Dict[str, str]] = None) -> Dict[st
     S.write_json(job_dir / "attempts.json", tries + [record])
     env = {**os.environ, **spec.get("env", {}), **(extra_env or {})}
     argv = resolve_argv(spec["argv"], env)
-    hb = _Heartbeat(job_dir / "running.json", {"job_id": spec["job_id"], "attempt": n, "host": S.host(),
-                                               "pid": os.getpid(), "started": record["start"], **_slurm_ids()})
+    hb = _Heartbeat(
+        job_dir / "running.json",
+        {
+            "job_id": spec["job_id"],
+            "attempt": n,
+            "host": S.host(),
+            "pid": os.getpid(),
+            "started": record["start"],
+            **_slurm_ids(),
+        },
+    )
     hb.beat()
     hb.start()
     proc: Optional[subprocess.Popen] = None
@@ -161,8 +185,9 @@ def run_job(job_dir: str, extra_env: Optional[Dict[str, str]] = None) -> Dict[st
             fh.write(f"# {_now()} attempt {n} on {S.host()}\n# cwd {out}\n# {' '.join(argv)}\n".encode())
             fh.flush()
             try:
-                proc = subprocess.Popen(argv, stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=str(out),
-                                        start_new_session=True)
+                proc = subprocess.Popen(
+                    argv, stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=str(out), start_new_session=True
+                )
                 RUNNING.add(proc)
                 code = proc.wait()
             except OSError as err:  # the program itself is missing
@@ -191,10 +216,18 @@ def run_job(job_dir: str, extra_env: Optional[Dict[str, str]] = None) -> Dict[st
     if not ok and code is not None and code < 0:
         last = f"killed by {signal.Signals(-code).name} (cancelled, preempted or out of memory); last line: {last}"
     elif not ok and code == 0:
-        last = (f"exited 0 but wrote no results for {len(missing)} of {len(spec['units'])} unit(s) "
-                f"(lmms-eval exits 0 when evaluation fails; see the log); last line: {last}")
-    record.update(end=_now(), duration_s=round(time.time() - start, 2), exit_code=code,
-                  outcome="ok" if ok else "failed", missing=missing, last_line=last)
+        last = (
+            f"exited 0 but wrote no results for {len(missing)} of {len(spec['units'])} unit(s) "
+            f"(lmms-eval exits 0 when evaluation fails; see the log); last line: {last}"
+        )
+    record.update(
+        end=_now(),
+        duration_s=round(time.time() - start, 2),
+        exit_code=code,
+        outcome="ok" if ok else "failed",
+        missing=missing,
+        last_line=last,
+    )
     S.write_json(job_dir / "attempts.json", tries + [record])
     try:
         (job_dir / "running.json").unlink()

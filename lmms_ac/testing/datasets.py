@@ -5,6 +5,7 @@
 ``mme`` and ``seed`` tasks load them with ``LMMS_AC_DATASETS=dir``. Images are real photographs
 shipped by scikit-image when it is installed, else seeded noise; sizes and modes vary on purpose.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -52,8 +53,16 @@ def mme_records(n_images: int = 6) -> List[Dict]:
         category = categories[i % len(categories)]
         qid = f"{category}/{i:04d}.png"
         for answer in ("Yes", "No"):
-            records.append({"question_id": qid, "image": image.convert("RGB"), "category": category, "answer": answer,
-                            "question": f"Is there a {'cat' if answer == 'Yes' else 'dog'} in this image? Please answer yes or no."})
+            records.append(
+                {
+                    "question_id": qid,
+                    "image": image.convert("RGB"),
+                    "category": category,
+                    "answer": answer,
+                    "question": f"Is there a {'cat' if answer == 'Yes' else 'dog'} in this image? "
+                    "Please answer yes or no.",
+                }
+            )
     return records
 
 
@@ -62,13 +71,22 @@ def seed_records(n_image: int = 6, n_video: int = 2) -> List[Dict]:
     records = []
     for i in range(n_image + n_video):
         is_video = i >= n_image
-        records.append({
-            "answer": "ABCD"[i % 4], "choice_a": "a cat", "choice_b": "a dog", "choice_c": "a car", "choice_d": "a tree",
-            "data_id": f"{i}.jpg", "data_type": "video" if is_video else "image",
-            "question": "What is the main object in the image?", "question_id": str(100 + i),
-            "question_type_id": 1 + i % 9, "segment": [0, 1] if is_video else None,
-            "image": [images[i].convert("RGB")] * (3 if is_video else 1),
-        })
+        records.append(
+            {
+                "answer": "ABCD"[i % 4],
+                "choice_a": "a cat",
+                "choice_b": "a dog",
+                "choice_c": "a car",
+                "choice_d": "a tree",
+                "data_id": f"{i}.jpg",
+                "data_type": "video" if is_video else "image",
+                "question": "What is the main object in the image?",
+                "question_id": str(100 + i),
+                "question_type_id": 1 + i % 9,
+                "segment": [0, 1] if is_video else None,
+                "image": [images[i].convert("RGB")] * (3 if is_video else 1),
+            }
+        )
     return records
 
 
@@ -85,16 +103,31 @@ def write_mirror(directory: str) -> Dict[str, Path]:
     import datasets
 
     root = Path(directory)
-    mme_features = datasets.Features({"question_id": datasets.Value("string"), "image": datasets.Image(),
-                                      "question": datasets.Value("string"), "answer": datasets.Value("string"),
-                                      "category": datasets.Value("string")})
-    seed_features = datasets.Features({
-        "answer": datasets.Value("string"), "choice_a": datasets.Value("string"), "choice_b": datasets.Value("string"),
-        "choice_c": datasets.Value("string"), "choice_d": datasets.Value("string"), "data_id": datasets.Value("string"),
-        "data_type": datasets.Value("string"), "question": datasets.Value("string"), "question_id": datasets.Value("string"),
-        "question_type_id": datasets.Value("int64"), "segment": datasets.Sequence(datasets.Value("int64")),
-        "image": datasets.Sequence(datasets.Image()),
-    })
+    mme_features = datasets.Features(
+        {
+            "question_id": datasets.Value("string"),
+            "image": datasets.Image(),
+            "question": datasets.Value("string"),
+            "answer": datasets.Value("string"),
+            "category": datasets.Value("string"),
+        }
+    )
+    seed_features = datasets.Features(
+        {
+            "answer": datasets.Value("string"),
+            "choice_a": datasets.Value("string"),
+            "choice_b": datasets.Value("string"),
+            "choice_c": datasets.Value("string"),
+            "choice_d": datasets.Value("string"),
+            "data_id": datasets.Value("string"),
+            "data_type": datasets.Value("string"),
+            "question": datasets.Value("string"),
+            "question_id": datasets.Value("string"),
+            "question_type_id": datasets.Value("int64"),
+            "segment": datasets.Sequence(datasets.Value("int64")),
+            "image": datasets.Sequence(datasets.Image()),
+        }
+    )
     return {
         "mme": _save(mme_records(), mme_features, root / dataset_key(MME_PATH)),
         "seed": _save(seed_records(), seed_features, root / dataset_key(SEED_PATH)),
@@ -107,14 +140,29 @@ def write_llava_pretrain(directory: str, n: int = 6) -> Dict[str, str]:
 
     root = Path(directory)
     (root / "images" / "00000").mkdir(parents=True, exist_ok=True)
-    captions = ["a cat sitting on a mat", "a red car on the road", "two people in the picture", "a photo of a dog",
-                "a blue sky with clouds", "a green tree in a field", "a yellow flower", "a black and white photo"]
+    captions = [
+        "a cat sitting on a mat",
+        "a red car on the road",
+        "two people in the picture",
+        "a photo of a dog",
+        "a blue sky with clouds",
+        "a green tree in a field",
+        "a yellow flower",
+        "a black and white photo",
+    ]
     records = []
     for i, im in enumerate(sample_images(n, seed=2)):
         rel = f"00000/{i:09d}.jpg"
         im.convert("RGB").save(root / "images" / rel)
-        records.append({"id": f"{i:09d}", "image": rel, "conversations": [
-            {"from": "human", "value": "<image>\nWrite a terse but informative summary of the picture."},
-            {"from": "gpt", "value": captions[i % len(captions)]}]})
+        records.append(
+            {
+                "id": f"{i:09d}",
+                "image": rel,
+                "conversations": [
+                    {"from": "human", "value": "<image>\nWrite a terse but informative summary of the picture."},
+                    {"from": "gpt", "value": captions[i % len(captions)]},
+                ],
+            }
+        )
     (root / "blip_laion_cc_sbu_558k.json").write_text(json.dumps(records))
     return {"captions": str(root / "blip_laion_cc_sbu_558k.json"), "images": str(root / "images")}

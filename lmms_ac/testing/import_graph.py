@@ -10,6 +10,7 @@ into the tidy table; ``law`` fits it with the ``scores`` (A, C); ``layers``, ``r
 sit above; ``cli`` and ``entry_point`` at the top. ``plugin`` is the adapter of lmms-eval internals
 and imports nothing of lmms-ac, so anything may use it.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -19,8 +20,12 @@ from typing import Dict, Iterable, List, Optional, Set
 
 ROOT = Path(__file__).resolve().parents[2]
 #: import name -> folder (setup.py maps the top-level folders under ``lmms_ac``)
-FOLDERS = {"lmms_ac": "lmms_ac", "lmms_ac.models": "models", "lmms_ac.tasks": "tasks",
-           "lmms_ac.robustness": "robustness"}
+FOLDERS = {
+    "lmms_ac": "lmms_ac",
+    "lmms_ac.models": "models",
+    "lmms_ac.tasks": "tasks",
+    "lmms_ac.robustness": "robustness",
+}
 #: lowest first; a package imports its own layer or lower ones only (``lmms_ac`` is the package root)
 LAYERS: List[Set[str]] = [
     {"lmms_ac", "plugin", "registry", "io", "strict_csv", "model_args", "benchmarks"},
@@ -160,7 +165,9 @@ def upward_imports(g: Dict[str, Set[str]]) -> List[str]:
             if dst not in layer:
                 continue  # reported as the unplaced package's own line
             if layer[dst] > layer[src]:
-                wrong.append(f"{module} ({src}, layer {layer[src]}) imports {dep} ({dst}, layer {layer[dst]}), a higher layer")
+                wrong.append(
+                    f"{module} ({src}, layer {layer[src]}) imports {dep} ({dst}, layer {layer[dst]}), a higher layer"
+                )
     return wrong
 
 
@@ -181,7 +188,9 @@ def drawing(g: Dict[str, Set[str]], dot: bool = False) -> str:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    parser = argparse.ArgumentParser(description="print lmms-ac's import drawing by layer (checked by tests/test_import_layers.py)")
+    parser = argparse.ArgumentParser(
+        description="print lmms-ac's import drawing by layer (checked by tests/test_import_layers.py)"
+    )
     parser.add_argument("--dot", action="store_true", help="Graphviz output")
     args = parser.parse_args(argv)
     g = graph()

@@ -6,6 +6,7 @@
 and GQA (about 30) ask several questions about one picture. ``write_mme_mirror`` saves them where
 the ``mme`` task reads its local copy (``LMMS_AC_DATASETS``).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -50,10 +51,20 @@ def mme_many_questions(n_images: int, per_image: int, seed: int = 0) -> List[Dic
     for i, image in enumerate(distinct_images(n_images, seed=seed)):
         for q in range(per_image):
             k = i * per_image + q
-            text = _TEMPLATES[q % len(_TEMPLATES)].format(o=_OBJECTS[(q + i) % len(_OBJECTS)], o2=_OBJECTS[(q + 3) % len(_OBJECTS)],
-                                                          c=_COLOURS[(q // 2 + i) % len(_COLOURS)])
-            records.append({"question_id": f"{categories[i % 4]}/{i:04d}.png", "image": image, "category": categories[i % 4],
-                            "answer": "Yes" if k % 2 == 0 else "No", "question": text + _POST})
+            text = _TEMPLATES[q % len(_TEMPLATES)].format(
+                o=_OBJECTS[(q + i) % len(_OBJECTS)],
+                o2=_OBJECTS[(q + 3) % len(_OBJECTS)],
+                c=_COLOURS[(q // 2 + i) % len(_COLOURS)],
+            )
+            records.append(
+                {
+                    "question_id": f"{categories[i % 4]}/{i:04d}.png",
+                    "image": image,
+                    "category": categories[i % 4],
+                    "answer": "Yes" if k % 2 == 0 else "No",
+                    "question": text + _POST,
+                }
+            )
     return records
 
 
@@ -63,10 +74,18 @@ def write_mme_mirror(directory: str, n_images: int, per_image: int) -> Path:
 
     from lmms_ac.local_datasets import dataset_key
 
-    features = datasets.Features({"question_id": datasets.Value("string"), "image": datasets.Image(),
-                                  "question": datasets.Value("string"), "answer": datasets.Value("string"),
-                                  "category": datasets.Value("string")})
+    features = datasets.Features(
+        {
+            "question_id": datasets.Value("string"),
+            "image": datasets.Image(),
+            "question": datasets.Value("string"),
+            "answer": datasets.Value("string"),
+            "category": datasets.Value("string"),
+        }
+    )
     target = Path(directory) / dataset_key(MME_PATH)
-    ds = datasets.DatasetDict({"test": datasets.Dataset.from_list(mme_many_questions(n_images, per_image), features=features)})
+    ds = datasets.DatasetDict(
+        {"test": datasets.Dataset.from_list(mme_many_questions(n_images, per_image), features=features)}
+    )
     ds.save_to_disk(str(target))
     return target

@@ -1,5 +1,6 @@
 """Test helpers for the C score: an SPair-layout fixture made of real photographs that scikit-image
 ships, warped by known transforms, and small ``VisionRepresentation`` encoders."""
+
 from __future__ import annotations
 
 import io
@@ -62,8 +63,15 @@ def warps(w: int, h: int) -> Dict[str, Tuple[np.ndarray, Tuple[int, int]]]:
     }
 
 
-def write_photo_fixture(root: Path, *, max_side: int = 256, n_keypoints: int = 10, split: str = "test",
-                        photos: Sequence[Tuple[str, str]] = PHOTOS, seed: int = 0) -> List[dict]:
+def write_photo_fixture(
+    root: Path,
+    *,
+    max_side: int = 256,
+    n_keypoints: int = 10,
+    split: str = "test",
+    photos: Sequence[Tuple[str, str]] = PHOTOS,
+    seed: int = 0,
+) -> List[dict]:
     """Write scikit-image photographs and warped copies in the SPair layout; one pair per
     (photo, warp), source = original. Returns the written pair records."""
     import skimage.data
@@ -94,14 +102,24 @@ def write_photo_fixture(root: Path, *, max_side: int = 256, n_keypoints: int = 1
             trg_name = f"{name}_{warp_name}.jpg"
             (folder / trg_name).write_bytes(_jpeg(target))
             corners = apply_affine(matrix, [(0, 0), (w, 0), (w, h), (0, h)])
-            trg_box = [max(0.0, corners[:, 0].min()), max(0.0, corners[:, 1].min()),
-                       min(float(ow), corners[:, 0].max()), min(float(oh), corners[:, 1].max())]
+            trg_box = [
+                max(0.0, corners[:, 0].min()),
+                max(0.0, corners[:, 1].min()),
+                min(float(ow), corners[:, 0].max()),
+                min(float(oh), corners[:, 1].max()),
+            ]
             pair_id += 1
             record = {
-                "pair_id": pair_id, "src_imname": f"{name}.jpg", "trg_imname": trg_name,
-                "src_imsize": [w, h, 3], "trg_imsize": [ow, oh, 3],
-                "src_bndbox": bbox, "trg_bndbox": [round(v, 2) for v in trg_box], "category": category,
-                "src_kps": keypoints_to_json(kps[keep]), "trg_kps": keypoints_to_json(trg[keep]),
+                "pair_id": pair_id,
+                "src_imname": f"{name}.jpg",
+                "trg_imname": trg_name,
+                "src_imsize": [w, h, 3],
+                "trg_imsize": [ow, oh, 3],
+                "src_bndbox": bbox,
+                "trg_bndbox": [round(v, 2) for v in trg_box],
+                "category": category,
+                "src_kps": keypoints_to_json(kps[keep]),
+                "trg_kps": keypoints_to_json(trg[keep]),
                 "kps_ids": [str(k) for k in keep],
             }
             write_pair(root, split, record)

@@ -6,6 +6,7 @@
 * ``convert_to_original(hf_dir, out_dir)``: the same weights in the original LLaVA layout
   (``llava_llama`` config, ``model.mm_projector.*`` keys, separate CLIP tower directory).
 """
+
 from __future__ import annotations
 
 import json
@@ -19,7 +20,8 @@ VICUNA_TEMPLATE = (
     "{% for message in messages %}{% if message['role'] != 'system' %}{{ message['role'].upper() + ': ' }}{% endif %}"
     "{% if message['content'] is string %}{{ message['content'] + ' ' }}{% else %}"
     "{% for content in message['content'] | selectattr('type', 'equalto', 'image') %}{{ '<image>\\n' }}{% endfor %}"
-    "{% for content in message['content'] | selectattr('type', 'equalto', 'text') %}{{ content['text'] + ' ' }}{% endfor %}"
+    "{% for content in message['content'] | selectattr('type', 'equalto', 'text') %}{{ content['text'] + ' ' }}{% "
+    "endfor %}"
     "{% endif %}{% endfor %}{% if add_generation_prompt %}{{ 'ASSISTANT:' }}{% endif %}"
 )
 _CORPUS = [
@@ -40,12 +42,20 @@ def make_tokenizer(directory: Optional[str] = None, vocab_size: int = 400, corpu
     tok = Tokenizer(models.BPE(unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<unk>", "<s>", "</s>", "<pad>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=["<unk>", "<s>", "</s>", "<pad>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
     tok.train_from_iterator((_CORPUS + list(corpus or [])) * 4, trainer)  # corpus: extra text whose words become tokens
     bos = tok.token_to_id("<s>")
-    tok.post_processor = processors.TemplateProcessing(single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", bos)])
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>", pad_token="<pad>")
+    tok.post_processor = processors.TemplateProcessing(
+        single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", bos)]
+    )
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>", pad_token="<pad>"
+    )
     fast.add_tokens(["<image>"], special_tokens=True)
     if directory:
         fast.save_pretrained(directory)
@@ -55,16 +65,41 @@ def make_tokenizer(directory: Optional[str] = None, vocab_size: int = 400, corpu
 def tiny_configs(vocab_size: int, image_token_id: int, image_size: int = 32, patch_size: int = 8, text_layers: int = 2):
     from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig
 
-    vision = CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=4,
-                              image_size=image_size, patch_size=patch_size, projection_dim=32)
-    text = LlamaConfig(vocab_size=vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=text_layers,
-                       num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=1024, tie_word_embeddings=False,
-                       bos_token_id=1, eos_token_id=2, pad_token_id=3)
-    return LlavaConfig(vision_config=vision, text_config=text, image_token_id=image_token_id, projector_hidden_act="gelu",
-                       vision_feature_layer=-2, vision_feature_select_strategy="default")
+    vision = CLIPVisionConfig(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        image_size=image_size,
+        patch_size=patch_size,
+        projection_dim=32,
+    )
+    text = LlamaConfig(
+        vocab_size=vocab_size,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=text_layers,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        max_position_embeddings=1024,
+        tie_word_embeddings=False,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=3,
+    )
+    return LlavaConfig(
+        vision_config=vision,
+        text_config=text,
+        image_token_id=image_token_id,
+        projector_hidden_act="gelu",
+        vision_feature_layer=-2,
+        vision_feature_select_strategy="default",
+    )
 
 
-def make_llava_hf(directory: str, seed: int = 0, image_size: int = 32, patch_size: int = 8, chat_template: bool = True) -> str:
+def make_llava_hf(
+    directory: str, seed: int = 0, image_size: int = 32, patch_size: int = 8, chat_template: bool = True
+) -> str:
     """Write a tiny random llava-hf checkpoint (model + processor) to ``directory``."""
     from transformers import CLIPImageProcessor, LlavaForConditionalGeneration, LlavaProcessor
 
@@ -74,17 +109,25 @@ def make_llava_hf(directory: str, seed: int = 0, image_size: int = 32, patch_siz
     config = tiny_configs(len(tokenizer), image_token_id, image_size, patch_size)
     model = LlavaForConditionalGeneration(config).eval()
     model.generation_config.pad_token_id = tokenizer.pad_token_id
-    image_processor = CLIPImageProcessor(size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size})
-    processor = LlavaProcessor(image_processor=image_processor, tokenizer=tokenizer, patch_size=patch_size,
-                               vision_feature_select_strategy="default", num_additional_image_tokens=1,
-                               chat_template=VICUNA_TEMPLATE if chat_template else None)
+    image_processor = CLIPImageProcessor(
+        size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size}
+    )
+    processor = LlavaProcessor(
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        patch_size=patch_size,
+        vision_feature_select_strategy="default",
+        num_additional_image_tokens=1,
+        chat_template=VICUNA_TEMPLATE if chat_template else None,
+    )
     model.save_pretrained(directory)
     processor.save_pretrained(directory)
     return directory
 
 
-def convert_to_original(hf_dir: str, out_dir: str, tower_dir: Optional[str] = None, stage1_only: bool = False,
-                        drop_projector: bool = False) -> Dict[str, str]:
+def convert_to_original(
+    hf_dir: str, out_dir: str, tower_dir: Optional[str] = None, stage1_only: bool = False, drop_projector: bool = False
+) -> Dict[str, str]:
     """Re-save a llava-hf checkpoint in the original LLaVA layout.
 
     The CLIP tower goes to ``tower_dir`` (default ``<out_dir>/../clip-vit-tiny-patch8``; the name
@@ -105,14 +148,30 @@ def convert_to_original(hf_dir: str, out_dir: str, tower_dir: Optional[str] = No
     processor.image_processor.save_pretrained(tower_dir)
 
     text_cfg = model.config.text_config.to_dict()
-    config = {k: v for k, v in text_cfg.items() if not k.startswith("_") and k not in ("architectures", "transformers_version")}
-    config.update(model_type="llava_llama", architectures=["LlavaLlamaForCausalLM"], mm_vision_tower=tower_dir,
-                  mm_projector_type="mlp2x_gelu", mm_vision_select_layer=-2, mm_vision_select_feature="patch",
-                  mm_hidden_size=model.config.vision_config.hidden_size, image_aspect_ratio="pad",
-                  mm_use_im_start_end=False, mm_use_im_patch_token=False)
+    config = {
+        k: v
+        for k, v in text_cfg.items()
+        if not k.startswith("_") and k not in ("architectures", "transformers_version")
+    }
+    config.update(
+        model_type="llava_llama",
+        architectures=["LlavaLlamaForCausalLM"],
+        mm_vision_tower=tower_dir,
+        mm_projector_type="mlp2x_gelu",
+        mm_vision_select_layer=-2,
+        mm_vision_select_feature="patch",
+        mm_hidden_size=model.config.vision_config.hidden_size,
+        image_aspect_ratio="pad",
+        mm_use_im_start_end=False,
+        mm_use_im_patch_token=False,
+    )
     proj = model.model.multi_modal_projector
-    projector = {"model.mm_projector.0.weight": proj.linear_1.weight, "model.mm_projector.0.bias": proj.linear_1.bias,
-                 "model.mm_projector.2.weight": proj.linear_2.weight, "model.mm_projector.2.bias": proj.linear_2.bias}
+    projector = {
+        "model.mm_projector.0.weight": proj.linear_1.weight,
+        "model.mm_projector.0.bias": proj.linear_1.bias,
+        "model.mm_projector.2.weight": proj.linear_2.weight,
+        "model.mm_projector.2.bias": proj.linear_2.bias,
+    }
     projector = {k: v.detach().clone().contiguous() for k, v in projector.items()}
     llm_state = {f"model.{k}": v for k, v in model.model.language_model.state_dict().items()}
     llm_state["lm_head.weight"] = model.lm_head.weight
@@ -125,7 +184,14 @@ def convert_to_original(hf_dir: str, out_dir: str, tower_dir: Optional[str] = No
         from transformers import AutoConfig
 
         base.mkdir(parents=True, exist_ok=True)
-        base_cfg = AutoConfig.for_model("llama", **{k: v for k, v in config.items() if not k.startswith("mm_") and k not in ("model_type", "architectures", "image_aspect_ratio")})
+        base_cfg = AutoConfig.for_model(
+            "llama",
+            **{
+                k: v
+                for k, v in config.items()
+                if not k.startswith("mm_") and k not in ("model_type", "architectures", "image_aspect_ratio")
+            },
+        )
         base_cfg.save_pretrained(base)
         save_file(llm_state, str(base / "model.safetensors"), metadata={"format": "pt"})
         tokenizer.save_pretrained(base)

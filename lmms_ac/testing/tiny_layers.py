@@ -7,6 +7,7 @@
   only the image's mean token plus tiny seeded per-token noise (no spatial information left);
 * ``zero_qk=True`` zeroes ``q_proj``/``k_proj``: attention is uniform over the visible positions.
 """
+
 from __future__ import annotations
 
 from typing import Optional
@@ -41,9 +42,17 @@ def orthogonal_projector(d_in: int, d_out: int, seed: int = 0) -> nn.Module:
     return nn.Sequential(layer)
 
 
-def tiny_layer_vlm(*, vision: Optional[nn.Module] = None, projector: str = "orthogonal", identity_llm: bool = False,
-                   zero_qk: bool = False, n_layers: int = 2, d_llm: int = 320, attn_implementation: str = "sdpa",
-                   seed: int = 0):
+def tiny_layer_vlm(
+    *,
+    vision: Optional[nn.Module] = None,
+    projector: str = "orthogonal",
+    identity_llm: bool = False,
+    zero_qk: bool = False,
+    n_layers: int = 2,
+    d_llm: int = 320,
+    attn_implementation: str = "sdpa",
+    seed: int = 0,
+):
     """A ``LlavaStyleVLM`` on CPU in float32: ``vision`` (default a 128-px ``PixelPatchEncoder``,
     16x16 tokens), the chosen projector and a random tiny Llama."""
     from transformers import LlamaConfig, LlamaForCausalLM
@@ -56,9 +65,19 @@ def tiny_layer_vlm(*, vision: Optional[nn.Module] = None, projector: str = "orth
     torch.manual_seed(seed)
     vision = vision if vision is not None else PixelPatchEncoder(size=128, patch=8)
     tokenizer = make_tokenizer()
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=d_llm, intermediate_size=128, num_hidden_layers=n_layers,
-                         num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=2048,
-                         tie_word_embeddings=False, bos_token_id=1, eos_token_id=2, pad_token_id=3)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=d_llm,
+        intermediate_size=128,
+        num_hidden_layers=n_layers,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        max_position_embeddings=2048,
+        tie_word_embeddings=False,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=3,
+    )
     config._attn_implementation = attn_implementation
     llm = LlamaForCausalLM(config).eval()
     for block in llm.model.layers:
@@ -90,11 +109,27 @@ def make_tiny_clip(directory: str, seed: int = 0) -> str:
 
     tok = make_tokenizer()
     config = CLIPConfig(
-        text_config=dict(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-                         max_position_embeddings=64, bos_token_id=1, eos_token_id=2, pad_token_id=3),
-        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-                           image_size=32, patch_size=8),
-        projection_dim=16)
+        text_config=dict(
+            vocab_size=len(tok),
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            max_position_embeddings=64,
+            bos_token_id=1,
+            eos_token_id=2,
+            pad_token_id=3,
+        ),
+        vision_config=dict(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            image_size=32,
+            patch_size=8,
+        ),
+        projection_dim=16,
+    )
     torch.manual_seed(seed)
     CLIPModel(config).save_pretrained(directory)
     tok.save_pretrained(directory)

@@ -13,6 +13,7 @@ fixed square size), ``dinov2`` (with or without registers, ``?size=``), ``opencl
 ``concat`` (channel-wise feature combinations, ``concat:a+b``) and ``diffusion`` (one-step
 diffusion features through diffusers, an optional extra).
 """
+
 from __future__ import annotations
 
 from typing import Callable, Collection, Dict, Optional, Union
@@ -48,14 +49,23 @@ FAMILIES.register("siglip2", _lazy("lmms_ac.vision.extra_hf", "build_siglip2", {
 FAMILIES.register("dinov2", _lazy("lmms_ac.vision.extra_hf", "build_dinov2", {"layer", "size", "backend"}))
 FAMILIES.register("openclip", _lazy("lmms_ac.vision.openclip", "build_openclip", {"layer"}))
 FAMILIES.register("concat", _lazy("lmms_ac.vision.concat", "build_concat", ()))  # options go on the parts
-FAMILIES.register("diffusion", _lazy("lmms_ac.vision.diffusion", "build_diffusion",
-                                      {"t", "block", "prompt", "seed", "size", "latent", "merge", "label", "resize", "t5",
-                                       "layer"}))  # 'layer' is declared so that the family's own error names '?block=
+FAMILIES.register(
+    "diffusion",
+    _lazy(
+        "lmms_ac.vision.diffusion",
+        "build_diffusion",
+        {"t", "block", "prompt", "seed", "size", "latent", "merge", "label", "resize", "t5", "layer"},
+    ),
+)  # 'layer' is declared so that the family's own error names '?block=
 
 
 def family_options() -> Dict[str, frozenset]:
     """Family -> the spec options it takes (families registered without a declaration are omitted)."""
-    return {name: FAMILIES.get(name).options for name in FAMILIES.names() if getattr(FAMILIES.get(name), "options", None) is not None}
+    return {
+        name: FAMILIES.get(name).options
+        for name in FAMILIES.names()
+        if getattr(FAMILIES.get(name), "options", None) is not None
+    }
 
 
 def load_representation(
@@ -85,8 +95,13 @@ def load_representation(
     else:
         layer = select_layer if select_layer is not None else -2
     extra = {} if image_backend is None else {"image_backend": image_backend}
-    rep = factory(spec, select_layer=layer, torch_dtype=torch_dtype,
-                  trust_remote_code=parse_bool(trust_remote_code, "trust_remote_code"), **extra)
+    rep = factory(
+        spec,
+        select_layer=layer,
+        torch_dtype=torch_dtype,
+        trust_remote_code=parse_bool(trust_remote_code, "trust_remote_code"),
+        **extra,
+    )
     rep.eval().requires_grad_(False)
     if device is not None:
         rep.to(device)

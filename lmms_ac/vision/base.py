@@ -11,6 +11,7 @@ pixels) can reuse the normalisation alone:
 * ``preprocess(images)`` = ``normalize(pixels(images))``;
 * ``encode(pixel_values)`` - normalised tensor -> patch tokens ``[B, N, D]``.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -23,6 +23,7 @@ One shared input geometry, so image hooks (perturbations on pixels) see one imag
 So each part sees the same crop of the image (its own resize-then-crop ratio, e.g. DINOv2's
 256 -> 224, is not applied inside a combination; the token grids would not line up otherwise).
 """
+
 from __future__ import annotations
 
 import functools
@@ -93,7 +94,9 @@ def multi_tower_spec(name: str) -> Optional[str]:
 
 
 def _grid_error(parts: Sequence[VisionRepresentation]) -> str:
-    desc = "; ".join(f"{p.spec} gives a {p.grid[0]}x{p.grid[1]} grid ({p.image_size} px / {p.patch_size} px patches)" for p in parts)
+    desc = "; ".join(
+        f"{p.spec} gives a {p.grid[0]}x{p.grid[1]} grid ({p.image_size} px / {p.patch_size} px patches)" for p in parts
+    )
     hints = []
     for target in parts:
         for other in parts:
@@ -102,12 +105,16 @@ def _grid_error(parts: Sequence[VisionRepresentation]) -> str:
             family = str(target.spec).partition(":")[0]
             need = other.grid[0] * target.patch_size
             if family in _SIZEABLE:
-                hints.append(f"'{_with_size(target.spec, need)}' matches {other.spec}'s {other.grid[0]}x{other.grid[1]} grid")
+                hints.append(
+                    f"'{_with_size(target.spec, need)}' matches {other.spec}'s {other.grid[0]}x{other.grid[1]} grid"
+                )
             else:
                 hints.append(f"{target.spec} would need {need} px input to match {other.spec}")
     hint = "; ".join(dict.fromkeys(hints))
-    return (f"concat: the parts' token grids differ ({desc}); channel-wise concatenation needs the same grid. "
-            f"Pick resolutions that agree, e.g. CLIP-224 + DINOv2 at 224 or CLIP-336 + DINOv2 '?size=336'. Hints: {hint}")
+    return (
+        f"concat: the parts' token grids differ ({desc}); channel-wise concatenation needs the same grid. "
+        f"Pick resolutions that agree, e.g. CLIP-224 + DINOv2 at 224 or CLIP-336 + DINOv2 '?size=336'. Hints: {hint}"
+    )
 
 
 def _with_size(spec: str, size: int) -> str:
@@ -149,8 +156,17 @@ class ConcatRepresentation(VisionRepresentation):
         for part in self.parts:
             x = pixel_values
             if x.shape[-1] != part.image_size or x.shape[-2] != part.image_size:
-                x = F.interpolate(x.float(), size=(part.image_size, part.image_size), mode="bicubic",
-                                  align_corners=False, antialias=True).clamp(0, 1).to(pixel_values.dtype)
+                x = (
+                    F.interpolate(
+                        x.float(),
+                        size=(part.image_size, part.image_size),
+                        mode="bicubic",
+                        align_corners=False,
+                        antialias=True,
+                    )
+                    .clamp(0, 1)
+                    .to(pixel_values.dtype)
+                )
             out.append(part.normalize(x))
         return out
 
@@ -164,16 +180,25 @@ class ConcatRepresentation(VisionRepresentation):
         return [tokens[..., a:b] for a, b in self.part_slices]
 
 
-def build_concat(spec: RepresentationSpec, *, select_layer: Optional[int] = None, torch_dtype=None,
-                 trust_remote_code: bool = False, image_backend: Optional[str] = None, **_) -> ConcatRepresentation:
+def build_concat(
+    spec: RepresentationSpec,
+    *,
+    select_layer: Optional[int] = None,
+    torch_dtype=None,
+    trust_remote_code: bool = False,
+    image_backend: Optional[str] = None,
+    **_,
+) -> ConcatRepresentation:
     from lmms_ac.vision import FAMILIES, family_options, load_representation
     from lmms_ac.vision.spec import check_options
 
     known = _known_families()
     texts = split_parts(spec.target, known)
     if len(texts) < 2:
-        raise ValueError(f"concat:{spec.target}: a combination needs at least two parts joined by '+', e.g. "
-                         f"'concat:clip:openai/clip-vit-large-patch14+dinov2:facebook/dinov2-large'")
+        raise ValueError(
+            f"concat:{spec.target}: a combination needs at least two parts joined by '+', e.g. "
+            f"'concat:clip:openai/clip-vit-large-patch14+dinov2:facebook/dinov2-large'"
+        )
     part_specs = []
     for text in texts:  # every part's spec and options are checked before any part loads
         part_spec = parse_spec(text, known)
@@ -186,6 +211,13 @@ def build_concat(spec: RepresentationSpec, *, select_layer: Optional[int] = None
     parts = []
     for part_spec in part_specs:
         layer = None if "layer" in part_spec.opts else select_layer
-        parts.append(load_representation(part_spec, select_layer=layer, torch_dtype=torch_dtype, trust_remote_code=trust_remote_code,
-                                         image_backend=image_backend))
+        parts.append(
+            load_representation(
+                part_spec,
+                select_layer=layer,
+                torch_dtype=torch_dtype,
+                trust_remote_code=trust_remote_code,
+                image_backend=image_backend,
+            )
+        )
     return ConcatRepresentation(str(spec), parts)

@@ -1,6 +1,7 @@
 """Diffusion-model features through ``diffusers`` (optional extra: ``pip install 'lmms-ac[diffusion]'``).
 
-Spec: ``diffusion:<hub id or pipeline directory>[?t=1&block=0&prompt=&seed=0&size=768&latent=mean&merge=concat&label=null&resize=crop&t5=0]``
+Spec: ``diffusion:<hub id or pipeline
+    directory>[?t=1&block=0&prompt=&seed=0&size=768&latent=mean&merge=concat&label=null&resize=crop&t5=0]``
 
 The target is a diffusers pipeline (a hub id or a directory with ``model_index.json``); its
 ``_class_name`` picks the recipe:
@@ -52,6 +53,7 @@ time/text embeddings, and for SD3 used a scheduler whose ``add_noise`` returns t
 
 ``select_layer`` (the ``?layer=`` option of other families) does not apply here; ``block`` does.
 """
+
 from __future__ import annotations
 
 import json
@@ -129,12 +131,16 @@ def read_model_index(target: str) -> Dict[str, Any]:
     if os.path.isdir(path):
         index = os.path.join(path, "model_index.json")
         if not os.path.isfile(index):
-            raise FileNotFoundError(f"{target!r} holds no model_index.json; a diffusion: target is a diffusers pipeline "
-                                    f"directory (model_index.json + vae/ + unet/ or transformer/ + scheduler/ ...)")
+            raise FileNotFoundError(
+                f"{target!r} holds no model_index.json; a diffusion: target is a diffusers pipeline "
+                f"directory (model_index.json + vae/ + unet/ or transformer/ + scheduler/ ...)"
+            )
         with open(index, encoding="utf-8") as f:
             return json.load(f)
     if target.startswith(("/", ".", "~")) or target.count("/") > 1:
-        raise FileNotFoundError(f"diffusion pipeline directory {target!r} does not exist; pass a hub id or an existing directory")
+        raise FileNotFoundError(
+            f"diffusion pipeline directory {target!r} does not exist; pass a hub id or an existing directory"
+        )
     diffusers = _require_diffusers()
     try:
         return dict(diffusers.DiffusionPipeline.load_config(target))
@@ -148,9 +154,19 @@ def read_model_index(target: str) -> Dict[str, Any]:
 class DiffusionRepresentation(VisionRepresentation):
     """One-step diffusion features of a VAE + denoiser, conditioning fixed at load time."""
 
-    def __init__(self, spec: RepresentationSpec, kind: str, vae: torch.nn.Module, denoiser: torch.nn.Module,
-                 scheduler: Any, *, size: int, conditioning: Dict[str, torch.Tensor],
-                 image_encoder: Optional[torch.nn.Module] = None, image_encoder_spec: Optional[ImageSpec] = None):
+    def __init__(
+        self,
+        spec: RepresentationSpec,
+        kind: str,
+        vae: torch.nn.Module,
+        denoiser: torch.nn.Module,
+        scheduler: Any,
+        *,
+        size: int,
+        conditioning: Dict[str, torch.Tensor],
+        image_encoder: Optional[torch.nn.Module] = None,
+        image_encoder_spec: Optional[ImageSpec] = None,
+    ):
         super().__init__()
         self.spec = str(spec)
         self.kind = kind
@@ -181,7 +197,10 @@ class DiffusionRepresentation(VisionRepresentation):
         self.scaling_factor = float(getattr(vcfg, "scaling_factor", 1.0) or 1.0)
         self.shift_factor = float(getattr(vcfg, "shift_factor", 0.0) or 0.0)
         if size <= 0 or size % self.vae_scale:
-            raise ValueError(f"{self.spec}: size {size} must be a positive multiple of the VAE's downsampling factor {self.vae_scale}")
+            raise ValueError(
+                f"{self.spec}: size {size} must be a positive multiple of the VAE's downsampling factor "
+                f"{self.vae_scale}"
+            )
         latent = size // self.vae_scale
         self.image_spec = ImageSpec(size=size, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
 
@@ -198,13 +217,15 @@ class DiffusionRepresentation(VisionRepresentation):
 
             alphas = DDPMScheduler.from_config(self.scheduler_config).alphas_cumprod
             a_t = float(alphas[self.t])
-            self.noise_coefs = (a_t ** 0.5, (1.0 - a_t) ** 0.5)
+            self.noise_coefs = (a_t**0.5, (1.0 - a_t) ** 0.5)
 
         # seeded noise, identical for every image (drawn on the CPU so every device sees the same numbers)
         channels = int(vcfg.latent_channels)
         gen = torch.Generator().manual_seed(self.seed)
         self.register_buffer("noise", torch.randn(1, channels, latent, latent, generator=gen), persistent=False)
-        self.register_buffer("posterior_noise", torch.randn(1, channels, latent, latent, generator=gen), persistent=False)
+        self.register_buffer(
+            "posterior_noise", torch.randn(1, channels, latent, latent, generator=gen), persistent=False
+        )
 
         # the captured module and the output geometry
         if self.is_transformer:
@@ -212,16 +233,20 @@ class DiffusionRepresentation(VisionRepresentation):
             self._capture_module = self._pick(blocks, "transformer_blocks")
             p = int(denoiser.config.patch_size)
             if latent % p:
-                raise ValueError(f"{self.spec}: latent size {latent} (image {size}) is not a multiple of the patch size {p}; "
-                                 f"use a size that is a multiple of {p * self.vae_scale}")
+                raise ValueError(
+                    f"{self.spec}: latent size {latent} (image {size}) is not a multiple of the patch size {p}; "
+                    f"use a size that is a multiple of {p * self.vae_scale}"
+                )
             self.token_grid = (latent // p, latent // p)
             inner = int(denoiser.config.num_attention_heads) * int(denoiser.config.attention_head_dim)
             if self.merge == "none":
                 self.grid, self.hidden_size = self.token_grid, inner
             else:
                 if self.token_grid[0] % 2:
-                    raise ValueError(f"{self.spec}: a {self.token_grid[0]}x{self.token_grid[1]} token grid cannot be merged 2x2; "
-                                     f"use a size that is a multiple of {2 * p * self.vae_scale} or merge=none")
+                    raise ValueError(
+                        f"{self.spec}: a {self.token_grid[0]}x{self.token_grid[1]} token grid cannot be merged 2x2; "
+                        f"use a size that is a multiple of {2 * p * self.vae_scale} or merge=none"
+                    )
                 self.grid = (self.token_grid[0] // 2, self.token_grid[1] // 2)
                 self.hidden_size = inner * (4 if self.merge == "concat" else 1)
             self.patch_size = size // self.grid[0]
@@ -230,11 +255,13 @@ class DiffusionRepresentation(VisionRepresentation):
             self._capture_module = self._pick(ups, "up_blocks")
             index = self.block % len(ups)
             n_down = sum(1 for blk in denoiser.down_blocks if getattr(blk, "downsamplers", None) is not None)
-            if latent % (2 ** n_down):
-                raise ValueError(f"{self.spec}: size {size} gives a {latent}x{latent} latent that the U-Net's {n_down} "
-                                 f"downsamplings do not divide; use a multiple of {self.vae_scale * 2 ** n_down}")
+            if latent % (2**n_down):
+                raise ValueError(
+                    f"{self.spec}: size {size} gives a {latent}x{latent} latent that the U-Net's {n_down} "
+                    f"downsamplings do not divide; use a multiple of {self.vae_scale * 2**n_down}"
+                )
             n_up = sum(1 for blk in list(ups)[: index + 1] if getattr(blk, "upsamplers", None) is not None)
-            g = latent // 2 ** n_down * 2 ** n_up
+            g = latent // 2**n_down * 2**n_up
             self.grid = (g, g)
             self.hidden_size = int(ups[index].resnets[-1].out_channels)
             self.patch_size = size // g
@@ -246,7 +273,10 @@ class DiffusionRepresentation(VisionRepresentation):
 
     def _pick(self, blocks, name: str) -> torch.nn.Module:
         if not -len(blocks) <= self.block < len(blocks):
-            raise ValueError(f"{self.spec}: block {self.block} out of range for {len(blocks)} {name} (valid: {-len(blocks)}..{len(blocks) - 1})")
+            raise ValueError(
+                f"{self.spec}: block {self.block} out of range for {len(blocks)} {name} (valid: "
+                f"{-len(blocks)}..{len(blocks) - 1})"
+            )
         return blocks[self.block]
 
     # ---------------------------------------------------------------------------- preprocessing
@@ -256,8 +286,12 @@ class DiffusionRepresentation(VisionRepresentation):
         import numpy as np
 
         size = self.image_spec.size
-        out = [torch.from_numpy(np.asarray(to_rgb(im).resize((size, size), Image.BICUBIC), dtype="float32") / 255.0).permute(2, 0, 1)
-               for im in images]
+        out = [
+            torch.from_numpy(
+                np.asarray(to_rgb(im).resize((size, size), Image.BICUBIC), dtype="float32") / 255.0
+            ).permute(2, 0, 1)
+            for im in images
+        ]
         return torch.stack(out)
 
     # ---------------------------------------------------------------------------- the forward pass
@@ -290,14 +324,19 @@ class DiffusionRepresentation(VisionRepresentation):
             if self.label == "none":
                 labels = torch.zeros(b, dtype=torch.long, device=x_t.device)  # zeroed by the hook installed in encode
             elif self.label == "null":
-                labels = torch.full((b,), int(self.denoiser.config.num_embeds_ada_norm), dtype=torch.long, device=x_t.device)
+                labels = torch.full(
+                    (b,), int(self.denoiser.config.num_embeds_ada_norm), dtype=torch.long, device=x_t.device
+                )
             else:
                 labels = torch.full((b,), int(self.label), dtype=torch.long, device=x_t.device)
             self.denoiser(x_t, timestep=timestep, class_labels=labels)
         elif self.kind == "sd3":
-            self.denoiser(hidden_states=x_t, timestep=timestep.to(dtype),
-                          encoder_hidden_states=self.prompt_embeds.to(dtype).expand(b, -1, -1),
-                          pooled_projections=self.pooled_embeds.to(dtype).expand(b, -1))
+            self.denoiser(
+                hidden_states=x_t,
+                timestep=timestep.to(dtype),
+                encoder_hidden_states=self.prompt_embeds.to(dtype).expand(b, -1, -1),
+                pooled_projections=self.pooled_embeds.to(dtype).expand(b, -1),
+            )
         else:
             if self.kind == "sd-image-variation":
                 cond = self._image_conditioning(pixel_values).to(dtype)
@@ -305,8 +344,10 @@ class DiffusionRepresentation(VisionRepresentation):
                 cond = self.prompt_embeds.to(dtype).expand(b, -1, -1)
             added = None
             if self.kind == "sdxl":
-                added = {"text_embeds": self.pooled_embeds.to(dtype).expand(b, -1),
-                         "time_ids": self.time_ids.to(dtype).expand(b, -1)}
+                added = {
+                    "text_embeds": self.pooled_embeds.to(dtype).expand(b, -1),
+                    "time_ids": self.time_ids.to(dtype).expand(b, -1),
+                }
             self.denoiser(x_t, timestep, encoder_hidden_states=cond, added_cond_kwargs=added)
 
     @torch.no_grad()
@@ -316,7 +357,9 @@ class DiffusionRepresentation(VisionRepresentation):
         captured = {}
 
         def capture(_module, _args, output):
-            captured["out"] = output[-1] if isinstance(output, tuple) else output  # JointTransformerBlock: (context, image)
+            captured["out"] = (
+                output[-1] if isinstance(output, tuple) else output
+            )  # JointTransformerBlock: (context, image)
             raise _StopForward
 
         handles = [self._capture_module.register_forward_hook(capture)]
@@ -351,17 +394,26 @@ def _encode_conditioning(kind: str, pipe: Any, prompt: str, size: int) -> Dict[s
             embeds, _ = pipe.encode_prompt(prompt, device, 1, False)
             return {"prompt_embeds": embeds}
         if kind == "sdxl":
-            embeds, _, pooled, _ = pipe.encode_prompt(prompt=prompt, device=device, num_images_per_prompt=1,
-                                                      do_classifier_free_guidance=False)
+            embeds, _, pooled, _ = pipe.encode_prompt(
+                prompt=prompt, device=device, num_images_per_prompt=1, do_classifier_free_guidance=False
+            )
             time_ids = torch.tensor([[size, size, 0, 0, size, size]], dtype=embeds.dtype)
             expected = pipe.unet.add_embedding.linear_1.in_features
             passed = pipe.unet.config.addition_time_embed_dim * 6 + pooled.shape[-1]
             if expected != passed:
-                raise ValueError(f"SDXL U-Net expects an added embedding of {expected} values, the text encoders give {passed}")
+                raise ValueError(
+                    f"SDXL U-Net expects an added embedding of {expected} values, the text encoders give {passed}"
+                )
             return {"prompt_embeds": embeds, "pooled_embeds": pooled, "time_ids": time_ids}
         if kind == "sd3":
-            embeds, _, pooled, _ = pipe.encode_prompt(prompt=prompt, prompt_2=None, prompt_3=None, device=device,
-                                                      num_images_per_prompt=1, do_classifier_free_guidance=False)
+            embeds, _, pooled, _ = pipe.encode_prompt(
+                prompt=prompt,
+                prompt_2=None,
+                prompt_3=None,
+                device=device,
+                num_images_per_prompt=1,
+                do_classifier_free_guidance=False,
+            )
             return {"prompt_embeds": embeds, "pooled_embeds": pooled}
     return {}
 
@@ -377,14 +429,26 @@ def _processor_size(value: Any) -> int:
     raise ValueError(f"cannot read an image size from {value!r}")
 
 
-def build_diffusion(spec: RepresentationSpec, *, select_layer: Optional[int] = None, torch_dtype=None,
-                    trust_remote_code: bool = False, **_) -> DiffusionRepresentation:
+def build_diffusion(
+    spec: RepresentationSpec,
+    *,
+    select_layer: Optional[int] = None,
+    torch_dtype=None,
+    trust_remote_code: bool = False,
+    **_,
+) -> DiffusionRepresentation:
     diffusers = _require_diffusers()
     unknown = sorted(set(spec.opts) - _OPTIONS)
     if unknown:
-        raise ValueError(f"{spec}: unknown option(s) {', '.join(unknown)}; the diffusion family takes {', '.join(sorted(_OPTIONS - {'layer'}))}")
+        raise ValueError(
+            f"{spec}: unknown option(s) {', '.join(unknown)}; the diffusion family takes "
+            f"{', '.join(sorted(_OPTIONS - {'layer'}))}"
+        )
     if "layer" in spec.opts:
-        raise ValueError(f"{spec}: diffusion features have no '?layer='; pick the block with '?block=' (U-Net up block, or transformer block)")
+        raise ValueError(
+            f"{spec}: diffusion features have no '?layer='; pick the block with '?block=' (U-Net up block, or "
+            "transformer block)"
+        )
     index = read_model_index(spec.target)
     cls_name = index.get("_class_name", "")
     if cls_name not in PIPELINES:
@@ -393,8 +457,15 @@ def build_diffusion(spec: RepresentationSpec, *, select_layer: Optional[int] = N
     size = _int_option(spec, "size", default_size)
     prompt = spec.opts.get("prompt", "")
     if kind in ("dit", "sd-image-variation") and prompt:
-        raise ValueError(f"{spec}: {cls_name} takes no text prompt ("
-                         + ("conditioning is the class label, '?label='" if kind == "dit" else "conditioning is the image's CLIP embedding") + ")")
+        raise ValueError(
+            f"{spec}: {cls_name} takes no text prompt ("
+            + (
+                "conditioning is the class label, '?label='"
+                if kind == "dit"
+                else "conditioning is the image's CLIP embedding"
+            )
+            + ")"
+        )
     if kind != "dit" and "label" in spec.opts:
         raise ValueError(f"{spec}: '?label=' applies to DiT only")
 
@@ -429,6 +500,17 @@ def build_diffusion(spec: RepresentationSpec, *, select_layer: Optional[int] = N
         image_encoder = pipe.image_encoder
         fe = pipe.feature_extractor
         crop = _processor_size(fe.crop_size if getattr(fe, "do_center_crop", True) else fe.size)
-        image_spec = ImageSpec(size=crop, mean=tuple(float(x) for x in fe.image_mean), std=tuple(float(x) for x in fe.image_std))
-    return DiffusionRepresentation(spec, kind, pipe.vae, denoiser, pipe.scheduler, size=size, conditioning=conditioning,
-                                   image_encoder=image_encoder, image_encoder_spec=image_spec)
+        image_spec = ImageSpec(
+            size=crop, mean=tuple(float(x) for x in fe.image_mean), std=tuple(float(x) for x in fe.image_std)
+        )
+    return DiffusionRepresentation(
+        spec,
+        kind,
+        pipe.vae,
+        denoiser,
+        pipe.scheduler,
+        size=size,
+        conditioning=conditioning,
+        image_encoder=image_encoder,
+        image_encoder_spec=image_spec,
+    )

@@ -20,6 +20,7 @@ Input resolution: the processor's crop size (224 for ``facebook/dinov2-*``) or `
 interpolates its position embeddings); the processor's resize-then-crop ratio is kept (256 -> 224
 becomes round(S * 256 / 224) -> S). Mean/std from the processor.
 """
+
 from __future__ import annotations
 
 import math
@@ -40,13 +41,17 @@ def _model_type(spec: RepresentationSpec, trust_remote_code: bool) -> str:
     target = spec.target
     looks_local = target.startswith(("/", ".", "~")) or target.count("/") > 1
     if looks_local and not os.path.exists(os.path.expanduser(target)):
-        raise FileNotFoundError(f"vision tower directory {target!r} does not exist (spec {spec}); pass a hub id or an existing local directory")
+        raise FileNotFoundError(
+            f"vision tower directory {target!r} does not exist (spec {spec}); pass a hub id or an existing local "
+            "directory"
+        )
     try:
         config_dict, _ = transformers.PretrainedConfig.get_config_dict(target, trust_remote_code=trust_remote_code)
     except OSError as err:
         raise FileNotFoundError(
             f"could not load vision tower {str(spec)!r}: {err}. Use a hub id your machine can reach, a local directory "
-            f"with config.json + weights + preprocessor_config.json, or mirror it with `huggingface-cli download {target}` "
+            "with config.json + weights + preprocessor_config.json, or mirror it with `huggingface-cli download "
+            f"{target}` "
             f"on a machine with a hub."
         ) from err
     return str(config_dict.get("model_type", ""))
@@ -82,7 +87,9 @@ def _size_option(spec: RepresentationSpec) -> Optional[int]:
 class Siglip2NaflexTower(VisionRepresentation):
     """A NaFlex ``Siglip2VisionModel`` run at a fixed square resolution."""
 
-    def __init__(self, spec: str, model: torch.nn.Module, processor: Any, select_layer: int = -2, size: Optional[int] = None):
+    def __init__(
+        self, spec: str, model: torch.nn.Module, processor: Any, select_layer: int = -2, size: Optional[int] = None
+    ):
         super().__init__()
         self.spec = spec
         self.model = model
@@ -98,14 +105,21 @@ class Siglip2NaflexTower(VisionRepresentation):
         g = size // self.patch_size
         self.grid = (g, g)
         self.hidden_size = int(cfg.hidden_size)
-        self.image_spec = ImageSpec(size=size, mean=tuple(float(x) for x in processor.image_mean),
-                                    std=tuple(float(x) for x in processor.image_std))
+        self.image_spec = ImageSpec(
+            size=size,
+            mean=tuple(float(x) for x in processor.image_mean),
+            std=tuple(float(x) for x in processor.image_std),
+        )
         n_layers = int(cfg.num_hidden_layers)
         if not -n_layers - 1 <= self.select_layer <= n_layers:
-            raise ValueError(f"{spec}: select_layer {select_layer} out of range for a {n_layers}-layer tower (valid: {-n_layers - 1}..{n_layers})")
+            raise ValueError(
+                f"{spec}: select_layer {select_layer} out of range for a {n_layers}-layer tower (valid: "
+                f"{-n_layers - 1}..{n_layers})"
+            )
 
     def patchify(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """``[B, 3, S, S]`` -> ``[B, N, p*p*3]`` in the layout of ``Siglip2ImageProcessor`` (row-major patches, (y, x, c) inside)."""
+        """``[B, 3, S, S]`` -> ``[B, N, p*p*3]`` in the layout of ``Siglip2ImageProcessor`` (row-major patches, (y,
+        x, c) inside)."""
         b, c, h, w = pixel_values.shape
         p = self.patch_size
         x = pixel_values.reshape(b, c, h // p, p, w // p, p).permute(0, 2, 4, 3, 5, 1)
@@ -117,25 +131,48 @@ class Siglip2NaflexTower(VisionRepresentation):
         patches = self.patchify(pixel_values)
         spatial_shapes = torch.tensor([list(self.grid)] * b, dtype=torch.long, device=pixel_values.device)
         mask = torch.ones(b, patches.shape[1], dtype=torch.long, device=pixel_values.device)
-        out = self.model(pixel_values=patches, pixel_attention_mask=mask, spatial_shapes=spatial_shapes,
-                         output_hidden_states=True, return_dict=True)
+        out = self.model(
+            pixel_values=patches,
+            pixel_attention_mask=mask,
+            spatial_shapes=spatial_shapes,
+            output_hidden_states=True,
+            return_dict=True,
+        )
         return self.check_tokens(out.hidden_states[self.select_layer])
 
 
-def build_siglip2(spec: RepresentationSpec, *, select_layer: int = -2, torch_dtype=None, trust_remote_code: bool = False,
-                  image_backend: Optional[str] = None, **_):
+def build_siglip2(
+    spec: RepresentationSpec,
+    *,
+    select_layer: int = -2,
+    torch_dtype=None,
+    trust_remote_code: bool = False,
+    image_backend: Optional[str] = None,
+    **_,
+):
     model_type = _model_type(spec, trust_remote_code)
     if model_type in ("siglip", "siglip_vision_model"):
         if _size_option(spec) is not None:
             raise ValueError(f"{spec}: fixed-resolution SigLIP2 checkpoints run at their own size; drop '?size='")
-        return load_hf_tower(spec, "SiglipVisionModel", select_layer, torch_dtype, trust_remote_code, num_prefix_tokens=0,
-                             image_backend=image_backend)
+        return load_hf_tower(
+            spec,
+            "SiglipVisionModel",
+            select_layer,
+            torch_dtype,
+            trust_remote_code,
+            num_prefix_tokens=0,
+            image_backend=image_backend,
+        )
     if model_type not in ("siglip2", "siglip2_vision_model"):
-        raise ValueError(f"{spec}: expected a SigLIP2 checkpoint (model_type siglip or siglip2), found model_type {model_type!r}")
+        raise ValueError(
+            f"{spec}: expected a SigLIP2 checkpoint (model_type siglip or siglip2), found model_type {model_type!r}"
+        )
     import transformers
 
     try:
-        model = transformers.Siglip2VisionModel.from_pretrained(spec.target, dtype=torch_dtype, trust_remote_code=trust_remote_code)
+        model = transformers.Siglip2VisionModel.from_pretrained(
+            spec.target, dtype=torch_dtype, trust_remote_code=trust_remote_code
+        )
         processor = load_image_processor(spec.target, resolve_backend(spec, image_backend), trust_remote_code)
     except OSError as err:
         raise FileNotFoundError(f"could not load vision tower {str(spec)!r}: {err}") from err
@@ -146,7 +183,9 @@ def build_siglip2(spec: RepresentationSpec, *, select_layer: int = -2, torch_dty
 class Dinov2Tower(HFVisionTower):
     """DINOv2 patch tokens at a chosen square resolution (CLS and register tokens dropped)."""
 
-    def __init__(self, spec: str, model: torch.nn.Module, processor: Any, select_layer: int = -2, size: Optional[int] = None):
+    def __init__(
+        self, spec: str, model: torch.nn.Module, processor: Any, select_layer: int = -2, size: Optional[int] = None
+    ):
         cfg = model.config
         n_prefix = 1 + int(getattr(cfg, "num_register_tokens", 0) or 0)
         super().__init__(spec, model, processor, select_layer, num_prefix_tokens=n_prefix)
@@ -170,14 +209,23 @@ class Dinov2Tower(HFVisionTower):
         return super()._process(images, **kwargs)
 
 
-def build_dinov2(spec: RepresentationSpec, *, select_layer: int = -2, torch_dtype=None, trust_remote_code: bool = False,
-                 image_backend: Optional[str] = None, **_):
+def build_dinov2(
+    spec: RepresentationSpec,
+    *,
+    select_layer: int = -2,
+    torch_dtype=None,
+    trust_remote_code: bool = False,
+    image_backend: Optional[str] = None,
+    **_,
+):
     import transformers
 
     model_type = _model_type(spec, trust_remote_code)
     classes = {"dinov2": "Dinov2Model", "dinov2_with_registers": "Dinov2WithRegistersModel"}
     if model_type not in classes:
-        raise ValueError(f"{spec}: expected a DINOv2 checkpoint (model_type dinov2 or dinov2_with_registers), found {model_type!r}")
+        raise ValueError(
+            f"{spec}: expected a DINOv2 checkpoint (model_type dinov2 or dinov2_with_registers), found {model_type!r}"
+        )
     model_cls = getattr(transformers, classes[model_type])
     try:
         model = model_cls.from_pretrained(spec.target, dtype=torch_dtype, trust_remote_code=trust_remote_code)

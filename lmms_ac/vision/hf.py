@@ -11,6 +11,7 @@ did; ``torchvision`` is transformers 5's default, whose bicubic resize differs f
 level in a few values per image (CLIP features then differ by up to ~1e-2). The original-format
 loader picks ``pil``; llava-hf checkpoints keep transformers' default unless told otherwise.
 """
+
 from __future__ import annotations
 
 import os
@@ -33,8 +34,10 @@ def resolve_backend(spec: Optional[RepresentationSpec], image_backend: Optional[
         return None
     if chosen not in IMAGE_BACKENDS:
         where = f"{spec}: " if spec is not None and spec.opts.get("backend") else ""
-        raise ValueError(f"{where}unknown image processor backend {chosen!r}; choose pil (PIL resize, as transformers 4 and "
-                         f"the original LLaVA code) or torchvision (transformers 5's default)")
+        raise ValueError(
+            f"{where}unknown image processor backend {chosen!r}; choose pil (PIL resize, as transformers 4 and "
+            f"the original LLaVA code) or torchvision (transformers 5's default)"
+        )
     return chosen
 
 
@@ -46,8 +49,11 @@ def load_image_processor(target: str, backend: Optional[str] = None, trust_remot
     processor = transformers.AutoImageProcessor.from_pretrained(target, trust_remote_code=trust_remote_code, **kwargs)
     got = processor_backend(processor)
     if backend and got != backend:
-        raise ValueError(f"{target}: asked for the {backend} image processor backend but transformers gave {type(processor).__name__} "
-                         f"({got}); is {'Pillow' if backend == 'pil' else 'torchvision'} installed?")
+        raise ValueError(
+            f"{target}: asked for the {backend} image processor backend but transformers gave "
+            f"{type(processor).__name__} "
+            f"({got}); is {'Pillow' if backend == 'pil' else 'torchvision'} installed?"
+        )
     return processor
 
 
@@ -76,8 +82,14 @@ class HFVisionTower(VisionRepresentation):
     patch grid, as LLaVA-1.5's ``mm_vision_select_feature='patch'`` does.
     """
 
-    def __init__(self, spec: str, model: torch.nn.Module, processor: Any, select_layer: int = -2,
-                 num_prefix_tokens: Optional[int] = None):
+    def __init__(
+        self,
+        spec: str,
+        model: torch.nn.Module,
+        processor: Any,
+        select_layer: int = -2,
+        num_prefix_tokens: Optional[int] = None,
+    ):
         super().__init__()
         self.spec = spec
         self.model = model
@@ -93,7 +105,10 @@ class HFVisionTower(VisionRepresentation):
         self.image_spec = ImageSpec(size=size, mean=mean, std=std)
         n_layers = int(cfg.num_hidden_layers)
         if not -n_layers - 1 <= self.select_layer <= n_layers:
-            raise ValueError(f"{spec}: select_layer {select_layer} out of range for a {n_layers}-layer tower (valid: {-n_layers - 1}..{n_layers})")
+            raise ValueError(
+                f"{spec}: select_layer {select_layer} out of range for a {n_layers}-layer tower (valid: "
+                f"{-n_layers - 1}..{n_layers})"
+            )
         if num_prefix_tokens is None:
             num_prefix_tokens = 1 if cfg.model_type.startswith("clip") else 0
         self.num_prefix_tokens = num_prefix_tokens
@@ -117,18 +132,28 @@ class HFVisionTower(VisionRepresentation):
     def encode(self, pixel_values: torch.Tensor) -> torch.Tensor:
         pixel_values = pixel_values.to(device=self.device, dtype=self.dtype)
         out = self.model(pixel_values, output_hidden_states=True, return_dict=True)
-        tokens = out.hidden_states[self.select_layer][:, self.num_prefix_tokens:]
+        tokens = out.hidden_states[self.select_layer][:, self.num_prefix_tokens :]
         return self.check_tokens(tokens)
 
 
-def load_hf_tower(spec: RepresentationSpec, model_cls_name: str, select_layer: int, torch_dtype, trust_remote_code: bool,
-                  num_prefix_tokens: Optional[int] = None, image_backend: Optional[str] = None) -> HFVisionTower:
+def load_hf_tower(
+    spec: RepresentationSpec,
+    model_cls_name: str,
+    select_layer: int,
+    torch_dtype,
+    trust_remote_code: bool,
+    num_prefix_tokens: Optional[int] = None,
+    image_backend: Optional[str] = None,
+) -> HFVisionTower:
     import transformers
 
     target = spec.target
     looks_local = target.startswith(("/", ".", "~")) or target.count("/") > 1  # hub ids are 'org/name'
     if looks_local and not os.path.exists(os.path.expanduser(target)):
-        raise FileNotFoundError(f"vision tower directory {target!r} does not exist (spec {spec}); pass a hub id or an existing local directory")
+        raise FileNotFoundError(
+            f"vision tower directory {target!r} does not exist (spec {spec}); pass a hub id or an existing local "
+            "directory"
+        )
     model_cls = getattr(transformers, model_cls_name)
     backend = resolve_backend(spec, image_backend)
     try:
@@ -143,13 +168,41 @@ def load_hf_tower(spec: RepresentationSpec, model_cls_name: str, select_layer: i
     return HFVisionTower(str(spec), model, processor, select_layer, num_prefix_tokens)
 
 
-def build_clip(spec: RepresentationSpec, *, select_layer: int = -2, torch_dtype=None, trust_remote_code: bool = False,
-               image_backend: Optional[str] = None, **_) -> HFVisionTower:
-    return load_hf_tower(spec, "CLIPVisionModel", select_layer, torch_dtype, trust_remote_code, num_prefix_tokens=1,
-                         image_backend=image_backend)
+def build_clip(
+    spec: RepresentationSpec,
+    *,
+    select_layer: int = -2,
+    torch_dtype=None,
+    trust_remote_code: bool = False,
+    image_backend: Optional[str] = None,
+    **_,
+) -> HFVisionTower:
+    return load_hf_tower(
+        spec,
+        "CLIPVisionModel",
+        select_layer,
+        torch_dtype,
+        trust_remote_code,
+        num_prefix_tokens=1,
+        image_backend=image_backend,
+    )
 
 
-def build_siglip(spec: RepresentationSpec, *, select_layer: int = -2, torch_dtype=None, trust_remote_code: bool = False,
-                 image_backend: Optional[str] = None, **_) -> HFVisionTower:
-    return load_hf_tower(spec, "SiglipVisionModel", select_layer, torch_dtype, trust_remote_code, num_prefix_tokens=0,
-                         image_backend=image_backend)
+def build_siglip(
+    spec: RepresentationSpec,
+    *,
+    select_layer: int = -2,
+    torch_dtype=None,
+    trust_remote_code: bool = False,
+    image_backend: Optional[str] = None,
+    **_,
+) -> HFVisionTower:
+    return load_hf_tower(
+        spec,
+        "SiglipVisionModel",
+        select_layer,
+        torch_dtype,
+        trust_remote_code,
+        num_prefix_tokens=0,
+        image_backend=image_backend,
+    )

@@ -17,6 +17,7 @@ numbering follows transformers' ``hidden_states`` (index 0 = the embeddings afte
 Preprocessing is open_clip's own eval transform (resize mode, interpolation, size, mean and std from
 the model's ``preprocess_cfg``); ``pixels`` runs it with normalisation switched off.
 """
+
 from __future__ import annotations
 
 import os
@@ -41,7 +42,8 @@ def resolve_openclip_target(target: str) -> Tuple[str, Optional[str]]:
         if not os.path.isfile(os.path.join(path, "open_clip_config.json")):
             raise FileNotFoundError(
                 f"{target!r} is a directory but holds no open_clip_config.json; an OpenCLIP directory holds "
-                f"open_clip_config.json (model_cfg + preprocess_cfg) and open_clip_model.safetensors, as the hub repos do"
+                "open_clip_config.json (model_cfg + preprocess_cfg) and open_clip_model.safetensors, as the hub repos "
+                "do"
             )
         return _LOCAL_PREFIX + os.path.abspath(path), None
     if "@" in target:
@@ -50,8 +52,10 @@ def resolve_openclip_target(target: str) -> Tuple[str, Optional[str]]:
             raise ValueError(f"openclip spec {target!r}: write 'MODEL@TAG', e.g. 'ViT-L-14@laion2b_s32b_b82k'")
         return name, pretrained
     if target.startswith(("/", ".", "~")) or target.count("/") > 1:
-        raise FileNotFoundError(f"OpenCLIP directory {target!r} does not exist; pass an existing directory, "
-                                f"a hub id such as 'laion/CLIP-ViT-L-14-laion2B-s32B-b82K' or 'MODEL@TAG'")
+        raise FileNotFoundError(
+            f"OpenCLIP directory {target!r} does not exist; pass an existing directory, "
+            f"a hub id such as 'laion/CLIP-ViT-L-14-laion2B-s32B-b82K' or 'MODEL@TAG'"
+        )
     if "/" in target:
         return _HUB_PREFIX + target, None
     raise ValueError(
@@ -79,13 +83,17 @@ class OpenCLIPTower(VisionRepresentation):
         self.preprocess_cfg = dict(preprocess_cfg)
         n_layers = len(visual.transformer.resblocks)
         if not -n_layers - 1 <= self.select_layer <= n_layers:
-            raise ValueError(f"{spec}: select_layer {select_layer} out of range for a {n_layers}-layer tower "
-                             f"(valid: {-n_layers - 1}..{n_layers})")
+            raise ValueError(
+                f"{spec}: select_layer {select_layer} out of range for a {n_layers}-layer tower "
+                f"(valid: {-n_layers - 1}..{n_layers})"
+            )
         self._hidden_index = self.select_layer % (n_layers + 1)  # index into [embeddings, block 0, ..., block n-1]
         size = visual.image_size
         ph, pw = visual.patch_size
         if size[0] != size[1] or ph != pw:
-            raise NotImplementedError(f"{spec}: only square inputs and patches are supported, got image {size}, patch {(ph, pw)}")
+            raise NotImplementedError(
+                f"{spec}: only square inputs and patches are supported, got image {size}, patch {(ph, pw)}"
+            )
         self.patch_size = int(ph)
         self.grid = (size[0] // ph, size[1] // pw)
         self.hidden_size = int(visual.transformer.width)
@@ -100,8 +108,12 @@ class OpenCLIPTower(VisionRepresentation):
 
             cfg = self.preprocess_cfg
             self._transform = open_clip.image_transform(
-                self.image_spec.size, is_train=False, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0),
-                resize_mode=cfg.get("resize_mode"), interpolation=cfg.get("interpolation"),
+                self.image_spec.size,
+                is_train=False,
+                mean=(0.0, 0.0, 0.0),
+                std=(1.0, 1.0, 1.0),
+                resize_mode=cfg.get("resize_mode"),
+                interpolation=cfg.get("interpolation"),
                 fill_color=cfg.get("fill_color", 0),
             )
         return self._transform
@@ -114,13 +126,16 @@ class OpenCLIPTower(VisionRepresentation):
         pixel_values = pixel_values.to(device=self.device, dtype=self.dtype)
         x = self.visual._embeds(pixel_values)  # conv1 + CLS + position embedding + ln_pre: [B, 1 + N, D]
         if self._hidden_index > 0:
-            _, inter = self.visual.transformer.forward_intermediates(x, indices=[self._hidden_index - 1], stop_early=True)
+            _, inter = self.visual.transformer.forward_intermediates(
+                x, indices=[self._hidden_index - 1], stop_early=True
+            )
             x = inter[0]
         return self.check_tokens(x[:, 1:])
 
 
-def build_openclip(spec: RepresentationSpec, *, select_layer: int = -2, torch_dtype=None, trust_remote_code: bool = False,
-                   **_) -> OpenCLIPTower:
+def build_openclip(
+    spec: RepresentationSpec, *, select_layer: int = -2, torch_dtype=None, trust_remote_code: bool = False, **_
+) -> OpenCLIPTower:
     try:
         import open_clip
     except ImportError as err:  # pragma: no cover - a core dependency

@@ -9,6 +9,7 @@ Grammar: ``family:target[?key=value&key=value]``, e.g.
 ``target`` is a hub id or a local directory. A bare hub id (no ``family:``) is accepted where the
 family can be inferred from the name, as the original LLaVA ``mm_vision_tower`` field requires.
 """
+
 from __future__ import annotations
 
 import difflib
@@ -64,7 +65,10 @@ def parse_spec(text: str, known_families: Optional[set] = None) -> Representatio
     text = text.strip()
     known = set(known_families or ())
     if not text:
-        raise ValueError("empty vision representation spec; expected 'family:hub_id_or_path', e.g. 'clip:openai/clip-vit-large-patch14-336'")
+        raise ValueError(
+            "empty vision representation spec; expected 'family:hub_id_or_path', e.g. "
+            "'clip:openai/clip-vit-large-patch14-336'"
+        )
     family, sep, rest = text.partition(":")
     if sep and known_families is not None and family not in known:
         if "/" in family or os.path.exists(os.path.expanduser(text)):
@@ -74,8 +78,10 @@ def parse_spec(text: str, known_families: Optional[set] = None) -> Representatio
     if not sep:
         inferred = infer_family(text)
         if inferred is None:
-            raise ValueError(f"cannot tell the family of vision representation {text!r}; write it as 'family:{text}' "
-                             f"with family one of {', '.join(sorted(known))}")
+            raise ValueError(
+                f"cannot tell the family of vision representation {text!r}; write it as 'family:{text}' "
+                f"with family one of {', '.join(sorted(known))}"
+            )
         family, rest = inferred, text
     if family == "concat":
         return RepresentationSpec("concat", rest, ())  # options belong to the parts
@@ -89,8 +95,9 @@ class SpecOptionError(ValueError):
     """An option a family does not take; the message names close matches and the family's options."""
 
 
-def check_options(spec: RepresentationSpec, allowed: Collection[str],
-                  elsewhere: Optional[Mapping[str, Collection[str]]] = None) -> None:
+def check_options(
+    spec: RepresentationSpec, allowed: Collection[str], elsewhere: Optional[Mapping[str, Collection[str]]] = None
+) -> None:
     """Raise ``SpecOptionError`` for an option of ``spec`` its family does not take ("did you mean").
 
     ``elsewhere`` maps families to their options, so that an option of another family
@@ -104,16 +111,27 @@ def check_options(spec: RepresentationSpec, allowed: Collection[str],
         seen.add(key)
         if key in allowed:
             continue
-        takes = f"the {spec.family} family takes {', '.join(allowed)}" if allowed else f"the {spec.family} family takes no options"
+        takes = (
+            f"the {spec.family} family takes {', '.join(allowed)}"
+            if allowed
+            else f"the {spec.family} family takes no options"
+        )
         close = difflib.get_close_matches(key, allowed, n=3, cutoff=0.6)
         if close:
-            raise SpecOptionError(f"{spec}: unknown option {key!r}; did you mean {' or '.join(repr(c) for c in close)}? ({takes})")
+            raise SpecOptionError(
+                f"{spec}: unknown option {key!r}; did you mean {' or '.join(repr(c) for c in close)}? ({takes})"
+            )
         owners = sorted(f for f, opts in others.items() if key in opts)
         if owners:
-            raise SpecOptionError(f"{spec}: option {key!r} belongs to the {', '.join(owners)} famil{'y' if len(owners) == 1 else 'ies'}; {takes}")
+            raise SpecOptionError(
+                f"{spec}: option {key!r} belongs to the {', '.join(owners)} famil{'y' if len(owners) == 1 else 'ies'}; "
+                f"{takes}"
+            )
         near = difflib.get_close_matches(key, sorted(set().union(*others.values())) if others else [], n=1, cutoff=0.6)
         if near:
             owners = sorted(f for f, opts in others.items() if near[0] in opts)
-            raise SpecOptionError(f"{spec}: unknown option {key!r}; did you mean {near[0]!r}? That is an option of "
-                                  f"{', '.join(owners)} only; {takes}")
+            raise SpecOptionError(
+                f"{spec}: unknown option {key!r}; did you mean {near[0]!r}? That is an option of "
+                f"{', '.join(owners)} only; {takes}"
+            )
         raise SpecOptionError(f"{spec}: unknown option {key!r}; {takes}")

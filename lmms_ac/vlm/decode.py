@@ -6,6 +6,7 @@ fetches each request's images with strict decoding: an image that fails is logge
 doc id, then decoded leniently as lmms-eval intends (so a run's results stay comparable with other
 models'); an image that cannot be decoded even leniently is an error naming the doc.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -49,10 +50,14 @@ def fetch_visuals(fetch: Callable[[], List], where: str) -> List:
         strict_error = err
     if where not in _REPORTED:
         _REPORTED.add(where)
-        logger.warning(f"{where}: image failed to decode ({type(strict_error).__name__}: {strict_error}); scoring it as lmms-eval "
-                       "decodes it (truncated data filled in). Find every such doc with `lmms-ac datasets --verify TASK`.")
+        logger.warning(
+            f"{where}: image failed to decode ({type(strict_error).__name__}: {strict_error}); scoring it as lmms-eval "
+            "decodes it (truncated data filled in). Find every such doc with `lmms-ac datasets --verify TASK`."
+        )
     try:
         return _decode_all(fetch())
     except Exception as err:
         logger.error(f"{where}: image cannot be decoded: {type(err).__name__}: {err}")
-        raise RuntimeError(f"{where}: image cannot be decoded ({type(err).__name__}: {err}); fix or drop this doc") from err
+        raise RuntimeError(
+            f"{where}: image cannot be decoded ({type(err).__name__}: {err}); fix or drop this doc"
+        ) from err

@@ -8,6 +8,7 @@
   ``hidden_layer`` L: the hidden state entering decoder block L (transformers' ``hidden_states[L]``;
   0 = the input embeddings), applied to the prompt positions (the prefill pass) of that sample only.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -1,4 +1,5 @@
 """Image geometry before the encoder: LLaVA-1.5's pad-to-square with the mean colour."""
+
 from __future__ import annotations
 
 from typing import Sequence, Tuple
@@ -28,7 +29,10 @@ def mean_fill(mean: Sequence[float]) -> Tuple[int, int, int]:
 
 def check_image(image: object) -> Image.Image:
     if not isinstance(image, Image.Image):
-        raise TypeError(f"expected a PIL image, got {type(image).__name__}; video and audio inputs are not supported by lmms_ac_llava")
+        raise TypeError(
+            f"expected a PIL image, got {type(image).__name__}; video and audio inputs are not supported by "
+            "lmms_ac_llava"
+        )
     if image.width < 1 or image.height < 1:
         raise ValueError(f"image has no pixels (size {image.size})")
     return image

@@ -16,6 +16,7 @@ with the PIL-backed image processor (transformers 4's, which LLaVA used); llava-
 their processor's joint tokenization and transformers' default image processor backend.
 ``tokenization=`` and ``image_backend=`` override either choice.
 """
+
 from __future__ import annotations
 
 import glob
@@ -33,12 +34,38 @@ from lmms_ac.vlm.model import LlavaStyleVLM
 from lmms_ac.vlm.projector import build_projector, projector_from_llava_hf, strip_projector_prefix
 from lmms_ac.vlm.tokenize import FORMAT_TOKENIZATION, check_tokenization
 
-_MM_KEYS = ("mm_vision_tower", "vision_tower", "mm_projector_type", "mm_vision_select_layer", "mm_vision_select_feature",
-            "mm_hidden_size", "image_aspect_ratio", "mm_use_im_start_end", "mm_use_im_patch_token", "tune_mm_mlp_adapter",
-            "mm_projector_lr", "mm_patch_merge_type", "image_grid_pinpoints", "freeze_mm_mlp_adapter", "mm_vision_tower_lr",
-            "tokenizer_padding_side", "tokenizer_model_max_length", "unfreeze_mm_vision_tower", "use_mm_proj")
-_DTYPES = {"auto": "auto", "float16": torch.float16, "fp16": torch.float16, "half": torch.float16,
-           "bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "float32": torch.float32, "fp32": torch.float32, "float": torch.float32}
+_MM_KEYS = (
+    "mm_vision_tower",
+    "vision_tower",
+    "mm_projector_type",
+    "mm_vision_select_layer",
+    "mm_vision_select_feature",
+    "mm_hidden_size",
+    "image_aspect_ratio",
+    "mm_use_im_start_end",
+    "mm_use_im_patch_token",
+    "tune_mm_mlp_adapter",
+    "mm_projector_lr",
+    "mm_patch_merge_type",
+    "image_grid_pinpoints",
+    "freeze_mm_mlp_adapter",
+    "mm_vision_tower_lr",
+    "tokenizer_padding_side",
+    "tokenizer_model_max_length",
+    "unfreeze_mm_vision_tower",
+    "use_mm_proj",
+)
+_DTYPES = {
+    "auto": "auto",
+    "float16": torch.float16,
+    "fp16": torch.float16,
+    "half": torch.float16,
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
+    "float32": torch.float32,
+    "fp32": torch.float32,
+    "float": torch.float32,
+}
 
 
 class CheckpointError(ValueError):
@@ -61,13 +88,18 @@ def read_config(pretrained: str) -> Dict[str, Any]:
     if os.path.isdir(local):
         path = os.path.join(local, "config.json")
         if not os.path.isfile(path):
-            raise CheckpointError(f"{pretrained} has no config.json; point pretrained= at a llava-hf or original LLaVA checkpoint directory")
+            raise CheckpointError(
+                f"{pretrained} has no config.json; point pretrained= at a llava-hf or original LLaVA checkpoint "
+                "directory"
+            )
         with open(path) as fh:
             try:
                 return json.load(fh)
             except ValueError as err:  # JSONDecodeError / UnicodeDecodeError name no file
-                raise CheckpointError(f"{path} is not valid JSON ({err}); the checkpoint is damaged or incomplete: "
-                                      "copy or download it again") from None
+                raise CheckpointError(
+                    f"{path} is not valid JSON ({err}); the checkpoint is damaged or incomplete: "
+                    "copy or download it again"
+                ) from None
     if local.startswith(("/", ".", "~")) or local.count("/") > 1 or os.path.exists(local):
         raise CheckpointError(f"checkpoint {pretrained!r} does not exist; pass pretrained=<local directory or hub id>")
     try:
@@ -78,7 +110,8 @@ def read_config(pretrained: str) -> Dict[str, Any]:
     except Exception as err:  # network errors, missing repo, gated repo...
         raise CheckpointError(
             f"cannot read the config of checkpoint {pretrained!r} ({type(err).__name__}: {err}). "
-            f"Pass a local directory, or download it first on a machine with a hub (huggingface-cli download {pretrained})"
+            "Pass a local directory, or download it first on a machine with a hub (huggingface-cli download "
+            f"{pretrained})"
         ) from err
 
 
@@ -88,13 +121,25 @@ def checkpoint_format(config: Dict[str, Any]) -> str:
         return "llava_hf"
     if mtype.startswith("llava") or "mm_vision_tower" in config or "mm_projector_type" in config:
         return "original"
-    raise CheckpointError(f"config model_type {mtype!r} is neither llava-hf ('llava') nor original LLaVA ('llava_llama', with mm_* fields)")
+    raise CheckpointError(
+        f"config model_type {mtype!r} is neither llava-hf ('llava') nor original LLaVA ('llava_llama', with mm_* "
+        "fields)"
+    )
 
 
-def load_vlm(pretrained: str, *, model_base: Optional[str] = None, vision_tower: Optional[str] = None,
-             dtype: Union[str, torch.dtype, None] = "auto", device: Union[str, torch.device] = "cpu",
-             attn_implementation: Optional[str] = None, image_aspect_ratio: str = "auto",
-             trust_remote_code: bool = False, tokenization: str = "auto", image_backend: str = "auto") -> LlavaStyleVLM:
+def load_vlm(
+    pretrained: str,
+    *,
+    model_base: Optional[str] = None,
+    vision_tower: Optional[str] = None,
+    dtype: Union[str, torch.dtype, None] = "auto",
+    device: Union[str, torch.device] = "cpu",
+    attn_implementation: Optional[str] = None,
+    image_aspect_ratio: str = "auto",
+    trust_remote_code: bool = False,
+    tokenization: str = "auto",
+    image_backend: str = "auto",
+) -> LlavaStyleVLM:
     """Load either checkpoint format as a ``LlavaStyleVLM`` on ``device``.
 
     ``tokenization``: ``auto`` (the format's own), ``chunked`` or ``joint``; ``image_backend``:
@@ -110,11 +155,28 @@ def load_vlm(pretrained: str, *, model_base: Optional[str] = None, vision_tower:
     torch_dtype = resolve_dtype(dtype)
     backend = None if image_backend == "auto" else image_backend
     if fmt == "llava_hf":
-        vlm = _load_llava_hf(pretrained, config, vision_tower, torch_dtype, attn_implementation, image_aspect_ratio, trust_remote_code,
-                             backend)
+        vlm = _load_llava_hf(
+            pretrained,
+            config,
+            vision_tower,
+            torch_dtype,
+            attn_implementation,
+            image_aspect_ratio,
+            trust_remote_code,
+            backend,
+        )
     else:
-        vlm = _load_original(pretrained, config, model_base, vision_tower, torch_dtype, attn_implementation, image_aspect_ratio, trust_remote_code,
-                             backend or "pil")
+        vlm = _load_original(
+            pretrained,
+            config,
+            model_base,
+            vision_tower,
+            torch_dtype,
+            attn_implementation,
+            image_aspect_ratio,
+            trust_remote_code,
+            backend or "pil",
+        )
     vlm.prompt_tokenizer.mode = FORMAT_TOKENIZATION[fmt] if tokenization == "auto" else tokenization
     vlm.eval().requires_grad_(False)
     return vlm.to(device)
@@ -134,8 +196,16 @@ def _causal_lm_around(text_config: Any, base_model: torch.nn.Module, lm_head: to
     return lm
 
 
-def _load_llava_hf(pretrained, config, vision_tower, torch_dtype, attn_implementation, image_aspect_ratio, trust_remote_code,
-                   image_backend=None):
+def _load_llava_hf(
+    pretrained,
+    config,
+    vision_tower,
+    torch_dtype,
+    attn_implementation,
+    image_aspect_ratio,
+    trust_remote_code,
+    image_backend=None,
+):
     from transformers import AutoProcessor, LlavaForConditionalGeneration
 
     kwargs = dict(dtype=torch_dtype, trust_remote_code=trust_remote_code)
@@ -145,19 +215,28 @@ def _load_llava_hf(pretrained, config, vision_tower, torch_dtype, attn_implement
     processor = AutoProcessor.from_pretrained(pretrained, trust_remote_code=trust_remote_code)
     layer = model.config.vision_feature_layer
     if not isinstance(layer, int):
-        raise CheckpointError(f"{pretrained}: multi-layer vision features {layer} are not supported; LLaVA-1.5 uses a single layer (-2)")
+        raise CheckpointError(
+            f"{pretrained}: multi-layer vision features {layer} are not supported; LLaVA-1.5 uses a single layer (-2)"
+        )
     strategy = model.config.vision_feature_select_strategy
     has_cls = model.config.vision_config.model_type.startswith("clip")
     if strategy != "default" or not has_cls:
-        raise CheckpointError(f"{pretrained}: vision_feature_select_strategy={strategy!r} on a {model.config.vision_config.model_type} tower "
-                              "does not give a plain patch grid; only CLIP-like towers with 'default' (drop CLS) are supported")
+        raise CheckpointError(
+            f"{pretrained}: vision_feature_select_strategy={strategy!r} on a {model.config.vision_config.model_type} "
+            "tower "
+            "does not give a plain patch grid; only CLIP-like towers with 'default' (drop CLS) are supported"
+        )
     if vision_tower:
-        vision = load_representation(vision_tower, select_layer=layer, torch_dtype=model.dtype, image_backend=image_backend)
+        vision = load_representation(
+            vision_tower, select_layer=layer, torch_dtype=model.dtype, image_backend=image_backend
+        )
     else:
         image_processor = processor.image_processor
         if image_backend:  # the same processor config through the other implementation
             image_processor = load_image_processor(pretrained, image_backend, trust_remote_code)
-        vision = HFVisionTower(f"llava-hf:{pretrained}", model.model.vision_tower, image_processor, layer, num_prefix_tokens=1)
+        vision = HFVisionTower(
+            f"llava-hf:{pretrained}", model.model.vision_tower, image_processor, layer, num_prefix_tokens=1
+        )
     projector = projector_from_llava_hf(model.model.multi_modal_projector)
     _check_fit(vision, projector, pretrained)
     llm = _causal_lm_around(model.config.text_config, model.model.language_model, model.lm_head)
@@ -172,7 +251,9 @@ def _load_llava_hf(pretrained, config, vision_tower, torch_dtype, attn_implement
 
 def _weight_files(directory: str) -> List[str]:
     files = sorted(glob.glob(os.path.join(directory, "*.safetensors")) + glob.glob(os.path.join(directory, "*.bin")))
-    return [f for f in files if not os.path.basename(f).startswith(("training_args", "optimizer", "scheduler", "rng_state"))]
+    return [
+        f for f in files if not os.path.basename(f).startswith(("training_args", "optimizer", "scheduler", "rng_state"))
+    ]
 
 
 def _read_state(path: str, keep=lambda k: True) -> Dict[str, torch.Tensor]:
@@ -204,8 +285,17 @@ def _has_llm_weights(directory: str) -> bool:
     return any(os.path.basename(f) != "mm_projector.bin" for f in _weight_files(directory))
 
 
-def _load_original(pretrained, config, model_base, vision_tower, torch_dtype, attn_implementation, image_aspect_ratio, trust_remote_code,
-                   image_backend="pil"):
+def _load_original(
+    pretrained,
+    config,
+    model_base,
+    vision_tower,
+    torch_dtype,
+    attn_implementation,
+    image_aspect_ratio,
+    trust_remote_code,
+    image_backend="pil",
+):
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     local = os.path.expanduser(pretrained)
@@ -214,17 +304,25 @@ def _load_original(pretrained, config, model_base, vision_tower, torch_dtype, at
 
         local = snapshot_download(pretrained)
     mtype = config.get("model_type", "llava_llama")
-    base_type = mtype[len("llava_"):] if mtype.startswith("llava_") else "llama"
+    base_type = mtype[len("llava_") :] if mtype.startswith("llava_") else "llama"
     base_type = {"qwen": "qwen2"}.get(base_type, base_type)
     if config.get("mm_vision_select_feature", "patch") != "patch":
-        raise CheckpointError(f"{pretrained}: mm_vision_select_feature={config['mm_vision_select_feature']!r} is not supported; only 'patch' (no CLS) is")
+        raise CheckpointError(
+            f"{pretrained}: mm_vision_select_feature={config['mm_vision_select_feature']!r} is not supported; only "
+            "'patch' (no CLS) is"
+        )
     llm_source = local if _has_llm_weights(local) else model_base
     if llm_source is None:
-        raise CheckpointError(f"{pretrained} holds only projector weights (a stage-1 checkpoint); pass model_base=<base LLM directory or hub id>, e.g. lmsys/vicuna-7b-v1.5")
+        raise CheckpointError(
+            f"{pretrained} holds only projector weights (a stage-1 checkpoint); pass model_base=<base LLM directory or "
+            "hub id>, e.g. lmsys/vicuna-7b-v1.5"
+        )
     projector_state = _projector_state(local)
     if not projector_state:
-        raise CheckpointError(f"{pretrained} has no projector weights: no 'model.mm_projector.*' keys in its weight files "
-                              f"{[os.path.basename(f) for f in _weight_files(local)]} and no mm_projector.bin")
+        raise CheckpointError(
+            f"{pretrained} has no projector weights: no 'model.mm_projector.*' keys in its weight files "
+            f"{[os.path.basename(f) for f in _weight_files(local)]} and no mm_projector.bin"
+        )
     spec = vision_tower or config.get("mm_vision_tower") or config.get("vision_tower")
     if not spec:
         raise CheckpointError(f"{pretrained}: config names no vision tower (mm_vision_tower); pass vision_tower=<spec>")
@@ -232,10 +330,19 @@ def _load_original(pretrained, config, model_base, vision_tower, torch_dtype, at
 
     spec = multi_tower_spec(spec) or spec  # forks write multi-encoder towers as names joined by '.'
     select_layer = int(config.get("mm_vision_select_layer", -2))
-    vision = load_representation(spec, select_layer=select_layer, torch_dtype=None if torch_dtype == "auto" else torch_dtype,
-                                 trust_remote_code=trust_remote_code, image_backend=image_backend)
+    vision = load_representation(
+        spec,
+        select_layer=select_layer,
+        torch_dtype=None if torch_dtype == "auto" else torch_dtype,
+        trust_remote_code=trust_remote_code,
+        image_backend=image_backend,
+    )
 
-    llm_fields = {k: v for k, v in config.items() if k not in _MM_KEYS and k not in ("model_type", "architectures", "_name_or_path", "transformers_version")}
+    llm_fields = {
+        k: v
+        for k, v in config.items()
+        if k not in _MM_KEYS and k not in ("model_type", "architectures", "_name_or_path", "transformers_version")
+    }
     if llm_source is local:
         llm_config = AutoConfig.for_model(base_type, **llm_fields)
     else:
@@ -261,13 +368,24 @@ def _load_original(pretrained, config, model_base, vision_tower, torch_dtype, at
     if image_aspect_ratio == "auto":
         configured = config.get("image_aspect_ratio", "pad")
         if configured not in ("pad", "square", "original", None):
-            logger.warning(f"image_aspect_ratio={configured!r} (e.g. LLaVA-NeXT anyres) is not implemented; using 'original'")
+            logger.warning(
+                f"image_aspect_ratio={configured!r} (e.g. LLaVA-NeXT anyres) is not implemented; using 'original'"
+            )
         image_aspect_ratio = "pad" if configured == "pad" else "original"
-    return LlavaStyleVLM(vision, projector, llm, tokenizer, image_aspect_ratio=image_aspect_ratio, tokenization=FORMAT_TOKENIZATION["original"])
+    return LlavaStyleVLM(
+        vision,
+        projector,
+        llm,
+        tokenizer,
+        image_aspect_ratio=image_aspect_ratio,
+        tokenization=FORMAT_TOKENIZATION["original"],
+    )
 
 
 def _check_fit(vision, projector, pretrained: str) -> None:
     first = next(m for m in projector.modules() if isinstance(m, torch.nn.Linear))
     if first.in_features != vision.hidden_size:
-        raise CheckpointError(f"{pretrained}: vision tower {vision.spec} gives {vision.hidden_size}-dim tokens but the projector expects "
-                              f"{first.in_features}; pick a vision_tower= that matches the checkpoint")
+        raise CheckpointError(
+            f"{pretrained}: vision tower {vision.spec} gives {vision.hidden_size}-dim tokens but the projector expects "
+            f"{first.in_features}; pick a vision_tower= that matches the checkpoint"
+        )

@@ -5,6 +5,7 @@ The visual tokens of each image replace that image's ``<image>`` placeholder tok
 generation runs through the LM's own ``generate`` on ``inputs_embeds`` - the same computation as
 transformers' ``LlavaForConditionalGeneration``.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -51,8 +52,16 @@ def decoder_layers(llm: nn.Module) -> nn.ModuleList:
 
 
 class LlavaStyleVLM(nn.Module):
-    def __init__(self, vision: VisionRepresentation, projector: nn.Module, llm: nn.Module, tokenizer: Any,
-                 image_aspect_ratio: str = "pad", image_token: str = IMAGE_TOKEN, tokenization: str = "joint"):
+    def __init__(
+        self,
+        vision: VisionRepresentation,
+        projector: nn.Module,
+        llm: nn.Module,
+        tokenizer: Any,
+        image_aspect_ratio: str = "pad",
+        image_token: str = IMAGE_TOKEN,
+        tokenization: str = "joint",
+    ):
         super().__init__()
         self.vision = vision
         self.projector = projector
@@ -87,8 +96,12 @@ class LlavaStyleVLM(nn.Module):
         return image
 
     @torch.no_grad()
-    def encode_images(self, images: Sequence[Image.Image], hooks: Sequence[Optional[SampleHooks]] = (),
-                      image_indices: Sequence[int] = ()) -> List[torch.Tensor]:
+    def encode_images(
+        self,
+        images: Sequence[Image.Image],
+        hooks: Sequence[Optional[SampleHooks]] = (),
+        image_indices: Sequence[int] = (),
+    ) -> List[torch.Tensor]:
         """Projected visual tokens, one ``[N_i, D_llm]`` tensor per image. ``hooks`` are aligned with
         ``images``; ``image_indices`` give each image's position within its own request."""
         if not images:
@@ -134,8 +147,13 @@ class LlavaStyleVLM(nn.Module):
         mask_parts.append(torch.zeros(len(ids) - start, dtype=torch.bool))
         return torch.cat(parts), torch.cat(mask_parts).to(self.device)
 
-    def build_batch(self, token_ids: Sequence[List[int]], images: Sequence[Sequence[Image.Image]],
-                    hooks: Sequence[Optional[SampleHooks]] = (), padding_side: str = "left") -> Batch:
+    def build_batch(
+        self,
+        token_ids: Sequence[List[int]],
+        images: Sequence[Sequence[Image.Image]],
+        hooks: Sequence[Optional[SampleHooks]] = (),
+        padding_side: str = "left",
+    ) -> Batch:
         hooks = list(hooks) or [None] * len(token_ids)
         flat_images = [im for ims in images for im in ims]
         flat_hooks = [hooks[s] for s, ims in enumerate(images) for _ in ims]
@@ -143,7 +161,7 @@ class LlavaStyleVLM(nn.Module):
         visual = self.encode_images(flat_images, flat_hooks, flat_index)
         seqs, vmasks, k = [], [], 0
         for ids, ims in zip(token_ids, images):
-            emb, vm = self._splice(ids, visual[k:k + len(ims)])
+            emb, vm = self._splice(ids, visual[k : k + len(ims)])
             k += len(ims)
             seqs.append(emb)
             vmasks.append(vm)
@@ -198,16 +216,29 @@ class LlavaStyleVLM(nn.Module):
 
     # ---------------------------------------------------------------- inference
     @torch.no_grad()
-    def generate(self, prompts: Sequence[str], images: Sequence[Sequence[Image.Image]],
-                 hooks: Sequence[Optional[SampleHooks]] = (), *, max_new_tokens: int = 128,
-                 until: Sequence[str] = (), do_sample: bool = False, temperature: float = 0.0,
-                 top_p: Optional[float] = None, num_beams: int = 1) -> List[str]:
+    def generate(
+        self,
+        prompts: Sequence[str],
+        images: Sequence[Sequence[Image.Image]],
+        hooks: Sequence[Optional[SampleHooks]] = (),
+        *,
+        max_new_tokens: int = 128,
+        until: Sequence[str] = (),
+        do_sample: bool = False,
+        temperature: float = 0.0,
+        top_p: Optional[float] = None,
+        num_beams: int = 1,
+    ) -> List[str]:
         """Generate a continuation per prompt; text is cut at the first ``until`` string. Sampling draws from
         torch's generator as transformers does (lmms-eval's --seed seeds it); nothing here reseeds it."""
         token_ids = [self.tokenize(p) for p in prompts]
         batch = self.build_batch(token_ids, images, hooks)
-        kwargs: dict = dict(max_new_tokens=max_new_tokens, num_beams=num_beams, pad_token_id=self.pad_token_id,
-                            eos_token_id=self.tokenizer.eos_token_id)
+        kwargs: dict = dict(
+            max_new_tokens=max_new_tokens,
+            num_beams=num_beams,
+            pad_token_id=self.pad_token_id,
+            eos_token_id=self.tokenizer.eos_token_id,
+        )
         if do_sample:
             kwargs.update(do_sample=True, temperature=temperature or 1.0, top_p=top_p)
         else:
@@ -221,9 +252,14 @@ class LlavaStyleVLM(nn.Module):
         return [cut_at_stops(t, stops) for t in texts]
 
     @torch.no_grad()
-    def token_logprobs(self, contexts: Sequence[str], continuations: Sequence[str],
-                       images: Sequence[Sequence[Image.Image]], hooks: Sequence[Optional[SampleHooks]] = (),
-                       add_special_tokens: bool = True) -> List[Tuple[torch.Tensor, torch.Tensor]]:
+    def token_logprobs(
+        self,
+        contexts: Sequence[str],
+        continuations: Sequence[str],
+        images: Sequence[Sequence[Image.Image]],
+        hooks: Sequence[Optional[SampleHooks]] = (),
+        add_special_tokens: bool = True,
+    ) -> List[Tuple[torch.Tensor, torch.Tensor]]:
         """Per continuation token: (log P(token | context, images, earlier tokens), greedy token)."""
         full_ids, n_cont = [], []
         for ctx, cont in zip(contexts, continuations):
@@ -237,14 +273,22 @@ class LlavaStyleVLM(nn.Module):
         for b, (ids, n) in enumerate(zip(full_ids, n_cont)):
             length = batch.input_lengths[b]
             target = torch.tensor(ids[-n:], device=logits.device)
-            lp = torch.log_softmax(logits[b, length - n - 1: length - 1].float(), dim=-1)
+            lp = torch.log_softmax(logits[b, length - n - 1 : length - 1].float(), dim=-1)
             out.append((lp.gather(-1, target[:, None])[:, 0].cpu(), (lp.argmax(-1) == target).cpu()))
         return out
 
-    def loglikelihood(self, contexts: Sequence[str], continuations: Sequence[str],
-                      images: Sequence[Sequence[Image.Image]], hooks: Sequence[Optional[SampleHooks]] = ()) -> List[Tuple[float, bool]]:
+    def loglikelihood(
+        self,
+        contexts: Sequence[str],
+        continuations: Sequence[str],
+        images: Sequence[Sequence[Image.Image]],
+        hooks: Sequence[Optional[SampleHooks]] = (),
+    ) -> List[Tuple[float, bool]]:
         """Sum of log P(continuation tokens | context, images) and whether greedy decoding gives them."""
-        return [(float(lp.sum()), bool(greedy.all())) for lp, greedy in self.token_logprobs(contexts, continuations, images, hooks)]
+        return [
+            (float(lp.sum()), bool(greedy.all()))
+            for lp, greedy in self.token_logprobs(contexts, continuations, images, hooks)
+        ]
 
 
 class StopOnStrings(StoppingCriteria):
@@ -261,7 +305,7 @@ class StopOnStrings(StoppingCriteria):
         self.lookback = max(len(s) for s in self.stops) + 2  # every token decodes to >= 1 character
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs) -> torch.BoolTensor:
-        tails = self.tokenizer.batch_decode(input_ids[:, -self.lookback:], skip_special_tokens=True)
+        tails = self.tokenizer.batch_decode(input_ids[:, -self.lookback :], skip_special_tokens=True)
         return torch.tensor([any(s in t for s in self.stops) for t in tails], dtype=torch.bool, device=input_ids.device)
 
 

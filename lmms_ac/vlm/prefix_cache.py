@@ -12,6 +12,7 @@ Memory of one entry: ``layers x 2 x kv_heads x head_dim x tokens x bytes`` (see 
 LLaVA-1.5-7B (32 layers, 32 heads of 128, float16) with a 576-token image plus a ~40-token
 system prompt: 32 x 2 x 32 x 128 x 616 x 2 B = 323 MB (0.5 MiB per token).
 """
+
 from __future__ import annotations
 
 import functools
@@ -117,11 +118,11 @@ def batch_prefix_cache(entries: Sequence[Optional["PrefixEntry"]], reserve: int 
         vb = v0.new_empty(B, v0.shape[0], total, v0.shape[-1])
         for b, e in enumerate(entries):
             n = e.length if e is not None else 0
-            kb[b, :, :lp - n].zero_()
-            vb[b, :, :lp - n].zero_()
+            kb[b, :, : lp - n].zero_()
+            vb[b, :, : lp - n].zero_()
             if n:
-                kb[b, :, lp - n:lp] = e.kv[layer][0]
-                vb[b, :, lp - n:lp] = e.kv[layer][1]
+                kb[b, :, lp - n : lp] = e.kv[layer][0]
+                vb[b, :, lp - n : lp] = e.kv[layer][1]
         buffers.append((kb, vb))
     try:
         cache = DynamicCache(ddp_cache_data=[(kb[:, :, :0], vb[:, :, :0]) for kb, vb in buffers])
@@ -146,7 +147,7 @@ def _reserved_layer_class():
 
         def attach(self, kb: torch.Tensor, vb: torch.Tensor, filled: int) -> None:
             self._kb, self._vb, self._n = kb, vb, int(filled)
-            self.keys, self.values = kb[:, :, :self._n], vb[:, :, :self._n]
+            self.keys, self.values = kb[:, :, : self._n], vb[:, :, : self._n]
             self.is_initialized = True
             self.device = kb.device
 
@@ -157,10 +158,10 @@ def _reserved_layer_class():
                 kb = torch.cat([self._kb, self._kb.new_empty(*self._kb.shape[:2], grow, self._kb.shape[-1])], dim=2)
                 vb = torch.cat([self._vb, self._vb.new_empty(*self._vb.shape[:2], grow, self._vb.shape[-1])], dim=2)
                 self._kb, self._vb = kb, vb
-            self._kb[:, :, self._n:self._n + n] = key_states
-            self._vb[:, :, self._n:self._n + n] = value_states
+            self._kb[:, :, self._n : self._n + n] = key_states
+            self._vb[:, :, self._n : self._n + n] = value_states
             self._n += n
-            self.keys, self.values = self._kb[:, :, :self._n], self._vb[:, :, :self._n]
+            self.keys, self.values = self._kb[:, :, : self._n], self._vb[:, :, : self._n]
             return self.keys, self.values
 
     return ReservedLayer

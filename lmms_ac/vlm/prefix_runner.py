@@ -18,6 +18,7 @@ Requests whose hooks act on pixels or hidden states never come here (the wrapper
 the unshared path): a pixel perturbation changes the image per request, a hidden-state probe
 reads statistics over the whole sequence, prefix and suffix together.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -27,18 +28,42 @@ import torch
 from PIL import Image
 
 from lmms_ac.vlm.hooks import SampleHooks
-from lmms_ac.vlm.prefix_cache import (BoundedCache, PrefixEntry, accepts, cache_argument, empty_dynamic_cache, image_key,
-                                      kv_tensors, batch_prefix_cache, unsupported_reason)
+from lmms_ac.vlm.prefix_cache import (
+    BoundedCache,
+    PrefixEntry,
+    accepts,
+    cache_argument,
+    empty_dynamic_cache,
+    image_key,
+    kv_tensors,
+    batch_prefix_cache,
+    unsupported_reason,
+)
 
 # generation settings that add logits processors or stopping rules to transformers' greedy search;
 # with any of them set (non-default) generation falls back to the model's own ``generate``
-_NEUTRAL = {"repetition_penalty": (None, 1.0), "encoder_repetition_penalty": (None, 1.0), "no_repeat_ngram_size": (None, 0),
-            "encoder_no_repeat_ngram_size": (None, 0), "bad_words_ids": (None,), "min_length": (None, 0),
-            "min_new_tokens": (None, 0), "forced_bos_token_id": (None,), "forced_eos_token_id": (None,),
-            "suppress_tokens": (None,), "begin_suppress_tokens": (None,), "sequence_bias": (None,),
-            "guidance_scale": (None, 1.0), "exponential_decay_length_penalty": (None,), "max_time": (None,),
-            "stop_strings": (None,), "watermarking_config": (None,), "renormalize_logits": (None, False),
-            "num_return_sequences": (None, 1), "token_healing": (None, False)}
+_NEUTRAL = {
+    "repetition_penalty": (None, 1.0),
+    "encoder_repetition_penalty": (None, 1.0),
+    "no_repeat_ngram_size": (None, 0),
+    "encoder_no_repeat_ngram_size": (None, 0),
+    "bad_words_ids": (None,),
+    "min_length": (None, 0),
+    "min_new_tokens": (None, 0),
+    "forced_bos_token_id": (None,),
+    "forced_eos_token_id": (None,),
+    "suppress_tokens": (None,),
+    "begin_suppress_tokens": (None,),
+    "sequence_bias": (None,),
+    "guidance_scale": (None, 1.0),
+    "exponential_decay_length_penalty": (None,),
+    "max_time": (None,),
+    "stop_strings": (None,),
+    "watermarking_config": (None,),
+    "renormalize_logits": (None, False),
+    "num_return_sequences": (None, 1),
+    "token_healing": (None, False),
+}
 
 
 def shareable(hook: Optional[SampleHooks]) -> bool:
@@ -82,8 +107,15 @@ class PrefixRunner:
         self._cache_arg = cache_argument(vlm.llm)
         self._keep_logits = accepts(vlm.llm, "logits_to_keep")
         vision = vlm.vision
-        self.settings = "|".join([type(vision).__name__, str(getattr(vision, "spec", "")), repr(vision.image_spec),
-                                  str(vlm.image_aspect_ratio), str(vision.dtype)])
+        self.settings = "|".join(
+            [
+                type(vision).__name__,
+                str(getattr(vision, "spec", "")),
+                repr(vision.image_spec),
+                str(vlm.image_aspect_ratio),
+                str(vision.dtype),
+            ]
+        )
 
     # ------------------------------------------------------------------ keys and cache upkeep
     def image_key(self, image: Image.Image) -> str:
@@ -143,7 +175,7 @@ class PrefixRunner:
         embeds, prefix = [], []
         for row, visual in zip(rows, self._visual(rows)):
             emb, _ = self.vlm._splice(row.ids, visual)
-            n_img = sum(1 for t in row.ids[:row.prefix_ids] if t == self.vlm.image_token_id)
+            n_img = sum(1 for t in row.ids[: row.prefix_ids] if t == self.vlm.image_token_id)
             prefix.append(row.prefix_ids + sum(len(v) - 1 for v in visual[:n_img]))
             embeds.append(emb)
         return embeds, prefix
@@ -152,7 +184,9 @@ class PrefixRunner:
         return self.vlm.llm.get_input_embeddings()(torch.tensor([self.vlm.pad_token_id], device=self.vlm.device))[0]
 
     # ------------------------------------------------------------------ prefixes
-    def _resolve_prefixes(self, rows: Sequence[Row], embeds: Sequence[torch.Tensor], prefix: Sequence[int]) -> List[Optional[PrefixEntry]]:
+    def _resolve_prefixes(
+        self, rows: Sequence[Row], embeds: Sequence[torch.Tensor], prefix: Sequence[int]
+    ) -> List[Optional[PrefixEntry]]:
         entries: List[Optional[PrefixEntry]] = [None] * len(rows)
         pending: List[Tuple[Hashable, torch.Tensor, List[int]]] = []  # (key, prefix embeds, rows)
         for b, (row, emb, p) in enumerate(zip(rows, embeds, prefix)):
@@ -187,8 +221,8 @@ class PrefixRunner:
         embeds = self._pad_embedding().expand(n, longest, D).clone()
         mask = torch.zeros(n, longest, dtype=torch.long, device=embeds.device)
         for i, h in enumerate(heads):
-            embeds[i, longest - len(h):] = h
-            mask[i, longest - len(h):] = 1
+            embeds[i, longest - len(h) :] = h
+            mask[i, longest - len(h) :] = 1
         position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
         cache = empty_dynamic_cache()
         kwargs = {self._cache_arg: cache, "use_cache": True}
@@ -226,8 +260,8 @@ class PrefixRunner:
         for b, (s, p) in enumerate(zip(suffixes, prefix)):
             sl = slice(ls - len(s), ls) if padding_side == "left" else slice(0, len(s))
             x[b, sl] = s
-            mask[b, lp - p:lp] = 1
-            mask[b, lp + sl.start:lp + sl.stop] = 1
+            mask[b, lp - p : lp] = 1
+            mask[b, lp + sl.start : lp + sl.stop] = 1
             position_ids[b, sl] = torch.arange(p, p + len(s), device=device)
         kwargs = {self._cache_arg: cache, "use_cache": True}
         if keep_last and self._keep_logits:
@@ -269,8 +303,9 @@ class PrefixRunner:
                 break
             mask = torch.cat([mask, mask.new_ones(B, 1)], dim=-1)
             last = last + 1
-            logits = self.vlm.llm(inputs_embeds=embed(nxt)[:, None], attention_mask=mask, position_ids=last[:, None],
-                                  **kwargs).logits
+            logits = self.vlm.llm(
+                inputs_embeds=embed(nxt)[:, None], attention_mask=mask, position_ids=last[:, None], **kwargs
+            ).logits
         texts = tokenizer.batch_decode(generated, skip_special_tokens=True)
         return [cut_at_stops(t, stops) for t in texts]
 
@@ -287,6 +322,6 @@ class PrefixRunner:
             # full-sequence positions [L-n-1, L-1) in suffix coordinates (L = p + s)
             start = s - n - 1
             target = torch.tensor(row.ids[-n:], device=logits.device)
-            lp = torch.log_softmax(logits[b, start:start + n].float(), dim=-1)
+            lp = torch.log_softmax(logits[b, start : start + n].float(), dim=-1)
             out.append((lp.gather(-1, target[:, None])[:, 0].cpu(), (lp.argmax(-1) == target).cpu()))
         return out

@@ -3,6 +3,7 @@
 ``linear`` and ``mlp{N}x_gelu`` (LLaVA-1.5 uses ``mlp2x_gelu``): an ``nn.Sequential`` whose
 parameter names (``0.weight``, ``2.weight``...) match original ``model.mm_projector.*`` keys.
 """
+
 from __future__ import annotations
 
 import re
@@ -31,7 +32,9 @@ def projector_from_llava_hf(module: nn.Module) -> nn.Module:
     ``mlp2x_gelu`` sharing the same parameters (no copy)."""
     act = module.act
     if not isinstance(act, nn.GELU) and type(act).__name__ not in ("GELUActivation",):
-        raise ValueError(f"llava-hf projector uses activation {type(act).__name__}; only GELU (mlp2x_gelu) is supported")
+        raise ValueError(
+            f"llava-hf projector uses activation {type(act).__name__}; only GELU (mlp2x_gelu) is supported"
+        )
     return nn.Sequential(module.linear_1, nn.GELU(), module.linear_2)
 
 

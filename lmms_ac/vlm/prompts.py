@@ -1,6 +1,7 @@
 """Prompt formats. ``vicuna_v1`` is LLaVA-1.5's conversation template (llava/conversation.py,
 ``conv_vicuna_v1``); ``chat_template`` uses the tokenizer's own Jinja template; ``plain`` is
 stage-1 pre-training's bare ``<image>\\n{text}``."""
+
 from __future__ import annotations
 
 from typing import Any, Optional
@@ -32,7 +33,9 @@ def resolve_format(requested: str, tokenizer: Any) -> str:
     if requested == "auto":
         return "chat_template" if getattr(tokenizer, "chat_template", None) else "vicuna_v1"
     if requested == "chat_template" and not getattr(tokenizer, "chat_template", None):
-        raise ValueError("prompt_format=chat_template but the checkpoint's tokenizer has no chat template; use vicuna_v1")
+        raise ValueError(
+            "prompt_format=chat_template but the checkpoint's tokenizer has no chat template; use vicuna_v1"
+        )
     return requested
 
 
@@ -65,4 +68,6 @@ def _chat_prompt(user_text: str, n_images: int, tokenizer: Any, system: Optional
             continue
         if text.count(IMAGE_TOKEN) == n_images:
             return text
-    raise ValueError("the checkpoint's chat template does not place one '<image>' per image; use prompt_format=vicuna_v1")
+    raise ValueError(
+        "the checkpoint's chat template does not place one '<image>' per image; use prompt_format=vicuna_v1"
+    )

@@ -6,9 +6,11 @@ included, so the prefix covers system prompt + image tokens + any common questio
 per request by ``limit`` so that every request keeps at least the token whose logits it needs. The
 groups are laid out one after the other and cut into batches of ``batch_size``, so the questions
 about one image land in the same batch (or in consecutive batches, where the prefix cache carries
-the prefix over), shortest first within a group so that batches hold suffixes of similar length. Each batch lists the resources (prefix keys, image keys) used for the last time
+the prefix over), shortest first within a group so that batches hold suffixes of similar length. Each batch lists the
+resources (prefix keys, image keys) used for the last time
 in it, so caches can drop them at once. ``restore_order`` puts results back in the callers' order.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -79,7 +81,7 @@ def plan(requests: Sequence[Request], batch_size: int) -> List[Batch]:
         # similar lengths side by side: less padding when a group's suffixes fill several batches
         planned.extend((Planned(r.index, p, prefix_key), r) for r in sorted(rs, key=lambda r: (len(r.ids), r.index)))
 
-    batches = [planned[i:i + batch_size] for i in range(0, len(planned), batch_size)]
+    batches = [planned[i : i + batch_size] for i in range(0, len(planned), batch_size)]
     last_use: Dict[Hashable, int] = {}
     for b, rows in enumerate(batches):
         for p, r in rows:

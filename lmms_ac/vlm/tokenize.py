@@ -14,6 +14,7 @@
 Each function returns plain id lists holding one ``image_token_id`` per image; the model replaces
 each with that image's visual tokens.
 """
+
 from __future__ import annotations
 
 from typing import Any, List, Tuple
@@ -24,13 +25,16 @@ FORMAT_TOKENIZATION = {"llava_hf": "joint", "original": "chunked"}
 
 def check_tokenization(mode: str) -> str:
     if mode not in TOKENIZATIONS:
-        raise ValueError(f"unknown tokenization {mode!r}; choose 'chunked' (original LLaVA's tokenizer_image_token) "
-                         f"or 'joint' (llava-hf's processor)")
+        raise ValueError(
+            f"unknown tokenization {mode!r}; choose 'chunked' (original LLaVA's tokenizer_image_token) "
+            f"or 'joint' (llava-hf's processor)"
+        )
     return mode
 
 
-def tokenizer_image_token(text: str, tokenizer: Any, image_token_id: int, image_token: str = "<image>",
-                          add_special_tokens: bool = True) -> List[int]:
+def tokenizer_image_token(
+    text: str, tokenizer: Any, image_token_id: int, image_token: str = "<image>", add_special_tokens: bool = True
+) -> List[int]:
     """``llava.mm_utils.tokenizer_image_token`` with ``image_token_id`` as the placeholder id."""
     chunks = [tokenizer(chunk, add_special_tokens=add_special_tokens)["input_ids"] for chunk in text.split(image_token)]
     ids: List[int] = []
@@ -57,10 +61,14 @@ class PromptTokenizer:
 
     def encode(self, text: str, add_special_tokens: bool = True) -> List[int]:
         if self.mode == "chunked":
-            return tokenizer_image_token(text, self.tokenizer, self.image_token_id, self.image_token, add_special_tokens)
+            return tokenizer_image_token(
+                text, self.tokenizer, self.image_token_id, self.image_token, add_special_tokens
+            )
         return list(self.tokenizer(text, add_special_tokens=add_special_tokens)["input_ids"])
 
-    def encode_pair(self, context: str, continuation: str, add_special_tokens: bool = True) -> Tuple[List[int], List[int]]:
+    def encode_pair(
+        self, context: str, continuation: str, add_special_tokens: bool = True
+    ) -> Tuple[List[int], List[int]]:
         """(context ids, continuation ids): the ids of ``context + continuation`` split where the
         context's own ids end, as LLaVA's and lmms-eval's loglikelihood code mark the context. When
         the tokenizer merges across the boundary, the continuation is tokenized alone after the
@@ -70,7 +78,7 @@ class PromptTokenizer:
         if whole[: len(ctx)] != ctx:
             cont = list(self.tokenizer(continuation, add_special_tokens=False)["input_ids"])
         else:
-            cont = whole[len(ctx):]
+            cont = whole[len(ctx) :]
         if not cont:
             raise ValueError(f"continuation {continuation!r} tokenizes to nothing")
         return ctx, cont

@@ -1,4 +1,5 @@
 """The `seed` task: lmms-eval's seedbench functions, restricted to image questions."""
+
 from lmms_ac.plugin import builtin_task_module
 
 _SEEDBENCH = builtin_task_module("seedbench")  # lmms-eval's own seedbench task functions, reused by seed.yaml
@@ -12,8 +13,13 @@ def image_questions(dataset):
 
     Filtered in memory, reading only the ``data_type`` column: a ``filter`` with the cache on would
     write its indices next to the dataset's files, i.e. into a (read-only or shared) mirror."""
-    return dataset.filter(lambda kinds: [k == "image" for k in kinds], input_columns="data_type", batched=True,
-                          keep_in_memory=True, load_from_cache_file=False)
+    return dataset.filter(
+        lambda kinds: [k == "image" for k in kinds],
+        input_columns="data_type",
+        batched=True,
+        keep_in_memory=True,
+        load_from_cache_file=False,
+    )
 
 
 def seed_image_result(doc, result):
