@@ -13,7 +13,8 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    ".base": ("STAGES", "Perturbation", "Stage"),
+    ".base": ("Perturbation",),
+    ".stages": ("STAGES", "Stage"),
     ".catalogue": (
         "PERTURBATIONS",
         "GroupNoise",

@@ -12,14 +12,12 @@ from __future__ import annotations
 import dataclasses
 import re
 from dataclasses import dataclass
-from typing import Any, Callable, ClassVar, Dict, Literal, Mapping, Optional, Tuple, Union
+from typing import Any, Callable, ClassVar, Dict, Mapping, Optional, Tuple, Union
 
 import torch
 
 from .context import PerturbationContext
-
-Stage = Literal["image", "tokens", "hidden", "dataset"]
-STAGES: Tuple[str, ...] = ("image", "tokens", "hidden", "dataset")
+from .stages import STAGES, Stage  # noqa: F401 - re-exported: the catalogue's stage names
 
 
 @dataclass(frozen=True)

@@ -216,6 +216,17 @@ def test_partial_score_store_builds_and_names_the_gap(tmp_path):
     assert "Nothing to show yet" not in page.sections["law"]
 
 
+def test_damaged_score_store_gives_a_page_without_ac_and_says_why(tmp_path):
+    """The store is read once, through lmms_ac.scores.store (validated row by row), never by a lenient read."""
+    table, scores = write_study(tmp_path, benchmarks=["mme"], perturbations=["tokperm"], pil_variants=())
+    text = scores.read_text()
+    scores.write_text(text[: text.rindex(",")])  # a cut inside the last row
+    page = Page(build_report(table, scores, tmp_path / "r.html", options=Options(policy_runs=10)).read_text())
+    assert "does not end with a newline" in page.sections["provenance"]
+    assert "provenance-scores" not in page.tables  # no half-read store shown as if it were whole
+    assert "Nothing to show yet" in page.sections["law"]
+
+
 def test_cli_report_and_bad_input(study, tmp_path, capsys):
     from lmms_ac.cli import main
 

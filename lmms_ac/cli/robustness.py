@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 from typing import List, Optional, Sequence
 
-STAGES = ("image", "tokens", "hidden", "dataset")
+from lmms_ac.robustness.stages import STAGES
 
 
 def register(sub: argparse._SubParsersAction) -> None:

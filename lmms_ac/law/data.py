@@ -223,6 +223,22 @@ def read_ac_scores(
     from lmms_ac.scores.store import read_scores_frame
 
     df = read_scores_frame(path)  # a score store is validated row by row (issue 9): never a silent partial read
+    return ac_scores_from_frame(
+        df, str(path), variant_col=variant_col, a_col=a_col, c_col=c_col, allow_missing=allow_missing
+    )
+
+
+def ac_scores_from_frame(
+    df: pd.DataFrame,
+    path: str,
+    *,
+    variant_col: str = "variant",
+    a_col: str = "A",
+    c_col: str = "C",
+    allow_missing: bool = False,
+) -> pd.DataFrame:
+    """:func:`read_ac_scores` of a frame already read by ``lmms_ac.scores.store.read_scores_frame`` (``path``
+    names it in messages): a score store (long: variant, score, value...) is pivoted, a wide table used as is."""
     if {"score", "value", variant_col} <= set(df.columns) and a_col not in df.columns:
         df = _pivot_score_store(df, variant_col, (a_col, c_col), str(path), allow_missing)
     for col, what in ((variant_col, "variant"), (a_col, "A"), (c_col, "C")):

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, List, Mapping, Optional, Sequence, Tuple, Union
@@ -35,41 +34,53 @@ from lmms_ac.report.tables import fmt_num
 PathLike = Union[str, os.PathLike]
 
 
-def read_ac(path: Path, options: Options) -> Tuple[Optional[pd.DataFrame], str]:
-    """A/C per variant from a scores store or wide CSV, and a problem description when unusable.
+def read_ac(
+    path: Path, raw: Optional[pd.DataFrame], options: Options, problem: str = ""
+) -> Tuple[Optional[pd.DataFrame], str]:
+    """A/C per variant from the scores file ``path`` read as ``raw`` (:func:`read_scores_file`; None with
+    ``problem`` when unreadable), and a problem description when unusable.
 
     Variants of a score store that have only one of the two scores so far are left out (and named);
     a store that cannot give A/C at all yields ``(None, reason)``: the report is still built.
     """
-    from lmms_ac.law.data import read_ac_scores
+    from lmms_ac.law.data import ac_scores_from_frame
+
+    if raw is None:
+        return None, problem
+    a, c, vcol = options.a_col, options.c_col, options.variant_col
+    if {"score", "value", vcol} <= set(raw.columns) and a not in raw.columns:
+        have = raw.groupby(raw[vcol].astype(str))["score"].agg(lambda s: set(map(str, s)))
+        partial = {v: sorted({a, c} - s) for v, s in have.items() if not {a, c} <= s and s & {a, c}}
+        if partial and len(partial) < len(have):
+            problem = (
+                "; ".join(f"{v} has no {' / '.join(m)} score yet" for v, m in partial.items())
+                + " (run lmms-ac score-a / score-c for them; left out of the law)"
+            )
+            raw = raw[~raw[vcol].astype(str).isin(partial)]
+    try:
+        ac = ac_scores_from_frame(raw, str(path), variant_col=vcol, a_col=a, c_col=c)
+    except ValueError as err:
+        logger.warning(f"A/C scores unusable, the report is built without them: {err}")
+        return None, str(err)
+    if problem:
+        logger.warning(problem)
+    return ac, problem
+
+
+def read_scores_file(path: Path) -> Tuple[Optional[pd.DataFrame], str]:
+    """The scores file as ``lmms_ac.scores.store`` reads it (a store validated row by row, or a wide A/C
+    table), or ``(None, reason)`` when it is damaged: the report is still built, without A/C."""
+    from lmms_ac.scores.store import read_scores_frame
 
     if not path.exists():
         raise FileNotFoundError(
             f"scores file {path} does not exist; write it with lmms-ac score-a / score-c or leave --scores out"
         )
-    raw = pd.read_csv(path)
-    a, c, vcol = options.a_col, options.c_col, options.variant_col
-    problem = ""
-    source = path
-    with tempfile.TemporaryDirectory(prefix="lmms-ac-report-") as tmp:
-        if {"score", "value", vcol} <= set(raw.columns) and a not in raw.columns:
-            have = raw.groupby(raw[vcol].astype(str))["score"].agg(lambda s: set(map(str, s)))
-            partial = {v: sorted({a, c} - s) for v, s in have.items() if not {a, c} <= s and s & {a, c}}
-            if partial and len(partial) < len(have):
-                problem = (
-                    "; ".join(f"{v} has no {' / '.join(m)} score yet" for v, m in partial.items())
-                    + " (run lmms-ac score-a / score-c for them; left out of the law)"
-                )
-                source = Path(tmp) / path.name
-                raw[~raw[vcol].astype(str).isin(partial)].to_csv(source, index=False)
-        try:
-            ac = read_ac_scores(source, variant_col=vcol, a_col=a, c_col=c)
-        except ValueError as err:
-            logger.warning(f"A/C scores unusable, the report is built without them: {err}")
-            return None, str(err)
-    if problem:
-        logger.warning(problem)
-    return ac, problem
+    try:
+        return read_scores_frame(path), ""
+    except ValueError as err:
+        logger.warning(f"A/C scores unusable, the report is built without them: {err}")
+        return None, str(err)
 
 
 def _ticks(text: object):
@@ -107,8 +118,9 @@ def compute_sections(
     table_path = Path(table_csv)
     table = read_table(table_path)
     scores_path = Path(scores_csv) if scores_csv else None
-    ac, problem = read_ac(scores_path, options) if scores_path else (None, "")
-    an = Analysis(Inputs(table, table_path, scores_path, ac, problem), options)
+    raw, problem = read_scores_file(scores_path) if scores_path else (None, "")
+    ac, problem = read_ac(scores_path, raw, options, problem) if scores_path else (None, "")
+    an = Analysis(Inputs(table, table_path, scores_path, ac, problem, raw), options)
     secs = [leaderboard_section(an), law_section(an), policy_section(an), robustness_section(an), maps_section(an)]
     cfg = {
         "command": "report",

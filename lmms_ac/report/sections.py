@@ -61,6 +61,7 @@ class Inputs:
     scores_path: Optional[Path]
     ac: Optional[pd.DataFrame]  # index variant, columns A, C
     ac_problem: str = ""  # why A/C could not be used although a scores file was given
+    scores: Optional[pd.DataFrame] = None  # the scores file as lmms_ac.scores.store read it (None: none or unreadable)
 
 
 def _groups_of(task: str) -> List[str]:
@@ -666,8 +667,8 @@ def provenance_section(an: Analysis, config: Mapping[str, Any], sections: Sequen
         key="variant",
         labels={"lmms_eval": "lmms-eval", "config_hashes": "config hashes"},
     )
-    if an.inputs.scores_path is not None:
-        raw = pd.read_csv(an.inputs.scores_path)
+    if an.inputs.scores is not None:
+        raw = an.inputs.scores
         if {"variant", "score", "value"} <= set(raw.columns):
             keep = [
                 c
