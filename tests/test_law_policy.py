@@ -196,3 +196,14 @@ def test_cli_recommend(tmp_path, capsys):
         main(["policy", "recommend", "--candidates", str(cand), "--trained", str(trained), "--score-col", "acc"]) == 2
     )
     assert "no score column 'acc'" in capsys.readouterr().err
+
+
+def test_which_policies_apply_comes_from_the_registry():
+    from lmms_ac.law.policies import POLICY_REGISTRY, UCB_WARMUP, recommendable_policies, simulable_policies
+
+    assert simulable_policies(1) == ["region", "ucb", "random"]  # the prior learns from other benchmarks
+    assert simulable_policies(2) == ["region", "ucb", "prior", "random"]
+    assert recommendable_policies(UCB_WARMUP - 1) == ["region"]
+    assert recommendable_policies(UCB_WARMUP) == ["region", "ucb"]
+    assert recommendable_policies(UCB_WARMUP, n_benchmarks=2) == ["region", "ucb", "prior"]
+    assert [n for n in POLICY_REGISTRY.snapshot() if POLICY_REGISTRY.get(n).baseline] == ["random"]

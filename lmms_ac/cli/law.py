@@ -213,18 +213,25 @@ def _policies(name: str) -> List[str]:
         from lmms_ac.registry import UnknownEntryError
 
         raise UnknownEntryError("policy", name, _policy_names() + ["all"])
-    return [name] if name == "random" else [name, "random"]
+    from lmms_ac.law.policies import POLICY_REGISTRY
+
+    baselines = [n for n in _policy_names() if POLICY_REGISTRY.get(n).baseline]
+    return [name] + [b for b in baselines if b != name]
 
 
 def _simulated_policies(name: str, data) -> List[str]:
     """``_policies`` minus the prior policy for ``all`` on a single benchmark (it has no other to learn from)."""
+    from lmms_ac.law.policies import POLICY_REGISTRY, simulable_policies
+
     pols = _policies(name)
-    if name == "all" and len(data) < 2:
-        print(
-            "note: the prior policy needs at least two benchmarks (its prior is the law on the others); left out",
-            file=sys.stderr,
-        )
-        pols = [p for p in pols if p != "prior"]
+    if name == "all":
+        for p in sorted(set(pols) - set(simulable_policies(len(data), pols))):
+            print(
+                f"note: the {p} policy needs at least {POLICY_REGISTRY.get(p).min_benchmarks} benchmarks "
+                f"({len(data)} given; its prior is the law on the others); left out",
+                file=sys.stderr,
+            )
+        pols = simulable_policies(len(data), pols)
     return pols
 
 

@@ -25,6 +25,15 @@ class PolicySpec:
     predict: Optional[str]
     rng_stream: str
     recommend: bool = True
+    #: benchmarks the simulation needs (the prior policy learns its prior from the others)
+    min_benchmarks: int = 1
+    #: trained settings a recommendation needs (UCB samples regions until then)
+    min_trained: int = 0
+
+    @property
+    def baseline(self) -> bool:
+        """Ranks nothing (success only when the best setting was trained): the reference of the others."""
+        return self.predict is None
 
     @staticmethod
     def _resolve(ref: str) -> Callable:
@@ -55,6 +64,7 @@ for _spec in (
         f"{_P}:_orders_ucb",
         f"{_P}:_predict_law",
         "region",
+        min_trained=UCB_WARMUP,
     ),
     PolicySpec(
         "prior",
@@ -63,6 +73,7 @@ for _spec in (
         f"{_P}:_orders_prior",
         f"{_P}:_predict_prior",
         "prior",
+        min_benchmarks=2,
     ),
     PolicySpec(
         "random",
@@ -83,3 +94,18 @@ def policy_names() -> List[str]:
 
 def recommend_policy_names() -> List[str]:
     return [n for n in policy_names() if POLICY_REGISTRY.get(n).recommend]
+
+
+def simulable_policies(n_benchmarks: int, names: Optional[List[str]] = None) -> List[str]:
+    """``names`` (default: all) that can be simulated on ``n_benchmarks`` benchmarks, in registration order."""
+    names = policy_names() if names is None else names
+    return [n for n in names if POLICY_REGISTRY.get(n).min_benchmarks <= n_benchmarks]
+
+
+def recommendable_policies(n_trained: int, n_benchmarks: int = 1) -> List[str]:
+    """Policies that can recommend the next setting with ``n_trained`` trained settings on ``n_benchmarks``."""
+    return [
+        n
+        for n in recommend_policy_names()
+        if POLICY_REGISTRY.get(n).min_trained <= n_trained and POLICY_REGISTRY.get(n).min_benchmarks <= n_benchmarks
+    ]

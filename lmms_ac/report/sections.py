@@ -375,7 +375,9 @@ def policy_section(an: Analysis) -> Section:
         )
         return sec
     o = an.options
-    policies = ["region", "ucb"] + (["prior"] if len(an.law_data) >= 2 else []) + ["random"]
+    from lmms_ac.law.policies import simulable_policies
+
+    policies = simulable_policies(len(an.law_data))
     try:
         sim = simulate(an.law_data, policies, runs=o.policy_runs, seed=o.seed)
     except ValueError as err:  # the prior policy needs >= 3 scored settings on the other benchmarks
@@ -425,7 +427,8 @@ def policy_section(an: Analysis) -> Section:
 
 def _recommendations(an: Analysis) -> Tuple[List[Dict[str, Any]], List[str]]:
     """Next variant to train for the average over benchmarks (region policy; ucb once warmed up)."""
-    from lmms_ac.law.policy import UCB_WARMUP, recommend
+    from lmms_ac.law.policies import recommendable_policies
+    from lmms_ac.law.policy import recommend
 
     board = an.board().set_index("variant")
     full = int(board["n_benchmarks"].max())
@@ -442,9 +445,7 @@ def _recommendations(an: Analysis) -> Tuple[List[Dict[str, Any]], List[str]]:
         )
     names = [str(v) for v in an.ac.index]
     out = []
-    for policy in ("region", "ucb"):
-        if policy == "ucb" and len(trained) < UCB_WARMUP:
-            continue
+    for policy in recommendable_policies(len(trained)):  # one benchmark: the prior policy needs others
         rec = recommend(
             names, an.ac["A"].to_numpy(), an.ac["C"].to_numpy(), trained, policy=policy, seed=an.options.seed
         )
