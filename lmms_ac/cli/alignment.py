@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import os
 
+from lmms_ac.scores.methods import ALIGNMENT_METHODS
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -23,7 +25,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--vision-tower", help="representation spec overriding the checkpoint's tower")
     p.add_argument("--captions", help="LLaVA-558K json (blip_laion_cc_sbu_558k.json)")
     p.add_argument("--images", help="folder the json's image paths are relative to")
-    p.add_argument("--method", choices=["caption_ll", "embed"], default="caption_ll")
+    p.add_argument(
+        "--method",
+        choices=list(ALIGNMENT_METHODS.snapshot()),
+        default="caption_ll",
+        help="; ".join(f"{name}: {what}" for name, what in ALIGNMENT_METHODS.snapshot().items()),
+    )
     p.add_argument(
         "--reference", action="append", default=[], help="reference stage-1 checkpoint for --method embed (repeatable)"
     )

@@ -13,6 +13,8 @@ import argparse
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
+from lmms_ac.scores.methods import CORRESPONDENCE_METHODS
+
 DEFAULT_OUT = "scores.csv"
 
 
@@ -61,7 +63,7 @@ def register(subparsers: Any) -> None:
     p.add_argument(
         "--layers", default="all", help="layers to read: 'all' (default), '0,8,16,-1', '0-12' (0 = projector output)"
     )
-    p.add_argument("--method", default="argmax", choices=["argmax", "window_softargmax"])
+    p.add_argument("--method", default="argmax", choices=CORRESPONDENCE_METHODS.names())
     p.add_argument(
         "--alpha", type=float, default=0.1, help="PCK threshold as a fraction of max(h, w) of the target bbox"
     )

@@ -15,6 +15,8 @@ import sys
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional
 
+from lmms_ac.scores.methods import CORRESPONDENCE_METHODS
+
 DEFAULT_OUT = "scores.csv"
 
 
@@ -45,7 +47,7 @@ def register(subparsers: Any) -> None:
     _add_common(p)
     p.add_argument("--spair", default=None, metavar="DIR", help="SPair-71k root (JPEGImages/, PairAnnotation/)")
     p.add_argument("--split", default="test", help="trn | val | test (default: test)")
-    p.add_argument("--method", default="argmax", choices=["argmax", "window_softargmax"])
+    p.add_argument("--method", default="argmax", choices=CORRESPONDENCE_METHODS.names())
     p.add_argument(
         "--alpha", type=float, default=0.1, help="PCK threshold as a fraction of max(h, w) of the target bbox"
     )

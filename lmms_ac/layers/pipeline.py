@@ -28,7 +28,8 @@ from lmms_ac.layers.metrics import (
     LinearReconstruction,
     split_train,
 )
-from lmms_ac.scores.correspondence import METHODS, chance_level
+from lmms_ac.scores.correspondence import chance_level
+from lmms_ac.scores.methods import CORRESPONDENCE_METHODS
 from lmms_ac.scores.spair import PathLike, SPairPair, load_pairs
 
 
@@ -156,7 +157,7 @@ def run_layers(
     """C@L, reconstruction and attention balance of ``vlm`` over the images of an SPair-layout set.
     ``bank_device`` holds one category's features for matching (default: the model's device). With
     ``images`` instead of ``spair_root`` (no pairs), only reconstruction and attention are computed."""
-    METHODS.get(method)
+    CORRESPONDENCE_METHODS.get(method)
     if not alpha > 0:
         raise ValueError(f"alpha must be > 0, got {alpha}")
     if batch_size < 1:

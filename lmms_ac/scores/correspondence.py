@@ -33,7 +33,7 @@ from loguru import logger
 from PIL import Image
 from tqdm.auto import tqdm
 
-from lmms_ac.registry import Registry
+from lmms_ac.scores.methods import CORRESPONDENCE_METHODS
 from lmms_ac.scores.spair import PathLike, SPairPair, load_pairs
 from lmms_ac.vision.base import VisionRepresentation, to_rgb
 
@@ -154,16 +154,14 @@ def _window_softargmax(
     return torch.stack([exp_row, exp_col], dim=1)
 
 
-METHODS: Registry = Registry("correspondence method")
-METHODS.register("argmax", _argmax)
-METHODS.register("window_softargmax", _window_softargmax)
+METHODS = CORRESPONDENCE_METHODS  # name -> the function of this module that implements it
 
 
 def predict_cells(sims: torch.Tensor, grid: PatchGrid, method: str = "argmax") -> torch.Tensor:
     """Similarities ``[K, N]`` over the target grid -> predicted (row, col) ``[K, 2]`` (float)."""
     if sims.ndim != 2 or sims.shape[1] != grid.rows * grid.cols:
         raise ValueError(f"similarities must be [K, {grid.rows * grid.cols}], got {tuple(sims.shape)}")
-    return METHODS.get(method)(sims, grid)
+    return globals()[METHODS.get(method)](sims, grid)
 
 
 # ----------------------------------------------------------------------------- features
