@@ -111,6 +111,15 @@ def test_leaderboard_schema_and_values(table, ac):
     assert np.isnan(b.set_index("variant").loc["v3", "drop_token_permutation"])
 
 
+def test_leaderboard_columns_do_not_follow_the_table_row_order(table, ac):
+    """The tidy table's rows follow the results files' names (hashes in a study); the columns must not."""
+    first = leaderboard(table, ac)
+    shuffled = leaderboard(table.sort_values("task", ascending=False, kind="stable"), ac)
+    assert list(shuffled.columns) == list(first.columns)
+    benches = [c[len("pred_") :] for c in first.columns if c.startswith("pred_")]
+    assert benches == sorted(benches) and len(benches) > 1
+
+
 def test_leaderboard_without_ac_and_markdown(table):
     b = leaderboard(table[table.perturbation == "none"])
     assert list(b.columns) == [

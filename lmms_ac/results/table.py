@@ -180,14 +180,15 @@ def clean_scores(
 ) -> pd.DataFrame:
     """Variant x benchmark frame of clean scores (mean over seeds if a clean run was seeded).
 
-    ``benchmarks`` defaults to every clean task; a law benchmark name (e.g. ``seed_image``) is
-    looked up through ``lmms_ac.benchmarks.sources``. ``metrics`` maps a benchmark/task to its metric.
+    ``benchmarks`` defaults to every clean task, by name (not by the table's row order, which follows
+    the results files' names); a law benchmark name (e.g. ``seed_image``) is looked up through
+    ``lmms_ac.benchmarks.sources``. ``metrics`` maps a benchmark/task to its metric.
     """
     metrics = dict(metrics or {})
     clean = table[is_clean(table) & table["value"].notna()]
     if clean.empty:
         raise ValueError("the results table has no clean (unperturbed) scores")
-    benches = list(benchmarks) if benchmarks else list(dict.fromkeys(clean["task"]))
+    benches = list(benchmarks) if benchmarks else sorted(set(clean["task"]))
     cols = {}
     for b in benches:
         task, metric = _benchmark_source(clean, b, metrics.get(b))
