@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from lmms_ac.study import state as S
+from lmms_ac.study import worker as W
 from lmms_ac.study.runner import execute, last_run, prepare
 from lmms_ac.study.spec import parse_study
 
@@ -217,9 +218,11 @@ def test_interrupted_job_leaves_nothing_that_looks_done(tmp_path, fake_bins, mon
         assert time.time() < deadline, "the job did not start"
         time.sleep(0.2)
     assert compute_status(study, VERSIONS).counts["running"] == 2
-    os.killpg(proc.pid, signal.SIGKILL)  # the node dies: no cleanup at all
+    os.killpg(proc.pid, signal.SIGKILL)  # the worker dies (kill -9): no cleanup at all
     proc.wait()
     assert not (study.output_dir / "done").exists()
+    child = S.read_json(job_dir / "running.json")["child_pid"]  # lmms-eval runs on in its own session
+    assert W._alive_in(child, job_dir)
     monkeypatch.setattr(S, "STALE_S", 0.0)  # the heartbeat is stale at once
     st = compute_status(study, VERSIONS)
     assert st.counts["interrupted"] == 2
@@ -228,6 +231,9 @@ def test_interrupted_job_leaves_nothing_that_looks_done(tmp_path, fake_bins, mon
     assert execute(fast, printer=_quiet, versions=VERSIONS) == 0
     assert last_run(study.output_dir)["jobs_run"] == [job_dir.name]
     assert len(S.attempts(job_dir)) == 2 and S.attempts(job_dir)[-1]["outcome"] == "ok"
+    # the second attempt stopped the first one's program before writing where it writes
+    assert not W._alive_in(child, job_dir)
+    assert f"stopped pid {child}, left running by attempt 1" in (job_dir / "log.txt").read_text()
 
 
 def test_local_gpu_slots_run_in_parallel(monkeypatch, tmp_path):

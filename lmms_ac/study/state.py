@@ -7,7 +7,8 @@ Layout (``<output>/``):
 - ``done/<unit_id>_score.json``    the score row of one A / C / C_ocr unit, same marker;
 - ``jobs/<job_id>/job.json``       the job: units, exact argv and environment;
 - ``jobs/<job_id>/log.txt``        output of the current/last attempt (``log.attempt<N>.txt``: earlier ones);
-- ``jobs/<job_id>/running.json``   host, pid, attempt, heartbeat (refreshed while the job runs);
+- ``jobs/<job_id>/running.json``   host, pid, the program's pid (``child_pid``), attempt, heartbeat (refreshed
+  while the job runs; the next attempt on this host stops a program a killed worker left running);
 - ``jobs/<job_id>/attempts.json``  one record per attempt: start, end, exit code, outcome, last log line;
 - ``runs/<time>.json``             what each ``study run`` did (jobs run, outcomes).
 

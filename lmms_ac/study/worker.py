@@ -150,6 +150,36 @@ def harvest(spec: Dict[str, Any], out: Path, since: float) -> List[str]:
     return missing
 
 
+def _alive_in(pid: int, job_dir: Path) -> bool:
+    """Process ``pid`` runs and its command line names ``job_dir`` (not a recycled pid)."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return False
+    return str(job_dir) in cmdline
+
+
+def stop_orphan(job_dir: Path) -> Optional[str]:
+    """Stop the program an interrupted attempt left running on this host (its worker was killed outright,
+    e.g. ``kill -9``: the program runs in its own session, so it outlived the worker and would write into
+    the folder the new attempt writes). Returns what was done, or None when nothing was left running."""
+    doc = S.read_json(job_dir / "running.json") or {}
+    pid = doc.get("child_pid")
+    if not isinstance(pid, int) or doc.get("host") != S.host() or not _alive_in(pid, job_dir):
+        return None
+    for sig, wait_s in ((signal.SIGTERM, 20.0), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(pid, sig)
+        except ProcessLookupError:
+            break
+        deadline = time.time() + wait_s
+        while time.time() < deadline and _alive_in(pid, job_dir):
+            time.sleep(0.1)
+        if not _alive_in(pid, job_dir):
+            break
+    return f"stopped pid {pid}, left running by attempt {doc.get('attempt')} (its worker was killed)"
+
+
 def run_job(job_dir: str, extra_env: Optional[Dict[str, str]] = None) -> Dict[str, Any]:
     """Run the job in ``job_dir`` once; returns ``{job_id, ok, exit_code, missing, attempt, last_line}``."""
     job_dir = Path(job_dir)
@@ -157,6 +187,7 @@ def run_job(job_dir: str, extra_env: Optional[Dict[str, str]] = None) -> Dict[st
     out = job_dir.parent.parent
     tries = S.attempts(job_dir)
     n = len(tries) + 1
+    stopped = stop_orphan(job_dir)
     log = job_dir / "log.txt"
     if log.exists():
         os.replace(log, job_dir / f"log.attempt{n - 1}.txt")
@@ -182,6 +213,8 @@ def run_job(job_dir: str, extra_env: Optional[Dict[str, str]] = None) -> Dict[st
     code: Optional[int] = None
     try:
         with open(log, "ab") as fh:
+            if stopped:
+                fh.write(f"# {_now()} {stopped}\n".encode())
             fh.write(f"# {_now()} attempt {n} on {S.host()}\n# cwd {out}\n# {' '.join(argv)}\n".encode())
             fh.flush()
             try:
@@ -189,6 +222,8 @@ def run_job(job_dir: str, extra_env: Optional[Dict[str, str]] = None) -> Dict[st
                     argv, stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=str(out), start_new_session=True
                 )
                 RUNNING.add(proc)
+                hb.info["child_pid"] = proc.pid  # a killed worker's next attempt stops it (stop_orphan)
+                hb.beat()
                 code = proc.wait()
             except OSError as err:  # the program itself is missing
                 fh.write(f"cannot start {argv[0]}: {err}\n".encode())
