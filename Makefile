@@ -31,11 +31,12 @@ lint: env
 test: env lint
 	$(PY) -m pytest -q
 
-# The tests not marked slow, on every core (FAST_WORKERS=0 runs them in this process). One torch thread per
+# The tests not marked slow, on every core, each worker taking the next test when idle (worksteal: the
+# durations are uneven); FAST_WORKERS=0 runs them in this process. One torch thread per
 # worker: two workers of two threads each on two cores are slower than one.
 FAST_WORKERS ?= auto
 test-fast: env lint
-	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(PY) -m pytest -q -m "not slow" -n $(FAST_WORKERS)
+	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(PY) -m pytest -q -m "not slow" -n $(FAST_WORKERS) --dist worksteal
 
 # A fresh resolution of pyproject.toml (newest versions) -> constraints.txt, then the whole suite on it.
 lock:

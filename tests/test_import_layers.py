@@ -83,13 +83,11 @@ def test_the_drawing_prints_every_layer(graph):
     assert dot.startswith("digraph lmms_ac {") and "results -> robustness;" in dot
 
 
-def test_the_fast_test_guard_tells_real_programs_from_fakes(tmp_path):
+def test_the_fast_test_guard_allows_git_only():
     from conftest import starts_something_slow
 
-    fake = tmp_path / "bin" / "lmms-eval"
-    assert not starts_something_slow([str(fake), "--model", "x"])  # a test's fake script
     assert not starts_something_slow(["git", "rev-parse", "HEAD"])
-    assert not starts_something_slow(["python", "-c", "open('/tmp/lmms_eval_step/x', 'w')"])
-    assert starts_something_slow(["python", "-m", "lmms_eval", "--tasks", "mme"])
-    assert starts_something_slow("python -c 'import lmms_eval.models'")
+    assert starts_something_slow(["/tmp/x/bin/lmms-eval", "--model", "x"])  # a test's fake is a Python process too
+    assert starts_something_slow(["python", "-c", "pass"])
+    assert starts_something_slow("python -m lmms_eval --tasks mme")
     assert starts_something_slow(["sbatch", "job.sh"])

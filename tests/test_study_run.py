@@ -121,6 +121,7 @@ def _quiet(_msg: str) -> None:
     pass
 
 
+@pytest.mark.slow
 def test_run_resume_replan_and_report(tmp_path, fake_bins):
     from lmms_ac.study.report import build_study_report
 
@@ -174,6 +175,7 @@ def test_run_resume_replan_and_report(tmp_path, fake_bins):
     assert len(table[(table.variant == "b") & (table.metric == "acc")]) == 4
 
 
+@pytest.mark.slow
 def test_failure_keeps_logs_retries_then_gives_up(tmp_path, fake_bins):
     from lmms_ac.study.status import compute_status, render_status
 
@@ -200,6 +202,7 @@ def test_failure_keeps_logs_retries_then_gives_up(tmp_path, fake_bins):
     assert compute_status(fixed, VERSIONS).counts["done"] == 4
 
 
+@pytest.mark.slow
 def test_interrupted_job_leaves_nothing_that_looks_done(tmp_path, fake_bins, monkeypatch):
     from lmms_ac.study.runner import write_job
     from lmms_ac.study.status import compute_status
@@ -266,6 +269,7 @@ def test_local_gpu_slots_run_in_parallel(monkeypatch, tmp_path):
     assert sorted(seen) == ["0,1", "0,1", "2,3", "2,3"]
 
 
+@pytest.mark.slow
 def test_jobs_queued_on_slurm_are_not_submitted_twice(tmp_path, fake_bins, monkeypatch):
     from lmms_ac.study.runner import write_job
     from lmms_ac.study.status import compute_status
@@ -324,6 +328,7 @@ class _FakeSubmitit:
         self.SlurmExecutor = SlurmExecutor
 
 
+@pytest.mark.slow
 def test_slurm_executor_retries_failures_not_cancellations(tmp_path, fake_bins, monkeypatch):
     study = _study(
         tmp_path,
@@ -380,6 +385,7 @@ def test_slurm_executor_retries_failures_not_cancellations(tmp_path, fake_bins, 
     assert sorted(fake.arrays[2]) == sorted(evals + [a_score])
 
 
+@pytest.mark.slow
 def test_slurm_no_wait_submits_and_returns(tmp_path, fake_bins, monkeypatch):
     study = _study(tmp_path, scores={}, executor={"type": "slurm", "slurm": {"poll_s": 0.01}})
     fake = _FakeSubmitit()
