@@ -394,3 +394,19 @@ def test_slurm_no_wait_submits_and_returns(tmp_path, fake_bins, monkeypatch):
     assert len(fake.arrays) == 1 and len(fake.arrays[0]) == 2
     for job_id in fake.arrays[0]:
         assert S.read_json(study.output_dir / "jobs" / job_id / "slurm.json")["slurm_job_id"].startswith("1_")
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_every_running_program_of_the_run():
+    """The local executor owns one ChildProcesses per run (no module-level set): terminate_all stops each
+    registered program's whole session, and a finished one is forgotten."""
+    children = W.ChildProcesses()
+    procs = [subprocess.Popen(["sleep", "60"], start_new_session=True) for _ in range(2)]
+    done = subprocess.Popen(["true"], start_new_session=True)
+    done.wait()
+    for p in procs + [done]:
+        children.add(p)
+    children.discard(done)
+    children.terminate_all()
+    assert [p.wait(timeout=10) for p in procs] == [-signal.SIGTERM, -signal.SIGTERM]
+    assert not hasattr(W, "RUNNING")

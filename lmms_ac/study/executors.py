@@ -8,10 +8,10 @@ job folder, so what counts as done is the same everywhere.
 
 from __future__ import annotations
 
+import functools
 import os
 import queue
 import shutil
-import signal
 import subprocess
 import threading
 from pathlib import Path
@@ -86,9 +86,10 @@ def run_local(
     job_dirs: Sequence[Path], ex: ExecutorSpec, runner: Optional[Runner] = None, printer: Printer = print
 ) -> Dict[str, Dict]:
     """Run every job, retrying failures while attempts remain; returns job_id -> last outcome."""
-    from lmms_ac.study.worker import run_job
+    from lmms_ac.study.worker import ChildProcesses, run_job
 
-    runner = runner or run_job
+    children = ChildProcesses()
+    runner = runner or functools.partial(run_job, children=children)
     slots = gpu_slots(ex)
     todo: "queue.Queue[Path]" = queue.Queue()
     for d in job_dirs:
@@ -140,13 +141,7 @@ def run_local(
                     t.join(timeout=0.5)
         except KeyboardInterrupt:  # the jobs' children run in their own sessions: stop them ourselves
             errors.append(KeyboardInterrupt())
-            from lmms_ac.study.worker import RUNNING
-
-            for proc in list(RUNNING):
-                try:
-                    os.killpg(proc.pid, signal.SIGTERM)
-                except ProcessLookupError:
-                    pass
+            children.terminate_all()
             for t in threads:
                 t.join(timeout=30)
             raise

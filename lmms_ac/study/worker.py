@@ -22,7 +22,34 @@ from typing import Any, Dict, List, Optional
 from lmms_ac.study import state as S
 
 RESULTS_GLOB = "*_results.json"
-RUNNING: "set[subprocess.Popen]" = set()  # children of this process's running jobs (for Ctrl-C in parallel runs)
+
+
+class ChildProcesses:
+    """The programs the jobs of one local run are running (each in its own session), so that Ctrl-C in a
+    run with several GPU slots can stop them all (thread-safe; owned by the executor, not the module)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._procs: "set[subprocess.Popen]" = set()
+
+    def add(self, proc: subprocess.Popen) -> None:
+        with self._lock:
+            self._procs.add(proc)
+
+    def discard(self, proc: Optional[subprocess.Popen]) -> None:
+        with self._lock:
+            self._procs.discard(proc)
+
+    def terminate_all(self) -> None:
+        with self._lock:
+            procs = list(self._procs)
+        for proc in procs:
+            try:
+                os.killpg(proc.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+
+
 # per-task dicts of an lmms-eval results file, cut down to one task in a unit's file
 _DROP = ("groups", "group_subtasks")
 
@@ -180,8 +207,11 @@ def stop_orphan(job_dir: Path) -> Optional[str]:
     return f"stopped pid {pid}, left running by attempt {doc.get('attempt')} (its worker was killed)"
 
 
-def run_job(job_dir: str, extra_env: Optional[Dict[str, str]] = None) -> Dict[str, Any]:
-    """Run the job in ``job_dir`` once; returns ``{job_id, ok, exit_code, missing, attempt, last_line}``."""
+def run_job(
+    job_dir: str, extra_env: Optional[Dict[str, str]] = None, children: Optional[ChildProcesses] = None
+) -> Dict[str, Any]:
+    """Run the job in ``job_dir`` once; returns ``{job_id, ok, exit_code, missing, attempt, last_line}``.
+    ``children``: where the program is registered while it runs (the local executor's Ctrl-C stops them)."""
     job_dir = Path(job_dir)
     spec = json.loads((job_dir / "job.json").read_text(encoding="utf-8"))
     out = job_dir.parent.parent
@@ -221,7 +251,8 @@ def run_job(job_dir: str, extra_env: Optional[Dict[str, str]] = None) -> Dict[st
                 proc = subprocess.Popen(
                     argv, stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=str(out), start_new_session=True
                 )
-                RUNNING.add(proc)
+                if children is not None:
+                    children.add(proc)
                 hb.info["child_pid"] = proc.pid  # a killed worker's next attempt stops it (stop_orphan)
                 hb.beat()
                 code = proc.wait()
@@ -230,7 +261,8 @@ def run_job(job_dir: str, extra_env: Optional[Dict[str, str]] = None) -> Dict[st
                 code = 127
         missing = harvest(spec, out, start)
     finally:
-        RUNNING.discard(proc)
+        if children is not None:
+            children.discard(proc)
         if proc is not None and proc.poll() is None:  # interrupted (Ctrl-C, preemption): take the child with us
             try:
                 os.killpg(proc.pid, signal.SIGTERM)
