@@ -60,23 +60,47 @@ def base_yaml(tmp_path):
     return str(path)
 
 
-#: programs a fast test may start: git (provenance records the commit; milliseconds)
-FAST_PROGRAMS = {"git"}
+#: what a fast test may not start: lmms-eval, lmms-ac, a launcher, a cluster command, a browser, and any
+#: Python interpreter or Python script (a test's fake lmms-eval too: a second or more with our imports).
+#: Small system helpers stay allowed (git for provenance, ldconfig when a library is first imported).
+SLOW_PROGRAMS = {
+    "lmms-eval",
+    "lmms-ac",
+    "accelerate",
+    "torchrun",
+    "sbatch",
+    "srun",
+    "squeue",
+    "scancel",
+    "sacct",
+    "sinfo",
+    "chromium",
+    "chromedriver",
+}
 
 
 def starts_something_slow(args) -> bool:
-    """Any process but the few in FAST_PROGRAMS: a Python interpreter (a test's fake lmms-eval too) costs
-    a second or more with our imports, and the real programs minutes."""
     import shlex
+    import shutil
 
     argv = shlex.split(args) if isinstance(args, str) else [os.fsdecode(a) for a in args]
-    return bool(argv) and os.path.basename(argv[0]) not in FAST_PROGRAMS
+    if not argv:
+        return False
+    name = os.path.basename(argv[0])
+    if name in SLOW_PROGRAMS or name.startswith("python"):
+        return True
+    path = shutil.which(argv[0]) or argv[0]
+    try:
+        with open(path, "rb") as fh:
+            return b"python" in fh.readline(200)  # a script run by Python (#!...python)
+    except OSError:
+        return False
 
 
 @pytest.fixture(autouse=True)
 def _fast_tests_stay_fast(request, monkeypatch):
-    """A test not marked ``slow`` (``make test-fast`` skips those) may not start a process (git aside) nor
-    build an lmms-eval TaskManager: it fails here, naming the mark."""
+    """A test not marked ``slow`` (``make test-fast`` skips those) may not start Python or one of
+    SLOW_PROGRAMS, nor build an lmms-eval TaskManager: it fails here, naming the mark."""
     if request.node.get_closest_marker("slow"):
         return
     import subprocess

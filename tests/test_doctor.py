@@ -59,3 +59,17 @@ def test_missing_mirror_directory_fails(monkeypatch, tmp_path):
     monkeypatch.setenv("LMMS_AC_DATASETS", str(tmp_path / "nope"))
     (finding,) = doctor.CHECKS.get("dataset mirrors").run()
     assert finding.status == doctor.FAIL and "not a directory" in finding.message
+
+
+def test_an_entry_point_that_no_longer_loads_says_reinstall(monkeypatch):
+    """An editable install made before the entry point moved (lmms_ac.plugin:get_manifests) still lists it."""
+    from importlib import metadata
+
+    stale = metadata.EntryPoint("lmms_ac", "lmms_ac.plugin:get_manifests", "lmms_eval.models")
+    current = metadata.EntryPoint("lmms_ac", "lmms_ac.entry_point:get_manifests", "lmms_eval.models")
+    monkeypatch.setattr(doctor.metadata, "entry_points", lambda group: [stale])
+    (found,) = doctor.CHECKS.get("plugin entry point").run()
+    assert found.status == doctor.FAIL and "does not load" in found.message and "reinstall" in found.fix
+    monkeypatch.setattr(doctor.metadata, "entry_points", lambda group: [current])
+    (found,) = doctor.CHECKS.get("plugin entry point").run()
+    assert found.status == doctor.OK
