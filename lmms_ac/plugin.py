@@ -286,19 +286,24 @@ def load_task_yaml(path: str, mode: str = "simple") -> Dict[str, Any]:
     return utils.load_yaml_config(path, mode=mode)
 
 
-def task_dataset_configs(task_names: Sequence[str], include_path: Optional[Sequence[str]] = None) -> Dict[str, Dict]:
-    """task -> {dataset_path, dataset_name, dataset_kwargs} for tasks, expanding groups and tags; an unknown
-    name is a ValueError with "did you mean"."""
+def require_tasks(manager: Any, names: Sequence[str]) -> None:
+    """A ValueError naming each of ``names`` that ``manager`` does not index, with close matches."""
     import difflib
 
-    manager = task_manager(include_path)
-    missing = [t for t in task_names if t not in manager.all_tasks]
+    missing = [t for t in names if t not in manager.all_tasks]
     if missing:
         hints = {m: difflib.get_close_matches(m, manager.all_tasks, n=3) for m in missing}
         raise ValueError(
             "unknown task(s): "
             + "; ".join(f"{m!r}" + (f" (did you mean {', '.join(h)}?)" if h else "") for m, h in hints.items())
         )
+
+
+def task_dataset_configs(task_names: Sequence[str], include_path: Optional[Sequence[str]] = None) -> Dict[str, Dict]:
+    """task -> {dataset_path, dataset_name, dataset_kwargs} for tasks, expanding groups and tags; an unknown
+    name is a ValueError with "did you mean"."""
+    manager = task_manager(include_path)
+    require_tasks(manager, task_names)
     out: Dict[str, Dict] = {}
     pending = list(task_names)
     while pending:

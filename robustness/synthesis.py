@@ -375,15 +375,11 @@ def _describe(component: Any) -> str:
 # ================================================================================== task images
 def load_task(task: str, task_manager=None, include_path: Optional[List[str]] = None):
     """The lmms-eval task object of a single (clean) task."""
-    from lmms_ac.plugin import load_task_or_group
+    from lmms_ac.plugin import load_task_or_group, require_tasks
     from lmms_ac.plugin import task_manager as make_task_manager
 
     manager = task_manager or make_task_manager(include_path, verbosity="INFO")
-    if task not in manager.all_tasks:
-        import difflib
-
-        close = difflib.get_close_matches(task, manager.all_tasks, n=3)
-        raise ValueError(f"unknown task {task!r}" + (f"; did you mean {', '.join(close)}?" if close else ""))
+    require_tasks(manager, [task])
     loaded = load_task_or_group([task], manager)
     obj = loaded.get(task)
     if obj is None or isinstance(obj, dict):

@@ -36,14 +36,10 @@ def read_prompts(texts: Optional[Sequence[str]], path: Optional[str]) -> List[st
 
 def task_prompts(name: str, limit: int) -> List[str]:
     """The first ``limit`` questions (``doc_to_text``, image placeholders removed) of an lmms-eval task."""
-    import difflib
-
-    from lmms_ac.plugin import load_tasks, task_manager
+    from lmms_ac.plugin import load_tasks, require_tasks, task_manager
 
     manager = task_manager(verbosity="INFO")  # our tasks and offline mirrors
-    if name not in manager.all_tasks:
-        close = difflib.get_close_matches(name, manager.all_tasks, n=3)
-        raise ValueError(f"unknown lmms-eval task {name!r}" + (f"; did you mean {', '.join(close)}?" if close else ""))
+    require_tasks(manager, [name])
     task = load_tasks([name], manager).get(name)
     if task is None or not hasattr(task, "doc_to_text"):
         raise ValueError(f"{name!r} is a group; pass one of its tasks")

@@ -34,19 +34,21 @@ from lmms_ac.report.tables import fmt_num
 PathLike = Union[str, os.PathLike]
 
 
-def read_ac(
-    path: Path, raw: Optional[pd.DataFrame], options: Options, problem: str = ""
-) -> Tuple[Optional[pd.DataFrame], str]:
-    """A/C per variant from the scores file ``path`` read as ``raw`` (:func:`read_scores_file`; None with
-    ``problem`` when unreadable), and a problem description when unusable.
+def _without_ac(err: ValueError) -> Tuple[None, str]:
+    logger.warning(f"A/C scores unusable, the report is built without them: {err}")
+    return None, str(err)
+
+
+def read_ac(path: Path, raw: pd.DataFrame, options: Options) -> Tuple[Optional[pd.DataFrame], str]:
+    """A/C per variant from the scores file ``path`` as :func:`read_scores_file` read it (``raw``), and a
+    problem description when unusable.
 
     Variants of a score store that have only one of the two scores so far are left out (and named);
     a store that cannot give A/C at all yields ``(None, reason)``: the report is still built.
     """
     from lmms_ac.law.data import ac_scores_from_frame
 
-    if raw is None:
-        return None, problem
+    problem = ""
     a, c, vcol = options.a_col, options.c_col, options.variant_col
     if {"score", "value", vcol} <= set(raw.columns) and a not in raw.columns:
         have = raw.groupby(raw[vcol].astype(str))["score"].agg(lambda s: set(map(str, s)))
@@ -60,8 +62,7 @@ def read_ac(
     try:
         ac = ac_scores_from_frame(raw, str(path), variant_col=vcol, a_col=a, c_col=c)
     except ValueError as err:
-        logger.warning(f"A/C scores unusable, the report is built without them: {err}")
-        return None, str(err)
+        return _without_ac(err)
     if problem:
         logger.warning(problem)
     return ac, problem
@@ -79,8 +80,7 @@ def read_scores_file(path: Path) -> Tuple[Optional[pd.DataFrame], str]:
     try:
         return read_scores_frame(path), ""
     except ValueError as err:
-        logger.warning(f"A/C scores unusable, the report is built without them: {err}")
-        return None, str(err)
+        return _without_ac(err)
 
 
 def _ticks(text: object):
@@ -119,7 +119,9 @@ def compute_sections(
     table = read_table(table_path)
     scores_path = Path(scores_csv) if scores_csv else None
     raw, problem = read_scores_file(scores_path) if scores_path else (None, "")
-    ac, problem = read_ac(scores_path, raw, options, problem) if scores_path else (None, "")
+    ac = None
+    if raw is not None:
+        ac, problem = read_ac(scores_path, raw, options)
     an = Analysis(Inputs(table, table_path, scores_path, ac, problem, raw), options)
     secs = [leaderboard_section(an), law_section(an), policy_section(an), robustness_section(an), maps_section(an)]
     cfg = {

@@ -61,13 +61,10 @@ def images_from_task(task: Any, n: int = 100, seed: int = 0) -> List[Image.Image
 
 def load_task(name: str, include_path: Optional[Sequence[str]] = None) -> Any:
     """The lmms-eval task object of ``name`` (a task, or a tag/group naming exactly one task)."""
-    from lmms_ac.plugin import load_task_or_group, task_manager
+    from lmms_ac.plugin import load_task_or_group, require_tasks, task_manager
 
     manager = task_manager(include_path)  # our tasks, generated robustness tasks and the $LMMS_AC_DATASETS redirect
-    if name not in manager.all_tasks:
-        from lmms_ac.registry import UnknownEntryError
-
-        raise UnknownEntryError("lmms-eval task", name, list(manager.all_tasks))
+    require_tasks(manager, [name])
     loaded = load_task_or_group([name], manager)
     tasks = list(_leaves(loaded))
     if len(tasks) != 1:
