@@ -3,13 +3,18 @@
 Each function builds a ``matplotlib.figure.Figure`` and writes it atomically in every requested
 format (PNG and SVG by default) next to ``stem`` (``stem.png``, ``stem.svg``); existing files are
 refused unless ``overwrite``. They return the written paths.
+
+Text is drawn as typed: variant and benchmark names are user text, and matplotlib would read
+``$...$`` in them as mathtext (``$\\undefinedmacro$`` fails the whole figure). Every plot function runs
+under ``plain_text`` and ``save_figure`` turns mathtext off on every text of the figure it writes.
 """
 
 from __future__ import annotations
 
+import functools
 import io
 from pathlib import Path
-from typing import Iterable, List, Optional, Sequence, Union
+from typing import Any, Callable, Iterable, List, Optional, Sequence, TypeVar, Union
 
 import numpy as np
 
@@ -17,9 +22,33 @@ from lmms_ac.io import OutputExistsError, atomic_write_bytes
 
 FORMATS = ("png", "svg")
 PathLike = Union[str, Path]
+#: matplotlib settings under which user text is never parsed as mathtext
+PLAIN_TEXT_RC = {"text.parse_math": False}
+PlotFunction = TypeVar("PlotFunction", bound=Callable[..., Any])
 
 
-def _figure(width: float, height: float):
+def plain_text(plot: PlotFunction) -> PlotFunction:
+    """Run ``plot`` with mathtext off, so every text it creates (titles, labels, legends) is drawn as typed."""
+
+    @functools.wraps(plot)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        import matplotlib
+
+        with matplotlib.rc_context(PLAIN_TEXT_RC):
+            return plot(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def no_mathtext(fig) -> None:
+    """Turn mathtext off on every text already in ``fig`` (figures built outside ``plain_text``)."""
+    from matplotlib.text import Text
+
+    for text in fig.findobj(Text):
+        text.set_parse_math(False)
+
+
+def new_figure(width: float, height: float):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -40,14 +69,19 @@ def save_figure(fig, stem: PathLike, formats: Iterable[str] = FORMATS, overwrite
         for t in targets:
             if t.exists():
                 raise OutputExistsError(f"{t} already exists; choose another directory or pass --overwrite")
+    import matplotlib
+
     out = []
-    for fmt, target in zip(formats, targets):
-        buf = io.BytesIO()
-        fig.savefig(buf, format=fmt, bbox_inches="tight")
-        out.append(atomic_write_bytes(target, buf.getvalue(), overwrite=overwrite))
+    with matplotlib.rc_context(PLAIN_TEXT_RC):  # tick labels are made while saving
+        no_mathtext(fig)
+        for fmt, target in zip(formats, targets):
+            buf = io.BytesIO()
+            fig.savefig(buf, format=fmt, bbox_inches="tight")
+            out.append(atomic_write_bytes(target, buf.getvalue(), overwrite=overwrite))
     return out
 
 
+@plain_text
 def plot_law_surface(
     fit, stem: PathLike, formats: Iterable[str] = FORMATS, overwrite: bool = False, grid: int = 60
 ) -> List[Path]:
@@ -62,7 +96,7 @@ def plot_law_surface(
     pad_a, pad_c = 0.05 * (a1 - a0 or 1.0), 0.05 * (c1 - c0 or 1.0)
     ga, gc = np.meshgrid(np.linspace(a0 - pad_a, a1 + pad_a, grid), np.linspace(c0 - pad_c, c1 + pad_c, grid))
     z = fit.law_predict(ga.ravel(), gc.ravel()).reshape(ga.shape)
-    fig = _figure(6.0, 4.8)
+    fig = new_figure(6.0, 4.8)
     ax = fig.add_subplot(1, 1, 1)
     cs = ax.contourf(ga, gc, z, levels=20, cmap="viridis", alpha=0.85)
     fig.colorbar(cs, ax=ax, label=f"predicted {fit.benchmark}")
@@ -99,6 +133,7 @@ def plot_law_surface(
     return save_figure(fig, stem, formats, overwrite)
 
 
+@plain_text
 def plot_pred_vs_actual(
     fits: Sequence, stem: PathLike, formats: Iterable[str] = FORMATS, overwrite: bool = False
 ) -> List[Path]:
@@ -107,7 +142,7 @@ def plot_pred_vs_actual(
     n = len(fits)
     cols = min(4, n)
     rows = int(np.ceil(n / cols))
-    fig = _figure(3.2 * cols, 3.0 * rows)
+    fig = new_figure(3.2 * cols, 3.0 * rows)
     for i, f in enumerate(fits):
         ax = fig.add_subplot(rows, cols, i + 1)
         p = f.predictions[f.predictions["scored"]]
@@ -127,6 +162,7 @@ def plot_pred_vs_actual(
     return save_figure(fig, stem, formats, overwrite)
 
 
+@plain_text
 def plot_recall_curves(
     report,
     stem: PathLike,
@@ -153,7 +189,7 @@ def plot_recall_curves(
     n = len(benches)
     ncols = min(3, n)
     rows = int(np.ceil(n / ncols))
-    fig = _figure(3.4 * ncols, 2.8 * rows)
+    fig = new_figure(3.4 * ncols, 2.8 * rows)
     for i, b in enumerate(benches):
         ax = fig.add_subplot(rows, ncols, i + 1)
         sub = df[df["benchmark"] == b]
@@ -180,6 +216,7 @@ def plot_recall_curves(
     return save_figure(fig, stem, formats, overwrite)
 
 
+@plain_text
 def plot_patch_info_loss(
     pil: np.ndarray,
     stem: PathLike,
@@ -196,7 +233,7 @@ def plot_patch_info_loss(
     if arr.ndim != 2 or arr.shape[0] != arr.shape[1]:
         raise ValueError(f"patch information loss must be an M x M array, got shape {arr.shape}")
     m = arr.shape[0]
-    fig = _figure(1.0 + 0.6 * m, 0.6 + 0.6 * m)
+    fig = new_figure(1.0 + 0.6 * m, 0.6 + 0.6 * m)
     ax = fig.add_subplot(1, 1, 1)
     im = ax.imshow(arr, cmap="magma_r", origin="upper")
     fig.colorbar(im, ax=ax, label="PIL")

