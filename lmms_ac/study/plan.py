@@ -196,12 +196,7 @@ def make_plan(study: Study, versions: Optional[Dict[str, Optional[str]]] = None)
                 notes.append(f"{e.name}.{key} {value!r} is not a folder next to the study file: loaded as a hub id")
     for m in study.models:
         ident = model_identity(study, m)
-        for k, v in m.model_args.items():
-            if "," in str(v) or "=" in str(v):
-                raise StudyError(
-                    f"models[{m.name}].model_args.{k}: {v!r} contains ',' or '=', which lmms-eval's "
-                    "--model_args cannot carry; use a value without them"
-                )
+        lmms_eval_model_args(study, m)  # every value is checked before any id is made
         benches = m.benchmarks or study.benchmarks
         tasks: List[Tuple[str, str]] = [(b, b) for b in benches]
         if m.probes:
@@ -291,14 +286,82 @@ def _gpus_per_job(study: Study) -> int:
     return 0 if ex.gpus == "none" else ex.gpus_per_job
 
 
-def eval_argv(study: Study, m: ModelSpec, tasks: Sequence[str], job_dir: Path) -> List[str]:
+# ------------------------------------------------------------------------------------- model args
+#: what lmms-eval's ``--model_args`` parser (``lmms_eval.utils.simple_parse_args_string``) reads as syntax:
+#: ',' separates arguments, quotes and brackets group them (a comma inside does not split), '=' ends a key
+MODEL_ARGS_SYNTAX = {
+    ",": "','",
+    "=": "'='",
+    "'": "a quote",
+    '"': "a quote",
+    "{": "'{'",
+    "}": "'}'",
+    "[": "'['",
+    "]": "']'",
+}
+MODEL_ARG_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+#: arguments whose value may hold '=': a representation spec's options (``clip:dir?layer=-2``); lmms-eval cuts an
+#: argument at its first '=', so the rest of the value arrives whole
+EQUALS_ALLOWED = ("vision_tower",)
+
+
+def check_model_arg(where: str, key: str, value: str, *, path: bool = False) -> None:
+    """Raise ``StudyError`` when ``key=value`` would not reach lmms-eval as one argument with exactly this value
+    (a ',' in a variant name or a checkpoint folder would otherwise add arguments, e.g. ``trust_remote_code=on``)."""
+    if not MODEL_ARG_KEY.match(key):
+        raise StudyError(f"{where}: {key!r} is not a model argument name (letters, digits and '_'); rename the key")
+    bad = [c for c in value if c in MODEL_ARGS_SYNTAX and not (c == "=" and key in EQUALS_ALLOWED)]
+    control = [c for c in value if ord(c) < 32 or ord(c) == 127]
+    if not bad and not control and value == value.strip():
+        return
+    what = (
+        " and ".join(dict.fromkeys(MODEL_ARGS_SYNTAX[c] for c in bad))
+        if bad
+        else ("a line break or control character" if control else "leading or trailing spaces")
+    )
+    fix = (
+        "rename the folder, or point to it through a link whose path has none of them (ln -s)"
+        if path
+        else "use a value without them"
+    )
+    raise StudyError(
+        f"{where}: {value!r} contains {what}, which lmms-eval's --model_args reads as syntax (',' separates "
+        f"arguments, quotes and brackets group them), so {key} would not arrive as written; {fix}"
+    )
+
+
+def lmms_eval_model_args(study: Study, m: ModelSpec) -> List[Tuple[str, str]]:
+    """The (argument, value) pairs of model ``m``'s ``--model_args``, each checked with ``check_model_arg``, and
+    checked again as a whole: the joined string parses back (by lmms-eval's rule) to exactly these pairs, so what
+    lmms-eval sees is what the plan and the done files record. lmms-eval 0.7.3 has no structured alternative that
+    keeps its results layout (a ``--config`` YAML mapping reaches the model but names no model in the results
+    folder), hence the checks."""
+    from lmms_ac.model_args import split_arg_string
+
     ident = model_identity(study, m)
-    margs = [f"pretrained={ident['pretrained']}"]
+    where = f"models[{m.name}]"
+    items: List[Tuple[str, str, str, bool]] = [(f"{where}.pretrained", "pretrained", ident["pretrained"], True)]
     if ident["model_base"]:
-        margs.append(f"model_base={ident['model_base']}")
+        items.append((f"{where}.model_base", "model_base", ident["model_base"], True))
     if ident["vision_tower"]:
-        margs.append(f"vision_tower={ident['vision_tower']}")
-    margs += [f"{k}={v}" for k, v in ident["model_args"].items()] + [f"variant={m.variant_name}"]
+        items.append((f"{where}.vision_tower", "vision_tower", ident["vision_tower"], True))
+    items += [(f"{where}.model_args.{k}", k, str(v), False) for k, v in ident["model_args"].items()]
+    items.append((f"{where}.variant", "variant", m.variant_name, False))
+    for loc, key, value, is_path in items:
+        check_model_arg(loc, key, value, path=is_path)
+    pairs = [(key, value) for _, key, value, _ in items]
+    text = ",".join(f"{k}={v}" for k, v in pairs)
+    try:
+        parsed = split_arg_string(text)
+    except ValueError as err:
+        raise StudyError(f"{where}: {err}") from None
+    if parsed != dict(pairs):
+        raise StudyError(f"{where}: its model arguments do not reach lmms-eval as written ({text!r}); check each value")
+    return pairs
+
+
+def eval_argv(study: Study, m: ModelSpec, tasks: Sequence[str], job_dir: Path) -> List[str]:
+    margs = [f"{k}={v}" for k, v in lmms_eval_model_args(study, m)]
     e = study.lmms_eval
     gpus = _gpus_per_job(study)
     if study.executor.accelerate:  # data parallel over the job's GPUs
@@ -430,18 +493,25 @@ def make_jobs(plan: Plan, pending: Sequence[Unit], jobs_root: Path) -> List[Job]
     return jobs
 
 
-_SAFE = re.compile(r"^[A-Za-z0-9_./=:,+@%-]+$")
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 def shell_line(argv: Sequence[str], env: Optional[Dict[str, str]] = None) -> str:
-    """``argv`` as one shell line (with ``env`` assignments in front)."""
+    """``argv`` as one shell line (with ``env`` assignments in front), every word quoted with ``shlex.quote``
+    so that no value (a ';' in an environment value, a space in a path) is read as shell syntax."""
     import shlex
 
-    def q(s: str) -> str:
-        return s if _SAFE.match(s) else shlex.quote(s)
+    for k in env or {}:
+        if not ENV_NAME.match(k):
+            raise StudyError(f"env: {k!r} is not an environment variable name (letters, digits and '_'); rename it")
+    pre = " ".join(f"{k}={shlex.quote(str(v))}" for k, v in sorted((env or {}).items()))
+    return (pre + " " if pre else "") + " ".join(shlex.quote(str(a)) for a in argv)
 
-    pre = " ".join(f"{k}={q(v)}" for k, v in sorted((env or {}).items()))
-    return (pre + " " if pre else "") + " ".join(q(a) for a in argv)
+
+def shell_comment(text: str) -> str:
+    """``text`` as one ``# ...`` comment line: line breaks and control characters become spaces, so a name
+    cannot end the comment and start a command."""
+    return "# " + "".join(c if c.isprintable() else " " for c in str(text))
 
 
 def cwd_for(study: Study) -> str:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
 
 from lmms_ac.study import state as S
-from lmms_ac.study.plan import Job, Plan, Unit, cwd_for, make_jobs, make_plan, shell_line
+from lmms_ac.study.plan import Job, Plan, Unit, cwd_for, make_jobs, make_plan, shell_comment, shell_line
 from lmms_ac.study.spec import Study
 
 Printer = Callable[[str], None]
@@ -86,17 +86,23 @@ def dry_run(prep: Prepared, folder: Optional[Path] = None) -> List[Path]:
     folder.mkdir(parents=True, exist_ok=True)
     lines = [
         "#!/usr/bin/env bash",
-        f"# study {study.name}: {len(prep.jobs)} job(s) for {len(prep.pending)} pending "
-        f"unit(s); {len(prep.done)} unit(s) already done",
+        shell_comment(
+            f"study {study.name}: {len(prep.jobs)} job(s) for {len(prep.pending)} pending "
+            f"unit(s); {len(prep.done)} unit(s) already done"
+        ),
         "set -euo pipefail",
-        f"cd {cwd_for(study)}",
+        shell_line(["cd", cwd_for(study)]),
     ]
     written = []
     for job in prep.jobs:
         spec = job.to_dict(out / "jobs" / job.job_id)
         S.write_json(folder / "jobs" / f"{job.job_id}.json", spec)
         units = ", ".join(u.task or u.score for u in job.units)
-        lines += ["", f"# job {job.job_id} ({job.kind}, {job.entry}): {units}", shell_line(job.argv, job.env)]
+        lines += [
+            "",
+            shell_comment(f"job {job.job_id} ({job.kind}, {job.entry}): {units}"),
+            shell_line(job.argv, job.env),
+        ]
     path = folder / "commands.sh"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     path.chmod(0o755)

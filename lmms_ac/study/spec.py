@@ -17,6 +17,8 @@ from typing import Any, Dict, List, Literal, Optional, Sequence, Type, Union
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+\-]*$")
+_TASK = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+_ENV = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 class StudyError(ValueError):
@@ -310,6 +312,16 @@ def check_study(study: Study) -> List[str]:
         out.append(f"models/candidates: the name {d!r} is used twice; give each entry its own name")
     for d in _dups(study.benchmarks):
         out.append(f"benchmarks: {d!r} is listed twice; remove the duplicate")
+    for b in study.benchmarks:
+        if not _TASK.match(b):
+            out.append(
+                f"benchmarks: {b!r} is not an lmms-eval task name (letters, digits, '_', '-', '.'); "
+                "list one task per entry, e.g. benchmarks: [mme, seed]"
+            )
+    for where, env in (("env", study.env), ("lmms_eval.env", study.lmms_eval.env)):
+        for k in env:
+            if not _ENV.match(k):
+                out.append(f"{where}: {k!r} is not an environment variable name (letters, digits and '_'); rename it")
     if not study.models and not study.candidates:
         out.append("models: the study has no models and no candidates; add at least one model (name:, pretrained:)")
     if study.models and not study.benchmarks and not study.probes:
