@@ -1,11 +1,24 @@
 """Load a ``LlavaStyleVLM`` from the checkpoints users have.
 
-* llava-hf (``model_type: llava``, ``LlavaForConditionalGeneration``): vision tower, projector,
-  LLM and processor all come from the checkpoint.
-* original LLaVA (``model_type: llava_llama`` and friends, ``mm_*`` config fields,
-  ``model.mm_projector.*`` weights): the LLM loads as its base causal LM, the projector from its
-  keys, and the vision tower from ``mm_vision_tower`` through the representation registry.
-  A stage-1 checkpoint (only ``mm_projector.bin``) needs ``model_base=`` for the LLM.
+The format is read from the config's content, not from ``model_type`` alone (LLaVA-1.5 as released
+says ``model_type: llava``, the name llava-hf uses too):
+
+* original LLaVA: ``architectures`` ``LlavaLlamaForCausalLM``/``LlavaMistralForCausalLM``/... or any
+  ``mm_*`` field, whatever ``model_type`` says (``llava``, ``llava_llama``, ``llava_mistral``, ...).
+  The LLM loads as its base causal LM from the checkpoint's own size fields (a missing one is an
+  error, never a default), the projector from its ``model.mm_projector.*`` keys, and the vision
+  tower from ``mm_vision_tower`` through the representation registry. A stage-1 checkpoint (only
+  ``mm_projector.bin``) needs ``model_base=`` for the LLM. ``mm_use_im_start_end`` checkpoints get
+  ``<im_start>``/``<im_end>`` around each image, as LLaVA's evaluation code writes them.
+* llava-hf: ``vision_config`` and ``text_config`` (``LlavaForConditionalGeneration``): vision tower,
+  projector, LLM and processor all come from the checkpoint.
+
+LLaVA-NeXT/OneVision (llava-hf ``llava_next``/``llava_onevision``, original ``image_aspect_ratio:
+anyres*`` or ``mm_patch_merge_type: spatial_unpad``) are refused at load: their tiled input is not
+implemented, and one plain view instead would give wrong numbers.
+
+A SentencePiece ``tokenizer.model`` is tokenized as SentencePiece does (``lmms_ac.vlm.tokenize``),
+checked against the ``sentencepiece`` package at load.
 
 ``vision_tower=`` overrides the tower a checkpoint names (its hidden size must fit the projector).
 Weights load through safetensors or ``torch.load(weights_only=True)``; remote code stays off.
@@ -25,14 +38,19 @@ import os
 from typing import Any, Dict, List, Optional, Union
 
 import torch
-from loguru import logger
 
 from lmms_ac.model_args import parse_bool
 from lmms_ac.vision import load_representation
 from lmms_ac.vision.hf import IMAGE_BACKENDS, HFVisionTower, load_image_processor
 from lmms_ac.vlm.model import LlavaStyleVLM
 from lmms_ac.vlm.projector import build_projector, projector_from_llava_hf, strip_projector_prefix
-from lmms_ac.vlm.tokenize import FORMAT_TOKENIZATION, check_tokenization
+from lmms_ac.vlm.tokenize import (
+    FORMAT_TOKENIZATION,
+    check_tokenization,
+    match_sentencepiece,
+    sentencepiece_mismatches,
+    sentencepiece_problem,
+)
 
 _MM_KEYS = (
     "mm_vision_tower",
@@ -115,16 +133,97 @@ def read_config(pretrained: str) -> Dict[str, Any]:
         ) from err
 
 
-def checkpoint_format(config: Dict[str, Any]) -> str:
+# original LLaVA's classes (llava/model/language_model/*.py and forks) -> the base LLM's model_type
+ORIGINAL_ARCHITECTURES = {
+    "LlavaLlamaForCausalLM": "llama",
+    "LlavaMistralForCausalLM": "mistral",
+    "LlavaMptForCausalLM": "mpt",
+    "LlavaQwenForCausalLM": "qwen2",
+    "LlavaGemmaForCausalLM": "gemma",
+}
+# llava-hf model types whose input (tiles, row-end tokens, pooling) lmms_ac_llava does not build yet
+UNSUPPORTED_HF_TYPES = {
+    "llava_next": "LLaVA-NeXT",
+    "llava_next_video": "LLaVA-NeXT-Video",
+    "llava_onevision": "LLaVA-OneVision",
+}
+# the fields that size an LLM; a config without one would silently become the library's default (a 7B Llama)
+SIZE_FIELDS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size")
+
+
+def checkpoint_format(config: Dict[str, Any], source: str = "the checkpoint") -> str:
+    """``original`` or ``llava_hf``, decided by the config's content; ``CheckpointError`` for anything else."""
     mtype = config.get("model_type", "")
-    if mtype == "llava" or "LlavaForConditionalGeneration" in (config.get("architectures") or []):
-        return "llava_hf"
-    if mtype.startswith("llava") or "mm_vision_tower" in config or "mm_projector_type" in config:
+    archs = list(config.get("architectures") or [])
+    mm_fields = sorted(k for k in config if k.startswith("mm_"))
+    if any(a in ORIGINAL_ARCHITECTURES for a in archs) or mm_fields:
         return "original"
+    if mtype in UNSUPPORTED_HF_TYPES:
+        raise CheckpointError(
+            f"{source}: model_type {mtype!r} is a llava-hf {UNSUPPORTED_HF_TYPES[mtype]} checkpoint, which "
+            "lmms_ac_llava does not support yet (its tiled image input is not implemented); evaluate it with "
+            "lmms-eval's own llava_hf model meanwhile"
+        )
+    if isinstance(config.get("vision_config"), dict) and isinstance(config.get("text_config"), dict):
+        if mtype != "llava":
+            raise CheckpointError(
+                f"{source}: model_type {mtype!r} (architectures {archs}) has vision_config/text_config but is not "
+                "llava-hf's LLaVA ('llava', LlavaForConditionalGeneration); only LLaVA-style checkpoints load"
+            )
+        return "llava_hf"
     raise CheckpointError(
-        f"config model_type {mtype!r} is neither llava-hf ('llava') nor original LLaVA ('llava_llama', with mm_* "
-        "fields)"
+        f"{source}: config.json fits neither checkpoint format: model_type {mtype!r}, architectures {archs}, no mm_* "
+        "fields, no vision_config/text_config. Expected llava-hf (vision_config + text_config) or original LLaVA "
+        "(LlavaLlamaForCausalLM with mm_vision_tower, mm_projector_type, ...); point pretrained= at such a checkpoint"
     )
+
+
+def original_base_type(config: Dict[str, Any]) -> str:
+    """The base LLM's model_type of an original-format config: from ``architectures``, else ``llava_<base>``."""
+    for arch in config.get("architectures") or []:
+        if arch in ORIGINAL_ARCHITECTURES:
+            return ORIGINAL_ARCHITECTURES[arch]
+    mtype = config.get("model_type", "")
+    base = mtype[len("llava_") :] if mtype.startswith("llava_") else "llama"
+    return {"qwen": "qwen2"}.get(base, base)
+
+
+def check_original_supported(config: Dict[str, Any], source: str) -> None:
+    """Refuse what the original-format path cannot run correctly (before anything heavy loads)."""
+    aspect = str(config.get("image_aspect_ratio") or "")
+    merge = str(config.get("mm_patch_merge_type") or "flat")
+    if aspect.startswith("anyres") or merge != "flat":
+        what = f"image_aspect_ratio={aspect!r}" if aspect.startswith("anyres") else f"mm_patch_merge_type={merge!r}"
+        raise CheckpointError(
+            f"{source}: {what} is LLaVA-NeXT/OneVision's tiled input, which lmms_ac_llava does not support yet "
+            "(one plain view instead would give wrong numbers); evaluate it with LLaVA-NeXT's own code meanwhile"
+        )
+    if config.get("mm_vision_select_feature", "patch") != "patch":
+        raise CheckpointError(
+            f"{source}: mm_vision_select_feature={config['mm_vision_select_feature']!r} is not supported; only "
+            "'patch' (no CLS) is"
+        )
+
+
+def require_size_fields(fields: Dict[str, Any], base_type: str, source: str) -> None:
+    """Every size field the base config class has must be in ``fields`` (under its own or its mapped name)."""
+    from transformers import CONFIG_MAPPING
+
+    if base_type not in CONFIG_MAPPING:
+        raise CheckpointError(
+            f"{source}: base LLM type {base_type!r} (from architectures/model_type) is unknown to transformers; "
+            "write the LLM's model_type into config.json or pass model_base=<the base LLM>"
+        )
+    cls = CONFIG_MAPPING[base_type]
+    amap = getattr(cls, "attribute_map", {}) or {}
+    defaults = cls().to_dict()
+    wanted = [n for n in SIZE_FIELDS if n in defaults or n in amap]
+    missing = [n for n in wanted if n not in fields and amap.get(n) not in fields]
+    if missing:
+        raise CheckpointError(
+            f"{source}: config.json lacks {', '.join(missing)}; a {base_type} LLM built from default values would not "
+            "be this checkpoint. Restore the fields from the base LLM's config.json (the checkpoint is incomplete)"
+        )
 
 
 def load_vlm(
@@ -151,7 +250,7 @@ def load_vlm(
     if tokenization != "auto":
         check_tokenization(tokenization)
     config = read_config(pretrained)
-    fmt = checkpoint_format(config)
+    fmt = checkpoint_format(config, f"{pretrained}/config.json")
     torch_dtype = resolve_dtype(dtype)
     backend = None if image_backend == "auto" else image_backend
     if fmt == "llava_hf":
@@ -296,21 +395,15 @@ def _load_original(
     trust_remote_code,
     image_backend="pil",
 ):
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoConfig, AutoModelForCausalLM
 
     local = os.path.expanduser(pretrained)
     if not os.path.isdir(local):
         from huggingface_hub import snapshot_download
 
         local = snapshot_download(pretrained)
-    mtype = config.get("model_type", "llava_llama")
-    base_type = mtype[len("llava_") :] if mtype.startswith("llava_") else "llama"
-    base_type = {"qwen": "qwen2"}.get(base_type, base_type)
-    if config.get("mm_vision_select_feature", "patch") != "patch":
-        raise CheckpointError(
-            f"{pretrained}: mm_vision_select_feature={config['mm_vision_select_feature']!r} is not supported; only "
-            "'patch' (no CLS) is"
-        )
+    check_original_supported(config, f"{pretrained}/config.json")
+    base_type = original_base_type(config)
     llm_source = local if _has_llm_weights(local) else model_base
     if llm_source is None:
         raise CheckpointError(
@@ -344,6 +437,7 @@ def _load_original(
         if k not in _MM_KEYS and k not in ("model_type", "architectures", "_name_or_path", "transformers_version")
     }
     if llm_source is local:
+        require_size_fields(llm_fields, base_type, f"{pretrained}/config.json")
         llm_config = AutoConfig.for_model(base_type, **llm_fields)
     else:
         llm_config = AutoConfig.from_pretrained(llm_source, trust_remote_code=trust_remote_code)
@@ -364,15 +458,10 @@ def _load_original(
     projector.to(dtype=llm.dtype)
     _check_fit(vision, projector, pretrained)
     tok_source = local if glob.glob(os.path.join(local, "tokenizer*")) else llm_source
-    tokenizer = AutoTokenizer.from_pretrained(tok_source, trust_remote_code=trust_remote_code)
-    if image_aspect_ratio == "auto":
-        configured = config.get("image_aspect_ratio", "pad")
-        if configured not in ("pad", "square", "original", None):
-            logger.warning(
-                f"image_aspect_ratio={configured!r} (e.g. LLaVA-NeXT anyres) is not implemented; using 'original'"
-            )
-        image_aspect_ratio = "pad" if configured == "pad" else "original"
-    return LlavaStyleVLM(
+    tokenizer = load_original_tokenizer(tok_source, trust_remote_code)
+    if image_aspect_ratio == "auto":  # LLaVA's process_images: 'pad' pads to a square, anything else does not
+        image_aspect_ratio = "pad" if config.get("image_aspect_ratio") == "pad" else "original"
+    vlm = LlavaStyleVLM(
         vision,
         projector,
         llm,
@@ -380,6 +469,70 @@ def _load_original(
         image_aspect_ratio=image_aspect_ratio,
         tokenization=FORMAT_TOKENIZATION["original"],
     )
+    if config.get("mm_use_im_start_end"):
+        missing = [t for t in IM_START_END if t not in tokenizer.get_vocab()]
+        if missing:
+            raise CheckpointError(
+                f"{pretrained}: mm_use_im_start_end is true but the tokenizer of {tok_source} has no {missing}; "
+                "use the tokenizer files (added_tokens.json) saved with this checkpoint"
+            )
+        vlm.prompt_tokenizer.image_wrap = IM_START_END
+    return vlm
+
+
+# LLaVA's DEFAULT_IM_START_TOKEN / DEFAULT_IM_END_TOKEN, written around <image> when mm_use_im_start_end is set
+IM_START_END = ("<im_start>", "<im_end>")
+
+
+def sentencepiece_model_file(source: str) -> Optional[str]:
+    """The ``tokenizer.model`` of a local directory or (cached) hub repo, if it has one."""
+    local = os.path.expanduser(source)
+    if os.path.isdir(local):
+        path = os.path.join(local, "tokenizer.model")
+        return path if os.path.isfile(path) else None
+    try:
+        from huggingface_hub import hf_hub_download
+
+        return hf_hub_download(source, "tokenizer.model")
+    except Exception:  # no such file in the repo, or no hub: the tokenizer is not SentencePiece here
+        return None
+
+
+def load_original_tokenizer(source: str, trust_remote_code: bool = False) -> Any:
+    """The tokenizer an original-format checkpoint was trained with. A SentencePiece ``tokenizer.model``
+    is tokenized exactly as ``sentencepiece`` does (LLaVA used the slow, SentencePiece-backed tokenizer),
+    checked on probe strings; a broken sentencepiece/protobuf pair is named with its fix."""
+    from transformers import AutoTokenizer
+
+    model_file = sentencepiece_model_file(source)
+    if model_file is not None:
+        problem = sentencepiece_problem()
+        if problem:
+            raise CheckpointError(f"{model_file} cannot be read: {problem}")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
+    except Exception as err:
+        where = model_file or source
+        raise CheckpointError(
+            f"the tokenizer of {where} does not load ({type(err).__name__}: {str(err)[:300]}); run `lmms-ac doctor` "
+            "to check the tokenizer libraries, or copy the checkpoint's tokenizer files again"
+        ) from err
+    if model_file is None:
+        return tokenizer
+    if getattr(tokenizer, "backend_tokenizer", None) is None:
+        raise CheckpointError(
+            f"{model_file}: transformers gave a {type(tokenizer).__name__} without a tokenizers backend; lmms-ac needs "
+            "transformers' fast tokenizer (pip install -c constraints.txt -e .)"
+        )
+    match_sentencepiece(tokenizer, model_file)
+    bad = sentencepiece_mismatches(tokenizer, model_file)
+    if bad:
+        text, ours, ref = bad[0]
+        raise CheckpointError(
+            f"{model_file}: transformers' tokenizer splits {text!r} into {ours} but SentencePiece into {ref} (lmms-ac "
+            "reproduces LLaMA-style normalizer settings only); report this file's normalizer_spec"
+        )
+    return tokenizer
 
 
 def _check_fit(vision, projector, pretrained: str) -> None:

@@ -13,11 +13,20 @@
 
 Each function returns plain id lists holding one ``image_token_id`` per image; the model replaces
 each with that image's visual tokens.
+
+SentencePiece checkpoints (``tokenizer.model``: LLaMA, Vicuna, LLaVA-1.5) were tokenized by LLaVA
+with the slow, SentencePiece-backed ``LlamaTokenizer``: every chunk starts with SentencePiece's dummy
+prefix "▁", even when the chunk itself starts with a space or "▁" (``" text"`` -> ``"▁▁text"``).
+transformers 5 builds its Llama tokenizer with ``Metaspace(prepend_scheme="first")``, which adds no
+"▁" to a text that already starts with one, so ``<image> text`` would lose a token.
+``match_sentencepiece`` gives the tokenizer transformers 4's layout (normalizer ``Prepend("▁")`` +
+``Replace(" ", "▁")``, no pre-tokenizer, as the model's own normalizer spec says) and
+``sentencepiece_mismatches`` checks it against the ``sentencepiece`` package itself.
 """
 
 from __future__ import annotations
 
-from typing import Any, List, Tuple
+from typing import Any, List, Optional, Sequence, Tuple
 
 TOKENIZATIONS = ("joint", "chunked")
 FORMAT_TOKENIZATION = {"llava_hf": "joint", "original": "chunked"}
@@ -58,8 +67,13 @@ class PromptTokenizer:
         self.image_token_id = int(image_token_id)
         self.mode = check_tokenization(mode)
         self.image_token = image_token
+        # (before, after) written around each placeholder: original LLaVA's mm_use_im_start_end checkpoints
+        # read "<im_start><image><im_end>"
+        self.image_wrap: Tuple[str, str] = ("", "")
 
     def encode(self, text: str, add_special_tokens: bool = True) -> List[int]:
+        if any(self.image_wrap):
+            text = text.replace(self.image_token, self.image_wrap[0] + self.image_token + self.image_wrap[1])
         if self.mode == "chunked":
             return tokenizer_image_token(
                 text, self.tokenizer, self.image_token_id, self.image_token, add_special_tokens
@@ -82,3 +96,86 @@ class PromptTokenizer:
         if not cont:
             raise ValueError(f"continuation {continuation!r} tokenizes to nothing")
         return ctx, cont
+
+
+# strings on which a Metaspace-"first" tokenizer and SentencePiece differ, plus ordinary ones
+PROBE_TEXTS = (
+    "",
+    "a",
+    " a",
+    "  two  spaces ",
+    "\u2581x \u2581",
+    "\nQuestion: what?",
+    " \n",
+    "digits 12345 and 3.14",
+    "caf\u00e9 \u6771\u4eac \U0001f600",
+    "<image 1> and <image 2>",
+)
+
+
+SENTENCEPIECE_FIX = "pip install 'sentencepiece>=0.2.1,<0.2.3' 'protobuf>=4.21,<7'"
+
+
+def sentencepiece_problem() -> Optional[str]:
+    """Why ``tokenizer.model`` files cannot be read here (with the fix), or None. transformers reads them
+    through sentencepiece's generated protobuf module; sentencepiece 0.2.3's needs protobuf >= 7, which
+    lmms-eval's wandb forbids, and transformers then misreads the file as a TikToken vocabulary."""
+    try:
+        import sentencepiece  # noqa: F401
+        from sentencepiece import sentencepiece_model_pb2  # noqa: F401
+    except Exception as err:  # ImportError, protobuf's VersionError, ...
+        return (
+            f"sentencepiece's protobuf module does not import ({type(err).__name__}: {err}); fix: {SENTENCEPIECE_FIX}"
+        )
+    return None
+
+
+def sentencepiece_normalizer_spec(model_file: str) -> Any:
+    """The ``NormalizerSpec`` of a SentencePiece ``tokenizer.model`` (read with sentencepiece's own protobuf module)."""
+    from sentencepiece import sentencepiece_model_pb2
+
+    proto = sentencepiece_model_pb2.ModelProto()
+    with open(model_file, "rb") as fh:
+        proto.ParseFromString(fh.read())
+    return proto.normalizer_spec
+
+
+def match_sentencepiece(tokenizer: Any, model_file: str) -> None:
+    """Make a fast tokenizer loaded from ``model_file`` split text as SentencePiece does (in place).
+
+    The normalizer follows the model's spec: its precompiled character map, the dummy prefix, spaces
+    as "▁" (and, for models trained with ``remove_extra_whitespaces``, stripped and collapsed spaces);
+    there is no pre-tokenizer, so a leading space or "▁" is kept and gets its own dummy prefix."""
+    from tokenizers import Regex, normalizers
+
+    spec = sentencepiece_normalizer_spec(model_file)
+    steps = []
+    if spec.precompiled_charsmap:
+        steps.append(normalizers.Precompiled(spec.precompiled_charsmap))
+    if spec.remove_extra_whitespaces:
+        steps += [normalizers.Replace(Regex("^ +| +$"), ""), normalizers.Replace(Regex(" {2,}"), " ")]
+    if spec.add_dummy_prefix:
+        steps.append(normalizers.Prepend("\u2581"))
+    if spec.escape_whitespaces:
+        steps.append(normalizers.Replace(" ", "\u2581"))
+    backend = tokenizer.backend_tokenizer
+    backend.normalizer = normalizers.Sequence(steps)
+    backend.pre_tokenizer = None
+
+
+def sentencepiece_mismatches(
+    tokenizer: Any, model_file: str, texts: Sequence[str] = PROBE_TEXTS, limit: Optional[int] = 3
+) -> List[Tuple[str, List[int], List[int]]]:
+    """(text, tokenizer ids, SentencePiece ids) for each text the two tokenize differently (no special tokens)."""
+    import sentencepiece
+
+    processor = sentencepiece.SentencePieceProcessor(model_file=model_file)
+    found = []
+    for text in texts:
+        ours = list(tokenizer(text, add_special_tokens=False)["input_ids"])
+        ref = list(processor.encode(text))
+        if ours != ref:
+            found.append((text, ours, ref))
+            if limit is not None and len(found) >= limit:
+                break
+    return found
