@@ -6,7 +6,8 @@ converted by its annotation: booleans accept exactly ``true/false, 1/0, yes/no, 
 integers must be integers, anything else is an error naming the argument and what it accepts.
 
 * ``typed_arguments``: decorator for a model's ``__init__`` converting each argument by its annotation
-  (``bool``, ``int``, ``float``, ``str`` and ``Optional`` of them), whatever the caller passed.
+  (``bool``, ``int``, ``float``, ``str`` and ``Optional`` of them), whatever the caller passed;
+  ``Annotated[int, AtLeast(1)]`` also refuses impossible values (``max_new_tokens=0``) before the model loads.
 * ``split_arg_string``: ``"a=1,b='x,y'"`` -> ``{"a": "1", "b": "'x,y'"}`` (commas inside quotes or
   brackets do not split, as lmms-eval's parser), without lmms-eval's type guessing.
 * ``merge_arguments``: model arguments + the evaluator's ``--batch_size``/``--device``; an argument given
@@ -18,6 +19,7 @@ from __future__ import annotations
 import functools
 import inspect
 import typing
+from dataclasses import dataclass
 from typing import Any, Callable, Dict, Mapping, Optional
 
 TRUE_WORDS = ("true", "1", "yes", "on")
@@ -26,6 +28,13 @@ NONE_WORDS = ("", "none", "null")
 # lmms-eval's command-line defaults (lmms_eval/__main__.py): a value equal to these, of this type, was not typed by the
 # user
 CLI_DEFAULTS: Dict[str, Any] = {"batch_size": 1}
+
+
+@dataclass(frozen=True)
+class AtLeast:
+    """``Annotated[int, AtLeast(1)]``: the converted number must be >= ``minimum``."""
+
+    minimum: int
 
 
 def parse_bool(value: Any, name: str = "value") -> bool:
@@ -59,7 +68,7 @@ def parse_int(value: Any, name: str = "value", minimum: Optional[int] = None) ->
     if not isinstance(value, int):
         raise ValueError(f"{name}={value!r} is not an integer")
     if minimum is not None and value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+        raise ValueError(f"{name} must be >= {minimum}, got {value}; give {name}={minimum} or more")
     return value
 
 
@@ -73,8 +82,17 @@ def parse_float(value: Any, name: str = "value") -> float:
 
 
 def convert(value: Any, annotation: Any, name: str) -> Any:
-    """``value`` converted to ``annotation`` (``bool``, ``int``, ``float``, ``str`` or ``Optional`` of one)."""
+    """``value`` converted to ``annotation`` (``bool``, ``int``, ``float``, ``str``, ``Optional`` of one, or
+    ``Annotated`` with ``AtLeast``)."""
     args = typing.get_args(annotation)
+    if typing.get_origin(annotation) is typing.Annotated:
+        floors = [m.minimum for m in args[1:] if isinstance(m, AtLeast)]
+        if args[0] is int and floors:
+            return parse_int(value, name, minimum=max(floors))
+        value = convert(value, args[0], name)
+        if floors and value is not None and value < max(floors):
+            raise ValueError(f"{name} must be >= {max(floors)}, got {value}; give {name}={max(floors)} or more")
+        return value
     if typing.get_origin(annotation) is typing.Union and type(None) in args:
         if value is None or (isinstance(value, str) and value.strip().lower() in NONE_WORDS):
             return None
@@ -94,7 +112,7 @@ def convert(value: Any, annotation: Any, name: str) -> Any:
 def typed_arguments(init: Callable) -> Callable:
     """Decorate ``__init__`` so every annotated argument is converted (and checked) before the body runs."""
     signature = inspect.signature(init)
-    hints = typing.get_type_hints(init)
+    hints = typing.get_type_hints(init, include_extras=True)
     plain = {n for n, p in signature.parameters.items() if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
 
     @functools.wraps(init)

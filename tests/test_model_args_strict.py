@@ -5,11 +5,19 @@ from __future__ import annotations
 
 import json
 import shutil
-from typing import Optional
+from typing import Annotated, Optional
 
 import pytest
 
-from lmms_ac.model_args import convert, merge_arguments, parse_bool, parse_int, split_arg_string, typed_arguments
+from lmms_ac.model_args import (
+    AtLeast,
+    convert,
+    merge_arguments,
+    parse_bool,
+    parse_int,
+    split_arg_string,
+    typed_arguments,
+)
 
 
 @pytest.mark.parametrize(
@@ -64,6 +72,39 @@ def test_typed_arguments_convert_by_annotation():
     assert Model(flag="on").args[1] is True
     with pytest.raises(ValueError, match="flag='perhaps' is not a boolean"):
         Model(flag="perhaps")
+
+
+def test_impossible_numbers_are_refused_by_annotation():
+    class Model:
+        @typed_arguments
+        def __init__(self, n: Annotated[int, AtLeast(1)] = 1, cap: Optional[Annotated[int, AtLeast(0)]] = None):
+            self.args = (n, cap)
+
+    assert Model(n="3", cap="0").args == (3, 0) and Model(cap="none").args == (1, None)
+    with pytest.raises(ValueError, match=r"n must be >= 1, got 0; give n=1 or more"):
+        Model(n="0")
+    with pytest.raises(ValueError, match=r"cap must be >= 0, got -2"):
+        Model(cap=-2)
+    with pytest.raises(ValueError, match=r"n='x' is not an integer"):
+        Model(n="x")
+
+
+@pytest.mark.parametrize(
+    "arg,message",
+    [
+        ("max_new_tokens=0", r"max_new_tokens must be >= 1, got 0; give max_new_tokens=1 or more"),
+        ("max_new_tokens=-1", r"max_new_tokens must be >= 1, got -1"),
+        ("batch_size=0", r"batch_size must be >= 1, got 0"),
+        ("prefix_cache_size=0", r"prefix_cache_size must be >= 1, got 0"),
+        ("prompt_format=vicuna", r"unknown prompt_format 'vicuna'; choose one of auto, "),
+    ],
+)
+def test_impossible_model_arguments_fail_before_the_checkpoint_loads(tmp_path, arg, message):
+    """The checkpoint does not exist: the argument's error comes first, so no load is wasted on it."""
+    from lmms_ac.models.lmms_ac_llava import LmmsAcLlava
+
+    with pytest.raises(ValueError, match=message):
+        LmmsAcLlava.create_from_arg_string(f"pretrained={tmp_path / 'missing'},device=cpu,{arg}", {"batch_size": 1})
 
 
 def test_arg_string_split_keeps_strings():
