@@ -4,7 +4,7 @@ Selection (:func:`salient_cells`): Salient at r drops the cells holding the top 
 attention mass, Non-Salient at r the cells holding the bottom fraction r (the background); by cell
 count is the option ``by="count"``.
 
-Definition (METHODS.md section 6): the CLS -> patch attention of the LAST block of DINO ViT-S/16
+Definition (docs/METHODS.md#saliency-cls-attention-mass): the CLS -> patch attention of the LAST block of DINO ViT-S/16
 (``facebook/dino-vits16``), averaged over heads, computed on the clean encoder input (``[3, S, S]`` in
 [0, 1], resized to the ViT's input size and ImageNet-normalised), then mapped onto the ENCODER's
 patch grid ``(gh, gw)`` by exact area averaging (:func:`area_resize`).
