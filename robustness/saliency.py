@@ -131,7 +131,7 @@ ENDS = ("top", "bottom")
 
 
 def salient_cells(saliency: torch.Tensor, ratio: float, by: str = "mass", end: str = "top") -> torch.Tensor:
-    """Bool ``[gh, gw]`` mask of the cells PatchDrop removes at fraction ``ratio`` (METHODS.md §6).
+    """Bool ``[gh, gw]`` of the cells PatchDrop removes at ``ratio`` (docs/METHODS.md#occlusion-patchdrop).
 
     ``end="top"`` (Salient) walks the cells from the most salient down, ``end="bottom"``
     (Non-Salient) from the least salient up (ties: lower row-major index first either way).
