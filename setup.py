@@ -1,6 +1,6 @@
 """Maps the top-level folders models/, tasks/ and robustness/ under the ``lmms_ac`` import name.
 
-The folder layout is the user's spec (see DESIGN.md); installed, there is no top-level ``models``
+The layout is the user's spec (docs/ARCHITECTURE.md#folders-and-import-names); installed, no top-level ``models``
 or ``tasks`` package in site-packages. pyproject.toml holds all other metadata.
 """
 
