@@ -1,5 +1,5 @@
 """Per-group probe maps from the tidy table: patch information loss and importance, M x M arrays
-ready for a heat map (METHODS.md section 6)."""
+ready for a heat map (docs/METHODS.md#token-group-and-noise-probes)."""
 
 from __future__ import annotations
 
