@@ -2,7 +2,7 @@
 
 A correspondence method turns a keypoint's similarities over the target patch grid into a predicted
 cell; its entry names the function of ``lmms_ac.scores.correspondence`` that does it. An A score
-method's entry says what it measures (METHODS.md section 2)."""
+method's entry says what it measures (docs/METHODS.md#a-scores)."""
 
 from __future__ import annotations
 
