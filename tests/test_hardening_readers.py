@@ -5,6 +5,8 @@ score names a damaged caption file and refuses --n 0."""
 from __future__ import annotations
 
 
+import pytest
+
 MATH = r"$\undefinedmacro$"
 
 
@@ -54,3 +56,39 @@ def test_report_with_a_mathtext_variant_and_only_perturbed_rows(tmp_path):
     t[t["perturbation"] != "none"].to_csv(tmp_path / "perturbed.csv", index=False)
     html = build_report(tmp_path / "perturbed.csv", None, tmp_path / "p.html").read_text(encoding="utf-8")
     assert "no clean run of mme for the pil map" in html
+
+
+# ------------------------------------------------------------------ prompts files
+@pytest.mark.parametrize(
+    "name,text,message",
+    [
+        ("blank.txt", "\n   \n\t\n", r"holds no prompt \(it is empty or only blank lines\)"),
+        ("empty.txt", "", r"holds no prompt"),
+        ("image.txt", "<image>\n\n", r"holds no prompt"),
+        ("blank.jsonl", "\n\n", r"holds no prompt"),
+        ("cut.jsonl", '{"question": "a"}\n{"question": "b', r"cut.jsonl:2: not a JSON record"),
+        ("blank_q.jsonl", '{"question": "  "}\n', r"blank_q.jsonl:1: the prompt is blank"),
+        ("cut.json", '[{"question": "a"},\n{"quest', r"cut.json:2: not valid JSON"),
+        ("other.json", '[{"question": "a"}, {"answer": "b"}]', r"other.json record 1: a record needs"),
+    ],
+)
+def test_a_prompts_file_without_prompts_is_an_error_not_the_neutral_set(tmp_path, name, text, message):
+    from lmms_ac.layers.prompts import read_prompts
+
+    (tmp_path / name).write_text(text, encoding="utf-8")
+    with pytest.raises(ValueError, match=message):
+        read_prompts(None, str(tmp_path / name))
+
+
+def test_prompts_from_a_json_list_and_blank_prompt_arguments(tmp_path):
+    from lmms_ac.layers.extraction import NEUTRAL_PROMPTS
+    from lmms_ac.layers.prompts import read_prompts
+
+    (tmp_path / "p.json").write_text('[{"question": "<image>\\nWhat is it?"}, {"text": "Count."}]')
+    assert read_prompts(None, str(tmp_path / "p.json")) == ["What is it?", "Count."]
+    assert read_prompts(None, None) == list(NEUTRAL_PROMPTS)  # nothing given: the neutral set, by design
+    (tmp_path / "latin1.txt").write_bytes("caf\xe9?".encode("latin-1"))
+    with pytest.raises(ValueError, match=r"latin1.txt is not UTF-8 text"):
+        read_prompts(None, str(tmp_path / "latin1.txt"))
+    with pytest.raises(ValueError, match=r"--prompt ' ' is blank"):
+        read_prompts([" "], None)
