@@ -1,4 +1,4 @@
-"""The C score (METHODS.md section 3): keypoint correspondence with a representation's patch tokens.
+"""The C score (docs/METHODS.md#c-spair-keypoint-transfer): keypoint transfer with a representation's patch tokens.
 
 For each annotated pair the source keypoint's patch feature is compared (cosine) with every target
 patch; the best match (``argmax``) or the published ``window_softargmax`` gives a target patch
