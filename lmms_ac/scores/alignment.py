@@ -1,4 +1,4 @@
-"""A score: cross-modal alignment of a vision representation (METHODS.md section 2).
+"""A score: cross-modal alignment of a vision representation (docs/METHODS.md#a-scores).
 
 ``caption_ll`` (the paper's definition, the default): with encoder, stage-1 projector and LLM all
 frozen, A = mean over N seeded image-caption pairs of LLaVA-558K of (1/T) sum_t log P(y_t | f(I), y_<t),
