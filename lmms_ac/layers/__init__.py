@@ -1,4 +1,4 @@
-"""Inside the MLLM: what it keeps of what its encoder saw, layer by layer (METHODS.md sections 7, 8).
+"""Inside the MLLM: what it keeps of what its encoder saw, layer by layer (docs/METHODS.md#layer-probes).
 
 * ``extraction`` - one forward per image batch with hooks: the encoder's tokens, the visual-token
   hidden states after the projector (layer 0) and after each LLM block, and the attention share text
