@@ -1,4 +1,4 @@
-"""Zero-shot recognition kept or lost (seed 002, section 3.6; METHODS.md section 8).
+"""Zero-shot recognition kept or lost (seed 002, section 3.6; docs/METHODS.md#zero-shot-kept-or-lost).
 
 MLLM side: ``prepare_task`` turns an image classification set (an image folder with one
 sub-folder per class, a ``datasets.save_to_disk`` copy, or a hub dataset id) into a seeded subset
