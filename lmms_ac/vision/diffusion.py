@@ -19,7 +19,7 @@ DiTPipeline                                  DiT              class label ``labe
                                                                                                   2x2 merged
 ============================================ ================ ====================== ============ =========
 
-Method (METHODS.md section 1, DIFT-style): the image, resized and centre-cropped to ``size`` and
+Method (docs/METHODS.md#diffusion-features, DIFT-style): the image, resized and centre-cropped to ``size`` and
 scaled to [-1, 1] (``normalize`` with mean = std = 0.5), is VAE-encoded
 (``z = (mean(VAE(I)) - shift) * scaling``; ``latent=sample`` draws from the posterior with the seeded
 generator instead), noised once at timestep ``t`` (default 1):
