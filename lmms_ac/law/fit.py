@@ -1,6 +1,6 @@
 """Fitting the law Z ~ f(A, C) per benchmark and reporting how well it explains the scores.
 
-For every benchmark eight least-squares models are fitted (METHODS.md section 4):
+For every benchmark eight least-squares models are fitted (docs/METHODS.md#the-law):
 inputs ``random`` (two uniform random features, averaged over seeded draws), ``A``, ``C`` and
 ``AC``, each ``linear`` (degree 1) or ``poly2`` (degree 2; ``AC_poly2`` has the 6 weights of the
 law). For each: in-sample R² (1 - SS_res/SS_tot), leave-one-out R² (1 - PRESS/SS_tot, SS_tot about
