@@ -498,7 +498,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "policy",
         help="simulate the AC policy (Recall@1/@3 vs budget) or recommend the next variant to train",
         description="Simulate which settings a policy trains and how often the law's "
-        "ranking finds the best one (METHODS.md section 5). "
+        "ranking finds the best one (docs/METHODS.md#policies). "
         "`lmms-ac policy recommend --help` for the recommend mode.",
     )
     _add_input_args(p)
