@@ -1,6 +1,6 @@
 """The AC policy: which representations to fully train, simulated on settings with known scores.
 
-Region-based sampling (METHODS.md section 5, the default), as written there:
+Region-based sampling (docs/METHODS.md#region-sampling, the default), as written there:
 - the plane is the min-max normalised (A, C) square of all k candidates; at level j = 1, 2, ... it is
   split into 2^j x 2^j equal cells (a point on the upper edge belongs to the last cell);
 - empty cells and cells holding an already-sampled setting are dropped; the remaining cells are
