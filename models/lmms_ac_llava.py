@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import inspect
 import os
-from typing import Annotated, Any, List, Optional, Tuple
+from typing import Any, List, Optional, Tuple
 
 import torch
 from loguru import logger
 from PIL import Image
 from tqdm import tqdm
 
-from lmms_ac.model_args import AtLeast, merge_arguments, parse_bool, split_arg_string, typed_arguments
+from lmms_ac.model_args import merge_arguments, parse_bool, split_arg_string, typed_arguments
+from lmms_ac.models.requests import prepare_generation, prepare_loglikelihood
 from lmms_ac.plugin import Collator, Instance, ModelBase
 from lmms_ac.vlm.prompts import build_prompt, resolve_format
 
@@ -67,7 +68,7 @@ class LmmsAcLlava(ModelBase):
         device: Optional[str] = None,
         dtype: str = "auto",
         attn_implementation: Optional[str] = None,
-        batch_size: Annotated[int, AtLeast(1)] = 1,
+        batch_size: int = 1,
         max_batch_size: Optional[int] = None,
         prompt_format: str = "auto",
         image_aspect_ratio: str = "auto",
@@ -75,12 +76,12 @@ class LmmsAcLlava(ModelBase):
         perturbation: Optional[str] = None,
         perturbation_seed: int = 0,
         variant: Optional[str] = None,
-        max_new_tokens: Annotated[int, AtLeast(1)] = 128,
+        max_new_tokens: int = 128,
         trust_remote_code: bool = False,
         tokenization: str = "auto",
         image_backend: str = "auto",
         prefix_sharing: bool = True,
-        prefix_cache_size: Annotated[int, AtLeast(1)] = 4,
+        prefix_cache_size: int = 4,
         **unknown: Any,
     ) -> None:
         super().__init__()
@@ -92,10 +93,6 @@ class LmmsAcLlava(ModelBase):
             raise ValueError(
                 f"unknown model argument(s) for lmms_ac_llava: {', '.join(sorted(unknown))}. Valid arguments: {valid}"
             )
-        from lmms_ac.vlm.prompts import PROMPT_FORMATS
-
-        if prompt_format not in PROMPT_FORMATS:  # before minutes of loading
-            raise ValueError(f"unknown prompt_format {prompt_format!r}; choose one of {', '.join(PROMPT_FORMATS)}")
         from accelerate import Accelerator
 
         from lmms_ac.vlm.loaders import load_vlm
@@ -188,10 +185,12 @@ class LmmsAcLlava(ModelBase):
     def model(self):
         return self.vlm
 
-    def _visuals(self, doc_to_visual, task: str, split: str, doc_id: int) -> List[Image.Image]:
+    # ------------------------------------------------------------------ request preparation (RequestModel)
+    def fetch_images(self, doc_to_visual, task: str, split: str, doc_id: int) -> List[Image.Image]:
+        """A doc's images, decoded strictly (a bad image is logged with its doc id)."""
         if doc_to_visual is None:
             return []
-        from lmms_ac.vlm.decode import fetch_visuals  # strict decoding: a bad image is logged by doc id
+        from lmms_ac.vlm.decode import fetch_visuals
 
         visuals = fetch_visuals(
             lambda: doc_to_visual(self.task_dict[task][split][doc_id]), f"task {task!r} split {split!r} doc {doc_id}"
@@ -205,54 +204,51 @@ class LmmsAcLlava(ModelBase):
                 )
         return visuals
 
-    def _prompt(self, context: str, n_images: int) -> str:
+    def prompt(self, context: str, n_images: int) -> str:
         return build_prompt(context, n_images, self.prompt_format, self.vlm.tokenizer, self.system_prompt)
+
+    def hook_for(self, task: str, doc_id: int) -> Any:
+        return self.hook_factory.for_request(task, doc_id)
+
+    @property
+    def eos_text(self) -> Optional[str]:
+        return self.vlm.tokenizer.eos_token
 
     # ------------------------------------------------------------------ requests
     def generate_until(self, requests: List[Instance]) -> List[str]:
-        if (
-            self.prefix_sharing
-        ):  # same outputs, each image encoded and each prefix prefilled once (models/shared_prefix.py)
+        if self.prefix_sharing:  # same outputs; each image encoded and each prefix prefilled once
             from lmms_ac.models.shared_prefix import generate_until_shared
 
-            return generate_until_shared(self, requests, unshared=self._generate_until_unshared)
-        return self._generate_until_unshared(requests)
+            return generate_until_shared(self, requests, unshared=self.generate_until_unshared)
+        return self.generate_until_unshared(requests)
 
-    def _generate_until_unshared(self, requests: List[Instance]) -> List[str]:
+    def generate_until_unshared(self, requests: List[Instance]) -> List[str]:
+        """Every request in full, batched by lmms-eval's collator (requests of one batch share ``gen_kwargs``)."""
+
         def order(args):  # longest prompts first, so the first batch shows the peak memory
             return -len(args[0]), args[0]
 
-        collator = Collator([r.args for r in requests], order, grouping=True)
+        indexed = [(r.args, i) for i, r in enumerate(requests)]
+        collator = Collator([a for a, _ in indexed], order, grouping=True)
+        position = {id(a): i for a, i in indexed}
         results: List[str] = []
         pbar = tqdm(total=len(requests), disable=self.rank != 0, desc="lmms_ac_llava generate")
         for chunk in collator.get_batched(n=self.batch_size, batch_fn=None):
-            contexts, gen_kwargs_list, doc_to_visuals, doc_ids, tasks, splits = zip(*chunk)
-            gen_kwargs = dict(gen_kwargs_list[0])
-            until = gen_kwargs.pop("until", None)
-            if isinstance(until, str):
-                until = [until]
-            elif until is not None and not isinstance(until, (list, tuple)):
-                raise ValueError(f"gen_kwargs['until'] must be a string or a list, got {type(until).__name__}")
-            until = list(until or [])
-            eos_text = self.vlm.tokenizer.eos_token
-            images = [self._visuals(d, t, s, i) for d, t, s, i in zip(doc_to_visuals, tasks, splits, doc_ids)]
-            prompts = [self._prompt(c, len(ims)) for c, ims in zip(contexts, images)]
-            hooks = [self.hook_factory.for_request(t, i) for t, i in zip(tasks, doc_ids)]
-            temperature = float(gen_kwargs.get("temperature", 0) or 0)
-            do_sample = parse_bool(gen_kwargs.get("do_sample") or False, "do_sample") or temperature > 0
+            prepared = [prepare_generation(self, position[id(args)], args) for args in chunk]
+            sampling = prepared[0].sampling
             texts = self.vlm.generate(
-                prompts,
-                images,
-                hooks,
-                max_new_tokens=int(gen_kwargs.get("max_new_tokens") or self.max_new_tokens),
-                until=[u for u in until if u != eos_text],
-                do_sample=do_sample,
-                temperature=temperature,
-                top_p=gen_kwargs.get("top_p"),
-                num_beams=int(gen_kwargs.get("num_beams", 1) or 1),
+                [p.prompt for p in prepared],
+                [p.images for p in prepared],
+                [p.hook for p in prepared],
+                max_new_tokens=sampling.max_new_tokens,
+                until=list(sampling.stops),
+                do_sample=sampling.do_sample,
+                temperature=sampling.temperature,
+                top_p=sampling.top_p,
+                num_beams=sampling.num_beams,
             )
-            for ctx, text in zip(contexts, texts):
-                self.cache_hook.add_partial("generate_until", (ctx, gen_kwargs_list[0]), text)
+            for p, text in zip(prepared, texts):
+                self.cache_hook.add_partial("generate_until", (p.context, p.gen_kwargs), text)
             results.extend(texts)
             pbar.update(len(chunk))
         pbar.close()
@@ -262,26 +258,24 @@ class LmmsAcLlava(ModelBase):
         if self.prefix_sharing:
             from lmms_ac.models.shared_prefix import loglikelihood_shared
 
-            return loglikelihood_shared(self, requests, unshared=self._loglikelihood_unshared)
-        return self._loglikelihood_unshared(requests)
+            return loglikelihood_shared(self, requests, unshared=self.loglikelihood_unshared)
+        return self.loglikelihood_unshared(requests)
 
-    def _loglikelihood_unshared(self, requests: List[Instance]) -> List[Tuple[float, bool]]:
+    def loglikelihood_unshared(self, requests: List[Instance]) -> List[Tuple[float, bool]]:
+        """Every request in full, in batches of ``batch_size`` in lmms-eval's order."""
         results: List[Tuple[float, bool]] = []
-        args = [r.args for r in requests]
-        pbar = tqdm(total=len(args), disable=self.rank != 0, desc="lmms_ac_llava loglikelihood")
-        for start in range(0, len(args), self.batch_size):
-            chunk = args[start : start + self.batch_size]
-            contexts, continuations, images, hooks = [], [], [], []
-            for context, doc_to_target, doc_to_visual, doc_id, task, split in chunk:
-                doc = self.task_dict[task][split][doc_id]
-                cont = doc_to_target if isinstance(doc_to_target, str) else doc_to_target(doc)
-                ims = self._visuals(doc_to_visual, task, split, doc_id)
-                prompt = self._prompt(context, len(ims))
-                contexts.append(prompt)
-                continuations.append(cont if cont[:1].isspace() else " " + cont)
-                images.append(ims)
-                hooks.append(self.hook_factory.for_request(task, doc_id))
-            results.extend(self.vlm.loglikelihood(contexts, continuations, images, hooks))
+        pbar = tqdm(total=len(requests), disable=self.rank != 0, desc="lmms_ac_llava loglikelihood")
+        for start in range(0, len(requests), self.batch_size):
+            chunk = requests[start : start + self.batch_size]
+            prepared = [prepare_loglikelihood(self, start + k, r.args) for k, r in enumerate(chunk)]
+            results.extend(
+                self.vlm.loglikelihood(
+                    [p.prompt for p in prepared],
+                    [p.continuation for p in prepared],
+                    [p.images for p in prepared],
+                    [p.hook for p in prepared],
+                )
+            )
             pbar.update(len(chunk))
         pbar.close()
         return results

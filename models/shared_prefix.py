@@ -1,136 +1,128 @@
 """``lmms_ac_llava`` requests through shared-prefix inference (``prefix_sharing=true``, the default).
 
-All of a call's requests are planned at once: each request's images are decoded and hashed (content
-+ preprocessing settings), its prompt is built and tokenized by the model's own input builder, and
+All of a call's requests are planned at once: each request is prepared (``requests.py``: images
+decoded, prompt built, hook and decoding settings resolved), its images are hashed (content +
+preprocessing settings) and its prompt tokenized by the model's own input builder, and
 ``lmms_ac.vlm.scheduler.plan`` groups the questions about one image into the same batches with the
-longest common prefix of their input ids. Images are not kept between the planning pass and the
-batch (memory stays bounded by the batch); a batch decodes each distinct image once. Requests whose
-perturbation acts on pixels or hidden states, and generation settings other than plain greedy
-search, go through the unshared path. Results come back in the callers' order.
+longest common prefix of their input ids. Decoded images are kept from the planning pass for the
+batches up to ``KEEP_IMAGE_BYTES`` (beyond it they are decoded again when their batch runs, so
+memory stays bounded); a batch encodes each distinct image once. Requests whose perturbation acts
+on pixels or hidden states, and decoding other than plain greedy search, go through the unshared
+path. Results come back in the callers' order.
 """
 
 from __future__ import annotations
 
-import json
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Protocol, Sequence, Tuple
 
+from PIL import Image
 from tqdm import tqdm
 
-from lmms_ac.model_args import parse_bool
+from lmms_ac.models.requests import PreparedRequest, RequestModel, prepare_generation, prepare_loglikelihood
 from lmms_ac.vlm.prefix_runner import PrefixRunner, Row, shareable
-from lmms_ac.vlm.scheduler import Request, group_by, plan, restore_order
+from lmms_ac.vlm.scheduler import Batch, Request, plan, restore_order
+
+KEEP_IMAGE_BYTES = 512 * 2**20  # decoded images kept between planning and their batch
 
 
-def _gen_key(gen_kwargs: Dict[str, Any]) -> str:
-    return json.dumps(gen_kwargs, sort_keys=True, default=str)
+class SharedPrefixModel(RequestModel, Protocol):
+    """What the shared path needs of the lmms-eval model, beyond request preparation."""
+
+    prefix_runner: PrefixRunner
+    vlm: Any  # LlavaStyleVLM: ``tokenize`` and ``prompt_tokenizer.encode_pair``
+    cache_hook: Any
+    batch_size: int
+    rank: int
 
 
-def _stops(gen_kwargs: Dict[str, Any], eos_text: Optional[str]) -> List[str]:
-    until = gen_kwargs.get("until", None)
-    if isinstance(until, str):
-        until = [until]
-    elif until is not None and not isinstance(until, (list, tuple)):
-        raise ValueError(f"gen_kwargs['until'] must be a string or a list, got {type(until).__name__}")
-    return [u for u in (until or []) if u != eos_text]
+def _image_bytes(images: Sequence[Image.Image]) -> int:
+    return sum(im.width * im.height * len(im.getbands()) for im in images)
 
 
-class _Planner:
-    """Builds scheduler requests and runner rows for one call's requests."""
+class _Plan:
+    """One group's requests as the scheduler and the runner see them."""
 
-    def __init__(self, lm: Any):
-        self.lm = lm
-        self.runner: PrefixRunner = lm.prefix_runner
-        self.image_keys: Dict[int, List[str]] = {}
+    def __init__(self, runner: PrefixRunner):
+        self.runner = runner
+        self.records: Dict[int, PreparedRequest] = {}
+        self.keys: Dict[int, List[str]] = {}
+        self.ids: Dict[int, Tuple[int, ...]] = {}
+        self.kept_bytes = 0
 
-    def images(self, args: Tuple) -> list:
-        doc_to_visual, doc_id, task, split = args[2], args[3], args[4], args[5]
-        return self.lm._visuals(doc_to_visual, task, split, doc_id)
+    def add(self, record: PreparedRequest, ids: Sequence[int], limit: int, order: Tuple) -> Request:
+        keys = [self.runner.image_key(im) for im in record.images]
+        size = _image_bytes(record.images)
+        if self.kept_bytes + size <= KEEP_IMAGE_BYTES:
+            self.kept_bytes += size
+        else:
+            record.drop_images()  # decoded again when its batch runs
+        self.records[record.index], self.keys[record.index], self.ids[record.index] = record, keys, tuple(ids)
+        return Request(record.index, tuple(keys), tuple(ids), limit, tuple(keys), order=order)
 
-    def keys(self, i: int, images: list) -> List[str]:
-        keys = [self.runner.image_key(im) for im in images]
-        self.image_keys[i] = keys
-        return keys
-
-    def run(
-        self,
-        batch,
-        rows_for: Callable[[List[int], Dict[str, Any]], List[Row]],
-        execute: Callable[[List[Row]], list],
-        results: Dict[int, Any],
-    ) -> None:
-        indices = [p.index for p in batch.rows]
-        loaded: Dict[str, Any] = {}
-        rows = rows_for(indices, loaded)
-        by_index = {p.index: p for p in batch.rows}
-        for i, row in zip(indices, rows):
-            row.prefix_ids, row.prefix_key = by_index[i].prefix_ids, by_index[i].prefix_key
-        for i, out in zip(indices, execute(rows)):
-            results[i] = out
-        self.runner.release(batch.release)
+    def rows(self, batch: Batch, n_cont: Dict[int, int]) -> List[Row]:
+        rows = []
+        for planned in batch.rows:
+            i = planned.index
+            record = self.records[i]
+            row = Row(list(self.ids[i]), record.loaded_images(), self.keys[i], record.hook, n_cont=n_cont.get(i, 0))
+            row.prefix_ids, row.prefix_key = planned.prefix_ids, planned.prefix_key
+            record.drop_images()
+            rows.append(row)
+        return rows
 
 
-def _split_shareable(lm: Any, requests: Sequence[Any]) -> Tuple[List[int], List[int], list]:
-    hooks = [lm.hook_factory.for_request(r.args[4], r.args[3]) for r in requests]
-    ok = [i for i, h in enumerate(hooks) if shareable(h)] if lm.prefix_runner.unsupported is None else []
-    okset = set(ok)
-    return ok, [i for i in range(len(requests)) if i not in okset], hooks
+def _split_shareable(lm: SharedPrefixModel, requests: Sequence[Any]) -> Tuple[List[int], List[int]]:
+    if lm.prefix_runner.unsupported is not None:
+        return [], list(range(len(requests)))
+    ok, rest = [], []
+    for i, r in enumerate(requests):
+        (ok if shareable(lm.hook_for(r.args[4], r.args[3])) else rest).append(i)
+    return ok, rest
 
 
-def _load_images(planner: _Planner, requests: Sequence[Any], indices: List[int], loaded: Dict[str, Any]) -> List[list]:
-    """Each request's images, decoding each distinct image (by content key) once per batch."""
-    out = []
-    for i in indices:
-        keys = planner.image_keys[i]
-        if all(k in loaded for k in keys):
-            out.append([loaded[k] for k in keys])
-            continue
-        ims = planner.images(requests[i].args)
-        for k, im in zip(keys, ims):
-            loaded.setdefault(k, im)
-        out.append(ims)
-    return out
+def _run_batches(
+    lm: SharedPrefixModel, batches: List[Batch], work: Callable[[Batch], list], results: Dict[int, Any], desc: str
+) -> None:
+    pbar = tqdm(total=sum(len(b.rows) for b in batches), disable=lm.rank != 0, desc=desc)
+    for batch in batches:
+        for planned, out in zip(batch.rows, work(batch)):
+            results[planned.index] = out
+        lm.prefix_runner.release(batch.release)
+        pbar.update(len(batch.rows))
+    pbar.close()
+    lm.prefix_runner.clear()
 
 
-def generate_until_shared(lm: Any, requests: Sequence[Any], unshared: Callable[[List[Any]], List[str]]) -> List[str]:
+def generate_until_shared(
+    lm: SharedPrefixModel, requests: Sequence[Any], unshared: Callable[[List[Any]], List[str]]
+) -> List[str]:
     results: Dict[int, str] = {}
-    ok, rest, hooks = _split_shareable(lm, requests)
-    runner: PrefixRunner = lm.prefix_runner
-    eos_text = lm.vlm.tokenizer.eos_token
-    planned_ok: List[int] = []
-    for key, members in group_by([requests[i] for i in ok], lambda r: _gen_key(r.args[1])).items():
-        members = [ok[m] for m in members]
-        gen_kwargs = dict(requests[members[0]].args[1])
-        temperature = float(gen_kwargs.get("temperature", 0) or 0)
-        do_sample = parse_bool(gen_kwargs.get("do_sample") or False, "do_sample") or temperature > 0
-        if not runner.greedy_supported(do_sample, int(gen_kwargs.get("num_beams", 1) or 1)):
-            rest.extend(members)
-            continue
-        planned_ok.extend(members)
-        stops = _stops(gen_kwargs, eos_text)
-        max_new = int(gen_kwargs.get("max_new_tokens") or lm.max_new_tokens)
-        planner = _Planner(lm)
-        sched, ids_of = [], {}
-        for i in members:
-            images = planner.images(requests[i].args)
-            keys = planner.keys(i, images)
-            ids_of[i] = tuple(lm.vlm.tokenize(lm._prompt(requests[i].args[0], len(images))))
-            sched.append(Request(i, tuple(keys), ids_of[i], len(ids_of[i]) - 1, tuple(keys), order=(-len(ids_of[i]),)))
-
-        def rows_for(indices, loaded, planner=planner, ids_of=ids_of):
-            ims = _load_images(planner, requests, indices, loaded)
-            return [Row(list(ids_of[i]), im, planner.image_keys[i], hooks[i]) for i, im in zip(indices, ims)]
-
-        batches = plan(sched, lm.batch_size)
-        pbar = tqdm(total=len(members), disable=lm.rank != 0, desc="lmms_ac_llava generate (shared prefixes)")
-        for batch in batches:
-            planner.run(
-                batch, rows_for, lambda rows: runner.generate(rows, max_new_tokens=max_new, until=stops), results
-            )
-            pbar.update(len(batch.rows))
-        pbar.close()
-        runner.clear()
-        for i in members:
-            lm.cache_hook.add_partial("generate_until", (requests[i].args[0], requests[i].args[1]), results[i])
+    ok, rest = _split_shareable(lm, requests)
+    runner = lm.prefix_runner
+    by_settings: Dict[Any, List[PreparedRequest]] = {}
+    for i in ok:  # requests whose decoding the runner reproduces, grouped by their settings
+        record = prepare_generation(lm, i, requests[i].args)
+        if runner.greedy_supported(record.sampling.do_sample, record.sampling.num_beams):
+            by_settings.setdefault(record.sampling, []).append(record)
+        else:
+            rest.append(i)
+    for sampling, records in by_settings.items():
+        group = _Plan(runner)
+        sched = []
+        for record in records:
+            ids = lm.vlm.tokenize(record.prompt)
+            sched.append(group.add(record, ids, len(ids) - 1, order=(-len(ids),)))
+        _run_batches(
+            lm,
+            plan(sched, lm.batch_size),
+            lambda batch, group=group, s=sampling: runner.generate(
+                group.rows(batch, {}), max_new_tokens=s.max_new_tokens, until=s.stops
+            ),
+            results,
+            "lmms_ac_llava generate (shared prefixes)",
+        )
+        for record in records:
+            lm.cache_hook.add_partial("generate_until", (record.context, record.gen_kwargs), results[record.index])
     if rest:
         rest = sorted(rest)
         for i, out in zip(rest, unshared([requests[i] for i in rest])):
@@ -139,39 +131,24 @@ def generate_until_shared(lm: Any, requests: Sequence[Any], unshared: Callable[[
 
 
 def loglikelihood_shared(
-    lm: Any, requests: Sequence[Any], unshared: Callable[[List[Any]], List[Tuple[float, bool]]]
+    lm: SharedPrefixModel, requests: Sequence[Any], unshared: Callable[[List[Any]], List[Tuple[float, bool]]]
 ) -> List[Tuple[float, bool]]:
     results: Dict[int, Tuple[float, bool]] = {}
-    ok, rest, hooks = _split_shareable(lm, requests)
-    runner: PrefixRunner = lm.prefix_runner
-    planner = _Planner(lm)
-    sched, ids_of, n_of = [], {}, {}
+    ok, rest = _split_shareable(lm, requests)
+    runner = lm.prefix_runner
+    group = _Plan(runner)
+    sched, n_cont = [], {}
     for i in ok:
-        context, doc_to_target, doc_to_visual, doc_id, task, split = requests[i].args
-        doc = lm.task_dict[task][split][doc_id]
-        cont = doc_to_target if isinstance(doc_to_target, str) else doc_to_target(doc)
-        cont = cont if cont[:1].isspace() else " " + cont
-        images = planner.images(requests[i].args)
-        keys = planner.keys(i, images)
-        ctx_ids, cont_ids = lm.vlm.prompt_tokenizer.encode_pair(lm._prompt(context, len(images)), cont)
-        ids_of[i], n_of[i] = ctx_ids + cont_ids, len(cont_ids)
-        sched.append(Request(i, tuple(keys), tuple(ids_of[i]), len(ctx_ids) - 1, tuple(keys), order=(i,)))
+        record = prepare_loglikelihood(lm, i, requests[i].args)
+        ctx_ids, cont_ids = lm.vlm.prompt_tokenizer.encode_pair(record.prompt, record.continuation)
+        n_cont[i] = len(cont_ids)
+        sched.append(group.add(record, ctx_ids + cont_ids, len(ctx_ids) - 1, order=(i,)))
 
-    def rows_for(indices, loaded):
-        ims = _load_images(planner, requests, indices, loaded)
-        return [
-            Row(list(ids_of[i]), im, planner.image_keys[i], hooks[i], n_cont=n_of[i]) for i, im in zip(indices, ims)
-        ]
-
-    def execute(rows):
+    def score(batch: Batch) -> List[Tuple[float, bool]]:
+        rows = group.rows(batch, n_cont)
         return [(float(lp.sum()), bool(greedy.all())) for lp, greedy in runner.token_logprobs(rows)]
 
-    pbar = tqdm(total=len(ok), disable=lm.rank != 0, desc="lmms_ac_llava loglikelihood (shared prefixes)")
-    for batch in plan(sched, lm.batch_size):
-        planner.run(batch, rows_for, execute, results)
-        pbar.update(len(batch.rows))
-    pbar.close()
-    runner.clear()
+    _run_batches(lm, plan(sched, lm.batch_size), score, results, "lmms_ac_llava loglikelihood (shared prefixes)")
     if rest:
         for i, out in zip(rest, unshared([requests[i] for i in rest])):
             results[i] = out

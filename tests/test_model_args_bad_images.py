@@ -56,19 +56,19 @@ def test_truncated_image_is_logged_by_doc_id_and_scored_as_lmms_eval_would(model
     blobs = [_encoded(good, "PNG"), jpeg[: len(jpeg) * 2 // 3]]
     model.task_dict["bad_images"] = {"test": DecodingDocs(blobs)}
     visual = lambda doc: [doc["image"]]  # noqa: E731
-    assert len(model._visuals(visual, "bad_images", "test", 0)) == 1
+    assert len(model.fetch_images(visual, "bad_images", "test", 0)) == 1
     assert not logs
-    images = model._visuals(visual, "bad_images", "test", 1)
+    images = model.fetch_images(visual, "bad_images", "test", 1)
     assert len(images) == 1 and images[0].size == (64, 48)  # decoded leniently, as lmms-eval does
     assert any("task 'bad_images' split 'test' doc 1" in r and "image failed to decode" in r for r in logs)
     assert ImageFile.LOAD_TRUNCATED_IMAGES is True  # the global setting is restored
     n = len(logs)
-    model._visuals(visual, "bad_images", "test", 1)  # a doc is reported once
+    model.fetch_images(visual, "bad_images", "test", 1)  # a doc is reported once
     assert len(logs) == n
 
 
 def test_undecodable_image_is_an_error_naming_the_doc(model, logs):
     model.task_dict["garbage"] = {"test": DecodingDocs([b"not an image at all"])}
     with pytest.raises(RuntimeError, match="task 'garbage' split 'test' doc 0: image cannot be decoded"):
-        model._visuals(lambda doc: [doc["image"]], "garbage", "test", 0)
+        model.fetch_images(lambda doc: [doc["image"]], "garbage", "test", 0)
     assert any("doc 0" in r for r in logs)

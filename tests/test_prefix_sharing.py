@@ -178,7 +178,7 @@ def test_prefill_work_falls_with_questions_per_image(make):
     n_img = lm.vlm.vision.num_tokens
     expected = full = 0
     for qid in sorted({d["question_id"] for d in DATASETS["20q"]}):
-        ids = [lm.vlm.tokenize(lm._prompt(d["question"], 1)) for d in DATASETS["20q"] if d["question_id"] == qid]
+        ids = [lm.vlm.tokenize(lm.prompt(d["question"], 1)) for d in DATASETS["20q"] if d["question_id"] == qid]
         p = common_prefix_length(ids) + n_img - 1  # the placeholder becomes the image's tokens
         lengths = [len(i) + n_img - 1 for i in ids]
         expected += p + sum(n - p for n in lengths)

@@ -132,7 +132,7 @@ class LlavaStyleVLM(nn.Module):
     def tokenize(self, text: str) -> List[int]:
         return self.prompt_tokenizer.encode(text)
 
-    def _splice(self, ids: List[int], visual: List[torch.Tensor]) -> Tuple[torch.Tensor, torch.Tensor]:
+    def splice(self, ids: List[int], visual: List[torch.Tensor]) -> Tuple[torch.Tensor, torch.Tensor]:
         positions = [i for i, t in enumerate(ids) if t == self.image_token_id]
         if len(positions) != len(visual):
             raise ValueError(f"prompt has {len(positions)} '{IMAGE_TOKEN}' tokens but {len(visual)} images")
@@ -161,7 +161,7 @@ class LlavaStyleVLM(nn.Module):
         visual = self.encode_images(flat_images, flat_hooks, flat_index)
         seqs, vmasks, k = [], [], 0
         for ids, ims in zip(token_ids, images):
-            emb, vm = self._splice(ids, visual[k : k + len(ims)])
+            emb, vm = self.splice(ids, visual[k : k + len(ims)])
             k += len(ims)
             seqs.append(emb)
             vmasks.append(vm)

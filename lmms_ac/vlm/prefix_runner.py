@@ -5,7 +5,7 @@ A batch of rows (input ids + images + hooks + the prefix length the scheduler ga
 
 1. **vision cache** - each distinct image (content key) goes through encoder + projector once
    (``BoundedCache`` of projected tokens); token-stage hooks are applied per request afterwards;
-2. the model's own splice (``LlavaStyleVLM._splice``) builds each request's input embeddings;
+2. the model's own splice (``LlavaStyleVLM.splice``) builds each request's input embeddings;
 3. **prefixes** - rows whose prefix embeddings are equal (checked with ``torch.equal``, never
    assumed from the key) share one entry; entries missing from the prefix cache are prefilled
    together (left-padded) and their per-layer keys/values stored unpadded;
@@ -174,7 +174,7 @@ class PrefixRunner:
         """Each row's input embeddings ``[L, D]`` and its prefix length in embedding positions."""
         embeds, prefix = [], []
         for row, visual in zip(rows, self._visual(rows)):
-            emb, _ = self.vlm._splice(row.ids, visual)
+            emb, _ = self.vlm.splice(row.ids, visual)
             n_img = sum(1 for t in row.ids[: row.prefix_ids] if t == self.vlm.image_token_id)
             prefix.append(row.prefix_ids + sum(len(v) - 1 for v in visual[:n_img]))
             embeds.append(emb)
