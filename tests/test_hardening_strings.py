@@ -144,3 +144,42 @@ def test_shell_line_quotes_every_word_and_refuses_bad_env_names():
     data = {"name": "t", "models": [{"name": "m", "pretrained": "org/x"}], "benchmarks": ["mme,pope"]}
     with pytest.raises(StudyError, match="'mme,pope' is not an lmms-eval task name"):
         parse_study(data, ".")
+
+
+def test_plan_refuses_missing_checkpoints_and_unknown_benchmarks(tmp_path, capsys):
+    from lmms_ac.cli import main
+    from lmms_ac.study.plan import preflight
+
+    (tmp_path / "ckpt").mkdir()
+    data = _study(tmp_path, pretrained=str(tmp_path / "ckpt"), stage1=str(tmp_path / "gone"), vision="clip:/no/tower")
+    data["candidates"] = [{"name": "c", "stage1": "rel/a/b"}, {"name": "hub", "stage1": "org/name"}]
+    data["benchmarks"] = ["mme", "mmee", "pope"]
+    with pytest.raises(StudyError) as err:
+        preflight(parse_study(data, tmp_path), task_names=["mme", "pope", "gqa"])
+    msg = str(err.value)
+    assert f"models[m].stage1: '{tmp_path / 'gone'}' does not exist; fix the path" in msg
+    assert "models[m].vision: 'clip:/no/tower' (/no/tower) does not exist" in msg  # the spec's folder is checked
+    assert f"candidates[c].stage1: 'rel/a/b' ({tmp_path / 'rel/a/b'}) does not exist" in msg
+    assert "candidates[hub]" not in msg and "models[m].pretrained" not in msg and "'pope'" not in msg
+    assert "benchmarks: 'mmee' is not an lmms-eval task; did you mean 'mme'" in msg
+    # through `lmms-ac study plan` (a registered benchmark needs no task index): refused before anything is written
+    data["benchmarks"] = ["mme"]
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(data))
+    assert main(["study", "plan", str(path), "--dry-run"]) == 2
+    assert "does not exist; fix the path" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+def test_plan_refuses_an_unknown_benchmark_with_did_you_mean(tmp_path, capsys):
+    from lmms_ac.cli import main
+
+    (tmp_path / "ckpt").mkdir()
+    data = _study(tmp_path, pretrained=str(tmp_path / "ckpt"))
+    data["benchmarks"] = ["mme", "mmee", "pope"]
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(data))
+    assert main(["study", "plan", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "benchmarks: 'mmee' is not an lmms-eval task; did you mean 'mme'" in err and "'pope'" not in err

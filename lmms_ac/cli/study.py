@@ -27,9 +27,11 @@ def _fmt_min(m: float) -> str:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
+    from lmms_ac.study.plan import preflight
     from lmms_ac.study.runner import dry_run, estimate_minutes, prepare
 
     study = _load(args.file)
+    preflight(study)
     prep = prepare(study)
     for note in prep.plan.notes:
         print(f"note: {note}")
@@ -75,9 +77,11 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from lmms_ac.study.plan import preflight
     from lmms_ac.study.runner import execute
 
     study = _load(args.file)
+    preflight(study)
     if args.no_wait and study.executor.type != "slurm":
         raise ValueError(
             "--no-wait is for the slurm executor (set executor.type: slurm); the local executor runs the jobs itself"

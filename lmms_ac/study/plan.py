@@ -271,6 +271,82 @@ def make_plan(study: Study, versions: Optional[Dict[str, Optional[str]]] = None)
     return Plan(study, units, notes, families)
 
 
+# ------------------------------------------------------------------------------------- preflight
+def missing_checkpoints(study: Study) -> List[str]:
+    """Checkpoint and representation paths of the study that are local (absolute, or resolved next to the study
+    file) but do not exist: each would only fail when its job runs. Hub ids (``org/name``) are not checked."""
+    out: List[str] = []
+
+    def check(where: str, value: Optional[str], vision: bool = False) -> None:
+        if not value:
+            return
+        if vision:
+            fam, sep, rest = _vision(study, value).partition(":")
+            target = rest.partition("?")[0] if sep else ""
+            if fam == "concat":  # concat:<spec>+<spec>: each part is a spec of its own
+                for i, part in enumerate(rest.split("+")):
+                    check(f"{where} (part {i + 1})", part, vision=True)
+                return
+        else:
+            target = study.path(value)
+        if target and Path(target).is_absolute() and not Path(target).exists():
+            shown = repr(value) if target == value else f"{value!r} ({target})"
+            out.append(f"{where}: {shown} does not exist; fix the path (a hub id is written org/name)")
+
+    for kind, entries in (("models", study.models), ("candidates", study.candidates)):
+        for e in entries:
+            for key in ("pretrained", "stage1", "model_base"):
+                check(f"{kind}[{e.name}].{key}", getattr(e, key, None))
+            check(f"{kind}[{e.name}].vision_tower", e.vision_tower, vision=True)
+            check(f"{kind}[{e.name}].vision", e.vision, vision=True)
+    if study.scores.A is not None:
+        for i, r in enumerate(study.scores.A.reference):
+            check(f"scores.A.reference[{i}]", r)
+    return out
+
+
+def include_paths(study: Study) -> List[str]:
+    """The ``--include_path`` folders of ``lmms_eval.extra_args`` (task YAMLs of the user's own)."""
+    args, out = list(study.lmms_eval.extra_args), []
+    for i, a in enumerate(args):
+        if a == "--include_path" and i + 1 < len(args):
+            out.append(study.local_path(args[i + 1]))
+        elif a.startswith("--include_path="):
+            out.append(study.local_path(a.split("=", 1)[1]))
+    return out
+
+
+def unknown_benchmarks(study: Study, task_names: Optional[Sequence[str]] = None) -> List[str]:
+    """The study's benchmarks that lmms-eval does not know, each with "did you mean". The benchmarks of lmms-ac's
+    registry need no look-up; for any other name the lmms-eval task index is built once (as the lmms-eval command
+    builds it, ``--include_path`` of ``extra_args`` included), unless ``task_names`` is given."""
+    from lmms_ac.benchmarks import base_tasks
+
+    known = set(base_tasks())
+    others = [b for b in study.benchmarks if b not in known]
+    if not others:
+        return []
+    if task_names is None:
+        from lmms_ac import plugin
+
+        task_names = list(plugin.task_manager(include_paths(study) or None).all_tasks)
+    names = set(task_names)
+    return [
+        f"benchmarks: {b!r} is not an lmms-eval task{did_you_mean(b, sorted(names | known))} "
+        "(`lmms-eval --tasks list` lists them; a task of your own needs --include_path in lmms_eval.extra_args)"
+        for b in others
+        if b not in names
+    ]
+
+
+def preflight(study: Study, task_names: Optional[Sequence[str]] = None) -> None:
+    """What ``study plan``/``study run`` check before any job: local checkpoints exist and every benchmark is a task
+    lmms-eval knows. Raises ``StudyError`` listing every problem."""
+    problems = missing_checkpoints(study) + unknown_benchmarks(study, task_names)
+    if problems:
+        raise StudyError("the study cannot run as written:\n  - " + "\n  - ".join(problems))
+
+
 # ------------------------------------------------------------------------------------- jobs
 def _job_env(study: Study, families: Sequence[str]) -> Dict[str, str]:
     env = {**study.env, **study.lmms_eval.env}
