@@ -14,8 +14,10 @@ from pathlib import Path
 
 import pytest
 
+from lmms_ac.study import liveness as L
 from lmms_ac.study import state as S
 from lmms_ac.study import worker as W
+from lmms_ac.study.slurm_queue import QueueEntry
 from lmms_ac.study.runner import execute, last_run, prepare
 from lmms_ac.study.spec import parse_study
 
@@ -83,8 +85,9 @@ def fake_bins(tmp_path, monkeypatch):
         path.write_text(f"#!{sys.executable}\n{src}")
         path.chmod(0o755)
     monkeypatch.setattr("lmms_ac.study.plan.bin_path", lambda name: str(bindir / name))
-    # no real cluster: the queue is empty (test_jobs_queued_on_slurm_are_not_submitted_twice plants one)
-    monkeypatch.setattr("lmms_ac.study.slurm.squeue_ids", lambda: set())
+    # no real cluster: the queue is empty and keeps no records (tests that need more plant them)
+    monkeypatch.setattr("lmms_ac.study.slurm_queue.squeue", lambda: {})
+    monkeypatch.setattr("lmms_ac.study.slurm_queue.accounting_state", lambda slurm_id, name, submitted: None)
     return bindir
 
 
@@ -224,18 +227,22 @@ def test_interrupted_job_leaves_nothing_that_looks_done(tmp_path, fake_bins, mon
     os.killpg(proc.pid, signal.SIGKILL)  # the worker dies (kill -9): no cleanup at all
     proc.wait()
     assert not (study.output_dir / "done").exists()
-    child = S.read_json(job_dir / "running.json")["child_pid"]  # lmms-eval runs on in its own session
-    assert W._alive_in(child, job_dir)
-    monkeypatch.setattr(S, "STALE_S", 0.0)  # the heartbeat is stale at once
+    info = S.read_json(job_dir / "running.json")  # lmms-eval runs on in its own session
+    child, child_start = info["child_pid"], info["child_start"]
+    assert L.alive(child, child_start) and not L.alive(info["pid"], info["pid_start"])
+    # interrupted at once: the recorded worker is dead (no waiting for a heartbeat to go stale)
     st = compute_status(study, VERSIONS)
     assert st.counts["interrupted"] == 2
     # the next run does the job again (second attempt) and only then is it done
     fast = _study(tmp_path, scores={}, models=[{"name": "a", "pretrained": str(tmp_path / "ckpt-a")}])
+    t0 = time.time()
     assert execute(fast, printer=_quiet, versions=VERSIONS) == 0
+    assert time.time() - t0 < 40  # at once (the stray program is stopped, not waited for)
     assert last_run(study.output_dir)["jobs_run"] == [job_dir.name]
-    assert len(S.attempts(job_dir)) == 2 and S.attempts(job_dir)[-1]["outcome"] == "ok"
+    tries = S.attempts(job_dir)
+    assert len(tries) == 2 and tries[-1]["outcome"] == "ok" and S.failures(tries) == 0
     # the second attempt stopped the first one's program before writing where it writes
-    assert not W._alive_in(child, job_dir)
+    assert not L.alive(child, child_start)
     assert f"stopped pid {child}, left running by attempt 1" in (job_dir / "log.txt").read_text()
 
 
@@ -277,41 +284,43 @@ def test_jobs_queued_on_slurm_are_not_submitted_twice(tmp_path, fake_bins, monke
     study = _study(tmp_path, scores={})
     prep = prepare(study, VERSIONS)
     queued_dir = write_job(prep.jobs[0], study.output_dir)
-    S.write_json(queued_dir / "slurm.json", {"slurm_job_id": "7_0", "folder": "x", "submitted": time.time()})
-    monkeypatch.setattr("lmms_ac.study.slurm.squeue_ids", lambda: {"7_0"})
+    S.write_json(
+        queued_dir / "slurm.json",
+        {"slurm_job_id": "7_0", "slurm_name": "lmms-ac-fake-0000", "folder": "x", "submitted": time.time()},
+    )
+    # the same id under another name: a job that got a reused id after a controller restart, not ours
+    reused = {"7_0": QueueEntry("7_0", "someone-else", "RUNNING")}
+    monkeypatch.setattr("lmms_ac.study.slurm_queue.squeue", lambda: reused)
+    assert compute_status(study, VERSIONS).counts["queued"] == 0
+    ours = {"7_0": QueueEntry("7_0", "lmms-ac-fake-0000", "PENDING")}
+    monkeypatch.setattr("lmms_ac.study.slurm_queue.squeue", lambda: ours)
     assert compute_status(study, VERSIONS).counts["queued"] == 2
     assert execute(study, printer=_quiet, versions=VERSIONS) == 1
     run = last_run(study.output_dir)
-    assert run["jobs_run"] == [prep.jobs[1].job_id] and "queued on SLURM as 7_0" in run["skipped"][prep.jobs[0].job_id]
+    assert run["jobs_run"] == [prep.jobs[1].job_id] and "on SLURM as 7_0" in run["skipped"][prep.jobs[0].job_id]
+    # SLURM does not answer (a restarting controller): a job that may be queued is not started again
+    monkeypatch.setattr("lmms_ac.study.slurm_queue.squeue", lambda: None)
+    assert execute(study, printer=_quiet, versions=VERSIONS) == 1
+    assert "SLURM does not answer" in last_run(study.output_dir)["skipped"][prep.jobs[0].job_id]
 
 
 class _FakeSubmitit:
-    """Stands in for submitit: runs each array element at once; elements named in ``cancel`` die as
-    ``scancel`` leaves them (no result, SLURM state CANCELLED)."""
+    """Stands in for submitit and the cluster: runs each array element at once (the real worker, which
+    records its attempt); elements named in ``cancel`` die as ``scancel`` leaves them (no attempt; the
+    accounting record says CANCELLED). The queue is empty afterwards: the runner reads our records."""
 
-    def __init__(self, cancel=()):
-        self.cancel, self.arrays, self.params = set(cancel), [], {}
+    def __init__(self, monkeypatch, cancel=()):
+        self.cancel, self.arrays, self.params, self.states = set(cancel), [], {}, {}
         outer = self
 
         class Job:
             def __init__(self, job_id, call):
-                self.job_id, self.call = job_id, call
-                self.cancelled = Path(call.job_dir).name in outer.cancel
-                if self.cancelled:
+                self.job_id = job_id
+                if Path(call.job_dir).name in outer.cancel:
                     outer.cancel.discard(Path(call.job_dir).name)  # only the first time
+                    outer.states[job_id] = "CANCELLED"
                 else:
-                    self.value = call()
-
-            def done(self):
-                return True
-
-            def result(self):
-                if self.cancelled:
-                    raise RuntimeError("Job 1_0 (task: 0) with path ... has not produced any output (state: CANCELLED)")
-                return self.value
-
-            def get_info(self, mode="force"):
-                return {"State": "CANCELLED by 0" if self.cancelled else "COMPLETED"}
+                    call()
 
         class SlurmExecutor:
             def __init__(self, folder, max_num_timeout=3):
@@ -326,6 +335,11 @@ class _FakeSubmitit:
                 return [Job(f"{n}_{i}", c) for i, c in enumerate(calls)]
 
         self.SlurmExecutor = SlurmExecutor
+        monkeypatch.setitem(sys.modules, "submitit", self)
+        monkeypatch.setattr("lmms_ac.study.slurm.sbatch_available", lambda: True)
+        monkeypatch.setattr(
+            "lmms_ac.study.slurm_queue.accounting_state", lambda slurm_id, name, submitted: self.states.get(slurm_id)
+        )
 
 
 @pytest.mark.slow
@@ -352,11 +366,10 @@ def test_slurm_executor_retries_failures_not_cancellations(tmp_path, fake_bins, 
     )
     prep = prepare(study, VERSIONS)
     a_score = next(j for j in prep.jobs if j.kind == "score-a" and j.entry == "a").job_id
-    fake = _FakeSubmitit(cancel=[a_score])
-    monkeypatch.setitem(sys.modules, "submitit", fake)
+    fake = _FakeSubmitit(monkeypatch, cancel=[a_score])
     assert execute(study, printer=_quiet, versions=VERSIONS) == 1
+    assert fake.params.pop("job_name").startswith("lmms-ac-fake-")  # one name per submission
     assert fake.params == {
-        "job_name": "lmms-ac-fake",
         "time": 5,
         "cpus_per_task": 8,
         "array_parallelism": 2,
@@ -388,8 +401,7 @@ def test_slurm_executor_retries_failures_not_cancellations(tmp_path, fake_bins, 
 @pytest.mark.slow
 def test_slurm_no_wait_submits_and_returns(tmp_path, fake_bins, monkeypatch):
     study = _study(tmp_path, scores={}, executor={"type": "slurm", "slurm": {"poll_s": 0.01}})
-    fake = _FakeSubmitit()
-    monkeypatch.setitem(sys.modules, "submitit", fake)
+    fake = _FakeSubmitit(monkeypatch)
     assert execute(study, printer=_quiet, versions=VERSIONS, wait=False) == 0
     assert len(fake.arrays) == 1 and len(fake.arrays[0]) == 2
     for job_id in fake.arrays[0]:

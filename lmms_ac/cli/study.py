@@ -86,7 +86,15 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise ValueError(
             "--no-wait is for the slurm executor (set executor.type: slurm); the local executor runs the jobs itself"
         )
-    code = execute(study, retry_failed=args.retry_failed, wait=not args.no_wait)
+    try:
+        code = execute(study, retry_failed=args.retry_failed, wait=not args.no_wait)
+    except OSError as err:  # the output folder became unwritable mid-run (full disk, read-only remount)
+        if isinstance(err, (FileNotFoundError, FileExistsError)):
+            raise
+        raise ValueError(
+            f"cannot write the study output ({err.strerror or err}: {err.filename or study.output_dir}); free space "
+            "or fix the folder, then `lmms-ac study run` again: done results are kept"
+        ) from None
     if args.report:
         from lmms_ac.study.report import build_study_report
 

@@ -135,8 +135,8 @@ def compute_sections(
     return secs, an
 
 
-def render(sections: Sequence[Section], analysis: Analysis) -> str:
-    """The HTML page of ``sections``."""
+def render(sections: Sequence[Section], analysis: Analysis, warnings: Sequence[str] = ()) -> str:
+    """The HTML page of ``sections``; ``warnings`` (e.g. a study's failed models) head the page."""
     t = analysis.table
     summary = {
         "variants": len(analysis.trained),
@@ -153,7 +153,7 @@ def render(sections: Sequence[Section], analysis: Analysis) -> str:
             sections=sections,
             by_id={s.id: s for s in sections},
             summary=summary,
-            warnings=[analysis.inputs.ac_problem] if analysis.inputs.ac_problem else [],
+            warnings=list(warnings) + ([analysis.inputs.ac_problem] if analysis.inputs.ac_problem else []),
         )
     )
 
@@ -166,6 +166,7 @@ def build_report(
     options: Optional[Options] = None,
     overwrite: bool = False,
     config: Optional[Mapping[str, Any]] = None,
+    warnings: Sequence[str] = (),
 ) -> Path:
     """Write the report of a study to ``out_html`` and return its path.
 
@@ -181,4 +182,4 @@ def build_report(
     if out.suffix.lower() not in (".html", ".htm"):
         raise ValueError(f"the report is an HTML page: give --out a .html path, not {out}")
     sections, analysis = compute_sections(table_csv, scores_csv, options, config)
-    return atomic_write_text(out, render(sections, analysis), overwrite=overwrite)
+    return atomic_write_text(out, render(sections, analysis, warnings), overwrite=overwrite)

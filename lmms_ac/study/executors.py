@@ -1,4 +1,5 @@
-"""Executors: run a list of prepared job folders and retry failures up to ``executor.max_attempts``.
+"""Executors: run a list of prepared job folders and retry failures up to ``executor.max_attempts``
+(interrupted attempts are retried too, without counting, at most ``MAX_INTERRUPTIONS`` times per run).
 
 ``local``: one job after another, or one per GPU slot in parallel when GPUs are visible (each job gets
 ``CUDA_VISIBLE_DEVICES`` of its slot; ``gpus_per_job`` GPUs per slot). ``slurm``: see
@@ -21,6 +22,7 @@ from lmms_ac.study import state as S
 from lmms_ac.study.spec import ExecutorSpec
 
 Runner = Callable[[str, Optional[Dict[str, str]]], Dict]
+MAX_INTERRUPTIONS = 3  # per job and run: interruptions do not count as failures, but must not loop forever
 Printer = Callable[[str], None]
 
 
@@ -95,6 +97,7 @@ def run_local(
     for d in job_dirs:
         todo.put(Path(d))
     results: Dict[str, Dict] = {}
+    interruptions: Dict[str, int] = {}
     lock = threading.Lock()
     errors: List[BaseException] = []
     total = len(job_dirs)
@@ -113,18 +116,24 @@ def run_local(
             except BaseException as err:  # KeyboardInterrupt included: stop the other slots too
                 errors.append(err)
                 return
-            retry = not res["ok"] and len(S.attempts(d)) < ex.max_attempts
+            if res.get("interrupted"):
+                interruptions[d.name] = interruptions.get(d.name, 0) + 1
+                retry = interruptions[d.name] <= MAX_INTERRUPTIONS
+            else:
+                retry = not res["ok"] and not res.get("busy") and S.failures(S.attempts(d)) < ex.max_attempts
             with lock:
                 if res["ok"]:
                     printer(f"      {d.name} done")
+                elif res.get("busy") or res.get("interrupted"):
+                    printer(f"      {d.name}: {res['last_line']}" + ("; retrying" if retry else ""))
                 else:
                     printer(
-                        f"      {d.name} FAILED (attempt {res['attempt']}/{ex.max_attempts}, exit "
+                        f"      {d.name} FAILED (failure {S.failures(S.attempts(d))}/{ex.max_attempts}, exit "
                         f"{res['exit_code']}): {res['last_line']}" + ("; retrying" if retry else "")
                     )
                 if not retry:
                     results[res["job_id"]] = res
-                    if not res["ok"]:
+                    if not res["ok"] and not res.get("busy") and not res.get("interrupted"):
                         printer(log_tail(d / "log.txt"))
             if retry:
                 todo.put(d)

@@ -16,9 +16,9 @@ import json
 from pathlib import Path
 from typing import Any, Callable, Dict, List
 
-from lmms_ac.io import atomic_write_text
+from lmms_ac.io import atomic_write_text, check_writable
 from lmms_ac.study import state as S
-from lmms_ac.study.runner import prepare
+from lmms_ac.study.progress import Progress, progress
 from lmms_ac.study.spec import Study
 
 Printer = Callable[[str], None]
@@ -80,8 +80,9 @@ def build_study_report(study: Study, printer: Printer = print, versions=None) ->
 
     out = study.output_dir
     rdir = out / "report"
+    check_writable(rdir, directory=True, what="study report folder")
     rdir.mkdir(parents=True, exist_ok=True)
-    prep = prepare(study, versions)
+    prep = progress(study, versions)
     rs = study.report
     want = set(rs.outputs)
     cfg = {
@@ -92,6 +93,7 @@ def build_study_report(study: Study, printer: Printer = print, versions=None) ->
     }
     written: List[Path] = []
     notes: List[str] = []
+    problems = work_left(prep)  # failed models and unfinished work: printed and on the page
 
     def step(name: str, fn: Callable[[], Any]) -> Any:
         try:
@@ -194,7 +196,9 @@ def build_study_report(study: Study, printer: Printer = print, versions=None) ->
         if build_report is not None:
             page = step(
                 "html",
-                lambda: build_report(rdir / "table.csv", scores_csv, rdir / "report.html", overwrite=True, config=cfg),
+                lambda: build_report(
+                    rdir / "table.csv", scores_csv, rdir / "report.html", overwrite=True, config=cfg, warnings=problems
+                ),
             )
             if page is not None:
                 written.append(Path(page))
@@ -202,14 +206,39 @@ def build_study_report(study: Study, printer: Printer = print, versions=None) ->
     summary = {
         "written": [str(p) for p in written],
         "notes": notes,
+        "problems": problems,
         "units_done": len(prep.done),
         "units_total": len(prep.plan.units),
     }
     atomic_write_text(rdir / "report.json", json.dumps(summary, indent=1) + "\n", overwrite=True)
+    for n in problems:
+        printer(f"warning: {n}")
     for n in notes:
         printer(f"note: {n}")
     printer(f"report of {len(prep.done)}/{len(prep.plan.units)} done unit(s): {len(written)} file(s) in {rdir}")
     return summary
+
+
+def work_left(prog: Progress) -> List[str]:
+    """What the report cannot show and why: each model whose jobs failed (attempts used up), with the last log
+    line and the fix, and the count of units still running, queued, interrupted or pending."""
+    lines = []
+    for entry, units, job, log in prog.failed():
+        cols = ", ".join(dict.fromkeys(u.column for u in units))
+        lines.append(
+            f"{entry}: {cols} failed after {job.failures} attempt(s), so it is missing from this report: "
+            f"{job.last_line} (log: {log}); fix it, then `lmms-ac study run FILE --retry-failed`"
+        )
+    left: Dict[str, int] = {}
+    for u in prog.pending:
+        st = prog.units[u.unit_id].state
+        if st != "failed":
+            left[st] = left.get(st, 0) + 1
+    if left:
+        what = ", ".join(f"{n} {k}" for k, n in sorted(left.items()))
+        lines.append(f"{sum(left.values())} of {len(prog.plan.units)} result(s) not done yet ({what}): "
+                     "this report covers what is done; `lmms-ac study status FILE` follows the rest")  # fmt: skip
+    return lines
 
 
 def _recommend(study: Study, table, ac, rdir: Path, metrics: Dict[str, str]) -> List[Path]:

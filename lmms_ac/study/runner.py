@@ -10,7 +10,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
 
+from lmms_ac.io import check_writable
 from lmms_ac.study import state as S
+from lmms_ac.study.liveness import QueueReader, cached_queue, job_liveness
+from lmms_ac.study.lock import study_lock
+from lmms_ac.study.progress import all_job_states, measured_durations
+from lmms_ac.study import slurm_queue as Q
 from lmms_ac.study.plan import Job, Plan, Unit, cwd_for, make_jobs, make_plan, shell_comment, shell_line
 from lmms_ac.study.spec import Study
 
@@ -24,9 +29,12 @@ class Prepared:
     pending: List[Unit]
     jobs: List[Job]
     skipped: Dict[str, str] = field(default_factory=dict)  # job_id -> why it is not run now
+    on_slurm: List[str] = field(default_factory=list)  # job ids queued or running on SLURM (watched, not resubmitted)
 
 
 def prepare(study: Study, versions: Optional[Dict[str, Optional[str]]] = None) -> Prepared:
+    """The plan, what is done, and the jobs for the rest (argv and environment built: run and dry runs only;
+    ``progress.progress`` is the read-only view)."""
     out = study.output_dir
     plan = make_plan(study, versions)
     done = [u for u in plan.units if S.unit_done(out, u.unit_id, u.kind)]
@@ -45,31 +53,28 @@ def write_job(job: Job, out: Path) -> Path:
     return job_dir
 
 
-def runnable(prep: Prepared, retry_failed: bool = False) -> List[Job]:
-    """Jobs to start now: not running elsewhere, attempts left (or ``retry_failed``)."""
+def runnable(prep: Prepared, retry_failed: bool = False, queue: Optional[QueueReader] = None) -> List[Job]:
+    """Jobs to start now: not running (recorded worker alive) nor in the SLURM queue (nor unknowable because
+    SLURM does not answer), and with attempts left (``retry_failed``: start over). Only attempts that ran
+    and failed count; interruptions never do."""
     out = prep.plan.study.output_dir
     limit = prep.plan.study.executor.max_attempts
+    queue = queue or cached_queue(Q.squeue)
     todo = []
-    queued = None
     for job in prep.jobs:
         d = out / "jobs" / job.job_id
-        if S.running_info(d):
-            prep.skipped[job.job_id] = "running (fresh heartbeat)"
+        verdict = job_liveness(d, queue)
+        if verdict.busy:
+            prep.skipped[job.job_id] = verdict.why
+            if verdict.why.startswith("on SLURM"):
+                prep.on_slurm.append(job.job_id)
             continue
-        slurm = S.read_json(d / "slurm.json")
-        if isinstance(slurm, dict):
-            if queued is None:
-                from lmms_ac.study.slurm import squeue_ids
-
-                queued = squeue_ids() or set()
-            if str(slurm.get("slurm_job_id")) in queued:
-                prep.skipped[job.job_id] = f"queued on SLURM as {slurm.get('slurm_job_id')}"
-                continue
         tries = S.attempts(d)
-        if len(tries) >= limit:
+        failed = S.failures(tries)
+        if failed >= limit:
             if not retry_failed:
                 prep.skipped[job.job_id] = (
-                    f"failed {len(tries)} time(s), the limit (executor.max_attempts); "
+                    f"failed {failed} time(s), the limit (executor.max_attempts); "
                     "`study run --retry-failed` tries again"
                 )
                 continue
@@ -125,9 +130,17 @@ def execute(
     versions: Optional[Dict[str, Optional[str]]] = None,
     wait: bool = True,
 ) -> int:
-    """Run every pending job with the study's executor. 0 when the whole study is done afterwards."""
+    """Run every pending job with the study's executor. 0 when the whole study is done afterwards.
+    One run at a time per study (``lock``); a second waits for the first, then does what is left."""
     out = study.output_dir
+    check_writable(out, directory=True, what="study output folder")
     out.mkdir(parents=True, exist_ok=True)
+    with study_lock(out, printer):
+        return _execute(study, retry_failed, runner, printer, versions, wait)
+
+
+def _execute(study: Study, retry_failed: bool, runner, printer: Printer, versions, wait: bool) -> int:
+    out = study.output_dir
     prep = prepare(study, versions)
     for note in prep.plan.notes:
         printer(f"note: {note}")
@@ -139,14 +152,17 @@ def execute(
     for job_id, why in prep.skipped.items():
         printer(f"  skip {job_id}: {why}")
     dirs = [write_job(j, out) for j in todo]
+    watch = [out / "jobs" / j for j in prep.on_slurm] if wait and study.executor.type == "slurm" else []
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
     submitted: Dict[str, str] = {}
-    if not dirs:
+    if not dirs and not watch:
         results: Dict[str, Dict] = {}
     elif study.executor.type == "slurm":
         from lmms_ac.study.slurm import run_slurm
 
-        results = run_slurm(study, dirs, printer, on_submit=submitted.update, wait=wait)
+        if watch:
+            printer(f"watching {len(watch)} job(s) already on SLURM (submitted by an earlier `study run`)")
+        results = run_slurm(study, dirs, printer, on_submit=submitted.update, wait=wait, watch=watch)
     else:
         from lmms_ac.study.executors import run_local
 
@@ -157,6 +173,7 @@ def execute(
         "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "executor": study.executor.type,
         "jobs_run": sorted(j.job_id for j in todo),
+        "jobs_watched": sorted(prep.on_slurm) if wait else [],
         "outcomes": results,
         "slurm_ids": submitted,
         "skipped": prep.skipped,
@@ -169,13 +186,16 @@ def execute(
     if study.executor.type == "slurm" and not wait and todo:
         printer(
             f"submitted {len(todo)} job(s); follow them with `lmms-ac study status FILE --watch`; "
-            "`study run` again retries what failed"
+            "`study run` again waits for them and retries what failed"
         )
         return 0
-    failed = [j for j, r in results.items() if not r.get("ok")]
+    failed = [j for j, r in results.items() if not r.get("ok") and not r.get("interrupted")]
+    interrupted = [j for j, r in results.items() if r.get("interrupted")]
     printer(
-        f"done: {len(after.done)}/{len(after.plan.units)} unit(s); {len(todo) - len(failed)} job(s) succeeded, "
-        f"{len(failed)} failed" + (f" ({', '.join(failed)}; logs in {out / 'jobs'}/<job>/log*.txt)" if failed else "")
+        f"done: {len(after.done)}/{len(after.plan.units)} unit(s); "
+        f"{sum(1 for r in results.values() if r.get('ok'))} job(s) succeeded, {len(failed)} failed"
+        + (f" ({', '.join(failed)}; logs in {out / 'jobs'}/<job>/log*.txt)" if failed else "")
+        + (f", {len(interrupted)} interrupted (run again to resume them)" if interrupted else "")
     )
     return 0 if not after.pending else 1
 
@@ -190,9 +210,9 @@ def estimate_minutes(prep: Prepared, jobs: Optional[Sequence[Job]] = None) -> Di
     file's ``estimate`` guesses)."""
     out = prep.plan.study.output_dir
     est = prep.plan.study.estimate
-    states = S.all_job_states(out)
+    states = all_job_states(out)
     specs = {s.job_id: S.read_json(out / "jobs" / s.job_id / "job.json") or {} for s in states}
-    measured = S.measured_durations(states, specs)
+    measured = measured_durations(states, specs)
     mins: Dict[str, float] = {}
     for job in jobs if jobs is not None else prep.jobs:
         per = measured.get(job.kind)

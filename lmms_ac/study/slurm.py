@@ -1,45 +1,56 @@
-"""The ``slurm`` executor: job arrays through submitit (no hand-written sbatch templating).
+"""The ``slurm`` executor: job arrays through submitit (no hand-written sbatch templating), watched
+through our own records, never through the scheduler's memory alone.
 
-Every ``study run`` submits into a fresh submitit folder (``<output>/slurm/<time>``: SLURM job ids
-restart after a controller state wipe, and submitit keys its files by job id). Each array element
-calls ``worker.run_job`` on one job folder on the shared filesystem; ``executor.slurm.requeue``
-makes the callable checkpointable, so a preempted or timed-out job is requeued by submitit. After
-the array finishes, failed jobs with attempts left are resubmitted as a new array; jobs cancelled by
-a user (``scancel``) are not: they stay pending for the next ``study run``.
+Every submission goes to a fresh submitit folder (``<output>/slurm/<time>``) under a name unique to it
+(``lmms-ac-<study>-<token>``), recorded with the id and submit time in each job's ``slurm.json``. Each
+array element calls ``worker.run_job`` on one job folder on the shared filesystem. The runner then
+polls ``squeue`` (``executor.slurm.poll_s``): a job is running while its id *with its submission name*
+is in the queue (a requeued job stays in it); while SLURM does not answer (a restarting controller),
+nothing is decided. A job that left the queue is settled from the worker's own records
+(``attempts.json``): ok, or failed (resubmitted while ``executor.max_attempts`` allows), or interrupted,
+for which ``sacct`` (matched by name and submit time) tells a ``scancel`` (left for the next
+``study run``) from a node failure or preemption (resubmitted, not counted as a failure).
 """
 
 from __future__ import annotations
 
 import shlex
+import shutil
 import sys
 import time
-from datetime import datetime
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from lmms_ac.study import state as S
+from lmms_ac.study.liveness import find
+from lmms_ac.study import slurm_queue as Q
 from lmms_ac.study.spec import Study
 
 Printer = Callable[[str], None]
+MAX_INTERRUPTIONS = 3  # resubmissions per job and run after node failures / preemptions without requeue
+COUNTED_STATES = ("TIMEOUT", "OUT_OF_MEMORY", "DEADLINE")  # the job ran out of what it asked for: a failure
 
 
 class SubmititJob:
     """What submitit pickles: run one job folder; ``checkpoint`` requeues it (preemption, timeout)."""
 
-    def __init__(self, job_dir: str, requeue: bool = True):
-        self.job_dir, self.requeue = job_dir, requeue
+    def __init__(self, job_dir: str, requeue: bool = True, slurm_name: Optional[str] = None):
+        self.job_dir, self.requeue, self.slurm_name = job_dir, requeue, slurm_name
 
     def __call__(self) -> Dict[str, Any]:
         from lmms_ac.study.worker import run_job
 
-        return run_job(self.job_dir)
+        return run_job(self.job_dir, submission={"slurm_name": self.slurm_name})
 
     def checkpoint(self, *args: Any, **kwargs: Any) -> Any:
         if not self.requeue:
             return None
         import submitit
 
-        return submitit.helpers.DelayedSubmission(SubmititJob(self.job_dir, self.requeue))
+        return submitit.helpers.DelayedSubmission(SubmititJob(self.job_dir, self.requeue, self.slurm_name))
 
 
 def _import_submitit():
@@ -50,11 +61,11 @@ def _import_submitit():
     return submitit
 
 
-def slurm_parameters(study: Study) -> Dict[str, Any]:
-    """submitit ``SlurmExecutor`` parameters from ``executor.slurm``."""
+def slurm_parameters(study: Study, name: Optional[str] = None) -> Dict[str, Any]:
+    """submitit ``SlurmExecutor`` parameters from ``executor.slurm`` (``name``: the submission's job name)."""
     s = study.executor.slurm
     params: Dict[str, Any] = {
-        "job_name": f"lmms-ac-{study.name}",
+        "job_name": name or f"lmms-ac-{study.name}",
         "time": s.time,
         "cpus_per_task": s.cpus_per_job,
         "array_parallelism": s.array_parallelism,
@@ -91,22 +102,114 @@ def sbatch_script(study: Study, folder: Path, count: int) -> str:
     return _make_sbatch_string(command=command, folder=str(folder), map_count=count, **params)
 
 
-_UNSETTLED = ("RUNNING", "COMPLETING", "PENDING", "REQUEUED", "CONFIGURING", "SUSPENDED", "UNKNOWN")
+@dataclass
+class Submission:
+    """One array element of ours: the job folder, SLURM's id, the submission's name and submit time."""
+
+    job_dir: Path
+    slurm_id: str
+    name: Optional[str]
+    submitted: Optional[float]
+
+    @classmethod
+    def of(cls, job_dir: Path) -> Optional["Submission"]:
+        doc = S.read_json(job_dir / "slurm.json")
+        if not isinstance(doc, dict) or not doc.get("slurm_job_id"):
+            return None
+        return cls(job_dir, str(doc["slurm_job_id"]), doc.get("slurm_name"), doc.get("submitted"))
 
 
-def _cancelled(job: Any, wait_s: float = 90.0) -> bool:
-    """Whether SLURM says the job was cancelled (scancel). The worker may hand back its result before
-    SLURM has recorded the end, so wait (sacct) until the state settles."""
-    deadline = time.time() + wait_s
-    state = ""
-    while True:
-        try:
-            state = str(job.get_info(mode="force").get("State", "")).upper()
-        except Exception:  # noqa: BLE001 - sacct missing or failing: treat as not cancelled
-            return False
-        if (state and not state.startswith(_UNSETTLED)) or time.time() > deadline:
-            return state.startswith("CANCELLED")
-        time.sleep(2)
+def _last_line(text: str) -> str:
+    lines = [ln.strip() for ln in str(text).splitlines() if ln.strip()]
+    return lines[-1][:300] if lines else str(text)[:300]
+
+
+def sbatch_available() -> bool:
+    return shutil.which("sbatch") is not None
+
+
+def submit(study: Study, job_dirs: Sequence[Path], printer: Printer = print) -> List[Submission]:
+    """Submit the jobs as one array under a new submission name; record each in its ``slurm.json``."""
+    submitit = _import_submitit()
+    if not sbatch_available():
+        raise ValueError(
+            "the slurm executor needs SLURM's sbatch, and there is none on PATH: run `lmms-ac study run` on the "
+            "cluster's login node, or set executor.type: local"
+        )
+    out = study.output_dir
+    ex = study.executor
+    name = f"lmms-ac-{study.name}-{uuid.uuid4().hex[:8]}"
+    folder = out / "slurm" / f"{datetime.now().strftime('%Y%m%d_%H%M%S_%f')}"
+    executor = submitit.SlurmExecutor(folder=str(folder), max_num_timeout=3)
+    executor.update_parameters(**slurm_parameters(study, name))
+    calls = [SubmititJob(str(d), ex.slurm.requeue, name) for d in job_dirs]
+    submitted = time.time()
+    try:
+        jobs = executor.submit_array(calls)
+    except Exception as err:  # noqa: BLE001 - submitit wraps sbatch's refusal in several error types
+        raise ValueError(
+            f"sbatch refused the study's job array: {_last_line(err)}; check executor.slurm (partition, account, "
+            "qos, time, gpus_per_job, mem_gb) against `sinfo`; `lmms-ac study plan FILE --dry-run` writes the "
+            "sbatch script"
+        ) from None
+    subs = []
+    for d, j in zip(job_dirs, jobs):
+        S.write_json(
+            Path(d) / "slurm.json",
+            {"slurm_job_id": j.job_id, "slurm_name": name, "folder": str(folder), "submitted": submitted},
+        )
+        subs.append(Submission(Path(d), str(j.job_id), name, submitted))
+    printer(
+        f"submitted {len(jobs)} job(s) as SLURM array {jobs[0].job_id.split('_')[0]} named {name} "
+        f"(at most {ex.slurm.array_parallelism} at once); submitit folder {folder}"
+    )
+    return subs
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def settle(sub: Submission) -> Dict[str, Any]:
+    """The outcome of a submission that left the queue, from the worker's records (and sacct, matched by
+    name and submit time, for a job whose worker could not say): ok, failed, interrupted or cancelled.
+    Closes an attempt its killed worker left open, and records a failure the worker never could."""
+    d = sub.job_dir
+    spec = S.read_json(d / "job.json") or {}
+    tries = S.attempts(d)
+    mine = [t for t in tries if t.get("slurm_name") == sub.name] if sub.name else tries[-1:]
+    last = mine[-1] if mine else None
+    res: Dict[str, Any] = {
+        "job_id": d.name,
+        "ok": False,
+        "slurm_id": sub.slurm_id,
+        "exit_code": last.get("exit_code") if last else None,
+        "missing": last.get("missing", []) if last else [],
+        "attempt": len(tries),
+        "last_line": str(last.get("last_line", "")) if last else "",
+    }
+    units = spec.get("units", [])
+    if units and all(S.unit_done(d.parent.parent, u["unit_id"], u["kind"]) for u in units):
+        return {**res, "ok": True, "missing": []}
+    if last and last.get("end") and last.get("outcome") in ("ok", "failed"):
+        return {**res, "ok": last["outcome"] == "ok"}
+    state = Q.accounting_state(sub.slurm_id, sub.name, sub.submitted)
+    said = f"SLURM {sub.slurm_id} ended {state}" if state else f"SLURM {sub.slurm_id} left the queue"
+    counted = state in COUNTED_STATES or (state == "FAILED" and last is None)
+    if last is not None and not last.get("end"):  # the worker was killed before it could record the end
+        last.update(
+            end=_now(),
+            outcome="failed" if counted else "interrupted",
+            last_line=f"{said} (the worker was killed); last line: {S.last_log_line(d / 'log.txt')}",
+        )
+    elif last is None and counted:  # it never ran (the setup failed, ...): still a failure to count
+        tries.append({"attempt": len(tries) + 1, "end": _now(), "outcome": "failed", "slurm_id": sub.slurm_id,
+                      "slurm_name": sub.name, "last_line": f"{said} before the worker started"})  # fmt: skip
+    S.write_json(d / "attempts.json", tries)
+    res["last_line"] = f"{said}: {res['last_line'] or 'no attempt started'}"
+    if counted:
+        return res
+    return {**res, "interrupted": True, "cancelled": bool(state and state.startswith("CANCELLED"))}
 
 
 def run_slurm(
@@ -115,92 +218,78 @@ def run_slurm(
     printer: Printer = print,
     on_submit: Optional[Callable[[Dict[str, str]], None]] = None,
     wait: bool = True,
+    watch: Sequence[Path] = (),
 ) -> Dict[str, Dict]:
-    """Submit the jobs as arrays, wait, resubmit failures with attempts left; job_id -> last outcome.
-    ``wait=False``: submit and return at once (the jobs write their results to the shared output folder;
-    ``study status`` follows them, the next ``study run`` retries what failed)."""
-    submitit = _import_submitit()
-    out = study.output_dir
+    """Submit ``job_dirs`` as an array, then (``wait``) follow them and the ``watch`` jobs an earlier run
+    submitted until each left the queue; resubmit failures with attempts left and interruptions (not
+    cancellations). Returns job_id -> last outcome. ``wait=False``: submit and return at once."""
     ex = study.executor
-    results: Dict[str, Dict] = {}
-    todo = [Path(d) for d in job_dirs]
-    round_ = 0
-    while todo:
-        round_ += 1
-        folder = out / "slurm" / f"{datetime.now().strftime('%Y%m%d_%H%M%S_%f')}"
-        executor = submitit.SlurmExecutor(folder=str(folder), max_num_timeout=3)
-        executor.update_parameters(**slurm_parameters(study))
-        calls = [SubmititJob(str(d), ex.slurm.requeue) for d in todo]
-        jobs = executor.submit_array(calls)
-        ids = {d.name: j.job_id for d, j in zip(todo, jobs)}
-        for d, j in zip(todo, jobs):
-            S.write_json(d / "slurm.json", {"slurm_job_id": j.job_id, "folder": str(folder), "submitted": time.time()})
-        printer(
-            f"submitted {len(jobs)} job(s) as SLURM array {jobs[0].job_id.split('_')[0]} "
-            f"(at most {ex.slurm.array_parallelism} at once); submitit folder {folder}"
-        )
+    tracked: List[Submission] = []
+
+    def send(dirs: Sequence[Path]) -> None:
+        subs = submit(study, dirs, printer)
+        tracked.extend(subs)
         if on_submit:
-            on_submit(ids)
-        if not wait:
-            return results
-        pending = dict(zip([d for d in todo], jobs))
-        retry: List[Path] = []
-        while pending:
-            try:
-                time.sleep(ex.slurm.poll_s)
-            except KeyboardInterrupt:
+            on_submit({s.job_dir.name: s.slurm_id for s in subs})
+
+    if job_dirs:
+        send([Path(d) for d in job_dirs])
+    if not wait:
+        return {}
+    tracked.extend(s for s in (Submission.of(Path(d)) for d in watch) if s is not None)
+    results: Dict[str, Dict] = {}
+    interruptions: Dict[str, int] = {}
+    silent = False
+    while tracked:
+        try:
+            time.sleep(ex.slurm.poll_s)
+        except KeyboardInterrupt:
+            printer(
+                f"stopped waiting; {len(tracked)} job(s) keep running on SLURM (`lmms-ac study status` follows "
+                "them; the next `study run` waits for them and never submits them again while they are queued)"
+            )
+            raise
+        queue = Q.squeue()
+        if queue is None:  # a restarting controller: decide nothing, give up on nothing
+            if not silent:
+                printer("SLURM does not answer (squeue); waiting for it: nothing is resubmitted or given up meanwhile")
+            silent = True
+            continue
+        if silent:
+            printer("SLURM answers again")
+            silent = False
+        again: List[Path] = []
+        for sub in list(tracked):
+            if find(queue, sub.slurm_id, sub.name) is not None:
+                continue
+            tracked.remove(sub)
+            res = settle(sub)
+            d = sub.job_dir
+            failures = S.failures(S.attempts(d))
+            if res["ok"]:
+                printer(f"      {d.name} done (SLURM {sub.slurm_id})")
+            elif res.get("cancelled"):
+                printer(f"      {d.name} cancelled (SLURM {sub.slurm_id}); left for the next `study run`")
+            elif res.get("interrupted"):
+                interruptions[d.name] = interruptions.get(d.name, 0) + 1
+                retry = interruptions[d.name] <= MAX_INTERRUPTIONS
                 printer(
-                    f"stopped waiting; {len(pending)} job(s) keep running on SLURM (`lmms-ac study status` "
-                    "follows them; another `study run` does not submit them again while they are queued or running)"
+                    f"      {d.name} interrupted: {res['last_line']}; "
+                    + ("resubmitting (not counted as a failure)" if retry else "left for the next `study run`")
                 )
-                raise
-            for d, job in list(pending.items()):
-                if not job.done():
+                if retry:
+                    again.append(d)
                     continue
-                del pending[d]
-                try:
-                    res = job.result()
-                except Exception as err:  # noqa: BLE001 - died without a result: cancelled, node failure, OOM
-                    state = getattr(job, "state", "?")
-                    res = {
-                        "job_id": d.name,
-                        "ok": False,
-                        "exit_code": None,
-                        "missing": [],
-                        "attempt": len(S.attempts(d)),
-                        "last_line": f"SLURM {job.job_id} {state}: {str(err)[-300:]}",
-                        "cancelled": _cancelled(job),
-                    }
-                if not res["ok"] and not res.get("cancelled"):
-                    # a scancel'd job may still return: SLURM killed the evaluation, the worker reported it
-                    res["cancelled"] = _cancelled(job)
-                again = not res["ok"] and not res.get("cancelled") and len(S.attempts(d)) < ex.max_attempts
-                if res["ok"]:
-                    printer(f"      {d.name} done (SLURM {job.job_id})")
-                else:
-                    why = (
-                        "cancelled; left for the next run"
-                        if res.get("cancelled")
-                        else ("retrying" if again else f"gave up after {len(S.attempts(d))} attempt(s)")
-                    )
-                    printer(f"      {d.name} FAILED (SLURM {job.job_id}): {res['last_line']}; {why}")
-                if again:
-                    retry.append(d)
-                else:
-                    results[res["job_id"]] = res
-        todo = retry
+            else:
+                retry = failures < ex.max_attempts
+                printer(
+                    f"      {d.name} FAILED ({failures}/{ex.max_attempts}): {res['last_line']}; "
+                    + ("retrying" if retry else f"gave up after {failures} failed attempt(s)")
+                )
+                if retry:
+                    again.append(d)
+                    continue
+            results[d.name] = res
+        if again:
+            send(again)
     return results
-
-
-def squeue_ids() -> Optional[set]:
-    """SLURM job ids in the queue (None when squeue is not available)."""
-    import shutil
-    import subprocess
-
-    if not shutil.which("squeue"):
-        return None
-    try:
-        out = subprocess.run(["squeue", "-h", "-r", "-o", "%i"], capture_output=True, text=True, timeout=20)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return {ln.strip() for ln in out.stdout.splitlines() if ln.strip()} if out.returncode == 0 else None

@@ -7,28 +7,36 @@ Layout (``<output>/``):
 - ``done/<unit_id>_score.json``    the score row of one A / C / C_ocr unit, same marker;
 - ``jobs/<job_id>/job.json``       the job: units, exact argv and environment;
 - ``jobs/<job_id>/log.txt``        output of the current/last attempt (``log.attempt<N>.txt``: earlier ones);
-- ``jobs/<job_id>/running.json``   host, pid, the program's pid (``child_pid``), attempt, heartbeat (refreshed
-  while the job runs; the next attempt on this host stops a program a killed worker left running);
-- ``jobs/<job_id>/attempts.json``  one record per attempt: start, end, exit code, outcome, last log line;
+- ``done/<unit_id>_<kind>.duplicate-<time>.json``  a late second result of a done unit (kept, never
+  written over the first; ``study status`` lists them);
+- ``jobs/<job_id>/job.json``       the job: units, exact argv and environment;
+- ``jobs/<job_id>/log.txt``        output of the current/last attempt (``log.attempt<N>.txt``: earlier ones);
+- ``jobs/<job_id>/running.json``   the worker (host, pid, process start time), the program (``child_pid``,
+  ``child_start``), attempt, SLURM id and submission name, heartbeat (see ``liveness``);
+- ``jobs/<job_id>/slurm.json``     the last SLURM submission: id, submission name, submit time;
+- ``jobs/<job_id>/attempts.json``  one record per attempt: start, end, exit code, outcome (ok, failed,
+  interrupted), last log line; only ``failed`` counts against ``executor.max_attempts``;
 - ``runs/<time>.json``             what each ``study run`` did (jobs run, outcomes).
 
 A unit is done only when its ``done/`` file exists and carries its id; a job killed at any point
-leaves no such file (running.json goes stale instead), so a rerun does it again.
+leaves no such file, so a rerun does it again.
 """
 
 from __future__ import annotations
 
+import errno
 import json
-import socket
+import os
+import tempfile
 import time
-from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional
 
-from lmms_ac.io import atomic_write_text
+from lmms_ac.io import atomic_write_text, current_umask
 
 HEARTBEAT_S = 15.0
-STALE_S = 90.0  # a running.json whose heartbeat is older than this is an interrupted job
+STALE_S = 90.0  # fallback only (a worker on another host with no SLURM job to ask): older is interrupted
 
 
 def done_path(out: Path, unit_id: str, kind: str) -> Path:
@@ -46,6 +54,47 @@ def write_json(path: Path, doc: Any) -> Path:
     return atomic_write_text(path, json.dumps(doc, indent=1, sort_keys=True, default=str) + "\n", overwrite=True)
 
 
+def claim_done(path: Path, doc: Any) -> Optional[Path]:
+    """Write the done file ``path`` only if it does not exist yet (atomic: hard link of a complete temp
+    file). Returns None when written, else the path of the late duplicate kept beside it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(doc, indent=1, sort_keys=True, default=str) + "\n"
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, 0o666 & ~current_umask())
+        try:
+            os.link(tmp, path)  # fails if a result is there already: done is written once
+            return None
+        except FileExistsError:
+            pass
+        except OSError as err:  # a filesystem without hard links: exclusive create, then the content
+            if err.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV):
+                raise
+            try:
+                with open(path, "x", encoding="utf-8") as fh:
+                    fh.write(text)
+                return None
+            except FileExistsError:
+                pass
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S_%f")
+        dup = path.with_name(f"{path.name[: -len('.json')]}.duplicate-{stamp}.json")
+        os.replace(tmp, dup)
+        return dup
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def duplicates(out: Path) -> List[Path]:
+    """Late results of done units kept beside their done files."""
+    root = out / "done"
+    return sorted(root.glob("*.duplicate-*.json")) if root.is_dir() else []
+
+
 def unit_done(out: Path, unit_id: str, kind: str) -> bool:
     doc = read_json(done_path(out, unit_id, kind))
     return isinstance(doc, dict) and (doc.get("lmms_ac_study") or {}).get("unit_id") == unit_id
@@ -56,51 +105,17 @@ def attempts(job_dir: Path) -> List[Dict[str, Any]]:
     return doc if isinstance(doc, list) else []
 
 
-def running_info(job_dir: Path, now: Optional[float] = None) -> Optional[Dict[str, Any]]:
-    """The running marker when its heartbeat is fresh, else None."""
-    doc = read_json(job_dir / "running.json")
-    if not isinstance(doc, dict):
-        return None
+def failures(tries: List[Dict[str, Any]]) -> int:
+    """Attempts that ran and failed (interruptions do not count against ``executor.max_attempts``)."""
+    return sum(1 for t in tries if t.get("outcome") == "failed")
+
+
+def heartbeat_fresh(info: Dict[str, Any], now: Optional[float] = None) -> bool:
     now = time.time() if now is None else now
-    return doc if now - float(doc.get("heartbeat", 0)) < STALE_S else None
-
-
-@dataclass
-class JobState:
-    job_id: str
-    units: List[str]
-    status: str  # done | running | failed | interrupted | new
-    attempts: int
-    last_line: str = ""
-    duration_s: Optional[float] = None
-
-
-def job_state(job_dir: Path, out: Path) -> Optional[JobState]:
-    spec = read_json(job_dir / "job.json")
-    if not isinstance(spec, dict):
-        return None
-    units = [u["unit_id"] for u in spec.get("units", [])]
-    tries = attempts(job_dir)
-    last = tries[-1] if tries else {}
-    if all(unit_done(out, u["unit_id"], u["kind"]) for u in spec.get("units", [])):
-        status = "done"
-    elif running_info(job_dir):
-        status = "running"
-    elif last.get("outcome") == "failed":
-        status = "failed"
-    elif last and not last.get("end"):
-        status = "interrupted"
-    else:
-        status = "new"
-    return JobState(spec["job_id"], units, status, len(tries), str(last.get("last_line", "")), last.get("duration_s"))
-
-
-def all_job_states(out: Path) -> List[JobState]:
-    root = out / "jobs"
-    if not root.is_dir():
-        return []
-    states = [job_state(d, out) for d in sorted(root.iterdir()) if d.is_dir()]
-    return [s for s in states if s is not None]
+    try:
+        return now - float(info.get("heartbeat", 0)) < STALE_S
+    except (TypeError, ValueError):
+        return False
 
 
 def last_log_line(path: Path, max_bytes: int = 20000) -> str:
@@ -119,17 +134,3 @@ def last_log_line(path: Path, max_bytes: int = 20000) -> str:
     lines = [ln.split("\r")[-1].strip() for ln in text.splitlines()]
     lines = [ln for ln in lines if ln]
     return lines[-1][:300] if lines else ""
-
-
-def host() -> str:
-    return socket.gethostname()
-
-
-def measured_durations(states: Sequence[JobState], specs: Dict[str, Dict[str, Any]]) -> Dict[str, List[float]]:
-    """Seconds per unit of finished jobs, by job kind (for cost estimates and ETAs)."""
-    out: Dict[str, List[float]] = {}
-    for s in states:
-        spec = specs.get(s.job_id)
-        if s.status == "done" and s.duration_s and spec and s.units:
-            out.setdefault(spec["kind"], []).append(float(s.duration_s) / len(s.units))
-    return out

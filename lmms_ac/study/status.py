@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
 from lmms_ac.study import state as S
-from lmms_ac.study.runner import prepare
+from lmms_ac.study.progress import UNIT_STATES, Progress, measured_durations, progress
 from lmms_ac.study.spec import Study
 
-ORDER = ("failed", "running", "interrupted", "queued", "pending", "done")
+ORDER = UNIT_STATES
 
 
 @dataclass
@@ -23,19 +23,7 @@ class StudyStatus:
     failures: List[Tuple[str, str, str, str]]  # entry, columns, last log line, log path (one per failed job)
     eta_s: Optional[float]
     parallel: int
-
-
-def _unit_jobs(out: Path) -> Dict[str, Tuple[S.JobState, Path]]:
-    """unit id -> state of the most recently attempted job holding it."""
-    latest: Dict[str, Tuple[S.JobState, Path, str]] = {}
-    for st in S.all_job_states(out):
-        d = out / "jobs" / st.job_id
-        tries = S.attempts(d)
-        when = tries[-1].get("start", "") if tries else ""
-        for u in st.units:
-            if u not in latest or when > latest[u][2]:
-                latest[u] = (st, d, when)
-    return {u: (st, d) for u, (st, d, _) in latest.items()}
+    duplicates: List[Path] = field(default_factory=list)  # late results kept beside done files
 
 
 def _parallel(study: Study) -> int:
@@ -49,52 +37,31 @@ def _parallel(study: Study) -> int:
         return 1
 
 
+def failure_lines(prog: Progress) -> List[Tuple[str, str, str, str]]:
+    """(entry, columns, last log line, log) of each job whose attempts are used up."""
+    return [
+        (entry, ", ".join(dict.fromkeys(u.column for u in units)), job.last_line, str(log))
+        for entry, units, job, log in prog.failed()
+    ]
+
+
 def compute_status(study: Study, versions=None) -> StudyStatus:
     out = study.output_dir
-    prep = prepare(study, versions)
-    done = {u.unit_id for u in prep.done}
-    jobs = _unit_jobs(out)
-    queued_ids = None
-    rows = list(dict.fromkeys(u.entry for u in prep.plan.units))
-    columns = list(dict.fromkeys(u.column for u in prep.plan.units))
+    prog = progress(study, versions)
+    rows = list(dict.fromkeys(u.entry for u in prog.plan.units))
+    columns = list(dict.fromkeys(u.column for u in prog.plan.units))
     cells: Dict[Tuple[str, str], Dict[str, int]] = {}
     counts = {k: 0 for k in ORDER}
-    failed_jobs: Dict[str, Tuple[str, List[str], str]] = {}  # log -> entry, columns, last line
-    failed_ids = set()
-    limit = study.executor.max_attempts
-    for u in prep.plan.units:
-        if u.unit_id in done:
-            st = "done"
-        elif u.unit_id in jobs:
-            js, d = jobs[u.unit_id]
-            if js.status == "running":
-                st = "running"
-            elif js.status == "failed":
-                st = "failed" if js.attempts >= limit else "pending"
-                if st == "failed":
-                    failed_jobs.setdefault(str(d / "log.txt"), (u.entry, [], js.last_line))[1].append(u.column)
-            elif js.status == "interrupted":
-                st = "interrupted"
-            else:
-                slurm = S.read_json(d / "slurm.json")
-                if slurm and queued_ids is None:
-                    from lmms_ac.study.slurm import squeue_ids
-
-                    queued_ids = squeue_ids() or set()
-                st = "queued" if slurm and str(slurm.get("slurm_job_id")) in (queued_ids or set()) else "pending"
-        else:
-            st = "pending"
+    for u in prog.plan.units:
+        st = prog.units[u.unit_id].state
         counts[st] += 1
-        if st == "failed":
-            failed_ids.add(u.unit_id)
         cell = cells.setdefault((u.entry, u.column), {})
         cell[st] = cell.get(st, 0) + 1
     # ETA: remaining units x measured seconds per unit of their kind / parallel slots
-    states = S.all_job_states(out)
-    specs = {s.job_id: S.read_json(out / "jobs" / s.job_id / "job.json") or {} for s in states}
-    measured = S.measured_durations(states, specs)
+    specs = {s.job_id: S.read_json(out / "jobs" / s.job_id / "job.json") or {} for s in prog.jobs}
+    measured = measured_durations(prog.jobs, specs)
     eta: Optional[float] = None
-    remaining = [u for u in prep.plan.units if u.unit_id not in done and u.unit_id not in failed_ids]
+    remaining = [u for u in prog.plan.units if prog.units[u.unit_id].state not in ("done", "failed")]
     if measured and remaining:
         kinds = {"eval": measured.get("eval"), "score": measured.get("score-a", []) + measured.get("score-c", [])}
         per = {k: (sum(v) / len(v) if v else None) for k, v in kinds.items()}
@@ -102,8 +69,7 @@ def compute_status(study: Study, versions=None) -> StudyStatus:
         eta = sum(per.get(u.kind) or fallback for u in remaining) / max(1, _parallel(study))
     elif not remaining:
         eta = 0.0
-    failures = [(entry, ", ".join(dict.fromkeys(cols)), last, log) for log, (entry, cols, last) in failed_jobs.items()]
-    return StudyStatus(rows, columns, cells, counts, failures, eta, _parallel(study))
+    return StudyStatus(rows, columns, cells, counts, failure_lines(prog), eta, _parallel(study), list(prog.duplicates))
 
 
 def _cell_text(cell: Dict[str, int]) -> str:
@@ -150,4 +116,8 @@ def render_status(status: StudyStatus, study: Study) -> str:
         lines += ["", "failed (attempts used up; `lmms-ac study run FILE --retry-failed` tries again):"]
         for entry, col, last, log in status.failures:
             lines.append(f"  {entry} {col}: {last}\n    log: {log}")
+    if status.duplicates:
+        lines += ["", f"late duplicates ({len(status.duplicates)}): a unit's result written again after it was done, "
+                  "kept beside the done file (the first result counts):"]  # fmt: skip
+        lines += [f"  {p}" for p in status.duplicates]
     return "\n".join(lines) + "\n"

@@ -1,0 +1,76 @@
+"""What SLURM says about our jobs: the queue (squeue) and, for jobs that left it, the accounting record
+(sacct). Each job is matched by id *and* submission name, and an accounting record also by its submit
+time, so a job id reused after a controller restart (ids restart at 1 while the accounting database
+keeps the old records) is never read as ours. No submitit here: its poll trusts sacct by id alone.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass
+from typing import Dict, List, Optional
+
+SUBMIT_SLACK_S = 120.0  # clock difference allowed between this host and the controller
+
+
+@dataclass(frozen=True)
+class QueueEntry:
+    job_id: str  # <array>_<task> for an array element
+    name: str
+    state: str  # PENDING, RUNNING, COMPLETING, REQUEUED, ...
+
+
+Queue = Dict[str, QueueEntry]
+
+
+def _run(argv: List[str], timeout: float = 30) -> Optional[str]:
+    if not shutil.which(argv[0]):
+        return None
+    try:
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout if out.returncode == 0 else None
+
+
+def squeue() -> Optional[Queue]:
+    """Every job in the queue (array elements one by one); None when SLURM does not answer."""
+    text = _run(["squeue", "-h", "-r", "-o", "%i|%j|%T"])
+    if text is None:
+        return None
+    queue: Queue = {}
+    for line in text.splitlines():
+        parts = line.strip().split("|")
+        if len(parts) == 3:
+            queue[parts[0]] = QueueEntry(parts[0], parts[1], parts[2])
+    return queue
+
+
+def _epoch(stamp: str) -> Optional[float]:
+    try:
+        return time.mktime(time.strptime(stamp.strip(), "%Y-%m-%dT%H:%M:%S"))
+    except ValueError:
+        return None
+
+
+def accounting_state(slurm_id: str, name: Optional[str], submitted: Optional[float]) -> Optional[str]:
+    """The final state (``CANCELLED``, ``NODE_FAIL``, ``TIMEOUT``, ...) of our submission of ``slurm_id``,
+    or None when sacct has no record that is ours (none kept, or only another job's under a reused id)."""
+    text = _run(["sacct", "-n", "-P", "-X", "--duplicates", "-j", str(slurm_id), "-o", "JobID,JobName,State,Submit"])
+    if text is None:
+        return None
+    best = None
+    for line in text.splitlines():
+        parts = line.strip().split("|")
+        if len(parts) != 4 or parts[0] != str(slurm_id):
+            continue
+        if name and parts[1] != name:
+            continue
+        at = _epoch(parts[3])
+        if submitted is not None and at is not None and at < submitted - SUBMIT_SLACK_S:
+            continue  # an older job that had this id before the controller restarted
+        if best is None or (at or 0) >= best[0]:
+            best = (at or 0, parts[2].split()[0])
+    return best[1] if best else None
