@@ -215,9 +215,21 @@ def test_collect_rows_and_columns(runs):
     # partial rerun did not remove textvqa from the older file
     tv = clean[clean.task == "textvqa_val"].iloc[0]
     assert tv.value == pytest.approx(0.46) and tv.stderr == pytest.approx(0.01) and tv.n == 20
-    assert tv.time == "2025-01-01T12:00:00" and tv.source.endswith("20250101_120000_results.json")
+    # lmms-eval wrote 12:00 in its default zone (Asia/Singapore, UTC+8) without an offset: stored in UTC with one
+    assert tv.time == "2025-01-01T04:00:00+00:00" and tv.source.endswith("20250101_120000_results.json")
     assert tv.base_task == "textvqa_val" and tv.lmms_eval_version == "unknown@unknown"
     assert pd.isna(clean[clean.task == "mme"].stderr).all()  # "N/A" -> NaN
+
+
+def test_run_times_read_in_lmms_evals_zone_and_stored_in_utc(runs):
+    from lmms_ac.results.collect import collect
+
+    times = set(collect([runs], zone="UTC").table.time)
+    assert "2025-01-01T12:00:00+00:00" in times and all(t.endswith("+00:00") for t in times)
+    ny = collect([runs], zone="America/New_York").table
+    assert "2025-01-01T17:00:00+00:00" in set(ny.time)  # 12:00 EST = 17:00 UTC
+    with pytest.raises(ValueError, match="unknown time zone 'Mars/Base'.*--timezone"):
+        collect([runs], zone="Mars/Base")
 
 
 def test_perturbation_metadata(runs):

@@ -24,7 +24,7 @@ def cmd_collect(args: argparse.Namespace) -> int:
     from lmms_ac.results.collect import collect
     from lmms_ac.results.output import write_csv
 
-    got = collect(args.results, mapping=args.mapping)
+    got = collect(args.results, mapping=args.mapping, zone=args.lmms_eval_timezone)
     t = got.table
     written = write_csv(t, args.out, args_config(args), overwrite=args.overwrite)
     if args.dropped_out:
@@ -105,6 +105,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--mapping", metavar="FILE", help="variant renaming: JSON {old: new} or CSV old,new")
     p.add_argument("--out", required=True, metavar="table.csv", help="output CSV")
     p.add_argument("--dropped-out", metavar="FILE", help="also write the rows dropped as older reruns")
+    p.add_argument(
+        "--lmms-eval-timezone",
+        metavar="ZONE",
+        help="the --timezone lmms-eval ran with: its result dates carry no offset (default: lmms-eval's own, "
+        "Asia/Singapore); the table stores every time in UTC with its offset",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     p.set_defaults(func=cmd_collect)
 

@@ -24,9 +24,10 @@ import json
 import math
 import os
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import pandas as pd
 from loguru import logger
@@ -137,7 +138,13 @@ def lmms_ac_metadata(task_config: Mapping[str, Any]) -> Dict[str, Any]:
     return {}
 
 
-def _run_time(doc: Mapping[str, Any], path: Path) -> datetime:
+LMMS_EVAL_TIMEZONE = "Asia/Singapore"
+"""The zone of the ``date`` lmms-eval writes (its ``--timezone`` default), which carries no offset."""
+
+
+def _run_time(doc: Mapping[str, Any], path: Path, zone: str = LMMS_EVAL_TIMEZONE) -> datetime:
+    """When the run started, in UTC: lmms-eval's offset-less ``date`` (or the file name) read in ``zone``;
+    the file's modification time where neither parses."""
     date = doc.get("date")
     candidates = [str(date)] if date else []
     candidates.append(path.name.split("_results")[0])
@@ -150,15 +157,28 @@ def _run_time(doc: Mapping[str, Any], path: Path) -> datetime:
             "%Y-%m-%dT%H:%M:%S",
         ):
             try:
-                return datetime.strptime(text, fmt)
+                when = datetime.strptime(text, fmt)
             except ValueError:
                 continue
+            return when.replace(tzinfo=ZoneInfo(zone)).astimezone(timezone.utc)
         try:
-            return datetime.fromtimestamp(float(text))
+            return datetime.fromtimestamp(float(text), timezone.utc)
         except (TypeError, ValueError, OverflowError):
             pass
     logger.debug(f"{path}: no parseable date; using the file's modification time")
-    return datetime.fromtimestamp(path.stat().st_mtime)
+    return datetime.fromtimestamp(path.stat().st_mtime, timezone.utc)
+
+
+def check_timezone(zone: str) -> str:
+    """``zone`` if it names an IANA time zone, else an error with the fix."""
+    try:
+        ZoneInfo(zone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(
+            f"unknown time zone {zone!r}; give the IANA name lmms-eval was run with (--timezone), e.g. "
+            f"{LMMS_EVAL_TIMEZONE} (its default) or UTC"
+        ) from None
+    return zone
 
 
 def _as_float(v: Any) -> Optional[float]:
@@ -204,16 +224,20 @@ def _model_arg_perturbation(config: Mapping[str, Any], task: str) -> Dict[str, A
 
 
 def rows_from_results(
-    doc: Mapping[str, Any], path: Path, mapping: Optional[Mapping[str, str]] = None, samples: Sequence[Path] = ()
+    doc: Mapping[str, Any],
+    path: Path,
+    mapping: Optional[Mapping[str, str]] = None,
+    samples: Sequence[Path] = (),
+    zone: str = LMMS_EVAL_TIMEZONE,
 ) -> List[Dict[str, Any]]:
-    """Tidy rows of one parsed results JSON."""
+    """Tidy rows of one parsed results JSON; ``zone`` is the time zone lmms-eval wrote its ``date`` in."""
     if not isinstance(doc, Mapping) or not isinstance(doc.get("results"), Mapping):
         raise ValueError(
             f"{path} is not an lmms-eval results file (no 'results' object); pass the "
             f"<date>_results.json files lmms-eval writes under --output_path"
         )
     variant = variant_name(doc, mapping, str(path))
-    when = _run_time(doc, path)
+    when = _run_time(doc, path, zone)
     config = doc.get("config") or {}
     configs = doc.get("configs") or {}
     n_samples = doc.get("n-samples") or {}
@@ -303,8 +327,15 @@ def dedupe_reruns(table: pd.DataFrame) -> Tuple[pd.DataFrame, pd.DataFrame]:
     return kept.reset_index(drop=True), dropped.drop(columns="_order").reset_index(drop=True)
 
 
-def collect(paths: Iterable[PathLike], mapping: Union[None, PathLike, Mapping[str, str]] = None) -> Collected:
-    """Read every results file under ``paths`` into one tidy table; see the module doc for the rules."""
+def collect(
+    paths: Iterable[PathLike],
+    mapping: Union[None, PathLike, Mapping[str, str]] = None,
+    zone: Optional[str] = None,
+) -> Collected:
+    """Read every results file under ``paths`` into one tidy table; see the module doc for the rules.
+    Run times are stored in UTC with their offset; ``zone`` is lmms-eval's ``--timezone`` of those runs
+    (default ``LMMS_EVAL_TIMEZONE``)."""
+    zone = check_timezone(zone or LMMS_EVAL_TIMEZONE)
     paths = list(paths)
     if not paths:
         raise ValueError("no results given; pass lmms-eval results files or directories")
@@ -324,7 +355,7 @@ def collect(paths: Iterable[PathLike], mapping: Union[None, PathLike, Mapping[st
             doc = json.loads(path.read_text(encoding="utf-8"))
         except json.JSONDecodeError as err:
             raise ValueError(f"{path} is not valid JSON ({err}); remove it or fix it") from None
-        got = rows_from_results(doc, path, mapping_dict, samples)
+        got = rows_from_results(doc, path, mapping_dict, samples, zone)
         if not got:
             logger.warning(f"{path}: no numeric metrics found")
         rows += got
@@ -338,13 +369,17 @@ def collect(paths: Iterable[PathLike], mapping: Union[None, PathLike, Mapping[st
 
 
 def collect_results(
-    paths: Iterable[PathLike], mapping: Union[None, PathLike, Mapping[str, str]] = None
+    paths: Iterable[PathLike],
+    mapping: Union[None, PathLike, Mapping[str, str]] = None,
+    zone: Optional[str] = None,
 ) -> pd.DataFrame:
     """lmms-eval results files/directories -> the tidy table (``TABLE_COLUMNS``)."""
-    return collect(paths, mapping).table
+    return collect(paths, mapping, zone).table
 
 
 __all__ = [
+    "LMMS_EVAL_TIMEZONE",
+    "check_timezone",
     "collect",
     "collect_results",
     "Collected",
