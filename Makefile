@@ -63,6 +63,7 @@ test-latest:
 	  .venv-latest/bin/python scripts/lockfile.py diff constraints.txt; \
 	  .venv-latest/bin/lmms-ac doctor --quick; exit 1; }
 
+# --overwrite replaces only an earlier demo's output: a DEMO_OUT folder the demo did not make is refused, never deleted
 demo: env
 	$(VENV)/bin/lmms-ac demo --out $(DEMO_OUT) --overwrite
 

@@ -6,6 +6,7 @@ import contextlib
 import hashlib
 import json
 import os
+import shutil
 import signal
 import stat
 import subprocess
@@ -46,6 +47,71 @@ def atomic_write_bytes(path: PathLike, data: bytes, *, overwrite: bool = False) 
             os.unlink(tmp)
         raise
     return path
+
+
+#: written into a folder an lmms-ac command fills (``prepare_output_dir``): what lets ``--overwrite`` empty it again
+OUTPUT_MARKER = ".lmms-ac-output.json"
+
+
+def prepare_output_dir(path: PathLike, command: str, *, overwrite: bool = False) -> Path:
+    """Make ``path`` ready for ``command`` to fill, deleting nothing of the user's.
+
+    A missing or empty folder is used (and marked with ``OUTPUT_MARKER``). A folder an earlier run of ``command``
+    made (its marker) is refused unless ``overwrite``, then emptied: only when it holds nothing but what that run
+    recorded (``seal_output_dir``; a run that stopped early recorded nothing, and its folder is all its own). Any
+    other folder is refused, ``overwrite`` or not, with the fix. A symlink to a folder is written through (the link
+    and the folder itself stay). Raises ``OutputExistsError`` or ``ValueError``."""
+    path = Path(path).expanduser()
+    marker = path / OUTPUT_MARKER
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"{path} exists and is not a folder; choose a folder path for --out")
+    if path.is_dir() and any(path.iterdir()):
+        doc = _read_marker(marker)
+        if doc is None or doc.get("command") != command:
+            raise OutputExistsError(
+                f"{path} is not empty and was not made by `lmms-ac {command}` (no {OUTPUT_MARKER} of it), so it is "
+                f"never deleted, --overwrite or not; choose a new or empty folder for --out"
+            )
+        if not overwrite:
+            raise OutputExistsError(
+                f"{path} holds the output of an earlier `lmms-ac {command}`; pass --overwrite to replace it, or "
+                "choose another folder"
+            )
+        recorded = doc.get("entries")
+        names = sorted(p.name for p in path.iterdir() if p.name != OUTPUT_MARKER)
+        foreign = [n for n in names if isinstance(recorded, list) and n not in recorded]
+        if foreign:
+            raise OutputExistsError(
+                f"{path} holds {', '.join(repr(n) for n in foreign[:5])}{' ...' if len(foreign) > 5 else ''}, which "
+                f"`lmms-ac {command}` did not write; move it out of the folder (--overwrite replaces only what the "
+                "command wrote), or choose another folder"
+            )
+        for name in names:
+            entry = path / name
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+    path.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(marker, json.dumps({"command": command, **provenance()}, indent=2) + "\n", overwrite=True)
+    return path
+
+
+def seal_output_dir(path: PathLike, command: str) -> None:
+    """Record in the folder's marker what ``command`` wrote into ``path`` (its top-level entries), at the end of a
+    run: ``prepare_output_dir`` later deletes those and refuses to delete anything added since."""
+    path = Path(path)
+    doc = _read_marker(path / OUTPUT_MARKER) or {"command": command}
+    doc["entries"] = sorted(p.name for p in path.iterdir() if p.name != OUTPUT_MARKER)
+    atomic_write_text(path / OUTPUT_MARKER, json.dumps(doc, indent=2) + "\n", overwrite=True)
+
+
+def _read_marker(marker: Path) -> Optional[Dict[str, Any]]:
+    try:
+        doc = json.loads(marker.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return doc if isinstance(doc, dict) else None
 
 
 def current_umask() -> int:

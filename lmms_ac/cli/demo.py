@@ -11,20 +11,23 @@ import argparse
 import collections
 import os
 import shlex
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 from typing import List, Optional, Sequence
 
 from lmms_ac.cli import CommandError
-from lmms_ac.io import OutputExistsError
+from lmms_ac.io import prepare_output_dir, seal_output_dir
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="run the whole pipeline offline on tiny embedded models and data")
     p.add_argument("--out", default="out/demo", help="output directory (default out/demo)")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing demo directory")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the output of an earlier demo in --out (a folder the demo did not make is never deleted)",
+    )
     p.set_defaults(func=run_demo)
 
 
@@ -133,12 +136,7 @@ def write_demo_study(path: Path, out: Path, hf: str, orig: dict, pretrain: dict)
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    out = Path(args.out).resolve()
-    if out.exists():
-        if not args.overwrite:
-            raise OutputExistsError(f"{out} exists; pass --overwrite to replace the demo output")
-        shutil.rmtree(out)
-    out.mkdir(parents=True)
+    out = prepare_output_dir(Path(args.out).expanduser().absolute(), "demo", overwrite=args.overwrite)
     env = {
         **os.environ,
         "HF_HUB_OFFLINE": "1",
@@ -304,5 +302,6 @@ def run_demo(args: argparse.Namespace) -> int:
     print("\n== 6. one page to share: leaderboard, law, policy, robustness, provenance (no network needed to open it)")
     report = out / "report.html"
     _run([lmms_ac, "report", "--table", table, "--scores", scores, "--out", str(report)], env, out, expect=[report])
+    seal_output_dir(out, "demo")
     print(f"\nDemo finished: everything is under {out}\nReport: {report}")
     return 0
