@@ -447,7 +447,9 @@ def _load_original(
     llm = AutoModelForCausalLM.from_pretrained(llm_source, **kwargs)
 
     kind = config.get("mm_projector_type", "linear")
-    weights = {k: v for k, v in projector_state.items()}
+    weights = dict(projector_state)
+    if set(weights) <= {"weight", "bias"}:  # LLaVA's 'linear' projector is a bare nn.Linear (mm_projector.weight)
+        weights = {f"0.{k}": v for k, v in weights.items()}
     first = weights.get("0.weight")
     vision_dim = int(config.get("mm_hidden_size") or (first.shape[1] if first is not None else vision.hidden_size))
     projector = build_projector(kind, vision_dim, llm.config.hidden_size, bias="0.bias" in weights)
