@@ -28,7 +28,7 @@ FOLDERS = {
 }
 #: lowest first; a package imports its own layer or lower ones only (``lmms_ac`` is the package root)
 LAYERS: List[Set[str]] = [
-    {"lmms_ac", "plugin", "registry", "io", "strict_csv", "model_args", "benchmarks"},
+    {"lmms_ac", "plugin", "registry", "io", "images", "strict_csv", "model_args", "benchmarks"},
     {"vision", "tasks", "local_datasets", "verify_images", "doctor"},
     {"vlm", "robustness"},
     {"scores", "perturb_bridge"},

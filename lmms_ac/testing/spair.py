@@ -3,7 +3,6 @@ ships, warped by known transforms, and small ``VisionRepresentation`` encoders."
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 from typing import Dict, List, Sequence, Tuple
 
@@ -12,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from lmms_ac.scores.ocr_pairs import apply_affine, warp_image
+from lmms_ac.images import apply_affine, jpeg_bytes, warp_image
 from lmms_ac.scores.spair import image_dir, keypoints_to_json, write_pair
 from lmms_ac.vision.base import ImageSpec, VisionRepresentation
 
@@ -27,12 +26,6 @@ def _shift(dx: float, dy: float) -> np.ndarray:
 def _zoom(s: float, w: int, h: int, dx: float = 0.0, dy: float = 0.0) -> np.ndarray:
     cx, cy = w / 2.0, h / 2.0
     return np.array([[s, 0, cx - s * cx + dx], [0, s, cy - s * cy + dy], [0, 0, 1.0]])
-
-
-def _jpeg(image: Image.Image) -> bytes:
-    buf = io.BytesIO()
-    image.save(buf, format="JPEG", quality=95)
-    return buf.getvalue()
 
 
 def _corners(gray: np.ndarray, n: int, margin: int, seed: int) -> np.ndarray:
@@ -86,7 +79,7 @@ def write_photo_fixture(
         image = image.resize((round(image.size[0] * scale), round(image.size[1] * scale)), Image.BICUBIC)
         w, h = image.size
         folder = image_dir(root, category)
-        (folder / f"{name}.jpg").write_bytes(_jpeg(image))
+        (folder / f"{name}.jpg").write_bytes(jpeg_bytes(image))
         kps = _corners(rgb2gray(np.asarray(image)), n_keypoints * 3, margin=min(w, h) // 10, seed=seed)
         bbox = [0.0, 0.0, float(w), float(h)]
         for warp_name, (matrix, out_size) in warps(w, h).items():
@@ -100,7 +93,7 @@ def write_photo_fixture(
             inside = (trg[:, 0] >= m) & (trg[:, 0] < ow - m) & (trg[:, 1] >= m) & (trg[:, 1] < oh - m)
             keep = np.flatnonzero(inside)[:n_keypoints]
             trg_name = f"{name}_{warp_name}.jpg"
-            (folder / trg_name).write_bytes(_jpeg(target))
+            (folder / trg_name).write_bytes(jpeg_bytes(target))
             corners = apply_affine(matrix, [(0, 0), (w, 0), (w, h), (0, h)])
             trg_box = [
                 max(0.0, corners[:, 0].min()),
