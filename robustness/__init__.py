@@ -1,6 +1,7 @@
 """Robustness probes: the perturbation catalogue (one registry), saliency, probe reports, and the
 lmms-eval tasks generated from the catalogue (``tasks``: register_probe, register_benchmark,
-declare_perturbation_support, perturbation_for_task; ``synthesis``: synthetic images).
+declare_perturbation_support, perturbation_for_task; ``synthesis``: the synthetic-image generator,
+``synthetic_store``: its images at evaluation time).
 
 The names below are re-exported lazily (PEP 562): ``import lmms_ac.robustness`` costs nothing, and
 torch loads with the first name that needs it, so ``lmms-ac --help`` stays fast. transformers loads

@@ -5,7 +5,7 @@ module of the generated directory). For ``image``/``tokens``/``hidden`` perturba
 base task's visuals unchanged (the model applies the perturbation through its hooks, see
 ``lmms_ac.perturb_bridge``) but raises :class:`PerturbationNotSupportedError` unless the model
 declared it can (:func:`declare_perturbation_support`, called by ``lmms_ac_llava``); for ``dataset``
-perturbations it substitutes the images (``synthetic``: :mod:`lmms_ac.robustness.synthesis`)."""
+perturbations it substitutes the images (``synthetic``: :mod:`lmms_ac.robustness.synthetic_store`)."""
 
 from __future__ import annotations
 
@@ -149,7 +149,7 @@ class GeneratedVisual:
 def dataset_visuals(task: str, base: str, p: Perturbation, visuals: Any, doc: Any) -> Any:
     """The substituted visuals of a dataset-stage perturbation."""
     if p.name == "synthetic":
-        from .synthesis import synthetic_visuals
+        from .synthetic_store import synthetic_visuals
 
         return synthetic_visuals(base, visuals, seed=p.seed, task=task)
     substitute = getattr(p, "substitute_visuals", None)

@@ -1,25 +1,11 @@
-"""Synthetic images: caption every image of a task, regenerate it from the caption with a fast
-text-to-image model, and evaluate the ``<base>_synthetic`` task on the regenerated images.
+"""Synthetic images, the offline generator: caption every image of a task, regenerate it from the
+caption with a fast text-to-image model, and store the result for the ``<base>_synthetic`` task.
 
     lmms-ac synthesize mme --to /data/synthetic            # BLIP captions, SDXL-Lightning 4 steps
     export LMMS_AC_SYNTHETIC=/data/synthetic
     lmms-eval --model lmms_ac_llava --tasks mme_synthetic ...
 
-Layout: ``<root>/<base task>/`` (seed 0; seed k: ``<root>/<base task>_s<k>/``) is a
-``datasets.save_to_disk`` dataset with one row per distinct source image:
-
-=================  =====================================================================
-``key``            hash of the source image (mode, size, pixels): how the task finds it
-``doc_ids``        indices (in the task's evaluation order) of the documents that show it
-``image``          the regenerated image (JPEG)
-``caption``        the caption it was generated from
-``clip_similarity``  CLIP image-image cosine similarity of source vs regenerated
-``width/height``   the source image's size
-=================  =====================================================================
-
-plus ``synthesis.json`` (models, steps, seed, limit, similarity summary, provenance). Keys are
-content hashes, so the task's ``doc_to_visual`` (``synthetic_visuals``) needs no document id and
-a document whose image was not synthesized (``--limit``) is an error, never a silent clean image.
+The layout written, and how the task reads it, are in :mod:`lmms_ac.robustness.synthetic_store`.
 
 Components are pluggable: a *captioner* ``(images) -> captions``, a *text-to-image* model
 ``(prompts, seeds) -> images`` and a *similarity* ``(images_a, images_b) -> floats``; pass objects,
@@ -30,25 +16,24 @@ not depend on batching. Nothing heavy is imported with this module.
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import io
 import json
 import os
 import shutil
 import tempfile
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, Union
 
 from loguru import logger
 
+from lmms_ac.images import jpeg_bytes
 from lmms_ac.io import OutputExistsError, atomic_write_text, provenance
 
 from .context import stable_seed
+from .synthetic_store import INFO_FILE, forget_store, store_key, synthetic_dir
 
-SYNTHETIC_ENV = "LMMS_AC_SYNTHETIC"
 DEFAULT_CAPTIONER = "Salesforce/blip-image-captioning-large"
 DEFAULT_T2I = "ByteDance/SDXL-Lightning"
 DEFAULT_CLIP = "openai/clip-vit-large-patch14"
@@ -57,112 +42,10 @@ LIGHTNING_REPO = "ByteDance/SDXL-Lightning"
 LIGHTNING_ALIASES = {"bytedance/sdxl-lightning", "stabilityai/sdxl-lightning", "sdxl-lightning"}
 DEFAULT_STEPS = 4
 DEFAULT_GUIDANCE = 0.0
-INFO_FILE = "synthesis.json"
 
 Captioner = Callable[[List[Any]], List[str]]
 TextToImage = Callable[[List[str], List[int]], List[Any]]
 Similarity = Callable[[List[Any], List[Any]], List[float]]
-
-
-# ================================================================================== keys and layout
-def image_key(image) -> str:
-    """Content hash of a PIL image (mode, size and pixels)."""
-    h = hashlib.sha1()
-    h.update(f"{image.mode}|{image.size[0]}x{image.size[1]}|".encode())
-    h.update(image.tobytes())
-    return h.hexdigest()[:24]
-
-
-def synthetic_root(root: Optional[Union[str, os.PathLike]] = None) -> Optional[Path]:
-    value = root if root is not None else os.environ.get(SYNTHETIC_ENV)
-    return Path(value).expanduser() if value else None
-
-
-def synthetic_dir(base: str, seed: int = 0, root: Optional[Union[str, os.PathLike]] = None) -> Path:
-    """``<root>/<base>`` (seed 0) or ``<root>/<base>_s<seed>``; root defaults to ``$LMMS_AC_SYNTHETIC``."""
-    r = synthetic_root(root)
-    if r is None:
-        raise FileNotFoundError(f"{SYNTHETIC_ENV} is not set")
-    return r / (base if int(seed) == 0 else f"{base}_s{int(seed)}")
-
-
-def _make_command(base: str, seed: int, root: Any = "DIR") -> str:
-    return f"lmms-ac synthesize {base} --to {root}" + (f" --seed {seed}" if seed else "")
-
-
-class SyntheticStore:
-    """The regenerated images of one base task, looked up by source-image key."""
-
-    def __init__(self, directory: Union[str, os.PathLike]):
-        import datasets
-
-        self.directory = Path(directory)
-        self.dataset = datasets.load_from_disk(str(self.directory))
-        self.rows = {k: i for i, k in enumerate(self.dataset["key"])}
-        info_path = self.directory / INFO_FILE
-        self.info = json.loads(info_path.read_text()) if info_path.is_file() else {}
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def row(self, key: str) -> Dict[str, Any]:
-        return self.dataset[self.rows[key]]
-
-    def lookup(self, image, task: str = "") -> Any:
-        key = image_key(image)
-        if key not in self.rows:
-            limit = self.info.get("limit")
-            command = _make_command(
-                self.info.get("base", "<task>"), int(self.info.get("seed", 0) or 0), self.directory.parent
-            )
-            raise KeyError(
-                f"{task or 'synthetic task'}: an image of this document is not in the synthetic set {self.directory} "
-                f"({len(self.rows)} images{f', made with --limit {limit}' if limit else ''}); rerun "
-                f"`{command}` "
-                "without --limit (or evaluate with a --limit no larger than the one used)"
-            )
-        return self.dataset[self.rows[key]]["image"].convert("RGB")
-
-
-_STORES: Dict[str, SyntheticStore] = {}
-_LOCK = threading.RLock()
-
-
-def load_store(
-    base: str, seed: int = 0, task: str = "", root: Optional[Union[str, os.PathLike]] = None
-) -> SyntheticStore:
-    """The store of ``base`` (cached per process); a clear error naming the command when missing."""
-    task = task or f"{base}_synthetic"
-    r = synthetic_root(root)
-    if r is None:
-        raise FileNotFoundError(
-            f"task {task!r} evaluates on regenerated images, but {SYNTHETIC_ENV} is not set. Make them with "
-            f"`{_make_command(base, seed)}`, then `export {SYNTHETIC_ENV}=DIR`"
-        )
-    directory = synthetic_dir(base, seed, r)
-    with _LOCK:
-        key = str(directory.resolve())
-        if key not in _STORES:
-            if not ((directory / "dataset_info.json").is_file() or (directory / "dataset_dict.json").is_file()):
-                raise FileNotFoundError(
-                    f"task {task!r} needs the synthetic images of {base!r} at {directory}, which do not exist; make "
-                    f"them with `{_make_command(base, seed, r)}`"
-                )
-            _STORES[key] = SyntheticStore(directory)
-        return _STORES[key]
-
-
-def synthetic_visuals(base: str, visuals: Any, seed: int = 0, task: str = "") -> Any:
-    """``doc_to_visual`` of ``<base>_synthetic``: each source image replaced by its regenerated one."""
-    if not visuals:
-        return visuals
-    store = load_store(base, seed, task)
-    out = []
-    for v in visuals:
-        if not hasattr(v, "tobytes"):
-            raise TypeError(f"{task or base}: synthetic images replace PIL images only, got {type(v).__name__}")
-        out.append(store.lookup(v, task))
-    return out
 
 
 # ================================================================================== components
@@ -422,10 +305,9 @@ class SynthesisResult:
     info: Dict[str, Any]
 
 
-def _jpeg(image, quality: int = 95) -> Dict[str, Any]:
-    buf = io.BytesIO()
-    image.convert("RGB").save(buf, format="JPEG", quality=quality)
-    return {"bytes": buf.getvalue(), "path": None}
+def _jpeg(image) -> Dict[str, Any]:
+    """A ``datasets.Image`` value: the image as RGB JPEG at quality 95 (Pillow's default 4:2:0)."""
+    return {"bytes": jpeg_bytes(image.convert("RGB"), quality=95), "path": None}
 
 
 def _decode(encoded: Dict[str, Any]):
@@ -480,7 +362,7 @@ def synthesize_images(
     for doc_id, images in tqdm(items(None), desc=f"{base}: indexing images", leave=False):
         n_docs += 1
         for im in images:
-            key = image_key(im)
+            key = store_key(im)
             if key not in doc_ids:
                 doc_ids[key], first[key] = [], doc_id
             if doc_id not in doc_ids[key]:
@@ -532,7 +414,7 @@ def synthesize_images(
 
         bar = tqdm(total=len(first), desc=f"{base}: caption -> generate -> CLIP", leave=False)
         for doc_id, images in items(set(wanted)):
-            keyed = {image_key(i): i for i in images}
+            keyed = {store_key(i): i for i in images}
             for key in wanted.get(doc_id, []):
                 batch.append((key, keyed[key]))
                 if len(batch) >= batch_size:
@@ -574,8 +456,7 @@ def synthesize_images(
         os.rename(final, out_dir)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    with _LOCK:
-        _STORES.pop(str(out_dir.resolve()), None)
+    forget_store(out_dir)
     logger.info(
         f"lmms-ac: {len(first)} synthetic images of {base} ({n_docs} documents) in {out_dir}; "
         f"mean CLIP similarity {mean:.3f}"
@@ -638,15 +519,9 @@ def synthesize(
 
 
 __all__ = [
-    "SYNTHETIC_ENV",
     "DEFAULT_CAPTIONER",
     "DEFAULT_T2I",
     "DEFAULT_CLIP",
-    "image_key",
-    "synthetic_dir",
-    "SyntheticStore",
-    "load_store",
-    "synthetic_visuals",
     "HFCaptioner",
     "DiffusersT2I",
     "ClipSimilarity",

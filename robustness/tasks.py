@@ -69,7 +69,7 @@ in the generated directory resolves every such name to a :class:`GeneratedVisual
   ``RuntimeError`` unless the model declared it can (:func:`declare_perturbation_support`, called by
   ``lmms_ac_llava``): a perturbed task must never run clean by accident;
 * for ``dataset`` perturbations swaps the images (``synthetic``: the regenerated images written by
-  ``lmms-ac synthesize``, see :mod:`lmms_ac.robustness.synthesis`) and works with any model.
+  ``lmms-ac synthesize``, see :mod:`lmms_ac.robustness.synthetic_store`) and works with any model.
 
 Indexing is cheap: the YAMLs are written once per hash of (lmms-eval version, catalogue, benchmark
 table with the base YAMLs' paths and mtimes, selected variant families, this module's source) into
@@ -97,7 +97,7 @@ Environment variables
 ``LMMS_AC_VARIANTS``   variant families to generate: comma-separated family names, ``default``
                        (the default set, the value when unset), ``all``; ``-name`` removes one.
                        E.g. ``default,toknoise`` or ``tokperm,patchshuffle``.
-``LMMS_AC_SYNTHETIC``  root of the synthetic images (``<root>/<base task>/``), see synthesis.py.
+``LMMS_AC_SYNTHETIC``  root of the synthetic images (``<root>/<base task>/``), see synthetic_store.py.
 """
 
 from __future__ import annotations

@@ -139,6 +139,7 @@ def test_synthesize_writes_images_captions_and_clip_similarity(synth_env, tiny_t
 
     from lmms_ac.cli import main
     from lmms_ac.robustness import synthesis as S
+    from lmms_ac.robustness.synthetic_store import load_store
 
     out = synth_env / "synthetic"
     argv = [
@@ -183,7 +184,7 @@ def test_synthesize_writes_images_captions_and_clip_similarity(synth_env, tiny_t
     assert abs(sim([source[0]], [ds[0]["image"]])[0] - ds[0]["clip_similarity"]) < 1e-4
 
     # the synthetic task's lookup: by image content, an unsynthesized image is an error naming the command
-    store = S.load_store("mme", root=out)
+    store = load_store("mme", root=out)
     assert store.lookup(source[0]).tobytes() == ds[0]["image"].convert("RGB").tobytes()
     with pytest.raises(KeyError, match=r"lmms-ac synthesize mme --to"):
         store.lookup(source[7], "mme_synthetic")
@@ -217,12 +218,12 @@ def _mme_images():
 def test_synthetic_root_must_be_set(monkeypatch):
     from PIL import Image
 
-    from lmms_ac.robustness import synthesis as S
+    from lmms_ac.robustness.synthetic_store import synthetic_visuals
 
     monkeypatch.delenv("LMMS_AC_SYNTHETIC", raising=False)
     with pytest.raises(FileNotFoundError, match=r"LMMS_AC_SYNTHETIC is not set.*lmms-ac synthesize seed --to DIR"):
-        S.synthetic_visuals("seed", [Image.new("RGB", (4, 4))], task="seed_synthetic")
-    assert S.synthetic_visuals("seed", [], task="seed_synthetic") == []  # no image, nothing to swap
+        synthetic_visuals("seed", [Image.new("RGB", (4, 4))], task="seed_synthetic")
+    assert synthetic_visuals("seed", [], task="seed_synthetic") == []  # no image, nothing to swap
 
 
 def test_default_captioner_class_loads_a_saved_blip(tmp_path):

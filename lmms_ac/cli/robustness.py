@@ -156,6 +156,7 @@ def _tasks(args: argparse.Namespace) -> int:
 def _synthesize(args: argparse.Namespace) -> int:
     from lmms_ac.io import check_writable
     from lmms_ac.robustness import synthesis as S
+    from lmms_ac.robustness.synthetic_store import SYNTHETIC_ENV
 
     check_writable(args.to, directory=True, what="--to folder")  # before captioning and generating (issue 9)
     result = S.synthesize(
@@ -178,5 +179,5 @@ def _synthesize(args: argparse.Namespace) -> int:
         f"{result.directory}\t{result.documents} documents\t{result.images} images\t"
         f"mean CLIP similarity {result.similarity_mean:.4f}"
     )
-    print(f"\nUse it with: export {S.SYNTHETIC_ENV}={args.to}")
+    print(f"\nUse it with: export {SYNTHETIC_ENV}={args.to}")
     return 0

@@ -63,7 +63,9 @@ class BoundedCache(Generic[V]):
 
 
 def image_key(image: Any, settings: str) -> str:
-    """SHA-256 of the decoded image (mode, size, pixels) and the preprocessing ``settings``."""
+    """SHA-256 of the decoded image (mode, size, pixels) and the preprocessing ``settings``: an
+    in-memory cache key. Not :func:`lmms_ac.robustness.synthetic_store.store_key`, which hashes the
+    image alone into the keys written in synthetic stores (SHA-1, 24 hex digits) and must not change."""
     h = hashlib.sha256()
     h.update(settings.encode("utf-8"))
     h.update(f"\x1f{image.mode}\x1f{image.size[0]}x{image.size[1]}\x1f".encode("ascii"))
