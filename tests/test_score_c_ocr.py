@@ -10,15 +10,8 @@ import pytest
 from PIL import Image
 
 from lmms_ac.scores.correspondence import score_c
-from lmms_ac.scores.ocr_pairs import (
-    KINDS,
-    OcrPairsConfig,
-    available_fonts,
-    baseline_summary,
-    baselines,
-    make_ocr_pairs,
-    score_c_ocr,
-)
+from lmms_ac.scores.ocr_pairs import KINDS, OcrPairsConfig, available_fonts, make_ocr_pairs
+from lmms_ac.scores.ocr_score import baseline_summary, baselines, score_c_ocr
 from lmms_ac.scores.spair import load_pairs
 
 from lmms_ac.testing.spair import ConstantEncoder, PixelPatchEncoder

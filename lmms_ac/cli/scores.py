@@ -143,7 +143,8 @@ def cmd_score_c(args: argparse.Namespace) -> int:
 
         jobs.append(("C", config, compute_c, split))
     if args.ocr:
-        from lmms_ac.scores.ocr_pairs import SCORE_NAME, OcrPairsConfig
+        from lmms_ac.scores.ocr_pairs import OcrPairsConfig
+        from lmms_ac.scores.ocr_score import SCORE_NAME
 
         config = {
             "dataset": "ocr_pairs",
@@ -155,7 +156,7 @@ def cmd_score_c(args: argparse.Namespace) -> int:
         def compute_ocr() -> Any:
             import PIL
 
-            from lmms_ac.scores.ocr_pairs import score_c_ocr
+            from lmms_ac.scores.ocr_score import score_c_ocr
 
             # the generated pairs live in a folder next to --out (not /tmp), owned by this row's claim:
             # removed on success, failure or SIGTERM, and cleared by the next run after a SIGKILL
@@ -190,7 +191,7 @@ def cmd_score_c(args: argparse.Namespace) -> int:
         )
         print(row_summary(row, args.out))
         if score != "C" and row.get("details"):  # C_ocr: its chance and same-position references beside it
-            from lmms_ac.scores.ocr_pairs import baseline_summary
+            from lmms_ac.scores.ocr_score import baseline_summary
 
             refs = baseline_summary(row["details"])
             if refs:

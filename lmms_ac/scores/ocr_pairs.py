@@ -1,4 +1,6 @@
-"""C_ocr: a correspondence score for text in images, beside C.
+"""The pairs of C_ocr (a correspondence score for text in images, beside C): a seeded renderer of
+text documents and the writer of its pairs in the SPair-71k layout. The score is in
+:mod:`lmms_ac.scores.ocr_score`.
 
 Why: C is measured on SPair-71k (animals, vehicles, furniture): no keypoint correspondence data
 exists for text, so neither A nor C sees what OCR-heavy benchmarks (TextVQA, ChartQA, DocVQA...)
@@ -20,12 +22,9 @@ here is two different renderings of the same text content:
   finding the same text; only items rendered in both images count. The bounding box is the text
   region's (union of the item boxes) in each image.
 
-So a representation must encode what the text says to match: the position is uninformative. The
-score output reports two references next to C_ocr (``baselines``): ``chance`` (the expected score
-of a uniformly random prediction in the target image) and ``same_position`` (predicting the same
-relative position as in the source); on these pairs the second is near the first (tested).
-``vary_style=False, vary_layout=False`` renders the target exactly like the source (a control:
-raw pixel patches solve it).
+So a representation must encode what the text says to match: the position is uninformative
+(the score's position-only references show it). ``vary_style=False, vary_layout=False`` renders
+the target exactly like the source (a control: raw pixel patches solve it).
 
 Pairs are written in the SPair-71k layout (``JPEGImages/<kind>/*.jpg``, ``PairAnnotation/test``),
 so ``score_c`` and ``lmms-ac score-c`` score them unchanged; the row's score name is ``C_ocr``.
@@ -37,10 +36,8 @@ the Pillow version and the fonts used are recorded.
 
 from __future__ import annotations
 
-import io
 import json
 import math
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
@@ -49,12 +46,12 @@ import numpy as np
 from loguru import logger
 from PIL import Image, ImageDraw, ImageFont
 
+from lmms_ac.images import jpeg_bytes
 from lmms_ac.io import PathLike, atomic_write_bytes, atomic_write_text, provenance
 from lmms_ac.scores.spair import image_dir, keypoints_to_json, normalize_split, write_pair
 
 GENERATOR_VERSION = 2
 KINDS = ("words", "numbers", "table", "chart")
-SCORE_NAME = "C_ocr"
 
 _WORDS = (
     "apple river market orange window planet silver garden yellow bridge coffee ticket museum "
@@ -82,7 +79,7 @@ class OcrPairsConfig:
     version: int = GENERATOR_VERSION
 
     def to_config(self) -> Dict[str, Any]:
-        return {"generator": "lmms_ac.scores.ocr_pairs", **asdict(self)}
+        return {"generator": "lmms_ac.scores.ocr_pairs", **asdict(self)}  # hashed into score rows: never renamed
 
 
 @dataclass
@@ -441,21 +438,6 @@ def _keypoint_chars(rng: np.random.Generator, texts: Sequence[str]) -> Dict[str,
     return out
 
 
-def apply_affine(matrix: np.ndarray, xy: np.ndarray) -> np.ndarray:
-    """Points ``[K, 2]`` under the forward affine ``matrix`` (3x3); used by the SPair test fixtures."""
-    xy = np.asarray(xy, dtype=np.float64).reshape(-1, 2)
-    return xy @ matrix[:2, :2].T + matrix[:2, 2]
-
-
-def warp_image(image: Image.Image, matrix: np.ndarray, fill: tuple) -> Image.Image:
-    """Draw ``image`` under the forward affine ``matrix`` on a canvas of the same size (Pillow
-    samples at pixel centres, so continuous coordinates map exactly by ``matrix``)."""
-    inv = np.linalg.inv(matrix)
-    return image.transform(
-        image.size, Image.AFFINE, data=tuple(inv[:2].ravel()), resample=Image.BICUBIC, fillcolor=fill
-    )
-
-
 def _union_box(items: Sequence[TextItem], pad: float = 4.0) -> Tuple[float, float, float, float]:
     boxes = np.array([it.box for it in items])
     return (boxes[:, 0].min() - pad, boxes[:, 1].min() - pad, boxes[:, 2].max() + pad, boxes[:, 3].max() + pad)
@@ -468,9 +450,7 @@ def _clip_box(box, size) -> List[float]:
 
 
 def _jpeg(image: Image.Image) -> bytes:
-    buf = io.BytesIO()
-    image.save(buf, format="JPEG", quality=95, subsampling=0)
-    return buf.getvalue()
+    return jpeg_bytes(image, quality=95, subsampling=0)  # 4:4:4 chroma: part of the pairs' bytes
 
 
 # ----------------------------------------------------------------------------- the dataset
@@ -552,77 +532,3 @@ def make_ocr_pairs(
     atomic_write_text(root / "ocr_pairs.json", json.dumps(meta, indent=1, default=str), overwrite=True)
     logger.info(f"wrote {pair_id} OCR pairs ({n_sources} source images) to {root}")
     return root
-
-
-# ----------------------------------------------------------------------------- references
-def baselines(pairs: Sequence[Any], alpha: float = 0.1, samples: int = 64) -> Dict[str, float]:
-    """Scores (percent, mean over pairs of per-pair PCK, like C) of two position-only predictors:
-
-    ``chance``: a uniformly random point of the target image (exact up to a ``samples`` x
-    ``samples`` grid of points); ``same_position``: the source keypoint's relative position in the
-    target image. A representation that reads the text should beat both by far.
-    """
-    from lmms_ac.scores.correspondence import is_correct
-
-    chance, same = [], []
-    for pair in pairs:
-        vis = pair.visible
-        if not vis.any():
-            continue
-        sw, sh = (pair.extra.get("src_imsize") or [0, 0])[:2]
-        tw, th = (pair.extra.get("trg_imsize") or [0, 0])[:2]
-        if not (sw and sh and tw and th):
-            with Image.open(pair.src_path) as a, Image.open(pair.trg_path) as b:
-                (sw, sh), (tw, th) = a.size, b.size
-        gt = pair.trg_kps[vis]
-        pred = pair.src_kps[vis] / np.array([sw, sh]) * np.array([tw, th])
-        same.append(is_correct(pred, gt, pair.trg_bbox_size, alpha).mean())
-        u = (np.arange(samples) + 0.5) / samples
-        grid = np.stack(np.meshgrid(u * tw, u * th, indexing="xy"), -1).reshape(-1, 2)
-        chance.append(is_correct(grid[None, :, :], gt[:, None, :], pair.trg_bbox_size, alpha).mean())
-    if not same:
-        return {"chance": math.nan, "same_position": math.nan}
-    return {"chance": 100.0 * float(np.mean(chance)), "same_position": 100.0 * float(np.mean(same))}
-
-
-def baseline_summary(details: Any) -> Optional[str]:
-    """ "chance X, same position Y" from a score row's details (a dict or its JSON text), or None."""
-    if isinstance(details, str):
-        try:
-            details = json.loads(details)
-        except ValueError:
-            return None
-    base = details.get("baselines") if isinstance(details, dict) else None
-    if not isinstance(base, dict) or "chance" not in base:
-        return None
-    return f"chance {float(base['chance']):.2f}, same position {float(base['same_position']):.2f}"
-
-
-def score_c_ocr(
-    representation,
-    n: int = 200,
-    seed: int = 0,
-    method: str = "argmax",
-    alpha: float = 0.1,
-    batch_size: int = 16,
-    *,
-    workdir: Optional[PathLike] = None,
-    progress: bool = True,
-    config: Optional[OcrPairsConfig] = None,
-):
-    """C_ocr: generate ``n`` pairs (seeded) in a temporary directory and score them like C; the
-    result's ``baselines`` hold chance and the same-position baseline on the same pairs."""
-    from lmms_ac.scores.correspondence import score_c
-    from lmms_ac.scores.spair import load_pairs
-
-    with tempfile.TemporaryDirectory(prefix="lmms_ac_ocr_", dir=workdir) as tmp:
-        make_ocr_pairs(tmp, n=n, seed=seed, config=config)
-        result = score_c(
-            representation, tmp, "test", method=method, alpha=alpha, batch_size=batch_size, progress=progress
-        )
-        result.baselines = baselines(load_pairs(tmp, "test"), alpha)
-    logger.info(
-        f"C_ocr = {result.overall:.2f}% (chance {result.baselines['chance']:.2f}%, same position "
-        f"{result.baselines['same_position']:.2f}%)"
-    )
-    return result
