@@ -20,70 +20,14 @@ from lmms_ac.study import worker as W
 from lmms_ac.study.slurm_queue import QueueEntry
 from lmms_ac.study.runner import execute, last_run, prepare
 from lmms_ac.study.spec import parse_study
+from study_fakes import install_fakes, study_data
 
 VERSIONS = {"lmms-eval": "0.7.3", "lmms-ac": "0.1.0", "transformers": "4.0"}
-
-# lmms-eval stand-in: the 0.7 results layout; exits 0 and writes nothing when a task is in $FAKE_FAIL
-FAKE_LMMS_EVAL = r"""
-import argparse, hashlib, json, os, sys, time
-from datetime import datetime
-p = argparse.ArgumentParser()
-p.add_argument("--model"); p.add_argument("--model_args"); p.add_argument("--tasks"); p.add_argument("--batch_size")
-p.add_argument("--output_path"); p.add_argument("--verbosity"); p.add_argument("--log_samples", action="store_true")
-p.add_argument("--limit")
-a = p.parse_args()
-tasks = a.tasks.split(",")
-print("fake lmms-eval", a.model_args, tasks, flush=True)
-time.sleep(float(os.environ.get("FAKE_SLEEP", "0")))
-bad = [t for t in tasks if t in os.environ.get("FAKE_FAIL", "").split(",")]
-if bad:
-    print("Traceback (most recent call last):\nRuntimeError: dataset of %s not found" % bad[0], flush=True)
-    sys.exit(0)  # like lmms-eval: the exit code says nothing
-args = dict(kv.split("=", 1) for kv in a.model_args.split(","))
-def score(t):
-    return int(hashlib.sha256((args["variant"] + t + args.get("dtype", "")).encode()).hexdigest()[:6], 16) / 0xFFFFFF
-def meta(t):  # what a generated robustness task carries (lmms_ac.robustness.tasks.task_metadata)
-    if "_patchshuffle4" not in t:
-        return {"version": 1}
-    seed = int(t.rsplit("_s", 1)[1]) if "_s" in t.split("patchshuffle4")[1] else 0
-    return {"version": 1, "lmms_ac": {"base_task": t.split("_patchshuffle4")[0], "perturbation": "patchshuffle4",
-                                      "severity": 4, "seed": seed}}
-doc = {"results": {t: {"alias": t, "acc,none": score(t), "acc_stderr,none": 0.01} for t in tasks},
-       "configs": {t: {"task": t, "metadata": meta(t)} for t in tasks},
-       "n-samples": {t: {"original": 10, "effective": 10} for t in tasks},
-       "versions": {t: 1 for t in tasks}, "higher_is_better": {t: {"acc": True} for t in tasks},
-       "config": {"model": a.model, "model_args": a.model_args}, "lmms_eval_version": "0.7.3",
-       "date": datetime.now().strftime("%Y%m%d_%H%M%S")}
-out = os.path.join(a.output_path, "lmms_ac_llava")
-os.makedirs(out, exist_ok=True)
-json.dump(doc, open(os.path.join(out, doc["date"] + "_results.json"), "w"))
-"""
-
-# lmms-ac stand-in for score-a / score-c: one row per score through the real scores store
-FAKE_LMMS_AC = r"""
-import argparse, sys
-from lmms_ac.scores.store import ScoreValue, record_score
-p = argparse.ArgumentParser()
-p.add_argument("cmd"); p.add_argument("--variant"); p.add_argument("--out")
-p.add_argument("--ocr", action="store_true")
-p.add_argument("--spair")
-a, _ = p.parse_known_args()
-names = ["A"] if a.cmd == "score-a" else (["C"] if a.spair else []) + (["C_ocr"] if a.ocr else [])
-for i, name in enumerate(names):
-    value = {"a": {"A": -2.0, "C": 0.4}, "b": {"A": -1.5, "C": 0.6}}.get(a.variant, {}).get(name, 0.5)
-    record_score(a.out, variant=a.variant, vision="v", score=name, config={}, compute=lambda v=value: ScoreValue(v, 8))
-    print(a.variant, name, value)
-"""
 
 
 @pytest.fixture
 def fake_bins(tmp_path, monkeypatch):
-    bindir = tmp_path / "bin"
-    bindir.mkdir()
-    for name, src in (("lmms-eval", FAKE_LMMS_EVAL), ("lmms-ac", FAKE_LMMS_AC)):
-        path = bindir / name
-        path.write_text(f"#!{sys.executable}\n{src}")
-        path.chmod(0o755)
+    bindir = install_fakes(tmp_path / "bin")
     monkeypatch.setattr("lmms_ac.study.plan.bin_path", lambda name: str(bindir / name))
     # no real cluster: the queue is empty and keeps no records (tests that need more plant them)
     monkeypatch.setattr("lmms_ac.study.slurm_queue.squeue", lambda: {})
@@ -92,32 +36,7 @@ def fake_bins(tmp_path, monkeypatch):
 
 
 def _study(tmp_path, **over):
-    data = {
-        "name": "fake",
-        "output": "out",
-        "models": [
-            {
-                "name": "a",
-                "pretrained": str(tmp_path / "ckpt-a"),
-                "stage1": str(tmp_path / "ckpt-a"),
-                "vision": "clip:tower-a",
-            },
-            {
-                "name": "b",
-                "pretrained": str(tmp_path / "ckpt-b"),
-                "stage1": str(tmp_path / "ckpt-b"),
-                "vision": "clip:tower-b",
-                "model_args": {"dtype": "float32"},
-            },
-        ],
-        "benchmarks": ["mme", "seed"],
-        "scores": {"A": {"captions": "c.json", "images": "img", "n": 8}, "C": {"spair": "spair"}},
-        "executor": {"type": "local", "gpus": "none", "max_attempts": 2},
-        "report": {"outputs": ["table", "scores", "leaderboard", "fit", "recommend"], "recommend_benchmark": "mme"},
-    }
-    for k, v in over.items():
-        data[k] = v
-    return parse_study(data, tmp_path)
+    return parse_study(study_data(tmp_path, **over), tmp_path)
 
 
 def _quiet(_msg: str) -> None:
