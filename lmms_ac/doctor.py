@@ -46,6 +46,9 @@ class KnownBad:
     fix: str
 
 
+# tokenizer.model files are read through sentencepiece's generated protobuf module: the pair must agree
+SENTENCEPIECE_FIX = "pip install 'sentencepiece>=0.2.1,<0.2.3' 'protobuf>=4.21,<7'"
+
 KNOWN_BAD: List[KnownBad] = [
     KnownBad(
         "filelock",
@@ -53,6 +56,13 @@ KNOWN_BAD: List[KnownBad] = [
         "lmms-eval 0.7.3's evaluator imports filelock._api, which filelock 4 removed "
         "(every evaluation fails with 'No module named filelock._api')",
         "pip install 'filelock<4'",
+    ),
+    KnownBad(
+        "sentencepiece",
+        ">=0.2.3",
+        "its generated sentencepiece_model_pb2 needs protobuf>=7.36.1, which wandb (pulled in by lmms-eval) forbids: "
+        "every tokenizer.model (LLaVA-1.5, Vicuna) fails to load ('Error parsing line' from a TikToken fallback)",
+        SENTENCEPIECE_FIX,
     ),
     KnownBad(
         "lmms-eval",
@@ -139,26 +149,110 @@ def _lmms_eval() -> List[Finding]:
     have = installed_version("lmms-eval")
     if have is None or importlib.util.find_spec("lmms_eval") is None:
         return [Finding(FAIL, name, "lmms-eval is not installed", "pip install 'lmms-eval>=0.7.3,<0.8'")]
-    # the evaluator path: lmms_eval.evaluator and what it imports when an evaluation starts
-    missing = [m for m in ("lmms_eval.evaluator", "filelock._api", "datasets.utils._filelock") if _find_spec(m) is None]
-    if missing:
+    # the evaluator path: lmms_eval.evaluator and what it imports when an evaluation starts (found, not imported:
+    # importing the evaluator loads torch; the full `lmms-ac doctor` imports it in "lmms-eval evaluator import")
+    problems = []
+    for module in ("lmms_eval.evaluator", "filelock._api", "datasets.utils._filelock"):
+        spec, err = find_spec_or_error(module)
+        if spec is None:
+            problems.append(f"{module} ({err})" if err else f"{module} (not found)")
+    if not problems:
+        return [Finding(OK, name, f"lmms-eval {have}, evaluator imports resolve")]
+    fix = "reinstall lmms-ac's dependencies: pip install -c constraints.txt -e . (then run `lmms-ac doctor`)"
+    if any(p.startswith("filelock._api") for p in problems):
+        fix = "pip install 'filelock<4' (see the known-bad table); " + fix
+    return [Finding(FAIL, name, f"lmms-eval {have} is installed but cannot import {'; '.join(problems)}", fix)]
+
+
+def find_spec_or_error(module: str):
+    """(spec or None, the exception that stopped the lookup as 'Type: message', or '')."""
+    try:
+        return importlib.util.find_spec(module), ""
+    except Exception as err:  # noqa: BLE001 - a parent package that fails to import raises anything
+        return None, f"{type(err).__name__}: {err}"
+
+
+def _find_spec(module: str):
+    return find_spec_or_error(module)[0]
+
+
+@check("lmms-eval evaluator import", cheap=False)
+def _lmms_eval_import() -> List[Finding]:
+    name = "lmms-eval evaluator import"
+    try:
+        importlib.import_module("lmms_eval.evaluator")
+    except Exception as err:  # noqa: BLE001 - report the real failure, whatever it is
         return [
             Finding(
                 FAIL,
                 name,
-                f"lmms-eval {have} is installed but its evaluator cannot import {', '.join(missing)}",
-                "pip install 'filelock<4' (see the known-bad table) and reinstall lmms-ac's dependencies: pip install "
-                "-e .",
+                f"import lmms_eval.evaluator fails: {type(err).__name__}: {err}",
+                "reinstall the tested versions: pip install -c constraints.txt -e . (or see the known-bad table)",
             )
         ]
-    return [Finding(OK, name, f"lmms-eval {have}, evaluator imports resolve")]
+    return [Finding(OK, name, "lmms_eval.evaluator imports")]
 
 
-def _find_spec(module: str):
+def sentencepiece_problem() -> Optional[str]:
+    """Why ``tokenizer.model`` files cannot be read here (with the fix), or None. transformers reads them
+    through sentencepiece's generated protobuf module; sentencepiece 0.2.3's needs protobuf >= 7, which
+    lmms-eval's wandb forbids, and transformers then misreads the file as a TikToken vocabulary."""
     try:
-        return importlib.util.find_spec(module)
-    except (ImportError, ValueError):
-        return None
+        import sentencepiece  # noqa: F401
+        from sentencepiece import sentencepiece_model_pb2  # noqa: F401
+    except Exception as err:  # noqa: BLE001 - ImportError, protobuf's VersionError, ...
+        return (
+            f"sentencepiece's protobuf module does not import ({type(err).__name__}: {err}); fix: {SENTENCEPIECE_FIX}"
+        )
+    return None
+
+
+@check("sentencepiece", cheap=True)
+def _sentencepiece() -> List[Finding]:
+    problem = sentencepiece_problem()
+    if problem:
+        text, _, _ = problem.partition("; fix: ")
+        return [Finding(FAIL, "sentencepiece", f"tokenizer.model files cannot be read: {text}", SENTENCEPIECE_FIX)]
+    versions = f"sentencepiece {installed_version('sentencepiece')}, protobuf {installed_version('protobuf')}"
+    return [Finding(OK, "sentencepiece", f"{versions}: the protobuf module imports")]
+
+
+@check("sentencepiece tokenizer", cheap=False)
+def _sentencepiece_tokenizer() -> List[Finding]:
+    """Train a tiny LLaMA-style tokenizer.model and load it through transformers, as a checkpoint's is loaded."""
+    import io
+    import json
+    import tempfile
+
+    name = "sentencepiece tokenizer"
+    try:
+        import sentencepiece as spm
+        from transformers import AutoTokenizer
+
+        model = io.BytesIO()
+        words = ["a photo of a cat on a mat", "What is in the image? Yes no 0 1 2", "USER: ASSISTANT:"]
+        spm.SentencePieceTrainer.train(
+            sentence_iterator=iter(words * 4), model_writer=model, vocab_size=300, model_type="bpe",
+            byte_fallback=True, split_digits=True, remove_extra_whitespaces=False, normalization_rule_name="identity",
+            unk_id=0, bos_id=1, eos_id=2, pad_id=-1, num_threads=1, minloglevel=2,
+        )  # fmt: skip
+        with tempfile.TemporaryDirectory() as tmp:
+            Path(tmp, "tokenizer.model").write_bytes(model.getvalue())
+            Path(tmp, "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "LlamaTokenizer"}))
+            ids = AutoTokenizer.from_pretrained(tmp)("a cat", add_special_tokens=False)["input_ids"]
+            expected = spm.SentencePieceProcessor(model_proto=model.getvalue()).encode("a cat")
+    except Exception as err:  # noqa: BLE001 - report the real failure
+        return [Finding(FAIL, name, f"a tokenizer.model does not load: {type(err).__name__}: {err}", SENTENCEPIECE_FIX)]
+    if list(ids) != list(expected):
+        return [
+            Finding(
+                FAIL,
+                name,
+                f"transformers reads a tokenizer.model as {ids}, SentencePiece as {expected}",
+                SENTENCEPIECE_FIX,
+            )
+        ]
+    return [Finding(OK, name, "a SentencePiece tokenizer.model loads through transformers and matches sentencepiece")]
 
 
 @check("plugin entry point", cheap=True)
@@ -313,11 +407,23 @@ def _decord() -> List[Finding]:
 
 
 def run_checks(*, cheap_only: bool = False) -> List[Finding]:
+    """Every check's findings in registration order; ``cheap_only`` ends with an info line naming what it skipped."""
     findings: List[Finding] = []
+    skipped = []
     for entry in CHECKS.snapshot().values():  # registration order
         if cheap_only and not entry.cheap:
+            skipped.append(entry.name)
             continue
         findings.extend(entry.run())
+    if skipped:
+        findings.append(
+            Finding(
+                INFO,
+                "quick",
+                f"skipped (they import torch/transformers or lmms-eval's task index): {', '.join(skipped)}; "
+                "run `lmms-ac doctor` without --quick for them",
+            )
+        )
     return findings
 
 

@@ -73,3 +73,73 @@ def test_an_entry_point_that_no_longer_loads_says_reinstall(monkeypatch):
     monkeypatch.setattr(doctor.metadata, "entry_points", lambda group: [current])
     (found,) = doctor.CHECKS.get("plugin entry point").run()
     assert found.status == doctor.OK
+
+
+def test_sentencepiece_0_2_3_is_a_known_bad_row():
+    (found,) = doctor.known_bad_findings(_versions(sentencepiece="0.2.3"))
+    assert "protobuf>=7.36.1" in found.message and "tokenizer.model" in found.message
+    assert found.fix == doctor.SENTENCEPIECE_FIX and "sentencepiece>=0.2.1,<0.2.3" in found.fix
+    assert doctor.known_bad_findings(_versions(sentencepiece="0.2.2")) == []
+
+
+def test_a_broken_lmms_eval_import_is_reported_as_it_is_not_blamed_on_filelock(monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+
+    def find_spec(name, *args):
+        if name == "lmms_eval.evaluator":
+            raise ImportError("cannot import name 'Collator' from 'lmms_eval.utils'")
+        return real(name, *args)
+
+    monkeypatch.setattr(importlib.util, "find_spec", find_spec)
+    (found,) = doctor.CHECKS.get("lmms-eval").run()
+    assert found.status == doctor.FAIL
+    assert "lmms_eval.evaluator (ImportError: cannot import name 'Collator'" in found.message
+    assert "filelock" not in found.message + found.fix and "pip install -c constraints.txt -e ." in found.fix
+
+
+def test_a_missing_filelock_api_still_names_filelock(monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: None if n == "filelock._api" else real(n, *a))
+    (found,) = doctor.CHECKS.get("lmms-eval").run()
+    assert "filelock._api (not found)" in found.message and found.fix.startswith("pip install 'filelock<4'")
+
+
+def test_the_full_doctor_imports_the_evaluator_and_reports_the_real_error(monkeypatch):
+    import importlib
+
+    def fail(name, *args):
+        raise AttributeError("module 'numpy' has no attribute 'float'")
+
+    monkeypatch.setattr(importlib, "import_module", fail)
+    (found,) = doctor.CHECKS.get("lmms-eval evaluator import").run()
+    assert found.status == doctor.FAIL and "AttributeError: module 'numpy' has no attribute 'float'" in found.message
+
+
+def test_quick_says_what_it_skipped(capsys):
+    assert main(["doctor", "--quick"]) == 0
+    out = capsys.readouterr().out
+    assert "[info] quick: skipped" in out
+    for name in ("torch", "tasks visible to lmms-eval", "sentencepiece tokenizer", "lmms-eval evaluator import"):
+        assert name in out.split("[info] quick: skipped", 1)[1]
+    assert "[  ok] sentencepiece: sentencepiece 0.2.2" in out
+
+
+def test_sentencepiece_checks_name_the_fix(monkeypatch):
+    (ok,) = doctor.CHECKS.get("sentencepiece tokenizer").run()  # trains and loads a real tokenizer.model
+    assert ok.status == doctor.OK, ok.message
+    import transformers
+
+    def misread(*args, **kwargs):
+        raise ValueError("Error parsing line b'\\x0e' in /tmp/x/tokenizer.model")
+
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", misread)
+    (found,) = doctor.CHECKS.get("sentencepiece tokenizer").run()
+    assert found.status == doctor.FAIL and "Error parsing line" in found.message
+    assert found.fix == doctor.SENTENCEPIECE_FIX
+    monkeypatch.setitem(__import__("sys").modules, "sentencepiece", None)
+    (found,) = doctor.CHECKS.get("sentencepiece").run()
+    assert found.status == doctor.FAIL and "cannot be read" in found.message and found.fix == doctor.SENTENCEPIECE_FIX

@@ -16,7 +16,8 @@ from hypothesis import strategies as st
 
 from lmms_ac.testing.released import write_sentencepiece_tokenizer
 from lmms_ac.vlm.loaders import load_original_tokenizer
-from lmms_ac.vlm.tokenize import PromptTokenizer, sentencepiece_mismatches, sentencepiece_problem
+from lmms_ac.doctor import sentencepiece_problem
+from lmms_ac.vlm.tokenize import PromptTokenizer, sentencepiece_mismatches
 
 PIECES = [
     "a", "the", "photo", "of", "cat", "USER:", "ASSISTANT:", "What", "is", "in", "image?", "Yes", "no", ".", ",",

@@ -39,6 +39,7 @@ from typing import Any, Dict, List, Optional, Union
 
 import torch
 
+from lmms_ac.doctor import sentencepiece_problem
 from lmms_ac.model_args import parse_bool
 from lmms_ac.vision import load_representation
 from lmms_ac.vision.hf import IMAGE_BACKENDS, HFVisionTower, load_image_processor
@@ -49,7 +50,6 @@ from lmms_ac.vlm.tokenize import (
     check_tokenization,
     match_sentencepiece,
     sentencepiece_mismatches,
-    sentencepiece_problem,
 )
 
 _MM_KEYS = (

@@ -113,23 +113,6 @@ PROBE_TEXTS = (
 )
 
 
-SENTENCEPIECE_FIX = "pip install 'sentencepiece>=0.2.1,<0.2.3' 'protobuf>=4.21,<7'"
-
-
-def sentencepiece_problem() -> Optional[str]:
-    """Why ``tokenizer.model`` files cannot be read here (with the fix), or None. transformers reads them
-    through sentencepiece's generated protobuf module; sentencepiece 0.2.3's needs protobuf >= 7, which
-    lmms-eval's wandb forbids, and transformers then misreads the file as a TikToken vocabulary."""
-    try:
-        import sentencepiece  # noqa: F401
-        from sentencepiece import sentencepiece_model_pb2  # noqa: F401
-    except Exception as err:  # ImportError, protobuf's VersionError, ...
-        return (
-            f"sentencepiece's protobuf module does not import ({type(err).__name__}: {err}); fix: {SENTENCEPIECE_FIX}"
-        )
-    return None
-
-
 def sentencepiece_normalizer_spec(model_file: str) -> Any:
     """The ``NormalizerSpec`` of a SentencePiece ``tokenizer.model`` (read with sentencepiece's own protobuf module)."""
     from sentencepiece import sentencepiece_model_pb2
