@@ -17,6 +17,7 @@ import pandas as pd
 from loguru import logger
 
 from lmms_ac.io import atomic_write_text
+from lmms_ac.report.inside import inside_section
 from lmms_ac.report.sections import (
     Analysis,
     Inputs,
@@ -124,6 +125,7 @@ def compute_sections(
         ac, problem = read_ac(scores_path, raw, options)
     an = Analysis(Inputs(table, table_path, scores_path, ac, problem, raw), options)
     secs = [leaderboard_section(an), law_section(an), policy_section(an), robustness_section(an), maps_section(an)]
+    secs.append(inside_section(an.inputs.scores, an.table))
     cfg = {
         "command": "report",
         "table": str(table_path),
