@@ -92,3 +92,65 @@ def test_prompts_from_a_json_list_and_blank_prompt_arguments(tmp_path):
         read_prompts(None, str(tmp_path / "latin1.txt"))
     with pytest.raises(ValueError, match=r"--prompt ' ' is blank"):
         read_prompts([" "], None)
+
+
+# ------------------------------------------------------------------ zero-shot sources and task YAML
+def test_zero_shot_task_yaml_keeps_user_text_inside_its_values(tmp_path):
+    from lmms_eval.utils import load_yaml_config
+
+    from lmms_ac.layers.zeroshot import prepare_task
+    from lmms_ac.testing.tiny_layers import write_classification_folder
+
+    source = tmp_path / "images\nprocess_docs: !function os.getcwd\nfewshot_split: test"
+    write_classification_folder(str(source), per_class=1)
+    prompt = "Which class?\ndoc_to_target: 0\n# end"
+    prepare_task("tiny", str(source), str(tmp_path / "zs"), n=3, prompt=prompt)
+    text = (tmp_path / "zs" / "zeroshot_tiny.yaml").read_text(encoding="utf-8")
+    cfg = load_yaml_config(str(tmp_path / "zs" / "zeroshot_tiny.yaml"))
+    assert cfg["test_split"] == "test" and cfg["doc_to_target"] == "label" and cfg["doc_to_text"] == prompt
+    assert cfg["metadata"]["source"] == str(source) and "process_docs" not in cfg and "fewshot_split" not in cfg
+    assert cfg["process_results"].__module__ == "lmms_ac.layers.zeroshot"
+    assert cfg["doc_to_visual"].__name__ == "doc_to_visual" and cfg["process_results"].__name__ == "process_results"
+    assert text.startswith("# Zero-shot classification") and str(source) not in text.split("\ntask:")[0]
+
+
+def test_zero_shot_sources_a_missing_path_is_never_a_hub_id(tmp_path, capsys):
+    from lmms_ac.cli import main
+    from lmms_ac.layers.zeroshot import encoder_model_id, load_source, local_or_hub
+    from lmms_ac.testing.tiny_layers import write_classification_folder
+
+    folder = write_classification_folder(str(tmp_path / "imgs"), per_class=1)
+    assert local_or_hub("openai/clip-vit-base-patch32", "encoder") == "openai/clip-vit-base-patch32"
+    assert local_or_hub("gpt2", "encoder") == "gpt2"
+    assert local_or_hub(str(folder), "encoder") == str(folder)
+    for missing in ("data/cifar/test", "./clip", "~/no-such-lmms-ac-dir", str(tmp_path / "clip"), "a b/c", "org/"):
+        with pytest.raises(FileNotFoundError, match=r"does not exist; give an existing folder, or a hub id"):
+            local_or_hub(missing, "encoder")
+    with pytest.raises(FileNotFoundError, match=r"dataset source 'data/cifar/test' does not exist"):
+        load_source("data/cifar/test")
+    with pytest.raises(FileNotFoundError, match=r"encoder '.*/missing/clip' does not exist"):
+        encoder_model_id(f"clip:{tmp_path}/missing/clip")
+    argv = ["zeroshot-encoder", f"tiny={folder}", "--encoder", str(tmp_path / "missing"), "--out", "-"]
+    assert main(argv + ["--no-progress"]) == 2
+    assert "encoder '" in capsys.readouterr().err and not (tmp_path / "-").exists()
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["zeroshot-tasks", "x=/tmp", "--to", "out", "--n", "0"],
+        ["zeroshot-encoder", "x=/tmp", "--encoder", "e", "--n", "-1"],
+        ["layers-knn", "--model", "m", "--data", "docci", "--captions", "c", "--k", "0"],
+        ["score-a", "--pretrained", "p", "--n", "0"],
+        ["score-a", "--pretrained", "p", "--batch-size", "0"],
+        ["score-c", "--vision", "clip:x", "--ocr", "--ocr-n", "0"],
+        ["make-ocr-pairs", "--to", "d", "--n", "0"],
+    ],
+)
+def test_counts_below_one_are_refused_by_the_argument_parser(argv, capsys):
+    from lmms_ac.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 2
+    assert "must be >= 1, got" in capsys.readouterr().err

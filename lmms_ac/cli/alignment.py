@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 
+from lmms_ac.cli.args import positive_int
 from lmms_ac.scores.methods import ALIGNMENT_METHODS
 
 
@@ -51,9 +52,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="caption_ll: also score the '\\n' separator LLaVA's plain template appends after each caption "
         "(stage-1 training's loss); by default only the caption's tokens are scored, as the paper defines A",
     )
-    p.add_argument("--n", type=int, default=100, help="image-caption pairs (default 100, as the paper)")
+    p.add_argument("--n", type=positive_int, default=100, help="image-caption pairs (default 100, as the paper)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--batch-size", type=positive_int, default=8)
     p.add_argument("--device", default="cpu")
     p.add_argument("--dtype", default="auto")
     p.add_argument("--variant", help="row name (default: the checkpoint's directory name)")

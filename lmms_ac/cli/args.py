@@ -16,3 +16,14 @@ def split_list(text: Optional[str]) -> Optional[List[str]]:
     if not text:
         return None
     return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def positive_int(text: str) -> int:
+    """argparse ``type=`` for counts (``--n``, ``--batch-size``): an integer >= 1, else argparse's one-line error."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value

@@ -13,6 +13,7 @@ import argparse
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
+from lmms_ac.cli.args import positive_int
 from lmms_ac.scores.methods import CORRESPONDENCE_METHODS
 
 DEFAULT_OUT = "scores.csv"
@@ -58,7 +59,10 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("--split", default="test", help="trn | val | test (default: test)")
     p.add_argument(
-        "--limit", type=int, default=None, help="use only the first N pairs (by file name), or N images with --images"
+        "--limit",
+        type=positive_int,
+        default=None,
+        help="use only the first N pairs (by file name), or N images with --images",
     )
     p.add_argument(
         "--layers", default="all", help="layers to read: 'all' (default), '0,8,16,-1', '0-12' (0 = projector output)"
@@ -67,7 +71,7 @@ def register(subparsers: Any) -> None:
     p.add_argument(
         "--alpha", type=float, default=0.1, help="PCK threshold as a fraction of max(h, w) of the target bbox"
     )
-    p.add_argument("--batch-size", type=int, default=8, help="images per forward pass (default 8)")
+    p.add_argument("--batch-size", type=positive_int, default=8, help="images per forward pass (default 8)")
     p.add_argument(
         "--pad",
         default="zero",
@@ -94,7 +98,7 @@ def register(subparsers: Any) -> None:
         metavar="NAME",
         help="use the questions of this lmms-eval task as prompts (its doc_to_text; images stay the SPair ones)",
     )
-    p.add_argument("--task-limit", type=int, default=200, help="questions taken from --task (default 200)")
+    p.add_argument("--task-limit", type=positive_int, default=200, help="questions taken from --task (default 200)")
     p.add_argument(
         "--bank",
         default="model",
@@ -109,7 +113,9 @@ def register(subparsers: Any) -> None:
     p.add_argument(
         "--no-attention", action="store_true", help="skip attention balance (then no eager attention is needed)"
     )
-    p.add_argument("--recon-tokens", type=int, default=64, help="held-out tokens sampled per test image (default 64)")
+    p.add_argument(
+        "--recon-tokens", type=positive_int, default=64, help="held-out tokens sampled per test image (default 64)"
+    )
     p.add_argument(
         "--recon-ridge", type=float, default=1e-3, help="ridge, relative to each channel's variance (default 1e-3)"
     )
@@ -142,12 +148,14 @@ def register(subparsers: Any) -> None:
     k.add_argument(
         "--base-llm", default=None, metavar="NAME", help="base LLM (hub id or directory), e.g. lmsys/vicuna-7b-v1.5"
     )
-    k.add_argument("--n", type=int, default=1000, help="pairs, drawn with --seed (default 1000)")
-    k.add_argument("--k", type=int, default=10, help="neighbours (default 10)")
+    k.add_argument("--n", type=positive_int, default=1000, help="pairs, drawn with --seed (default 1000)")
+    k.add_argument("--k", type=positive_int, default=10, help="neighbours (default 10)")
     k.add_argument("--layers", default="all", help="LLM layers: 'all' (default), '0,8,-1', '4-12'")
     k.add_argument("--seed", type=int, default=0)
-    k.add_argument("--batch-size", type=int, default=16)
-    k.add_argument("--max-tokens", type=int, default=512, help="truncate captions to this many tokens (default 512)")
+    k.add_argument("--batch-size", type=positive_int, default=16)
+    k.add_argument(
+        "--max-tokens", type=positive_int, default=512, help="truncate captions to this many tokens (default 512)"
+    )
     k.add_argument("--plot", default=None, metavar="DIR", help="write the curves to DIR/knn_<variant>.{png,svg}")
     k.add_argument("--overwrite", action="store_true", help="replace existing figures")
     k.set_defaults(func=cmd_knn)
@@ -165,10 +173,13 @@ def register(subparsers: Any) -> None:
         "datasets",
         nargs="+",
         metavar="DATASET",
-        help="caltech101 | cifar100 | food101 | pets | country211=DIR | eurosat | aircraft | NAME=SOURCE[@split]",
+        help="caltech101 | cifar100 | food101 | pets | country211=DIR | eurosat | aircraft | NAME=SOURCE[@split]; "
+        "SOURCE is an existing folder, else a hub id ('name' or 'org/name'); any other missing path is an error",
     )
     z.add_argument("--to", required=True, metavar="DIR", help="folder for the task YAMLs and the saved subsets")
-    z.add_argument("--n", type=int, default=1000, help="images per set, drawn with --seed (default 1000, as the paper)")
+    z.add_argument(
+        "--n", type=positive_int, default=1000, help="images per set, drawn with --seed (default 1000, as the paper)"
+    )
     z.add_argument("--seed", type=int, default=0)
     z.add_argument(
         "--prompt", default=None, help="the question before the class name (default: a neutral 'what is it' question)"
@@ -193,8 +204,9 @@ def register(subparsers: Any) -> None:
     who = e.add_mutually_exclusive_group(required=True)
     who.add_argument(
         "--encoder",
-        help="dual-encoder hub id or directory (a representation spec such as "
-        "clip:openai/clip-vit-large-patch14-336 is accepted)",
+        help="dual-encoder directory or hub id (a representation spec such as "
+        "clip:openai/clip-vit-large-patch14-336 is accepted). An existing path is used as such; otherwise only "
+        "'name' or 'org/name' is a hub id, and anything else (./x, ~/x, a/b/c) is a missing path: an error",
     )
     who.add_argument(
         "--model",
@@ -208,11 +220,11 @@ def register(subparsers: Any) -> None:
         default=None,
         help="prompt template with {} (repeatable; default 'a photo of a {}.')",
     )
-    e.add_argument("--n", type=int, default=1000)
+    e.add_argument("--n", type=positive_int, default=1000)
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--image-column", default=None)
     e.add_argument("--label-column", default=None)
-    e.add_argument("--batch-size", type=int, default=32)
+    e.add_argument("--batch-size", type=positive_int, default=32)
     e.add_argument("--device", default=None)
     e.add_argument("--variant", default=None, help="row name (default: the encoder name)")
     e.add_argument("--out", default=DEFAULT_OUT)
@@ -682,6 +694,7 @@ def cmd_zeroshot_encoder(args: argparse.Namespace) -> int:
     from lmms_ac.layers.zeroshot import (
         DEFAULT_TEMPLATES,
         class_prompt_name,
+        encoder_model_id,
         encoder_zero_shot,
         find_columns,
         load_source,
@@ -701,6 +714,7 @@ def cmd_zeroshot_encoder(args: argparse.Namespace) -> int:
                 "--encoder with the tower's dual-encoder id, e.g. openai/clip-vit-large-patch14-336"
             )
         args.encoder = tower
+    encoder_model_id(args.encoder)  # a missing encoder path fails here, before any data loads
     variant = args.variant or (default_variant(args.model) if args.model else args.encoder)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     cache: Dict[str, Any] = {}

@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional
 
+from lmms_ac.cli.args import positive_int
 from lmms_ac.scores.methods import CORRESPONDENCE_METHODS
 
 DEFAULT_OUT = "scores.csv"
@@ -51,10 +52,10 @@ def register(subparsers: Any) -> None:
     p.add_argument(
         "--alpha", type=float, default=0.1, help="PCK threshold as a fraction of max(h, w) of the target bbox"
     )
-    p.add_argument("--limit", type=int, default=None, help="score only the first N pairs (by file name)")
-    p.add_argument("--batch-size", type=int, default=16, help="images per encoder call")
+    p.add_argument("--limit", type=positive_int, default=None, help="score only the first N pairs (by file name)")
+    p.add_argument("--batch-size", type=positive_int, default=16, help="images per encoder call")
     p.add_argument("--ocr", action="store_true", help="also (or only) score C_ocr on generated text-image pairs")
-    p.add_argument("--ocr-n", type=int, default=200, help="number of generated OCR pairs (default 200)")
+    p.add_argument("--ocr-n", type=positive_int, default=200, help="number of generated OCR pairs (default 200)")
     p.add_argument("--ocr-seed", type=int, default=0, help="seed of the OCR pair generator (default 0)")
     p.set_defaults(func=cmd_score_c)
 
@@ -65,7 +66,7 @@ def register(subparsers: Any) -> None:
         "with keypoints at word/label centres, in the SPair-71k layout, so score-c reads them.",
     )
     m.add_argument("--to", required=True, metavar="DIR", help="output root (must not hold pairs already)")
-    m.add_argument("--n", type=int, default=200, help="number of pairs (default 200)")
+    m.add_argument("--n", type=positive_int, default=200, help="number of pairs (default 200)")
     m.add_argument("--seed", type=int, default=0)
     m.add_argument("--split", default="test")
     m.set_defaults(func=cmd_make_ocr_pairs)
