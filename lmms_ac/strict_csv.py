@@ -163,11 +163,14 @@ def nonempty(cell: str) -> None:
 
 
 def number(cell: str) -> None:
-    """A float, as Python writes it (``nan`` and ``inf`` included)."""
+    """A float, as Python writes it (``nan`` included; ``inf`` is refused: no score is infinite, and one
+    would reach the law's least squares)."""
     try:
-        float(cell)
+        value = float(cell)
     except ValueError:
         raise ValueError(f"{cell!r} is not a number") from None
+    if math.isinf(value):
+        raise ValueError(f"{cell!r} is infinite; a score must be a finite number")
 
 
 def optional_number(cell: str) -> None:

@@ -164,7 +164,9 @@ def test_cli_policy_json_and_text(capsys, tmp_path):
 
     assert main(["policy", "--example", "law-v1", "--runs", "200", "--json", "--policy", "all"]) == 0
     doc = json.loads(capsys.readouterr().out)
-    assert set(doc["mean"]) == {"region", "ucb", "prior", "random"}
+    from lmms_ac.law.policies import policy_names
+
+    assert set(doc["mean"]) == set(policy_names())
     assert len(doc["mean"]["region"]["recall@3"]) == 13 and "provenance" in doc
     out = tmp_path / "curves.csv"
     assert main(["policy", "--example", "law-v1", "--runs", "100", "--benchmarks", "mme", "--out", str(out)]) == 0
@@ -187,7 +189,8 @@ def test_cli_recommend(tmp_path, capsys):
     doc = json.loads(capsys.readouterr().out)
     assert doc["next"] in d.settings[3:] and len(doc["ranking"]) == 8
     assert main(["policy", "recommend", "--candidates", str(cand), "--trained", str(trained)]) == 0
-    assert "next to train (prior policy)" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "next to train (region policy)" in out and "why: region sampling" in out and "expected (" in out
     assert (
         main(["policy", "recommend", "--candidates", str(cand), "--trained", str(trained), "--policy", "region"]) == 0
     )
@@ -201,9 +204,12 @@ def test_cli_recommend(tmp_path, capsys):
 def test_which_policies_apply_comes_from_the_registry():
     from lmms_ac.law.policies import POLICY_REGISTRY, UCB_WARMUP, recommendable_policies, simulable_policies
 
-    assert simulable_policies(1) == ["region", "ucb", "random"]  # the prior learns from other benchmarks
-    assert simulable_policies(2) == ["region", "ucb", "prior", "random"]
-    assert recommendable_policies(UCB_WARMUP - 1) == ["region"]
-    assert recommendable_policies(UCB_WARMUP) == ["region", "ucb"]
-    assert recommendable_policies(UCB_WARMUP, n_benchmarks=2) == ["region", "ucb", "prior"]
+    priors = [n for n in POLICY_REGISTRY.snapshot() if POLICY_REGISTRY.get(n).uses_prior]
+    assert priors == ["prior", "prior-check"]
+    assert not set(priors) & set(simulable_policies(1))  # the prior learns from other benchmarks
+    assert set(priors) <= set(simulable_policies(2))
+    assert recommendable_policies(1) == ["region", "rank-by-a"]
+    assert recommendable_policies(UCB_WARMUP - 1) == ["region", "greedy", "rank-by-a"]
+    assert recommendable_policies(UCB_WARMUP) == ["region", "ucb", "thompson", "greedy", "rank-by-a"]
+    assert recommendable_policies(UCB_WARMUP, n_benchmarks=2)[-2:] == ["prior", "prior-check"]
     assert [n for n in POLICY_REGISTRY.snapshot() if POLICY_REGISTRY.get(n).baseline] == ["random"]

@@ -120,7 +120,10 @@ def test_every_section_is_rendered_with_its_data(study, page):
         assert page.tables[t], t
     # policy: a recommendation naming an untrained candidate, recall tables per policy
     assert re.search(r"train next\s*(" + "|".join(map(re.escape, CANDIDATES)) + ")", page.sections["policy"])
-    assert page.headers["policy-anytime-3"] == ["budget", "region", "ucb", "prior", "random"]
+    from lmms_ac.report.sections import PAGE_POLICIES
+
+    assert page.headers["policy-anytime-3"] == ["budget", *PAGE_POLICIES]  # no prior: it would see the same settings
+    assert page.tables["policy-evaluate"] and page.tables["policy-coverage"]
     # robustness table and the patch-information-loss maps of the two probed variants
     assert len(page.tables["robustness-average"]) == len(TRAINED) * 2
     assert page.sections["maps"].count("patch information loss (2x2)") == 2
@@ -346,7 +349,7 @@ def test_report_command_registers_without_heavy_imports():
 
 
 def test_two_trained_variants_still_give_a_page_without_the_prior_policy(tmp_path):
-    """The prior policy needs >= 3 scored settings; a study with 2 trained variants gets the other policies."""
+    """The prior policies need >= 3 scored settings; a study with 2 trained variants gets the other policies."""
     import pandas as pd
 
     from lmms_ac.report import build_report
@@ -356,5 +359,5 @@ def test_two_trained_variants_still_give_a_page_without_the_prior_policy(tmp_pat
     df = pd.read_csv(table)
     df[df["variant"].isin(["clip-l14-336", "dinov2-l"])].to_csv(table, index=False)
     html = build_report(table, scores, tmp_path / "report.html").read_text()
-    assert "the prior policy is left out" in html and "needs at least 3" in html
+    assert "prior, prior-check left out (a world has no source benchmark" in html
     assert 'id="policy"' in html

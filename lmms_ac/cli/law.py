@@ -83,10 +83,11 @@ def load_inputs(args: argparse.Namespace):
                 variant_col=args.variant_col,
                 a_col=a_col.format(benchmark=b),
                 c_col=c_col.format(benchmark=b),
+                skip_missing=True,
             )
             out.update(D.from_table(scores, ac, [b], source=str(args.table)))
         return out
-    ac = D.read_ac_scores(args.scores, variant_col=args.variant_col, a_col=a_col, c_col=c_col)
+    ac = D.read_ac_scores(args.scores, variant_col=args.variant_col, a_col=a_col, c_col=c_col, skip_missing=True)
     return D.from_table(scores, ac, benches, source=str(args.table))
 
 
@@ -141,6 +142,18 @@ def _fit_text(report) -> str:
         )
     if any(not m[LAW_MODEL]["complete"] for m in report.groups.values()):
         lines.append("* group mean over the benchmarks present only")
+    cov = report.coverage_frame()
+    cov = cov[cov["benchmark"] == "all"]
+    if len(cov):
+        level = report.options["level"]
+        parts = [f"{r.method} {r.coverage:.3f} ({r.covered}/{r.held_out})" for r in cov.itertuples(index=False)]
+        lines.append("")
+        lines.append(
+            f"Coverage of the law's {100 * level:g}% prediction intervals, leave-one-setting-out over every "
+            f"benchmark (a calibrated interval covers about {level:g}): "
+            + ", ".join(parts)
+            + f"; used here: {report.options['interval']}"
+        )
     preds = report.prediction_frame()
     preds = preds[~preds["scored"]] if len(preds) else preds
     if len(preds):
@@ -197,6 +210,12 @@ def _policy_names() -> List[str]:
     from lmms_ac.law.policies import policy_names
 
     return policy_names()
+
+
+def _default_policy() -> str:
+    from lmms_ac.law.policies import DEFAULT_POLICY
+
+    return DEFAULT_POLICY
 
 
 def _recommend_policy_names() -> List[str]:
@@ -313,15 +332,107 @@ def cmd_policy(args: argparse.Namespace) -> int:
     return 0
 
 
+def _evaluate_text(ev) -> str:
+    from lmms_ac.law.evaluate import GOAL_BUDGET, GOAL_TOP
+
+    lines = [
+        f"Recall at k'={GOAL_BUDGET} (mean over worlds ± standard error; {ev.options['runs']} seeded runs per world). "
+        "Every policy is credited alike: final = the best setting is trained or in the top-n of the "
+        "untrained by the policy's prediction after exactly k' trainings; anytime = at some step <= k'.",
+        "",
+    ]
+    t = ev.table()
+    tops = sorted(int(c.split("@")[1]) for c in t.columns if c.startswith("final@") and not c.endswith("se"))
+    heads = [f"{m}@{n}" for m in ("anytime", "final") for n in tops]
+    lines.append(f"{'protocol':<20}{'policy':<13}{'worlds':>7}  " + "  ".join(f"{h:>13}" for h in heads))
+    for r in t.to_dict("records"):
+        vals = "  ".join(f"{r[h]:>6.3f} ±{r[h + ' se']:.3f}" for h in heads)
+        lines.append(f"{r['protocol']:<20}{r['policy']:<13}{r['worlds']:>7}  {vals}")
+    goal = ev.goal()
+    if goal:
+        lines.append("")
+        lines.append(
+            f"Goal: final Recall@{GOAL_TOP} at k'={GOAL_BUDGET} >= region + 0.05 on leave-family-out and "
+            "synthetic-related, never < region - 0.02 on a judged protocol:"
+        )
+        for pol, g in goal.items():
+            diffs = ", ".join(f"{p} {d:+.3f}" for p, d in g["minus_region"].items())
+            verdict = {True: "MEETS", False: "no", None: "n/a"}[g["meets_goal"]]
+            lines.append(f"  {pol:<12} {verdict:<6} {diffs}")
+    lines.append("")
+    lines.append(f"best policy on every judged protocol evaluated here: {ev.best_policy()}")
+    for n in ev.notes:
+        lines.append(f"note: {n}")
+    return "\n".join(lines) + "\n"
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from lmms_ac.law.evaluate import evaluate
+    from lmms_ac.law.worlds import WorldOptions
+    from lmms_ac.results.output import json_document, write_csv
+
+    if args.runs < 1 or args.worlds < 2:
+        raise _error(f"--runs must be >= 1 and --worlds >= 2 (got {args.runs}, {args.worlds})")
+    data = load_inputs(args) if any(getattr(args, n, None) for n in ("example", "wide", "table")) else None
+    ev = evaluate(
+        data,
+        split_list(args.protocols) or None,
+        split_list(args.policies) or _evaluated(),
+        runs=args.runs,
+        seed=args.seed,
+        options=WorldOptions(worlds=args.worlds),
+    )
+    cfg = args_config(args)
+    if args.out:
+        write_csv(ev.frame, args.out, cfg, overwrite=args.overwrite)
+    if args.json:
+        print(json_document(ev.to_dict(), cfg))
+    else:
+        sys.stdout.write(_evaluate_text(ev))
+    return 0
+
+
+def _evaluated() -> List[str]:
+    from lmms_ac.law.evaluate import EVALUATED
+
+    return list(EVALUATED)
+
+
+def _protocol_help() -> str:
+    from lmms_ac.law.protocols import PROTOCOL_REGISTRY, protocol_names
+
+    return "; ".join(f"{n}: {PROTOCOL_REGISTRY.get(n).help}" for n in protocol_names())
+
+
+def a_definition(column: str) -> str:
+    """The A score a column holds, from its name: ``A_embed_{benchmark}`` / ``A_embed_mme`` -> ``A_embed``."""
+    base = column.replace("_{benchmark}", "").replace("{benchmark}", "")
+    return "A_embed" if base.startswith("A_embed") else base
+
+
 def _load_prior(args: argparse.Namespace):
-    """The prior law of ``recommend --policy prior``: a bundled example name or a wide CSV."""
+    """The prior law of the prior policies: from a table the user names (a bundled example or a wide CSV),
+    refused when its A is another definition than the candidates' (unless --allow-a-mismatch)."""
 
     from lmms_ac.law import data as D
     from lmms_ac.law.prior import law_prior
 
     name = args.prior
     if name in D.EXAMPLES:
-        return law_prior(D.load_example(name))
+        prior_a = str(D.EXAMPLES[name]["a_col"])
+    else:
+        prior_a = args.prior_a_col
+    mine, theirs = a_definition(args.a_col), a_definition(prior_a)
+    if mine != theirs:
+        msg = (
+            f"the prior's A is {theirs!r} ({prior_a}) but the candidates' A is {mine!r} ({args.a_col}): another "
+            "definition, so the prior's law does not apply to these candidates"
+        )
+        if not args.allow_a_mismatch:
+            raise _error(msg + "; use a prior computed with the same A, or --allow-a-mismatch to use it anyway")
+        print(f"WARNING: {msg}; used anyway (--allow-a-mismatch)", file=sys.stderr)
+    if name in D.EXAMPLES:
+        return law_prior(D.load_example(name)), theirs
     path = Path(name)
     if not path.exists():
         raise _error(
@@ -339,7 +450,7 @@ def _load_prior(args: argparse.Namespace):
             benchmarks=benches,
             source=str(path),
         )
-    )
+    ), theirs
 
 
 def _read_trained(args: argparse.Namespace):
@@ -376,12 +487,23 @@ def _read_trained(args: argparse.Namespace):
 
 def cmd_recommend(args: argparse.Namespace) -> int:
     from lmms_ac.law.data import read_ac_scores
-    from lmms_ac.law.policy import recommend
+    from lmms_ac.law.policies import DEFAULT_POLICY, POLICY_REGISTRY
+    from lmms_ac.law.recommend import recommend
     from lmms_ac.results.output import json_document
 
-    ac = read_ac_scores(args.candidates, variant_col=args.variant_col, a_col=args.a_col, c_col=args.c_col)
+    spec = POLICY_REGISTRY.get(args.policy)
+    if spec.uses_prior and not args.prior:
+        raise _error(
+            f"the {args.policy} policy needs a prior from a table you name: --prior FILE --prior-benchmarks b1,b2 "
+            "(or --prior law-v1, whose A is A_embed); its A and C must be the candidates' definitions"
+        )
+    if args.prior and not spec.uses_prior:
+        raise _error(f"--prior is read only by the prior policies (prior, prior-check), not by {args.policy}")
+    ac = read_ac_scores(
+        args.candidates, variant_col=args.variant_col, a_col=args.a_col, c_col=args.c_col, skip_missing=True
+    )
     trained = _read_trained(args)
-    prior = _load_prior(args) if args.policy == "prior" else None
+    prior = _load_prior(args)[0] if spec.uses_prior else None
     rec = recommend(
         list(ac.index),
         ac["A"].to_numpy(),
@@ -391,16 +513,27 @@ def cmd_recommend(args: argparse.Namespace) -> int:
         seed=args.seed,
         prior=prior,
         acquisition=args.acquisition,
+        expected_worlds=args.expected_worlds,
     )
+    if args.policy == DEFAULT_POLICY:
+        rec.notes.insert(
+            0, f"{DEFAULT_POLICY} is the default: no policy beat it on every protocol of `policy evaluate`"
+        )
     if args.json:
         print(json_document(rec.to_dict(), args_config(args)))
         return 0
     print(f"next to train ({rec.policy} policy): {rec.next if rec.next else '(nothing left)'}")
+    if rec.why:
+        print(f"  why: {rec.why}")
+    if rec.expected:
+        parts = [f"{k} {v:.2f}" for k, v in rec.expected.items() if k != "worlds"]
+        print(
+            f"  expected ({int(rec.expected['worlds'])} random laws on these candidates' (A, C)): " + ", ".join(parts)
+        )
     if rec.level is not None:
         print(f"  region level {rec.level}; eligible cells: " + "; ".join(rec.options))
     elif rec.options:
-        what = "UCB order" if rec.policy == "ucb" else "next choice, then posterior ranking"
-        print(f"  {what} of the untrained candidates: " + ", ".join(rec.options))
+        print("  order of the untrained candidates: " + ", ".join(rec.options))
     for n in rec.notes:
         print(f"  note: {n}")
     print("")
@@ -480,7 +613,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--interval",
         choices=O.INTERVALS,
         default="ols",
-        help="prediction interval: OLS (Student t) or leave-one-out residual quantile (default: ols)",
+        help="prediction interval: OLS (Student t), leave-one-out residual quantile, or conformal (studentised "
+        "jackknife); `fit` prints each one's leave-one-setting-out coverage (default: ols)",
     )
     p.add_argument("--level", type=float, default=0.9, help="interval coverage (default: 0.9)")
     p.add_argument("--random-draws", type=int, default=100, help="draws of the random baseline (default: 100)")
@@ -535,7 +669,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--formats", default=PLOT_FORMATS, help=f"figure formats (default: {PLOT_FORMATS})")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     p.set_defaults(func=cmd_policy)
-    sub = p.add_subparsers(dest="policy_command", metavar="{recommend}")
+    sub = p.add_subparsers(dest="policy_command", metavar="{recommend,evaluate}")
+    e = sub.add_parser(
+        "evaluate",
+        help="every policy under protocols that hide what a user could not know (Recall@1/@3 with standard errors)",
+        description="Evaluate the policies on worlds that hide what a user could not know: leave-one-family-out, "
+        "synthetic worlds, a permuted-(A, C) control (docs/METHODS-policy.md). Protocols: " + _protocol_help(),
+    )
+    _add_input_args(e)
+    e.add_argument("--protocols", help="comma-separated protocols (default: all; table ones need an input)")
+    e.add_argument("--policies", help="comma-separated policies (default: " + ",".join(_evaluated()) + ")")
+    e.add_argument("--worlds", type=int, default=200, help="synthetic worlds per shape; permutations (default: 200)")
+    e.add_argument("--runs", type=int, default=20, help="seeded runs per world and policy (default: 20)")
+    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--json", action="store_true", help="print a JSON document (table, goal, curves)")
+    e.add_argument("--out", metavar="FILE", help="write every curve with its standard error (CSV)")
+    e.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    e.set_defaults(func=cmd_evaluate)
     r = sub.add_parser("recommend", help="which variant to train next and the current predicted ranking")
     r.add_argument("--candidates", required=True, metavar="AC.csv", help="A/C scores of every candidate")
     r.add_argument(
@@ -553,15 +703,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     r.add_argument(
         "--policy",
         choices=_recommend_policy_names(),
-        default="prior",
-        help="prior (default: it has the best recall on the bundled data, see `lmms-ac policy "
-        "--policy all`), region or ucb",
+        default=_default_policy(),
+        help=f"the policy that chooses (default: {_default_policy()}, the best under `lmms-ac policy evaluate`: "
+        "no other beats it on every protocol that hides what a user could not know)",
     )
     r.add_argument(
         "--prior",
-        default="law-v1",
-        help="prior policy: the benchmarks whose law is the prior, a bundled example (default: "
-        "law-v1, A_embed and C_pck10 of 8 benchmarks) or a wide CSV (with --prior-benchmarks)",
+        help="prior policies only: the table whose law is the prior, a bundled example (law-v1: its A is A_embed) "
+        "or a wide CSV (with --prior-benchmarks); refused when its A is another definition than --a-col",
+    )
+    r.add_argument(
+        "--allow-a-mismatch", action="store_true", help="use a --prior whose A definition differs (warned loudly)"
+    )
+    r.add_argument(
+        "--expected-worlds",
+        type=int,
+        default=100,
+        help="random laws on the candidates' (A, C) to measure the expected recall (0: skip; default: 100)",
     )
     r.add_argument("--prior-benchmarks", help="score columns of a --prior CSV")
     r.add_argument("--prior-a-col", default="A", help="A column of a --prior CSV; may contain {benchmark}")

@@ -137,6 +137,14 @@ def _numeric(df: pd.DataFrame, col: str, source: str) -> np.ndarray:
     return num.to_numpy(dtype=float)
 
 
+def _check_finite(values: np.ndarray, names: Sequence[str], col: str, source: str) -> None:
+    """An infinite A, C or score is an error naming the rows (it would reach the law's SVD)."""
+    bad = np.flatnonzero(np.isinf(values))
+    if bad.size:
+        rows = ", ".join(f"{names[i]} ({values[i]:g})" for i in bad[:5])
+        raise ValueError(f"{source}: column {col!r} is infinite for {rows}; fix or remove those rows.")
+
+
 def _check_unique(names: Sequence[str], what: str, source: str) -> None:
     seen, dups = set(), []
     for n in names:
@@ -197,8 +205,8 @@ def from_wide(
                     f"{source}: column {col!r} is empty/NaN for {', '.join(missing)}; every setting "
                     f"needs A and C scores (fill them or drop those rows)."
                 )
-        if np.isinf(y).any() or np.isinf(A).any() or np.isinf(C).any():
-            raise ValueError(f"{source}: benchmark {b!r} has infinite values; fix the input.")
+        for arr, col in ((A, acol), (C, ccol), (y, b)):
+            _check_finite(arr, names, col, source)
         out[b] = BenchmarkData(b, tuple(names), A, C, y)
     return out
 
@@ -210,12 +218,14 @@ def read_ac_scores(
     a_col: str = "A",
     c_col: str = "C",
     allow_missing: bool = False,
+    skip_missing: bool = False,
 ) -> pd.DataFrame:
     """Read an A/C scores CSV into a frame indexed by variant with columns A and C.
 
     ``allow_missing``: a variant without an A or C score (or a score file holding no C at all) keeps
     NaN there, with a warning naming the variants, instead of failing (the leaderboard shows what it
-    has; the law needs both and refuses).
+    has). ``skip_missing`` (the law and the policy, which need both): such a variant is left out with a
+    warning naming it; an error only when no variant has both.
     """
     path = Path(path)
     if not path.exists():
@@ -224,7 +234,13 @@ def read_ac_scores(
 
     df = read_scores_frame(path)  # a score store is validated row by row (issue 9): never a silent partial read
     return ac_scores_from_frame(
-        df, str(path), variant_col=variant_col, a_col=a_col, c_col=c_col, allow_missing=allow_missing
+        df,
+        str(path),
+        variant_col=variant_col,
+        a_col=a_col,
+        c_col=c_col,
+        allow_missing=allow_missing,
+        skip_missing=skip_missing,
     )
 
 
@@ -236,17 +252,37 @@ def ac_scores_from_frame(
     a_col: str = "A",
     c_col: str = "C",
     allow_missing: bool = False,
+    skip_missing: bool = False,
 ) -> pd.DataFrame:
     """:func:`read_ac_scores` of a frame already read by ``lmms_ac.scores.store.read_scores_frame`` (``path``
     names it in messages): a score store (long: variant, score, value...) is pivoted, a wide table used as is."""
     if {"score", "value", variant_col} <= set(df.columns) and a_col not in df.columns:
-        df = _pivot_score_store(df, variant_col, (a_col, c_col), str(path), allow_missing)
+        df = _pivot_score_store(df, variant_col, (a_col, c_col), str(path), allow_missing or skip_missing)
     for col, what in ((variant_col, "variant"), (a_col, "A"), (c_col, "C")):
         if col not in df.columns:
             raise _missing_column(col, df, what, str(path))
     names = [str(v) for v in df[variant_col]]
     _check_unique(names, "variant", str(path))
     A, C = _numeric(df, a_col, str(path)), _numeric(df, c_col, str(path))
+    for arr, col in ((A, a_col), (C, c_col)):
+        _check_finite(arr, names, col, str(path))
+    if skip_missing:
+        incomplete = np.isnan(A) | np.isnan(C)
+        if incomplete.all():
+            raise ValueError(
+                f"{path}: no variant has both an {a_col!r} and a {c_col!r} score; the law needs both "
+                f"(run lmms-ac score-a / score-c)."
+            )
+        if incomplete.any():
+            from loguru import logger
+
+            left = [n for n, m in zip(names, incomplete) if m]
+            logger.warning(
+                f"{path}: left out of the law and the policy (no {a_col!r} or no {c_col!r} score): {', '.join(left)}"
+            )
+            keep = ~incomplete
+            names = [n for n, k in zip(names, keep) if k]
+            A, C = A[keep], C[keep]
     for arr, col in ((A, a_col), (C, c_col)):
         if np.isnan(arr).any():
             missing = [names[i] for i in np.flatnonzero(np.isnan(arr))]

@@ -12,8 +12,10 @@ benchmark first (the published practice; R² of the full polynomial models does 
 coefficients do). Settings without a score are predicted by ``AC_poly2`` with an interval:
 ``interval="ols"`` is the classical OLS prediction interval (Student t, residual variance
 RSS/(n-p)); ``interval="loo"`` is a jackknife interval, prediction ± the ceil((n+1)·level)-th
-smallest absolute leave-one-out residual. When there are not more points than parameters the OLS
-interval is undefined and the LOO interval is used. Intervals are in the score's own units.
+smallest absolute leave-one-out residual; ``interval="conformal"`` a studentised jackknife (see
+``lmms_ac.law.intervals``). When there are not more points than parameters the OLS interval is
+undefined and the LOO interval is used. Intervals are in the score's own units. Each method's coverage
+is measured by leave-one-setting-out on the benchmark's scored settings (``BenchmarkFit.coverage``).
 
 Fewer points than parameters: a warning and the minimum-norm solution (see ``linalg``).
 """
@@ -31,6 +33,7 @@ from loguru import logger
 
 from lmms_ac.law.data import BenchmarkData, canonical_benchmark, group_members
 from lmms_ac.law.options import INTERVALS, NORMALIZATIONS  # noqa: F401 (re-exported)
+from lmms_ac.law.intervals import coverage, half_widths
 from lmms_ac.law.linalg import loo_predictions, min_norm_fit, poly_features, poly_terms, predict, r2
 
 FEATURE_SETS = ("random", "A", "C", "AC")
@@ -108,6 +111,8 @@ class BenchmarkFit:
     norm: Dict[str, MinMax]
     predictions: pd.DataFrame
     warnings: List[str] = field(default_factory=list)
+    #: {interval method: (held-out settings covered, held out)}, leave-one-setting-out (``intervals.coverage``)
+    coverage: Dict[str, tuple] = field(default_factory=dict)
 
     def law_predict(self, A: np.ndarray, C: np.ndarray) -> np.ndarray:
         """The law (``AC_poly2``) at raw (A, C), in raw score units."""
@@ -178,6 +183,23 @@ class LawReport:
                     )
         return pd.DataFrame(rows)
 
+    def coverage_frame(self) -> pd.DataFrame:
+        """Coverage of the law's intervals by leave-one-setting-out: benchmark (and 'all'), method, covered,
+        held_out, coverage, level."""
+        rows = [
+            {"benchmark": b, "method": m, "covered": c, "held_out": t}
+            for b, bf in self.benchmarks.items()
+            for m, (c, t) in bf.coverage.items()
+        ]
+        df = pd.DataFrame(rows, columns=["benchmark", "method", "covered", "held_out"])
+        if len(df):
+            tot = df.groupby("method", as_index=False, sort=False)[["covered", "held_out"]].sum()
+            tot.insert(0, "benchmark", "all")
+            df = pd.concat([df, tot], ignore_index=True)
+        df["coverage"] = df["covered"] / df["held_out"].where(df["held_out"] > 0)
+        df["level"] = self.options.get("level")
+        return df
+
     def prediction_frame(self) -> pd.DataFrame:
         frames = [bf.predictions.assign(benchmark=b) for b, bf in self.benchmarks.items()]
         df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
@@ -195,19 +217,21 @@ class LawReport:
                     "normalization": {k: {"min": v.lo, "max": v.hi} for k, v in bf.norm.items()},
                     "warnings": bf.warnings,
                     "predictions": bf.predictions[~bf.predictions["scored"]].to_dict("records"),
+                    "coverage": {m: {"covered": c, "held_out": t} for m, (c, t) in bf.coverage.items()},
                 }
                 for b, bf in self.benchmarks.items()
             },
             "groups": self.groups,
+            "coverage": self.coverage_frame().query("benchmark == 'all'").to_dict("records"),
         }
-        return _clean_json(doc)
+        return clean_json(doc)
 
 
-def _clean_json(obj):
+def clean_json(obj):
     if isinstance(obj, dict):
-        return {str(k): _clean_json(v) for k, v in obj.items()}
+        return {str(k): clean_json(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_clean_json(v) for v in obj]
+        return [clean_json(v) for v in obj]
     if isinstance(obj, (np.floating, float)):
         v = float(obj)
         return None if math.isnan(v) or math.isinf(v) else v
@@ -271,45 +295,6 @@ def _fit_random(name: str, degree: int, y: np.ndarray, draws: int, rng: np.rando
         warnings.simplefilter("ignore", RuntimeWarning)
         vals = [float(np.nanmean(v)) for v in (r2(Y, yhat), r2(Y, loo), _spearman(Y, yhat), _spearman(Y, loo))]
     return ModelFit(name, poly_terms(["R1", "R2"], degree), float("nan"), [], *vals, q + 1, n < q + 1, draws=draws)
-
-
-def _intervals(
-    X: np.ndarray,
-    y: np.ndarray,
-    b: float,
-    w: np.ndarray,
-    X0: np.ndarray,
-    loo: np.ndarray,
-    method: str,
-    level: float,
-    warn: List[str],
-    bench: str,
-):
-    """Half-widths of prediction intervals at X0 (normalised units)."""
-    from scipy.stats import t as student_t
-
-    n, q = X.shape
-    p = q + 1
-    if method == "ols" and n > p:
-        Xf = np.c_[np.ones(n), X]
-        if np.linalg.matrix_rank(Xf) == p:
-            resid = y - (Xf @ np.r_[b, w])
-            s2 = float(resid @ resid) / (n - p)
-            cov = np.linalg.pinv(Xf.T @ Xf)
-            X0f = np.c_[np.ones(len(X0)), X0]
-            var = s2 * (1.0 + np.einsum("mi,ij,mj->m", X0f, cov, X0f))
-            return student_t.ppf(0.5 + level / 2.0, n - p) * np.sqrt(var), "ols"
-    if method == "ols":
-        warn.append(
-            f"{bench}: OLS prediction interval needs more points than parameters ({n} <= {p}); "
-            f"using the leave-one-out interval"
-        )
-    if n < 3:
-        warn.append(f"{bench}: too few points ({n}) for a prediction interval")
-        return np.full(len(X0), np.nan), "none"
-    absres = np.sort(np.abs(y - loo))
-    k = min(int(math.ceil((n + 1) * level)), n)
-    return np.full(len(X0), absres[k - 1]), "loo"
 
 
 def fit_benchmark(
@@ -386,7 +371,7 @@ def fit_benchmark(
     loo = loo_predictions(Xs, z)
     if (~mask).any():  # intervals only for settings that are predicted
         before = len(warns)
-        half, method = _intervals(Xs, z, law.intercept, w, X_all, loo, interval, level, warns, data.benchmark)
+        half, method = half_widths(Xs, z, X_all, interval, level, warns, data.benchmark)
         for msg in warns[before:]:
             logger.warning(msg)
     else:
@@ -410,7 +395,8 @@ def fit_benchmark(
             "level": level,
         }
     )
-    return BenchmarkFit(data.benchmark, n, models, norm, predictions, warns)
+    cover = coverage(np.stack([a, c], axis=-1), z, level) if n >= 4 else {}
+    return BenchmarkFit(data.benchmark, n, models, norm, predictions, warns, cover)
 
 
 def law_predictions(data: BenchmarkData, normalize: str = "minmax") -> np.ndarray:
@@ -499,5 +485,7 @@ def fit_law(
         "level": level,
         "law": LAW_MODEL,
         "r2": "in-sample 1 - SS_res/SS_tot; r2_loo = 1 - PRESS/SS_tot",
+        "coverage": "share of scored settings inside the interval of the law fitted without them "
+        "(leave-one-setting-out), per interval method",
     }
     return LawReport(fits, group_means(fits), options)

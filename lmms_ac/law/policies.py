@@ -24,16 +24,26 @@ class PolicySpec:
     orders: str
     predict: Optional[str]
     rng_stream: str
-    recommend: bool = True
-    #: benchmarks the simulation needs (the prior policy learns its prior from the others)
+    #: ``module:function`` choosing the next candidate for ``recommend`` (None: not offered there)
+    next: Optional[str] = None
+    #: benchmarks the simulation needs (the prior policies learn their prior from the others)
     min_benchmarks: int = 1
     #: trained settings a recommendation needs (UCB samples regions until then)
     min_trained: int = 0
 
     @property
+    def recommend(self) -> bool:
+        return self.next is not None
+
+    @property
     def baseline(self) -> bool:
         """Ranks nothing (success only when the best setting was trained): the reference of the others."""
         return self.predict is None
+
+    @property
+    def uses_prior(self) -> bool:
+        """Learns from other benchmarks (a prior law) besides the target's own trained settings."""
+        return self.min_benchmarks > 1
 
     @staticmethod
     def _resolve(ref: str) -> Callable:
@@ -46,49 +56,105 @@ class PolicySpec:
     def predict_fn(self) -> Optional[Callable]:
         return self._resolve(self.predict) if self.predict else None
 
+    def next_fn(self) -> Callable:
+        if self.next is None:
+            raise ValueError(f"policy {self.name!r} does not recommend (it is a baseline of the simulation only)")
+        return self._resolve(self.next)
+
 
 POLICY_REGISTRY: Registry[PolicySpec] = Registry("policy")
-_P = "lmms_ac.law.policy"
+_P = "lmms_ac.law.simulation"
+_R = "lmms_ac.law.recommend"
 for _spec in (
     PolicySpec(
         "region",
         "region-based sampling of the (A, C) plane, the law ranks (the paper's policy)",
-        f"{_P}:_orders_region",
-        f"{_P}:_predict_law",
+        f"{_P}:orders_region",
+        f"{_P}:predict_law",
         "region",
+        f"{_R}:next_region",
     ),
     PolicySpec(
         "ucb",
         f"region sampling for {UCB_WARMUP} settings, then the upper confidence bound of a Bayesian "
         f"degree-2 law; the law ranks",
-        f"{_P}:_orders_ucb",
-        f"{_P}:_predict_law",
+        f"{_P}:orders_ucb",
+        f"{_P}:predict_law",
         "region",
+        f"{_R}:next_ucb",
         min_trained=UCB_WARMUP,
     ),
     PolicySpec(
+        "thompson",
+        f"region sampling for {UCB_WARMUP} settings, then Thompson sampling: the best candidate of one draw "
+        "of the Bayesian degree-2 law; the law ranks",
+        f"{_P}:orders_thompson",
+        f"{_P}:predict_law",
+        "region",
+        f"{_R}:next_thompson",
+        min_trained=UCB_WARMUP,
+    ),
+    PolicySpec(
+        "greedy",
+        "fit the law on 2 region-sampled seeds, then train its predicted best untrained candidate; the law ranks",
+        f"{_P}:orders_greedy",
+        f"{_P}:predict_law",
+        "region",
+        f"{_R}:next_greedy",
+        min_trained=2,
+    ),
+    PolicySpec(
+        "rank-by-a",
+        "train in order of decreasing A; untrained candidates rank by A",
+        f"{_P}:orders_rank_by_a",
+        f"{_P}:predict_a",
+        "rank-by-a",
+        f"{_R}:next_rank_by_a",
+    ),
+    PolicySpec(
         "prior",
-        "the law fitted on the other benchmarks as a prior, Bayesian updating on the target "
+        "the law fitted on other benchmarks as a prior, Bayesian updating on the target "
         "(expected improvement; never reads untrained scores); the posterior mean ranks",
-        f"{_P}:_orders_prior",
-        f"{_P}:_predict_prior",
+        f"{_P}:orders_prior",
+        f"{_P}:predict_prior",
         "prior",
+        f"{_R}:next_prior",
         min_benchmarks=2,
+    ),
+    PolicySpec(
+        "prior-check",
+        "the prior policy while the trained settings agree with the prior (Spearman >= 0.5 from 3 trained on), "
+        "then the law fitted on the trained settings alone: its predicted best next",
+        f"{_P}:orders_prior_check",
+        f"{_P}:predict_prior_check",
+        "prior",
+        f"{_R}:next_prior_check",
+        min_benchmarks=2,
+    ),
+    PolicySpec(
+        "random-law",
+        "train in random order; the law ranks (chance under the crediting rule of every other policy)",
+        f"{_P}:orders_random",
+        f"{_P}:predict_law",
+        "random",
     ),
     PolicySpec(
         "random",
         "train in random order; success when the best setting was trained",
-        f"{_P}:_orders_random",
+        f"{_P}:orders_random",
         None,
         "random",
-        recommend=False,
     ),
 ):
     POLICY_REGISTRY.register(_spec.name, _spec)
 
+#: what ``policy recommend`` uses unless told otherwise: the policy ``policy evaluate`` found best on every
+#: protocol that hides what a user could not know (README "Judging a policy"); no other wins on all of them
+DEFAULT_POLICY = "region"
+
 
 def policy_names() -> List[str]:
-    """Policies in registration order (region, ucb, prior, random)."""
+    """Policies in registration order."""
     return list(POLICY_REGISTRY.snapshot())
 
 

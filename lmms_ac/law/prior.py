@@ -195,3 +195,59 @@ def prior_predictions(points: np.ndarray, y: np.ndarray, prior: LawPrior, sets: 
     """Posterior means (G, k) given each row of ``sets`` (G, t) as the trained settings."""
     model = PriorModel(points, prior)
     return np.stack([model.posterior(s, y[s])[0] for s in sets])
+
+
+#: the prior is dropped once the trained settings' scores rank-correlate with its mean below this
+PRIOR_AGREEMENT = 0.5
+#: trained settings needed before the agreement is judged
+PRIOR_CHECK_AFTER = 3
+
+
+def prior_agrees(model: PriorModel, idx: Sequence[int], y_trained: np.ndarray) -> bool:
+    """Whether the trained scores agree with the prior: Spearman ρ(y_T, prior mean_T) >= ``PRIOR_AGREEMENT``
+    (always true before ``PRIOR_CHECK_AFTER`` trainings; a constant side counts as disagreement)."""
+    idx = np.asarray(idx, dtype=np.int64)
+    if idx.size < PRIOR_CHECK_AFTER:
+        return True
+    ry = np.argsort(np.argsort(y_trained)).astype(float)
+    rg = np.argsort(np.argsort(model.g[idx])).astype(float)
+    if np.ptp(y_trained) == 0 or np.ptp(model.g[idx]) == 0:
+        return False
+    return float(np.corrcoef(ry, rg)[0, 1]) >= PRIOR_AGREEMENT
+
+
+def _law_mean(X: np.ndarray, idx: np.ndarray, y_trained: np.ndarray) -> np.ndarray:
+    from lmms_ac.law.linalg import min_norm_fit
+
+    b, w = min_norm_fit(X[idx][:, 1:], y_trained)
+    return X[:, 1:] @ w + b
+
+
+def checked_prior_orders(points: np.ndarray, y: np.ndarray, prior: LawPrior, runs: int) -> np.ndarray:
+    """The prior policy while the trained settings agree with it (``prior_agrees``); once they do not,
+    the law fitted on the trained settings alone picks its predicted best untrained setting. Deterministic:
+    one order, repeated for every run."""
+    model = PriorModel(points, prior)
+    X = _design(points)
+    k = len(points)
+    chosen: List[int] = []
+    for _ in range(k):
+        idx = np.asarray(chosen, dtype=np.int64)
+        if prior_agrees(model, idx, y[idx]):
+            nxt = next_choice(model, chosen, y[idx], "ei")
+        else:
+            score = _law_mean(X, idx, y[idx])
+            score[idx] = -np.inf
+            nxt = int(np.argmax(score))
+        chosen.append(nxt)
+    return np.repeat(np.asarray(chosen, dtype=np.int64)[None, :], runs, axis=0)
+
+
+def checked_prior_predictions(points: np.ndarray, y: np.ndarray, prior: LawPrior, sets: np.ndarray) -> np.ndarray:
+    """Posterior means where the trained set agrees with the prior, the plain law's predictions elsewhere."""
+    model = PriorModel(points, prior)
+    X = _design(points)
+    out = []
+    for s in sets:
+        out.append(model.posterior(s, y[s])[0] if prior_agrees(model, s, y[s]) else _law_mean(X, s, y[s]))
+    return np.stack(out)

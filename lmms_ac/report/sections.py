@@ -38,6 +38,9 @@ class Options:
     interval: str = "ols"
     level: float = 0.9
     policy_runs: int = 1000
+    #: synthetic worlds per shape and runs per world of the page's `policy evaluate` table (the CLI uses 200 / 20)
+    policy_worlds: int = 20
+    policy_eval_runs: int = 10
     seed: int = 0
     a_col: str = "A"
     c_col: str = "C"
@@ -375,16 +378,9 @@ def policy_section(an: Analysis) -> Section:
         )
         return sec
     o = an.options
-    from lmms_ac.law.policies import simulable_policies
-
-    policies = simulable_policies(len(an.law_data))
-    try:
-        sim = simulate(an.law_data, policies, runs=o.policy_runs, seed=o.seed)
-    except ValueError as err:  # the prior policy needs >= 3 scored settings on the other benchmarks
-        if "prior" not in policies:
-            raise
-        sec.notes.append(f"the prior policy is left out: {err}")
-        sim = simulate(an.law_data, [p for p in policies if p != "prior"], runs=o.policy_runs, seed=o.seed)
+    # on the table itself, only policies that learn nothing from other benchmarks (a prior would see the
+    # same settings on them: optimistic); the evaluate table below judges every policy fairly
+    sim = simulate(an.law_data, PAGE_POLICIES, runs=o.policy_runs, seed=o.seed)
     sec.data["recall3"] = figures.via_plot(plot_recall_curves, sim, top=3)
     sec.data["recall1"] = figures.via_plot(plot_recall_curves, sim, top=1)
     frame = sim.to_frame()
@@ -406,6 +402,8 @@ def policy_section(an: Analysis) -> Section:
     sec.data["k"] = int(mean["k"].max()) if len(mean) else 0
     sec.data["recommendations"], notes = _recommendations(an)
     sec.notes += notes
+    _evaluation(an, sec)
+    _coverage(an, sec)
     best = []
     if an.law is not None:
         preds = an.law.prediction_frame()
@@ -425,10 +423,46 @@ def policy_section(an: Analysis) -> Section:
     return sec
 
 
+#: policies simulated on the page's own table (no prior: it would learn from the same settings)
+PAGE_POLICIES = ("region", "ucb", "greedy", "rank-by-a", "random-law", "random")
+#: protocols of the page's evaluate table
+PAGE_PROTOCOLS = ("leave-family-out", "permuted", "synthetic-related")
+
+
+def _evaluation(an: Analysis, sec: Section) -> None:
+    """The `policy evaluate` table at k'=4 on this table's protocols and synthetic worlds."""
+    from lmms_ac.law.evaluate import GOAL_BUDGET, evaluate
+    from lmms_ac.law.worlds import WorldOptions
+
+    o = an.options
+    ev = evaluate(
+        an.law_data, PAGE_PROTOCOLS, runs=o.policy_eval_runs, seed=o.seed, options=WorldOptions(worlds=o.policy_worlds)
+    )
+    t = ev.table(GOAL_BUDGET)
+    sec.data["evaluate"] = frame_table(
+        t, id="policy-evaluate", digits={c: 3 for c in t.columns if "@" in c}, key="policy"
+    )
+    sec.data["evaluate_budget"] = GOAL_BUDGET
+    sec.data["evaluate_best"] = ev.best_policy()
+    sec.data["evaluate_worlds"] = o.policy_worlds
+    sec.notes += [f"evaluate: {n}" for n in ev.notes]
+
+
+def _coverage(an: Analysis, sec: Section) -> None:
+    """Coverage of the law's prediction intervals, leave-one-setting-out, per method."""
+    if an.law is None:
+        return
+    cov = an.law.coverage_frame()
+    if len(cov):
+        sec.data["coverage"] = frame_table(cov, id="policy-coverage", digits={"coverage": 3}, key="benchmark")
+        sec.data["coverage_level"] = an.law.options.get("level")
+        sec.data["coverage_used"] = an.law.options.get("interval")
+
+
 def _recommendations(an: Analysis) -> Tuple[List[Dict[str, Any]], List[str]]:
-    """Next variant to train for the average over benchmarks (region policy; ucb once warmed up)."""
-    from lmms_ac.law.policies import recommendable_policies
-    from lmms_ac.law.policy import recommend
+    """Next variant to train for the average over benchmarks, by the default policy (``DEFAULT_POLICY``)."""
+    from lmms_ac.law.policies import DEFAULT_POLICY
+    from lmms_ac.law.recommend import recommend
 
     board = an.board().set_index("variant")
     full = int(board["n_benchmarks"].max())
@@ -443,11 +477,19 @@ def _recommendations(an: Analysis) -> Tuple[List[Dict[str, Any]], List[str]]:
         notes.append(
             f"variants missing some benchmarks are treated as untrained by the recommendation: {', '.join(partial)}"
         )
-    names = [str(v) for v in an.ac.index]
+    ac = an.ac.dropna(subset=["A", "C"])  # a variant with A but no C cannot be placed on the plane
+    trained = {v: t for v, t in trained.items() if v in ac.index}
+    names = [str(v) for v in ac.index]
     out = []
-    for policy in recommendable_policies(len(trained)):  # one benchmark: the prior policy needs others
+    for policy in (DEFAULT_POLICY,):
         rec = recommend(
-            names, an.ac["A"].to_numpy(), an.ac["C"].to_numpy(), trained, policy=policy, seed=an.options.seed
+            names,
+            ac["A"].to_numpy(),
+            ac["C"].to_numpy(),
+            trained,
+            policy=policy,
+            seed=an.options.seed,
+            expected_worlds=an.options.policy_worlds,
         )
         ranking = rec.ranking.drop(columns=["rank_score"], errors="ignore")
         ranking["trained"] = ranking["trained"].map({True: "yes", False: "no"})
@@ -462,6 +504,8 @@ def _recommendations(an: Analysis) -> Tuple[List[Dict[str, Any]], List[str]]:
             {
                 "policy": policy,
                 "next": rec.next,
+                "why": rec.why,
+                "expected": {k: v for k, v in rec.expected.items() if k != "worlds"},
                 "level": rec.level,
                 "options": rec.options,
                 "notes": rec.notes,
