@@ -29,8 +29,13 @@ def atomic_write_text(path: PathLike, text: str, *, overwrite: bool = False) -> 
 
 
 def atomic_write_bytes(path: PathLike, data: bytes, *, overwrite: bool = False) -> Path:
-    """Write ``data`` through a temp file + rename in the same folder; refuse to replace unless ``overwrite``."""
+    """Write ``data`` through a temp file + rename in the same folder; refuse to replace unless ``overwrite``.
+    A symlink is written through (its target is replaced, the link stays); a folder is a ``ValueError``."""
     path = Path(path)
+    if path.is_symlink():  # write through the link: replacing it would cut the user's link and leave its target stale
+        path = Path(os.path.realpath(path))
+    if path.is_dir():
+        raise ValueError(f"{path} is a folder; give a file path for the output (e.g. {path / 'out.csv'})")
     if path.exists() and not overwrite:
         raise OutputExistsError(f"{path} already exists; choose another path or pass --overwrite to replace it")
     path.parent.mkdir(parents=True, exist_ok=True)

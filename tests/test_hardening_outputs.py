@@ -73,3 +73,127 @@ def test_overwrite_through_a_symlink_keeps_the_link_and_what_it_points_at(tmp_pa
     prepare_output_dir(link, "demo", overwrite=True)
     assert link.is_symlink() and real.is_dir() and sorted(p.name for p in real.iterdir()) == [OUTPUT_MARKER]
     assert (outside / "keep").read_text() == "keep"
+
+
+def test_an_output_through_a_symlink_replaces_the_target_not_the_link(tmp_path):
+    from lmms_ac.io import atomic_write_text
+    from lmms_ac.results.output import sidecar, write_text_report
+
+    target = tmp_path / "shared" / "table.csv"
+    target.parent.mkdir()
+    target.write_text("old")
+    target.chmod(0o640)
+    link = tmp_path / "table.csv"
+    link.symlink_to(target)
+    with pytest.raises(OutputExistsError):
+        atomic_write_text(link, "new")
+    atomic_write_text(link, "new", overwrite=True)
+    assert link.is_symlink() and target.read_text() == "new" and oct(target.stat().st_mode & 0o777) == "0o640"
+    write_text_report("report", link, {"command": "x"}, overwrite=True)
+    assert link.is_symlink() and target.read_text() == "report" and sidecar(link).exists()
+    dangling = tmp_path / "dangling.csv"
+    dangling.symlink_to(tmp_path / "shared" / "new.csv")
+    atomic_write_text(dangling, "fresh")
+    assert dangling.is_symlink() and (tmp_path / "shared" / "new.csv").read_text() == "fresh"
+
+
+def test_a_folder_given_as_an_output_file_is_a_clear_error(tmp_path, capsys):
+    from lmms_ac.cli import main
+    from lmms_ac.testing.results_fixture import write_study
+
+    table, scores = write_study(tmp_path / "s")
+    folder = tmp_path / "outdir"
+    folder.mkdir()
+    for argv in (
+        ["leaderboard", str(table), "--scores", str(scores), "--out", str(folder)],
+        ["leaderboard", str(table), "--scores", str(scores), "--out", str(folder), "--overwrite"],
+        ["report", "--table", str(table), "--scores", str(scores), "--out", str(folder)],
+        ["report", "--table", str(table), "--scores", str(scores), "--out", str(folder), "--overwrite"],
+    ):
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err.strip().splitlines()[-1]
+        assert f"{folder} is a folder; give a file path for the output" in err, argv
+    assert list(folder.iterdir()) == []
+
+
+def test_a_table_deleted_with_its_sidecar_kept_is_written_again(tmp_path):
+    import pandas as pd
+
+    from lmms_ac.results.output import sidecar, write_csv
+
+    out = tmp_path / "t.csv"
+    df = pd.DataFrame({"a": [1, 2]})
+    write_csv(df, out, {"command": "x"})
+    out.unlink()  # the user deleted the table; its provenance describes nothing now
+    write_csv(df.assign(a=[3, 4]), out, {"command": "y"})
+    assert out.read_text().splitlines()[1] == "3" and json.loads(sidecar(out).read_text())["command"] == "y"
+    with pytest.raises(OutputExistsError):  # an existing table is still never replaced silently
+        write_csv(df, out, {"command": "z"})
+
+
+def test_duplicate_rows_with_different_values_are_refused_identical_ones_collapse(tmp_path):
+    import pandas as pd
+
+    from lmms_ac.results.table import clean_scores, read_table
+    from lmms_ac.testing.results_fixture import make_table
+
+    table = make_table(benchmarks=["mme"], perturbations=["tokperm"])
+    path = tmp_path / "same.csv"
+    pd.concat([table, table.iloc[:4]]).to_csv(path, index=False)
+    assert len(read_table(path)) == len(table)
+    pasted = table.iloc[[0]].assign(value=table["value"].iloc[0] / 2)
+    path = tmp_path / "dup.csv"
+    pd.concat([table, pasted]).to_csv(path, index=False)
+    v, m = table["variant"].iloc[0], table["metric"].iloc[0]
+    with pytest.raises(ValueError, match=rf"1 row\(s\) given more than once with different values: {v} / mme / {m}: "):
+        read_table(path)
+    with pytest.raises(ValueError, match="keep the right one of each"):
+        clean_scores(pd.concat([table, pasted]))  # a table built in Python is checked too
+
+
+def test_a_table_of_only_perturbed_rows_is_a_clear_error(tmp_path, capsys):
+    from lmms_ac.cli import main
+    from lmms_ac.results.table import is_clean, resolve_metric
+    from lmms_ac.testing.results_fixture import make_table
+
+    table = make_table(benchmarks=["mme"], perturbations=["tokperm"])
+    perturbed = table[~is_clean(table)]
+    with pytest.raises(ValueError, match="task 'mme' has no usable rows here"):
+        resolve_metric(perturbed[perturbed["task"] == "mme"], "mme")
+    path = tmp_path / "perturbed.csv"
+    perturbed.to_csv(path, index=False)
+    assert main(["leaderboard", str(path)]) == 2
+    assert "no clean (unperturbed) scores, only perturbed runs; run the clean tasks too" in capsys.readouterr().err
+
+
+def test_spreadsheet_exports_neutralise_formulas_and_keep_numbers(tmp_path, capsys):
+    import io
+
+    import pandas as pd
+
+    from lmms_ac.cli import main
+    from lmms_ac.results.output import spreadsheet_csv
+    from lmms_ac.results.table import read_table
+    from lmms_ac.testing.results_fixture import make_table
+
+    evil = {"clip-l14-336": '=HYPERLINK("http://x.example","open")', "dinov2-l": "@SUM(A1)", "mae-l": "-cmd|x"}
+    table = make_table(benchmarks=["mme"], perturbations=["tokperm"])
+    table["variant"] = table["variant"].replace(evil)
+    path = tmp_path / "table.csv"
+    path.write_text(table.to_csv(index=False))
+    assert set(evil.values()) <= set(read_table(path)["variant"])  # the data file keeps every name exactly
+    for argv, kept in (
+        (["leaderboard", str(path)], "mme"),
+        (["robustness", str(path), "--out", str(tmp_path / "drops.csv")], "drop_mean"),
+    ):
+        assert main(argv) == 0
+        text = (tmp_path / "drops.csv").read_text() if "--out" in argv else capsys.readouterr().out
+        board = pd.read_csv(io.StringIO(text))
+        names = set(board["variant"])
+        assert {"'" + v for v in evil.values()} <= names and not set(evil.values()) & names, argv
+        assert pd.api.types.is_numeric_dtype(board[kept]), argv  # numbers stay numbers
+    frame = pd.DataFrame({"name": ["-0.5", "+x", "ok", None], "drop": [-1.5, 2.0, -0.25, 0.0], "=c": [1, 2, 3, 4]})
+    got = pd.read_csv(io.StringIO(spreadsheet_csv(frame)))
+    assert list(got.columns) == ["name", "drop", "'=c"]
+    assert got["name"].tolist()[:3] == ["-0.5", "'+x", "ok"]  # a number written as text is not a formula
+    assert got["drop"].tolist() == [-1.5, 2.0, -0.25, 0.0]

@@ -95,7 +95,7 @@ def _table(tmp_path) -> Path:
             "n": 12,
             "perturbation": "none",
             "severity": "",
-            "seed": "",
+            "seed": i,  # one row per key: seeds of a clean run
             "base_task": "mme",
             "lmms_eval_version": "0.7.3",
             "config_hash": f"abc{i}",

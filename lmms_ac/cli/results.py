@@ -53,17 +53,18 @@ def _emit(text: str, args: argparse.Namespace) -> None:
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:
     from lmms_ac.report.leaderboard import leaderboard, to_markdown
+    from lmms_ac.results.output import spreadsheet_csv
     from lmms_ac.results.table import parse_assignments, read_table
 
     table = read_table(args.table)
     board = leaderboard(table, _read_ac(args), split_list(args.benchmarks), parse_assignments(args.metric))
-    _emit(to_markdown(board, args.digits) if args.format == "md" else board.to_csv(index=False), args)
+    _emit(to_markdown(board, args.digits) if args.format == "md" else spreadsheet_csv(board), args)
     return 0
 
 
 def cmd_robustness(args: argparse.Namespace) -> int:
     from lmms_ac.report.leaderboard import to_markdown
-    from lmms_ac.results.output import write_csv
+    from lmms_ac.results.output import spreadsheet_csv, write_csv
     from lmms_ac.results.robustness_table import average_drop, robustness_table
     from lmms_ac.results.table import parse_assignments, read_table
 
@@ -71,7 +72,7 @@ def cmd_robustness(args: argparse.Namespace) -> int:
     detail = robustness_table(table)
     avg = average_drop(detail, parse_assignments(args.metric))
     if args.summary_out:
-        write_csv(avg, args.summary_out, args_config(args), overwrite=args.overwrite)
+        write_csv(avg, args.summary_out, args_config(args), overwrite=args.overwrite, spreadsheet=True)
     if args.format == "md":
         text = (
             to_markdown(detail, args.digits)
@@ -79,9 +80,9 @@ def cmd_robustness(args: argparse.Namespace) -> int:
             + to_markdown(avg, args.digits)
         )
     else:
-        text = detail.to_csv(index=False)
+        text = spreadsheet_csv(detail)
         if not args.out and not args.summary_out:
-            text += "\n" + avg.to_csv(index=False)
+            text += "\n" + spreadsheet_csv(avg)
     _emit(text, args)
     return 0
 

@@ -177,10 +177,9 @@ def build_report(
     refused unless ``overwrite``.
     """
     out = Path(out_html)
-    if out.exists() and not overwrite:
-        from lmms_ac.io import OutputExistsError
+    from lmms_ac.results.output import check_output
 
-        raise OutputExistsError(f"{out} already exists; choose another path or pass --overwrite to replace it")
+    check_output(out, overwrite)
     if out.suffix.lower() not in (".html", ".htm"):
         raise ValueError(f"the report is an HTML page: give --out a .html path, not {out}")
     sections, analysis = compute_sections(table_csv, scores_csv, options, config)

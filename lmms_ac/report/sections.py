@@ -98,7 +98,9 @@ def merge_benchmark_notes(notes: Sequence[str], benchmarks: Sequence[str]) -> Li
 
 
 def _csv_uri(df: pd.DataFrame) -> str:
-    return "data:text/csv;charset=utf-8;base64," + base64.b64encode(df.to_csv(index=False).encode()).decode()
+    from lmms_ac.results.output import spreadsheet_csv  # a download for spreadsheets: no formula runs from a name
+
+    return "data:text/csv;charset=utf-8;base64," + base64.b64encode(spreadsheet_csv(df).encode()).decode()
 
 
 class Analysis:

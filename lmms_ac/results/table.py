@@ -126,7 +126,39 @@ def read_table(path: Union[str, Path]) -> pd.DataFrame:
     table = validate_table(df, str(path))
     if table.empty:
         raise ValueError(f"results table {path} has no rows")
-    return table
+    return collapse_duplicates(table, f"results table {path}")
+
+
+#: what identifies one row of the table (``lmms-ac collect`` keeps one row per key: the newest rerun)
+ROW_KEY: List[str] = ["variant", "task", "metric", "perturbation", "severity", "seed"]
+
+
+def collapse_duplicates(table: pd.DataFrame, source: str = "the results table") -> pd.DataFrame:
+    """``table`` with rows repeated exactly (same key, value, stderr and n) kept once. The same key with different
+    values (two tables concatenated, a rerun pasted in) is a ValueError naming the rows: averaging them would
+    silently mix different runs into one score."""
+    if not table.duplicated(ROW_KEY, keep=False).any():
+        return table
+    table = table.drop_duplicates(ROW_KEY + ["value", "stderr", "n"]).reset_index(drop=True)
+    conflict = table[table.duplicated(ROW_KEY, keep=False)]
+    if conflict.empty:
+        return table
+    groups = list(conflict.groupby(ROW_KEY, dropna=False, sort=False)["value"])
+    shown = []
+    for key, values in groups[:5]:
+        v, t, m, pert, sev, seed = key
+        where = " / ".join(
+            str(x)
+            for x in (v, t, m, None if pert == CLEAN else pert, sev or None, None if pd.isna(seed) else f"seed {seed}")
+            if x
+        )
+        shown.append(f"{where}: {', '.join(f'{x:g}' for x in values)}")
+    more = f" (and {len(groups) - 5} more)" if len(groups) > 5 else ""
+    raise ValueError(
+        f"{source} has {len(groups)} row(s) given more than once with different values: {'; '.join(shown)}{more}. "
+        "One row per (variant, task, metric, perturbation, severity, seed) is expected; keep the right one of each "
+        "(`lmms-ac collect` keeps the newest rerun), or rename the variant of one run"
+    )
 
 
 def table_to_csv(df: pd.DataFrame) -> str:
@@ -143,6 +175,11 @@ def is_clean(df: pd.DataFrame) -> pd.Series:
 def resolve_metric(df: pd.DataFrame, task: str, metric: Optional[str] = None) -> str:
     """The metric to use for ``task``: the given one, the task's only metric, or its primary metric."""
     metrics = sorted(df.loc[df["task"] == task, "metric"].unique())
+    if not metrics:
+        raise ValueError(
+            f"task {task!r} has no usable rows here (a clean run with a value is needed); run the clean task too, "
+            "or leave it out"
+        )
     if metric is not None:
         if metric not in metrics:
             from lmms_ac.registry import UnknownEntryError
@@ -185,9 +222,13 @@ def clean_scores(
     ``lmms_ac.benchmarks.sources``. ``metrics`` maps a benchmark/task to its metric.
     """
     metrics = dict(metrics or {})
+    table = collapse_duplicates(table)
     clean = table[is_clean(table) & table["value"].notna()]
     if clean.empty:
-        raise ValueError("the results table has no clean (unperturbed) scores")
+        raise ValueError(
+            "the results table has no clean (unperturbed) scores, only perturbed runs; run the clean tasks too "
+            "(e.g. lmms-eval --tasks mme) and collect them into the table"
+        )
     benches = list(benchmarks) if benchmarks else sorted(set(clean["task"]))
     cols = {}
     for b in benches:
