@@ -4,6 +4,7 @@ score names a damaged caption file and refuses --n 0."""
 
 from __future__ import annotations
 
+from pathlib import Path
 
 import pytest
 
@@ -154,3 +155,33 @@ def test_counts_below_one_are_refused_by_the_argument_parser(argv, capsys):
         main(argv)
     assert exit_.value.code == 2
     assert "must be >= 1, got" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ the A score's caption data
+def test_score_a_names_a_truncated_caption_file_before_any_model_loads(tmp_path, capsys):
+    from lmms_ac.cli import main
+    from lmms_ac.testing.datasets import write_llava_pretrain
+
+    data = write_llava_pretrain(str(tmp_path / "558k"), n=3)
+    text = Path(data["captions"]).read_text(encoding="utf-8")
+    cut = tmp_path / "cut.json"
+    cut.write_text(text[: len(text) // 2], encoding="utf-8")
+    argv = ["score-a", "--pretrained", str(tmp_path / "no-model"), "--captions", str(cut), "--images", data["images"]]
+    assert main(argv + ["--out", str(tmp_path / "s.csv")]) == 2
+    err = capsys.readouterr().err
+    assert f"caption file {cut} is not valid JSON at line" in err and "cut short" in err
+
+
+def test_score_a_library_refuses_zero_pairs_and_names_a_bad_image(tmp_path):
+    from lmms_ac.scores.alignment import caption_loglikelihood, open_image, read_llava_pretrain, sample_pairs
+    from lmms_ac.testing.datasets import write_llava_pretrain
+
+    data = write_llava_pretrain(str(tmp_path / "558k"), n=3)
+    pairs = read_llava_pretrain(data["captions"], data["images"])
+    with pytest.raises(ValueError, match=r"number of caption pairs must be >= 1, got 0; pass --n 1 or more"):
+        sample_pairs(pairs, 0, seed=0)
+    with pytest.raises(ValueError, match="no caption pairs to score"):
+        caption_loglikelihood(None, [], batch_size=2)
+    pairs[0].image_path.write_bytes(b"not an image")
+    with pytest.raises(ValueError, match=rf"image {pairs[0].image_path} cannot be decoded \(UnidentifiedImageError"):
+        open_image(pairs[0].image_path)

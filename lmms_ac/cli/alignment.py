@@ -82,6 +82,10 @@ def cmd_score_a(args: argparse.Namespace) -> int:
     from lmms_ac.cli.scores import check_store
 
     check_store(args.out)
+    if not benchmarks:  # a damaged caption file fails now, not after the model has loaded
+        from lmms_ac.scores.alignment import read_llava_pretrain
+
+        read_llava_pretrain(args.captions, args.images)
     variant = args.variant or os.path.basename(os.path.normpath(args.pretrained))
     vision = args.vision_tower or ""
     base_config = {
@@ -154,10 +158,10 @@ def cmd_score_a(args: argparse.Namespace) -> int:
                     score_separator=args.score_separator,
                 )
                 return ScoreValue(res["value"], res["n"], {"per_pair": res["per_pair"]})
-            from lmms_ac.scores.alignment import _open
+            from lmms_ac.scores.alignment import open_image
 
             pairs = sample_pairs(read_llava_pretrain(args.captions, args.images), args.n, args.seed)
-            value = embedding_alignment(vlm, refs, [_open(p.image_path) for p in pairs], args.batch_size)
+            value = embedding_alignment(vlm, refs, [open_image(p.image_path) for p in pairs], args.batch_size)
             return ScoreValue(value, len(pairs), {"images": "LLaVA-558K"})
 
         jobs.append(("A" if args.method == "caption_ll" else "A_embed", config, compute))

@@ -48,8 +48,16 @@ def read_llava_pretrain(annotations: str, image_root: str) -> List[CaptionPair]:
         raise FileNotFoundError(
             f"caption file {annotations} not found; pass the LLaVA-558K json (blip_laion_cc_sbu_558k.json)"
         )
-    with open(path) as fh:
-        records = json.load(fh)
+    try:
+        with open(path, encoding="utf-8") as fh:
+            records = json.load(fh)
+    except json.JSONDecodeError as err:
+        raise ValueError(
+            f"caption file {annotations} is not valid JSON at line {err.lineno} column {err.colno} ({err.msg}); "
+            "it may be cut short: download blip_laion_cc_sbu_558k.json again"
+        ) from None
+    except UnicodeDecodeError as err:
+        raise ValueError(f"caption file {annotations} is not UTF-8 JSON ({err.reason} at byte {err.start})") from None
     if not isinstance(records, list) or not records:
         raise ValueError(f"{annotations} holds no records; expected a JSON list of LLaVA-558K records")
     pairs = []
@@ -67,20 +75,28 @@ def read_llava_pretrain(annotations: str, image_root: str) -> List[CaptionPair]:
 
 
 def sample_pairs(pairs: Sequence[CaptionPair], n: int, seed: int) -> List[CaptionPair]:
-    """``n`` pairs drawn without replacement by a seeded RNG (all of them when fewer)."""
+    """``n`` pairs drawn without replacement by a seeded RNG (all of them when fewer); ``n`` must be >= 1."""
+    if n < 1:
+        raise ValueError(f"the number of caption pairs must be >= 1, got {n}; pass --n 1 or more")
     if n >= len(pairs):
         return list(pairs)
     return random.Random(seed).sample(list(pairs), n)
 
 
-def _open(path: Path) -> Image.Image:
+def open_image(path: Path) -> Image.Image:
+    """An image of the caption data, decoded now; a missing or undecodable file is an error naming it."""
     if not path.is_file():
         raise FileNotFoundError(
             f"image {path} not found; --images must be the folder the json's 'image' paths are relative to"
         )
-    with Image.open(path) as im:
-        im.load()
-        return im
+    try:
+        with Image.open(path) as im:
+            im.load()
+            return im
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
+        raise ValueError(
+            f"image {path} cannot be decoded ({type(err).__name__}: {err}); replace it or drop its record"
+        ) from err
 
 
 def caption_loglikelihood(
@@ -88,12 +104,16 @@ def caption_loglikelihood(
 ) -> Dict[str, float]:
     """Per-pair mean caption-token log-likelihood (the A score is their mean); with ``score_separator``
     the plain template's trailing separator is scored too."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if not pairs:
+        raise ValueError("no caption pairs to score")
     tail = PLAIN_SEPARATOR if score_separator else ""
     per_pair: Dict[str, float] = {}
     bar = tqdm(total=len(pairs), desc="A score", disable=not show_progress)
     for start in range(0, len(pairs), batch_size):
         chunk = pairs[start : start + batch_size]
-        images = [[_open(p.image_path)] for p in chunk]
+        images = [[open_image(p.image_path)] for p in chunk]
         token_lps = vlm.token_logprobs([IMAGE_TOKEN] * len(chunk), [p.caption + tail for p in chunk], images)
         for pair, (lp, _) in zip(chunk, token_lps):
             per_pair[pair.id] = float(lp.mean())
@@ -142,6 +162,8 @@ def embedding_alignment(vlm, references: Sequence, images: Sequence[Image.Image]
         raise ValueError(
             "A_embed needs at least one reference model (the law paper uses CLIP@224 and CLIP@336 stage-1 models)"
         )
+    if not images:
+        raise ValueError("A_embed needs at least one image")
     totals = []
     for ref in references:
         sims = []
