@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lmms_ac.study.plan import lmms_eval_model_args, make_jobs, make_plan, shell_line
+from lmms_ac.study.plan import lmms_eval_model_args, make_jobs, make_plan, shell_comment, shell_line
 from lmms_ac.study.spec import StudyError, parse_study
 
 VERSIONS = {"lmms-eval": "0.7.3", "lmms-ac": "0.1.0", "transformers": "4.0"}
@@ -121,7 +121,6 @@ def test_commands_sh_runs_no_study_value(tmp_path, monkeypatch):
     (tmp_path / "ckpt").mkdir()
     data = _study(tmp_path, pretrained=str(tmp_path / "ckpt"), variant=f"v $(touch {marker})")
     data["env"] = {"HF_HOME": f"/tmp/a; touch {marker}", "QUOTE": f"it's `touch {marker}` $HOME"}
-    data["name"] = f"study\ntouch {marker}"
     data["output"] = f"out dir;touch {marker}"
     study = parse_study(data, tmp_path)
     script = dry_run(prepare(study, VERSIONS))[0]
@@ -144,6 +143,16 @@ def test_shell_line_quotes_every_word_and_refuses_bad_env_names():
     data = {"name": "t", "models": [{"name": "m", "pretrained": "org/x"}], "benchmarks": ["mme,pope"]}
     with pytest.raises(StudyError, match="'mme,pope' is not an lmms-eval task name"):
         parse_study(data, ".")
+    # what becomes an #SBATCH line (or the job name in one) stays on one line
+    data = {"name": "t\nrm -rf ~", "models": [{"name": "m", "pretrained": "org/x"}], "benchmarks": ["mme"]}
+    data["executor"] = {"slurm": {"partition": "gpu\n#SBATCH --x", "additional": {"--mail-type": "END", "a": "b\nc"}}}
+    with pytest.raises(StudyError) as err:
+        parse_study(data, ".")
+    msg = str(err.value)
+    for where in ("name:", "executor.slurm.partition:", "executor.slurm.additional.a:"):
+        assert f"{where} " in msg and "holds a line break or control character" in msg, where
+    assert "'--mail-type' is not an sbatch option name" in msg
+    assert shell_comment("a\nrm x") == "# a rm x"
 
 
 def test_plan_refuses_missing_checkpoints_and_unknown_benchmarks(tmp_path, capsys):

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+\-]*$")
 _TASK = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 _ENV = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_OPTION = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")
 
 
 class StudyError(ValueError):
@@ -317,6 +318,19 @@ def check_study(study: Study) -> List[str]:
             out.append(
                 f"benchmarks: {b!r} is not an lmms-eval task name (letters, digits, '_', '-', '.'); "
                 "list one task per entry, e.g. benchmarks: [mme, seed]"
+            )
+    sl = study.executor.slurm
+    lines = {"name": study.name, **{f"executor.slurm.{k}": getattr(sl, k) for k in ("partition", "account", "qos")}}
+    lines["executor.slurm.constraint"] = sl.constraint
+    lines.update({f"executor.slurm.additional.{k}": str(v) for k, v in sl.additional.items()})
+    for where, value in lines.items():  # each becomes one `#SBATCH` line or a job name: a line break would add one
+        if value is not None and any(ord(c) < 32 or ord(c) == 127 for c in value):
+            out.append(f"{where}: {value!r} holds a line break or control character; write it on one line")
+    for k in sl.additional:
+        if not _OPTION.match(k):
+            out.append(
+                f"executor.slurm.additional: {k!r} is not an sbatch option name (e.g. mail-type); remove the "
+                "leading '--' or rename it"
             )
     for where, env in (("env", study.env), ("lmms_eval.env", study.lmms_eval.env)):
         for k in env:
