@@ -3,8 +3,11 @@
 * ``make_tokenizer(dir)``: a byte-level BPE tokenizer trained on a small corpus, with the
   Llama-style special tokens (``<s>``, ``</s>``, ``<unk>``, ``<pad>``) and ``<image>``.
 * ``make_llava_hf(dir)``: ``LlavaForConditionalGeneration`` + ``LlavaProcessor`` (llava-hf layout).
-* ``convert_to_original(hf_dir, out_dir)``: the same weights in the original LLaVA layout
-  (``llava_llama`` config, ``model.mm_projector.*`` keys, separate CLIP tower directory).
+* ``convert_to_original(hf_dir, out_dir)``: the same weights in the original LLaVA layout as LLaVA-1.5
+  was released (layout ``a`` of ``lmms_ac.testing.released``: ``model_type: llava`` +
+  ``LlavaLlamaForCausalLM``, a transformers-4.31 config, ``pytorch_model-0000N-of-00002.bin`` shards
+  with their index, ``generation_config.json``, ``model.mm_projector.*`` keys), with a separate CLIP
+  tower directory and the llava-hf twin's own tokenizer (so both give the same ids).
 """
 
 from __future__ import annotations
@@ -137,6 +140,8 @@ def convert_to_original(
     from safetensors.torch import save_file
     from transformers import AutoProcessor, CLIPVisionModel, LlavaForConditionalGeneration
 
+    from lmms_ac.testing.released import write_sharded
+
     model = LlavaForConditionalGeneration.from_pretrained(hf_dir)
     processor = AutoProcessor.from_pretrained(hf_dir)
     out = Path(out_dir)
@@ -153,9 +158,13 @@ def convert_to_original(
         for k, v in text_cfg.items()
         if not k.startswith("_") and k not in ("architectures", "transformers_version")
     }
-    config.update(
-        model_type="llava_llama",
+    config.update(  # LLaVA-1.5 as released: model_type 'llava' (LLaVA < 1.2), transformers 4.31's fields
+        model_type="llava",
         architectures=["LlavaLlamaForCausalLM"],
+        transformers_version="4.31.0",
+        torch_dtype="float32",
+        rope_scaling=None,
+        pretraining_tp=1,
         mm_vision_tower=tower_dir,
         mm_projector_type="mlp2x_gelu",
         mm_vision_select_layer=-2,
@@ -201,8 +210,10 @@ def convert_to_original(
         state = dict(llm_state)
         if not drop_projector:
             state.update(projector)
-        save_file(state, str(out / "model.safetensors"), metadata={"format": "pt"})
+        write_sharded(out, state)
         tokenizer.save_pretrained(out)
+        with open(out / "generation_config.json", "w") as fh:
+            json.dump({"bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 0, "transformers_version": "4.31.0"}, fh)
     with open(out / "config.json", "w") as fh:
         json.dump(config, fh, indent=2)
     return result
