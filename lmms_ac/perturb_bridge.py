@@ -84,6 +84,10 @@ class HookFactory:
                 raise ValueError(
                     f"perturbation {p} targets layer {p.layer} but the LLM has {n} decoder layers (valid 0..{n})"
                 )
+        if p.stage in ("image", "tokens") and getattr(self.vlm, "image_aspect_ratio", None) == "anyres":
+            from lmms_ac.vlm.tiled import TILED_STAGE_REFUSAL
+
+            raise ValueError(f"perturbation {p} ({p.stage} stage) {TILED_STAGE_REFUSAL}")
         if p.stage == "dataset":
             raise ValueError(
                 f"perturbation {p} substitutes images in the dataset; run its robustness task instead of passing it as "
@@ -95,6 +99,7 @@ class HookFactory:
         p = task_perturbation(task) or self.default
         if p is None or p.stage == "dataset":
             return None
+        self._check(p)
         grid, patch = tuple(self.vlm.vision.grid), int(self.vlm.vision.patch_size)
         if p.stage == "image" and hasattr(p, "drop_mask"):  # PatchDrop: apply and record the cells removed
             from lmms_ac.robustness.image_ops import drop_cells
@@ -110,7 +115,6 @@ class HookFactory:
         if p.stage == "tokens":
             return SampleHooks(tokens=lambda x, i: p(x, p.context(task, doc_id, grid, patch, image_index=i)))
         if p.stage == "hidden":
-            self._check(p)
 
             def hidden(h: torch.Tensor, visual_mask: torch.Tensor) -> torch.Tensor:
                 return p(h, p.context(task, doc_id, grid, patch, visual_mask=visual_mask))

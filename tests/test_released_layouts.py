@@ -165,7 +165,7 @@ def _variant(hub_cache, tmp_path, name: str, edit) -> str:
     [
         ({"model_type": "llama", "architectures": ["LlamaForCausalLM"]}, "fits neither checkpoint format"),
         ({"model_type": "llava"}, r"model_type 'llava', architectures \[\], no mm_\* fields"),
-        ({"model_type": "llava_next", "vision_config": {}, "text_config": {}}, "LLaVA-NeXT checkpoint"),
+        ({"model_type": "llava_next_video", "vision_config": {}, "text_config": {}}, "LLaVA-NeXT-Video checkpoint"),
         ({"model_type": "llava_onevision", "vision_config": {}, "text_config": {}}, "LLaVA-OneVision"),
         ({"model_type": "qwen2_vl", "vision_config": {}, "text_config": {}}, "not llava-hf's LLaVA"),
     ],
@@ -182,6 +182,7 @@ def test_content_not_model_type_decides_the_format():
         checkpoint_format({"model_type": "llava_mistral", "architectures": ["LlavaMistralForCausalLM"]}) == "original"
     )
     assert checkpoint_format({"model_type": "llava", "vision_config": {}, "text_config": {}}) == "llava_hf"
+    assert checkpoint_format({"model_type": "llava_next", "vision_config": {}, "text_config": {}}) == "llava_hf"
 
 
 @pytest.mark.parametrize("field", ["hidden_size", "num_hidden_layers", "vocab_size", "intermediate_size"])

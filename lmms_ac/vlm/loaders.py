@@ -13,9 +13,10 @@ says ``model_type: llava``, the name llava-hf uses too):
 * llava-hf: ``vision_config`` and ``text_config`` (``LlavaForConditionalGeneration``): vision tower,
   projector, LLM and processor all come from the checkpoint.
 
-LLaVA-NeXT/OneVision (llava-hf ``llava_next``/``llava_onevision``, original ``image_aspect_ratio:
-anyres*`` or ``mm_patch_merge_type: spatial_unpad``) are refused at load: their tiled input is not
-implemented, and one plain view instead would give wrong numbers.
+llava-hf LLaVA-NeXT (``llava_next``) loads through ``lmms_ac.vlm.next_hf`` with its anyres tiling.
+OneVision (``llava_onevision``) and original-format NeXT/OneVision (``image_aspect_ratio: anyres*`` or
+``mm_patch_merge_type: spatial_unpad``) are refused at load: their input is not implemented, and one
+plain view instead would give wrong numbers.
 
 A SentencePiece ``tokenizer.model`` is tokenized as SentencePiece does (``lmms_ac.vlm.tokenize``),
 checked against the ``sentencepiece`` package at load.
@@ -43,7 +44,11 @@ from lmms_ac.doctor import sentencepiece_problem
 from lmms_ac.model_args import parse_bool
 from lmms_ac.vision import load_representation
 from lmms_ac.vision.hf import IMAGE_BACKENDS, HFVisionTower, load_image_processor
+from lmms_ac.vlm.assemble import causal_lm_around as _causal_lm_around
+from lmms_ac.vlm.assemble import check_fit as _check_fit
+from lmms_ac.vlm.errors import CheckpointError
 from lmms_ac.vlm.model import LlavaStyleVLM
+from lmms_ac.vlm.next_hf import TILED_HF_TYPES, load_llava_next_hf
 from lmms_ac.vlm.projector import build_projector, projector_from_llava_hf, strip_projector_prefix
 from lmms_ac.vlm.tokenize import (
     FORMAT_TOKENIZATION,
@@ -84,10 +89,6 @@ _DTYPES = {
     "fp32": torch.float32,
     "float": torch.float32,
 }
-
-
-class CheckpointError(ValueError):
-    """A checkpoint is missing, incomplete or of an unknown format; the message says how to fix it."""
 
 
 def resolve_dtype(dtype: Union[str, torch.dtype, None]) -> Union[str, torch.dtype]:
@@ -142,8 +143,8 @@ ORIGINAL_ARCHITECTURES = {
     "LlavaGemmaForCausalLM": "gemma",
 }
 # llava-hf model types whose input (tiles, row-end tokens, pooling) lmms_ac_llava does not build yet
+# (llava_next loads through lmms_ac.vlm.next_hf)
 UNSUPPORTED_HF_TYPES = {
-    "llava_next": "LLaVA-NeXT",
     "llava_next_video": "LLaVA-NeXT-Video",
     "llava_onevision": "LLaVA-OneVision",
 }
@@ -165,7 +166,7 @@ def checkpoint_format(config: Dict[str, Any], source: str = "the checkpoint") ->
             "lmms-eval's own llava_hf model meanwhile"
         )
     if isinstance(config.get("vision_config"), dict) and isinstance(config.get("text_config"), dict):
-        if mtype != "llava":
+        if mtype != "llava" and mtype not in TILED_HF_TYPES:
             raise CheckpointError(
                 f"{source}: model_type {mtype!r} (architectures {archs}) has vision_config/text_config but is not "
                 "llava-hf's LLaVA ('llava', LlavaForConditionalGeneration); only LLaVA-style checkpoints load"
@@ -253,7 +254,18 @@ def load_vlm(
     fmt = checkpoint_format(config, f"{pretrained}/config.json")
     torch_dtype = resolve_dtype(dtype)
     backend = None if image_backend == "auto" else image_backend
-    if fmt == "llava_hf":
+    if fmt == "llava_hf" and config.get("model_type") in TILED_HF_TYPES:
+        vlm = load_llava_next_hf(
+            pretrained,
+            config,
+            vision_tower,
+            torch_dtype,
+            attn_implementation,
+            image_aspect_ratio,
+            trust_remote_code,
+            backend,
+        )
+    elif fmt == "llava_hf":
         vlm = _load_llava_hf(
             pretrained,
             config,
@@ -279,20 +291,6 @@ def load_vlm(
     vlm.prompt_tokenizer.mode = FORMAT_TOKENIZATION[fmt] if tokenization == "auto" else tokenization
     vlm.eval().requires_grad_(False)
     return vlm.to(device)
-
-
-def _causal_lm_around(text_config: Any, base_model: torch.nn.Module, lm_head: torch.nn.Module) -> torch.nn.Module:
-    """A ``*ForCausalLM`` that reuses already-loaded decoder and head modules (no weight copy)."""
-    from transformers import AutoModelForCausalLM
-
-    with torch.device("meta"):
-        lm = AutoModelForCausalLM.from_config(text_config)
-    setattr(lm, lm.base_model_prefix, base_model)
-    lm.lm_head = lm_head
-    leftover = [n for n, p in lm.named_parameters() if p.is_meta]
-    if leftover:
-        raise RuntimeError(f"causal LM assembly left parameters unset: {leftover[:5]}")
-    return lm
 
 
 def _load_llava_hf(
@@ -535,12 +533,3 @@ def load_original_tokenizer(source: str, trust_remote_code: bool = False) -> Any
             "reproduces LLaMA-style normalizer settings only); report this file's normalizer_spec"
         )
     return tokenizer
-
-
-def _check_fit(vision, projector, pretrained: str) -> None:
-    first = next(m for m in projector.modules() if isinstance(m, torch.nn.Linear))
-    if first.in_features != vision.hidden_size:
-        raise CheckpointError(
-            f"{pretrained}: vision tower {vision.spec} gives {vision.hidden_size}-dim tokens but the projector expects "
-            f"{first.in_features}; pick a vision_tower= that matches the checkpoint"
-        )

@@ -1,0 +1,223 @@
+"""llava-hf LLaVA-NeXT through ``lmms_ac_llava``: the tiled input equals transformers'
+``LlavaNextForConditionalGeneration`` (greedy tokens at batch 1 and 8 over images whose tile counts
+differ, log-likelihoods of its forward), prefix sharing changes nothing, and what the tiled path
+does not define fails at load."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from lmms_eval.api.instance import Instance
+from PIL import Image
+
+from lmms_ac.vlm.prompts import build_prompt
+
+QUESTIONS = [
+    "Is there a dog in this image?",
+    "What color is the car?",
+    "How many people are there?",
+    "Answer with the option's letter. A. cat B. dog",
+    "Describe it.",
+    "Is it red? Please answer yes or no.",
+    "What is the main object in the image?",
+    "0 1 2 3",
+]
+# square, wide, tall, very wide/tall and small images: 2 or 3 tiles (+ the base view), unpadded differently
+SIZES = [(64, 64), (64, 42), (42, 64), (96, 30), (30, 96), (50, 50), (20, 70), (100, 40)]
+
+
+def images(n: int, seed: int = 0):
+    rng = np.random.RandomState(seed)
+    out = [Image.fromarray((rng.rand(h, w, 3) * 255).astype("uint8")) for w, h in SIZES[:n]]
+    return [im.convert(mode) for im, mode in zip(out, ["RGB", "L", "RGBA", "RGB"] * 2)]
+
+
+@pytest.fixture(scope="module")
+def next_dir(tmp_path_factory) -> str:
+    from lmms_ac.testing.tiny_next import build_llava_next_hf
+
+    return build_llava_next_hf(str(tmp_path_factory.mktemp("next") / "llava-v1.6-vicuna-7b-hf"))["checkpoint"]
+
+
+@pytest.fixture(scope="module")
+def vlm(next_dir):
+    from lmms_ac.vlm.loaders import load_vlm
+
+    return load_vlm(next_dir, dtype="float32")
+
+
+@pytest.fixture(scope="module")
+def reference(next_dir):
+    from transformers import AutoProcessor, LlavaNextForConditionalGeneration
+
+    model = LlavaNextForConditionalGeneration.from_pretrained(next_dir, dtype=torch.float32).eval()
+    processor = AutoProcessor.from_pretrained(next_dir)
+    processor.tokenizer.padding_side = "left"
+    return model, processor
+
+
+def test_loads_as_the_tiled_model(vlm, next_dir):
+    from lmms_ac.vlm.loaders import checkpoint_format, read_config
+    from lmms_ac.vlm.tiled import TiledLlavaVLM
+
+    assert checkpoint_format(read_config(next_dir)) == "llava_hf"
+    assert isinstance(vlm, TiledLlavaVLM) and vlm.image_aspect_ratio == "anyres"
+    assert vlm.prompt_tokenizer.mode == "joint"
+    assert vlm.vision.grid == (4, 4) and vlm.vision.preprocess(images(1)).shape == (1, 3, 32, 32)
+
+
+@pytest.mark.parametrize("batch_size", [1, 8])
+def test_greedy_tokens_equal_transformers_llava_next(vlm, reference, batch_size):
+    model, processor = reference
+    ims = images(batch_size)
+    prompts = [build_prompt(q, 1, "chat_template", vlm.tokenizer) for q in QUESTIONS[:batch_size]]
+    inputs = processor(text=prompts, images=ims, return_tensors="pt", padding=True)
+    with torch.no_grad():
+        theirs = model.generate(
+            **inputs,
+            max_new_tokens=12,
+            do_sample=False,
+            pad_token_id=processor.tokenizer.pad_token_id,
+            eos_token_id=processor.tokenizer.eos_token_id,
+        )[:, inputs["input_ids"].shape[1] :]
+    batch = vlm.build_batch([vlm.tokenize(p) for p in prompts], [[im] for im in ims])
+    n_image_tokens = (inputs["input_ids"] == model.config.image_token_id).sum(1).tolist()
+    assert [int(v.sum()) for v in batch.visual_mask] == n_image_tokens  # the processor's count, per image
+    if batch_size == 8:
+        assert len(set(n_image_tokens)) >= 4  # tile counts and unpadding differ between the images
+    with torch.no_grad():
+        ours = vlm.llm.generate(
+            inputs_embeds=batch.inputs_embeds,
+            attention_mask=batch.attention_mask,
+            max_new_tokens=12,
+            do_sample=False,
+            pad_token_id=vlm.pad_token_id,
+            eos_token_id=vlm.tokenizer.eos_token_id,
+        )
+    pad = vlm.pad_token_id
+    for b in range(batch_size):
+        assert [t for t in ours[b].tolist() if t != pad] == [t for t in theirs[b].tolist() if t != pad], b
+    texts = vlm.generate(prompts, [[im] for im in ims], max_new_tokens=12)
+    assert texts == vlm.tokenizer.batch_decode(theirs, skip_special_tokens=True)
+
+
+def test_loglikelihood_equals_the_forward_of_transformers(vlm, reference):
+    model, processor = reference
+    for image, question in zip(images(3), QUESTIONS):
+        context = build_prompt(question, 1, "chat_template", vlm.tokenizer)
+        continuation = " Yes it is"
+        ((ll, greedy),) = vlm.loglikelihood([context], [continuation], [[image]])
+        full = processor(text=[context + continuation], images=[image], return_tensors="pt")
+        n_ctx = processor(text=[context], images=[image], return_tensors="pt")["input_ids"].shape[1]
+        with torch.no_grad():
+            logprobs = torch.log_softmax(model(**full).logits[0].float(), -1)
+        ids = full["input_ids"][0]
+        assert ll == pytest.approx(sum(float(logprobs[t - 1, ids[t]]) for t in range(n_ctx, len(ids))), abs=1e-4)
+        assert greedy == all(int(logprobs[t - 1].argmax()) == int(ids[t]) for t in range(n_ctx, len(ids)))
+
+
+# ------------------------------------------------------------------ through lmms_ac_llava, sharing on and off
+
+
+def _docs():
+    return [{"image": im, "question": q} for im in images(4, seed=1) for q in QUESTIONS[:3]]
+
+
+def _visual(doc):
+    return [doc["image"]]
+
+
+def _model(next_dir, share: bool, batch: int, **kw):
+    from lmms_ac.models.lmms_ac_llava import LmmsAcLlava
+
+    lm = LmmsAcLlava(pretrained=next_dir, device="cpu", dtype="float32", batch_size=batch, prefix_sharing=share, **kw)
+    lm.task_dict["nx"] = {"test": _docs()}
+    return lm
+
+
+def _gen(n):
+    docs = _docs()
+    return [
+        Instance(
+            "generate_until",
+            (docs[i]["question"], {"max_new_tokens": 8, "until": ["\n\n"]}, _visual, i, "nx", "test"),
+            idx=0,
+            metadata={"task": "nx", "doc_id": i, "repeats": 1},
+        )
+        for i in range(n)
+    ]
+
+
+META = {"task": "nx", "doc_id": 0, "repeats": 1}
+
+
+def _ll(n):
+    docs = _docs()
+    return [
+        Instance("loglikelihood", (docs[i]["question"], ans, _visual, i, "nx", "test"), idx=0, metadata=META)
+        for i in range(n)
+        for ans in ("Yes", "No")
+    ]
+
+
+@pytest.mark.parametrize("batch", [1, 8])
+def test_prefix_sharing_on_and_off_give_identical_outputs(next_dir, batch):
+    shared, plain = _model(next_dir, True, batch), _model(next_dir, False, batch)
+    n = len(_docs())
+    assert shared.generate_until(_gen(n)) == plain.generate_until(_gen(n))
+    a, b = shared.loglikelihood(_ll(n)), plain.loglikelihood(_ll(n))
+    assert [g for _, g in a] == [g for _, g in b]
+    assert np.allclose([x for x, _ in a], [x for x, _ in b], atol=1e-5, rtol=0)
+    stats = shared.prefix_runner.stats
+    assert stats.images_encoded and stats.image_hits  # each image encoded once for its three questions
+
+
+# ------------------------------------------------------------------ what is not defined on tiles fails at load
+
+
+@pytest.mark.parametrize("perturbation", ["tokperm", "patchshuffle4", "pdrop_random50", "tokgroup_m2_g0"])
+def test_pixel_and_token_probes_are_refused_at_load(vlm, perturbation):
+    from lmms_ac.perturb_bridge import HookFactory
+
+    with pytest.raises(ValueError, match="not defined on LLaVA-NeXT's tiled input"):
+        HookFactory(vlm, perturbation=perturbation)
+
+
+def test_hidden_state_probes_run_on_tiles(vlm):
+    from lmms_ac.perturb_bridge import HookFactory
+
+    hooks = HookFactory(vlm, perturbation="modnoise_image_l0").for_request("nx", 0)
+    prompt = [build_prompt(QUESTIONS[0], 1, "vicuna_v1")]
+    clean = vlm.loglikelihood(prompt, [" Yes"], [images(1)])
+    noisy = vlm.loglikelihood(prompt, [" Yes"], [images(1)], [hooks])
+    assert clean[0][0] != noisy[0][0]
+
+
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        ({"vision_tower": "clip:openai/clip-vit-large-patch14-336"}, "cannot replace a LLaVA-NeXT tower"),
+        ({"image_aspect_ratio": "pad"}, "image_aspect_ratio='pad' on a LLaVA-NeXT checkpoint"),
+    ],
+)
+def test_settings_that_would_change_the_input_are_refused(next_dir, kwargs, message):
+    from lmms_ac.vlm.loaders import CheckpointError, load_vlm
+
+    with pytest.raises(CheckpointError, match=message):
+        load_vlm(next_dir, **kwargs)
+
+
+@pytest.mark.parametrize(
+    "edit,message",
+    [
+        ({"vision_feature_select_strategy": "full"}, "vision_feature_select_strategy='full'"),
+        ({"vision_feature_layer": [-2, -5]}, "multi-layer vision features"),
+    ],
+)
+def test_configs_the_tiled_path_cannot_run_are_refused(edit, message):
+    from lmms_ac.vlm.errors import CheckpointError
+    from lmms_ac.vlm.next_hf import check_next_config
+
+    with pytest.raises(CheckpointError, match=message):
+        check_next_config({"model_type": "llava_next", "vision_config": {}, "text_config": {}, **edit}, "c")
