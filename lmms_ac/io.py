@@ -14,7 +14,7 @@ import tempfile
 import threading
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Dict, Iterator, Optional, Union
+from typing import Any, Dict, Iterator, Optional, Sequence, Union
 
 PathLike = Union[str, os.PathLike]
 
@@ -100,6 +100,22 @@ def prepare_output_dir(path: PathLike, command: str, *, overwrite: bool = False)
     path.mkdir(parents=True, exist_ok=True)
     atomic_write_text(marker, json.dumps({"command": command, **provenance()}, indent=2) + "\n", overwrite=True)
     return path
+
+
+def check_replaceable(path: PathLike, marks: Sequence[str], what: str, *, overwrite: bool) -> None:
+    """Before a command replaces the folder ``path`` it writes (a dataset copy, a synthetic set): refuse when it
+    exists and not ``overwrite`` (``OutputExistsError``), and, ``overwrite`` or not, when it holds none of the files
+    ``marks`` that the command itself writes there (``ValueError``): a folder of the user's is never deleted."""
+    path = Path(path)
+    if not path.exists():
+        return
+    if not overwrite:
+        raise OutputExistsError(f"{path} already exists; pass --overwrite to replace it")
+    if not path.is_dir() or not any((path / m).exists() for m in marks):
+        raise ValueError(
+            f"{path} exists but is not {what} (it has no {' or '.join(marks)}), so --overwrite will not delete it; "
+            "move it away or choose another folder"
+        )
 
 
 def seal_output_dir(path: PathLike, command: str) -> None:

@@ -160,6 +160,8 @@ def _mirror(configs: Dict[str, Dict], root: Path, overwrite: bool) -> Dict[str, 
     import datasets
     from loguru import logger
 
+    from lmms_ac.io import check_replaceable
+
     done: Dict[str, Path] = {}
     for task, cfg in sorted(configs.items()):
         if not cfg["dataset_path"]:
@@ -173,6 +175,8 @@ def _mirror(configs: Dict[str, Dict], root: Path, overwrite: bool) -> Dict[str, 
             logger.info(f"{task}: {target} exists, kept (pass --overwrite to replace)")
             done[task] = target
             continue
+        # --overwrite replaces a dataset copy, never another folder that happens to have its name
+        check_replaceable(target, ["dataset_dict.json", "state.json"], "a saved dataset copy", overwrite=True)
         kwargs = {
             k: v
             for k, v in cfg["dataset_kwargs"].items()

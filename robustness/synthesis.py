@@ -29,7 +29,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, Union
 from loguru import logger
 
 from lmms_ac.images import jpeg_bytes
-from lmms_ac.io import OutputExistsError, atomic_write_text, provenance
+from lmms_ac.io import atomic_write_text, check_replaceable, provenance
 
 from .context import stable_seed
 from .synthetic_store import INFO_FILE, forget_store, store_key, synthetic_dir
@@ -353,8 +353,7 @@ def synthesize_images(
     from tqdm import tqdm
 
     out_dir = Path(out_dir)
-    if out_dir.exists() and not overwrite:
-        raise OutputExistsError(f"{out_dir} already exists; pass --overwrite to replace it")
+    check_replaceable(out_dir, [INFO_FILE], "a synthetic set", overwrite=overwrite)  # never a folder of the user's
     # pass 1: distinct images and the documents that show them
     doc_ids: Dict[str, List[int]] = {}
     first: Dict[str, int] = {}
@@ -489,8 +488,7 @@ def synthesize(
     base = base_task(task)
     task_obj = load_task(base, task_manager, include_path)
     out_dir = synthetic_dir(base, seed, to)
-    if out_dir.exists() and not overwrite:
-        raise OutputExistsError(f"{out_dir} already exists; pass --overwrite to replace it")
+    check_replaceable(out_dir, [INFO_FILE], "a synthetic set", overwrite=overwrite)
     info = {
         "task": base,
         "captioner": _describe(captioner),

@@ -197,3 +197,18 @@ def test_spreadsheet_exports_neutralise_formulas_and_keep_numbers(tmp_path, caps
     assert list(got.columns) == ["name", "drop", "'=c"]
     assert got["name"].tolist()[:3] == ["-0.5", "'+x", "ok"]  # a number written as text is not a formula
     assert got["drop"].tolist() == [-1.5, 2.0, -0.25, 0.0]
+
+
+def test_a_regenerated_folder_replaces_only_the_commands_own(tmp_path):
+    from lmms_ac.io import check_replaceable
+
+    mine = tmp_path / "lmms-lab__MME"
+    mine.mkdir()
+    (mine / "photos.zip").write_text("user data")
+    check_replaceable(tmp_path / "missing", ["state.json"], "a saved dataset copy", overwrite=False)
+    with pytest.raises(OutputExistsError, match="pass --overwrite"):
+        check_replaceable(mine, ["state.json"], "a saved dataset copy", overwrite=False)
+    with pytest.raises(ValueError, match="is not a saved dataset copy .* so --overwrite will not delete it"):
+        check_replaceable(mine, ["dataset_dict.json", "state.json"], "a saved dataset copy", overwrite=True)
+    (mine / "state.json").write_text("{}")
+    check_replaceable(mine, ["dataset_dict.json", "state.json"], "a saved dataset copy", overwrite=True)
