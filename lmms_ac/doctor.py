@@ -420,8 +420,8 @@ def run_checks(*, cheap_only: bool = False) -> List[Finding]:
             Finding(
                 INFO,
                 "quick",
-                f"skipped (they import torch/transformers or lmms-eval's task index): {', '.join(skipped)}; "
-                "run `lmms-ac doctor` without --quick for them",
+                f"skipped (not run at model load: torch, transformers, lmms-eval's evaluator and task index are not "
+                f"imported): {', '.join(skipped)}; run `lmms-ac doctor` without --quick for them",
             )
         )
     return findings

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import torch
 
@@ -65,9 +65,9 @@ def _write_json(path: Path, obj: dict) -> None:
     path.write_text(json.dumps(obj, indent=2) + "\n", encoding="utf-8")
 
 
-def write_sentencepiece_tokenizer(directory: Path, model_max_length: int = 2048, legacy: bool = False) -> int:
-    """``tokenizer.model`` + LLaVA-1.5/Vicuna's ``tokenizer_config.json`` and ``special_tokens_map.json``;
-    returns the vocabulary size."""
+def write_sentencepiece_tokenizer(directory: Path, model_max_length: int = 2048, legacy: Optional[bool] = False) -> int:
+    """``tokenizer.model`` + LLaVA-1.5/Vicuna's ``tokenizer_config.json`` and ``special_tokens_map.json``
+    (``legacy=None``: no ``legacy`` field, as LLaMA-1-era files); returns the vocabulary size."""
     import sentencepiece
 
     data = train_llama_sentencepiece(str(directory / "tokenizer.model"))
@@ -85,6 +85,8 @@ def write_sentencepiece_tokenizer(directory: Path, model_max_length: int = 2048,
         "tokenizer_class": "LlamaTokenizer",
         "unk_token": _added("<unk>"),
     }
+    if legacy is None:
+        config.pop("legacy")
     _write_json(directory / "tokenizer_config.json", config)
     specials = {
         "bos_token": _added("<s>"),
@@ -284,7 +286,7 @@ def build_original(directory: str, layout: str = "a", seed: int = 0) -> Dict[str
         _write_json(out / "config.json", cfg)
         torch.save(_projector_state("mlp2x_gelu", seed), out / "mm_projector.bin")
         return {"checkpoint": str(out), "model_base": str(base)}
-    vocab = write_sentencepiece_tokenizer(out)
+    vocab = write_sentencepiece_tokenizer(out, legacy=None if layout == "e" else False)
     state = _random_llama_state(vocab, seed)
     if layout == "e":
         added = ["<im_patch>", "<im_start>", "<im_end>"]
