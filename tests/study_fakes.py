@@ -4,9 +4,11 @@ real subprocesses and, where a cluster runs, real SLURM; fake evaluations that t
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
 import sys
 from pathlib import Path
-from typing import Any, Dict
+from typing import Any, Dict, Optional
 
 import yaml
 
@@ -131,3 +133,22 @@ def done_files(out: Path) -> Dict[str, tuple]:
         st = p.stat()
         found[p.name] = (st.st_ino, st.st_mtime_ns, json.loads(p.read_text())["lmms_ac_study"]["job_id"])
     return found
+
+
+def cluster_reason() -> Optional[str]:
+    """Why no SLURM test can run here (None: a node is up and submitit is installed)."""
+    if shutil.which("sinfo") is None:
+        return "no SLURM client (sinfo) on this machine; start one with scripts/slurm/start_cluster.sh"
+    try:
+        out = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.SubprocessError) as err:
+        return f"sinfo failed: {err}"
+    states = out.stdout.split()
+    if out.returncode != 0 or not any(s.startswith(("idle", "mix", "alloc")) for s in states):
+        said = out.stdout.strip() or out.stderr.strip()[:200]
+        return f"no SLURM node is up (sinfo: {said}); run scripts/slurm/start_cluster.sh"
+    try:
+        import submitit  # noqa: F401
+    except ImportError:
+        return "submitit is not installed"
+    return None

@@ -102,24 +102,26 @@ def job_liveness(job_dir: Path, queue: QueueReader, now: Optional[float] = None)
     """Whether the job in ``job_dir`` runs (or waits in the SLURM queue) now."""
     info = S.read_json(job_dir / "running.json")
     info = info if isinstance(info, dict) else None
-    if info and info.get("host") == host():
-        if alive(info.get("pid"), info.get("pid_start")):
-            return Verdict("running", f"running in pid {info['pid']} on this host (attempt {info.get('attempt')})")
-        if "pid_start" not in info and S.heartbeat_fresh(info, now):  # written by an older lmms-ac
-            return Verdict("running", "running (fresh heartbeat of an older worker record)")
+    here = bool(info) and info.get("host") == host()
+    worker_alive = here and alive(info.get("pid"), info.get("pid_start"))
     subs = slurm_submissions(job_dir)
-    if subs:
-        q = queue()
-        if q is None:
-            return Verdict("unknown", "SLURM does not answer (squeue); not started again until it does")
+    q = queue() if subs else None
+    if subs and q is not None:  # SLURM first: its jobs are watched by the runner, not only skipped
         for sid, name in subs.items():
             entry = find(q, sid, name)
             if entry is not None:
                 return Verdict(
                     "queued" if entry.state == "PENDING" else "running", f"on SLURM as {sid} ({entry.state})"
                 )
+    if worker_alive:
+        return Verdict("running", f"running in pid {info['pid']} on this host (attempt {info.get('attempt')})")
+    if here and "pid_start" not in info and S.heartbeat_fresh(info, now):  # written by an older lmms-ac
+        return Verdict("running", "running (fresh heartbeat of an older worker record)")
+    if subs:
+        if q is None:
+            return Verdict("unknown", "SLURM does not answer (squeue); not started again until it does")
         return Verdict("gone")
-    if info and info.get("host") != host() and S.heartbeat_fresh(info, now):
+    if info and not here and S.heartbeat_fresh(info, now):
         return Verdict("running", f"running on {info.get('host')} (fresh heartbeat; no SLURM job to ask about)")
     return Verdict("gone")
 
