@@ -1,0 +1,55 @@
+"""A tiny llava-hf LLaVA-NeXT checkpoint in the hub's layout evaluates through the real
+``lmms-eval --model lmms_ac_llava`` CLI on an MME-schema task, with and without prefix sharing
+(same samples), and a token-stage probe on it stops the run with the tiled-input refusal."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+
+import pytest
+from test_plugin_cli import BIN, run_lmms_eval
+
+pytestmark = pytest.mark.slow  # each test starts the lmms-eval CLI
+
+
+@pytest.fixture(scope="module")
+def next_dir(tmp_path_factory) -> str:
+    from lmms_ac.testing.tiny_next import build_llava_next_hf
+
+    return build_llava_next_hf(str(tmp_path_factory.mktemp("next_cli") / "llava-v1.6-vicuna-7b-hf"))["checkpoint"]
+
+
+def test_next_checkpoint_scores_mme_through_the_cli(next_dir, mirror_dir, tmp_path):
+    # float32 (the files are float16, as on the hub): sharing reorders sums, exact only where rounding is fine
+    shared = run_lmms_eval(tmp_path / "a", next_dir, mirror_dir, "mme", str(tmp_path / "a" / "out"), "dtype=float32")
+    plain = run_lmms_eval(
+        tmp_path / "b",
+        next_dir,
+        mirror_dir,
+        "mme",
+        str(tmp_path / "b" / "out"),
+        model_args="dtype=float32,prefix_sharing=false",
+    )
+    res = shared["results"]["results"]["mme"]
+    assert "mme_perception_score,none" in res and "mme_cognition_score,none" in res
+    assert shared["results"]["n-samples"]["mme"]["effective"] == 12
+    assert shared["samples"]["mme"] == plain["samples"]["mme"]  # sharing changes no answer
+
+
+def test_token_probe_on_next_fails_with_the_refusal(next_dir, mirror_dir, tmp_path):
+    env = {**os.environ, "LMMS_AC_DATASETS": mirror_dir, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    cmd = [
+        str(BIN / "lmms-eval"),
+        "--model",
+        "lmms_ac_llava",
+        "--model_args",
+        f"pretrained={next_dir},device=cpu,perturbation=tokperm",
+        "--tasks",
+        "mme",
+        "--output_path",
+        str(tmp_path / "out"),
+    ]
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert "not defined on LLaVA-NeXT's tiled input" in proc.stdout + proc.stderr
+    assert not list((tmp_path / "out").rglob("*_results.json"))
