@@ -341,3 +341,19 @@ def test_ctrl_c_stops_every_running_program_of_the_run():
     children.terminate_all()
     assert [p.wait(timeout=10) for p in procs] == [-signal.SIGTERM, -signal.SIGTERM]
     assert not hasattr(W, "RUNNING")
+
+
+def test_the_example_study_file_documents_every_executor_key():
+    """Each executor / executor.slurm key appears in `study init`'s example with a comment saying what it does."""
+    import re
+
+    from lmms_ac.study.example import EXAMPLE
+    from lmms_ac.study.spec import ExecutorSpec, SlurmSpec
+
+    block = EXAMPLE.split("\nexecutor:\n", 1)[1].split("\nreport:\n", 1)[0]
+    for key in list(ExecutorSpec.model_fields) + list(SlurmSpec.model_fields):
+        line = re.search(rf"^\s*#?\s*{key}:.*$", block, re.M)
+        assert line is not None, f"executor key {key} is not in the example study file"
+        if key != "slurm":
+            assert "#" in line.group(0).split(f"{key}:", 1)[1], f"executor key {key} has no comment"
+    assert "poll_s" in block and "squeue" in block

@@ -60,23 +60,31 @@ scores:
   device: auto                    # auto: cuda when the job has a GPU, else cpu
 
 executor:
-  type: local                     # local | slurm
-  gpus: auto                      # local: auto (every visible GPU), none, a count or a list [0, 1]
-  gpus_per_job: 1
+  type: local                     # local: jobs run on this machine | slurm: job arrays through submitit
+  gpus: auto                      # local: auto (every visible GPU), none (CPU only), a count, or a list [0, 1]
+  gpus_per_job: 1                 # local: GPUs per job; jobs run in parallel, one per group of this many GPUs
   accelerate: false               # local: lmms-eval under `accelerate launch --num_processes gpus_per_job`
-  max_attempts: 2                 # a failed job is retried until it failed this often
-  slurm:                          # used when type: slurm (jobs go through submitit as job arrays)
-    partition: gpu
-    # account: my-lab
-    # qos: normal
-    time: 240                     # minutes per job
-    gpus_per_job: 1
-    cpus_per_job: 8
-    # mem_gb: 64
-    # constraint: a100
-    array_parallelism: 32         # at most this many jobs of the study run at once
+  max_attempts: 2                 # a job that ran and failed is retried until it failed this often (then
+                                  # `study run --retry-failed`); interruptions (kill, scancel, preemption,
+                                  # requeue, node failure) never count: the next `study run` resumes them
+  slurm:                          # used when type: slurm
+    partition: gpu                # --partition (default: the cluster's default partition)
+    # account: my-lab             # --account
+    # qos: normal                 # --qos
+    time: 240                     # minutes per job (--time); a job that runs out is requeued (up to 3 times)
+    gpus_per_job: 1               # GPUs per job (--gpus-per-node); 0 for CPU-only jobs
+    cpus_per_job: 8               # --cpus-per-task
+    # mem_gb: 64                  # memory per job in GB (--mem); default: the partition's
+    # constraint: a100            # --constraint (node features)
+    array_parallelism: 32         # at most this many jobs of the study run at once (array %limit)
     setup: []                     # shell lines before each job, e.g. ["module load cuda/12.4"]
-    requeue: true                 # preempted or timed-out jobs are requeued
+    # additional: {exclude: "node[01-02]", mail-type: END}   # any other #SBATCH option, as is
+    requeue: true                 # preempted or timed-out jobs requeue themselves (submitit checkpoint)
+    poll_s: 10                    # seconds between looks at the queue (squeue) while `study run` waits;
+                                  # each look is one squeue call, so keep it >= 10 on a busy cluster
+  # A job is running while its recorded worker (host, pid, start time) is alive or its SLURM job (id and
+  # submission name) is in the queue; a rerun never starts it twice, and one `study run` at a time holds
+  # the study (a second waits for it). The output folder must be on a filesystem the nodes share.
 
 report:
   outputs: [table, scores, leaderboard, fit, recommend, robustness, plots, html]
