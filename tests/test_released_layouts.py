@@ -181,8 +181,19 @@ def test_content_not_model_type_decides_the_format():
     assert (
         checkpoint_format({"model_type": "llava_mistral", "architectures": ["LlavaMistralForCausalLM"]}) == "original"
     )
-    assert checkpoint_format({"model_type": "llava", "vision_config": {}, "text_config": {}}) == "llava_hf"
-    assert checkpoint_format({"model_type": "llava_next", "vision_config": {}, "text_config": {}}) == "llava_hf"
+    named = {"vision_config": {"model_type": "clip_vision_model"}, "text_config": {"model_type": "llama"}}
+    assert checkpoint_format({"model_type": "llava", **named}) == "llava_hf"
+    assert checkpoint_format({"model_type": "llava_next", **named}) == "llava_hf"
+    with pytest.raises(CheckpointError, match="text_config name no model_type"):
+        checkpoint_format({"model_type": "llava", "vision_config": named["vision_config"], "text_config": {}})
+
+
+def test_a_checkpoint_without_its_tokenizer_model_names_the_file(hub_cache, tmp_path):
+    target = tmp_path / "a-no-vocab"
+    shutil.copytree(hub_cache["a"]["checkpoint"], target)
+    (target / "tokenizer.model").unlink()
+    with pytest.raises(CheckpointError, match=r"no vocabulary \(tokenizer.model or tokenizer.json\); copy"):
+        load_vlm(str(target))
 
 
 @pytest.mark.parametrize("field", ["hidden_size", "num_hidden_layers", "vocab_size", "intermediate_size"])

@@ -171,6 +171,12 @@ def checkpoint_format(config: Dict[str, Any], source: str = "the checkpoint") ->
                 f"{source}: model_type {mtype!r} (architectures {archs}) has vision_config/text_config but is not "
                 "llava-hf's LLaVA ('llava', LlavaForConditionalGeneration); only LLaVA-style checkpoints load"
             )
+        unnamed = [k for k in ("vision_config", "text_config") if not config[k].get("model_type")]
+        if unnamed:  # transformers would fill them with its defaults (a CLIP-L and a 7B Llama)
+            raise CheckpointError(
+                f"{source}: {' and '.join(unnamed)} name no model_type; llava-hf configs name the tower's and the "
+                "LLM's type (e.g. clip_vision_model, llama): the file is damaged or incomplete, copy it again"
+            )
         return "llava_hf"
     raise CheckpointError(
         f"{source}: config.json fits neither checkpoint format: model_type {mtype!r}, architectures {archs}, no mm_* "
@@ -513,6 +519,14 @@ def load_original_tokenizer(source: str, trust_remote_code: bool = False) -> Any
         tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
     except Exception as err:
         where = model_file or source
+        local = os.path.expanduser(source)
+        vocab_files = ("tokenizer.model", "tokenizer.json", "vocab.json", "vocab.txt")
+        if os.path.isdir(local) and not any(os.path.isfile(os.path.join(local, f)) for f in vocab_files):
+            present = sorted(os.path.basename(f) for f in glob.glob(os.path.join(local, "tokenizer*")))
+            raise CheckpointError(
+                f"{local} has {present or 'no tokenizer files'} but no vocabulary (tokenizer.model or tokenizer.json); "
+                "copy the checkpoint's tokenizer.model again (or remove the tokenizer files so model_base's are used)"
+            ) from err
         raise CheckpointError(
             f"the tokenizer of {where} does not load ({type(err).__name__}: {str(err)[:300]}); run `lmms-ac doctor` "
             "to check the tokenizer libraries, or copy the checkpoint's tokenizer files again"
