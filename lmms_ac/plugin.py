@@ -30,7 +30,10 @@ therefore installs these hooks (all idempotent, behaviour unchanged when nothing
    scoring: either convention picks the most likely choice (``acc_mutual_info``, an argmax of
    differences, keeps the log-probabilities it was written for);
 5. ``lmms_eval.evaluator.evaluate`` passes its results and model to ``Hooks.finish_results`` (what
-   ``lmms_ac_llava`` measured while it ran: the cells PatchDrop removed, a model-argument perturbation).
+   ``lmms_ac_llava`` measured while it ran: the cells PatchDrop removed, a model-argument perturbation);
+6. ``ConfigurableTask.__init__`` reads doc 0 to check the prompt, which decodes its images: when reading doc
+   0 fails (an image that cannot be decoded, a decompression bomb), the error names the task, split and doc
+   instead of Pillow's bare ``cannot identify image file``.
 
 Below the hooks: the adapter functions the rest of lmms-ac uses instead of lmms-eval's internals
 (a TaskManager with our tasks, its index, task YAMLs and objects, the model API).
@@ -78,6 +81,7 @@ def install_hooks(hooks: Hooks) -> None:
     """Patch lmms-eval (once per process: the first ``hooks`` stay)."""
     _patch_task_manager(hooks)
     _patch_dataset_download(hooks)
+    _patch_task_init()
     _patch_unwrap_generation_output()
     _patch_multiple_choice_scoring()
     _patch_evaluate_results(hooks)
@@ -254,6 +258,38 @@ def _patch_dataset_download(hooks: Hooks) -> None:
 
     download._lmms_ac = True  # type: ignore[attr-defined]
     ConfigurableTask.download = download
+
+
+def _patch_task_init() -> None:
+    from lmms_eval.api.task import ConfigurableTask
+
+    if getattr(ConfigurableTask.__init__, "_lmms_ac", False):
+        return
+    original = ConfigurableTask.__init__
+
+    @functools.wraps(original)
+    def __init__(self, *args, **kwargs):
+        try:
+            return original(self, *args, **kwargs)
+        except Exception as err:
+            docs = getattr(self, "task_docs", None)
+            if docs is None:
+                raise
+            try:
+                docs[0]
+            except Exception:  # doc 0 itself cannot be read: name it
+                config = getattr(self, "config", None)
+                task = getattr(config, "task", None)
+                split = getattr(config, "test_split", None) or getattr(config, "validation_split", None)
+                raise ValueError(
+                    f"task {task!r} split {split!r} doc 0 cannot be read ({type(err).__name__}: {err}); lmms-eval "
+                    "reads it while building the task, usually an image that cannot be decoded. Fix or drop this "
+                    f"doc (`lmms-ac datasets --verify {task}` lists every bad doc)"
+                ) from err
+            raise
+
+    __init__._lmms_ac = True  # type: ignore[attr-defined]
+    ConfigurableTask.__init__ = __init__
 
 
 # ======================================================================= adapter functions for lmms-ac

@@ -80,7 +80,8 @@ def _verify(tasks, include_path) -> int:
         bad += len(r.bad)
     if bad:
         print(
-            f"\n{bad} image(s) do not decode; lmms-eval would score them as partly blank images. Fix or drop "
-            "those docs in the mirror copy (or re-mirror the dataset)."
+            f"\n{bad} image(s) do not decode strictly: lmms-eval scores a truncated image as a partly blank one "
+            "and stops at an image it cannot decode at all (or a decompression bomb). Fix or drop those docs in "
+            "the mirror copy (or re-mirror the dataset)."
         )
     return 1 if bad else 0
