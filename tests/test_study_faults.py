@@ -218,3 +218,51 @@ def test_read_only_output_is_a_clear_error_and_status_still_reads_it(tmp_path):
     finally:
         subprocess.run(["umount", str(ro)], check=False)
     assert done_files(out) == before
+
+
+def test_status_and_report_only_read(tmp_path, monkeypatch):
+    """`study status` and `study report` build no job (no argv, no environment) and write nothing outside
+    the report folder."""
+    from lmms_ac.study.report import build_study_report
+    from lmms_ac.study.status import compute_status
+
+    def no_jobs(*args, **kwargs):
+        raise AssertionError("a read-only command built jobs")
+
+    monkeypatch.setattr("lmms_ac.study.plan.make_jobs", no_jobs)
+    monkeypatch.setattr("lmms_ac.study.runner.make_jobs", no_jobs)
+    study = parse_study(study_data(tmp_path, scores={}), tmp_path)
+    assert compute_status(study).counts["pending"] == 4
+    assert not study.output_dir.exists()  # status wrote nothing
+    summary = build_study_report(study, printer=_quiet)
+    assert summary["units_done"] == 0 and "4 of 4 result(s) not done yet (4 pending)" in summary["problems"][0]
+    assert sorted(p.name for p in study.output_dir.iterdir()) == ["report"]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(sys.platform != "linux" or os.geteuid() != 0, reason="mounting a tmpfs needs root on Linux")
+def test_full_disk_is_a_clear_error_and_the_rerun_finishes(tmp_path, reference):
+    bindir = install_fakes(tmp_path / "bin")
+    disk = tmp_path / "disk"
+    if not _mount_tmpfs(disk, "size=4m"):
+        pytest.skip("mount -t tmpfs is not permitted here")
+    try:
+        path = write_study(tmp_path, {**study_data(tmp_path, scores={}), "output": str(disk / "out")})
+        filler = disk / "filler"
+        with open(filler, "wb", buffering=0) as fh:  # fill the disk to the last byte
+            for size in (1 << 16, 1 << 10, 1):
+                try:
+                    while True:
+                        fh.write(b"\0" * size)
+                except OSError:
+                    pass
+        res = subprocess.run(cli_command(bindir, "study", "run", str(path)), capture_output=True, text=True)
+        assert res.returncode == 2 and "Traceback" not in res.stderr, res.stdout + res.stderr
+        assert "No space left on device" in res.stderr and "free space" in res.stderr
+        assert "lmms-ac study: error: cannot write the study output" in res.stderr
+        filler.unlink()
+        res = subprocess.run(cli_command(bindir, "study", "run", str(path)), capture_output=True, text=True)
+        assert res.returncode == 0, res.stdout + res.stderr
+        _same_board(_leaderboard(path), reference)
+    finally:
+        subprocess.run(["umount", str(disk)], check=False)
