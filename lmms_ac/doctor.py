@@ -17,7 +17,7 @@ import sys
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Callable, Iterable, List, Optional
+from typing import Callable, Iterable, List, Optional, Tuple
 
 from lmms_ac.registry import Registry
 
@@ -44,6 +44,7 @@ class KnownBad:
     bad: str  # a PEP 440 specifier, e.g. ">=4"
     reason: str
     fix: str
+    when: Optional[Tuple[str, str]] = None  # bad only while this other package is in this range (absent: not bad)
 
 
 # tokenizer.model files are read through sentencepiece's generated protobuf module: the pair must agree
@@ -63,6 +64,7 @@ KNOWN_BAD: List[KnownBad] = [
         "its generated sentencepiece_model_pb2 needs protobuf>=7.36.1, which wandb (pulled in by lmms-eval) forbids: "
         "every tokenizer.model (LLaVA-1.5, Vicuna) fails to load ('Error parsing line' from a TikToken fallback)",
         SENTENCEPIECE_FIX,
+        when=("protobuf", "<7.36.1"),
     ),
     KnownBad(
         "lmms-eval",
@@ -117,13 +119,24 @@ def known_bad_findings(
         have = versions(row.package)
         if have is None:
             continue
+        other = versions(row.when[0]) if row.when else None
+        if row.when and other is None:
+            continue
         try:
             bad = Version(have) in SpecifierSet(row.bad, prereleases=True)
+            if row.when:
+                bad = bad and Version(other) in SpecifierSet(row.when[1], prereleases=True)
         except InvalidVersion:
             continue
         if bad:
+            with_other = f" with {row.when[0]} {other}" if row.when else ""
             found.append(
-                Finding(FAIL, "known-bad versions", f"{row.package} {have} ({row.bad}): {row.reason}", row.fix)
+                Finding(
+                    FAIL,
+                    "known-bad versions",
+                    f"{row.package} {have} ({row.bad}){with_other}: {row.reason}",
+                    row.fix,
+                )
             )
     return found
 

@@ -75,11 +75,14 @@ def test_an_entry_point_that_no_longer_loads_says_reinstall(monkeypatch):
     assert found.status == doctor.OK
 
 
-def test_sentencepiece_0_2_3_is_a_known_bad_row():
-    (found,) = doctor.known_bad_findings(_versions(sentencepiece="0.2.3"))
+def test_sentencepiece_0_2_3_with_protobuf_6_is_a_known_bad_row():
+    (found,) = doctor.known_bad_findings(_versions(sentencepiece="0.2.3", protobuf="6.33.6"))
+    assert "sentencepiece 0.2.3 (>=0.2.3) with protobuf 6.33.6" in found.message
     assert "protobuf>=7.36.1" in found.message and "tokenizer.model" in found.message
     assert found.fix == doctor.SENTENCEPIECE_FIX and "sentencepiece>=0.2.1,<0.2.3" in found.fix
-    assert doctor.known_bad_findings(_versions(sentencepiece="0.2.2")) == []
+    assert doctor.known_bad_findings(_versions(sentencepiece="0.2.2", protobuf="6.33.6")) == []
+    # the pair that works (a wandb that allows protobuf 7) is not reported
+    assert doctor.known_bad_findings(_versions(sentencepiece="0.2.3", protobuf="7.36.2")) == []
 
 
 def test_a_broken_lmms_eval_import_is_reported_as_it_is_not_blamed_on_filelock(monkeypatch):
