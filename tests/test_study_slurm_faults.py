@@ -144,6 +144,10 @@ def test_scontrol_requeue_of_a_running_job(tmp_path, monkeypatch, reference):
     assert [a["outcome"] for a in tries] == ["interrupted", "ok"], tries
     assert "SIGTERM" in tries[0]["last_line"] and tries[1]["slurm_id"] == slurm_id  # the same SLURM job, requeued
     assert tries[1].get("slurm_restart_count") == "1"
+    spec = S.read_json(out / "jobs" / job / "job.json")
+    for u in spec["units"]:  # written once, by the requeued run: the interrupted one wrote nothing done
+        marker = S.read_json(S.done_path(out, u["unit_id"], "eval"))["lmms_ac_study"]
+        assert marker["job_id"] == job and marker["slurm_restart_count"] == "1"
     _check_clean_end(out, reference, study)
 
 
