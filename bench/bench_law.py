@@ -44,7 +44,8 @@ def main() -> None:
 
     from lmms_ac.law.data import load_example
     from lmms_ac.law.fit import fit_law
-    from lmms_ac.law.policy import _prepare, _seed, region_orders, simulate
+    from lmms_ac.law.sampling import region_orders, seed_sequence
+    from lmms_ac.law.simulation import prepare, simulate
 
     data = load_example("law-v1")
     fit_law(data, normalize="minmax")  # warm-up (imports, first calls)
@@ -61,8 +62,9 @@ def main() -> None:
     start = time.perf_counter()
     max_diff = 0.0
     for name, d in data.items():
-        _, points, y, best = _prepare(d)
-        orders = region_orders(points, args.runs, np.random.default_rng(_seed(0, name, "region")))[: args.sklearn_runs]
+        _, points, y, best = prepare(d)
+        orders = region_orders(points, args.runs, np.random.default_rng(seed_sequence(0, name, "region")))
+        orders = orders[: args.sklearn_runs]
         theirs = sklearn_recall(points, y, best, orders)
         if args.sklearn_runs == args.runs:
             mine = next(c for c in sim.curves if c.benchmark == name and c.policy == "region").recall[3]

@@ -344,10 +344,10 @@ def _evaluate_text(ev) -> str:
     t = ev.table()
     tops = sorted(int(c.split("@")[1]) for c in t.columns if c.startswith("final@") and not c.endswith("se"))
     heads = [f"{m}@{n}" for m in ("anytime", "final") for n in tops]
-    lines.append(f"{'protocol':<20}{'policy':<13}{'worlds':>7}  " + "  ".join(f"{h:>13}" for h in heads))
+    lines.append(f"{'protocol':<23}{'policy':<13}{'worlds':>7}  " + "  ".join(f"{h:>13}" for h in heads))
     for r in t.to_dict("records"):
         vals = "  ".join(f"{r[h]:>6.3f} ±{r[h + ' se']:.3f}" for h in heads)
-        lines.append(f"{r['protocol']:<20}{r['policy']:<13}{r['worlds']:>7}  {vals}")
+        lines.append(f"{r['protocol']:<23}{r['policy']:<13}{r['worlds']:>7}  {vals}")
     goal = ev.goal()
     if goal:
         lines.append("")

@@ -123,8 +123,8 @@ for _spec in (
     ),
     PolicySpec(
         "prior-check",
-        "the prior policy while the trained settings agree with the prior (Spearman >= 0.5 from 3 trained on), "
-        "then the law fitted on the trained settings alone: its predicted best next",
+        "the prior policy while the trained settings agree with the prior (the better of 2 is the one it ranks "
+        "higher; Spearman >= 0.7 from 3 on), else the law fitted on the trained alone (linear below 7): its best",
         f"{_P}:orders_prior_check",
         f"{_P}:predict_prior_check",
         "prior",

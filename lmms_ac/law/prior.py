@@ -198,29 +198,37 @@ def prior_predictions(points: np.ndarray, y: np.ndarray, prior: LawPrior, sets: 
 
 
 #: the prior is dropped once the trained settings' scores rank-correlate with its mean below this
-PRIOR_AGREEMENT = 0.5
-#: trained settings needed before the agreement is judged
-PRIOR_CHECK_AFTER = 3
+PRIOR_AGREEMENT = 0.7
+#: below this many trained settings the law of the fallback is linear (3 weights), then degree 2
+LINEAR_UNTIL = 7
 
 
 def prior_agrees(model: PriorModel, idx: Sequence[int], y_trained: np.ndarray) -> bool:
-    """Whether the trained scores agree with the prior: Spearman ρ(y_T, prior mean_T) >= ``PRIOR_AGREEMENT``
-    (always true before ``PRIOR_CHECK_AFTER`` trainings; a constant side counts as disagreement)."""
+    """Whether the trained scores agree with the prior: with 2 trained, the better one is the one the prior
+    mean ranks higher; from 3 on, Spearman ρ(y_T, prior mean_T) >= ``PRIOR_AGREEMENT`` (a constant side
+    counts as disagreement). Always true before 2 trainings."""
     idx = np.asarray(idx, dtype=np.int64)
-    if idx.size < PRIOR_CHECK_AFTER:
+    g = model.g[idx]
+    if idx.size < 2:
         return True
-    ry = np.argsort(np.argsort(y_trained)).astype(float)
-    rg = np.argsort(np.argsort(model.g[idx])).astype(float)
-    if np.ptp(y_trained) == 0 or np.ptp(model.g[idx]) == 0:
+    if np.ptp(y_trained) == 0 or np.ptp(g) == 0:
         return False
+    if idx.size == 2:
+        return bool(np.sign(y_trained[1] - y_trained[0]) == np.sign(g[1] - g[0]))
+    ry = np.argsort(np.argsort(y_trained)).astype(float)
+    rg = np.argsort(np.argsort(g)).astype(float)
     return float(np.corrcoef(ry, rg)[0, 1]) >= PRIOR_AGREEMENT
 
 
-def _law_mean(X: np.ndarray, idx: np.ndarray, y_trained: np.ndarray) -> np.ndarray:
+def fallback_law_mean(points: np.ndarray, idx: np.ndarray, y_trained: np.ndarray) -> np.ndarray:
+    """The law fitted on the trained settings alone: linear in (A, C) below ``LINEAR_UNTIL`` trained (a
+    degree-2 fit on so few points is erratic), degree 2 from then on (minimum norm while underdetermined)."""
     from lmms_ac.law.linalg import min_norm_fit
 
-    b, w = min_norm_fit(X[idx][:, 1:], y_trained)
-    return X[:, 1:] @ w + b
+    X = _design(points)
+    cols = X[:, 1:3] if len(idx) < LINEAR_UNTIL else X[:, 1:]
+    b, w = min_norm_fit(cols[idx], y_trained)
+    return cols @ w + b
 
 
 def checked_prior_orders(points: np.ndarray, y: np.ndarray, prior: LawPrior, runs: int) -> np.ndarray:
@@ -228,7 +236,6 @@ def checked_prior_orders(points: np.ndarray, y: np.ndarray, prior: LawPrior, run
     the law fitted on the trained settings alone picks its predicted best untrained setting. Deterministic:
     one order, repeated for every run."""
     model = PriorModel(points, prior)
-    X = _design(points)
     k = len(points)
     chosen: List[int] = []
     for _ in range(k):
@@ -236,7 +243,7 @@ def checked_prior_orders(points: np.ndarray, y: np.ndarray, prior: LawPrior, run
         if prior_agrees(model, idx, y[idx]):
             nxt = next_choice(model, chosen, y[idx], "ei")
         else:
-            score = _law_mean(X, idx, y[idx])
+            score = fallback_law_mean(points, idx, y[idx])
             score[idx] = -np.inf
             nxt = int(np.argmax(score))
         chosen.append(nxt)
@@ -246,8 +253,7 @@ def checked_prior_orders(points: np.ndarray, y: np.ndarray, prior: LawPrior, run
 def checked_prior_predictions(points: np.ndarray, y: np.ndarray, prior: LawPrior, sets: np.ndarray) -> np.ndarray:
     """Posterior means where the trained set agrees with the prior, the plain law's predictions elsewhere."""
     model = PriorModel(points, prior)
-    X = _design(points)
     out = []
     for s in sets:
-        out.append(model.posterior(s, y[s])[0] if prior_agrees(model, s, y[s]) else _law_mean(X, s, y[s]))
+        out.append(model.posterior(s, y[s])[0] if prior_agrees(model, s, y[s]) else fallback_law_mean(points, s, y[s]))
     return np.stack(out)

@@ -17,7 +17,7 @@ import pandas as pd
 from lmms_ac.law import acquisition as Q
 from lmms_ac.law.linalg import min_norm_fit
 from lmms_ac.law.policies import DEFAULT_POLICY, POLICY_REGISTRY, UCB_WARMUP, recommend_policy_names
-from lmms_ac.law.prior import LawPrior, PriorModel, next_choice, prior_agrees
+from lmms_ac.law.prior import LawPrior, PriorModel, fallback_law_mean, next_choice, prior_agrees
 from lmms_ac.law.sampling import law_features, normalize_plane, region_next, seed_sequence
 
 N_LAW_PARAMS = 6
@@ -180,9 +180,9 @@ def next_prior_check(ctx: RecommendContext) -> Choice:
         c.why += " (the trained candidates agree with the prior)"
         return c
     notes: List[str] = []
-    pred = law_ranking(ctx, notes)
+    pred = fallback_law_mean(ctx.points, ctx.idx, ctx.y[ctx.idx])
     order = _untrained_by(pred, ctx)
-    why = "the trained candidates disagree with the prior (Spearman < 0.5): the law fitted on them alone"
+    why = "the trained candidates disagree with the prior: the law fitted on them alone (linear below 7 trained)"
     return Choice(order[0], [ctx.names[i] for i in order], why, pred, notes=notes)
 
 
