@@ -26,6 +26,19 @@ def test_law_figures_draw_a_mathtext_looking_variant_as_typed(tmp_path):
     plot_patch_info_loss([[0.1, 0.2], [0.3, 0.4]], tmp_path / "pil", title=MATH, formats=["png"])
 
 
+def test_save_figure_draws_user_text_of_figures_built_elsewhere_as_typed(tmp_path):
+    """study report's drop bars build their figure outside plain_text and write it with save_figure."""
+    from lmms_ac.law.plots import new_figure, save_figure
+
+    fig = new_figure(3, 2)
+    ax = fig.add_subplot(1, 1, 1)
+    ax.bar([0], [1.0], label=MATH)
+    ax.set_xticks([0])
+    ax.set_xticklabels([MATH])
+    ax.legend()
+    assert all(p.stat().st_size > 0 for p in save_figure(fig, tmp_path / "bars"))
+
+
 def test_layer_figures_and_report_heat_map_draw_user_text_as_typed(tmp_path):
     from types import SimpleNamespace
 
