@@ -219,6 +219,7 @@ def test_jobs_queued_on_slurm_are_not_submitted_twice(tmp_path, fake_bins, monke
     assert run["jobs_run"] == [prep.jobs[1].job_id] and "on SLURM as 7_0" in run["skipped"][prep.jobs[0].job_id]
     # SLURM does not answer (a restarting controller): a job that may be queued is not started again
     monkeypatch.setattr("lmms_ac.study.slurm_queue.squeue", lambda: None)
+    monkeypatch.setattr("lmms_ac.study.slurm_queue.client_available", lambda: True)
     assert execute(study, printer=_quiet, versions=VERSIONS) == 1
     assert "SLURM does not answer" in last_run(study.output_dir)["skipped"][prep.jobs[0].job_id]
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Optional
 
 from lmms_ac.study import state as S
+from lmms_ac.study import slurm_queue as Q
 from lmms_ac.study.slurm_queue import Queue, QueueEntry
 
 QueueReader = Callable[[], Optional[Queue]]
@@ -117,10 +118,11 @@ def job_liveness(job_dir: Path, queue: QueueReader, now: Optional[float] = None)
         return Verdict("running", f"running in pid {info['pid']} on this host (attempt {info.get('attempt')})")
     if here and "pid_start" not in info and S.heartbeat_fresh(info, now):  # written by an older lmms-ac
         return Verdict("running", "running (fresh heartbeat of an older worker record)")
-    if subs:
-        if q is None:
-            return Verdict("unknown", "SLURM does not answer (squeue); not started again until it does")
+    if subs and q is None and Q.client_available():
+        return Verdict("unknown", "SLURM does not answer (squeue); not started again until it does")
+    if subs and q is not None:
         return Verdict("gone")
+    # no SLURM client here (the folder was copied, or the executor changed): only the heartbeat can tell
     if info and not here and S.heartbeat_fresh(info, now):
         return Verdict("running", f"running on {info.get('host')} (fresh heartbeat; no SLURM job to ask about)")
     return Verdict("gone")

@@ -189,8 +189,8 @@ def _execute(study: Study, retry_failed: bool, runner, printer: Printer, version
             "`study run` again waits for them and retries what failed"
         )
         return 0
-    failed = [j for j, r in results.items() if not r.get("ok") and not r.get("interrupted")]
-    interrupted = [j for j, r in results.items() if r.get("interrupted")]
+    failed = [j for j, r in results.items() if not r.get("ok") and not r.get("interrupted") and not r.get("busy")]
+    interrupted = [j for j, r in results.items() if r.get("interrupted") or r.get("busy")]
     printer(
         f"done: {len(after.done)}/{len(after.plan.units)} unit(s); "
         f"{sum(1 for r in results.values() if r.get('ok'))} job(s) succeeded, {len(failed)} failed"

@@ -35,6 +35,11 @@ def _run(argv: List[str], timeout: float = 30) -> Optional[str]:
     return out.stdout if out.returncode == 0 else None
 
 
+def client_available() -> bool:
+    """Whether this machine has SLURM's client at all (else no SLURM job can be asked about from here)."""
+    return shutil.which("squeue") is not None
+
+
 def squeue() -> Optional[Queue]:
     """Every job in the queue (array elements one by one); None when SLURM does not answer."""
     text = _run(["squeue", "-h", "-r", "-o", "%i|%j|%T"])
