@@ -164,6 +164,27 @@ def test_slurm_without_a_cluster_is_a_clear_error(tmp_path, monkeypatch):
         execute(study, printer=_quiet)
 
 
+def test_sbatch_refusing_the_array_is_a_clear_error(tmp_path, monkeypatch):
+    from lmms_ac.study.runner import execute
+
+    class Refusing:
+        class SlurmExecutor:
+            def __init__(self, folder, max_num_timeout=3):
+                pass
+
+            def update_parameters(self, **kw):
+                pass
+
+            def submit_array(self, calls):
+                raise RuntimeError("Could not submit\nsbatch: error: invalid partition specified: nope")
+
+    monkeypatch.setitem(sys.modules, "submitit", Refusing)
+    monkeypatch.setattr("lmms_ac.study.slurm.sbatch_available", lambda: True)
+    study = parse_study(study_data(tmp_path, scores={}, executor={"type": "slurm"}), tmp_path)
+    with pytest.raises(ValueError, match=r"sbatch refused .*invalid partition specified: nope; check that the clu"):
+        execute(study, printer=_quiet)
+
+
 @pytest.mark.slow
 def test_a_failed_model_is_named_by_status_and_on_the_report_page(tmp_path):
     bindir = install_fakes(tmp_path / "bin")

@@ -148,9 +148,9 @@ def submit(study: Study, job_dirs: Sequence[Path], printer: Printer = print) -> 
         jobs = executor.submit_array(calls)
     except Exception as err:  # noqa: BLE001 - submitit wraps sbatch's refusal in several error types
         raise ValueError(
-            f"sbatch refused the study's job array: {_last_line(err)}; check executor.slurm (partition, account, "
-            "qos, time, gpus_per_job, mem_gb) against `sinfo`; `lmms-ac study plan FILE --dry-run` writes the "
-            "sbatch script"
+            f"sbatch refused the study's job array: {_last_line(err)}; check that the cluster answers (`sinfo`) "
+            "and executor.slurm (partition, account, qos, time, gpus_per_job, mem_gb) against it; "
+            "`lmms-ac study plan FILE --dry-run` writes the sbatch script"
         ) from None
     subs = []
     for d, j in zip(job_dirs, jobs):
