@@ -100,9 +100,12 @@ def test_sigterm_is_an_interruption_not_a_failure(tmp_path, reference):
     assert last["outcome"] == "interrupted" and "SIGTERM" in last["last_line"] and S.failures(S.attempts(job)) == 0
     assert not (out / "done").exists() and not (job / "running.json").exists()
     study = load_study(path)
-    from lmms_ac.study.status import compute_status
+    from lmms_ac.study.status import compute_status, render_status
 
-    assert compute_status(study).counts["interrupted"] == 2
+    st = compute_status(study)
+    assert st.counts["interrupted"] == 2 and "the next `lmms-ac study run FILE` resumes them" in render_status(
+        st, study
+    )
     fast = write_study(tmp_path, study_data(tmp_path, scores={}, executor=one))
     res = subprocess.run(cli_command(bindir, "study", "run", str(fast)), capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stdout + res.stderr

@@ -112,6 +112,12 @@ def render_status(status: StudyStatus, study: Study) -> str:
         "units: " + ", ".join(f"{status.counts[k]} {k}" for k in ORDER if status.counts[k]) + f" (of {total})",
         f"ETA: {_fmt_eta(status.eta_s)}" + (f" at {status.parallel} job(s) in parallel" if status.eta_s else ""),
     ]
+    if status.counts.get("interrupted"):
+        lines += [
+            "",
+            "interrupted (killed, cancelled, preempted or requeued): the next `lmms-ac study run FILE` resumes them; "
+            "interruptions do not count against executor.max_attempts",
+        ]
     if status.failures:
         lines += ["", "failed (attempts used up; `lmms-ac study run FILE --retry-failed` tries again):"]
         for entry, col, last, log in status.failures:
