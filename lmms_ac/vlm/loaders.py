@@ -414,6 +414,16 @@ def _load_original(
             f"{pretrained} holds only projector weights (a stage-1 checkpoint); pass model_base=<base LLM directory or "
             "hub id>, e.g. lmsys/vicuna-7b-v1.5"
         )
+    llm_fields = {
+        k: v
+        for k, v in config.items()
+        if k not in _MM_KEYS and k not in ("model_type", "architectures", "_name_or_path", "transformers_version")
+    }
+    if llm_source is local:
+        require_size_fields(llm_fields, base_type, f"{pretrained}/config.json")
+    # the tokenizer first: it is cheap, and a broken one must fail before gigabytes of weights load
+    tok_source = local if glob.glob(os.path.join(local, "tokenizer*")) else llm_source
+    tokenizer = load_original_tokenizer(tok_source, trust_remote_code)
     projector_state = _projector_state(local)
     if not projector_state:
         raise CheckpointError(
@@ -435,13 +445,7 @@ def _load_original(
         image_backend=image_backend,
     )
 
-    llm_fields = {
-        k: v
-        for k, v in config.items()
-        if k not in _MM_KEYS and k not in ("model_type", "architectures", "_name_or_path", "transformers_version")
-    }
     if llm_source is local:
-        require_size_fields(llm_fields, base_type, f"{pretrained}/config.json")
         llm_config = AutoConfig.for_model(base_type, **llm_fields)
     else:
         llm_config = AutoConfig.from_pretrained(llm_source, trust_remote_code=trust_remote_code)
@@ -463,8 +467,6 @@ def _load_original(
         raise CheckpointError(f"{pretrained}: projector weights do not fit mm_projector_type={kind!r}: {err}") from err
     projector.to(dtype=llm.dtype)
     _check_fit(vision, projector, pretrained)
-    tok_source = local if glob.glob(os.path.join(local, "tokenizer*")) else llm_source
-    tokenizer = load_original_tokenizer(tok_source, trust_remote_code)
     if image_aspect_ratio == "auto":  # LLaVA's process_images: 'pad' pads to a square, anything else does not
         image_aspect_ratio = "pad" if config.get("image_aspect_ratio") == "pad" else "original"
     vlm = LlavaStyleVLM(
