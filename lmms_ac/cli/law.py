@@ -393,7 +393,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _evaluated() -> List[str]:
-    from lmms_ac.law.evaluate import EVALUATED
+    from lmms_ac.law.protocols import EVALUATED
 
     return list(EVALUATED)
 

@@ -19,15 +19,12 @@ import pandas as pd
 from lmms_ac.law.data import BenchmarkData
 from lmms_ac.law.policies import DEFAULT_POLICY, POLICY_REGISTRY
 from lmms_ac.law.prior import law_prior
-from lmms_ac.law.protocols import PROTOCOL_REGISTRY, protocol_names
+from lmms_ac.law.protocols import EVALUATED, PROTOCOL_REGISTRY, protocol_names
 from lmms_ac.law.recall import DEFAULT_TOPS
 from lmms_ac.law.sampling import seed_sequence
 from lmms_ac.law.simulation import PolicyContext, policy_hits
 from lmms_ac.law.worlds import World, WorldOptions, synthetic_world
 
-#: the policies of the evaluation table: the baselines (random under the same crediting rule, rank-by-A,
-#: "fit the law on 2 seeds, then greedy", region) and the others
-EVALUATED = ("random-law", "rank-by-a", "greedy", "region", "ucb", "thompson", "prior", "prior-check")
 #: where the goal is read: final Recall@3 at k' = 4
 GOAL_BUDGET, GOAL_TOP = 4, 3
 
