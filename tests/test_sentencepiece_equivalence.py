@@ -119,3 +119,20 @@ def test_sentencepiece_problem_names_the_fix(monkeypatch):
     monkeypatch.setitem(sys.modules, "sentencepiece", None)  # import fails, as with a VersionError
     problem = sentencepiece_problem()
     assert "does not import" in problem and "pip install 'sentencepiece>=0.2.1,<0.2.3'" in problem
+
+
+@pytest.mark.parametrize(
+    "prompt",
+    [
+        "USER: <image> What is this? ASSISTANT:",  # text after <image> starts with a space
+        "USER: Describe it.\n<image> ASSISTANT:",  # an image at the end of the user turn
+        "USER: <image> <image>\nCompare them. ASSISTANT:",  # two images separated by a space
+        "USER: <image>\nIn <image 1>, what is left of <image 2>? ASSISTANT:",  # MMMU's placeholders stay text
+    ],
+)
+def test_the_reported_prompts_keep_sentencepiece_s_prefix(prompt_tokenizer, sp, prompt):
+    chunks = prompt.split("<image>")
+    expected = [1, *sp.encode(chunks[0])]
+    for chunk in chunks[1:]:
+        expected += [prompt_tokenizer.image_token_id, *sp.encode(chunk)]
+    assert prompt_tokenizer.encode(prompt) == expected
