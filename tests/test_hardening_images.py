@@ -143,3 +143,34 @@ def test_bad_image_at_doc_0_names_the_doc_and_verify_reports_it(kind, tmp_path, 
 
     with pytest.raises(ValueError, match=rf"task 'mme' split 'test' doc 0 cannot be read \({expected}"):
         get_task_dict(["mme"], TaskManager(verbosity="ERROR"))
+
+
+@pytest.mark.slow
+def test_verify_numbers_docs_as_lmms_eval_does_after_process_docs(tmp_path, monkeypatch, capsys):
+    """SEED's process_docs drops video questions: with a video first, the bad image's doc id is one less than
+    its row in the stored split, and that doc id is the one lmms-eval logs (lmms-eval replaces each split by
+    its processed docs, which --verify reads)."""
+    import datasets
+
+    from lmms_ac.cli import main
+    from lmms_ac.local_datasets import dataset_key
+    from lmms_ac.testing import datasets as tiny
+
+    tiny.write_mirror(str(tmp_path / "mirror"))
+    path = tmp_path / "mirror" / dataset_key(tiny.SEED_PATH)
+    ds = datasets.load_from_disk(str(path))["test"]
+    raw = ds.cast_column("image", datasets.Sequence(datasets.Image(decode=False)))
+    records = raw.to_list()
+    records = [records[-1]] + records[:-1]  # a video question first
+    assert records[0]["data_type"] == "video" and records[3]["data_type"] == "image"
+    records[3]["image"] = [{"bytes": b"not an image", "path": None}]
+    fixed = datasets.Dataset.from_list(records, features=raw.features).cast(ds.features)
+    shutil.rmtree(path)
+    datasets.DatasetDict({"test": fixed}).save_to_disk(str(path))
+    monkeypatch.setenv("LMMS_AC_DATASETS", str(tmp_path / "mirror"))
+
+    assert main(["datasets", "seed", "--verify"]) == 1
+    out = capsys.readouterr().out
+    bad = [line.split("\t") for line in out.splitlines() if line.startswith("BAD\t")]
+    assert [(b[1], b[2], b[3]) for b in bad] == [("seed", "doc_id=2", f"question_id={records[3]['question_id']}")]
+    assert "seed\ttest\t6\t" in out  # the 6 image questions lmms-eval evaluates, not the 8 stored rows
