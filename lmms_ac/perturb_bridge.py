@@ -84,7 +84,8 @@ class HookFactory:
                 raise ValueError(
                     f"perturbation {p} targets layer {p.layer} but the LLM has {n} decoder layers (valid 0..{n})"
                 )
-        if p.stage in ("image", "tokens") and getattr(self.vlm, "image_aspect_ratio", None) == "anyres":
+        tiled = getattr(self.vlm, "image_aspect_ratio", None) == "anyres"
+        if tiled and p.stage in ("image", "tokens") and not p.on_views:
             from lmms_ac.vlm.tiled import TILED_STAGE_REFUSAL
 
             raise ValueError(f"perturbation {p} ({p.stage} stage) {TILED_STAGE_REFUSAL}")
@@ -113,7 +114,11 @@ class HookFactory:
         if p.stage == "image":
             return SampleHooks(image=lambda x, i: p(x, p.context(task, doc_id, grid, patch, image_index=i)))
         if p.stage == "tokens":
-            return SampleHooks(tokens=lambda x, i: p(x, p.context(task, doc_id, grid, patch, image_index=i)))
+
+            def tokens(x: torch.Tensor, i: int, views: Optional[torch.Tensor] = None) -> torch.Tensor:
+                return p(x, p.context(task, doc_id, grid, patch, image_index=i, views=views))
+
+            return SampleHooks(tokens=tokens)
         if p.stage == "hidden":
 
             def hidden(h: torch.Tensor, visual_mask: torch.Tensor) -> torch.Tensor:

@@ -58,6 +58,8 @@ class Perturbation:
     form: ClassVar[str] = ""
     codecs: ClassVar[Mapping[str, Codec]] = {}
     examples: ClassVar[Tuple[Dict[str, Any], ...]] = ({},)
+    # defined on tiled input (LLaVA-NeXT: base view + tiles, ``context.views``); token ops on one square grid are not
+    on_views: ClassVar[bool] = False
 
     seed: int = 0
 
@@ -108,9 +110,10 @@ class Perturbation:
         patch_size: int,
         image_index: int = 0,
         visual_mask: Optional[torch.Tensor] = None,
+        views: Optional[torch.Tensor] = None,
     ) -> PerturbationContext:
         """A context carrying this perturbation's seed (the usual way to build one)."""
-        return PerturbationContext(task, doc_id, self.seed, tuple(grid), patch_size, image_index, visual_mask)
+        return PerturbationContext(task, doc_id, self.seed, tuple(grid), patch_size, image_index, visual_mask, views)
 
     def apply(self, x: torch.Tensor, ctx: PerturbationContext) -> torch.Tensor:  # pragma: no cover
         raise NotImplementedError

@@ -48,7 +48,7 @@ from .context import PerturbationContext
 from .image_ops import drop_cells, patch_shuffle, random_cells
 from .noise import add_component_noise
 from .saliency import CachedSaliency, default_saliency, salient_cells
-from .token_ops import keep_group, noise_group, permute_tokens
+from .token_ops import keep_group, noise_group, permute_tokens, permute_within_views
 
 PERTURBATIONS: Registry[Type[Perturbation]] = Registry("perturbation")
 
@@ -224,14 +224,18 @@ class SyntheticImage(Perturbation):
 @dataclass(frozen=True, kw_only=True)
 class TokenPermutation(Perturbation):
     """Randomly permute the visual tokens (never the identity); rows where ``ctx.visual_mask`` is
-    False (newline/separator tokens) stay in place."""
+    False (newline/separator tokens) stay in place. On tiled input (``ctx.views``) the tokens are
+    permuted within the base view and within each tile, row-end tokens in place."""
 
     name = "tokperm"
     stage = "tokens"
     stochastic = True
     form = "tokperm"
+    on_views = True
 
     def apply(self, x: torch.Tensor, ctx: PerturbationContext) -> torch.Tensor:
+        if ctx.views is not None:
+            return permute_within_views(x, ctx.generator(), ctx.views)
         keep = None if ctx.visual_mask is None else ~ctx.visual_mask.to(torch.bool)
         return permute_tokens(x, ctx.generator(), keep)
 

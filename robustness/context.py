@@ -37,6 +37,9 @@ class PerturbationContext:
       modality noise);
     * stage ``"tokens"``: optional ``[N]``, True at the patch tokens; False rows (newline/separator
       tokens) stay where they are. Without it every row is a patch token and ``N == gh * gw``.
+
+    ``views`` (long ``[N]``, stage ``"tokens"``, tiled input such as LLaVA-NeXT's only): the view each
+    token belongs to (0 = the base view, k = tile k), -1 at row-end tokens, which stay in place.
     """
 
     task: str
@@ -46,6 +49,7 @@ class PerturbationContext:
     patch_size: int
     image_index: int = 0
     visual_mask: Optional[torch.Tensor] = field(default=None, compare=False, hash=False, repr=False)
+    views: Optional[torch.Tensor] = field(default=None, compare=False, hash=False, repr=False)
 
     @property
     def num_patches(self) -> int:

@@ -52,6 +52,21 @@ def permute_tokens(
     return tokens[order.to(tokens.device)]
 
 
+def permute_within_views(tokens: torch.Tensor, generator: torch.Generator, views: torch.Tensor) -> torch.Tensor:
+    """Permute the rows of ``tokens [N, D]`` within each view (``views`` long ``[N]``: 0 = base view,
+    k = tile k; -1 rows stay in place). One permutation per view, drawn from ``generator`` in view
+    order (base view first, so it gets the draw a single-grid image of that size gets); none is the identity."""
+    views = views.reshape(-1).to(device="cpu", dtype=torch.long)
+    n = tokens.shape[0]
+    if views.numel() != n:
+        raise ValueError(f"views has {views.numel()} entries for {n} tokens")
+    order = torch.arange(n)
+    for view in torch.unique(views[views >= 0]).tolist():  # sorted: base view, then tile 1, 2, ...
+        rows = torch.nonzero(views == view, as_tuple=False).reshape(-1)
+        order[rows] = rows[non_identity_permutation(rows.numel(), generator)]
+    return tokens[order.to(tokens.device)]
+
+
 def keep_group(
     tokens: torch.Tensor, grid: Tuple[int, int], m: int, group: int, patch_mask: Optional[torch.Tensor] = None
 ) -> torch.Tensor:

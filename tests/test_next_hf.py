@@ -176,12 +176,65 @@ def test_prefix_sharing_on_and_off_give_identical_outputs(next_dir, batch):
 # ------------------------------------------------------------------ what is not defined on tiles fails at load
 
 
-@pytest.mark.parametrize("perturbation", ["tokperm", "patchshuffle4", "pdrop_random50", "tokgroup_m2_g0"])
-def test_pixel_and_token_probes_are_refused_at_load(vlm, perturbation):
+@pytest.mark.parametrize("perturbation", ["patchshuffle4", "pdrop_random50", "tokgroup_m2_g0", "toknoise_m2_g0"])
+def test_pixel_and_square_grid_token_probes_are_refused_at_load(vlm, perturbation):
     from lmms_ac.perturb_bridge import HookFactory
 
     with pytest.raises(ValueError, match="not defined on LLaVA-NeXT's tiled input"):
         HookFactory(vlm, perturbation=perturbation)
+
+
+# ------------------------------------------------------------------ token permutation on tiles
+
+
+def test_token_views_follow_transformers_packing(vlm):
+    """Views computed by packing labels: one per visual token, -1 exactly at the image_newline rows."""
+    for image, tokens in zip(images(8), vlm.encode_images(images(8))):
+        views = vlm.token_views(image)
+        assert len(views) == len(tokens)
+        newline = (tokens == vlm.image_newline.detach()).all(-1)
+        assert torch.equal(views == -1, newline)
+        assert (views[: vlm.vision.num_tokens] == 0).all()  # the base view comes first, whole
+        assert int(views.max()) >= 2  # two or more tiles after it
+
+
+def test_tokperm_permutes_within_each_view_and_keeps_row_ends(vlm):
+    from lmms_ac.perturb_bridge import HookFactory
+    from lmms_ac.robustness import parse_perturbation
+    from lmms_ac.robustness.token_ops import permute_tokens
+
+    image = images(1)[0]  # square: base view + 4 full tiles of 16 tokens
+    (clean,) = vlm.encode_images([image])
+    hook = HookFactory(vlm, perturbation="tokperm").for_request("nx", 3)
+    (perm,) = vlm.encode_images([image], [hook])
+    again = vlm.encode_images([image], [HookFactory(vlm, perturbation="tokperm").for_request("nx", 3)])[0]
+    assert torch.equal(perm, again)  # seeded by (seed, task, doc, image)
+    views = vlm.token_views(image)
+    moved = []
+    for view in range(int(views.max()) + 1):
+        rows = views == view
+        a, b = clean[rows], perm[rows]
+        assert not torch.equal(a, b)
+        assert sorted(map(tuple, a.tolist())) == sorted(map(tuple, b.tolist()))  # same tokens, same view
+        moved.append([int((a == row).all(-1).nonzero()) for row in b])
+    assert torch.equal(clean[views == -1], perm[views == -1])  # row ends in place
+    assert len({tuple(m) for m in moved[1:]}) > 1  # tiles are not all permuted alike
+    # the base view gets the draw a single 16-token grid gets from the same context
+    p = parse_perturbation("tokperm")
+    ctx = p.context("nx", 3, vlm.vision.grid, vlm.vision.patch_size, image_index=0)
+    assert torch.equal(perm[views == 0], permute_tokens(clean[views == 0], ctx.generator()))
+
+
+@pytest.mark.parametrize("batch", [1, 8])
+def test_tokperm_on_tiles_is_the_same_shared_or_not_and_at_any_batch(next_dir, batch):
+    shared = _model(next_dir, True, batch, perturbation="tokperm")
+    plain = _model(next_dir, False, 1, perturbation="tokperm")
+    clean = _model(next_dir, False, 1)
+    n = len(_docs())
+    assert shared.generate_until(_gen(n)) == plain.generate_until(_gen(n))
+    a, b = shared.loglikelihood(_ll(n)), plain.loglikelihood(_ll(n))
+    assert np.allclose([x for x, _ in a], [x for x, _ in b], atol=1e-5, rtol=0)
+    assert not np.allclose([x for x, _ in a], [x for x, _ in clean.loglikelihood(_ll(n))], atol=1e-3)
 
 
 def test_hidden_state_probes_run_on_tiles(vlm):

@@ -1,6 +1,6 @@
 """A tiny llava-hf LLaVA-NeXT checkpoint in the hub's layout evaluates through the real
 ``lmms-eval --model lmms_ac_llava`` CLI on an MME-schema task, with and without prefix sharing
-(same samples), and a token-stage probe on it stops the run with the tiled-input refusal."""
+(same samples), and a pixel probe on it stops the run with the tiled-input refusal."""
 
 from __future__ import annotations
 
@@ -37,14 +37,14 @@ def test_next_checkpoint_scores_mme_through_the_cli(next_dir, mirror_dir, tmp_pa
     assert shared["samples"]["mme"] == plain["samples"]["mme"]  # sharing changes no answer
 
 
-def test_token_probe_on_next_fails_with_the_refusal(next_dir, mirror_dir, tmp_path):
+def test_pixel_probe_on_next_fails_with_the_refusal(next_dir, mirror_dir, tmp_path):
     env = {**os.environ, "LMMS_AC_DATASETS": mirror_dir, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
     cmd = [
         str(BIN / "lmms-eval"),
         "--model",
         "lmms_ac_llava",
         "--model_args",
-        f"pretrained={next_dir},device=cpu,perturbation=tokperm",
+        f"pretrained={next_dir},device=cpu,perturbation=patchshuffle4",
         "--tasks",
         "mme",
         "--output_path",

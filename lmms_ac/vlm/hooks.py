@@ -3,7 +3,9 @@
 * ``image``  - ``(pixels [3, S, S] in [0, 1], image_index) -> pixels``: after the encoder's
   resize/crop, before normalisation.
 * ``tokens`` - ``(tokens [N, D_llm], image_index) -> tokens [N', D_llm]``: one image's visual
-  tokens after the projector, before the LLM (N' may differ from N).
+  tokens after the projector, before the LLM (N' may differ from N). On tiled input (LLaVA-NeXT) it
+  is called ``(tokens, image_index, views)`` with ``views`` long ``[N]``: the view of each token (0 =
+  base view, k = tile k, -1 = a row-end token); see ``LlavaStyleVLM.apply_token_hook``.
 * ``hidden`` - ``(hidden [T, D_llm], visual_mask [T] bool) -> hidden`` at LLM layer
   ``hidden_layer`` L: the hidden state entering decoder block L (transformers' ``hidden_states[L]``;
   0 = the input embeddings), applied to the prompt positions (the prefill pass) of that sample only.

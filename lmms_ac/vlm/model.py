@@ -120,13 +120,21 @@ class LlavaStyleVLM(nn.Module):
             pixel_values = self.vision.preprocess(squared)
         tokens = self.vision.encode(pixel_values.to(self.vision.device, self.vision.dtype))
         projected = self.projector(tokens.to(self.dtype).to(self.device))
-        out = []
-        for i, h in enumerate(hooks):
-            t = projected[i]
-            if h is not None and h.tokens is not None:
-                t = h.tokens(t, image_indices[i])
-            out.append(t)
-        return out
+        return [self.apply_token_hook(h, projected[i], image_indices[i], images[i]) for i, h in enumerate(hooks)]
+
+    def token_views(self, image: Image.Image) -> Optional[torch.Tensor]:
+        """The view of each visual token of ``image`` on tiled input (``SampleHooks`` docs); None: one grid."""
+        return None
+
+    def apply_token_hook(
+        self, hook: Optional[SampleHooks], tokens: torch.Tensor, image_index: int, image: Image.Image
+    ) -> torch.Tensor:
+        """``hook.tokens`` on one image's visual tokens (with their views on tiled input); the tokens
+        unchanged without a token hook. Both inference paths apply token hooks through here."""
+        if hook is None or hook.tokens is None:
+            return tokens
+        views = self.token_views(image)
+        return hook.tokens(tokens, image_index) if views is None else hook.tokens(tokens, image_index, views)
 
     # ---------------------------------------------------------------- text + splice
     def tokenize(self, text: str) -> List[int]:

@@ -163,10 +163,8 @@ class PrefixRunner:
         for row in rows:
             visual = []
             for j, key in enumerate(row.image_keys):
-                t = local[key]
-                if row.hook is not None and row.hook.tokens is not None:
-                    t = row.hook.tokens(t, j)  # token perturbations act after the shared encoder pass
-                visual.append(t)
+                # token perturbations act after the shared encoder pass
+                visual.append(self.vlm.apply_token_hook(row.hook, local[key], j, row.images[j]))
             out.append(visual)
         return out
 

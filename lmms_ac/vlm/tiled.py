@@ -13,8 +13,12 @@ functions rather than re-writing them keeps the token count and order identical 
 The number of visual tokens therefore depends on each image's size; the splice, the batch builder
 and the prefix runner take one tensor per image of its own length.
 
-Perturbations at the pixel and token stages are defined on a single square grid; on tiled input
-they are refused (``TILED_STAGE_REFUSAL``) instead of being applied to the wrong layout.
+Token permutation is defined on the tiles: ``token_views`` labels each visual token with its view
+(0 = base view, k = tile k, -1 = a row-end ``image_newline`` token), computed by running the same
+``pack_image_features`` on view labels instead of features, so it cannot drift from the real layout;
+token hooks receive these labels (``LlavaStyleVLM.apply_token_hook``). Pixel probes and the token
+probes built on one square grid (token groups, group noise) are refused (``TILED_STAGE_REFUSAL``)
+instead of being applied to the wrong layout.
 """
 
 from __future__ import annotations
@@ -32,8 +36,8 @@ from lmms_ac.vlm.model import LlavaStyleVLM
 
 TILED_STAGE_REFUSAL = (
     "is not defined on LLaVA-NeXT's tiled input yet (base view + tiles + row-end newline tokens); "
-    "image- and token-stage probes are refused on this checkpoint rather than applied to the wrong layout. "
-    "Hidden-state probes (layernoise, modnoise) and dataset probes (synthetic) run"
+    "pixel probes and the square-grid token probes are refused on this checkpoint rather than applied to the wrong "
+    "layout. Token permutation (tokperm), hidden-state probes (layernoise, modnoise) and dataset probes (synthetic) run"
 )
 
 
@@ -81,9 +85,10 @@ class TiledLlavaVLM(LlavaStyleVLM):
         """One ``[N_i, D_llm]`` tensor per image: base view, unpadded tiles with row-end newlines."""
         if not images:
             return []
-        for h in hooks:
-            if h is not None and (h.image is not None or h.tokens is not None):
-                raise ValueError(f"a pixel or token perturbation {TILED_STAGE_REFUSAL}")
+        hooks = list(hooks) or [None] * len(images)
+        image_indices = list(image_indices) or list(range(len(images)))
+        if any(h is not None and h.image is not None for h in hooks):
+            raise ValueError(f"a pixel perturbation {TILED_STAGE_REFUSAL}")
         inputs = self.image_processor(images=[check_image(im) for im in images], return_tensors="pt")
         (model,) = self.feature_source
         out = model.get_image_features(
@@ -91,4 +96,21 @@ class TiledLlavaVLM(LlavaStyleVLM):
             image_sizes=inputs["image_sizes"].to(self.vision.device),
             return_dict=True,
         )
-        return [t.to(self.device, self.dtype) for t in out.pooler_output]
+        tokens = [t.to(self.device, self.dtype) for t in out.pooler_output]
+        return [self.apply_token_hook(h, t, j, im) for h, t, j, im in zip(hooks, tokens, image_indices, images)]
+
+    def token_views(self, image: Image.Image) -> torch.Tensor:
+        """Long ``[N]``: the view of each of ``image``'s visual tokens (0 = base view, k = tile k, -1 = row end),
+        from transformers' own packing run on view labels (so it follows every size and pinpoint list)."""
+        from transformers.models.llava_next.modeling_llava_next import image_size_to_num_patches
+
+        (model,) = self.feature_source
+        size = (check_image(image).height, image.width)
+        tower = model.config.vision_config
+        n_views = image_size_to_num_patches(size, self.grid_pinpoints, tower.image_size)
+        per_view = (tower.image_size // tower.patch_size) ** 2
+        labels = torch.arange(n_views, dtype=torch.float32)[:, None, None].expand(n_views, per_view, 1)
+        packed, _ = model.pack_image_features(
+            [labels], torch.tensor([size]), "default", image_newline=torch.tensor([-1.0])
+        )
+        return packed[0][:, 0].round().long()
