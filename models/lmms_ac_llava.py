@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import inspect
 import os
-from typing import Any, List, Optional, Tuple
+from typing import Annotated, Any, List, Optional, Tuple
 
 import torch
 from loguru import logger
 from PIL import Image
 from tqdm import tqdm
 
-from lmms_ac.model_args import merge_arguments, parse_bool, split_arg_string, typed_arguments
+from lmms_ac.model_args import AtLeast, merge_arguments, parse_bool, split_arg_string, typed_arguments
 from lmms_ac.models.requests import prepare_generation, prepare_loglikelihood
 from lmms_ac.plugin import Collator, Instance, ModelBase
 from lmms_ac.vlm.prompts import build_prompt, resolve_format
@@ -68,7 +68,7 @@ class LmmsAcLlava(ModelBase):
         device: Optional[str] = None,
         dtype: str = "auto",
         attn_implementation: Optional[str] = None,
-        batch_size: int = 1,
+        batch_size: Annotated[int, AtLeast(1)] = 1,
         max_batch_size: Optional[int] = None,
         prompt_format: str = "auto",
         image_aspect_ratio: str = "auto",
@@ -76,12 +76,12 @@ class LmmsAcLlava(ModelBase):
         perturbation: Optional[str] = None,
         perturbation_seed: int = 0,
         variant: Optional[str] = None,
-        max_new_tokens: int = 128,
+        max_new_tokens: Annotated[int, AtLeast(1)] = 128,
         trust_remote_code: bool = False,
         tokenization: str = "auto",
         image_backend: str = "auto",
         prefix_sharing: bool = True,
-        prefix_cache_size: int = 4,
+        prefix_cache_size: Annotated[int, AtLeast(1)] = 4,
         **unknown: Any,
     ) -> None:
         super().__init__()
@@ -93,6 +93,10 @@ class LmmsAcLlava(ModelBase):
             raise ValueError(
                 f"unknown model argument(s) for lmms_ac_llava: {', '.join(sorted(unknown))}. Valid arguments: {valid}"
             )
+        from lmms_ac.vlm.prompts import PROMPT_FORMATS
+
+        if prompt_format not in PROMPT_FORMATS:  # before minutes of loading
+            raise ValueError(f"unknown prompt_format {prompt_format!r}; choose one of {', '.join(PROMPT_FORMATS)}")
         from accelerate import Accelerator
 
         from lmms_ac.vlm.loaders import load_vlm
