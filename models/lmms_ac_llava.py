@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import inspect
 import os
-from typing import Annotated, Any, List, Optional, Tuple
+from typing import Annotated, Any, List, Optional, Set, Tuple
 
 import torch
 from loguru import logger
@@ -130,6 +130,7 @@ class LmmsAcLlava(ModelBase):
                 f"size); give a fixed batch size with --batch_size N or batch_size=N"
             )
         self.pretrained = pretrained
+        self.reported_docs: Set[str] = set()  # docs whose bad images were logged (each once)
         self.variant = variant or str(pretrained).rstrip("/").split("/")[-1]
         self.max_new_tokens = int(max_new_tokens)
         self.vlm = load_vlm(
@@ -197,7 +198,9 @@ class LmmsAcLlava(ModelBase):
         from lmms_ac.vlm.decode import fetch_visuals
 
         visuals = fetch_visuals(
-            lambda: doc_to_visual(self.task_dict[task][split][doc_id]), f"task {task!r} split {split!r} doc {doc_id}"
+            lambda: doc_to_visual(self.task_dict[task][split][doc_id]),
+            f"task {task!r} split {split!r} doc {doc_id}",
+            self.reported_docs,
         )
         visuals = [v for v in (visuals or []) if v is not None]
         for v in visuals:

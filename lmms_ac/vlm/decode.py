@@ -16,13 +16,11 @@ from __future__ import annotations
 
 import contextlib
 import warnings
-from typing import Callable, Iterator, List, Set
+from typing import Callable, Iterator, List, Optional, Set
 
 from loguru import logger
 
 from lmms_ac.verify_images import decode_errors
-
-_REPORTED: Set[str] = set()
 
 
 @contextlib.contextmanager
@@ -50,17 +48,19 @@ def _decode_all(visuals: List) -> List:
     return visuals
 
 
-def fetch_visuals(fetch: Callable[[], List], where: str) -> List:
+def fetch_visuals(fetch: Callable[[], List], where: str, reported: Optional[Set[str]] = None) -> List:
     """``fetch()`` (the doc lookup and the task's ``doc_to_visual``) under strict decoding. On a
-    decoding failure ``where`` (e.g. "task 'mme' split 'test' doc 17") is logged once and the images
-    are fetched again with lmms-eval's lenient decoding; a second failure raises ``RuntimeError``."""
+    decoding failure ``where`` (e.g. "task 'mme' split 'test' doc 17") is logged (once per caller:
+    ``reported`` is the caller's set of places already logged) and the images are fetched again with
+    lmms-eval's lenient decoding; a second failure raises ``RuntimeError``."""
     try:
         with strict_decoding():
             return _decode_all(fetch())
     except decode_errors() as err:  # PIL: truncated data, unidentified or corrupt files, bombs
         strict_error = err
-    if where not in _REPORTED:
-        _REPORTED.add(where)
+    if reported is None or where not in reported:
+        if reported is not None:
+            reported.add(where)
         logger.warning(
             f"{where}: image failed to decode ({type(strict_error).__name__}: {strict_error}); scoring it as lmms-eval "
             "decodes it (truncated data filled in, an image over Pillow's pixel limit decoded anyway). "
