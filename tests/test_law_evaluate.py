@@ -203,3 +203,24 @@ def test_cli_prior_only_from_a_named_table_with_the_same_a(tmp_path, capsys):
     same = same + ["--a-col", "A_embed_mme", "--policy", "prior-check", "--prior", "law-v1"]
     assert main(same) == 0
     assert "next to train (prior-check policy)" in capsys.readouterr().out
+
+
+def _frame(values):
+    """An evaluation frame with final Recall@3 at k'=4 per (protocol, policy)."""
+    rows = [
+        {"protocol": p, "policy": pol, "metric": "final", "top": 3, "budget": 4, "recall": r, "se": 0.0, "worlds": 2}
+        for (p, pol), r in values.items()
+    ]
+    return pd.DataFrame(rows)
+
+
+def test_the_default_is_region_unless_another_wins_every_judged_protocol():
+    from lmms_ac.law.evaluate import Evaluation
+
+    judged = ["leave-family-out", "family-best-hidden", "synthetic-related", "synthetic-independent"]
+    base = {(p, "region"): 0.8 for p in judged + ["permuted"]}
+    near = Evaluation(_frame({**base, **{(p, "greedy"): 0.9 for p in judged[:-1]}, (judged[-1], "greedy"): 0.7}))
+    assert near.best_policy() == "region" and near.goal()["greedy"]["meets_goal"] is False
+    win = Evaluation(_frame({**base, **{(p, "greedy"): 0.86 for p in judged}, ("permuted", "greedy"): 0.1}))
+    assert win.best_policy() == "greedy"  # the permuted control is not judged
+    assert win.goal()["greedy"]["meets_goal"] is True and win.goal()["region"]["meets_goal"] is False

@@ -125,3 +125,16 @@ def test_cli_fit_and_policy_skip_a_variant_without_c(tmp_path, capsys):
     df.to_csv(scores, index=False)
     assert main(["fit", "--table", str(table), "--scores", str(scores)]) == 0
     assert main(["policy", "--table", str(table), "--scores", str(scores), "--runs", "5"]) == 0
+
+
+def test_inf_in_a_score_store_names_its_line(tmp_path):
+    from lmms_ac.law.data import read_ac_scores
+
+    p = tmp_path / "scores.csv"
+    p.write_text("variant,score,value,config_hash\na,A,0.5,h\na,C,inf,h\nb,A,0.4,h\nb,C,3.0,h\n")
+    with pytest.raises(ValueError, match=r"line 3.*infinite"):
+        read_ac_scores(p)
+    hand = tmp_path / "ac.csv"
+    hand.write_text("variant,A,C\na,0.5,1.0\nb,-inf,2.0\n")
+    with pytest.raises(ValueError, match=r"column 'A' is infinite for b \(-inf\)"):
+        read_ac_scores(hand)
