@@ -224,3 +224,23 @@ def test_the_default_is_region_unless_another_wins_every_judged_protocol():
     win = Evaluation(_frame({**base, **{(p, "greedy"): 0.86 for p in judged}, ("permuted", "greedy"): 0.1}))
     assert win.best_policy() == "greedy"  # the permuted control is not judged
     assert win.goal()["greedy"]["meets_goal"] is True and win.goal()["region"]["meets_goal"] is False
+
+
+def test_cli_evaluate_families_file_and_budget(capsys, tmp_path):
+    from lmms_ac.cli import main
+
+    settings = load_example()["mme"].settings
+    fam = tmp_path / "fam.csv"
+    pd.DataFrame({"variant": settings, "family": ["f1"] * 6 + ["f2"] * 7}).to_csv(fam, index=False)
+    argv = ["policy", "evaluate", "--example", "law-v1", "--benchmarks", "mme,ok_vqa", "--protocols"]
+    argv += ["leave-family-out", "--policies", "region,prior", "--runs", "2", "--families", str(fam)]
+    assert main(argv + ["--budget", "6", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert {r["worlds"] for r in doc["table"]} == {4}  # 2 benchmarks x 2 families
+    assert main(argv + ["--budget", "6"]) == 0
+    assert "Recall at k'=6" in capsys.readouterr().out
+    assert main(argv + ["--budget", "40"]) == 2
+    assert "no protocol has that many candidates" in capsys.readouterr().err
+    pd.DataFrame({"variant": settings}).to_csv(fam, index=False)
+    assert main(argv) == 2
+    assert "no 'family' column" in capsys.readouterr().err

@@ -332,16 +332,18 @@ def cmd_policy(args: argparse.Namespace) -> int:
     return 0
 
 
-def _evaluate_text(ev) -> str:
+def _evaluate_text(ev, budget: int) -> str:
     from lmms_ac.law.evaluate import GOAL_BUDGET, GOAL_TOP
 
     lines = [
-        f"Recall at k'={GOAL_BUDGET} (mean over worlds ± standard error; {ev.options['runs']} seeded runs per world). "
+        f"Recall at k'={budget} (mean over worlds ± standard error; {ev.options['runs']} seeded runs per world). "
         "Every policy is credited alike: final = the best setting is trained or in the top-n of the "
         "untrained by the policy's prediction after exactly k' trainings; anytime = at some step <= k'.",
         "",
     ]
-    t = ev.table()
+    t = ev.table(budget)
+    if t.empty:
+        raise _error(f"--budget {budget}: no protocol has that many candidates (k' runs from 1 to N)")
     tops = sorted(int(c.split("@")[1]) for c in t.columns if c.startswith("final@") and not c.endswith("se"))
     heads = [f"{m}@{n}" for m in ("anytime", "final") for n in tops]
     lines.append(f"{'protocol':<23}{'policy':<13}{'worlds':>7}  " + "  ".join(f"{h:>13}" for h in heads))
@@ -371,16 +373,19 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from lmms_ac.law.worlds import WorldOptions
     from lmms_ac.results.output import json_document, write_csv
 
-    if args.runs < 1 or args.worlds < 2:
-        raise _error(f"--runs must be >= 1 and --worlds >= 2 (got {args.runs}, {args.worlds})")
+    if args.runs < 1 or args.worlds < 2 or args.budget < 1:
+        raise _error(
+            f"--runs and --budget must be >= 1 and --worlds >= 2 (got {args.runs}, {args.budget}, {args.worlds})"
+        )
     data = load_inputs(args) if any(getattr(args, n, None) for n in ("example", "wide", "table")) else None
+    families = _read_families(args.families) if args.families else None
     ev = evaluate(
         data,
         split_list(args.protocols) or None,
         split_list(args.policies) or _evaluated(),
         runs=args.runs,
         seed=args.seed,
-        options=WorldOptions(worlds=args.worlds),
+        options=WorldOptions(worlds=args.worlds, families=families),
     )
     cfg = args_config(args)
     if args.out:
@@ -388,8 +393,24 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.json:
         print(json_document(ev.to_dict(), cfg))
     else:
-        sys.stdout.write(_evaluate_text(ev))
+        sys.stdout.write(_evaluate_text(ev, args.budget))
     return 0
+
+
+def _read_families(path_text: str):
+    """``--families FILE``: a CSV with columns variant, family (the leave-family-out groups)."""
+    path = Path(path_text)
+    if not path.exists():
+        raise FileNotFoundError(f"families file {path} does not exist")
+    df = read_frame(path, kind="families CSV")
+    missing = [c for c in ("variant", "family") if c not in df.columns]
+    if missing:
+        raise _error(
+            f"{path}: no {missing[0]!r} column (columns: {', '.join(map(str, df.columns))}); need variant,family"
+        )
+    if df["family"].isna().any() or df["variant"].duplicated().any():
+        raise _error(f"{path}: every variant needs one non-empty family (one row per variant)")
+    return {str(v): str(f) for v, f in zip(df["variant"], df["family"])}
 
 
 def _evaluated() -> List[str]:
@@ -681,6 +702,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     e.add_argument("--policies", help="comma-separated policies (default: " + ",".join(_evaluated()) + ")")
     e.add_argument("--worlds", type=int, default=200, help="synthetic worlds per shape; permutations (default: 200)")
     e.add_argument("--runs", type=int, default=20, help="seeded runs per world and policy (default: 20)")
+    e.add_argument("--budget", type=int, default=4, help="the k' of the printed table (default: 4; --out has all)")
+    e.add_argument(
+        "--families",
+        metavar="CSV",
+        help="variant,family of each setting for leave-family-out (default: from the names: clip, siglip, dinov2, "
+        "diffusion, '+' combinations, else the name before its first digit or separator)",
+    )
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--json", action="store_true", help="print a JSON document (table, goal, curves)")
     e.add_argument("--out", metavar="FILE", help="write every curve with its standard error (CSV)")
