@@ -45,7 +45,7 @@ def _eval_started(out: Path) -> bool:
     return any("fake lmms-eval" in p.read_text(errors="replace") for p in logs)
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def reference(tmp_path_factory):
     """The leaderboard of an uninterrupted run (same study, its own folder)."""
     root = tmp_path_factory.mktemp("reference")

@@ -353,6 +353,7 @@ def run_job(
                 except ProcessLookupError:
                     pass
         hb.stop.set()
+        hb.join(timeout=10)  # no beat may land after running.json is removed below
     ok = not missing and not interrupted and error is None
     last = S.last_log_line(log)
     if interrupted:
