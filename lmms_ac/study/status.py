@@ -115,8 +115,8 @@ def render_status(status: StudyStatus, study: Study) -> str:
     if status.counts.get("interrupted"):
         lines += [
             "",
-            "interrupted (killed, cancelled, preempted or requeued): the next `lmms-ac study run FILE` resumes them; "
-            "interruptions do not count against executor.max_attempts",
+            "interrupted (killed, cancelled, preempted or requeued): the next `lmms-ac study run FILE` resumes them",
+            "  (interruptions do not count against executor.max_attempts)",
         ]
     if status.failures:
         lines += ["", "failed (attempts used up; `lmms-ac study run FILE --retry-failed` tries again):"]
