@@ -1,7 +1,8 @@
-"""llava-hf LLaVA-NeXT through ``lmms_ac_llava``: the tiled input equals transformers'
-``LlavaNextForConditionalGeneration`` (greedy tokens at batch 1 and 8 over images whose tile counts
-differ, log-likelihoods of its forward), prefix sharing changes nothing, and what the tiled path
-does not define fails at load."""
+"""llava-hf LLaVA-NeXT and LLaVA-OneVision through ``lmms_ac_llava``: the tiled input equals
+transformers' ``LlavaNextForConditionalGeneration``/``LlavaOnevisionForConditionalGeneration`` (greedy
+tokens at batch 1 and 8 over images whose tile counts differ, one pooled by OneVision's anyres_max_9,
+log-likelihoods of its forward), prefix sharing changes nothing, token permutation acts within each
+view, and what the tiled path does not define fails at load."""
 
 from __future__ import annotations
 
@@ -24,7 +25,8 @@ QUESTIONS = [
     "0 1 2 3",
 ]
 # square, wide, tall, very wide/tall and small images: 2 or 3 tiles (+ the base view), unpadded differently
-SIZES = [(64, 64), (64, 42), (42, 64), (96, 30), (30, 96), (50, 50), (20, 70), (100, 40)]
+# (200, 160) is downscaled into NeXT's 2 x 2 tiles and pooled by OneVision (5 x 4 tiles > anyres_max_9)
+SIZES = [(64, 64), (64, 42), (42, 64), (96, 30), (30, 96), (200, 160), (20, 70), (100, 40)]
 
 
 def images(n: int, seed: int = 0):
@@ -33,11 +35,16 @@ def images(n: int, seed: int = 0):
     return [im.convert(mode) for im, mode in zip(out, ["RGB", "L", "RGBA", "RGB"] * 2)]
 
 
-@pytest.fixture(scope="module")
-def next_dir(tmp_path_factory) -> str:
-    from lmms_ac.testing.tiny_next import build_llava_next_hf
+@pytest.fixture(scope="module", params=["llava_next", "llava_onevision"])
+def next_dir(request, tmp_path_factory) -> str:
+    if request.param == "llava_next":
+        from lmms_ac.testing.tiny_next import build_llava_next_hf
 
-    return build_llava_next_hf(str(tmp_path_factory.mktemp("next") / "llava-v1.6-vicuna-7b-hf"))["checkpoint"]
+        return build_llava_next_hf(str(tmp_path_factory.mktemp("next") / "llava-v1.6-vicuna-7b-hf"))["checkpoint"]
+    from lmms_ac.testing.tiny_onevision import build_llava_onevision_hf
+
+    target = tmp_path_factory.mktemp("ov") / "llava-onevision-qwen2-7b-ov-hf"
+    return build_llava_onevision_hf(str(target))["checkpoint"]
 
 
 @pytest.fixture(scope="module")
@@ -48,10 +55,15 @@ def vlm(next_dir):
 
 
 @pytest.fixture(scope="module")
-def reference(next_dir):
-    from transformers import AutoProcessor, LlavaNextForConditionalGeneration
+def reference(next_dir, vlm):
+    import transformers
+    from transformers import AutoProcessor
 
-    model = LlavaNextForConditionalGeneration.from_pretrained(next_dir, dtype=torch.float32).eval()
+    cls = {
+        "llava_next": transformers.LlavaNextForConditionalGeneration,
+        "llava_onevision": transformers.LlavaOnevisionForConditionalGeneration,
+    }[vlm.kind]
+    model = cls.from_pretrained(next_dir, dtype=torch.float32).eval()
     processor = AutoProcessor.from_pretrained(next_dir)
     processor.tokenizer.padding_side = "left"
     return model, processor
@@ -180,7 +192,7 @@ def test_prefix_sharing_on_and_off_give_identical_outputs(next_dir, batch):
 def test_pixel_and_square_grid_token_probes_are_refused_at_load(vlm, perturbation):
     from lmms_ac.perturb_bridge import HookFactory
 
-    with pytest.raises(ValueError, match="not defined on LLaVA-NeXT's tiled input"):
+    with pytest.raises(ValueError, match="not defined on LLaVA-NeXT's/OneVision's tiled input"):
         HookFactory(vlm, perturbation=perturbation)
 
 
@@ -195,7 +207,8 @@ def test_token_views_follow_transformers_packing(vlm):
         newline = (tokens == vlm.image_newline.detach()).all(-1)
         assert torch.equal(views == -1, newline)
         assert (views[: vlm.vision.num_tokens] == 0).all()  # the base view comes first, whole
-        assert int(views.max()) >= 2  # two or more tiles after it
+        pooled = vlm.kind == "llava_onevision" and image.size == (200, 160)
+        assert int(views.max()) == 1 if pooled else int(views.max()) >= 2  # a pooled grid is one view
 
 
 def test_tokperm_permutes_within_each_view_and_keeps_row_ends(vlm):
@@ -250,8 +263,8 @@ def test_hidden_state_probes_run_on_tiles(vlm):
 @pytest.mark.parametrize(
     "kwargs,message",
     [
-        ({"vision_tower": "clip:openai/clip-vit-large-patch14-336"}, "cannot replace a LLaVA-NeXT tower"),
-        ({"image_aspect_ratio": "pad"}, "image_aspect_ratio='pad' on a LLaVA-NeXT checkpoint"),
+        ({"vision_tower": "clip:openai/clip-vit-large-patch14-336"}, r"cannot replace a LLaVA-\w+ tower"),
+        ({"image_aspect_ratio": "pad"}, r"image_aspect_ratio='pad' on a LLaVA-\w+ checkpoint"),
     ],
 )
 def test_settings_that_would_change_the_input_are_refused(next_dir, kwargs, message):
@@ -274,3 +287,25 @@ def test_configs_the_tiled_path_cannot_run_are_refused(edit, message):
 
     with pytest.raises(CheckpointError, match=message):
         check_next_config({"model_type": "llava_next", "vision_config": {}, "text_config": {}, **edit}, "c")
+
+
+def test_several_images_per_prompt_tile_on_next_and_are_refused_on_onevision(vlm):
+    prompt = [build_prompt("Compare them.", 2, "vicuna_v1")]
+    if vlm.kind == "llava_next":  # NeXT tiles every image of a prompt
+        assert len(vlm.generate(prompt, [images(2)], max_new_tokens=2)) == 1
+        return
+    with pytest.raises(ValueError, match="prompt with 2 images on LLaVA-OneVision"):
+        vlm.generate(prompt, [images(2)], max_new_tokens=2)
+
+
+def test_released_strategy_tower_pairs_only():
+    from lmms_ac.vlm.errors import CheckpointError
+    from lmms_ac.vlm.next_hf import check_next_config
+
+    check_next_config(
+        {"vision_config": {"model_type": "siglip_vision_model"}, "vision_feature_select_strategy": "full"}, "c"
+    )
+    for strategy, tower in (("full", "clip_vision_model"), ("default", "siglip_vision_model")):
+        config = {"vision_config": {"model_type": tower}, "vision_feature_select_strategy": strategy}
+        with pytest.raises(CheckpointError, match="packed grid would not line up"):
+            check_next_config(config, "c")

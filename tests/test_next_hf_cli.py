@@ -1,4 +1,4 @@
-"""A tiny llava-hf LLaVA-NeXT checkpoint in the hub's layout evaluates through the real
+"""Tiny llava-hf LLaVA-NeXT and OneVision checkpoints in the hub's layout evaluate through the real
 ``lmms-eval --model lmms_ac_llava`` CLI on an MME-schema task, with and without prefix sharing
 (same samples), and a pixel probe on it stops the run with the tiled-input refusal."""
 
@@ -20,7 +20,17 @@ def next_dir(tmp_path_factory) -> str:
     return build_llava_next_hf(str(tmp_path_factory.mktemp("next_cli") / "llava-v1.6-vicuna-7b-hf"))["checkpoint"]
 
 
-def test_next_checkpoint_scores_mme_through_the_cli(next_dir, mirror_dir, tmp_path):
+@pytest.fixture(scope="module")
+def onevision_dir(tmp_path_factory) -> str:
+    from lmms_ac.testing.tiny_onevision import build_llava_onevision_hf
+
+    target = tmp_path_factory.mktemp("ov_cli") / "llava-onevision-qwen2-7b-ov-hf"
+    return build_llava_onevision_hf(str(target))["checkpoint"]
+
+
+@pytest.mark.parametrize("kind", ["next", "onevision"])
+def test_tiled_checkpoint_scores_mme_through_the_cli(request, kind, mirror_dir, tmp_path):
+    next_dir = request.getfixturevalue(f"{kind}_dir")
     # float32 (the files are float16, as on the hub): sharing reorders sums, exact only where rounding is fine
     shared = run_lmms_eval(tmp_path / "a", next_dir, mirror_dir, "mme", str(tmp_path / "a" / "out"), "dtype=float32")
     plain = run_lmms_eval(
@@ -51,5 +61,5 @@ def test_pixel_probe_on_next_fails_with_the_refusal(next_dir, mirror_dir, tmp_pa
         str(tmp_path / "out"),
     ]
     proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
-    assert "not defined on LLaVA-NeXT's tiled input" in proc.stdout + proc.stderr
+    assert "not defined on LLaVA-NeXT's/OneVision's tiled input" in proc.stdout + proc.stderr
     assert not list((tmp_path / "out").rglob("*_results.json"))

@@ -167,7 +167,6 @@ def _variant(hub_cache, tmp_path, name: str, edit) -> str:
         ({"model_type": "llama", "architectures": ["LlamaForCausalLM"]}, "fits neither checkpoint format"),
         ({"model_type": "llava"}, r"model_type 'llava', architectures \[\], no mm_\* fields"),
         ({"model_type": "llava_next_video", "vision_config": {}, "text_config": {}}, "LLaVA-NeXT-Video checkpoint"),
-        ({"model_type": "llava_onevision", "vision_config": {}, "text_config": {}}, "LLaVA-OneVision"),
         ({"model_type": "qwen2_vl", "vision_config": {}, "text_config": {}}, "not llava-hf's LLaVA"),
     ],
 )
@@ -185,6 +184,7 @@ def test_content_not_model_type_decides_the_format():
     named = {"vision_config": {"model_type": "clip_vision_model"}, "text_config": {"model_type": "llama"}}
     assert checkpoint_format({"model_type": "llava", **named}) == "llava_hf"
     assert checkpoint_format({"model_type": "llava_next", **named}) == "llava_hf"
+    assert checkpoint_format({"model_type": "llava_onevision", **named}) == "llava_hf"
     with pytest.raises(CheckpointError, match="text_config name no model_type"):
         checkpoint_format({"model_type": "llava", "vision_config": named["vision_config"], "text_config": {}})
 

@@ -13,10 +13,10 @@ says ``model_type: llava``, the name llava-hf uses too):
 * llava-hf: ``vision_config`` and ``text_config`` (``LlavaForConditionalGeneration``): vision tower,
   projector, LLM and processor all come from the checkpoint.
 
-llava-hf LLaVA-NeXT (``llava_next``) loads through ``lmms_ac.vlm.next_hf`` with its anyres tiling.
-OneVision (``llava_onevision``) and original-format NeXT/OneVision (``image_aspect_ratio: anyres*`` or
-``mm_patch_merge_type: spatial_unpad``) are refused at load: their input is not implemented, and one
-plain view instead would give wrong numbers.
+llava-hf LLaVA-NeXT and OneVision (``llava_next``/``llava_onevision``) load through
+``lmms_ac.vlm.next_hf`` with their anyres tiling. Original-format NeXT/OneVision (``image_aspect_ratio:
+anyres*`` or ``mm_patch_merge_type: spatial_unpad``) and NeXT-Video are refused at load: their input is
+not implemented, and one plain view instead would give wrong numbers.
 
 A SentencePiece ``tokenizer.model`` is tokenized as SentencePiece does (``lmms_ac.vlm.tokenize``),
 checked against the ``sentencepiece`` package at load.
@@ -143,10 +143,9 @@ ORIGINAL_ARCHITECTURES = {
     "LlavaGemmaForCausalLM": "gemma",
 }
 # llava-hf model types whose input (tiles, row-end tokens, pooling) lmms_ac_llava does not build yet
-# (llava_next loads through lmms_ac.vlm.next_hf)
+# (llava_next and llava_onevision load through lmms_ac.vlm.next_hf)
 UNSUPPORTED_HF_TYPES = {
     "llava_next_video": "LLaVA-NeXT-Video",
-    "llava_onevision": "LLaVA-OneVision",
 }
 # the fields that size an LLM; a config without one would silently become the library's default (a 7B Llama)
 SIZE_FIELDS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size")

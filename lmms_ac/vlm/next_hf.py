@@ -1,10 +1,12 @@
-"""Load a llava-hf LLaVA-NeXT checkpoint (``model_type: llava_next``, ``LlavaNextForConditionalGeneration``).
+"""Load a llava-hf LLaVA-NeXT or LLaVA-OneVision checkpoint (``model_type: llava_next``,
+``LlavaNextForConditionalGeneration``; ``llava_onevision``, ``LlavaOnevisionForConditionalGeneration``).
 
 Model, processor, tokenizer and chat template all come from the checkpoint; the image input is
 the processor's anyres tiling (``lmms_ac.vlm.tiled``). What this path cannot run exactly fails at
-load: a multi-layer ``vision_feature_layer``, a ``vision_feature_select_strategy`` other than
-``default`` or a tower without CLS (the packed grid would not line up), ``vision_tower=`` (the tiles
-are sized for the checkpoint's own tower) and ``image_aspect_ratio`` other than ``auto``/``anyres``.
+load: a multi-layer ``vision_feature_layer``, a strategy/tower pair other than the released ones
+(NeXT: ``default`` on CLIP, dropping CLS; OneVision: ``full`` on SigLIP, which has none), so the
+packed grid lines up, ``vision_tower=`` (the tiles are sized for the checkpoint's own tower) and
+``image_aspect_ratio`` other than ``auto``/``anyres``.
 """
 
 from __future__ import annotations
@@ -18,7 +20,9 @@ from lmms_ac.vlm.projector import projector_from_llava_hf
 from lmms_ac.vlm.tiled import TiledLlavaVLM
 
 # llava-hf model types this module loads -> the name users know
-TILED_HF_TYPES = {"llava_next": "LLaVA-NeXT"}
+TILED_HF_TYPES = {"llava_next": "LLaVA-NeXT", "llava_onevision": "LLaVA-OneVision"}
+# vision_feature_select_strategy -> the tower family it is released with (CLS dropped / no CLS to drop)
+_STRATEGY_TOWERS = {"default": "clip", "full": "siglip"}
 # CLIPImageProcessor fields of the NeXT processor: the tower's own single-view preprocessing
 _SINGLE_VIEW_FIELDS = (
     "do_resize",
@@ -36,14 +40,16 @@ _SINGLE_VIEW_FIELDS = (
 
 
 def single_view_processor(image_processor: Any) -> Any:
-    """A ``CLIPImageProcessor`` (same backend) with the NeXT processor's resize, crop and normalisation:
+    """A ``CLIPImageProcessor`` (same backend) with the tiling processor's resize, crop and normalisation:
     the tower's plain square view, used where the tower serves as a representation (scores, layers)."""
     import transformers
 
     pil = getattr(image_processor, "backend", None) == "pil"
     cls = transformers.CLIPImageProcessorPil if pil else transformers.CLIPImageProcessor
     settings = image_processor.to_dict()
-    return cls(**{k: settings[k] for k in _SINGLE_VIEW_FIELDS if settings.get(k) is not None})
+    fields = {k: settings[k] for k in _SINGLE_VIEW_FIELDS if settings.get(k) is not None}
+    fields.setdefault("do_center_crop", False)  # OneVision resizes straight to the square: no crop
+    return cls(**fields)
 
 
 def check_next_config(config: Dict[str, Any], source: str) -> None:
@@ -53,10 +59,11 @@ def check_next_config(config: Dict[str, Any], source: str) -> None:
         raise CheckpointError(f"{source}: multi-layer vision features {layer} are not supported (LLaVA-NeXT uses -2)")
     strategy = config.get("vision_feature_select_strategy", "default")
     tower_type = str((config.get("vision_config") or {}).get("model_type", "clip_vision_model"))
-    if strategy != "default" or not tower_type.startswith("clip"):
+    if not tower_type.startswith(_STRATEGY_TOWERS.get(strategy, "?")):
         raise CheckpointError(
             f"{source}: vision_feature_select_strategy={strategy!r} on a {tower_type} tower is not supported on "
-            "LLaVA-NeXT's tiled input; only CLIP towers with 'default' (drop CLS), as released, are"
+            "tiled input (the packed grid would not line up); supported as released: 'default' on CLIP (drop CLS, "
+            "LLaVA-NeXT), 'full' on SigLIP (no CLS, LLaVA-OneVision)"
         )
 
 
@@ -70,25 +77,32 @@ def load_llava_next_hf(
     trust_remote_code: bool,
     image_backend: Optional[str] = None,
 ) -> TiledLlavaVLM:
-    """``LlavaNextForConditionalGeneration`` + its processor as a ``TiledLlavaVLM``."""
-    from transformers import AutoProcessor, LlavaNextForConditionalGeneration
+    """``LlavaNextForConditionalGeneration``/``LlavaOnevisionForConditionalGeneration`` + its processor as a
+    ``TiledLlavaVLM``."""
+    import transformers
+    from transformers import AutoProcessor
 
     source = f"{pretrained}/config.json"
     check_next_config(config, source)
+    name = TILED_HF_TYPES[config["model_type"]]
     if vision_tower:
         raise CheckpointError(
-            f"{source}: vision_tower= cannot replace a LLaVA-NeXT tower (its tiles and row-end token are sized for "
-            "the checkpoint's own tower); leave vision_tower unset"
+            f"{source}: vision_tower= cannot replace a {name} tower (its tiles and row-end token are sized for the "
+            "checkpoint's own tower); leave vision_tower unset"
         )
     if image_aspect_ratio not in ("auto", "anyres"):
         raise CheckpointError(
-            f"{source}: image_aspect_ratio={image_aspect_ratio!r} on a LLaVA-NeXT checkpoint; its input is the anyres "
+            f"{source}: image_aspect_ratio={image_aspect_ratio!r} on a {name} checkpoint; its input is the anyres "
             "tiling it was trained on (image_aspect_ratio=auto or anyres)"
         )
     kwargs = dict(dtype=torch_dtype, trust_remote_code=trust_remote_code)
     if attn_implementation:
         kwargs["attn_implementation"] = attn_implementation
-    model = LlavaNextForConditionalGeneration.from_pretrained(pretrained, **kwargs)
+    model_cls = {
+        "llava_next": transformers.LlavaNextForConditionalGeneration,
+        "llava_onevision": transformers.LlavaOnevisionForConditionalGeneration,
+    }[config["model_type"]]
+    model = model_cls.from_pretrained(pretrained, **kwargs)
     processor = AutoProcessor.from_pretrained(pretrained, trust_remote_code=trust_remote_code)
     image_processor = processor.image_processor
     if image_backend:  # the same processor config through the other implementation
@@ -98,7 +112,7 @@ def load_llava_next_hf(
         model.model.vision_tower,
         single_view_processor(image_processor),
         int(model.config.vision_feature_layer),
-        num_prefix_tokens=1,
+        num_prefix_tokens=1 if model.config.vision_feature_select_strategy == "default" else 0,
     )
     projector = projector_from_llava_hf(model.model.multi_modal_projector)
     check_fit(vision, projector, pretrained)

@@ -1,4 +1,4 @@
-"""LLaVA-NeXT's tiled ("anyres") image input on a ``LlavaStyleVLM``.
+"""LLaVA-NeXT's and LLaVA-OneVision's tiled ("anyres") image input on a ``LlavaStyleVLM``.
 
 Each image becomes a base view (the whole image resized to the tower's square) plus the tiles of
 the image resized and padded to its best ``image_grid_pinpoints`` resolution (the checkpoint's
@@ -10,12 +10,18 @@ selects the layer, drops CLS, projects, and packs each image's tokens as
 functions rather than re-writing them keeps the token count and order identical to transformers'
 ``LlavaNextForConditionalGeneration`` by construction, for every size and pinpoint list.
 
+OneVision (``LlavaOnevisionModel.get_image_features``) packs the same way, then pools: when the
+unpadded grid holds more than ``anyres_max_9``'s 9 tiles' worth of tokens by over 10% it is
+downsampled bilinearly to about that many. OneVision encodes each image of a multi-image prompt as
+its base view alone; prompts with several images are refused on it (not implemented yet).
+
 The number of visual tokens therefore depends on each image's size; the splice, the batch builder
 and the prefix runner take one tensor per image of its own length.
 
 Token permutation is defined on the tiles: ``token_views`` labels each visual token with its view
 (0 = base view, k = tile k, -1 = a row-end ``image_newline`` token), computed by running the same
-``pack_image_features`` on view labels instead of features, so it cannot drift from the real layout;
+``pack_image_features`` on view labels instead of features, so it cannot drift from the real layout
+(after OneVision's pooling a token mixes neighbouring tiles: the pooled grid is then one view, 1);
 token hooks receive these labels (``LlavaStyleVLM.apply_token_hook``). Pixel probes and the token
 probes built on one square grid (token groups, group noise) are refused (``TILED_STAGE_REFUSAL``)
 instead of being applied to the wrong layout.
@@ -35,18 +41,20 @@ from lmms_ac.vlm.images import check_image
 from lmms_ac.vlm.model import LlavaStyleVLM
 
 TILED_STAGE_REFUSAL = (
-    "is not defined on LLaVA-NeXT's tiled input yet (base view + tiles + row-end newline tokens); "
+    "is not defined on LLaVA-NeXT's/OneVision's tiled input yet (base view + tiles + row-end newline tokens); "
     "pixel probes and the square-grid token probes are refused on this checkpoint rather than applied to the wrong "
     "layout. Token permutation (tokperm), hidden-state probes (layernoise, modnoise) and dataset probes (synthetic) run"
 )
 
 
 class TiledLlavaVLM(LlavaStyleVLM):
-    """A ``LlavaStyleVLM`` whose images are encoded by LLaVA-NeXT's tiling (``image_aspect_ratio`` ``anyres``).
+    """A ``LlavaStyleVLM`` whose images are encoded by LLaVA-NeXT's/OneVision's tiling (``image_aspect_ratio``
+    ``anyres``).
 
     ``vision`` and ``projector`` are the checkpoint's own modules (the tower as a single-view
-    representation for scores and layers); ``image_features`` is the checkpoint's ``LlavaNextModel``,
-    used for its ``get_image_features`` (it shares those modules and holds ``image_newline``)."""
+    representation for scores and layers); ``image_features`` is the checkpoint's ``LlavaNextModel`` or
+    ``LlavaOnevisionModel``, used for its ``get_image_features`` (it shares those modules and holds
+    ``image_newline``)."""
 
     def __init__(
         self,
@@ -74,6 +82,7 @@ class TiledLlavaVLM(LlavaStyleVLM):
         # kept out of the module tree: its tower, projector and LLM are registered above already
         self.feature_source = (image_features,)
         self.grid_pinpoints = [list(p) for p in image_features.config.image_grid_pinpoints]
+        self.kind = str(image_features.config.model_type)  # llava_next | llava_onevision
 
     @torch.no_grad()
     def encode_images(
@@ -99,6 +108,14 @@ class TiledLlavaVLM(LlavaStyleVLM):
         tokens = [t.to(self.device, self.dtype) for t in out.pooler_output]
         return [self.apply_token_hook(h, t, j, im) for h, t, j, im in zip(hooks, tokens, image_indices, images)]
 
+    def splice(self, ids: List[int], visual: List[torch.Tensor]):
+        if self.kind == "llava_onevision" and len(visual) > 1:
+            raise ValueError(
+                f"a prompt with {len(visual)} images on LLaVA-OneVision: it encodes each image of a multi-image prompt "
+                "as its base view alone, which lmms_ac_llava does not implement yet (one image per prompt runs)"
+            )
+        return super().splice(ids, visual)
+
     def token_views(self, image: Image.Image) -> torch.Tensor:
         """Long ``[N]``: the view of each of ``image``'s visual tokens (0 = base view, k = tile k, -1 = row end),
         from transformers' own packing run on view labels (so it follows every size and pinpoint list)."""
@@ -110,7 +127,14 @@ class TiledLlavaVLM(LlavaStyleVLM):
         n_views = image_size_to_num_patches(size, self.grid_pinpoints, tower.image_size)
         per_view = (tower.image_size // tower.patch_size) ** 2
         labels = torch.arange(n_views, dtype=torch.float32)[:, None, None].expand(n_views, per_view, 1)
-        packed, _ = model.pack_image_features(
-            [labels], torch.tensor([size]), "default", image_newline=torch.tensor([-1.0])
-        )
-        return packed[0][:, 0].round().long()
+        newline = torch.tensor([-1.0])
+        if self.kind != "llava_onevision":
+            packed, _ = model.pack_image_features([labels], torch.tensor([size]), "default", image_newline=newline)
+            return packed[0][:, 0].round().long()
+        pooled, _ = model.pack_image_features([labels], torch.tensor([size]), newline, model.config.vision_aspect_ratio)
+        unpooled, _ = model.pack_image_features([labels], torch.tensor([size]), newline, "anyres_max_1000000")
+        views = pooled[0][:, 0]
+        if len(views) == len(unpooled[0]):  # not pooled: every token is one tile's
+            return views.round().long()
+        index = torch.arange(len(views))
+        return torch.where(views < 0, -1, torch.where(index < per_view, 0, 1)).long()
