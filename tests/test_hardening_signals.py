@@ -82,7 +82,7 @@ def test_sigterm_leaves_no_temporary_folder(tmp_path):
 
 @pytest.mark.slow
 def test_sigkill_leftovers_sit_next_to_the_output_and_are_cleared(tmp_path):
-    from lmms_ac.cli.scores import ocr_workdir
+    from lmms_ac.scores.run_c import ocr_workdir
 
     proc, out_dir, tmp = _start(tmp_path)
     proc.send_signal(signal.SIGKILL)

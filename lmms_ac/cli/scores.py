@@ -1,19 +1,17 @@
-"""``lmms-ac score-c`` and ``lmms-ac make-ocr-pairs``.
+"""``lmms-ac score-c`` and ``lmms-ac make-ocr-pairs``: arguments in, ``lmms_ac.scores.run_c`` and
+``lmms_ac.scores.ocr_pairs`` do the work.
 
 Scores go to one machine-readable CSV (``--out``, default ``scores.csv``), one row per
 (variant, score name, config hash), through ``lmms_ac.scores.store.record_score``: a rerun with the
-same configuration is skipped (and logged), ``--force`` recomputes and replaces that row. Heavy
-imports (torch, the encoders) happen only when a score is actually computed.
+same configuration is skipped (and logged), ``--force`` recomputes and replaces that row.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import shutil
 import sys
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional
+from typing import Any
 
 from lmms_ac.cli.args import positive_int
 from lmms_ac.scores.methods import CORRESPONDENCE_METHODS
@@ -72,164 +70,27 @@ def register(subparsers: Any) -> None:
     m.set_defaults(func=cmd_make_ocr_pairs)
 
 
-def load_vision(specs: List[str], device: Optional[str]) -> Any:
-    """One representation, or a list of them (combined by the C score) when several specs are given."""
-    import torch
-
-    from lmms_ac.vision import load_representation
-
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    reps = [load_representation(spec, device=device) for spec in specs]
-    # a concat: representation is scored part-wise (L2-normalise each part, concatenate, re-normalise)
-    parts = [part for rep in reps for part in (getattr(rep, "parts", None) or [rep])]
-    return parts[0] if len(parts) == 1 else parts
-
-
-def _value_of(result: Any) -> Any:
-    from lmms_ac.scores.store import ScoreValue
-
-    details = result.to_dict()
-    for key in ("overall", "n_pairs"):
-        details.pop(key)
-    return ScoreValue(value=result.overall, n=result.n_pairs, details=details)
-
-
 def cmd_score_c(args: argparse.Namespace) -> int:
-    from lmms_ac.scores.store import record_score
+    from lmms_ac.scores.run_c import ScoreCSettings, record_c_scores
 
-    if not args.spair and not args.ocr:
-        raise ValueError("nothing to score: give --spair DIR (score C) and/or --ocr (score C_ocr)")
-    if args.alpha <= 0:
-        raise ValueError(f"--alpha must be > 0, got {args.alpha}")
-    if args.limit is not None and args.limit < 1:
-        raise ValueError(f"--limit must be >= 1, got {args.limit}")
-    check_store(args.out)
-    vision = "+".join(args.vision)
-    variant = args.variant or vision
-    cache: Dict[str, Any] = {}
-
-    def rep() -> Any:  # loaded only when some score is not in --out yet
-        if "rep" not in cache:
-            cache["rep"] = load_vision(args.vision, args.device)
-        return cache["rep"]
-
-    jobs: List[tuple] = []
-    if args.spair:
-        from lmms_ac.scores.spair import dataset_fingerprint, normalize_split
-
-        split = normalize_split(args.split)
-        config = {
-            "dataset": "spair",
-            "data_fingerprint": dataset_fingerprint(args.spair, split, args.limit),
-            "split": split,
-            "method": args.method,
-            "alpha": args.alpha,
-            "limit": args.limit,
-        }
-
-        def compute_c() -> Any:
-            from lmms_ac.scores.correspondence import score_c
-
-            return _value_of(
-                score_c(
-                    rep(),
-                    args.spair,
-                    split,
-                    method=args.method,
-                    alpha=args.alpha,
-                    batch_size=args.batch_size,
-                    limit=args.limit,
-                )
-            )
-
-        jobs.append(("C", config, compute_c, split))
-    if args.ocr:
-        from lmms_ac.scores.ocr_pairs import OcrPairsConfig
-        from lmms_ac.scores.ocr_score import SCORE_NAME
-
-        config = {
-            "dataset": "ocr_pairs",
-            **OcrPairsConfig(n=args.ocr_n, seed=args.ocr_seed).to_config(),
-            "method": args.method,
-            "alpha": args.alpha,
-        }
-
-        def compute_ocr() -> Any:
-            import PIL
-
-            from lmms_ac.scores.ocr_score import score_c_ocr
-
-            # the generated pairs live in a folder next to --out (not /tmp), owned by this row's claim:
-            # removed on success, failure or SIGTERM, and cleared by the next run after a SIGKILL
-            with ocr_workdir(args.out, variant, vision, config) as workdir:
-                value = _value_of(
-                    score_c_ocr(
-                        rep(),
-                        n=args.ocr_n,
-                        seed=args.ocr_seed,
-                        method=args.method,
-                        alpha=args.alpha,
-                        batch_size=args.batch_size,
-                        workdir=workdir,
-                    )
-                )
-            value.details["pillow"] = PIL.__version__
-            return value
-
-        jobs.append((SCORE_NAME, config, compute_ocr, "generated"))
-
-    for score, config, compute, split in jobs:
-        row = record_score(
-            args.out,
-            variant=variant,
-            vision=vision,
-            score=score,
-            config=config,
-            compute=compute,
-            method=args.method,
-            split=split,
-            force=args.force,
-        )
-        print(row_summary(row, args.out))
-        if score != "C" and row.get("details"):  # C_ocr: its chance and same-position references beside it
-            from lmms_ac.scores.ocr_score import baseline_summary
-
-            refs = baseline_summary(row["details"])
-            if refs:
-                print(f"{row['variant']}\t{score} references: {refs}")
+    settings = ScoreCSettings(
+        vision=tuple(args.vision),
+        out=args.out,
+        variant=args.variant,
+        device=args.device,
+        force=args.force,
+        spair=args.spair,
+        split=args.split,
+        method=args.method,
+        alpha=args.alpha,
+        limit=args.limit,
+        batch_size=args.batch_size,
+        ocr=args.ocr,
+        ocr_n=args.ocr_n,
+        ocr_seed=args.ocr_seed,
+    )
+    record_c_scores(settings, on_line=print)
     return 0
-
-
-def check_store(out: str) -> None:
-    """Before any work: ``--out`` must be writable and, if it exists, a scores CSV that reads cleanly."""
-    from lmms_ac.io import check_writable
-    from lmms_ac.scores.store import read_scores
-
-    check_writable(out, what="--out scores file")
-    read_scores(out)
-
-
-def row_summary(row: Dict[str, Any], out: str) -> str:
-    """One printed line per score: value and whether it was recorded, found, or is being computed elsewhere."""
-    if row.get("in_progress"):
-        return f"{row['variant']}\t{row['score']}\t-\t(being computed by {row['in_progress']}; skipped, rerun later)"
-    state = f"already in {out}, skipped" if row["skipped"] else f"recorded in {out}"
-    return f"{row['variant']}\t{row['score']}\t{float(row['value']):.4f}\t({state})"
-
-
-@contextlib.contextmanager
-def ocr_workdir(out: str, variant: str, vision: str, config: Dict[str, Any]) -> Iterator[Path]:
-    """A folder next to ``out`` for one C_ocr row's generated pairs, empty at start, removed at the end."""
-    from lmms_ac.io import config_hash
-
-    out_path = Path(out)
-    work = out_path.with_name(f".{out_path.name}.{config_hash([variant, vision, config])}.ocr-work")
-    shutil.rmtree(work, ignore_errors=True)  # left by a run killed outright (the row claim makes us its only user)
-    work.mkdir(parents=True)
-    try:
-        yield work
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
 
 
 def cmd_make_ocr_pairs(args: argparse.Namespace) -> int:

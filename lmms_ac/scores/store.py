@@ -17,7 +17,7 @@ import socket
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 from loguru import logger
 
@@ -297,3 +297,86 @@ def record_score(
             ) from err
         logger.info(f"{score} of variant {variant!r} = {float(result.value):.4f} (n={result.n}) appended to {out}")
         return {**row, "skipped": False}
+
+
+def check_store(out: PathLike) -> None:
+    """Before any work: ``--out`` must be writable and, if it exists, a scores CSV that reads cleanly."""
+    check_writable(out, what="--out scores file")
+    read_scores(out)
+
+
+def row_summary(row: Mapping[str, Any], out: PathLike) -> str:
+    """One printed line per score: value and whether it was recorded, found, or is being computed elsewhere."""
+    if row.get("in_progress"):
+        return f"{row['variant']}\t{row['score']}\t-\t(being computed by {row['in_progress']}; skipped, rerun later)"
+    state = f"already in {out}, skipped" if row["skipped"] else f"recorded in {out}"
+    return f"{row['variant']}\t{row['score']}\t{float(row['value']):.4f}\t({state})"
+
+
+def record_rows(
+    out: PathLike,
+    variant: str,
+    vision: str,
+    rows: Iterable[Tuple[str, float, int]],
+    config: Mapping[str, Any],
+    split: str,
+    method: str,
+    force: bool,
+    details: Mapping[str, Any],
+) -> List[Dict[str, Any]]:
+    """Append already computed (score, value, n) rows through ``record_score`` (existing rows of the same
+    config are kept unless ``force``)."""
+    recorded = []
+    for score, value, n in rows:
+        row = record_score(
+            out,
+            variant=variant,
+            vision=vision,
+            score=score,
+            config=config,
+            compute=lambda v=value, n=n: ScoreValue(value=v, n=n, details=dict(details)),
+            method=method,
+            split=split,
+            force=force,
+        )
+        recorded.append(row)
+    return recorded
+
+
+def stored_rows(
+    out: PathLike, variant: str, vision: str, scores: Sequence[str], config: Mapping[str, Any]
+) -> Optional[Dict[str, Dict[str, str]]]:
+    """``{score: row}`` when every score is already in ``out`` for this config (hashed as ``record_score``
+    hashes it), else None."""
+    found = {}
+    for score in scores:
+        row = find_score(out, variant, score, config_hash({"score": score, "vision": vision, **dict(config)}))
+        if row is None:
+            return None
+        found[score] = row
+    return found
+
+
+@dataclass
+class RecordedScores:
+    """What a score run did: each row as ``record_score`` returned it (computed, already stored, or being
+    computed by another run), in the order they were settled."""
+
+    out: str
+    variant: str
+    vision: str
+    rows: List[Dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def computed(self) -> List[str]:
+        return [r["score"] for r in self.rows if not r.get("skipped")]
+
+    @property
+    def skipped(self) -> List[str]:
+        """Scores already stored for this config (kept)."""
+        return [r["score"] for r in self.rows if r.get("skipped") and not r.get("in_progress")]
+
+    @property
+    def in_progress(self) -> List[str]:
+        """Scores another run was computing (skipped here)."""
+        return [r["score"] for r in self.rows if r.get("in_progress")]
