@@ -49,10 +49,10 @@ def test_layers_command_writes_scores_json_and_figure(llava_hf_dir, photo_root, 
     assert (figs / "layers_tiny.png").stat().st_size > 1000 and (figs / "layers_tiny.svg").exists()
 
     # same config again, a layer subset: answered from the store without loading the model; nothing duplicated
-    import lmms_ac.cli.layers as layers_cli
+    import lmms_ac.layers.probe_run as probe_run
 
-    real_load = layers_cli.load_model
-    monkeypatch.setattr(layers_cli, "load_model", lambda args: pytest.fail("the model was loaded"))
+    real_load = probe_run.load_model
+    monkeypatch.setattr(probe_run, "load_model", lambda checkpoint: pytest.fail("the model was loaded"))
     assert main(argv + ["--variant", "tiny", "--layers", "0,-1", "--no-attention", "--no-recon"]) == 0
     text = capsys.readouterr().out
     assert "already in" in text and "layer\tC@L" in text and f"{by_name['C@L2']:.2f}" in text
@@ -61,7 +61,7 @@ def test_layers_command_writes_scores_json_and_figure(llava_hf_dir, photo_root, 
     assert again["c"] == pytest.approx(doc["c"]) and again["attn_img"] == pytest.approx(doc["attn_img"])
     assert again["c_chance"] == pytest.approx(doc["c_chance"]) and len(again["skipped"]) == 9
     assert len(read_scores(out)) == len(rows)
-    monkeypatch.setattr(layers_cli, "load_model", real_load)
+    monkeypatch.setattr(probe_run, "load_model", real_load)
     # a new metric setting is computed (alpha changes the config): rows are added
     assert main(argv + ["--variant", "tiny", "--alpha", "0.2", "--no-recon", "--no-attention", "--layers", "0"]) == 0
     assert "2 score rows appended" in capsys.readouterr().out

@@ -8,5 +8,8 @@
 * ``pipeline``   - the single pass over an SPair-layout set that feeds all of them;
 * ``knn``        - mutual k-NN alignment of image and caption features (base LLM vs the MLLM's LLM);
 * ``zeroshot``   - classification as lmms-eval loglikelihood tasks, and CLIP-style encoder zero-shot;
-* ``plots``, ``cli`` - figures and the ``lmms-ac layers*`` / ``zeroshot-*`` commands.
+* ``checkpoint`` - the trained MLLM a probe reads: settings, loading, what its config says unloaded;
+* ``probe_run``, ``knn_run``, ``zeroshot_run`` - the runs behind ``lmms-ac layers``, ``layers-knn``
+  and ``zeroshot-tasks`` / ``zeroshot-encoder``: typed settings in, scores recorded, a report out;
+* ``plots``      - the figures.
 """

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Iterable, List
+from typing import Iterable, List, Optional
 
 from lmms_ac.law.plots import FORMATS, PathLike, new_figure, plain_text, save_figure
 
@@ -89,3 +89,15 @@ def plot_knn_curves(
     if title:
         fig.suptitle(title, y=1.04)
     return save_figure(fig, stem, formats, overwrite=overwrite)
+
+
+def refuse_existing_figure(stem: Optional[Path], overwrite: bool) -> None:
+    """Raise ``OutputExistsError`` when a figure at ``stem`` exists and ``overwrite`` is off: checked before
+    the (long) computation, not after it."""
+    if stem is None or overwrite:
+        return
+    from lmms_ac.io import OutputExistsError
+
+    for fmt in FORMATS:
+        if stem.with_name(f"{stem.name}.{fmt}").exists():
+            raise OutputExistsError(f"{stem}.{fmt} already exists; choose another --plot directory or pass --overwrite")
