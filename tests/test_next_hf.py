@@ -309,3 +309,10 @@ def test_released_strategy_tower_pairs_only():
         config = {"vision_config": {"model_type": tower}, "vision_feature_select_strategy": strategy}
         with pytest.raises(CheckpointError, match="packed grid would not line up"):
             check_next_config(config, "c")
+
+
+def test_layer_probes_are_refused_on_tiles(vlm):
+    from lmms_ac.layers.extraction import LayerExtractor
+
+    with pytest.raises(ValueError, match="layer probes are refused on tiled input"):
+        LayerExtractor(vlm, [0, 1])

@@ -137,6 +137,12 @@ class LayerExtractor:
             raise ValueError(f"pad must be one of {', '.join(PAD_MODES)}, got {pad!r}")
         if not prompts:
             raise ValueError("no prompt given; pass at least one prompt text")
+        if getattr(vlm, "image_aspect_ratio", None) == "anyres":
+            raise ValueError(
+                "layer probes feed the LLM one square view per image, but this LLaVA-NeXT/OneVision checkpoint sees "
+                "its images as tiles (base view + tiles + row-end tokens); per-layer numbers on one view would not "
+                "describe it, so layer probes are refused on tiled input (not implemented yet)"
+            )
         self.vlm = vlm
         self.blocks = decoder_blocks(vlm.llm)
         self.n_layers = len(self.blocks)
