@@ -11,10 +11,13 @@ to the shared scores CSV (``--out``) through ``lmms_ac.scores.store``, one row p
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lmms_ac.cli.args import positive_int
 from lmms_ac.scores.methods import CORRESPONDENCE_METHODS
+
+if TYPE_CHECKING:
+    from lmms_ac.layers.checkpoint import CheckpointSettings
 
 DEFAULT_OUT = "scores.csv"
 
@@ -247,7 +250,7 @@ def register(subparsers: Any) -> None:
     t.set_defaults(func=cmd_zeroshot_table)
 
 
-def checkpoint_settings(args: argparse.Namespace) -> Any:
+def checkpoint_settings(args: argparse.Namespace) -> CheckpointSettings:
     """The checkpoint options ``_add_model`` defines."""
     from lmms_ac.layers.checkpoint import CheckpointSettings
 

@@ -1,9 +1,9 @@
 """The scores CSV: one row per (variant, score name, config hash), shared by every score command.
 
-``record_score`` is the one entry point a score command needs (``score-c`` uses it; ``score-a``
-is meant to reuse it unchanged): it hashes the configuration, skips (and logs) work already in the
-file, otherwise computes, then appends the row by read + append + atomic rewrite under a lock, so
-earlier rows are never lost. Columns: ``SCORE_COLUMNS``; ``provenance`` and ``details`` hold JSON.
+``record_score`` is the one entry point a score run needs (score-a, score-c, the layer probes and
+encoder zero-shot all record through it): it hashes the configuration, skips (and logs) work already
+in the file, otherwise computes, then appends the row by read + append + atomic rewrite under a lock,
+so earlier rows are never lost. Columns: ``SCORE_COLUMNS``; ``provenance`` and ``details`` hold JSON.
 """
 
 from __future__ import annotations
@@ -218,7 +218,7 @@ def append_score(path: PathLike, row: Mapping[str, Any], *, replace: bool = Fals
 
 
 # --------------------------------------------------------------------------------------------
-# Shared by every score command (score-c now, score-a later): same out-file convention.
+# Shared by every score run: same out-file convention.
 # --------------------------------------------------------------------------------------------
 def record_score(
     out: PathLike,
