@@ -165,11 +165,13 @@ def test_recommend_default_says_which_policy_why_and_expected_recall():
     names = list(d.settings)
     trained = {n: float(v) for n, v in zip(names[:3], d.score[:3])}
     rec = recommend(names, d.A, d.C, trained, expected_worlds=4)
-    assert rec.policy == DEFAULT_POLICY == "region"
-    assert rec.next not in trained and "region sampling" in rec.why
-    assert set(rec.expected) >= {"region final_recall@3 k'=4", "worlds"}
+    assert rec.policy == DEFAULT_POLICY == "bayes-ucb"  # above region on every judged protocol (README)
+    assert rec.next not in trained and "upper confidence bound" in rec.why
+    assert set(rec.expected) >= {"bayes-ucb final_recall@3 k'=4", "region final_recall@3 k'=4", "worlds"}
     assert 0 <= rec.expected["region final_recall@3 k'=4"] <= 1
-    for pol in ("greedy", "rank-by-a", "thompson", "ucb"):
+    first = recommend(names, d.A, d.C, {})
+    assert first.next in names and "region sampling" in first.why  # nothing trained: one region draw
+    for pol in ("greedy", "rank-by-a", "thompson", "ucb", "bayes-ucb"):
         r = recommend(names, d.A, d.C, trained, policy=pol)
         assert r.next not in trained and r.why, pol
     assert recommend(names, d.A, d.C, trained, policy="rank-by-a").next == max(
@@ -244,3 +246,29 @@ def test_cli_evaluate_families_file_and_budget(capsys, tmp_path):
     pd.DataFrame({"variant": settings}).to_csv(fam, index=False)
     assert main(argv) == 2
     assert "no 'family' column" in capsys.readouterr().err
+
+
+def test_bayes_ucb_reads_only_trained_scores_and_ranks_by_its_posterior():
+    """Its order up to step t depends only on the scores of the first t trained settings."""
+    from lmms_ac.law.simulation import PolicyContext, orders_bayes_ucb, predict_bayes
+
+    d = load_example()["mme"]
+    from lmms_ac.law.sampling import normalize_plane
+
+    pts = normalize_plane(d.A, d.C)
+
+    def order(y):
+        return orders_bayes_ucb(PolicyContext("mme", pts, y, 4, np.random.default_rng(0)))
+
+    base = order(d.score)
+    rng = np.random.default_rng(1)
+    for t in range(1, 13):
+        for r in range(4):
+            y = d.score.copy()
+            y[base[r, t:]] = rng.normal(0, 1e4, 13 - t)  # scramble what run r has not trained by step t
+            assert list(order(y)[r, : t + 1]) == list(base[r, : t + 1]), (r, t)
+    ctx = PolicyContext("mme", pts, d.score, 1, np.random.default_rng(0))
+    one = predict_bayes(ctx, np.array([[0]]))
+    assert np.all(one == 0)  # one trained setting ranks nothing (ties count against the best)
+    two = predict_bayes(ctx, np.array([[0, 5, 9]]))
+    assert np.ptp(two) > 0

@@ -190,7 +190,8 @@ def test_cli_recommend(tmp_path, capsys):
     assert doc["next"] in d.settings[3:] and len(doc["ranking"]) == 8
     assert main(["policy", "recommend", "--candidates", str(cand), "--trained", str(trained)]) == 0
     out = capsys.readouterr().out
-    assert "next to train (region policy)" in out and "why: region sampling" in out and "expected (" in out
+    assert "next to train (bayes-ucb policy)" in out and "why: highest upper confidence bound" in out
+    assert "expected (" in out and "bayes-ucb is the default" in out
     assert (
         main(["policy", "recommend", "--candidates", str(cand), "--trained", str(trained), "--policy", "region"]) == 0
     )
@@ -208,8 +209,8 @@ def test_which_policies_apply_comes_from_the_registry():
     assert priors == ["prior", "prior-check"]
     assert not set(priors) & set(simulable_policies(1))  # the prior learns from other benchmarks
     assert set(priors) <= set(simulable_policies(2))
-    assert recommendable_policies(1) == ["region", "rank-by-a"]
-    assert recommendable_policies(UCB_WARMUP - 1) == ["region", "greedy", "rank-by-a"]
-    assert recommendable_policies(UCB_WARMUP) == ["region", "ucb", "thompson", "greedy", "rank-by-a"]
+    assert recommendable_policies(1) == ["region", "bayes-ucb", "rank-by-a"]
+    assert recommendable_policies(UCB_WARMUP - 1) == ["region", "bayes-ucb", "greedy", "rank-by-a"]
+    assert recommendable_policies(UCB_WARMUP) == ["region", "ucb", "bayes-ucb", "thompson", "greedy", "rank-by-a"]
     assert recommendable_policies(UCB_WARMUP, n_benchmarks=2)[-2:] == ["prior", "prior-check"]
     assert [n for n in POLICY_REGISTRY.snapshot() if POLICY_REGISTRY.get(n).baseline] == ["random"]

@@ -538,7 +538,9 @@ def cmd_recommend(args: argparse.Namespace) -> int:
     )
     if args.policy == DEFAULT_POLICY:
         rec.notes.insert(
-            0, f"{DEFAULT_POLICY} is the default: no policy beat it on every protocol of `policy evaluate`"
+            0,
+            f"{DEFAULT_POLICY} is the default: the policy `lmms-ac policy evaluate` found above region on "
+            "every protocol that hides what a user could not know (README: Judging a policy)",
         )
     if args.json:
         print(json_document(rec.to_dict(), args_config(args)))
@@ -733,7 +735,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         choices=_recommend_policy_names(),
         default=_default_policy(),
         help=f"the policy that chooses (default: {_default_policy()}, the best under `lmms-ac policy evaluate`: "
-        "no other beats it on every protocol that hides what a user could not know)",
+        "above region on every protocol that hides what a user could not know)",
     )
     r.add_argument(
         "--prior",

@@ -6,6 +6,8 @@
   beta = 2, lam = 0.1, chosen on synthetic random quadratic laws, not on the bundled data).
 - ``greedy``: region sampling for ``seeds`` settings, then the untrained setting the least-squares law
   (minimum norm while underdetermined) predicts highest ("fit the law on 2 seeds, then greedy").
+- ``bayes-ucb``: one region-sampled setting, then the UCB choice of the same Bayesian law from the second
+  training on; its posterior mean (``bayes_mean``), not the least-squares law, ranks the untrained.
 - ``thompson``: region sampling for ``warmup`` settings, then the argmax of one draw of the same
   Bayesian law (Thompson sampling on its prediction interval), one draw per run and step.
 
@@ -49,6 +51,14 @@ def bayes_posterior(X: np.ndarray, y: np.ndarray, idx: np.ndarray, lam: float):
     cov = np.linalg.inv(np.swapaxes(Xc, -1, -2) @ Xc + lam * np.eye(X.shape[1]))  # (..., q, q)
     w = np.einsum("...ij,...tj,...t->...i", cov, Xc, (ys - ys.mean(axis=-1, keepdims=True)) / sd)
     return X - xm, w, cov, t
+
+
+def bayes_mean(X: np.ndarray, y: np.ndarray, idx: np.ndarray, lam: float = UCB_LAMBDA) -> np.ndarray:
+    """Posterior mean (standardised scale) of the Bayesian degree-2 law given trained sets ``idx`` (G, t) -> (G, k).
+
+    With one trained setting it is 0 everywhere (nothing ranks yet)."""
+    D, w, _, _ = bayes_posterior(X, y, idx, lam)
+    return np.einsum("...kq,...q->...k", D, w)
 
 
 def ucb_scores(X: np.ndarray, y: np.ndarray, idx: np.ndarray, beta: float, lam: float) -> np.ndarray:

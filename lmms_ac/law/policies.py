@@ -85,6 +85,15 @@ for _spec in (
         min_trained=UCB_WARMUP,
     ),
     PolicySpec(
+        "bayes-ucb",
+        "one region-sampled setting, then the upper confidence bound (mean + 2 std) of a Bayesian degree-2 law "
+        "(ridge posterior, the ucb policy's model) from the second training on; its posterior mean ranks",
+        f"{_P}:orders_bayes_ucb",
+        f"{_P}:predict_bayes",
+        "region",
+        f"{_R}:next_bayes_ucb",
+    ),
+    PolicySpec(
         "thompson",
         f"region sampling for {UCB_WARMUP} settings, then Thompson sampling: the best candidate of one draw "
         "of the Bayesian degree-2 law; the law ranks",
@@ -148,9 +157,10 @@ for _spec in (
 ):
     POLICY_REGISTRY.register(_spec.name, _spec)
 
-#: what ``policy recommend`` uses unless told otherwise: the policy ``policy evaluate`` found best on every
-#: protocol that hides what a user could not know (README "Judging a policy"); no other wins on all of them
-DEFAULT_POLICY = "region"
+#: what ``policy recommend`` uses unless told otherwise: the policy ``policy evaluate`` found above region on
+#: every judged protocol (final Recall@3 at k' = 4 on law-v1 and 1800 synthetic worlds; README "Judging a
+#: policy"). Change it only with a new evaluation that shows another policy ahead on all of them.
+DEFAULT_POLICY = "bayes-ucb"
 
 
 def policy_names() -> List[str]:

@@ -16,7 +16,7 @@ from lmms_ac.registry import Registry
 
 #: the policies of the evaluation table: the baselines (random under the same crediting rule, rank-by-A,
 #: "fit the law on 2 seeds, then greedy", region) and the others
-EVALUATED = ("random-law", "rank-by-a", "greedy", "region", "ucb", "thompson", "prior", "prior-check")
+EVALUATED = ("random-law", "rank-by-a", "greedy", "region", "ucb", "bayes-ucb", "thompson", "prior", "prior-check")
 #: synthetic (A, C) cloud shapes and law relations (target vs sources)
 SHAPES = ("uniform", "correlated", "clusters")
 RELATIONS = ("equal", "related", "independent")

@@ -125,6 +125,23 @@ def next_ucb(ctx: RecommendContext) -> Choice:
     return Choice(order[0], [ctx.names[i] for i in order], why, law_ranking(ctx, []))
 
 
+def next_bayes_ucb(ctx: RecommendContext) -> Choice:
+    warm = _warmup(ctx, "bayes-ucb", 1)
+    if warm:
+        return warm
+    X = law_features(ctx.points)
+    y = np.nan_to_num(ctx.y)
+    score = Q.ucb_scores(X, y, ctx.idx, ctx.ucb_beta, ctx.ucb_lambda)
+    order = _untrained_by(score, ctx)
+    pred = Q.bayes_mean(X, y, ctx.idx, ctx.ucb_lambda)
+    notes = [] if len(ctx.idx) >= 2 else ["one trained setting: the posterior mean ranks nothing yet"]
+    why = (
+        f"highest upper confidence bound (mean + {ctx.ucb_beta:g}·std) of a Bayesian degree-2 law fitted on the "
+        f"{len(ctx.idx)} trained; predicted = its posterior mean (standardised scale)"
+    )
+    return Choice(order[0], [ctx.names[i] for i in order], why, pred, notes=notes)
+
+
 def next_thompson(ctx: RecommendContext) -> Choice:
     warm = _warmup(ctx, "thompson", UCB_WARMUP)
     if warm:

@@ -80,6 +80,14 @@ def orders_ucb(c: PolicyContext) -> np.ndarray:
     return Q.ucb_orders(c.points, c.y, c.runs, c.rng, c.ucb_beta, c.ucb_lambda, UCB_WARMUP)
 
 
+def orders_bayes_ucb(c: PolicyContext) -> np.ndarray:
+    return Q.ucb_orders(c.points, c.y, c.runs, c.rng, c.ucb_beta, c.ucb_lambda, warmup=1)
+
+
+def predict_bayes(c: PolicyContext, idx: np.ndarray) -> np.ndarray:
+    return Q.bayes_mean(S.law_features(c.points), c.y, idx, c.ucb_lambda)
+
+
 def orders_greedy(c: PolicyContext) -> np.ndarray:
     return Q.greedy_orders(c.points, c.y, c.runs, c.rng)
 

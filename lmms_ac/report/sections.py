@@ -426,7 +426,7 @@ def policy_section(an: Analysis) -> Section:
 
 
 #: policies simulated on the page's own table (no prior: it would learn from the same settings)
-PAGE_POLICIES = ("region", "ucb", "greedy", "rank-by-a", "random-law", "random")
+PAGE_POLICIES = ("bayes-ucb", "region", "ucb", "greedy", "rank-by-a", "random-law", "random")
 #: protocols of the page's evaluate table
 PAGE_PROTOCOLS = ("leave-family-out", "permuted", "synthetic-related")
 
