@@ -289,13 +289,19 @@ def test_configs_the_tiled_path_cannot_run_are_refused(edit, message):
         check_next_config({"model_type": "llava_next", "vision_config": {}, "text_config": {}, **edit}, "c")
 
 
-def test_several_images_per_prompt_tile_on_next_and_are_refused_on_onevision(vlm):
-    prompt = [build_prompt("Compare them.", 2, "vicuna_v1")]
-    if vlm.kind == "llava_next":  # NeXT tiles every image of a prompt
-        assert len(vlm.generate(prompt, [images(2)], max_new_tokens=2)) == 1
+def test_several_images_per_prompt_tile_on_next_and_are_refused_on_onevision(vlm, reference):
+    model, processor = reference
+    prompts = [build_prompt("Compare the two images.", 2, "chat_template", vlm.tokenizer)]
+    pair = images(3)[1:]
+    if vlm.kind == "llava_onevision":
+        with pytest.raises(ValueError, match="prompt with 2 images on LLaVA-OneVision"):
+            vlm.generate(prompts, [pair], max_new_tokens=2)
         return
-    with pytest.raises(ValueError, match="prompt with 2 images on LLaVA-OneVision"):
-        vlm.generate(prompt, [images(2)], max_new_tokens=2)
+    inputs = processor(text=prompts, images=pair, return_tensors="pt", padding=True)  # NeXT tiles each image
+    with torch.no_grad():
+        theirs = model.generate(**inputs, max_new_tokens=10, do_sample=False)[:, inputs["input_ids"].shape[1] :]
+    expected = processor.batch_decode(theirs, skip_special_tokens=True)
+    assert vlm.generate(prompts, [pair], max_new_tokens=10) == expected
 
 
 def test_released_strategy_tower_pairs_only():
