@@ -57,6 +57,9 @@ class LmmsAcLlava(ModelBase):
             ``false`` runs every request in full.
         prefix_cache_size: most prefixes (and encoded images) kept between batches (default 4); entries are dropped
             as soon as no later batch needs them.
+        shared_batch_size: with prefix sharing, most questions decoded together (default 64): all questions about an
+            image go in one batch up to this many (each costs only its own suffix's keys/values), at most
+            ``batch_size`` images per batch. Lower it if a large model runs out of memory.
     """
 
     @typed_arguments
@@ -82,6 +85,7 @@ class LmmsAcLlava(ModelBase):
         image_backend: str = "auto",
         prefix_sharing: bool = True,
         prefix_cache_size: Annotated[int, AtLeast(1)] = 4,
+        shared_batch_size: Annotated[int, AtLeast(1)] = 64,
         **unknown: Any,
     ) -> None:
         super().__init__()
@@ -155,7 +159,12 @@ class LmmsAcLlava(ModelBase):
 
         self.prefix_sharing = parse_bool(prefix_sharing, "prefix_sharing")
         self.prefix_runner = (
-            PrefixRunner(self.vlm, parse_int(prefix_cache_size, "prefix_cache_size", minimum=1))
+            PrefixRunner(
+                self.vlm,
+                parse_int(prefix_cache_size, "prefix_cache_size", minimum=1),
+                max_rows=parse_int(shared_batch_size, "shared_batch_size", minimum=1),
+                prefill_batch=self.batch_size_per_gpu,
+            )
             if self.prefix_sharing
             else None
         )

@@ -3,8 +3,9 @@
 All of a call's requests are planned at once: each request is prepared (``requests.py``: images
 decoded, prompt built, hook and decoding settings resolved), its images are hashed (content +
 preprocessing settings) and its prompt tokenized by the model's own input builder, and
-``lmms_ac.vlm.scheduler.plan`` groups the questions about one image into the same batches with the
-longest common prefix of their input ids. Decoded images are kept from the planning pass for the
+``lmms_ac.vlm.scheduler.plan`` puts the questions about one image into one batch (up to
+``shared_batch_size`` rows; at most ``batch_size`` images per batch) with the longest common prefix of
+their input ids. Decoded images are kept from the planning pass for the
 batches up to ``KEEP_IMAGE_BYTES`` (beyond it they are decoded again when their batch runs, so
 memory stays bounded); a batch encodes each distinct image once. Requests whose perturbation acts
 on pixels or hidden states, and decoding other than plain greedy search, go through the unshared
@@ -114,7 +115,7 @@ def generate_until_shared(
             sched.append(group.add(record, ids, len(ids) - 1, order=(-len(ids),)))
         _run_batches(
             lm,
-            plan(sched, lm.batch_size),
+            plan(sched, lm.batch_size, runner.max_rows),
             lambda batch, group=group, s=sampling: runner.generate(
                 group.rows(batch, {}), max_new_tokens=s.max_new_tokens, until=s.stops
             ),
@@ -148,7 +149,9 @@ def loglikelihood_shared(
         rows = group.rows(batch, n_cont)
         return [(float(lp.sum()), bool(greedy.all())) for lp, greedy in runner.token_logprobs(rows)]
 
-    _run_batches(lm, plan(sched, lm.batch_size), score, results, "lmms_ac_llava loglikelihood (shared prefixes)")
+    _run_batches(
+        lm, plan(sched, lm.batch_size, runner.max_rows), score, results, "lmms_ac_llava loglikelihood (shared prefixes)"
+    )
     if rest:
         for i, out in zip(rest, unshared([requests[i] for i in rest])):
             results[i] = out

@@ -74,3 +74,17 @@ def test_bounded_cache_and_image_keys():
 def test_llava_7b_prefix_memory():
     # 32 layers, 32 KV heads of 128, float16; 576 image tokens + 40 text tokens
     assert kv_bytes(32, 32, 128, 616, 2) == 32 * 2 * 32 * 128 * 616 * 2 == 322_961_408
+
+
+def test_whole_groups_per_batch_bounded_by_rows_and_groups():
+    a = [req(i, "A", [1, 2, 3, 4, 10 + i]) for i in range(5)]
+    b = [req(5 + i, "B", [1, 2, 3, 5, 20 + i]) for i in range(3)]
+    c = [req(8 + i, "C", [1, 2, 3, 6, 30 + i]) for i in range(2)]
+    batches = plan(a + b + c, batch_size=2, max_rows=64)  # at most 2 groups per batch, whole groups
+    assert [sorted(p.index for p in bt.rows) for bt in batches] == [list(range(8)), [8, 9]]
+    batches = plan(a + b + c, batch_size=8, max_rows=4)  # a group larger than max_rows is cut
+    assert [len(bt.rows) for bt in batches] == [4, 4, 2]
+    a_keys = {p.prefix_key for bt in batches for p in bt.rows if p.index < 5}
+    assert len(a_keys) == 1 and None not in a_keys  # A's prefix carried over to its second batch
+    with pytest.raises(ValueError, match="max_rows"):
+        plan(a, 1, max_rows=0)

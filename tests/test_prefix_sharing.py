@@ -248,3 +248,46 @@ def test_sliding_window_llms_are_refused():
     )
     assert unsupported_reason(llama) is None
     assert "sliding" in unsupported_reason(mistral) and "non-full" in unsupported_reason(hybrid)
+
+
+@pytest.mark.parametrize("task", ["2q", "20q"])
+def test_copied_prefix_path_without_cascade_attention(make, task):
+    """The fallback for LLMs outside transformers' attention interface: prefixes copied per row."""
+    off = make(False, 8).generate_until(gen_requests(task, max_new_tokens=4))
+    lm = make(True, 8)
+    lm.prefix_runner.cascade = False
+    try:
+        assert lm.generate_until(gen_requests(task, max_new_tokens=4)) == off
+    finally:
+        lm.prefix_runner.cascade = True
+
+
+def test_all_questions_about_an_image_decode_together(make):
+    """batch_size bounds the images per batch, not the questions: 20 questions are one decode batch."""
+    lm = make(True, 8)
+    sizes = []
+    generate = lm.prefix_runner.generate
+
+    def spy(rows, **kw):
+        sizes.append(len(rows))
+        return generate(rows, **kw)
+
+    lm.prefix_runner.generate = spy
+    try:
+        lm.generate_until(gen_requests("20q", max_new_tokens=1))
+    finally:
+        del lm.prefix_runner.generate
+    assert sizes == [40]  # 2 images x 20 questions, within 8 images and 64 rows per batch
+
+
+def test_phase_times(make):
+    from lmms_ac.vlm.phases import PhaseTimes
+
+    lm = make(True, 8)
+    lm.prefix_runner.times = times = PhaseTimes()
+    try:
+        lm.generate_until(gen_requests("20q", max_new_tokens=3))
+    finally:
+        lm.prefix_runner.times = None
+    assert {"image encoding", "shared prefill", "suffix prefill", "decode step"} <= set(times.seconds)
+    assert len(times.steps) == times.calls["decode step"] == 2  # 3 tokens: the prefill gives the first

@@ -139,6 +139,34 @@ def batch_prefix_cache(entries: Sequence[Optional["PrefixEntry"]], reserve: int 
     return cache, lp
 
 
+def suffix_cache(template: Sequence[Tuple[torch.Tensor, torch.Tensor]], batch: int, capacity: int) -> Any:
+    """An empty ``DynamicCache`` for ``batch`` rows of suffix keys/values (cascade attention keeps the
+    prefixes apart), preallocated for ``capacity`` positions and shaped like ``template``'s layers
+    (``[H, P, d]`` each). Needs per-layer cache objects (transformers >= 4.54)."""
+    from transformers import DynamicCache
+
+    buffers = [
+        (k.new_zeros(batch, k.shape[0], capacity, k.shape[-1]), v.new_zeros(batch, v.shape[0], capacity, v.shape[-1]))
+        for k, v in template
+    ]
+    cache = DynamicCache(ddp_cache_data=[(kb[:, :, :0], vb[:, :, :0]) for kb, vb in buffers])
+    reserved = _reserved_layer_class()
+    for layer, (kb, vb) in zip(cache.layers, buffers):
+        layer.__class__ = reserved
+        layer.attach(kb, vb, 0)
+    return cache
+
+
+def per_layer_caches() -> bool:
+    """Whether this transformers' ``DynamicCache`` has per-layer objects (what ``suffix_cache`` needs)."""
+    from transformers import DynamicCache
+
+    try:
+        return hasattr(DynamicCache(ddp_cache_data=[]), "layers")
+    except TypeError:
+        return False
+
+
 @functools.lru_cache(maxsize=None)
 def _reserved_layer_class():
     from transformers.cache_utils import DynamicLayer

@@ -9,10 +9,17 @@ A batch of rows (input ids + images + hooks + the prefix length the scheduler ga
 3. **prefixes** - rows whose prefix embeddings are equal (checked with ``torch.equal``, never
    assumed from the key) share one entry; entries missing from the prefix cache are prefilled
    together (left-padded) and their per-layer keys/values stored unpadded;
-4. **suffixes** - a ``DynamicCache`` is assembled per batch (each row's prefix left-padded to the
-   longest), the suffixes run on top with a 2D attention mask over ``[prefix pad | prefix |
-   suffix (+ pad)]`` and explicit position ids ``prefix_len + 0, 1, ...``; greedy decoding then
-   continues token by token (as transformers' ``generate`` does), or the suffix logits are scored.
+4. **suffixes** - with cascade attention (``cascade.py``; any LLM whose attention goes through
+   transformers' ``AttentionInterface``) each prefix's keys/values stay one tensor that every row of
+   its group attends to as a broadcast view, and the batch's cache holds the suffixes only
+   (preallocated for the answer); otherwise a ``DynamicCache`` is assembled per batch (each row's
+   prefix copied, left-padded to the longest) with a 2D mask over ``[prefix pad | prefix | suffix]``.
+   Either way the suffixes run with explicit position ids ``prefix_len + 0, 1, ...``; greedy decoding
+   then continues token by token (as transformers' ``generate`` does; each unfinished row's stop
+   strings checked on its own tail), or the suffix logits are scored.
+
+A batch may hold every question about an image (``max_rows``): with cascade attention a row costs
+its suffix only. Prefixes are prefilled ``prefill_batch`` at a time.
 
 Requests whose hooks act on pixels or hidden states never come here (the wrapper routes them to
 the unshared path): a pixel perturbation changes the image per request, a hidden-state probe
@@ -27,16 +34,20 @@ from typing import Any, Dict, Hashable, List, Optional, Sequence, Tuple
 import torch
 from PIL import Image
 
+from lmms_ac.vlm import cascade
 from lmms_ac.vlm.hooks import SampleHooks
+from lmms_ac.vlm.phases import PhaseTimes, maybe_phase
 from lmms_ac.vlm.prefix_cache import (
     BoundedCache,
     PrefixEntry,
     accepts,
+    batch_prefix_cache,
     cache_argument,
     empty_dynamic_cache,
     image_key,
     kv_tensors,
-    batch_prefix_cache,
+    per_layer_caches,
+    suffix_cache,
     unsupported_reason,
 )
 
@@ -98,14 +109,27 @@ class SharingStats:
 
 
 class PrefixRunner:
-    def __init__(self, vlm: Any, max_prefixes: int = 4):
+    """Shared-prefix inference for one ``LlavaStyleVLM``.
+
+    ``max_prefixes``: prefixes (and encoded images) kept between batches; ``max_rows``: most rows per
+    batch (the scheduler's bound; every question about an image when they fit); ``prefill_batch``: most
+    prefixes per prefill forward. ``times``: attach a ``PhaseTimes`` to time the phases."""
+
+    def __init__(self, vlm: Any, max_prefixes: int = 4, max_rows: int = 64, prefill_batch: int = 8):
         self.vlm = vlm
         self.prefixes: BoundedCache[PrefixEntry] = BoundedCache(max_prefixes)
         self.images: BoundedCache[torch.Tensor] = BoundedCache(max(max_prefixes, 1))
         self.stats = SharingStats()
+        self.max_rows = max(1, int(max_rows))
+        self.prefill_batch = max(1, int(prefill_batch))
+        self.times: Optional[PhaseTimes] = None
         self.unsupported = unsupported_reason(vlm.llm)
-        self._cache_arg = cache_argument(vlm.llm)
-        self._keep_logits = accepts(vlm.llm, "logits_to_keep")
+        self.cascade = cascade.supported(vlm.llm) and per_layer_caches()
+        if self.cascade:
+            cascade.register()
+            self.attention_configs = cascade.attention_configs(vlm.llm)
+        self.cache_arg = cache_argument(vlm.llm)
+        self.keep_logits = accepts(vlm.llm, "logits_to_keep")
         vision = vlm.vision
         self.settings = "|".join(
             [
@@ -153,7 +177,9 @@ class PrefixRunner:
                 else:
                     todo[key] = im
         if todo:
-            for key, t in zip(todo, self.vlm.encode_images(list(todo.values()))):
+            with maybe_phase(self.times, "image encoding"):
+                encoded = self.vlm.encode_images(list(todo.values()))
+            for key, t in zip(todo, encoded):
                 local[key] = t
                 self.images.put(key, t)
         uses = sum(len(r.image_keys) for r in rows)
@@ -204,7 +230,11 @@ class PrefixRunner:
             else:
                 pending.append((row.prefix_key, head, [b]))
         if pending:
-            computed = self._prefill([pe for _, pe, _ in pending])
+            heads = [pe for _, pe, _ in pending]
+            computed = []
+            with maybe_phase(self.times, "shared prefill"):
+                for i in range(0, len(heads), self.prefill_batch):
+                    computed += self._prefill(heads[i : i + self.prefill_batch])
             for (key, _, members), entry in zip(pending, computed):
                 for b in members:
                     entries[b] = entry
@@ -223,8 +253,8 @@ class PrefixRunner:
             mask[i, longest - len(h) :] = 1
         position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
         cache = empty_dynamic_cache()
-        kwargs = {self._cache_arg: cache, "use_cache": True}
-        if self._keep_logits:
+        kwargs = {self.cache_arg: cache, "use_cache": True}
+        if self.keep_logits:
             kwargs["logits_to_keep"] = 1
         self.vlm.llm(inputs_embeds=embeds, attention_mask=mask, position_ids=position_ids, **kwargs)
         self.stats.prefixes_computed += n
@@ -239,81 +269,85 @@ class PrefixRunner:
         return out
 
     # ------------------------------------------------------------------ suffix pass
-    def _suffix_pass(self, rows: Sequence[Row], padding_side: str, keep_last: bool, reserve: int = 0):
-        """Prefixes (cached or computed) + one forward over the suffixes. Returns the logits, the
-        batch's cache, 2D mask, the last position id per row, and per-row (prefix, suffix) lengths."""
+    def _suffix_pass(self, rows: Sequence[Row], padding_side: str, keep_last: bool, reserve: int = 0) -> "_Pass":
+        """Prefixes (cached or computed) + one forward over the suffixes."""
         embeds, prefix = self._embed(rows)
         entries = self._resolve_prefixes(rows, embeds, prefix)
         prefix = [e.length if e is not None else 0 for e in entries]
         suffixes = [emb[p:] for emb, p in zip(embeds, prefix)]
         B, D = len(rows), embeds[0].shape[-1]
         device = embeds[0].device
-        lp = max(prefix)
         ls = max(len(s) for s in suffixes)
-        cache, _ = batch_prefix_cache(entries, reserve=ls + reserve)
-
         x = self._pad_embedding().expand(B, ls, D).clone()
-        mask = torch.zeros(B, lp + ls, dtype=torch.long, device=device)
+        valid = torch.zeros(B, ls + reserve, dtype=torch.bool, device=device)  # real suffix/answer positions
         position_ids = torch.zeros(B, ls, dtype=torch.long, device=device)
         for b, (s, p) in enumerate(zip(suffixes, prefix)):
             sl = slice(ls - len(s), ls) if padding_side == "left" else slice(0, len(s))
             x[b, sl] = s
-            mask[b, lp - p : lp] = 1
-            mask[b, lp + sl.start : lp + sl.stop] = 1
+            valid[b, sl] = True
             position_ids[b, sl] = torch.arange(p, p + len(s), device=device)
-        kwargs = {self._cache_arg: cache, "use_cache": True}
-        if keep_last and self._keep_logits:
-            kwargs["logits_to_keep"] = 1
-        logits = self.vlm.llm(inputs_embeds=x, attention_mask=mask, position_ids=position_ids, **kwargs).logits
+        valid[:, ls:] = True
+        use_cascade = self.cascade and any(e is not None for e in entries)
+        if use_cascade:
+            template = next(e for e in entries if e is not None).kv
+            run = _Pass(self, suffix_cache(template, B, ls + reserve), valid, ls, prefix, suffixes)
+            run.context = cascade.CascadeContext(B, cascade.build_blocks(entries, device))
+        else:
+            cache, lp = batch_prefix_cache(entries, reserve=ls + reserve)
+            prefix_mask = torch.zeros(B, lp, dtype=torch.bool, device=device)
+            for b, p in enumerate(prefix):
+                prefix_mask[b, lp - p :] = True
+            run = _Pass(self, cache, torch.cat([prefix_mask, valid], dim=-1), lp + ls, prefix, suffixes)
+        with maybe_phase(self.times, "suffix prefill"):
+            run.logits = run.forward(x, position_ids, keep_last)
         self.stats.prefill_positions += B * ls
         self.stats.prefill_tokens += sum(len(s) for s in suffixes)
-        last = torch.tensor([p + len(s) - 1 for p, s in zip(prefix, suffixes)], device=device)
-        return logits, cache, mask, last, list(zip(prefix, [len(s) for s in suffixes]))
+        run.last = torch.tensor([p + len(s) - 1 for p, s in zip(prefix, suffixes)], device=device)
+        return run
 
     # ------------------------------------------------------------------ public API
     @torch.no_grad()
     def generate(self, rows: Sequence[Row], *, max_new_tokens: int, until: Sequence[str] = ()) -> List[str]:
         """Greedy generation, token for token what ``LlavaStyleVLM.generate`` gives for these rows."""
-        from lmms_ac.vlm.model import StopOnStrings, cut_at_stops
+        from lmms_ac.vlm.model import cut_at_stops
 
         tokenizer = self.vlm.tokenizer
         stops = [s for s in until if s]
-        criterion = StopOnStrings(tokenizer, stops) if stops else None
-        logits, cache, mask, last, _ = self._suffix_pass(rows, "left", keep_last=True, reserve=max_new_tokens)
-        B, device = len(rows), mask.device
+        run = self._suffix_pass(rows, "left", keep_last=True, reserve=max_new_tokens)
+        logits = run.logits
+        B, device = len(rows), logits.device
         eos = tokenizer.eos_token_id
         eos_ids = torch.tensor(eos if isinstance(eos, (list, tuple)) else [eos], device=device)
         pad = torch.tensor(self.vlm.pad_token_id, device=device)
-        generated = torch.empty(B, 0, dtype=torch.long, device=device)
+        generated = torch.empty(B, max_new_tokens, dtype=torch.long, device=device)
         unfinished = torch.ones(B, dtype=torch.bool, device=device)
+        tails = TailStops(tokenizer, stops) if stops else None
         embed = self.vlm.llm.get_input_embeddings()
-        kwargs = {self._cache_arg: cache, "use_cache": True}
-        if self._keep_logits:
-            kwargs["logits_to_keep"] = 1
+        last = run.last
+        n = 0
         for step in range(max_new_tokens):
-            scores = logits[:, -1, :].float()
-            nxt = torch.where(unfinished, scores.argmax(-1), pad)
-            generated = torch.cat([generated, nxt[:, None]], dim=-1)
+            nxt = torch.where(unfinished, logits[:, -1, :].float().argmax(-1), pad)
+            generated[:, step] = nxt
+            n = step + 1
             unfinished = unfinished & ~torch.isin(nxt, eos_ids)
-            if criterion is not None:
-                unfinished = unfinished & ~criterion(generated, scores)
-            if not bool(unfinished.any()) or step + 1 == max_new_tokens:
+            if tails is not None:
+                unfinished = tails.update(generated[:, :n], unfinished)
+            if step + 1 == max_new_tokens or not bool(unfinished.any()):
                 break
-            mask = torch.cat([mask, mask.new_ones(B, 1)], dim=-1)
             last = last + 1
-            logits = self.vlm.llm(
-                inputs_embeds=embed(nxt)[:, None], attention_mask=mask, position_ids=last[:, None], **kwargs
-            ).logits
-        texts = tokenizer.batch_decode(generated, skip_special_tokens=True)
+            with maybe_phase(self.times, "decode step"):
+                logits = run.forward(embed(nxt)[:, None], last[:, None], True)
+        texts = tokenizer.batch_decode(generated[:, :n], skip_special_tokens=True)
         return [cut_at_stops(t, stops) for t in texts]
 
     @torch.no_grad()
     def token_logprobs(self, rows: Sequence[Row]) -> List[Tuple[torch.Tensor, torch.Tensor]]:
         """Per continuation token: (log-probability, whether greedy picks it), as
         ``LlavaStyleVLM.token_logprobs``; each row's last ``n_cont`` ids are the continuation."""
-        logits, _, _, _, lengths = self._suffix_pass(rows, "right", keep_last=False)
+        run = self._suffix_pass(rows, "right", keep_last=False)
+        logits = run.logits
         out = []
-        for b, (row, (p, s)) in enumerate(zip(rows, lengths)):
+        for b, (row, s) in enumerate(zip(rows, [len(x) for x in run.suffixes])):
             n = row.n_cont
             if n < 1 or len(row.ids) - n - 1 < row.prefix_ids:
                 raise ValueError(f"row {b}: the prefix must end before the last context token")
@@ -322,4 +356,60 @@ class PrefixRunner:
             target = torch.tensor(row.ids[-n:], device=logits.device)
             lp = torch.log_softmax(logits[b, start : start + n].float(), dim=-1)
             out.append((lp.gather(-1, target[:, None])[:, 0].cpu(), (lp.argmax(-1) == target).cpu()))
+        return out
+
+
+class _Pass:
+    """One batch's forward passes over its cache: the suffix prefill, then one decoding step at a time.
+    ``valid`` marks the real positions of the part of the sequence the cache holds (the suffixes with
+    cascade attention; prefix pad + prefixes + suffixes otherwise); ``filled`` of them are written."""
+
+    def __init__(self, runner: PrefixRunner, cache: Any, valid: torch.Tensor, start: int, prefix, suffixes):
+        self.runner, self.cache, self.valid = runner, cache, valid
+        self.filled = start - max((len(s) for s in suffixes), default=0)  # positions before this batch's suffixes
+        self.prefix, self.suffixes = prefix, suffixes
+        self.context: Optional[cascade.CascadeContext] = None
+        self.logits: Optional[torch.Tensor] = None
+        self.last: Optional[torch.Tensor] = None
+
+    def forward(self, x: torch.Tensor, position_ids: torch.Tensor, keep_last: bool) -> torch.Tensor:
+        runner, T = self.runner, x.shape[1]
+        end = self.filled + T
+        kwargs = {runner.cache_arg: self.cache, "use_cache": True}
+        if keep_last and runner.keep_logits:
+            kwargs["logits_to_keep"] = 1
+        if self.context is None:
+            mask = self.valid[:, :end].long()
+            out = runner.vlm.llm(inputs_embeds=x, attention_mask=mask, position_ids=position_ids, **kwargs)
+        else:
+            keys = torch.arange(end, device=x.device)
+            queries = torch.arange(self.filled, end, device=x.device)
+            causal = keys[None, :] <= queries[:, None]  # [T, end]
+            self.context.mask = (self.valid[:, None, None, :end] & causal[None, None]).contiguous()
+            with cascade.use_cascade(runner.attention_configs):
+                out = runner.vlm.llm(
+                    inputs_embeds=x, position_ids=position_ids, **kwargs, **{cascade.KWARG: self.context}
+                )
+        self.filled = end
+        return out.logits
+
+
+class TailStops:
+    """Per-row stop strings: each step decodes only the unfinished rows' last few tokens (a stop string
+    is at most ``lookback`` tokens long, every token decoding to at least one character)."""
+
+    def __init__(self, tokenizer: Any, stops: Sequence[str]):
+        self.tokenizer = tokenizer
+        self.stops = list(stops)
+        self.lookback = max(len(s) for s in self.stops) + 2
+
+    def update(self, generated: torch.Tensor, unfinished: torch.Tensor) -> torch.Tensor:
+        rows = unfinished.nonzero()[:, 0].tolist()
+        if not rows:
+            return unfinished
+        tails = self.tokenizer.batch_decode(generated[rows, -self.lookback :].tolist(), skip_special_tokens=True)
+        out = unfinished.clone()
+        for b, tail in zip(rows, tails):
+            if any(s in tail for s in self.stops):
+                out[b] = False
         return out

@@ -4,11 +4,12 @@ Requests about the same images (equal ``group`` key: the images' content keys) f
 group of two or more shares the longest common prefix of its input ids (image placeholders
 included, so the prefix covers system prompt + image tokens + any common question text), capped
 per request by ``limit`` so that every request keeps at least the token whose logits it needs. The
-groups are laid out one after the other and cut into batches of ``batch_size``, so the questions
-about one image land in the same batch (or in consecutive batches, where the prefix cache carries
-the prefix over), shortest first within a group so that batches hold suffixes of similar length. Each batch lists the
-resources (prefix keys, image keys) used for the last time
-in it, so caches can drop them at once. ``restore_order`` puts results back in the callers' order.
+groups are laid out one after the other and cut into batches of ``batch_size`` rows, or (with
+``max_rows``) into batches of whole groups, so the questions about one image land in the same batch
+(or in consecutive batches, where the prefix cache carries the prefix over), shortest first within a
+group so that batches hold suffixes of similar length. Each batch lists the resources (prefix keys,
+image keys) used for the last time in it, so caches can drop them at once. ``restore_order`` puts
+results back in the callers' order.
 """
 
 from __future__ import annotations
@@ -56,10 +57,14 @@ def common_prefix_length(seqs: Sequence[Sequence[int]]) -> int:
     return n
 
 
-def plan(requests: Sequence[Request], batch_size: int) -> List[Batch]:
-    """Group, assign prefixes and cut into batches (see module docstring)."""
+def plan(requests: Sequence[Request], batch_size: int, max_rows: Optional[int] = None) -> List[Batch]:
+    """Group, assign prefixes and cut into batches (see module docstring). With ``max_rows`` a batch
+    holds whole groups (at most ``batch_size`` of them, at most ``max_rows`` rows; a larger group is
+    cut into batches of ``max_rows``) instead of ``batch_size`` rows."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if max_rows is not None and max_rows < 1:
+        raise ValueError(f"max_rows must be >= 1, got {max_rows}")
     groups: Dict[Hashable, List[Request]] = {}
     singles: List[List[Request]] = []
     for r in requests:
@@ -70,7 +75,7 @@ def plan(requests: Sequence[Request], batch_size: int) -> List[Batch]:
     members = list(groups.items()) + [(None, s) for s in singles]
     members.sort(key=lambda kv: min((r.order, r.index) for r in kv[1]))
 
-    planned: List[Tuple[Planned, Request]] = []
+    grouped: List[List[Tuple[Planned, Request]]] = []
     for key, rs in members:
         p = 0
         if key is not None and len(rs) >= 2:
@@ -79,9 +84,13 @@ def plan(requests: Sequence[Request], batch_size: int) -> List[Batch]:
                 p = 0
         prefix_key = (key, tuple(rs[0].ids[:p])) if p else None
         # similar lengths side by side: less padding when a group's suffixes fill several batches
-        planned.extend((Planned(r.index, p, prefix_key), r) for r in sorted(rs, key=lambda r: (len(r.ids), r.index)))
+        grouped.append([(Planned(r.index, p, prefix_key), r) for r in sorted(rs, key=lambda r: (len(r.ids), r.index))])
 
-    batches = [planned[i : i + batch_size] for i in range(0, len(planned), batch_size)]
+    if max_rows is None:
+        planned = [x for g in grouped for x in g]
+        batches = [planned[i : i + batch_size] for i in range(0, len(planned), batch_size)]
+    else:
+        batches = _whole_groups(grouped, batch_size, max_rows)
     last_use: Dict[Hashable, int] = {}
     for b, rows in enumerate(batches):
         for p, r in rows:
@@ -91,6 +100,23 @@ def plan(requests: Sequence[Request], batch_size: int) -> List[Batch]:
     for key, b in last_use.items():
         release.setdefault(b, []).append(key)
     return [Batch([p for p, _ in rows], release.get(b, [])) for b, rows in enumerate(batches)]
+
+
+def _whole_groups(grouped: List[List[T]], max_groups: int, max_rows: int) -> List[List[T]]:
+    batches: List[List[T]] = []
+    current: List[T] = []
+    n_groups = 0
+    for rows in grouped:
+        for i in range(0, len(rows), max_rows):
+            chunk = rows[i : i + max_rows]
+            if current and (len(current) + len(chunk) > max_rows or n_groups + 1 > max_groups):
+                batches.append(current)
+                current, n_groups = [], 0
+            current.extend(chunk)
+            n_groups += 1
+    if current:
+        batches.append(current)
+    return batches
 
 
 def restore_order(results: Dict[int, T], n: int) -> List[T]:

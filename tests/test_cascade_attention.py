@@ -1,0 +1,61 @@
+"""Cascade attention equals plain attention over ``[prefix | suffix]``: broadcast and stacked prefix
+blocks, rows out of order, rows without a prefix, grouped-query heads, padded queries (float32)."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import torch
+
+from lmms_ac.vlm.cascade import CascadeContext, build_blocks, cascade_attention
+
+
+def _entry(P, Hkv, d, layers=1):
+    kv = [(torch.randn(Hkv, P, d), torch.randn(Hkv, P, d)) for _ in range(layers)]
+    return SimpleNamespace(kv=kv, length=P)
+
+
+def _reference(q, prefix_kv, k, v, mask, scaling):
+    """Per row: softmax over its prefix keys (all visible) and its masked suffix keys."""
+    B, Hq, T, d = q.shape
+    rep = Hq // k.shape[1]
+    out = torch.zeros(B, T, Hq, d)
+    for b in range(B):
+        pk, pv = prefix_kv[b] if prefix_kv[b] is not None else (k.new_zeros(k.shape[1], 0, d),) * 2
+        keys = torch.cat([pk, k[b]], dim=1).repeat_interleave(rep, 0)
+        vals = torch.cat([pv, v[b]], dim=1).repeat_interleave(rep, 0)
+        visible = torch.cat([torch.ones(T, pk.shape[1], dtype=torch.bool), mask[b, 0]], dim=1)
+        s = (q[b] @ keys.transpose(-1, -2)) * scaling
+        s = s.masked_fill(~visible, float("-inf"))
+        p = torch.softmax(s, -1).nan_to_num(0.0)
+        out[b] = (p @ vals).transpose(0, 1)
+    return out
+
+
+def test_cascade_matches_attention_over_prefix_and_suffix():
+    torch.manual_seed(0)
+    Hq, Hkv, d, T, S = 4, 2, 8, 3, 5
+    shared, other = _entry(7, Hkv, d), _entry(7, Hkv, d)
+    solo1, solo2 = _entry(4, Hkv, d), _entry(4, Hkv, d)
+    # rows: shared group out of order (0, 3, 5), two single-row groups stacked (1, 4), a 2-row group (2, 6), none (7)
+    entries = [shared, solo1, other, shared, solo2, shared, other, None]
+    B = len(entries)
+    q, k, v = torch.randn(B, Hq, T, d), torch.randn(B, Hkv, S, d), torch.randn(B, Hkv, S, d)
+    valid = torch.rand(B, S) > 0.3
+    valid[:, -1] = True
+    valid[7] = False  # a row with neither prefix nor visible suffix: zeros, never NaN
+    causal = torch.arange(S)[None, :] <= torch.arange(S - T, S)[:, None]
+    mask = valid[:, None, None, :] & causal[None, None]
+    ctx = CascadeContext(B, build_blocks(entries, torch.device("cpu")), mask)
+    assert sorted((blk.groups, blk.per_group) for blk in ctx.blocks) == [(1, 2), (1, 3), (2, 1)]
+    module = SimpleNamespace(layer_idx=0)
+    out, _ = cascade_attention(module, q, k, v, None, scaling=0.3, lmms_ac_prefix=ctx)
+    expected = _reference(q, [e.kv[0] if e is not None else None for e in entries], k, v, mask, 0.3)
+    assert torch.isfinite(out).all()
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_one_group_in_order_is_a_view_of_the_prefix():
+    e = _entry(6, 2, 4)
+    (block,) = build_blocks([e, e, e], torch.device("cpu"))
+    assert block.in_order and block.kv[0][0].data_ptr() == e.kv[0][0].data_ptr()  # no copy per question
