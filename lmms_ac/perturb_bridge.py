@@ -85,7 +85,7 @@ class HookFactory:
                     f"perturbation {p} targets layer {p.layer} but the LLM has {n} decoder layers (valid 0..{n})"
                 )
         tiled = getattr(self.vlm, "image_aspect_ratio", None) == "anyres"
-        if tiled and p.stage in ("image", "tokens") and not p.on_views:
+        if tiled and p.stage in ("image", "tokens") and not p.on_tiles:
             from lmms_ac.vlm.tiled import TILED_STAGE_REFUSAL
 
             raise ValueError(f"perturbation {p} ({p.stage} stage) {TILED_STAGE_REFUSAL}")

@@ -58,8 +58,9 @@ class Perturbation:
     form: ClassVar[str] = ""
     codecs: ClassVar[Mapping[str, Codec]] = {}
     examples: ClassVar[Tuple[Dict[str, Any], ...]] = ({},)
-    # defined on tiled input (LLaVA-NeXT: base view + tiles, ``context.views``); token ops on one square grid are not
-    on_views: ClassVar[bool] = False
+    # defined on tiled input (LLaVA-NeXT/OneVision): token ops within each view (``context.views``), image ops on
+    # the whole image before tiling; ops defined on one square grid (token groups, PatchDrop cells) are not
+    on_tiles: ClassVar[bool] = False
 
     seed: int = 0
 

@@ -85,12 +85,14 @@ def _check_layer(p: Perturbation) -> None:
 @register
 @dataclass(frozen=True, kw_only=True)
 class PatchShuffle(Perturbation):
-    """Shuffle the tiles of an n x n grid of the image (border of H % n / W % n pixels stays)."""
+    """Shuffle the tiles of an n x n grid of the image (border of H % n / W % n pixels stays). On tiled
+    input (LLaVA-NeXT/OneVision) it acts on the whole image before tiling."""
 
     name = "patchshuffle"
     stage = "image"
     stochastic = True
     form = "patchshuffle{n}"
+    on_tiles = True
     codecs = {"n": INT}
     examples = ({"n": 2}, {"n": 4}, {"n": 8}, {"n": 14})
 
@@ -231,7 +233,7 @@ class TokenPermutation(Perturbation):
     stage = "tokens"
     stochastic = True
     form = "tokperm"
-    on_views = True
+    on_tiles = True
 
     def apply(self, x: torch.Tensor, ctx: PerturbationContext) -> torch.Tensor:
         if ctx.views is not None:

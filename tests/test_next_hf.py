@@ -188,8 +188,11 @@ def test_prefix_sharing_on_and_off_give_identical_outputs(next_dir, batch):
 # ------------------------------------------------------------------ what is not defined on tiles fails at load
 
 
-@pytest.mark.parametrize("perturbation", ["patchshuffle4", "pdrop_random50", "tokgroup_m2_g0", "toknoise_m2_g0"])
-def test_pixel_and_square_grid_token_probes_are_refused_at_load(vlm, perturbation):
+@pytest.mark.parametrize(
+    "perturbation",
+    ["pdrop_random50", "pdrop_salient30", "pdrop_nonsalient30_count", "tokgroup_m2_g0", "toknoise_m2_g0"],
+)
+def test_square_grid_probes_are_refused_at_load(vlm, perturbation):
     from lmms_ac.perturb_bridge import HookFactory
 
     with pytest.raises(ValueError, match="not defined on LLaVA-NeXT's/OneVision's tiled input"):
@@ -322,3 +325,29 @@ def test_layer_probes_are_refused_on_tiles(vlm):
 
     with pytest.raises(ValueError, match="layer probes are refused on tiled input"):
         LayerExtractor(vlm, [0, 1])
+
+
+def test_patch_shuffle_acts_on_the_image_before_tiling(vlm, reference):
+    """Equal to transformers' generate on the image shuffled by hand (same op, same seeded draw)."""
+    from transformers.image_transforms import convert_to_rgb
+
+    from lmms_ac.perturb_bridge import HookFactory
+    from lmms_ac.robustness import parse_perturbation
+
+    model, processor = reference
+    ims = images(4)
+    hooks = [HookFactory(vlm, perturbation="patchshuffle4").for_request("nx", d) for d in range(4)]
+    p = parse_perturbation("patchshuffle4")
+    shuffled = []
+    for doc, image in enumerate(ims):
+        x = torch.from_numpy(np.array(convert_to_rgb(image, return_numpy=True))).permute(2, 0, 1).float() / 255
+        y = p(x, p.context("nx", doc, vlm.vision.grid, vlm.vision.patch_size, image_index=0))
+        shuffled.append(Image.fromarray((y * 255).round().byte().permute(1, 2, 0).numpy()))
+    prompts = [build_prompt(q, 1, "chat_template", vlm.tokenizer) for q in QUESTIONS[:4]]
+    inputs = processor(text=prompts, images=shuffled, return_tensors="pt", padding=True)
+    with torch.no_grad():
+        theirs = model.generate(**inputs, max_new_tokens=10, do_sample=False)[:, inputs["input_ids"].shape[1] :]
+    ours = vlm.generate(prompts, [[im] for im in ims], hooks, max_new_tokens=10)
+    assert ours == processor.batch_decode(theirs, skip_special_tokens=True)
+    clean = vlm.encode_images(ims[:1])[0]
+    assert not torch.equal(vlm.encode_images(ims[:1], hooks[:1])[0], clean)  # the shuffle reached the tokens

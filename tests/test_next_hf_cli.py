@@ -1,6 +1,6 @@
 """Tiny llava-hf LLaVA-NeXT and OneVision checkpoints in the hub's layout evaluate through the real
 ``lmms-eval --model lmms_ac_llava`` CLI on an MME-schema task, with and without prefix sharing
-(same samples), and a pixel probe on it stops the run with the tiled-input refusal."""
+(same samples), and PatchDrop on it stops the run with the tiled-input refusal."""
 
 from __future__ import annotations
 
@@ -47,14 +47,14 @@ def test_tiled_checkpoint_scores_mme_through_the_cli(request, kind, mirror_dir, 
     assert shared["samples"]["mme"] == plain["samples"]["mme"]  # sharing changes no answer
 
 
-def test_pixel_probe_on_next_fails_with_the_refusal(next_dir, mirror_dir, tmp_path):
+def test_patch_drop_on_next_fails_with_the_refusal(next_dir, mirror_dir, tmp_path):
     env = {**os.environ, "LMMS_AC_DATASETS": mirror_dir, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
     cmd = [
         str(BIN / "lmms-eval"),
         "--model",
         "lmms_ac_llava",
         "--model_args",
-        f"pretrained={next_dir},device=cpu,perturbation=patchshuffle4",
+        f"pretrained={next_dir},device=cpu,perturbation=pdrop_random50",
         "--tasks",
         "mme",
         "--output_path",

@@ -22,9 +22,11 @@ Token permutation is defined on the tiles: ``token_views`` labels each visual to
 (0 = base view, k = tile k, -1 = a row-end ``image_newline`` token), computed by running the same
 ``pack_image_features`` on view labels instead of features, so it cannot drift from the real layout
 (after OneVision's pooling a token mixes neighbouring tiles: the pooled grid is then one view, 1);
-token hooks receive these labels (``LlavaStyleVLM.apply_token_hook``). Pixel probes and the token
-probes built on one square grid (token groups, group noise) are refused (``TILED_STAGE_REFUSAL``)
-instead of being applied to the wrong layout.
+token hooks receive these labels (``LlavaStyleVLM.apply_token_hook``). Pixel hooks act on the whole
+image before tiling: ``[3, H, W]`` in [0, 1] at the image's own size, after the RGB conversion the
+processor does (transformers' ``convert_to_rgb``), brought back to 8 bits (exact for patch shuffle,
+which only moves pixels). Probes built on one square grid (PatchDrop's cells, token groups, group
+noise) are refused (``TILED_STAGE_REFUSAL``) instead of being applied to the wrong layout.
 """
 
 from __future__ import annotations
@@ -42,9 +44,23 @@ from lmms_ac.vlm.model import LlavaStyleVLM
 
 TILED_STAGE_REFUSAL = (
     "is not defined on LLaVA-NeXT's/OneVision's tiled input yet (base view + tiles + row-end newline tokens); "
-    "pixel probes and the square-grid token probes are refused on this checkpoint rather than applied to the wrong "
-    "layout. Token permutation (tokperm), hidden-state probes (layernoise, modnoise) and dataset probes (synthetic) run"
+    "probes defined on one square grid (PatchDrop cells, token groups, group noise) are refused on this checkpoint "
+    "rather than applied to the wrong layout. Patch shuffle (on the image before tiling), token permutation (within "
+    "each view), hidden-state probes (layernoise, modnoise) and dataset probes (synthetic) run"
 )
+
+
+def before_tiling(hook: Any, image: Image.Image, image_index: int) -> Image.Image:
+    """``hook`` (an image hook) on the whole image before tiling: RGB as the processor converts it, ``[3, H, W]``
+    in [0, 1], back to 8-bit RGB."""
+    import numpy as np
+    from transformers.image_transforms import convert_to_rgb
+
+    rgb = np.asarray(convert_to_rgb(check_image(image), return_numpy=True), dtype=np.uint8)
+    x = torch.from_numpy(rgb.copy()).permute(2, 0, 1).float() / 255.0
+    y = hook(x, image_index)
+    out = (y.clamp(0, 1) * 255.0).round().to(torch.uint8).permute(1, 2, 0).contiguous().numpy()
+    return Image.fromarray(out)  # H x W x 3 uint8: RGB
 
 
 class TiledLlavaVLM(LlavaStyleVLM):
@@ -96,9 +112,11 @@ class TiledLlavaVLM(LlavaStyleVLM):
             return []
         hooks = list(hooks) or [None] * len(images)
         image_indices = list(image_indices) or list(range(len(images)))
-        if any(h is not None and h.image is not None for h in hooks):
-            raise ValueError(f"a pixel perturbation {TILED_STAGE_REFUSAL}")
-        inputs = self.image_processor(images=[check_image(im) for im in images], return_tensors="pt")
+        pixels = [
+            check_image(im) if h is None or h.image is None else before_tiling(h.image, im, j)
+            for h, im, j in zip(hooks, images, image_indices)
+        ]
+        inputs = self.image_processor(images=pixels, return_tensors="pt")
         (model,) = self.feature_source
         out = model.get_image_features(
             pixel_values=inputs["pixel_values"].to(self.vision.device, self.vision.dtype),
