@@ -143,7 +143,8 @@ def evaluate_worlds(
         per = [world_recall(w, pol, runs, seed, tops) for w in worlds]
         for metric in ("anytime", "final"):
             R = np.stack([p[metric][:n] for p in per])  # (W, n, tops)
-            mean, se = R.mean(0), R.std(0, ddof=1) / np.sqrt(len(worlds)) if len(worlds) > 1 else np.zeros(R.shape[1:])
+            mean = R.mean(0)
+            se = R.std(0, ddof=1) / np.sqrt(len(worlds)) if len(worlds) > 1 else np.zeros(R.shape[1:])
             for i, top in enumerate(tops):
                 for b in range(n):
                     rows.append(

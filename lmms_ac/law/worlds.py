@@ -88,14 +88,14 @@ def _usable_sources(sources: Dict[str, BenchmarkData]) -> Dict[str, BenchmarkDat
 
 def table_worlds(data: Mapping[str, BenchmarkData], opts: WorldOptions, rng: np.random.Generator) -> List[World]:
     """Each benchmark as the target, the other benchmarks (same settings) as sources."""
-    data = {b: _scored(d) for b, d in data.items()}
+    data = {b: _scored(d) for b, d in data.items() if d.n_scored >= 2}  # a world needs 2 candidates
     return [_world(b, "table", d, _usable_sources({o: e for o, e in data.items() if o != b})) for b, d in data.items()]
 
 
 def family_worlds(data: Mapping[str, BenchmarkData], opts: WorldOptions, rng: np.random.Generator) -> List[World]:
     """For every family F and target benchmark b: b's settings as candidates; sources: the other benchmarks
     without F's settings."""
-    data = {b: _scored(d) for b, d in data.items()}
+    data = {b: _scored(d) for b, d in data.items() if d.n_scored >= 2}  # a world needs 2 candidates
     fam = dict(opts.families or {})
     out = []
     for b, d in data.items():
