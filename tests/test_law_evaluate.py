@@ -272,3 +272,15 @@ def test_bayes_ucb_reads_only_trained_scores_and_ranks_by_its_posterior():
     assert np.all(one == 0)  # one trained setting ranks nothing (ties count against the best)
     two = predict_bayes(ctx, np.array([[0, 5, 9]]))
     assert np.ptp(two) > 0
+
+
+def test_cli_evaluate_on_a_user_wide_table(capsys, tmp_path):
+    from lmms_ac.cli import main
+
+    d = load_example()["mme"]
+    wide = tmp_path / "wide.csv"
+    pd.DataFrame({"setting": d.settings, "A": d.A, "C": d.C, "bench": d.score}).to_csv(wide, index=False)
+    argv = ["policy", "evaluate", "--wide", str(wide), "--benchmarks", "bench", "--protocols", "leave-family-out"]
+    assert main(argv + ["--policies", "region,bayes-ucb,prior", "--runs", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "bayes-ucb" in out and "prior left out (a world has no source benchmark" in out
