@@ -6,7 +6,7 @@ Imports nothing heavy at module level (lmms-eval loads it on every start)."""
 from __future__ import annotations
 
 import os
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 from lmms_ac import plugin
 
@@ -26,7 +26,42 @@ def hooks() -> plugin.Hooks:
         local_dataset=local_dataset,
         download_failed=download_failed,
         finish_results=_finish_results,
+        task_dir_index=task_dir_index,
     )
+
+
+def task_dir_index(task_dir: str, compute: Callable[[], Dict[str, Any]]) -> Dict[str, Any]:
+    """One task folder's TaskManager index, cached as JSON under ``$LMMS_AC_CACHE/task_dirs`` keyed by the
+    folder's fingerprint (each YAML's relative path, size and mtime) and lmms-eval's version: a listing
+    and a ``stat`` per file instead of parsing every YAML. Unwritable cache or unusual index: computed."""
+    import hashlib
+    import json
+
+    from lmms_ac.robustness.task_cache import cache_root, package_version
+
+    files = []
+    for root, dirs, names in os.walk(task_dir):
+        dirs[:] = sorted(d for d in dirs if d not in ("__pycache__", ".ipynb_checkpoints"))
+        for name in sorted(names):
+            if name.endswith(".yaml"):
+                st = os.stat(os.path.join(root, name))
+                files.append((os.path.relpath(os.path.join(root, name), task_dir), st.st_size, st.st_mtime_ns))
+    key = json.dumps([package_version("lmms_eval"), os.path.abspath(task_dir), files])
+    path = cache_root().parent / "task_dirs" / (hashlib.sha256(key.encode()).hexdigest()[:32] + ".json")
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        pass
+    index = compute()
+    try:
+        text = json.dumps(index)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    except (OSError, TypeError, ValueError):
+        pass  # not cacheable here: computed again next time
+    return index
 
 
 def _task_dirs() -> List[str]:

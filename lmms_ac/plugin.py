@@ -33,7 +33,10 @@ therefore installs these hooks (all idempotent, behaviour unchanged when nothing
    ``lmms_ac_llava`` measured while it ran: the cells PatchDrop removed, a model-argument perturbation);
 6. ``ConfigurableTask.__init__`` reads doc 0 to check the prompt, which decodes its images: when reading doc
    0 fails (an image that cannot be decoded, a decompression bomb), the error names the task, split and doc
-   instead of Pillow's bare ``cannot identify image file``.
+   instead of Pillow's bare ``cannot identify image file``;
+7. ``TaskManager._get_task_and_group`` (the index of one task folder: lmms-eval parses each of its ~2000
+   YAMLs on every start, seconds of it) goes through ``Hooks.task_dir_index``, which reuses a copy
+   cached under the folder's fingerprint (every YAML's path, size and mtime, and lmms-eval's version).
 
 Below the hooks: the adapter functions the rest of lmms-ac uses instead of lmms-eval's internals
 (a TaskManager with our tasks, its index, task YAMLs and objects, the model API).
@@ -68,6 +71,9 @@ class Hooks:
     download_failed: Callable[[Optional[str], Optional[str], BaseException], Optional[str]]
     #: (results, lm): adds what the model measured to ``evaluate``'s results, in place
     finish_results: Callable[[Optional[Dict[str, Any]], Any], None]
+    #: (task_dir, compute) -> the TaskManager's index of one task folder, ``compute()`` or a cached copy
+    #: of it (lmms-eval parses every YAML of its ~2000 on each start); None: always computed
+    task_dir_index: Optional[Callable[[str, Callable[[], Dict[str, Any]]], Dict[str, Any]]] = None
 
 
 def manifests() -> List[Any]:
@@ -80,6 +86,7 @@ def manifests() -> List[Any]:
 def install_hooks(hooks: Hooks) -> None:
     """Patch lmms-eval (once per process: the first ``hooks`` stay)."""
     _patch_task_manager(hooks)
+    _patch_task_dir_index(hooks)
     _patch_dataset_download(hooks)
     _patch_task_init()
     _patch_unwrap_generation_output()
@@ -226,6 +233,22 @@ def _patch_task_manager(hooks: Hooks) -> None:
 
     __init__._lmms_ac = True  # type: ignore[attr-defined]
     TaskManager.__init__ = __init__
+
+
+def _patch_task_dir_index(hooks: Hooks) -> None:
+    """``TaskManager._get_task_and_group(task_dir)`` (one folder's index) through ``hooks.task_dir_index``."""
+    from lmms_eval.tasks import TaskManager
+
+    original = TaskManager._get_task_and_group
+    if hooks.task_dir_index is None or getattr(original, "_lmms_ac", False):
+        return
+
+    @functools.wraps(original)
+    def _get_task_and_group(self, task_dir: str):
+        return hooks.task_dir_index(task_dir, lambda: original(self, task_dir))
+
+    _get_task_and_group._lmms_ac = True  # type: ignore[attr-defined]
+    TaskManager._get_task_and_group = _get_task_and_group
 
 
 def _patch_dataset_download(hooks: Hooks) -> None:

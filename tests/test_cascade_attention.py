@@ -38,9 +38,10 @@ def test_cascade_matches_attention_over_prefix_and_suffix():
     shared, other = _entry(7, Hkv, d), _entry(7, Hkv, d)
     solo1, solo2 = _entry(4, Hkv, d), _entry(4, Hkv, d)
     # rows: shared group out of order (0, 3, 5), two single-row groups stacked (1, 4), a 2-row group (2, 6), none (7)
-    entries = [shared, solo1, other, shared, solo2, shared, other, None]
+    entries = [shared, solo1, other, shared, solo2, shared, other, None, None]
     B = len(entries)
     q, k, v = torch.randn(B, Hq, T, d), torch.randn(B, Hkv, S, d), torch.randn(B, Hkv, S, d)
+    q[8], k[8] = 50.0, -1.0  # no prefix, every suffix score about -120: the empty prefix must not win the max
     valid = torch.rand(B, S) > 0.3
     valid[:, -1] = True
     valid[7] = False  # a row with neither prefix nor visible suffix: zeros, never NaN

@@ -68,7 +68,17 @@ def build_blocks(entries: Sequence[Optional[Any]], device: torch.device) -> List
     return blocks
 
 
-def _prefix_part(query: torch.Tensor, block: PrefixBlock, layer: int, scaling: float):
+def _softmax_parts(scores: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """In place: ``scores`` -> ``exp(scores - max)``; returns (those, max, sum) over the last dim. A row
+    with no visible key (all ``-inf``) gets max 0 and sum 0."""
+    m = scores.amax(dim=-1, keepdim=True)
+    m = torch.where(torch.isinf(m), torch.zeros_like(m), m)
+    e = scores.sub_(m).exp_()
+    return e, m[..., 0], e.sum(dim=-1)
+
+
+def _prefix_part(query: torch.Tensor, block: PrefixBlock, layer: int):
+    """Unnormalised output, max and sum of each query's softmax over its prefix (queries pre-scaled)."""
     k, v = block.kv[layer]
     G, Hkv, _, d = k.shape
     _, Hq, T, _ = query.shape
@@ -76,25 +86,25 @@ def _prefix_part(query: torch.Tensor, block: PrefixBlock, layer: int, scaling: f
     q = query if block.in_order else query.index_select(0, block.rows)
     # every query of a group (its rows x the heads sharing one KV head x positions) against one prefix
     q = q.reshape(G, n, Hkv, rep, T, d).permute(0, 2, 1, 3, 4, 5).reshape(G, Hkv, n * rep * T, d)
-    scores = torch.matmul(q, k.transpose(-1, -2)).float() * scaling
-    lse = torch.logsumexp(scores, dim=-1)
-    out = torch.matmul(torch.exp(scores - lse[..., None]).to(v.dtype), v)
+    e, m, total = _softmax_parts(torch.matmul(q, k.transpose(-1, -2)).float())
+    out = torch.matmul(e.to(v.dtype), v)
     out = out.reshape(G, Hkv, n, rep, T, d).permute(0, 2, 1, 3, 4, 5).reshape(G * n, Hq, T, d)
-    lse = lse.reshape(G, Hkv, n, rep, T).permute(0, 2, 1, 3, 4).reshape(G * n, Hq, T)
-    return out, lse
+
+    def rows(x: torch.Tensor) -> torch.Tensor:
+        return x.reshape(G, Hkv, n, rep, T).permute(0, 2, 1, 3, 4).reshape(G * n, Hq, T)
+
+    return out, rows(m), rows(total)
 
 
-def _suffix_part(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, mask: torch.Tensor, scaling: float):
+def _suffix_part(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, mask: torch.Tensor):
     B, Hq, T, d = query.shape
     Hkv, S = key.shape[1], key.shape[2]
     rep = Hq // Hkv
-    scores = torch.matmul(query.reshape(B, Hkv, rep * T, d), key.transpose(-1, -2)).float() * scaling
-    scores = scores.reshape(B, Hkv, rep, T, S).masked_fill(~mask[:, :, None], float("-inf"))
-    lse = torch.logsumexp(scores, dim=-1)
-    safe = torch.where(torch.isinf(lse), torch.zeros_like(lse), lse)  # a query that sees no suffix key
-    probs = torch.exp(scores - safe[..., None]).to(value.dtype).reshape(B, Hkv, rep * T, S)
-    out = torch.matmul(probs, value).reshape(B, Hq, T, d)
-    return out, lse.reshape(B, Hq, T)
+    scores = torch.matmul(query.reshape(B, Hkv, rep * T, d), key.transpose(-1, -2)).float()
+    scores = scores.reshape(B, Hkv, rep, T, S).masked_fill_(~mask[:, :, None], float("-inf"))
+    e, m, total = _softmax_parts(scores)
+    out = torch.matmul(e.to(value.dtype).reshape(B, Hkv, rep * T, S), value).reshape(B, Hq, T, d)
+    return out, m.reshape(B, Hq, T), total.reshape(B, Hq, T)
 
 
 def cascade_attention(
@@ -112,20 +122,26 @@ def cascade_attention(
     scaling = query.shape[-1] ** -0.5 if scaling is None else scaling
     layer = module.layer_idx
     B, Hq, T, d = query.shape
-    out2, lse2 = _suffix_part(query, key, value, ctx.mask, scaling)
+    query = query * scaling  # scaled once here, not every score
+    out2, m2, s2 = _suffix_part(query, key, value, ctx.mask)
     if len(ctx.blocks) == 1 and ctx.blocks[0].in_order:
-        out1, lse1 = _prefix_part(query, ctx.blocks[0], layer, scaling)
+        out1, m1, s1 = _prefix_part(query, ctx.blocks[0], layer)
     else:
         out1 = query.new_zeros(B, Hq, T, d)
-        lse1 = query.new_full((B, Hq, T), float("-inf"), dtype=torch.float32)
+        m1 = query.new_zeros((B, Hq, T), dtype=torch.float32)
+        s1 = query.new_zeros((B, Hq, T), dtype=torch.float32)
         for block in ctx.blocks:
-            o, lse = _prefix_part(query, block, layer, scaling)
+            o, m, total = _prefix_part(query, block, layer)
             out1.index_copy_(0, block.rows, o)
-            lse1.index_copy_(0, block.rows, lse)
-    m = torch.maximum(lse1, lse2)
+            m1.index_copy_(0, block.rows, m)
+            s1.index_copy_(0, block.rows, total)
+    # merge: softmax over [prefix | suffix] = (e1 @ V1 * exp(m1 - m) + e2 @ V2 * exp(m2 - m)) / (sums alike)
+    m1, m2 = m1.masked_fill(s1 == 0, float("-inf")), m2.masked_fill(s2 == 0, float("-inf"))  # empty parts
+    m = torch.maximum(m1, m2)
     m = torch.where(torch.isinf(m), torch.zeros_like(m), m)
-    w1, w2 = torch.exp(lse1 - m)[..., None], torch.exp(lse2 - m)[..., None]
-    out = (out1.float() * w1 + out2.float() * w2) / (w1 + w2).clamp_min(torch.finfo(torch.float32).tiny)
+    w1, w2 = torch.exp(m1 - m), torch.exp(m2 - m)
+    denom = (s1 * w1 + s2 * w2).clamp_min(torch.finfo(torch.float32).tiny)[..., None]
+    out = (out1.float() * w1[..., None] + out2.float() * w2[..., None]) / denom
     return out.to(query.dtype).transpose(1, 2).contiguous(), None
 
 
