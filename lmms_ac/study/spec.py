@@ -294,10 +294,14 @@ def load_study(path: Union[str, Path]) -> Study:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"study file {path} does not exist; `lmms-ac study init {path}` writes an example")
+    if path.is_dir():
+        raise StudyError(f"{path} is a folder; give the study's YAML file (`lmms-ac study init FILE` writes one)")
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as err:
         raise StudyError(f"{path}: not valid YAML: {err}") from None
+    except UnicodeDecodeError as err:
+        raise StudyError(f"{path}: not UTF-8 text (byte {err.start}); a study file is YAML text") from None
     return parse_study(data, path.parent, str(path))
 
 
