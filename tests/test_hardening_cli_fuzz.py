@@ -7,7 +7,7 @@ results JSON: valid, cut short, empty, binary, conflicting duplicates, only pert
 fresh sandbox. Each run must end with exit code 0, 1 (a command's own "found problems") or 2 (a clear error,
 argparse's included) and no exception escaping ``main`` (a traceback); afterwards no file in the sandbox may have
 changed except under the paths given as outputs (``--out`` and its kin, or the study's own output folder).
-Seeded (``derandomize``) so a failure reproduces."""
+Seeded (``derandomize``) so a failure reproduces; ``LMMS_AC_FUZZ_SCALE=10`` runs ten times as many cases."""
 
 from __future__ import annotations
 
@@ -216,7 +216,8 @@ def _allowed(path: str, outputs: Sequence[str], root: Path, command: Sequence[st
 # ---------------------------------------------------------------------------------------------- the test
 @pytest.mark.parametrize("command,parser", COMMANDS, ids=[" ".join(c) for c, _ in COMMANDS])
 def test_every_command_fails_clearly_and_writes_only_its_outputs(command, parser):
-    examples = MAX_EXAMPLES.get(" ".join(command), MAX_EXAMPLES["default"])
+    scale = float(os.environ.get("LMMS_AC_FUZZ_SCALE", "1"))  # a deeper pass on demand, e.g. LMMS_AC_FUZZ_SCALE=10
+    examples = max(1, int(MAX_EXAMPLES.get(" ".join(command), MAX_EXAMPLES["default"]) * scale))
 
     @settings(
         max_examples=examples,

@@ -130,7 +130,7 @@ def build_study_report(study: Study, printer: Printer = print, versions=None) ->
 
         board = step("leaderboard", lambda: leaderboard(table, ac, benches, metrics))
         if board is not None:
-            written += write_csv(board, rdir / "leaderboard.csv", cfg, overwrite=True)
+            written += write_csv(board, rdir / "leaderboard.csv", cfg, overwrite=True, spreadsheet=True)
             written.append(atomic_write_text(rdir / "leaderboard.md", to_markdown(board), overwrite=True))
     # 4. robustness
     if table is not None and "robustness" in want:
@@ -140,10 +140,10 @@ def build_study_report(study: Study, printer: Printer = print, versions=None) ->
         if (~is_clean(table)).any():
             detail = step("robustness", lambda: robustness_table(table))
             if detail is not None:
-                written += write_csv(detail, rdir / "robustness.csv", cfg, overwrite=True)
+                written += write_csv(detail, rdir / "robustness.csv", cfg, overwrite=True, spreadsheet=True)
                 avg = step("robustness summary", lambda: average_drop(detail, metrics))
                 if avg is not None:
-                    written += write_csv(avg, rdir / "robustness_summary.csv", cfg, overwrite=True)
+                    written += write_csv(avg, rdir / "robustness_summary.csv", cfg, overwrite=True, spreadsheet=True)
                 if "plots" in want:
                     written += (
                         step(
