@@ -75,7 +75,8 @@ def prepare_output_dir(path: PathLike, command: str, *, overwrite: bool = False)
         if doc is None or doc.get("command") != command:
             raise OutputExistsError(
                 f"{path} is not empty and was not made by `lmms-ac {command}` (no {OUTPUT_MARKER} of it), so it is "
-                f"never deleted, --overwrite or not; choose a new or empty folder for --out"
+                f"never deleted, --overwrite or not; choose a new or empty folder for --out (the output of an "
+                f"lmms-ac older than this marker: delete it yourself)"
             )
         if not overwrite:
             raise OutputExistsError(

@@ -87,8 +87,11 @@ def test_a_study_cannot_turn_on_remote_code(remote_code_checkpoint, tmp_path, ca
     msg = _plan_error(_study(tmp_path, pretrained=str(ckpt), model_args={"a,trust_remote_code": "on"}), tmp_path)
     assert "is not a model argument name" in msg
     # quotes and brackets change how lmms-eval groups the arguments: refused too
-    for bad in ("it's", 'a"b', "{x}", "a[0]", "two\nlines", " padded"):
+    for bad in ("it's", 'a"b', "{x}", "a[0]", "two\nlines", " padded", "-x"):
         assert "models[m].variant:" in _plan_error(_study(tmp_path, pretrained=str(ckpt), variant=bad), tmp_path)
+    data = _study(tmp_path, pretrained=str(ckpt))
+    data["candidates"] = [{"name": "c", "vision": "clip:x", "variant": "--force"}]
+    assert "candidates[c].variant: '--force' starts with '-'" in _plan_error(data, tmp_path)
     assert not marker.exists()
 
     # an accepted study: lmms-eval's own parser reads back exactly the arguments the plan (and so the done file) holds

@@ -194,6 +194,14 @@ def make_plan(study: Study, versions: Optional[Dict[str, Optional[str]]] = None)
             value = getattr(e, key, None)
             if value and not Path(study.path(value)).is_absolute():
                 notes.append(f"{e.name}.{key} {value!r} is not a folder next to the study file: loaded as a hub id")
+    for kind, entries in (("models", study.models), ("candidates", study.candidates)):
+        for e in entries:  # a variant is also a word of the score commands' argv and a column of every table
+            v = e.variant_name
+            if v.startswith("-") or any(ord(c) < 32 or ord(c) == 127 for c in v) or v != v.strip():
+                raise StudyError(
+                    f"{kind}[{e.name}].variant: {v!r} starts with '-', has a line break or control character, or "
+                    "leading/trailing spaces; a command line would misread it: rename the variant"
+                )
     for m in study.models:
         ident = model_identity(study, m)
         lmms_eval_model_args(study, m)  # every value is checked before any id is made
