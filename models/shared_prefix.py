@@ -72,6 +72,13 @@ class _Plan:
         return rows
 
 
+def _rows_per_batch(lm: SharedPrefixModel, records: Sequence[PreparedRequest]) -> int:
+    """Whole groups up to ``max_rows``; with token perturbations every question has its own prefix
+    (kept until its batch ends), so ``batch_size`` rows as on the unshared path."""
+    perturbed = any(getattr(r.hook, "tokens", None) is not None for r in records)
+    return lm.batch_size if perturbed else lm.prefix_runner.max_rows
+
+
 def _split_shareable(lm: SharedPrefixModel, requests: Sequence[Any]) -> Tuple[List[int], List[int]]:
     if lm.prefix_runner.unsupported is not None:
         return [], list(range(len(requests)))
@@ -115,7 +122,7 @@ def generate_until_shared(
             sched.append(group.add(record, ids, len(ids) - 1, order=(-len(ids),)))
         _run_batches(
             lm,
-            plan(sched, lm.batch_size, runner.max_rows),
+            plan(sched, lm.batch_size, _rows_per_batch(lm, records)),
             lambda batch, group=group, s=sampling: runner.generate(
                 group.rows(batch, {}), max_new_tokens=s.max_new_tokens, until=s.stops
             ),
@@ -150,7 +157,11 @@ def loglikelihood_shared(
         return [(float(lp.sum()), bool(greedy.all())) for lp, greedy in runner.token_logprobs(rows)]
 
     _run_batches(
-        lm, plan(sched, lm.batch_size, runner.max_rows), score, results, "lmms_ac_llava loglikelihood (shared prefixes)"
+        lm,
+        plan(sched, lm.batch_size, _rows_per_batch(lm, list(group.records.values()))),
+        score,
+        results,
+        "lmms_ac_llava loglikelihood (shared prefixes)",
     )
     if rest:
         for i, out in zip(rest, unshared([requests[i] for i in rest])):

@@ -291,3 +291,22 @@ def test_phase_times(make):
         lm.prefix_runner.times = None
     assert {"image encoding", "shared prefill", "suffix prefill", "decode step"} <= set(times.seconds)
     assert len(times.steps) == times.calls["decode step"] == 2  # 3 tokens: the prefill gives the first
+
+
+def test_token_perturbed_batches_keep_the_batch_size(make):
+    """Every token-permuted question has its own prefix, kept until its batch ends: batches stay at
+    ``batch_size`` rows so their prefixes' memory is bounded as on the unshared path."""
+    lm = make(True, 8, "tokperm")
+    sizes = []
+    generate = lm.prefix_runner.generate
+
+    def spy(rows, **kw):
+        sizes.append(len(rows))
+        return generate(rows, **kw)
+
+    lm.prefix_runner.generate = spy
+    try:
+        lm.generate_until(gen_requests("20q", max_new_tokens=1))
+    finally:
+        del lm.prefix_runner.generate
+    assert max(sizes) == 8 and sum(sizes) == 40
