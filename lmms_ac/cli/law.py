@@ -697,7 +697,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "evaluate",
         help="every policy under protocols that hide what a user could not know (Recall@1/@3 with standard errors)",
         description="Evaluate the policies on worlds that hide what a user could not know: leave-one-family-out, "
-        "synthetic worlds, a permuted-(A, C) control (docs/METHODS-policy.md). Protocols: " + _protocol_help(),
+        "synthetic worlds, a permuted-(A, C) control (docs/METHODS.md#choosing-what-to-train). Protocols: "
+        + _protocol_help(),
     )
     _add_input_args(e)
     e.add_argument("--protocols", help="comma-separated protocols (default: all; table ones need an input)")

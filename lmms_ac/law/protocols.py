@@ -3,7 +3,7 @@
 Each protocol names a ``module:function`` that builds its worlds: ``worlds(data, options, rng)`` returns a
 list of ``lmms_ac.law.evaluate.World`` (a target benchmark's candidates and scores, plus the sources a
 prior policy may learn from). Protocols that need a table (``needs_table``) are skipped without one.
-Definitions: docs/METHODS-policy.md.
+Definitions: docs/METHODS.md#choosing-what-to-train.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """The worlds of the evaluation protocols (``lmms_ac.law.protocols``): what a policy sees and what it is judged on.
 
 A world is one target benchmark: its candidates' (A, C), their scores (read by a policy only once
-trained) and the source benchmarks a prior policy may learn from. Definitions: docs/METHODS-policy.md.
+trained) and the source benchmarks a prior policy may learn from. Definitions:
+docs/METHODS.md#choosing-what-to-train.
 """
 
 from __future__ import annotations
