@@ -60,3 +60,22 @@ def test_one_group_in_order_is_a_view_of_the_prefix():
     e = _entry(6, 2, 4)
     (block,) = build_blocks([e, e, e], torch.device("cpu"))
     assert block.in_order and block.kv[0][0].data_ptr() == e.kv[0][0].data_ptr()  # no copy per question
+
+
+def test_half_precision_stays_close():
+    torch.manual_seed(1)
+    Hq, Hkv, d, T, S = 4, 4, 8, 2, 3
+    e = _entry(9, Hkv, d)
+    entries = [e, e, None]
+    q, k, v = torch.randn(3, Hq, T, d), torch.randn(3, Hkv, S, d), 100 * torch.randn(3, Hkv, S, d)
+    mask = torch.ones(3, 1, T, S, dtype=torch.bool)
+    ctx = CascadeContext(3, build_blocks(entries, torch.device("cpu")), mask)
+    module = SimpleNamespace(layer_idx=0)
+    half = SimpleNamespace(kv=[(t.bfloat16(), u.bfloat16()) for t, u in e.kv], length=9)
+    ctx_half = CascadeContext(3, build_blocks([half, half, None], torch.device("cpu")), mask)
+    full, _ = cascade_attention(module, q, k, v, None, scaling=0.3, lmms_ac_prefix=ctx)
+    low, _ = cascade_attention(
+        module, q.bfloat16(), k.bfloat16(), v.bfloat16(), None, scaling=0.3, lmms_ac_prefix=ctx_half
+    )
+    assert low.dtype == torch.bfloat16 and torch.isfinite(low).all()
+    torch.testing.assert_close(low.float(), full, rtol=0.05, atol=2.0)

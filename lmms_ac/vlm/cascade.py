@@ -77,6 +77,15 @@ def _softmax_parts(scores: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, to
     return e, m[..., 0], e.sum(dim=-1)
 
 
+def _weighted_values(e: torch.Tensor, total: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """``e @ v`` (unnormalised, float32). In half precision the weights are normalised before the
+    product and the sum multiplied back after, so the half-precision matmul cannot overflow."""
+    if v.dtype == torch.float32:
+        return torch.matmul(e, v)
+    normalised = e.div_(total.clamp_min(torch.finfo(torch.float32).tiny)[..., None]).to(v.dtype)
+    return torch.matmul(normalised, v).float() * total[..., None]
+
+
 def _prefix_part(query: torch.Tensor, block: PrefixBlock, layer: int):
     """Unnormalised output, max and sum of each query's softmax over its prefix (queries pre-scaled)."""
     k, v = block.kv[layer]
@@ -87,7 +96,7 @@ def _prefix_part(query: torch.Tensor, block: PrefixBlock, layer: int):
     # every query of a group (its rows x the heads sharing one KV head x positions) against one prefix
     q = q.reshape(G, n, Hkv, rep, T, d).permute(0, 2, 1, 3, 4, 5).reshape(G, Hkv, n * rep * T, d)
     e, m, total = _softmax_parts(torch.matmul(q, k.transpose(-1, -2)).float())
-    out = torch.matmul(e.to(v.dtype), v)
+    out = _weighted_values(e, total, v)
     out = out.reshape(G, Hkv, n, rep, T, d).permute(0, 2, 1, 3, 4, 5).reshape(G * n, Hq, T, d)
 
     def rows(x: torch.Tensor) -> torch.Tensor:
@@ -103,7 +112,7 @@ def _suffix_part(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, ma
     scores = torch.matmul(query.reshape(B, Hkv, rep * T, d), key.transpose(-1, -2)).float()
     scores = scores.reshape(B, Hkv, rep, T, S).masked_fill_(~mask[:, :, None], float("-inf"))
     e, m, total = _softmax_parts(scores)
-    out = torch.matmul(e.to(value.dtype).reshape(B, Hkv, rep * T, S), value).reshape(B, Hq, T, d)
+    out = _weighted_values(e.reshape(B, Hkv, rep * T, S), total.reshape(B, Hkv, rep * T), value).reshape(B, Hq, T, d)
     return out, m.reshape(B, Hq, T), total.reshape(B, Hq, T)
 
 
@@ -127,7 +136,7 @@ def cascade_attention(
     if len(ctx.blocks) == 1 and ctx.blocks[0].in_order:
         out1, m1, s1 = _prefix_part(query, ctx.blocks[0], layer)
     else:
-        out1 = query.new_zeros(B, Hq, T, d)
+        out1 = query.new_zeros((B, Hq, T, d), dtype=torch.float32)
         m1 = query.new_zeros((B, Hq, T), dtype=torch.float32)
         s1 = query.new_zeros((B, Hq, T), dtype=torch.float32)
         for block in ctx.blocks:
