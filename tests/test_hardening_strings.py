@@ -195,3 +195,11 @@ def test_plan_refuses_an_unknown_benchmark_with_did_you_mean(tmp_path, capsys):
     assert main(["study", "plan", str(path)]) == 2
     err = capsys.readouterr().err
     assert "benchmarks: 'mmee' is not an lmms-eval task; did you mean 'mme'" in err and "'pope'" not in err
+    # the user's own task folder (lmms_eval.extra_args --include_path) is indexed; a damaged YAML there is named
+    tasks = tmp_path / "tasks"
+    tasks.mkdir()
+    (tasks / "broken.yaml").write_bytes(b"task: x\n\xff\xfe")
+    data["lmms_eval"] = {"extra_args": ["--include_path", str(tasks)]}
+    path.write_text(yaml.safe_dump(data))
+    assert main(["study", "plan", str(path)]) == 2
+    assert f"check the task YAMLs under --include_path {tasks}" in capsys.readouterr().err

@@ -337,7 +337,21 @@ def unknown_benchmarks(study: Study, task_names: Optional[Sequence[str]] = None)
     if task_names is None:
         from lmms_ac import plugin
 
-        task_names = list(plugin.task_manager(include_paths(study) or None).all_tasks)
+        folders = include_paths(study)
+        try:
+            task_names = list(plugin.task_manager(folders or None).all_tasks)
+        except AssertionError:  # a check's failure (the test suite's guard) is not a damaged task file
+            raise
+        except Exception as err:  # noqa: BLE001 - lmms-eval reads every task YAML, a damaged one raises anything
+            raise StudyError(
+                f"cannot build lmms-eval's task list to check the benchmarks {', '.join(others)} "
+                f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}); "
+                + (
+                    f"check the task YAMLs under --include_path {', '.join(folders)}"
+                    if folders
+                    else "run lmms-ac doctor"
+                )
+            ) from None
     names = set(task_names)
     return [
         f"benchmarks: {b!r} is not an lmms-eval task{did_you_mean(b, sorted(names | known))} "
