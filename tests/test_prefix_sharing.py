@@ -310,3 +310,42 @@ def test_token_perturbed_batches_keep_the_batch_size(make):
     finally:
         del lm.prefix_runner.generate
     assert max(sizes) == 8 and sum(sizes) == 40
+
+
+@pytest.mark.parametrize("stops", [["e"], ["a", "o"]])
+def test_rows_stop_at_their_own_stop_strings(make, stops):
+    """Stop strings random outputs do hit, at different steps per row: each row stops on its own."""
+
+    def reqs():
+        return [
+            Instance(
+                "generate_until",
+                (d["question"], {"max_new_tokens": 8, "until": stops}, _visual, i, "20q", "test"),
+                idx=0,
+                metadata={"task": "20q", "doc_id": i, "repeats": 1},
+            )
+            for i, d in enumerate(DATASETS["20q"])
+        ]
+
+    off = make(False, 8).generate_until(reqs())
+    assert make(True, 8).generate_until(reqs()) == off
+    assert len({len(t) for t in off}) > 1  # rows really stopped at different places
+
+
+def test_tail_stops_decode_only_unfinished_rows():
+    import torch
+
+    from lmms_ac.vlm.prefix_runner import TailStops
+
+    class Tok:
+        seen = []
+
+        def batch_decode(self, rows, skip_special_tokens=True):
+            self.seen.append(len(rows))
+            return ["".join(chr(96 + t) for t in r) for r in rows]
+
+    tails = TailStops(Tok(), ["cd"])
+    generated = torch.tensor([[1, 3, 4], [1, 2, 3], [3, 4, 5]])
+    unfinished = torch.tensor([True, True, False])
+    assert tails.update(generated, unfinished).tolist() == [False, True, False]
+    assert Tok.seen == [2]  # the finished row is not decoded again
