@@ -212,3 +212,14 @@ def test_a_regenerated_folder_replaces_only_the_commands_own(tmp_path):
         check_replaceable(mine, ["dataset_dict.json", "state.json"], "a saved dataset copy", overwrite=True)
     (mine / "state.json").write_text("{}")
     check_replaceable(mine, ["dataset_dict.json", "state.json"], "a saved dataset copy", overwrite=True)
+
+
+def test_collect_checks_its_output_before_reading_results(tmp_path, capsys):
+    from lmms_ac.cli import main
+
+    (tmp_path / "table.csv").write_text("mine")
+    assert main(["collect", str(tmp_path / "no-results"), "--out", str(tmp_path / "table.csv")]) == 2
+    assert "table.csv already exists; choose another path or pass --overwrite" in capsys.readouterr().err
+    assert main(["collect", str(tmp_path / "no-results"), "--out", str(tmp_path)]) == 2
+    assert "is a folder; give a file path for the output" in capsys.readouterr().err
+    assert (tmp_path / "table.csv").read_text() == "mine"

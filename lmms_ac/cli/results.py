@@ -22,8 +22,11 @@ def _read_ac(args: argparse.Namespace):
 
 def cmd_collect(args: argparse.Namespace) -> int:
     from lmms_ac.results.collect import collect
-    from lmms_ac.results.output import write_csv
+    from lmms_ac.results.output import check_output, write_csv
 
+    for out in (args.out, args.dropped_out):  # before reading any results: a wrong --out fails at once
+        if out:
+            check_output(out, args.overwrite)
     got = collect(args.results, mapping=args.mapping, zone=args.lmms_eval_timezone)
     t = got.table
     written = write_csv(t, args.out, args_config(args), overwrite=args.overwrite)
