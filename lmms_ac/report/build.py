@@ -1,6 +1,8 @@
-"""Build the study report: tidy table + scores store -> one self-contained HTML page.
+"""Build the study report: tidy table + scores store -> one ``Analysis`` -> one self-contained HTML page.
 
-``build_report`` is the one entry point (``lmms-ac report`` and the study runner call it). The page
+``build_report`` reads the files (``lmms-ac report``); the study runner builds the ``Analysis`` from its
+in-memory table and scores (``analysis_of``), writes its own files from it, then the page (``write_page``):
+every quantity is computed once per report. The page
 needs no network: styles and scripts are inlined, figures are inline SVG, the leaderboard CSV is a
 ``data:`` link. Templates (Jinja2) ship in ``lmms_ac/report/templates``.
 """
@@ -106,35 +108,60 @@ def _environment():
     return env
 
 
+def analysis_of(
+    table: pd.DataFrame,
+    table_path: PathLike,
+    scores: Optional[pd.DataFrame] = None,
+    scores_path: Optional[PathLike] = None,
+    options: Optional[Options] = None,
+    scores_problem: str = "",
+) -> Analysis:
+    """The one ``Analysis`` of a report, from the tidy table and the scores as read (in memory): A/C come from
+    ``scores`` as :func:`read_ac` reads them; ``*_path`` name the files in messages and provenance."""
+    options = options or Options()
+    scores_path = Path(scores_path) if scores_path else None
+    ac, problem = (None, scores_problem)
+    if scores is not None:
+        ac, problem = read_ac(scores_path or Path("scores"), scores, options)
+    return Analysis(Inputs(table, Path(table_path), scores_path, ac, problem, scores), options)
+
+
+def load_analysis(
+    table_csv: PathLike, scores_csv: Optional[PathLike] = None, options: Optional[Options] = None
+) -> Analysis:
+    """``analysis_of`` the files ``lmms-ac collect`` and ``score-a``/``score-c`` wrote."""
+    from lmms_ac.results.table import read_table
+
+    table_path = Path(table_csv)
+    scores_path = Path(scores_csv) if scores_csv else None
+    raw, problem = read_scores_file(scores_path) if scores_path else (None, "")
+    return analysis_of(read_table(table_path), table_path, raw, scores_path, options, problem)
+
+
+def sections_of(an: Analysis, config: Optional[Mapping[str, Any]] = None) -> List[Section]:
+    """Every section of the page as data (see ``sections``), in page order, from one ``Analysis``."""
+    secs = [leaderboard_section(an), law_section(an), policy_section(an), robustness_section(an), maps_section(an)]
+    secs.append(inside_section(an.inputs.scores, an.table))
+    cfg = {
+        "command": "report",
+        "table": str(an.inputs.table_path),
+        "scores": str(an.inputs.scores_path) if an.inputs.scores_path else None,
+        **asdict(an.options),
+        **dict(config or {}),
+    }
+    secs.append(provenance_section(an, cfg, secs))
+    return secs
+
+
 def compute_sections(
     table_csv: PathLike,
     scores_csv: Optional[PathLike] = None,
     options: Optional[Options] = None,
     config: Optional[Mapping[str, Any]] = None,
 ) -> Tuple[List[Section], Analysis]:
-    """Every section of the report as data (see ``sections``), in page order."""
-    from lmms_ac.results.table import read_table
-
-    options = options or Options()
-    table_path = Path(table_csv)
-    table = read_table(table_path)
-    scores_path = Path(scores_csv) if scores_csv else None
-    raw, problem = read_scores_file(scores_path) if scores_path else (None, "")
-    ac = None
-    if raw is not None:
-        ac, problem = read_ac(scores_path, raw, options)
-    an = Analysis(Inputs(table, table_path, scores_path, ac, problem, raw), options)
-    secs = [leaderboard_section(an), law_section(an), policy_section(an), robustness_section(an), maps_section(an)]
-    secs.append(inside_section(an.inputs.scores, an.table))
-    cfg = {
-        "command": "report",
-        "table": str(table_path),
-        "scores": str(scores_path) if scores_path else None,
-        **asdict(options),
-        **dict(config or {}),
-    }
-    secs.append(provenance_section(an, cfg, secs))
-    return secs, an
+    """Every section of the report of these files, and the analysis they were computed from."""
+    an = load_analysis(table_csv, scores_csv, options)
+    return sections_of(an, config), an
 
 
 def render(sections: Sequence[Section], analysis: Analysis, warnings: Sequence[str] = ()) -> str:
@@ -160,6 +187,30 @@ def render(sections: Sequence[Section], analysis: Analysis, warnings: Sequence[s
     )
 
 
+def check_page_path(out_html: PathLike, overwrite: bool) -> Path:
+    """``out_html`` as a Path if the page may be written there, else the error with the fix."""
+    from lmms_ac.results.output import check_output
+
+    out = Path(out_html)
+    check_output(out, overwrite)
+    if out.suffix.lower() not in (".html", ".htm"):
+        raise ValueError(f"the report is an HTML page: give --out a .html path, not {out}")
+    return out
+
+
+def write_page(
+    an: Analysis,
+    out_html: PathLike,
+    *,
+    overwrite: bool = False,
+    config: Optional[Mapping[str, Any]] = None,
+    warnings: Sequence[str] = (),
+) -> Path:
+    """Write the HTML page of ``an`` to ``out_html`` (an existing file is refused unless ``overwrite``)."""
+    out = check_page_path(out_html, overwrite)
+    return atomic_write_text(out, render(sections_of(an, config), an, warnings), overwrite=overwrite)
+
+
 def build_report(
     table_csv: PathLike,
     scores_csv: Optional[PathLike],
@@ -176,11 +227,6 @@ def build_report(
     ``score-a`` / ``score-c`` (or a wide variant,A,C file), optional. An existing ``out_html`` is
     refused unless ``overwrite``.
     """
-    out = Path(out_html)
-    from lmms_ac.results.output import check_output
-
-    check_output(out, overwrite)
-    if out.suffix.lower() not in (".html", ".htm"):
-        raise ValueError(f"the report is an HTML page: give --out a .html path, not {out}")
-    sections, analysis = compute_sections(table_csv, scores_csv, options, config)
-    return atomic_write_text(out, render(sections, analysis, warnings), overwrite=overwrite)
+    check_page_path(out_html, overwrite)  # before any work
+    an = load_analysis(table_csv, scores_csv, options)
+    return write_page(an, out_html, overwrite=overwrite, config=config, warnings=warnings)

@@ -77,9 +77,17 @@ def leaderboard(
     ac: Optional[pd.DataFrame] = None,
     benchmarks: Optional[Sequence[str]] = None,
     metrics: Optional[Mapping[str, str]] = None,
+    *,
+    clean: Optional[pd.DataFrame] = None,
+    predictions: Optional[Mapping[str, pd.Series]] = None,
+    robustness: Optional[pd.DataFrame] = None,
 ) -> pd.DataFrame:
-    """Build the leaderboard (see module doc). ``ac``: index variant, columns A and C."""
-    scores = clean_scores(table, benchmarks, metrics)
+    """Build the leaderboard (see module doc). ``ac``: index variant, columns A and C.
+
+    A caller that already has them (the report's ``Analysis``) passes the pieces instead of having them
+    computed again: ``clean`` (``clean_scores`` of these benchmarks), ``predictions`` (per benchmark, the law's
+    min-max prediction per variant) and ``robustness`` (``robustness_table`` of ``table``)."""
+    scores = clean if clean is not None else clean_scores(table, benchmarks, metrics)
     benches = list(scores.columns)
     variants = list(
         dict.fromkeys(
@@ -92,7 +100,11 @@ def leaderboard(
     out["A"] = ac["A"].reindex(variants).to_numpy(float) if ac is not None else np.nan
     out["C"] = ac["C"].reindex(variants).to_numpy(float) if ac is not None else np.nan
     for b in benches:
-        out[f"pred_{b}"] = _law_predictions(scores, ac, b).reindex(variants).to_numpy() if ac is not None else np.nan
+        if ac is None:
+            out[f"pred_{b}"] = np.nan
+            continue
+        pred = predictions[b] if predictions is not None and b in predictions else _law_predictions(scores, ac, b)
+        out[f"pred_{b}"] = pred.reindex(variants).to_numpy()
     pct = {}
     for b in benches:
         out[b] = scores[b].reindex(variants).to_numpy(float)
@@ -106,7 +118,7 @@ def leaderboard(
     if (~is_clean(table)).any():
         from lmms_ac.results.robustness_table import primary_rows, robustness_table
 
-        detail = robustness_table(table)
+        detail = robustness if robustness is not None else robustness_table(table)
         drops = primary_rows(detail, metrics).groupby(["variant", "perturbation"])["drop_pct_mean"].mean()
         perts = sorted(detail["perturbation"].unique())
         for p in perts:

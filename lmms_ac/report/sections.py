@@ -104,7 +104,8 @@ def _csv_uri(df: pd.DataFrame) -> str:
 
 
 class Analysis:
-    """Computes every quantity once; section builders read from it."""
+    """Computes every quantity once; the page's sections and a study's report files read from it
+    (``lmms-ac report`` and ``study report`` build one per report)."""
 
     def __init__(self, inputs: Inputs, options: Options):
         self.inputs, self.options = inputs, options
@@ -122,18 +123,61 @@ class Analysis:
         except ValueError as err:
             self.clean_error = str(err)
         self.law = None
+        self.law_error = ""  # why the law could not be fitted although there are data (e.g. a bad value)
         self.law_data: Dict[str, Any] = {}
         self.law_skipped: Dict[str, int] = {}
-        self._fit_law()
+        try:
+            self._fit_law()
+        except ValueError as err:
+            self.law_error = str(err)
+        self._robustness: Optional[Tuple[Optional[pd.DataFrame], str]] = None
+        self._board: Optional[pd.DataFrame] = None
 
     # ---------------------------------------------------------------- shared pieces
-    def board(self) -> pd.DataFrame:
-        """The leaderboard over every benchmark (cached)."""
-        if not hasattr(self, "_board"):
-            from lmms_ac.report.leaderboard import leaderboard
+    def board(self, benchmarks: Optional[Sequence[str]] = None) -> pd.DataFrame:
+        """The leaderboard over every benchmark (cached) or over ``benchmarks``, from this analysis' clean
+        scores, law predictions and robustness table (nothing computed again)."""
+        from lmms_ac.report.leaderboard import leaderboard
 
-            self._board = leaderboard(self.table, self.ac, self.benchmarks, self.options.metrics)
-        return self._board
+        if benchmarks is None and self._board is not None:
+            return self._board
+        benches = list(self.benchmarks if benchmarks is None else benchmarks)
+        clean = None if self._clean is None else self._clean[benches]
+        board = leaderboard(
+            self.table,
+            self.ac,
+            benches,
+            self.options.metrics,
+            clean=clean,
+            predictions=self.law_predictions(),
+            robustness=self.robustness()[0],
+        )
+        if benchmarks is None:
+            self._board = board
+        return board
+
+    def law_predictions(self) -> Dict[str, pd.Series]:
+        """Per fitted benchmark, the law's prediction per variant, where it is the leaderboard's definition
+        (min-max normalised fit); empty otherwise (the leaderboard then fits its own)."""
+        if self.law is None or self.options.normalize != "minmax":
+            return {}
+        return {b: bf.predictions.set_index("setting")["pred"] for b, bf in self.law.benchmarks.items()}
+
+    @property
+    def clean(self) -> Optional[pd.DataFrame]:
+        """Clean scores, variant x benchmark (None when the table has none: see ``clean_error``)."""
+        return self._clean
+
+    def robustness(self) -> Tuple[Optional[pd.DataFrame], str]:
+        """(``robustness_table`` of the table, "") or (None, why there is none) (cached)."""
+        if self._robustness is None:
+            from lmms_ac.results.robustness_table import robustness_table
+
+            try:
+                self._robustness = (robustness_table(self.table), "")
+            except ValueError as err:
+                self._robustness = (None, str(err))
+        return self._robustness
 
     @property
     def benchmarks(self) -> List[str]:
@@ -178,8 +222,6 @@ def _no_ac_reason(an: Analysis) -> str:
 
 
 def leaderboard_section(an: Analysis) -> Section:
-    from lmms_ac.report.leaderboard import leaderboard
-
     sec = Section("leaderboard", "Leaderboard")
     if an._clean is None:
         sec.empty = an.clean_error
@@ -198,7 +240,7 @@ def leaderboard_section(an: Analysis) -> Section:
         views += [(g, f"{g} benchmarks", bs) for g, bs in groups.items()]
     out = []
     for key, label, benches in views:
-        board = an.board() if key == "all" else leaderboard(an.table, an.ac, benches, an.options.metrics)
+        board = an.board() if key == "all" else an.board(benches)
         out.append(
             {
                 "key": key,
@@ -304,6 +346,9 @@ def law_section(an: Analysis) -> Section:
     sec = Section("law", "The law: benchmark score from (A, C)")
     sec.empty = _missing_clean_or_ac(an, "to fit", "the law is fitted once at least 2 trained variants have A/C scores")
     if sec.empty:
+        return sec
+    if an.law_error:
+        sec.empty = f"the law could not be fitted: {an.law_error}"
         return sec
     if an.law is None:
         have = ", ".join(f"{b}: {n}" for b, n in an.law_skipped.items()) or "none"
@@ -520,7 +565,7 @@ def _recommendations(an: Analysis) -> Tuple[List[Dict[str, Any]], List[str]]:
 
 
 def robustness_section(an: Analysis) -> Section:
-    from lmms_ac.results.robustness_table import average_drop, primary_rows, robustness_table
+    from lmms_ac.results.robustness_table import average_drop, primary_rows
     from lmms_ac.results.table import percent_factor
 
     sec = Section("robustness", "Robustness: how scores fall under each perturbation")
@@ -529,9 +574,8 @@ def robustness_section(an: Analysis) -> Section:
         "mme_tokperm_5seeds,mme_patchshuffle4_5seeds,mme_pdrop_salient30 ...` (list them with `lmms-ac tasks "
         "--benchmark mme`), then `lmms-ac collect` and rebuild the report"
     )
-    try:
-        detail = robustness_table(an.table)
-    except ValueError:
+    detail, _ = an.robustness()
+    if detail is None:
         sec.empty = f"the results table has no perturbed runs: {fill}."
         return sec
     detail = detail[[not _map_kind(str(p)) for p in detail["perturbation"]]]

@@ -45,37 +45,41 @@ def _write_scores(rows: List[Dict[str, str]], path: Path) -> Path:
     return atomic_write_text(path, buf.getvalue(), overwrite=True)
 
 
-def _ac_frame(rows: List[Dict[str, str]], notes: List[str]):
-    """variant -> A, C (variants that have both; newest row per score); None when none has both."""
+def _scores_frame(rows: List[Dict[str, str]]):
+    """The done score rows as ``lmms_ac.scores.store`` reads a scores file (every value a string)."""
     import pandas as pd
 
-    if not rows:
-        return None
-    df = pd.DataFrame(rows)
-    df = df[df["score"].isin(["A", "C"])]
-    if "time" in df.columns:
-        df = df.sort_values("time", kind="stable")
-    wide = df.drop_duplicates(["variant", "score"], keep="last").pivot(index="variant", columns="score", values="value")
-    for col in ("A", "C"):
-        if col not in wide.columns:
-            notes.append(f"no {col} scores yet: leaderboard without A/C, no law fit or recommendation")
-            return None
-    wide = wide.apply(pd.to_numeric, errors="coerce")
-    partial = sorted(wide.index[wide[["A", "C"]].isna().any(axis=1)])
-    if partial:
-        notes.append(f"variants with only one of A and C left out of the law: {', '.join(partial)}")
-    wide = wide.dropna(subset=["A", "C"])
-    if wide.empty:
-        return None
-    wide.index = wide.index.astype(str)
-    wide.index.name = "variant"
-    return wide[["A", "C"]]
+    from lmms_ac.scores.store import SCORE_COLUMNS
+
+    columns = list(dict.fromkeys(SCORE_COLUMNS + [c for r in rows for c in r]))
+    return pd.DataFrame([{c: str(r.get(c, "")) for c in columns} for r in rows], columns=columns)
+
+
+def _ac_of(scores, path: Path, options, notes: List[str]):
+    """variant -> A, C of the variants that have both (as the report page reads them); None, with a note, else."""
+    from lmms_ac.report.build import read_ac
+
+    ac, problem = read_ac(path, scores, options)
+    if problem:
+        notes.append(f"A/C: {problem}" if ac is not None else f"no A/C yet ({problem}): no law fit or recommendation")
+    return ac
+
+
+def report_options(study: Study):
+    """The report settings of the study file as the report's ``Options``."""
+    from lmms_ac.report.sections import Options
+
+    rs = study.report
+    return Options(benchmarks=rs.benchmarks, metrics=dict(rs.metrics), normalize=rs.normalize)
+
+
+def _too_few(an) -> str:
+    have = ", ".join(f"{b}: {n}" for b, n in an.law_skipped.items()) or "none"
+    return f"the law needs at least 2 variants with a clean score and A/C per benchmark (now {have})"
 
 
 def build_study_report(study: Study, printer: Printer = print, versions=None) -> Dict[str, Any]:
     """Write every report the study asks for (``report.outputs``); returns {written: [...], notes: [...]}."""
-    import pandas as pd
-
     from lmms_ac.results.output import write_csv, write_json
 
     out = study.output_dir
@@ -113,63 +117,59 @@ def build_study_report(study: Study, printer: Printer = print, versions=None) ->
         written += write_csv(table, rdir / "table.csv", cfg, overwrite=True)
     else:
         notes.append("no lmms-eval results yet: no table, leaderboard, fit or robustness report")
-    # 2. scores
+    # 2. scores, and A/C from them as the report reads a scores file
     rows = _scores_rows(out, [u for u in prep.done if u.kind == "score"])
-    scores_csv = None
+    options = report_options(study)
+    scores = scores_csv = ac = None
     if rows:
         scores_csv = _write_scores(rows, rdir / "scores.csv")
         written.append(scores_csv)
-    ac = _ac_frame(rows, notes)
+        scores = _scores_frame(rows)
+        ac = _ac_of(scores, scores_csv, options, notes)
     if ac is not None:
         written.append(atomic_write_text(rdir / "ac.csv", ac.reset_index().to_csv(index=False), overwrite=True))
-    metrics = dict(rs.metrics)
-    benches = rs.benchmarks
-    # 3. leaderboard
-    if table is not None and "leaderboard" in want:
-        from lmms_ac.report.leaderboard import leaderboard, to_markdown
+    if table is None:
+        return _finish(rdir, written, notes, problems, prep, printer)
+    # 3. one analysis of the table and the scores: every file below and the page read from it
+    from lmms_ac.report.build import analysis_of
 
-        board = step("leaderboard", lambda: leaderboard(table, ac, benches, metrics))
+    an = analysis_of(table, rdir / "table.csv", scores, scores_csv, options)
+    metrics = dict(rs.metrics)
+    if "leaderboard" in want:
+        from lmms_ac.report.leaderboard import to_markdown
+
+        board = step("leaderboard", an.board)
         if board is not None:
-            written += write_csv(board, rdir / "leaderboard.csv", cfg, overwrite=True, spreadsheet=True)
+            written += write_csv(board, rdir / "leaderboard.csv", cfg, overwrite=True)
             written.append(atomic_write_text(rdir / "leaderboard.md", to_markdown(board), overwrite=True))
     # 4. robustness
-    if table is not None and "robustness" in want:
-        from lmms_ac.results.robustness_table import average_drop, robustness_table
-        from lmms_ac.results.table import is_clean
+    if "robustness" in want:
+        from lmms_ac.results.robustness_table import average_drop
 
-        if (~is_clean(table)).any():
-            detail = step("robustness", lambda: robustness_table(table))
-            if detail is not None:
-                written += write_csv(detail, rdir / "robustness.csv", cfg, overwrite=True, spreadsheet=True)
-                avg = step("robustness summary", lambda: average_drop(detail, metrics))
-                if avg is not None:
-                    written += write_csv(avg, rdir / "robustness_summary.csv", cfg, overwrite=True, spreadsheet=True)
-                if "plots" in want:
-                    written += (
-                        step(
-                            "robustness plot",
-                            lambda: plot_drops(detail, metrics, rdir / "figures" / "robustness_drops", rs.formats),
-                        )
-                        or []
-                    )
+        detail, why = an.robustness()
+        if detail is None:
+            notes.append(f"no probe results yet: no robustness table ({why})")
         else:
-            notes.append("no probe results yet: no robustness table")
+            written += write_csv(detail, rdir / "robustness.csv", cfg, overwrite=True)
+            avg = step("robustness summary", lambda: average_drop(detail, metrics))
+            if avg is not None:
+                written += write_csv(avg, rdir / "robustness_summary.csv", cfg, overwrite=True)
+            if "plots" in want:
+                written += (
+                    step(
+                        "robustness plot",
+                        lambda: plot_drops(detail, metrics, rdir / "figures" / "robustness_drops", rs.formats),
+                    )
+                    or []
+                )
     # 5. law fit (+ plots)
-    fit = None
-    if table is not None and ac is not None and "fit" in want:
-        from lmms_ac.law.data import from_table
-        from lmms_ac.law.fit import fit_law
-        from lmms_ac.results.table import clean_scores
-
-        def _fit():
-            data = from_table(clean_scores(table, benches, metrics), ac, benches, source=str(rdir / "table.csv"))
-            return fit_law(data, normalize=rs.normalize)
-
-        fit = step("law fit", _fit)
-        if fit is not None:
-            written.append(write_json(fit.to_dict(), rdir / "fit.json", cfg, overwrite=True))
-            written += write_csv(fit.coef_frame(), rdir / "fit_coefficients.csv", cfg, overwrite=True)
-            written += write_csv(fit.prediction_frame(), rdir / "fit_predictions.csv", cfg, overwrite=True)
+    fit = an.law if ac is not None and "fit" in want else None
+    if ac is not None and "fit" in want and fit is None:
+        notes.append(f"law fit skipped: {an.law_error or an.clean_error or _too_few(an)}")
+    if fit is not None:
+        written.append(write_json(fit.to_dict(), rdir / "fit.json", cfg, overwrite=True))
+        written += write_csv(fit.coef_frame(), rdir / "fit_coefficients.csv", cfg, overwrite=True)
+        written += write_csv(fit.prediction_frame(), rdir / "fit_predictions.csv", cfg, overwrite=True)
     if fit is not None and "plots" in want:
         from lmms_ac.law.plots import plot_law_surface, plot_pred_vs_actual
 
@@ -184,25 +184,21 @@ def build_study_report(study: Study, printer: Printer = print, versions=None) ->
 
         written += step("plots", _plots) or []
     # 6. which representation to train next
-    if table is not None and ac is not None and "recommend" in want:
-        written += step("recommend", lambda: _recommend(study, table, ac, rdir, metrics)) or []
-    # 7. the HTML page (lmms_ac.report), when that package is installed
-    if table is not None and "html" in want:
-        try:
-            from lmms_ac.report import build_report
-        except ImportError:
-            build_report = None
-            notes.append("html skipped: lmms_ac.report is not available")
-        if build_report is not None:
-            page = step(
-                "html",
-                lambda: build_report(
-                    rdir / "table.csv", scores_csv, rdir / "report.html", overwrite=True, config=cfg, warnings=problems
-                ),
-            )
-            if page is not None:
-                written.append(Path(page))
-    pd.set_option("display.width", 200)
+    if ac is not None and "recommend" in want:
+        written += step("recommend", lambda: _recommend(study, an, rdir)) or []
+    # 7. the HTML page
+    if "html" in want:
+        from lmms_ac.report.build import write_page
+
+        page = step("html", lambda: write_page(an, rdir / "report.html", overwrite=True, config=cfg, warnings=problems))
+        if page is not None:
+            written.append(Path(page))
+    return _finish(rdir, written, notes, problems, prep, printer)
+
+
+def _finish(
+    rdir: Path, written: List[Path], notes: List[str], problems: List[str], prep: Progress, printer: Printer
+) -> Dict[str, Any]:
     summary = {
         "written": [str(p) for p in written],
         "notes": notes,
@@ -241,17 +237,22 @@ def work_left(prog: Progress) -> List[str]:
     return lines
 
 
-def _recommend(study: Study, table, ac, rdir: Path, metrics: Dict[str, str]) -> List[Path]:
-    from lmms_ac.law.policy import recommend
-    from lmms_ac.results.table import clean_scores
+def _recommend(study: Study, an, rdir: Path) -> List[Path]:
+    """Next candidate to train for the study's recommend benchmark, by the default policy of ``recommend``."""
+    from lmms_ac.law.policies import DEFAULT_POLICY
+    from lmms_ac.law.recommend import recommend
 
     bench = study.report.recommend_benchmark or (study.benchmarks[0] if study.benchmarks else None)
     if bench is None:
         raise ValueError("no benchmark to optimise: set report.recommend_benchmark")
-    scores = clean_scores(table, [bench], metrics)[bench].dropna()
+    if an.clean is None or bench not in an.clean.columns:
+        raise ValueError(f"no clean {bench} scores yet to recommend from")
+    ac = an.ac
+    scores = an.clean[bench].dropna()
     trained = {str(v): float(s) for v, s in scores.items() if str(v) in ac.index}
-    rec = recommend(list(ac.index), ac["A"].to_numpy(), ac["C"].to_numpy(), trained, policy="region", seed=0)
-    text = [f"benchmark {bench}: next to train (region policy): {rec.next or '(nothing left)'}"]
+    rec = recommend(list(ac.index), ac["A"].to_numpy(), ac["C"].to_numpy(), trained, policy=DEFAULT_POLICY, seed=0)
+    text = [f"benchmark {bench}: next to train ({DEFAULT_POLICY} policy): {rec.next or '(nothing left)'}"]
+    text += [f"  why: {rec.why}"] if rec.why else []
     text += [f"  note: {n}" for n in rec.notes]
     text += ["", rec.ranking.to_string(index=False, float_format=lambda v: f"{v:.4f}")]
     return [
