@@ -349,3 +349,30 @@ def test_tail_stops_decode_only_unfinished_rows():
     unfinished = torch.tensor([True, True, False])
     assert tails.update(generated, unfinished).tolist() == [False, True, False]
     assert Tok.seen == [2]  # the finished row is not decoded again
+
+
+SYSTEM = "You are a careful assistant. Look at every part of the picture closely before you answer the question."
+
+
+@pytest.mark.parametrize("task", ["2q", "20q"])
+@pytest.mark.parametrize("perturbation", [None, "tokperm"])
+def test_common_opening_of_several_prefixes_is_prefilled_once(make, task, perturbation):
+    """A long system prompt before each image: the prefixes of one batch share it, prefilled once and
+    the rest of each prefix on top of it; outputs and loglikelihoods unchanged."""
+    off = make(False, 8, perturbation, system_prompt=SYSTEM)
+    lm = make(True, 8, perturbation, system_prompt=SYSTEM)
+    assert lm.generate_until(gen_requests(task)) == off.generate_until(gen_requests(task))
+    tokens_shared = lm.prefix_runner.stats.prefill_tokens
+    on_ll, off_ll = lm.loglikelihood(ll_requests(task)), off.loglikelihood(ll_requests(task))
+    assert [g for _, g in on_ll] == [g for _, g in off_ll]
+    assert max(abs(a - b) for (a, _), (b, _) in zip(on_ll, off_ll)) <= 1e-5
+    ids = lm.vlm.tokenize(lm.prompt(DATASETS[task][0]["question"], 1))
+    opening = ids.index(lm.vlm.image_token_id)
+    assert opening >= 16
+    lm.prefix_runner.cascade = False  # one plain prefill per prefix: the opening counted per prefix
+    try:
+        lm.prefix_runner.stats.__init__()
+        lm.generate_until(gen_requests(task))
+        assert lm.prefix_runner.stats.prefill_tokens > tokens_shared
+    finally:
+        lm.prefix_runner.cascade = True

@@ -243,6 +243,27 @@ class PrefixRunner:
 
     @torch.no_grad()
     def _prefill(self, heads: Sequence[torch.Tensor]) -> List[PrefixEntry]:
+        """Each prefix's keys/values. Prefixes that open alike (the system prompt before each image) get
+        that common opening prefilled once and the rest on top of it (cascade attention)."""
+        common = _common_rows(heads)
+        if not self.cascade or len(heads) < 2 or common < MIN_COMMON:
+            out = self._prefill_plain(heads)
+        else:
+            (base,) = self._prefill_plain([heads[0][:common]])
+            run = self._on_prefixes([base] * len(heads), [h[common:] for h in heads], "left", True, 0)
+            ls = max(len(h) for h in heads) - common
+            out = []
+            for i, h in enumerate(heads):
+                start = ls - (len(h) - common)
+                kv = [
+                    (torch.cat([bk, k[i, :, start:ls]], dim=1), torch.cat([bv, v[i, :, start:ls]], dim=1))
+                    for (bk, bv), (k, v) in zip(base.kv, kv_tensors(run.cache))
+                ]
+                out.append(PrefixEntry(h.clone(), kv))
+        self.stats.prefixes_computed += len(heads)
+        return out
+
+    def _prefill_plain(self, heads: Sequence[torch.Tensor]) -> List[PrefixEntry]:
         """Run the prefixes (left-padded) and keep each one's keys/values, unpadded and contiguous."""
         n, longest = len(heads), max(h.shape[0] for h in heads)
         D = heads[0].shape[-1]
@@ -257,7 +278,6 @@ class PrefixRunner:
         if self.keep_logits:
             kwargs["logits_to_keep"] = 1
         self.vlm.llm(inputs_embeds=embeds, attention_mask=mask, position_ids=position_ids, **kwargs)
-        self.stats.prefixes_computed += n
         self.stats.prefill_positions += n * longest
         self.stats.prefill_tokens += sum(len(h) for h in heads)
         layers = kv_tensors(cache)
@@ -275,8 +295,21 @@ class PrefixRunner:
         entries = self._resolve_prefixes(rows, embeds, prefix)
         prefix = [e.length if e is not None else 0 for e in entries]
         suffixes = [emb[p:] for emb, p in zip(embeds, prefix)]
-        B, D = len(rows), embeds[0].shape[-1]
-        device = embeds[0].device
+        with maybe_phase(self.times, "suffix prefill"):
+            return self._on_prefixes(entries, suffixes, padding_side, keep_last, reserve)
+
+    def _on_prefixes(
+        self,
+        entries: Sequence[Optional[PrefixEntry]],
+        suffixes: Sequence[torch.Tensor],
+        padding_side: str,
+        keep_last: bool,
+        reserve: int,
+    ) -> "_Pass":
+        """One forward of each row's ``suffixes`` on top of its prefix entry (None: no prefix)."""
+        prefix = [e.length if e is not None else 0 for e in entries]
+        B, D = len(suffixes), suffixes[0].shape[-1]
+        device = suffixes[0].device
         ls = max(len(s) for s in suffixes)
         x = self._pad_embedding().expand(B, ls, D).clone()
         valid = torch.zeros(B, ls + reserve, dtype=torch.bool, device=device)  # real suffix/answer positions
@@ -298,8 +331,7 @@ class PrefixRunner:
             for b, p in enumerate(prefix):
                 prefix_mask[b, lp - p :] = True
             run = _Pass(self, cache, torch.cat([prefix_mask, valid], dim=-1), lp + ls, prefix, suffixes)
-        with maybe_phase(self.times, "suffix prefill"):
-            run.logits = run.forward(x, position_ids, keep_last)
+        run.logits = run.forward(x, position_ids, keep_last)
         self.stats.prefill_positions += B * ls
         self.stats.prefill_tokens += sum(len(s) for s in suffixes)
         run.last = torch.tensor([p + len(s) - 1 for p, s in zip(prefix, suffixes)], device=device)
@@ -357,6 +389,20 @@ class PrefixRunner:
             lp = torch.log_softmax(logits[b, start : start + n].float(), dim=-1)
             out.append((lp.gather(-1, target[:, None])[:, 0].cpu(), (lp.argmax(-1) == target).cpu()))
         return out
+
+
+MIN_COMMON = 8  # a shorter common opening of several prefixes is not worth a forward pass of its own
+
+
+def _common_rows(heads: Sequence[torch.Tensor]) -> int:
+    """How many leading rows (embedding positions) all ``heads`` share, at most all but the last of each."""
+    n = min(len(h) for h in heads) - 1
+    if n <= 0:
+        return 0
+    same = torch.ones(n, dtype=torch.bool, device=heads[0].device)
+    for h in heads[1:]:
+        same &= (h[:n] == heads[0][:n]).all(dim=-1)
+    return int(same.long().cumprod(0).sum())
 
 
 class _Pass:
