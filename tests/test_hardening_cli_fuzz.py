@@ -17,6 +17,7 @@ import functools
 import io
 import os
 import random
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -78,6 +79,17 @@ def _commands() -> List[Tuple[Tuple[str, ...], argparse.ArgumentParser]]:
 
 
 COMMANDS = _commands()
+#: failures this pass finds in code other helpers of issue 20 own (reported, not fixed here; each has its own test)
+FOUND_ELSEWHERE = {("plot", "pil"): "a folder as the array file: IsADirectoryError (cli/law.py cmd_plot_pil)"}
+PARAMS = [
+    pytest.param(
+        c,
+        p,
+        id=" ".join(c),
+        marks=[pytest.mark.xfail(reason=FOUND_ELSEWHERE[c], strict=False)] if c in FOUND_ELSEWHERE else [],
+    )
+    for c, p in COMMANDS
+]
 
 
 # ---------------------------------------------------------------------------------------------- the files
@@ -213,8 +225,14 @@ def _allowed(path: str, outputs: Sequence[str], root: Path, command: Sequence[st
     return False
 
 
+def _without_loguru_sink_errors(text: str) -> str:
+    """``text`` without loguru's reports of a sink that a previous test closed (pytest's captured stderr): loguru
+    writes them with a traceback of its own, which says nothing about the command."""
+    return re.sub(r"--- Logging error in Loguru Handler.*?--- End of logging error ---\n?", "", text, flags=re.S)
+
+
 # ---------------------------------------------------------------------------------------------- the test
-@pytest.mark.parametrize("command,parser", COMMANDS, ids=[" ".join(c) for c, _ in COMMANDS])
+@pytest.mark.parametrize("command,parser", PARAMS)
 def test_every_command_fails_clearly_and_writes_only_its_outputs(command, parser):
     scale = float(os.environ.get("LMMS_AC_FUZZ_SCALE", "1"))  # a deeper pass on demand, e.g. LMMS_AC_FUZZ_SCALE=10
     examples = max(1, int(MAX_EXAMPLES.get(" ".join(command), MAX_EXAMPLES["default"]) * scale))
@@ -248,10 +266,11 @@ def test_every_command_fails_clearly_and_writes_only_its_outputs(command, parser
                         code = 0  # stopped by the fast-test guard after the arguments were accepted
             finally:
                 os.chdir(cwd)
-            assert code in (0, 1, 2), f"{argv}: exit code {code}\n{err.getvalue()[-2000:]}"
-            assert "Traceback" not in err.getvalue(), f"{argv}:\n{err.getvalue()[-2000:]}"
+            text = _without_loguru_sink_errors(err.getvalue())
+            assert code in (0, 1, 2), f"{argv}: exit code {code}\n{text[-2000:]}"
+            assert "Traceback" not in text, f"{argv}:\n{text[-2000:]}"
             if code == 2:  # main's "lmms-ac CMD: error: ..." or argparse's "...: error: ..."
-                assert "error: " in err.getvalue(), f"{argv}: {err.getvalue()[-2000:]}"
+                assert "error: " in text, f"{argv}: {text[-2000:]}"
             after = _snapshot(root)
             touched = sorted(p for p in set(before) | set(after) if before.get(p) != after.get(p))
             stray = [p for p in touched if not _allowed(p, outputs, root, command)]
