@@ -51,6 +51,7 @@ from lmms_ac.vlm.prefix_cache import (
     unsupported_reason,
 )
 
+
 # generation settings that add logits processors or stopping rules to transformers' greedy search;
 # with any of them set (non-default) generation falls back to the model's own ``generate``
 _NEUTRAL = {
@@ -230,11 +231,8 @@ class PrefixRunner:
             else:
                 pending.append((row.prefix_key, head, [b]))
         if pending:
-            heads = [pe for _, pe, _ in pending]
-            computed = []
             with maybe_phase(self.times, "shared prefill"):
-                for i in range(0, len(heads), self.prefill_batch):
-                    computed += self._prefill(heads[i : i + self.prefill_batch])
+                computed = self._prefill([pe for _, pe, _ in pending])
             for (key, _, members), entry in zip(pending, computed):
                 for b in members:
                     entries[b] = entry
@@ -245,23 +243,30 @@ class PrefixRunner:
     def _prefill(self, heads: Sequence[torch.Tensor]) -> List[PrefixEntry]:
         """Each prefix's keys/values. Prefixes that open alike (the system prompt before each image) get
         that common opening prefilled once and the rest on top of it (cascade attention)."""
-        common = _common_rows(heads)
-        if not self.cascade or len(heads) < 2 or common < MIN_COMMON:
-            out = self._prefill_plain(heads)
+        common = _common_rows(heads) if self.cascade and len(heads) >= 2 else 0
+        out: List[PrefixEntry] = []
+        if common < MIN_COMMON:
+            for chunk in self._chunks(len(heads)):
+                out += self._prefill_plain([heads[i] for i in chunk])
         else:
             (base,) = self._prefill_plain([heads[0][:common]])
-            run = self._on_prefixes([base] * len(heads), [h[common:] for h in heads], "left", True, 0)
-            ls = max(len(h) for h in heads) - common
-            out = []
-            for i, h in enumerate(heads):
-                start = ls - (len(h) - common)
-                kv = [
-                    (torch.cat([bk, k[i, :, start:ls]], dim=1), torch.cat([bv, v[i, :, start:ls]], dim=1))
-                    for (bk, bv), (k, v) in zip(base.kv, kv_tensors(run.cache))
-                ]
-                out.append(PrefixEntry(h.clone(), kv))
+            for chunk in self._chunks(len(heads)):
+                rests = [heads[i][common:] for i in chunk]
+                run = self._on_prefixes([base] * len(chunk), rests, "left", True, 0)
+                ls = max(len(r) for r in rests)
+                for j, i in enumerate(chunk):
+                    start = ls - len(rests[j])
+                    kv = [
+                        (torch.cat([bk, k[j, :, start:ls]], dim=1), torch.cat([bv, v[j, :, start:ls]], dim=1))
+                        for (bk, bv), (k, v) in zip(base.kv, kv_tensors(run.cache))
+                    ]
+                    out.append(PrefixEntry(heads[i].clone(), kv))
         self.stats.prefixes_computed += len(heads)
         return out
+
+    def _chunks(self, n: int) -> List[List[int]]:
+        """Indices ``0..n-1`` in chunks of at most ``prefill_batch`` (the memory bound of one prefill)."""
+        return [list(range(i, min(i + self.prefill_batch, n))) for i in range(0, n, self.prefill_batch)]
 
     def _prefill_plain(self, heads: Sequence[torch.Tensor]) -> List[PrefixEntry]:
         """Run the prefixes (left-padded) and keep each one's keys/values, unpadded and contiguous."""
