@@ -3,7 +3,7 @@
 llava-hf checkpoint and the same ``mme`` task requests, for each answer cap (default 1, 2, 4, 8 new
 tokens) at each number of questions per image (default 2 and 20).
 
-Two tables, each a few minutes on 2 cores:
+Two tables, each about 8 minutes of one core at the defaults (``--no-llava-hf``: about 5):
 
 * default, **in-process** (start-up taken off): the three models are loaded once; for every (questions
   per image, answer cap) the same requests run through each model, interleaved (the order rotates
@@ -64,7 +64,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=3, help="interleaved rounds; the median counts")
     parser.add_argument("--no-llava-hf", action="store_true", help="in-process: skip llava_hf")
     parser.add_argument("--whole-process", action="store_true", help="the whole-process table against llava_hf")
-    parser.add_argument("--whole-requests", type=int, default=200, help="requests per whole-process run")
+    parser.add_argument("--whole-requests", type=int, default=160, help="requests per whole-process run")
     parser.add_argument("--whole-caps", type=int, nargs="+", default=[4], help="answer caps of the whole-process table")
     return parser.parse_args(argv)
 
