@@ -26,6 +26,8 @@ is exactly the cap: the cap is the answer length (real benchmark answers are 1-5
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import os
 import statistics
 import subprocess
@@ -70,9 +72,11 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def timed(lm, instances, cap: int):
-    start = time.perf_counter()
-    out = lm.generate_until(copy_requests(instances, cap))
-    return time.perf_counter() - start, texts(out)
+    """(seconds, texts) of one ``generate_until``; the models' progress bars kept off the table."""
+    with contextlib.redirect_stderr(io.StringIO()):
+        start = time.perf_counter()
+        out = lm.generate_until(copy_requests(instances, cap))
+        return time.perf_counter() - start, texts(out)
 
 
 def in_process(args, ckpt: str, work: str) -> None:
@@ -98,7 +102,7 @@ def in_process(args, ckpt: str, work: str) -> None:
             lm = models[name]
             task, requests[name] = mme_requests(n, "simple" if lm.is_simple else "chat")
             lm.task_dict[task.config.task] = task.dataset
-            lm.generate_until(copy_requests(requests[name][:2], 2))  # warm-up
+            timed(lm, requests[name][:2], 2)  # warm-up
         for cap in args.caps:
             seconds = {name: [] for name in names}
             outputs = {}
