@@ -361,3 +361,30 @@ def test_two_trained_variants_still_give_a_page_without_the_prior_policy(tmp_pat
     html = build_report(table, scores, tmp_path / "report.html").read_text()
     assert "prior, prior-check left out (a world has no source benchmark" in html
     assert 'id="policy"' in html
+
+
+def test_example_fills_law_and_policy_only_while_the_table_cannot(tmp_path):
+    """--example law-v1: a one-variant table gets the law and the policy on the published data, labelled as not
+    the user's runs; a table that can fit its own law shows its own (the example is not used)."""
+    from lmms_ac.testing.results_fixture import make_table
+
+    t = make_table(benchmarks=["mme", "seed"], perturbations=["tokperm"], pil_variants=())
+    one = t[t["variant"] == "clip-l14-336"]
+    one.to_csv(tmp_path / "one.csv", index=False)
+    score_rows({"clip-l14-336": TRAINED["clip-l14-336"]}).to_csv(tmp_path / "scores.csv", index=False)
+    options = Options(policy_runs=10, example="law-v1")
+    page = Page(
+        build_report(tmp_path / "one.csv", tmp_path / "scores.csv", tmp_path / "r.html", options=options).read_text()
+    )
+    for s in ("law", "policy"):
+        assert "Nothing to show yet" not in page.sections[s]
+        assert "published example: law-v1, not your runs" in page.sections[s]
+        assert "at least 2 variants" in page.sections[s] or "at least 2 trained" in page.sections[s]
+    assert [r[0] for r in page.tables["law-r2"]][:2] == ["mmbench_en", "mme"]  # the example's benchmarks
+    assert "policy: train next" not in page.sections["policy"]  # every example setting is trained: no recommendation
+    own = Page(
+        build_report(
+            *write_study(tmp_path / "own", benchmarks=["mme"], perturbations=[]), tmp_path / "own.html", options=options
+        ).read_text()
+    )
+    assert "published example" not in own.sections["law"] and "published example" not in own.sections["policy"]

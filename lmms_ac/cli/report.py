@@ -28,6 +28,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         c_col=args.c_col,
         variant_col=args.variant_col,
         title=args.title,
+        example=args.example,
     )
     out = build_report(
         args.table, args.scores, args.out, options=options, overwrite=args.overwrite, config=args_config(args)
@@ -37,6 +38,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    from lmms_ac.law.examples import EXAMPLES
     from lmms_ac.law.options import INTERVALS, NORMALIZATIONS
 
     p = subparsers.add_parser(
@@ -70,5 +72,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--runs", type=int, default=1000, help="policy simulation runs per benchmark (default: 1000)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--title", default="lmms-ac study report", help="page title")
+    p.add_argument(
+        "--example",
+        choices=list(EXAMPLES),
+        help="while your results cannot fill the law and policy sections (fewer than 2 trained variants with "
+        "A/C), show them on this bundled published example instead, labelled as such",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace an existing report")
     p.set_defaults(func=cmd_report)

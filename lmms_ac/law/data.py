@@ -22,6 +22,7 @@ from typing import Dict, List, Optional, Sequence, Union
 import numpy as np
 import pandas as pd
 
+from lmms_ac.law.examples import EXAMPLES
 from lmms_ac.registry import UnknownEntryError
 
 # the law paper's groups (vision/OCR), its benchmark names and the names users give them come from
@@ -48,19 +49,6 @@ def group_members(names: Sequence[str], groups: Optional[Dict[str, List[str]]] =
             if canon in members or n in members:
                 out[g].append(n)
     return out
-
-
-#: bundled examples: file in lmms_ac/data and the column conventions that go with it
-EXAMPLES: Dict[str, Dict[str, object]] = {
-    "law-v1": {
-        "file": "law_v1_13settings.csv",
-        "setting_col": "setting",
-        "a_col": "A_embed_{benchmark}",
-        "c_col": "C_pck10",
-        "benchmarks": None,  # the registry's law benchmarks (lmms_ac.benchmarks.law_benchmarks)
-        "normalize": "minmax",
-    },
-}
 
 
 @dataclass(frozen=True)

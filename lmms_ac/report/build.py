@@ -22,6 +22,7 @@ from lmms_ac.io import atomic_write_text
 from lmms_ac.report.inside import inside_section
 from lmms_ac.report.sections import (
     Analysis,
+    example_analysis,
     Inputs,
     Options,
     Section,
@@ -140,7 +141,13 @@ def load_analysis(
 
 def sections_of(an: Analysis, config: Optional[Mapping[str, Any]] = None) -> List[Section]:
     """Every section of the page as data (see ``sections``), in page order, from one ``Analysis``."""
-    secs = [leaderboard_section(an), law_section(an), policy_section(an), robustness_section(an), maps_section(an)]
+    law, policy = law_section(an), policy_section(an)
+    if an.options.example and law.empty:
+        example = example_analysis(an.options.example, an.options)
+        law = as_example(law_section(example), example.example, law.empty)
+        if policy.empty:
+            policy = as_example(policy_section(example), example.example, policy.empty)
+    secs = [leaderboard_section(an), law, policy, robustness_section(an), maps_section(an)]
     secs.append(inside_section(an.inputs.scores, an.table))
     cfg = {
         "command": "report",
@@ -151,6 +158,21 @@ def sections_of(an: Analysis, config: Optional[Mapping[str, Any]] = None) -> Lis
     }
     secs.append(provenance_section(an, cfg, secs))
     return secs
+
+
+def as_example(sec: Section, name: str, why_not_yours: str) -> Section:
+    """A section computed on a bundled example, titled and noted as such (never mistaken for the user's runs)."""
+    from lmms_ac.law.examples import EXAMPLES
+
+    a_col = str(EXAMPLES[name]["a_col"])
+    sec.title = f"{sec.title} (published example: {name}, not your runs)"
+    sec.notes.insert(
+        0,
+        f"Shown on the published {name} data bundled with lmms-ac because your results cannot fill this section "
+        f"yet: {why_not_yours[:1].lower() + why_not_yours[1:]} Its A is the example's `{a_col}` column, which may "
+        "be another definition than the caption log-likelihood A of score-a.",
+    )
+    return sec
 
 
 def compute_sections(

@@ -46,6 +46,9 @@ class Options:
     c_col: str = "C"
     variant_col: str = "variant"
     title: str = "lmms-ac study report"
+    #: a bundled law example (``law.examples.EXAMPLES``, e.g. ``law-v1``) shown in the law and policy sections
+    #: while the results cannot fill them yet (fewer than 2 trained variants with A/C), labelled as such
+    example: Optional[str] = None
 
 
 @dataclass
@@ -107,27 +110,33 @@ class Analysis:
     """Computes every quantity once; the page's sections and a study's report files read from it
     (``lmms-ac report`` and ``study report`` build one per report)."""
 
-    def __init__(self, inputs: Inputs, options: Options):
+    def __init__(self, inputs: Inputs, options: Options, law_data: Optional[Dict[str, Any]] = None):
+        """``law_data`` (``{benchmark: BenchmarkData}``) replaces what the table and A/C give the law: a
+        bundled example's per-benchmark A/C and scores (see ``example_analysis``)."""
         self.inputs, self.options = inputs, options
         self.table = inputs.table
         self.ac = inputs.ac
+        self.example: Optional[str] = None  # the bundled example this analysis shows, if it is one
         self.missing: List[str] = []
         if inputs.ac_problem:
             self.missing.append(inputs.ac_problem)
         self._clean: Optional[pd.DataFrame] = None
         self.clean_error = ""
-        try:
-            from lmms_ac.results.table import clean_scores
+        if law_data is not None:
+            self._clean = pd.DataFrame({b: pd.Series(d.score, index=list(d.settings)) for b, d in law_data.items()})
+        else:
+            try:
+                from lmms_ac.results.table import clean_scores
 
-            self._clean = clean_scores(self.table, options.benchmarks, options.metrics)
-        except ValueError as err:
-            self.clean_error = str(err)
+                self._clean = clean_scores(self.table, options.benchmarks, options.metrics)
+            except ValueError as err:
+                self.clean_error = str(err)
         self.law = None
         self.law_error = ""  # why the law could not be fitted although there are data (e.g. a bad value)
         self.law_data: Dict[str, Any] = {}
         self.law_skipped: Dict[str, int] = {}
         try:
-            self._fit_law()
+            self._fit_law(law_data)
         except ValueError as err:
             self.law_error = str(err)
         self._robustness: Optional[Tuple[Optional[pd.DataFrame], str]] = None
@@ -187,13 +196,14 @@ class Analysis:
     def trained(self) -> List[str]:
         return [] if self._clean is None else [str(v) for v in self._clean.index]
 
-    def _fit_law(self) -> None:
-        if self.ac is None or self._clean is None:
+    def _fit_law(self, data: Optional[Dict[str, Any]] = None) -> None:
+        if data is None and (self.ac is None or self._clean is None):
             return
         from lmms_ac.law.data import from_table
         from lmms_ac.law.fit import fit_law
 
-        data = from_table(self._clean, self.ac, self.benchmarks, source=str(self.inputs.table_path))
+        if data is None:
+            data = from_table(self._clean, self.ac, self.benchmarks, source=str(self.inputs.table_path))
         self.law_data = {b: d for b, d in data.items() if d.n_scored >= 2}
         self.law_skipped = {b: d.n_scored for b, d in data.items() if d.n_scored < 2}
         if self.law_data:
@@ -209,6 +219,24 @@ class Analysis:
         if row.empty:
             return float("nan"), float("nan")
         return float(row["lo"].iloc[0]), float(row["hi"].iloc[0])
+
+
+def example_analysis(name: str, options: Options) -> Analysis:
+    """An ``Analysis`` of a bundled law example (``lmms_ac.law.examples.EXAMPLES``) for the law and policy sections:
+    its settings are the trained variants, its per-benchmark A (e.g. ``A_embed_<benchmark>``) and C the law's
+    inputs, as ``lmms-ac fit --example`` reads them."""
+    from lmms_ac.law.data import example_path, load_example
+    from lmms_ac.results.table import empty_table
+
+    data = load_example(name)
+    first = next(iter(data.values()))
+    ac = pd.DataFrame(
+        {"A": np.mean([d.A for d in data.values()], axis=0), "C": first.C},
+        index=pd.Index(first.settings, name="variant"),
+    )
+    an = Analysis(Inputs(empty_table(), example_path(name), example_path(name), ac), options, law_data=data)
+    an.example = name
+    return an
 
 
 # ---------------------------------------------------------------------------------------- sections
@@ -447,7 +475,7 @@ def policy_section(an: Analysis) -> Section:
     sec.data["ranking"] = sim.options.get("ranking", "")
     sec.data["runs"] = o.policy_runs
     sec.data["k"] = int(mean["k"].max()) if len(mean) else 0
-    sec.data["recommendations"], notes = _recommendations(an)
+    sec.data["recommendations"], notes = ([], []) if an.example else _recommendations(an)
     sec.notes += notes
     _evaluation(an, sec)
     _coverage(an, sec)
