@@ -79,17 +79,7 @@ def _commands() -> List[Tuple[Tuple[str, ...], argparse.ArgumentParser]]:
 
 
 COMMANDS = _commands()
-#: failures this pass finds in code other helpers of issue 20 own (reported, not fixed here; each has its own test)
-FOUND_ELSEWHERE = {("plot", "pil"): "a folder as the array file: IsADirectoryError (cli/law.py cmd_plot_pil)"}
-PARAMS = [
-    pytest.param(
-        c,
-        p,
-        id=" ".join(c),
-        marks=[pytest.mark.xfail(reason=FOUND_ELSEWHERE[c], strict=False)] if c in FOUND_ELSEWHERE else [],
-    )
-    for c, p in COMMANDS
-]
+PARAMS = [pytest.param(c, p, id=" ".join(c)) for c, p in COMMANDS]
 
 
 # ---------------------------------------------------------------------------------------------- the files
@@ -352,11 +342,6 @@ caption_record = st.fixed_dictionaries(
 )
 
 
-@pytest.mark.xfail(
-    reason="found by this pass, reported (issue 20, data readers): a turn that is not a mapping or a caption that is "
-    "not a string raises AttributeError in scores/alignment.py read_llava_pretrain",
-    strict=False,
-)
 @READER_FUZZ
 @given(records=st.one_of(st.lists(caption_record, max_size=3), json_values), cut=st.booleans())
 def test_caption_files_fail_clearly(records, cut):
@@ -369,11 +354,6 @@ def test_caption_files_fail_clearly(records, cut):
     assert got is None or all(isinstance(c.caption, str) for c in got)
 
 
-@pytest.mark.xfail(
-    reason="found by this pass, reported (issue 20, the law's CLI): a folder given as the array file of `plot pil` "
-    "raises IsADirectoryError from np.loadtxt in cli/law.py cmd_plot_pil",
-    strict=False,
-)
 def test_plot_pil_with_a_folder_as_its_array_fails_clearly(tmp_path, capsys):
     (tmp_path / "arr").mkdir()
     assert main(["plot", "pil", str(tmp_path / "arr"), "--out", str(tmp_path / "fig")]) == 2

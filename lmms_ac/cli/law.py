@@ -183,9 +183,9 @@ def cmd_fit(args: argparse.Namespace) -> int:
     )
     cfg = args_config(args)
     if args.coef_out:
-        write_csv(report.coef_frame(), args.coef_out, cfg, overwrite=args.overwrite)
+        write_csv(report.coef_frame(), args.coef_out, cfg, overwrite=args.overwrite, spreadsheet=True)
     if args.pred_out:
-        write_csv(report.prediction_frame(), args.pred_out, cfg, overwrite=args.overwrite)
+        write_csv(report.prediction_frame(), args.pred_out, cfg, overwrite=args.overwrite, spreadsheet=True)
     if args.plot:
         _plot_law(report, Path(args.plot), split_list(args.formats) or [], args.overwrite)
     if args.json:
@@ -583,9 +583,13 @@ def cmd_plot_pil(args: argparse.Namespace) -> int:
         print(np.array2string(arr, precision=3))
     else:
         path = Path(args.array)
-        if not path.exists():
-            raise FileNotFoundError(f"array file {path} does not exist")
-        arr = np.load(path) if path.suffix == ".npy" else np.loadtxt(path, delimiter=",", ndmin=2)
+        if not path.is_file():
+            what = "is a folder" if path.is_dir() else "does not exist"
+            raise FileNotFoundError(f"array file {path} {what}; give an .npy or comma-separated text file")
+        try:
+            arr = np.load(path) if path.suffix == ".npy" else np.loadtxt(path, delimiter=",", ndmin=2)
+        except (ValueError, OSError, UnicodeDecodeError) as err:
+            raise ValueError(f"array file {path} is not a numeric .npy or CSV array ({err})") from None
     written = plot_patch_info_loss(arr, args.out, split_list(args.formats) or [], args.overwrite, title=args.title)
     print("wrote " + ", ".join(map(str, written)))
     return 0

@@ -64,9 +64,11 @@ def read_llava_pretrain(annotations: str, image_root: str) -> List[CaptionPair]:
     for i, rec in enumerate(records):
         try:
             turns = rec["conversations"]
-            caption = next(t["value"] for t in turns if t.get("from") == "gpt")
+            caption = next(t["value"] for t in turns if isinstance(t, dict) and t.get("from") == "gpt")
+            if not isinstance(caption, str) or not isinstance(rec["image"], str):
+                raise TypeError("the gpt turn's value and the image must be strings")
             pairs.append(CaptionPair(str(rec.get("id", i)), Path(image_root) / rec["image"], caption.strip()))
-        except (KeyError, StopIteration, TypeError) as err:
+        except (KeyError, StopIteration, TypeError, AttributeError) as err:
             raise ValueError(
                 f"{annotations} record {i} is not in the LLaVA-558K format (id, image, conversations with a gpt turn): "
                 f"{err}"
