@@ -323,7 +323,18 @@ def task_manager(include_path: Optional[Sequence[str]] = None, verbosity: str = 
     import lmms_eval.models  # noqa: F401
     from lmms_eval.tasks import TaskManager
 
-    return TaskManager(verbosity=verbosity, include_path=list(include_path) if include_path else None)
+    if not include_path:
+        return TaskManager(verbosity=verbosity)
+    try:
+        return TaskManager(verbosity=verbosity, include_path=list(include_path))
+    except AssertionError:  # a check's failure (e.g. a test's guard), not a damaged task file
+        raise
+    except Exception as err:  # noqa: BLE001 - lmms-eval reads every YAML under the folders; a bad one raises anything
+        first = str(err).splitlines()[0] if str(err) else ""
+        raise ValueError(
+            f"lmms-eval cannot read the task YAMLs under --include-path {', '.join(map(str, include_path))} "
+            f"({type(err).__name__}: {first}); fix or remove the damaged file (task YAMLs are UTF-8 text)"
+        ) from None
 
 
 def load_tasks(names: Sequence[str], manager: Any) -> Dict[str, Any]:

@@ -83,3 +83,17 @@ def test_mirror_keeps_existing_copies(tiny_task, tmp_path):
 def test_unknown_task_suggests_names(tmp_path, capsys):
     assert main(["mirror", "mmee", "--to", str(tmp_path)]) == 2
     assert "did you mean" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_a_damaged_yaml_under_include_path_is_a_clear_error(tmp_path, capsys):
+    """lmms-eval reads every YAML under --include-path: a non-UTF-8 one is one line naming the folder, not a
+    traceback from its task index."""
+    from lmms_ac.cli import main
+
+    bad = tmp_path / "tasks"
+    bad.mkdir()
+    (bad / "broken.yaml").write_bytes(b"task: x\ndataset_path: \xff\xfe\n")
+    assert main(["datasets", "mme", "--include-path", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "cannot read the task YAMLs under --include-path" in err and str(bad) in err and "Traceback" not in err
