@@ -52,6 +52,20 @@ def test_prepare_task_saves_a_seeded_subset_and_a_loadable_yaml(prepared):
         prepare_task("tiny", str(to / "tiny"), str(to), n=6)
 
 
+def test_overwrite_replaces_only_a_set_it_saved(tmp_path, image_folder):
+    """--overwrite regenerates a set zeroshot-tasks saved; a folder of the user's with the set's name is refused,
+    never deleted."""
+    to = tmp_path / "tasks"
+    prepare_task("tiny", str(image_folder), str(to), n=3, seed=0)
+    assert prepare_task("tiny", str(image_folder), str(to), n=4, seed=1, overwrite=True)["n"] == 4
+    mine = to / "photos"
+    mine.mkdir()
+    (mine / "holiday.jpg").write_bytes(b"not a dataset")
+    with pytest.raises(ValueError, match="not a zero-shot set saved by zeroshot-tasks"):
+        prepare_task("photos", str(image_folder), str(to), n=3, overwrite=True)
+    assert (mine / "holiday.jpg").read_bytes() == b"not a dataset"
+
+
 def test_process_results_takes_the_most_likely_class():
     # lmms_ac_llava returns log-probabilities: higher is better (lmms-eval's default argmin would pick -9.0)
     assert process_results({"label": 1}, [(-5.0, False), (-0.5, True), (-9.0, False)]) == {"acc": 1.0}

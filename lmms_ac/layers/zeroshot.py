@@ -161,7 +161,7 @@ def prepare_task(
     ``to/zeroshot_<name>.yaml``; returns a summary (paths, classes, n)."""
     import datasets
 
-    from lmms_ac.io import OutputExistsError, atomic_write_text
+    from lmms_ac.io import OutputExistsError, atomic_write_text, check_replaceable
 
     if n < 1:
         raise ValueError(f"--n must be >= 1, got {n}")
@@ -169,6 +169,8 @@ def prepare_task(
     data_dir, yaml_path = root / name, root / f"zeroshot_{name}.yaml"
     if not overwrite and (data_dir.exists() or yaml_path.exists()):
         raise OutputExistsError(f"{yaml_path} or {data_dir} already exists; pass --overwrite to regenerate")
+    # --overwrite replaces only a set this command saved there (datasets' save_to_disk writes dataset_dict.json)
+    check_replaceable(data_dir, ["dataset_dict.json"], "a zero-shot set saved by zeroshot-tasks", overwrite=overwrite)
     data = load_source(source, split)
     image_col, label_col = find_columns(data.features, image_column, label_column)
     names = list(classes) if classes else [class_prompt_name(c) for c in data.features[label_col].names]
