@@ -47,12 +47,17 @@ def test_lmms_ac_report_computes_each_quantity_once(tmp_path, calls):
 
 
 @pytest.mark.slow
-def test_study_report_computes_each_quantity_once(tmp_path, calls):
+def test_study_report_computes_each_quantity_once(tmp_path, calls, monkeypatch):
     from study_fakes import cli_command, install_fakes, study_data, write_study
 
     from lmms_ac.study.report import build_study_report
     from lmms_ac.study.spec import load_study
 
+    import lmms_ac.results.output as output
+
+    exports = []
+    spreadsheet_csv = output.spreadsheet_csv
+    monkeypatch.setattr(output, "spreadsheet_csv", lambda df: exports.append(list(df.columns)) or spreadsheet_csv(df))
     bindir = install_fakes(tmp_path / "bin")
     data = study_data(tmp_path)
     data["report"] = {
@@ -66,4 +71,6 @@ def test_study_report_computes_each_quantity_once(tmp_path, calls):
     names = {p.rsplit("/", 1)[-1] for p in summary["written"]}
     assert {"table.csv", "leaderboard.csv", "report.html"} <= names, summary
     assert {"fit.json", "recommend.json", "ac.csv"} <= names, summary
+    # the exports meant for spreadsheets (leaderboard, fit coefficients and predictions) neutralise formulas
+    assert sum("variant" in cols or "setting" in cols for cols in exports) >= 2, exports
     assert calls == Counter({"clean_scores": 1, "fit_law": 1, "robustness_table": 1}), calls

@@ -140,7 +140,7 @@ def build_study_report(study: Study, printer: Printer = print, versions=None) ->
 
         board = step("leaderboard", an.board)
         if board is not None:
-            written += write_csv(board, rdir / "leaderboard.csv", cfg, overwrite=True)
+            written += write_csv(board, rdir / "leaderboard.csv", cfg, overwrite=True, spreadsheet=True)
             written.append(atomic_write_text(rdir / "leaderboard.md", to_markdown(board), overwrite=True))
     # 4. robustness
     if "robustness" in want:
@@ -150,10 +150,10 @@ def build_study_report(study: Study, printer: Printer = print, versions=None) ->
         if detail is None:
             notes.append(f"no probe results yet: no robustness table ({why})")
         else:
-            written += write_csv(detail, rdir / "robustness.csv", cfg, overwrite=True)
+            written += write_csv(detail, rdir / "robustness.csv", cfg, overwrite=True, spreadsheet=True)
             avg = step("robustness summary", lambda: average_drop(detail, metrics))
             if avg is not None:
-                written += write_csv(avg, rdir / "robustness_summary.csv", cfg, overwrite=True)
+                written += write_csv(avg, rdir / "robustness_summary.csv", cfg, overwrite=True, spreadsheet=True)
             if "plots" in want:
                 written += (
                     step(
@@ -168,8 +168,10 @@ def build_study_report(study: Study, printer: Printer = print, versions=None) ->
         notes.append(f"law fit skipped: {an.law_error or an.clean_error or _too_few(an)}")
     if fit is not None:
         written.append(write_json(fit.to_dict(), rdir / "fit.json", cfg, overwrite=True))
-        written += write_csv(fit.coef_frame(), rdir / "fit_coefficients.csv", cfg, overwrite=True)
-        written += write_csv(fit.prediction_frame(), rdir / "fit_predictions.csv", cfg, overwrite=True)
+        written += write_csv(fit.coef_frame(), rdir / "fit_coefficients.csv", cfg, overwrite=True, spreadsheet=True)
+        written += write_csv(
+            fit.prediction_frame(), rdir / "fit_predictions.csv", cfg, overwrite=True, spreadsheet=True
+        )
     if fit is not None and "plots" in want:
         from lmms_ac.law.plots import plot_law_surface, plot_pred_vs_actual
 
