@@ -60,7 +60,8 @@ def _added(content: str) -> dict:
             "single_word": False}  # fmt: skip
 
 
-def _write_json(path: Path, obj: dict) -> None:
+def write_json(path: Path, obj: dict) -> None:
+    """``obj`` as indented JSON, as the hub's config files are written."""
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(obj, indent=2) + "\n", encoding="utf-8")
 
@@ -87,7 +88,7 @@ def write_sentencepiece_tokenizer(directory: Path, model_max_length: int = 2048,
     }
     if legacy is None:
         config.pop("legacy")
-    _write_json(directory / "tokenizer_config.json", config)
+    write_json(directory / "tokenizer_config.json", config)
     specials = {
         "bos_token": _added("<s>"),
         "eos_token": _added("</s>"),
@@ -97,7 +98,7 @@ def write_sentencepiece_tokenizer(directory: Path, model_max_length: int = 2048,
     for value in specials.values():
         if isinstance(value, dict):
             value.pop("__type")
-    _write_json(directory / "special_tokens_map.json", specials)
+    write_json(directory / "special_tokens_map.json", specials)
     return sentencepiece.SentencePieceProcessor(model_proto=data).get_piece_size()
 
 
@@ -156,6 +157,22 @@ def _projector_state_fp32(kind: str, seed: int) -> Dict[str, torch.Tensor]:
     }
 
 
+def hub_state_dict(model: torch.nn.Module) -> Dict[str, torch.Tensor]:
+    """A llava-hf model's weights under the names transformers 4.3x saved on the hub (``language_model.model.*``,
+    ``vision_tower.*``, ``multi_modal_projector.*``, ``language_model.lm_head.weight``), in float16 as released;
+    transformers 5 names them ``model.language_model.*``/``model.*``/``lm_head.weight``."""
+    state = {}
+    for key, value in model.state_dict().items():
+        if key.startswith("model.language_model."):
+            key = "language_model.model." + key[len("model.language_model.") :]
+        elif key.startswith("model."):
+            key = key[len("model.") :]
+        elif key == "lm_head.weight":
+            key = "language_model.lm_head.weight"
+        state[key] = value.detach().half().contiguous()
+    return state
+
+
 def write_sharded(
     directory: Path, state: Dict[str, torch.Tensor], n_shards: int = 2, safetensors: bool = False
 ) -> List[str]:
@@ -178,12 +195,12 @@ def write_sharded(
         names.append(name)
     total = sum(t.numel() * t.element_size() for t in state.values())
     index = f"{stem}.{ext}.index.json"
-    _write_json(directory / index, {"metadata": {"total_size": total}, "weight_map": weight_map})
+    write_json(directory / index, {"metadata": {"total_size": total}, "weight_map": weight_map})
     return names
 
 
 def _generation_config(directory: Path, version: str) -> None:
-    _write_json(directory / "generation_config.json",
+    write_json(directory / "generation_config.json",
                 {"bos_token_id": 1, "eos_token_id": 2, "max_length": 4096, "pad_token_id": 0,
                  "transformers_version": version})  # fmt: skip
 
@@ -233,11 +250,9 @@ def build_hf_cache(hf_home: str, seed: int = 0) -> Path:
     model = CLIPModel(_clip_configs())
     config = model.config.to_dict()
     config.update(architectures=["CLIPModel"], transformers_version="4.21.3")
-    _write_json(snap / "config.json", config)
+    write_json(snap / "config.json", config)
     torch.save({k: v.contiguous() for k, v in model.state_dict().items()}, snap / "pytorch_model.bin")
-    _write_json(
-        snap / "preprocessor_config.json", {**_preprocessor(), "feature_extractor_type": "CLIPFeatureExtractor"}
-    )
+    write_json(snap / "preprocessor_config.json", {**_preprocessor(), "feature_extractor_type": "CLIPFeatureExtractor"})
     return snap
 
 
@@ -279,18 +294,18 @@ def build_original(directory: str, layout: str = "a", seed: int = 0) -> Dict[str
         vocab = write_sentencepiece_tokenizer(base, model_max_length=4096)
         base_cfg = {"_name_or_path": "vicuna-7b-v1.5", "architectures": ["LlamaForCausalLM"], "model_type": "llama",
                     **llama_config_fields(vocab, "4.31.0")}  # fmt: skip
-        _write_json(base / "config.json", dict(sorted(base_cfg.items())))
+        write_json(base / "config.json", dict(sorted(base_cfg.items())))
         write_sharded(base, _random_llama_state(vocab, seed))
         _generation_config(base, "4.31.0")
         cfg = _original_config("llava_llama", version, vocab, tune_mm_mlp_adapter=True)
-        _write_json(out / "config.json", cfg)
+        write_json(out / "config.json", cfg)
         torch.save(_projector_state("mlp2x_gelu", seed), out / "mm_projector.bin")
         return {"checkpoint": str(out), "model_base": str(base)}
     vocab = write_sentencepiece_tokenizer(out, legacy=None if layout == "e" else False)
     state = _random_llama_state(vocab, seed)
     if layout == "e":
         added = ["<im_patch>", "<im_start>", "<im_end>"]
-        _write_json(out / "added_tokens.json", {t: vocab + i for i, t in enumerate(added)})
+        write_json(out / "added_tokens.json", {t: vocab + i for i, t in enumerate(added)})
         vocab += len(added)
         for key in ("model.embed_tokens.weight", "lm_head.weight"):
             extra = state[key][: len(added)].clone()
@@ -302,7 +317,7 @@ def build_original(directory: str, layout: str = "a", seed: int = 0) -> Dict[str
     else:
         cfg = _original_config("llava" if layout == "a" else "llava_llama", version, vocab)
         state.update(_projector_state("mlp2x_gelu", seed))
-    _write_json(out / "config.json", cfg)
+    write_json(out / "config.json", cfg)
     write_sharded(out, state)
     _generation_config(out, version)
     return {"checkpoint": str(out)}
@@ -340,23 +355,15 @@ def build_llava_hf(directory: str, seed: int = 0) -> Dict[str, str]:
     model = LlavaForConditionalGeneration(
         LlavaConfig.from_dict({k: v for k, v in config.items() if k != "transformers_version"})
     )
-    state = {}
-    for key, value in model.state_dict().items():  # transformers 5 names -> the 4.36 names on the hub
-        if key.startswith("model.language_model."):
-            key = "language_model.model." + key[len("model.language_model.") :]
-        elif key.startswith("model."):
-            key = key[len("model.") :]
-        elif key == "lm_head.weight":
-            key = "language_model.lm_head.weight"
-        state[key] = value.detach().half().contiguous()  # float16 on the hub
-    _write_json(out / "config.json", config)
+    state = hub_state_dict(model)
+    write_json(out / "config.json", config)
     write_sharded(out, state, safetensors=True)
     _generation_config(out, "4.36.0.dev0")
-    _write_json(out / "preprocessor_config.json", _preprocessor("LlavaProcessor"))
-    _write_json(out / "processor_config.json",
+    write_json(out / "preprocessor_config.json", _preprocessor("LlavaProcessor"))
+    write_json(out / "processor_config.json",
                 {"image_token": "<image>", "num_additional_image_tokens": 1, "patch_size": PATCH_SIZE,
                  "processor_class": "LlavaProcessor", "vision_feature_select_strategy": "default"})  # fmt: skip
-    _write_json(out / "chat_template.json", {"chat_template": LLAVA_HF_TEMPLATE})
+    write_json(out / "chat_template.json", {"chat_template": LLAVA_HF_TEMPLATE})
     return {"checkpoint": str(out)}
 
 

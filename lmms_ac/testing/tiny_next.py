@@ -26,6 +26,8 @@ from lmms_ac.testing.released import (
     PATCH_SIZE,
     TEXT,
     VISION_DIM,
+    hub_state_dict,
+    write_json,
     write_sentencepiece_tokenizer,
     write_sharded,
 )
@@ -33,12 +35,6 @@ from lmms_ac.testing.released import (
 # the released pinpoints ([[336, 672], [672, 336], [672, 672], [1008, 336], [336, 1008]]) at IMAGE_SIZE
 PINPOINTS = [[IMAGE_SIZE * h, IMAGE_SIZE * w] for h, w in ([1, 2], [2, 1], [2, 2], [3, 1], [1, 3])]
 TRANSFORMERS_VERSION = "4.39.0.dev0"
-
-
-def _write_json(path: Path, obj: dict) -> None:
-    import json
-
-    path.write_text(json.dumps(obj, indent=2) + "\n", encoding="utf-8")
 
 
 def next_preprocessor() -> dict:
@@ -96,23 +92,15 @@ def build_llava_next_hf(directory: str, seed: int = 0) -> Dict[str, str]:
     torch.manual_seed(seed)
     cfg = {k: v for k, v in config.items() if k not in ("transformers_version", "use_image_newline_parameter")}
     model = LlavaNextForConditionalGeneration(LlavaNextConfig.from_dict(cfg))
-    state = {}
-    for key, value in model.state_dict().items():  # transformers 5 names -> the 4.39 names on the hub
-        if key.startswith("model.language_model."):
-            key = "language_model.model." + key[len("model.language_model.") :]
-        elif key.startswith("model."):
-            key = key[len("model.") :]
-        elif key == "lm_head.weight":
-            key = "language_model.lm_head.weight"
-        state[key] = value.detach().half().contiguous()  # float16 on the hub
-    _write_json(out / "config.json", config)
+    state = hub_state_dict(model)  # the 4.39 names on the hub, float16
+    write_json(out / "config.json", config)
     write_sharded(out, state, safetensors=True)
-    _write_json(out / "generation_config.json",
+    write_json(out / "generation_config.json",
                 {"bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 0,
                  "transformers_version": TRANSFORMERS_VERSION})  # fmt: skip
-    _write_json(out / "preprocessor_config.json", next_preprocessor())
-    _write_json(out / "processor_config.json",
+    write_json(out / "preprocessor_config.json", next_preprocessor())
+    write_json(out / "processor_config.json",
                 {"image_token": "<image>", "num_additional_image_tokens": 1, "patch_size": PATCH_SIZE,
                  "processor_class": "LlavaNextProcessor", "vision_feature_select_strategy": "default"})  # fmt: skip
-    _write_json(out / "chat_template.json", {"chat_template": LLAVA_HF_TEMPLATE})
+    write_json(out / "chat_template.json", {"chat_template": LLAVA_HF_TEMPLATE})
     return {"checkpoint": str(out)}

@@ -19,7 +19,7 @@ from typing import Dict
 
 import torch
 
-from lmms_ac.testing.released import write_sharded
+from lmms_ac.testing.released import hub_state_dict, write_json, write_sharded
 from lmms_ac.testing.tiny import make_tokenizer
 
 SIZE, PATCH, VISION_DIM = 32, 8, 32
@@ -33,12 +33,6 @@ CHATML_TEMPLATE = (
     "{% endif %}{{ '<|im_end|>\n' }}{% endfor %}"
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
-
-
-def _write_json(path: Path, obj: dict) -> None:
-    import json
-
-    path.write_text(json.dumps(obj, indent=2) + "\n", encoding="utf-8")
 
 
 def build_llava_onevision_hf(directory: str, seed: int = 0) -> Dict[str, str]:
@@ -72,29 +66,21 @@ def build_llava_onevision_hf(directory: str, seed: int = 0) -> Dict[str, str]:
     torch.manual_seed(seed)
     cfg = {k: v for k, v in config.items() if k not in ("transformers_version", "use_image_newline_parameter")}
     model = LlavaOnevisionForConditionalGeneration(LlavaOnevisionConfig.from_dict(cfg))
-    state = {}
-    for key, value in model.state_dict().items():  # transformers 5 names -> the 4.45 names on the hub
-        if key.startswith("model.language_model."):
-            key = "language_model.model." + key[len("model.language_model.") :]
-        elif key.startswith("model."):
-            key = key[len("model.") :]
-        elif key == "lm_head.weight":
-            key = "language_model.lm_head.weight"
-        state[key] = value.detach().half().contiguous()  # float16 on the hub
-    _write_json(out / "config.json", config)
+    state = hub_state_dict(model)  # the 4.45 names on the hub, float16
+    write_json(out / "config.json", config)
     write_sharded(out, state, safetensors=True)
-    _write_json(out / "generation_config.json",
+    write_json(out / "generation_config.json",
                 {"bos_token_id": 1, "eos_token_id": ids["<|im_end|>"], "pad_token_id": ids["<pad>"],
                  "transformers_version": TRANSFORMERS_VERSION})  # fmt: skip
-    _write_json(out / "preprocessor_config.json",
+    write_json(out / "preprocessor_config.json",
                 {"do_convert_rgb": True, "do_normalize": True, "do_pad": True, "do_rescale": True, "do_resize": True,
                  "image_grid_pinpoints": PINPOINTS, "image_mean": [0.5, 0.5, 0.5],
                  "image_processor_type": "LlavaOnevisionImageProcessor", "image_std": [0.5, 0.5, 0.5],
                  "processor_class": "LlavaOnevisionProcessor", "resample": 3,
                  "rescale_factor": 0.00392156862745098, "size": {"height": SIZE, "width": SIZE}})  # fmt: skip
-    _write_json(out / "processor_config.json",
+    write_json(out / "processor_config.json",
                 {"image_token": "<image>", "num_image_tokens": (SIZE // PATCH) ** 2,
                  "processor_class": "LlavaOnevisionProcessor", "video_token": "<video>",
                  "vision_aspect_ratio": "anyres_max_9", "vision_feature_select_strategy": "full"})  # fmt: skip
-    _write_json(out / "chat_template.json", {"chat_template": CHATML_TEMPLATE})
+    write_json(out / "chat_template.json", {"chat_template": CHATML_TEMPLATE})
     return {"checkpoint": str(out)}
