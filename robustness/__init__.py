@@ -4,7 +4,9 @@ declare_perturbation_support, perturbation_for_task; ``synthesis``: the syntheti
 ``synthetic_store``: its images at evaluation time).
 
 The names below are re-exported lazily (PEP 562): ``import lmms_ac.robustness`` costs nothing, and
-torch loads with the first name that needs it, so ``lmms-ac --help`` stays fast. transformers loads
+torch loads only with the first name that needs it (the grammar, ``grammar``, and the catalogue
+entries, ``catalogue``, are torch-free; applying a perturbation imports torch), so ``lmms-ac --help``
+stays fast. transformers loads
 only with the DINO saliency model, on the first salient/non-salient PatchDrop that needs it.
 """
 
@@ -28,11 +30,8 @@ _EXPORTS = {
         "SalientPatchDrop",
         "SyntheticImage",
         "TokenPermutation",
-        "UnknownPerturbationError",
-        "make_perturbation",
-        "parse_perturbation",
-        "robust_task_name",
     ),
+    ".grammar": ("UnknownPerturbationError", "make_perturbation", "parse_perturbation", "robust_task_name"),
     ".context": ("PerturbationContext", "stable_seed"),
     ".saliency": ("CachedSaliency", "SaliencyModel", "ViTCLSAttention", "default_saliency", "set_default_saliency"),
     ".tasks": (

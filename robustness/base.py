@@ -5,6 +5,8 @@ give its registry ``name``, its ``stage`` (where the model applies it), whether 
 and its string ``form``, a template such as ``"tokgroup_m{m}_g{group}"`` whose ``{field}`` slots are
 written and read by a :class:`Codec`. One template gives both directions, so every string form
 round-trips by construction. A non-zero seed is appended as ``_s{seed}`` (``tokperm_s3``).
+
+Torch-free: torch is only in the annotations here; the ops a subclass's ``apply`` calls import it.
 """
 
 from __future__ import annotations
@@ -12,12 +14,13 @@ from __future__ import annotations
 import dataclasses
 import re
 from dataclasses import dataclass
-from typing import Any, Callable, ClassVar, Dict, Mapping, Optional, Tuple, Union
-
-import torch
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Dict, Mapping, Optional, Tuple, Union
 
 from .context import PerturbationContext
 from .stages import STAGES, Stage  # noqa: F401 - re-exported: the catalogue's stage names
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass(frozen=True)

@@ -30,25 +30,24 @@ PatchDrop's ratio r is always the fraction removed: of the cells (Random; Salien
 ``by="mass"``, the default: Salient drops the cells holding the top r of the mass, Non-Salient those
 holding the bottom r). ``dropped_fraction(x, ctx)`` gives the fraction of cells actually dropped.
 
-Adding an op is one function in an op module and one class here.
+Adding an op is one function in an op module and one class here. This module is torch-free: it is
+the grammar's half of each entry (parameters, checks, string form); each ``apply`` imports its torch op
+(``image_ops``, ``token_ops``, ``noise``, ``saliency``) when it runs. Reading, printing and naming
+string forms is :mod:`lmms_ac.robustness.grammar`.
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
-from typing import Any, List, Optional, Type
+from typing import TYPE_CHECKING, Any, Optional, Type
 
-import torch
-
-from lmms_ac.registry import Registry, UnknownEntryError
+from lmms_ac.registry import Registry
 
 from .base import INT, PERCENT, Perturbation, choice, param
 from .context import PerturbationContext
-from .image_ops import drop_cells, patch_shuffle, random_cells
-from .noise import add_component_noise
-from .saliency import CachedSaliency, default_saliency, salient_cells
-from .token_ops import keep_group, noise_group, permute_tokens, permute_within_views
+
+if TYPE_CHECKING:
+    import torch
 
 PERTURBATIONS: Registry[Type[Perturbation]] = Registry("perturbation")
 
@@ -103,6 +102,8 @@ class PatchShuffle(Perturbation):
             raise ValueError(f"patchshuffle: n must be >= 2, got {self.n}")
 
     def apply(self, x: torch.Tensor, ctx: PerturbationContext) -> torch.Tensor:
+        from .image_ops import patch_shuffle
+
         return patch_shuffle(x, int(self.n), ctx.generator())
 
 
@@ -125,6 +126,8 @@ class RandomPatchDrop(Perturbation):
 
     def cells(self, ctx: PerturbationContext) -> torch.Tensor:
         """The dropped cells, bool ``[gh, gw]``."""
+        from .image_ops import random_cells
+
         return random_cells(ctx.grid, self.ratio, ctx.generator())
 
     def drop_mask(self, x: torch.Tensor, ctx: PerturbationContext) -> torch.Tensor:
@@ -136,6 +139,8 @@ class RandomPatchDrop(Perturbation):
         return float(self.cells(ctx).float().mean())
 
     def apply(self, x: torch.Tensor, ctx: PerturbationContext) -> torch.Tensor:
+        from .image_ops import drop_cells
+
         return drop_cells(x, self.cells(ctx))
 
 
@@ -168,19 +173,28 @@ class SalientPatchDrop(Perturbation):
         _check_ratio(self)
         if self.by not in ("count", "mass"):
             raise ValueError(f"{self.name}: by must be 'mass' or 'count', got {self.by!r}")
-        if self.saliency is not None and not isinstance(self.saliency, CachedSaliency):
-            object.__setattr__(self, "saliency", CachedSaliency(self.saliency))
+        if self.saliency is not None:
+            from .saliency import CachedSaliency
+
+            if not isinstance(self.saliency, CachedSaliency):
+                object.__setattr__(self, "saliency", CachedSaliency(self.saliency))
 
     def saliency_map(self, x: torch.Tensor, ctx: PerturbationContext) -> torch.Tensor:
+        from .saliency import default_saliency
+
         saliency = self.saliency if self.saliency is not None else default_saliency()
         return saliency(x, ctx.grid)
 
     def salient(self, x: torch.Tensor, ctx: PerturbationContext) -> torch.Tensor:
         """The top salient cells of the clean image ``x`` at this ratio, bool ``[gh, gw]``."""
+        from .saliency import salient_cells
+
         return salient_cells(self.saliency_map(x, ctx), self.ratio, self.by, "top")
 
     def cells(self, x: torch.Tensor, ctx: PerturbationContext) -> torch.Tensor:
         """The dropped cells, bool ``[gh, gw]``."""
+        from .saliency import salient_cells
+
         return salient_cells(self.saliency_map(x, ctx), self.ratio, self.by, self.end)
 
     def drop_mask(self, x: torch.Tensor, ctx: PerturbationContext) -> torch.Tensor:
@@ -192,6 +206,8 @@ class SalientPatchDrop(Perturbation):
         return float(self.cells(x, ctx).float().mean())
 
     def apply(self, x: torch.Tensor, ctx: PerturbationContext) -> torch.Tensor:
+        from .image_ops import drop_cells
+
         return drop_cells(x, self.cells(x, ctx))
 
 
@@ -236,10 +252,9 @@ class TokenPermutation(Perturbation):
     on_tiles = True
 
     def apply(self, x: torch.Tensor, ctx: PerturbationContext) -> torch.Tensor:
-        if ctx.views is not None:
-            return permute_within_views(x, ctx.generator(), ctx.views)
-        keep = None if ctx.visual_mask is None else ~ctx.visual_mask.to(torch.bool)
-        return permute_tokens(x, ctx.generator(), keep)
+        from .token_ops import permute_visual_tokens
+
+        return permute_visual_tokens(x, ctx.generator(), ctx.visual_mask, ctx.views)
 
 
 @register
@@ -261,6 +276,8 @@ class KeepGroup(Perturbation):
         _check_group(self)
 
     def apply(self, x: torch.Tensor, ctx: PerturbationContext) -> torch.Tensor:
+        from .token_ops import keep_group
+
         return keep_group(x, ctx.grid, int(self.m), int(self.group), ctx.visual_mask)
 
 
@@ -283,6 +300,8 @@ class GroupNoise(Perturbation):
         _check_group(self)
 
     def apply(self, x: torch.Tensor, ctx: PerturbationContext) -> torch.Tensor:
+        from .token_ops import noise_group
+
         return noise_group(x, ctx.grid, int(self.m), int(self.group), ctx.generator(), ctx.visual_mask)
 
 
@@ -305,6 +324,8 @@ class LayerNoise(Perturbation):
         _check_layer(self)
 
     def apply(self, x: torch.Tensor, ctx: PerturbationContext) -> torch.Tensor:
+        from .noise import add_component_noise
+
         return add_component_noise(x, slice(None), ctx.generator())
 
 
@@ -330,104 +351,6 @@ class ModalityNoise(Perturbation):
         _check_layer(self)
 
     def apply(self, x: torch.Tensor, ctx: PerturbationContext) -> torch.Tensor:
-        if ctx.visual_mask is None:
-            raise ValueError("modnoise needs context.visual_mask marking the visual-token positions")
-        mask = ctx.visual_mask.reshape(-1).to(torch.bool)
-        if mask.numel() != x.shape[0]:
-            raise ValueError(f"visual_mask has {mask.numel()} entries for {x.shape[0]} positions")
-        return add_component_noise(x, mask if self.modality == "image" else ~mask, ctx.generator())
+        from .noise import add_modality_noise
 
-
-# ---------------------------------------------------------------------------------- names <-> objects
-class UnknownPerturbationError(UnknownEntryError):
-    """A string form whose name is not registered; the message suggests close names."""
-
-    def __init__(self, text: str, stem: str, known: List[str]):
-        super().__init__("perturbation", stem, known)
-        forms = ", ".join(example_string(PERTURBATIONS.get(n)) for n in known)
-        self.message = f"cannot read perturbation {text!r}: {self.message}. Example forms: {forms}"
-
-
-def example_string(cls: Type[Perturbation]) -> str:
-    return cls(**cls.examples[0]).to_string()
-
-
-def make_perturbation(name: str, **params: Any) -> Perturbation:
-    """Build a registered perturbation by name, e.g. ``make_perturbation("pdrop_salient", ratio=0.3)``."""
-    cls = PERTURBATIONS.get(name)
-    try:
-        return cls(**params)
-    except TypeError as err:
-        fields = [f for f in cls.__dataclass_fields__ if f != "saliency"]
-        raise TypeError(f"{name}: {err}; parameters are {', '.join(fields)}") from None
-
-
-def parse_perturbation(text: str) -> Perturbation:
-    """Read a compact string form (``"pdrop_salient30"``, ``"tokgroup_m4_g5_s2"``) back."""
-    matches = []
-    for name in PERTURBATIONS.names():
-        cls = PERTURBATIONS.get(name)
-        m = cls.pattern().fullmatch(text)
-        if m:
-            matches.append(cls.from_match(m))
-    if len(matches) == 1:
-        return matches[0]
-    if len(matches) > 1:
-        raise ValueError(f"ambiguous perturbation {text!r}: {', '.join(type(p).__name__ for p in matches)}")
-    prefixed = [n for n in PERTURBATIONS.names() if text.startswith(n)]
-    if prefixed:
-        name = max(prefixed, key=len)
-        cls = PERTURBATIONS.get(name)
-        raise ValueError(
-            f"malformed {name!r} perturbation {text!r}: expected {cls.form!r} (+ optional '_s<seed>'), "
-            f"e.g. {example_string(cls)!r}"
-        )
-    stem = re.sub(r"(_[a-z])?\d.*$", "", text).rstrip("_") or text
-    raise UnknownPerturbationError(text, stem, PERTURBATIONS.names())
-
-
-def severity(p: Perturbation) -> Optional[float]:
-    """The one numeric parameter of a perturbation (``ratio``, ``n``...), else None."""
-    numeric = [v for v in p.params.values() if isinstance(v, (int, float)) and not isinstance(v, bool)]
-    return numeric[0] if len(numeric) == 1 else None
-
-
-def severity_unit(p: Perturbation) -> Optional[str]:
-    """What the severity measures: the fraction of cells or of attention mass removed, tiles per side..."""
-    by = getattr(p, "by", None)
-    if isinstance(p, (SalientPatchDrop, RandomPatchDrop)):
-        return "fraction of attention mass removed" if by == "mass" else "fraction of cells removed"
-    if isinstance(p, PatchShuffle):
-        return "tiles per side"
-    return None
-
-
-def perturbation_metadata(p: Perturbation, base_task: str, seed: Optional[int] = None) -> dict:
-    """The perturbation block of a result's metadata, the same for a generated task and for a
-    perturbation given to the model as an argument: both land in one (perturbation, severity) group.
-
-    ``perturbation`` is the seed-free string form (the seeds of one probe share it), ``form`` the
-    one with the seed, ``severity`` the single numeric parameter (PatchDrop: r, the fraction removed)
-    and ``severity_unit`` what it measures. ``seed`` overrides the perturbation's own.
-    """
-    if seed is not None:
-        p = p.with_seed(int(seed))
-    return {
-        "base_task": base_task,
-        "perturbation": p.with_seed(0).to_string(),
-        "form": p.to_string(),
-        "name": p.name,
-        "stage": p.stage,
-        "params": {
-            k: (v if isinstance(v, (int, float, str, bool)) or v is None else str(v)) for k, v in p.params.items()
-        },
-        "severity": severity(p),
-        "severity_unit": severity_unit(p),
-        "seed": int(p.seed),
-        "stochastic": bool(p.stochastic),
-    }
-
-
-def robust_task_name(base: str, perturbation: Perturbation) -> str:
-    """The task name of a robustness variant: ``"<base>_<string form>"`` (e.g. ``mme_tokperm_s2``)."""
-    return f"{base}_{perturbation.to_string()}"
+        return add_modality_noise(x, ctx.visual_mask, self.modality, ctx.generator())

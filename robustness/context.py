@@ -4,16 +4,18 @@ Randomness never comes from a global RNG. Every stochastic op draws from ``ctx.g
 ``torch.Generator`` seeded from a stable hash (SHA-256, independent of ``PYTHONHASHSEED``, the
 process, the rank and the device) of ``(seed, task, doc_id, image_index)``. Random numbers are drawn
 on the CPU and then moved to the tensor's device, so a perturbation is bit-identical on every
-data-parallel rank and on CPU or GPU.
+data-parallel rank and on CPU or GPU. Importing this module does not import torch (the grammar builds
+contexts); ``generator()`` does.
 """
 
 from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from typing import Optional, Tuple, Union
+from typing import TYPE_CHECKING, Optional, Tuple, Union
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 _SEED_NAMESPACE = "lmms_ac.robustness/v1"
 
@@ -63,6 +65,8 @@ class PerturbationContext:
 
         The ops of this package always call it with the default CPU device (see module docstring).
         """
+        import torch  # here, not at the top: the grammar (parsing, names) stays torch-free
+
         gen = torch.Generator(device=device)
         gen.manual_seed(self.stable_seed())
         return gen

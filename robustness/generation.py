@@ -18,7 +18,8 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 from lmms_ac.benchmarks import all_benchmarks
 
 from .base import Perturbation
-from .catalogue import PERTURBATIONS, perturbation_metadata, robust_task_name
+from .catalogue import PERTURBATIONS
+from .grammar import perturbation_metadata, robust_task_name
 from .guard import SHIM_MODULE
 from .task_cache import package_version, write_marker
 from .variants import VariantFamily, selected_families
@@ -154,7 +155,7 @@ def _merged_metadata(base_meta: Any) -> Dict[str, Any]:
 
 def task_metadata(spec: TaskSpec, index_id: str = "") -> Dict[str, Any]:
     """The ``metadata.lmms_ac`` block of a generated task (what the results collector reads); the
-    perturbation's part comes from :func:`~lmms_ac.robustness.catalogue.perturbation_metadata`, the
+    perturbation's part comes from :func:`~lmms_ac.robustness.grammar.perturbation_metadata`, the
     same function that describes a perturbation given as a model argument."""
     return {
         **perturbation_metadata(spec.perturbation, spec.base),

@@ -14,7 +14,7 @@ import threading
 from typing import Any, Dict, Iterable, Optional
 
 from .base import STAGES, Perturbation
-from .catalogue import parse_perturbation
+from .grammar import parse_perturbation
 from .plugins import ensure_plugins
 from .task_cache import load_manifest
 

@@ -17,7 +17,8 @@ from typing import Any, Dict, Mapping, Optional, Tuple
 from lmms_ac.benchmarks import BENCHMARKS, base_tasks
 
 from .base import Perturbation
-from .catalogue import PERTURBATIONS, parse_perturbation
+from .catalogue import PERTURBATIONS
+from .grammar import parse_perturbation
 from .plugins import PROBES_ENV, ensure_plugins
 from .variants import VARIANTS
 

@@ -12,7 +12,7 @@ cast back to the input dtype. ``u`` is drawn on the CPU from the caller's genera
 
 from __future__ import annotations
 
-from typing import Sequence, Union
+from typing import Optional, Sequence, Union
 
 import torch
 
@@ -51,3 +51,16 @@ def add_component_noise(x: torch.Tensor, rows: Union[torch.Tensor, slice], gener
     out = x.clone()
     out[rows] = noisy
     return out
+
+
+def add_modality_noise(
+    x: torch.Tensor, visual_mask: Optional[torch.Tensor], modality: str, generator: torch.Generator
+) -> torch.Tensor:
+    """Noise on one modality of ``x [T, D]``: ``image`` = the rows where ``visual_mask [T]`` is True,
+    ``text`` = every other row."""
+    if visual_mask is None:
+        raise ValueError("modnoise needs context.visual_mask marking the visual-token positions")
+    mask = visual_mask.reshape(-1).to(torch.bool)
+    if mask.numel() != x.shape[0]:
+        raise ValueError(f"visual_mask has {mask.numel()} entries for {x.shape[0]} positions")
+    return add_component_noise(x, mask if modality == "image" else ~mask, generator)

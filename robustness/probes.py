@@ -17,7 +17,8 @@ from typing import Dict, List, Mapping, Sequence, Union
 import numpy as np
 
 from .base import Perturbation
-from .catalogue import GroupNoise, KeepGroup, parse_perturbation, robust_task_name
+from .catalogue import GroupNoise, KeepGroup
+from .grammar import parse_perturbation, robust_task_name
 
 DEFAULT_DRAWS = 10
 

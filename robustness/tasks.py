@@ -24,7 +24,7 @@ Nothing here is a hand-copied YAML. Three small tables drive everything:
 Task names and tags
 -------------------
 A variant task is ``<base>_<form>``: the base lmms-eval task name and the catalogue's string form
-(:func:`~lmms_ac.robustness.catalogue.robust_task_name`), seed 0 without suffix and seed k as
+(:func:`~lmms_ac.robustness.grammar.robust_task_name`), seed 0 without suffix and seed k as
 ``_s<k>``. Examples: ``mme_tokperm``, ``mme_tokperm_s3``, ``seed_patchshuffle4``,
 ``mmbench_en_dev_pdrop_salient30``, ``ok_vqa_val2014_tokgroup_m4_g5``, ``ai2d_synthetic``. These are
 exactly the names :mod:`lmms_ac.robustness.probes` expects (``group_tasks``, ``noise_tasks``).
@@ -105,7 +105,7 @@ from __future__ import annotations
 from lmms_ac.benchmarks import BENCHMARKS, Benchmark, base_tasks, benchmark, register_benchmark
 from lmms_ac.benchmarks import all_benchmarks as _benchmarks  # noqa: F401 (used by lmms-ac tasks)
 
-from .catalogue import severity
+from .grammar import severity
 from .generation import ALL_TAG, GENERATOR_VERSION, TaskSpec, generate, index_hash, task_metadata, task_specs
 from .guard import (
     SHIM_MODULE,

@@ -67,6 +67,20 @@ def permute_within_views(tokens: torch.Tensor, generator: torch.Generator, views
     return tokens[order.to(tokens.device)]
 
 
+def permute_visual_tokens(
+    tokens: torch.Tensor,
+    generator: torch.Generator,
+    visual_mask: Optional[torch.Tensor] = None,
+    views: Optional[torch.Tensor] = None,
+) -> torch.Tensor:
+    """Token permutation: within each view on tiled input (``views``, see :func:`permute_within_views`),
+    else every row where ``visual_mask`` is True (every row without a mask) among themselves."""
+    if views is not None:
+        return permute_within_views(tokens, generator, views)
+    keep = None if visual_mask is None else ~visual_mask.to(torch.bool)
+    return permute_tokens(tokens, generator, keep)
+
+
 def keep_group(
     tokens: torch.Tensor, grid: Tuple[int, int], m: int, group: int, patch_mask: Optional[torch.Tensor] = None
 ) -> torch.Tensor:

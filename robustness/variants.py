@@ -12,7 +12,8 @@ from lmms_ac.benchmarks import Benchmark
 from lmms_ac.registry import Registry
 
 from .base import Perturbation
-from .catalogue import PERTURBATIONS, parse_perturbation
+from .catalogue import PERTURBATIONS
+from .grammar import parse_perturbation
 from .plugins import ensure_plugins
 from .probes import DEFAULT_DRAWS
 

@@ -212,7 +212,7 @@ def test_spec_parser_fails_clearly(spec):
     )
 )
 def test_perturbation_parser_fails_clearly(form):
-    from lmms_ac.robustness.catalogue import parse_perturbation
+    from lmms_ac.robustness.grammar import parse_perturbation
 
     try:
         p = parse_perturbation(form)

@@ -298,7 +298,7 @@ def test_benchmark_notes_are_merged():
 
 def test_importance_map_from_toknoise_runs(tmp_path):
     """toknoise draws (10 seeds per token group) become an importance map; an incomplete set is named as missing."""
-    from lmms_ac.robustness.catalogue import parse_perturbation, robust_task_name
+    from lmms_ac.robustness.grammar import parse_perturbation, robust_task_name
     from lmms_ac.results.table import validate_table
     from lmms_ac.testing.results_fixture import result_row
 

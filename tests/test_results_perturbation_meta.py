@@ -50,7 +50,7 @@ def test_same_group_from_model_argument_and_task(form):
 
 def test_patchdrop_severity_is_the_fraction_removed_with_its_unit():
     from lmms_ac.robustness import parse_perturbation
-    from lmms_ac.robustness.catalogue import perturbation_metadata
+    from lmms_ac.robustness.grammar import perturbation_metadata
 
     sal = perturbation_metadata(parse_perturbation("pdrop_salient30"), "mme")
     non = perturbation_metadata(parse_perturbation("pdrop_nonsalient30"), "mme")
@@ -88,7 +88,8 @@ def test_robustness_table_groups_both_routes():
 
 def test_light_severity_unit_agrees_with_the_catalogue():
     from lmms_ac.results.robustness_table import severity_unit
-    from lmms_ac.robustness.catalogue import PERTURBATIONS, perturbation_metadata
+    from lmms_ac.robustness.catalogue import PERTURBATIONS
+    from lmms_ac.robustness.grammar import perturbation_metadata
 
     for name in PERTURBATIONS.names():
         cls = PERTURBATIONS.get(name)

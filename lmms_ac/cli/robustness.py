@@ -94,7 +94,8 @@ def _table(rows: Sequence[Sequence[str]], header: Sequence[str]) -> str:
 def _perturbation_filter(values: Optional[List[str]]):
     if not values:
         return None
-    from lmms_ac.robustness.catalogue import PERTURBATIONS, parse_perturbation
+    from lmms_ac.robustness.catalogue import PERTURBATIONS
+    from lmms_ac.robustness.grammar import parse_perturbation
 
     names, forms = set(), set()
     for v in values:

@@ -211,12 +211,12 @@ def _samples_n(samples: Sequence[Path], results_path: Path, task: str) -> Option
 def _model_arg_perturbation(config: Mapping[str, Any], task: str) -> Dict[str, Any]:
     """A perturbation given to lmms_ac_llava as a model argument (``perturbation=tokperm,perturbation_seed=3``)
     applies to every task of the run: the metadata a generated robustness task carries, from the same
-    function (``robustness.catalogue.perturbation_metadata``), so both routes share one
+    function (``robustness.grammar.perturbation_metadata``), so both routes share one
     (perturbation, severity) group."""
     args = parse_model_args(config.get("model_args"))
     if not args.get("perturbation"):
         return {}
-    from lmms_ac.robustness.catalogue import parse_perturbation, perturbation_metadata
+    from lmms_ac.robustness.grammar import parse_perturbation, perturbation_metadata
 
     p = parse_perturbation(args["perturbation"])
     seed = int(args.get("perturbation_seed", p.seed) or 0)

@@ -45,7 +45,7 @@ def severity_unit(perturbation: str) -> str:
     """What ``severity`` measures for a seed-free perturbation form, without importing the catalogue
     (torch): PatchDrop's r is the fraction removed, of the attention mass (Salient/Non-Salient, by
     mass: the default) or of the cells (Random, and ``_count``). Must agree with
-    ``lmms_ac.robustness.catalogue.severity_unit`` (tested)."""
+    ``lmms_ac.robustness.grammar.severity_unit`` (tested)."""
     p = str(perturbation)
     if p.startswith(("pdrop_salient", "pdrop_nonsalient")):
         return "fraction of cells removed" if p.endswith("_count") else "fraction of attention mass removed"

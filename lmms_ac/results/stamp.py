@@ -16,7 +16,7 @@ from typing import Any, Dict, Mapping, Optional, Tuple
 
 from lmms_ac.results.collect import lmms_ac_metadata
 from lmms_ac.results.table import CELLS_DROPPED_METRIC
-from lmms_ac.robustness.catalogue import perturbation_metadata
+from lmms_ac.robustness.grammar import perturbation_metadata
 
 
 def finish_results(results: Optional[Dict[str, Any]], lm: Any) -> None:

@@ -98,7 +98,7 @@ def make_table(
     perturbations: Optional[Sequence[str]] = None,
 ) -> pd.DataFrame:
     """The tidy table of a small study (see module doc); ``benchmarks``/``perturbations`` keep a subset."""
-    from lmms_ac.robustness.catalogue import parse_perturbation, robust_task_name
+    from lmms_ac.robustness.grammar import parse_perturbation, robust_task_name
     from lmms_ac.results.table import validate_table
 
     rng = np.random.default_rng(seed)
