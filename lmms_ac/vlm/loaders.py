@@ -259,19 +259,9 @@ def load_vlm(
     fmt = checkpoint_format(config, f"{pretrained}/config.json")
     torch_dtype = resolve_dtype(dtype)
     backend = None if image_backend == "auto" else image_backend
-    if fmt == "llava_hf" and config.get("model_type") in TILED_HF_TYPES:
-        vlm = load_llava_next_hf(
-            pretrained,
-            config,
-            vision_tower,
-            torch_dtype,
-            attn_implementation,
-            image_aspect_ratio,
-            trust_remote_code,
-            backend,
-        )
-    elif fmt == "llava_hf":
-        vlm = _load_llava_hf(
+    if fmt == "llava_hf":  # the tiled models (NeXT, OneVision) and plain LLaVA take the same arguments
+        load = load_llava_next_hf if config.get("model_type") in TILED_HF_TYPES else _load_llava_hf
+        vlm = load(
             pretrained,
             config,
             vision_tower,
