@@ -304,17 +304,17 @@ def _pivot_score_store(
         from loguru import logger
 
         logger.warning(f"{source}: no {', '.join(map(repr, absent))} scores for any variant; left blank")
-    rows = df[df["score"].isin(score_names)].copy()
-    if "time" in rows.columns:
-        rows = rows.sort_values("time", kind="stable")
-    dropped = rows.duplicated([variant_col, "score"], keep="last")
-    if dropped.any():
+    from lmms_ac.scores.store import newest_rows
+
+    rows = df[df["score"].isin(score_names)]
+    newest = newest_rows(rows, variant_col)
+    if len(newest) < len(rows):
         from loguru import logger
 
-        logger.info(f"{source}: {int(dropped.sum())} older score rows superseded by newer ones of the same variant")
-    wide = rows.drop_duplicates([variant_col, "score"], keep="last").pivot(
-        index=variant_col, columns="score", values="value"
-    )
+        logger.info(
+            f"{source}: {len(rows) - len(newest)} older score rows superseded by newer ones of the same variant"
+        )
+    wide = newest.pivot(index=variant_col, columns="score", values="value")
     for name in absent:
         wide[name] = np.nan
     return wide.reset_index()

@@ -19,11 +19,11 @@ import pandas as pd
 
 import lmms_ac.report.figures as figures
 from lmms_ac.report.sections import Section
+from lmms_ac.layers.zeroshot_table import ENC_PREFIX, TASK_PREFIX
 from lmms_ac.report.tables import Column, HtmlTable, num_cell, text_cell
+from lmms_ac.scores.store import newest_rows
 
 LAYER_SCORE = re.compile(r"^(C|recon|attn_img|knn|knn_base)@(enc|L\d+)$")
-ZEROSHOT_ENCODER = "zeroshot_enc:"
-ZEROSHOT_TASK = "zeroshot_"
 
 
 def latest_rows(scores: Optional[pd.DataFrame]) -> pd.DataFrame:
@@ -33,9 +33,7 @@ def latest_rows(scores: Optional[pd.DataFrame]) -> pd.DataFrame:
     df = scores.copy()
     df["value"] = pd.to_numeric(df["value"], errors="coerce")
     df = df[df["value"].map(lambda v: not (isinstance(v, float) and math.isnan(v)))]
-    if "time" in df.columns:
-        df = df.sort_values("time", kind="stable")
-    return df.drop_duplicates(["variant", "score"], keep="last")
+    return newest_rows(df)
 
 
 def layer_reports(rows: pd.DataFrame) -> Dict[str, Any]:
@@ -81,17 +79,17 @@ def knn_curves(rows: pd.DataFrame) -> Dict[str, Dict[str, Dict[int, float]]]:
 def zeroshot_frame(rows: pd.DataFrame, table: pd.DataFrame) -> pd.DataFrame:
     """One row per zero-shot set: the encoders' accuracy (%) and each MLLM's (%), side by side."""
     columns: Dict[str, Dict[str, float]] = {}
-    enc = rows[rows["score"].astype(str).str.startswith(ZEROSHOT_ENCODER).astype(bool)] if len(rows) else rows
+    enc = rows[rows["score"].astype(str).str.startswith(ENC_PREFIX).astype(bool)] if len(rows) else rows
     for _, r in enc.iterrows():
-        columns.setdefault(f"encoder: {r['variant']}", {})[str(r["score"])[len(ZEROSHOT_ENCODER) :]] = float(r["value"])
+        columns.setdefault(f"encoder: {r['variant']}", {})[str(r["score"])[len(ENC_PREFIX) :]] = float(r["value"])
     if table is not None and not table.empty:
         zs = table[
-            table["task"].astype(str).str.startswith(ZEROSHOT_TASK)
+            table["task"].astype(str).str.startswith(TASK_PREFIX)
             & (table["perturbation"] == "none")
             & (table["metric"] == "acc")
         ]
         for _, r in zs.iterrows():
-            columns.setdefault(f"MLLM: {r['variant']}", {})[str(r["task"])[len(ZEROSHOT_TASK) :]] = 100.0 * float(
+            columns.setdefault(f"MLLM: {r['variant']}", {})[str(r["task"])[len(TASK_PREFIX) :]] = 100.0 * float(
                 r["value"]
             )
     if not columns:

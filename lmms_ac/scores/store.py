@@ -111,6 +111,14 @@ def read_scores_frame(path: PathLike):
     return read_frame(path, kind="A/C scores CSV", repair="Fix that row and rerun.")
 
 
+def newest_rows(frame: Any, variant_col: str = "variant") -> Any:
+    """The newest row per (variant, score) of a scores frame (by ``time`` where the frame has it, else the
+    last in file order): a rerun under another configuration supersedes the older value."""
+    if "time" in frame.columns:
+        frame = frame.sort_values("time", kind="stable")
+    return frame.drop_duplicates([variant_col, "score"], keep="last")
+
+
 def find_score(path: PathLike, variant: str, score: str, chash: str) -> Optional[Dict[str, str]]:
     """The row recorded for (variant, score, config hash), if any."""
     for row in read_scores(path):
