@@ -104,6 +104,7 @@ class LmmsAcLlava(ModelBase):
         from accelerate import Accelerator
 
         from lmms_ac.vlm.loaders import load_vlm
+        from lmms_ac.models.process_group import release_gloo_group_at_exit
 
         if device in (None, "", "auto"):
             device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -125,6 +126,8 @@ class LmmsAcLlava(ModelBase):
         self.accelerator = accelerator
         self._rank = accelerator.process_index
         self._world_size = accelerator.num_processes
+        if self._world_size > 1:
+            release_gloo_group_at_exit()
         self.batch_size_per_gpu = int(batch_size)
         if self.batch_size_per_gpu < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
