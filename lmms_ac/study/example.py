@@ -27,7 +27,10 @@ models:
     stage1: ckpts/llava-dinov2-pretrain
     vision: dinov2:facebook/dinov2-large
     # benchmarks: [mme]           # only these of the study's benchmarks for this model
-    # probes: false               # skip the robustness probes for this model
+    # probes: [patchshuffle4]     # only these of the study's probes (their perturbation: or tag:) for this
+                                  # model; true (default): all, false: none. LLaVA-NeXT/OneVision checkpoints
+                                  # (tiled input) refuse PatchDrop, token-group and token-noise probes:
+                                  # `study plan` names them
 
 # Representations scored for A and/or C only (not trained yet): the law predicts them and
 # `study report` recommends which to train next.

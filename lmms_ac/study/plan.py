@@ -14,6 +14,7 @@ same job id on every run (and its attempt count and logs carry over).
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import sys
 from dataclasses import dataclass, field
@@ -22,7 +23,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from lmms_ac.io import config_hash
-from lmms_ac.study.spec import ModelSpec, Study, StudyError, did_you_mean
+from lmms_ac.study.spec import ModelSpec, Study, StudyError, did_you_mean, model_probe_labels
 
 LMMS_EVAL_MODEL = "lmms_ac_llava"
 ID_PACKAGES = ("lmms-eval", "lmms-ac", "transformers")
@@ -89,9 +90,20 @@ def bin_path(name: str) -> str:
 
 
 # ------------------------------------------------------------------------------------- probes
-def expand_probes(study: Study) -> Tuple[Dict[str, List[Tuple[str, str]]], List[str], List[str]]:
-    """benchmark -> [(task, probe column)], the opt-in families needed, notes. Uses the catalogue
-    (``lmms_ac.robustness.tasks.task_specs``, pure, no TaskManager)."""
+@dataclass(frozen=True)
+class ProbeTask:
+    """One generated robustness task of the study's probes."""
+
+    task: str
+    column: str  # status column "<benchmark>/<probe>"
+    labels: Tuple[str, ...]  # the study probes (their perturbation: or tag:) that select it
+    perturbation: Any  # the catalogue perturbation it applies (robustness.base.Perturbation)
+
+
+def expand_probes(study: Study) -> Tuple[Dict[str, List[ProbeTask]], List[str], List[str]]:
+    """benchmark -> its probe tasks (each with the probe names that select it, for a model's ``probes:`` list),
+    the opt-in families needed, notes. Uses the catalogue (``lmms_ac.robustness.tasks.task_specs``, pure, no
+    TaskManager)."""
     if not study.probes:
         return {}, [], []
     from lmms_ac.robustness import tasks as T
@@ -102,7 +114,7 @@ def expand_probes(study: Study) -> Tuple[Dict[str, List[Tuple[str, str]]], List[
         {s.perturbation.with_seed(0).to_string() for s in specs} | {T.VARIANTS.get(n).probe for n in T.VARIANTS.names()}
     )
     tags = sorted({t for s in specs for t in s.tags})
-    by_bench: Dict[str, List[Tuple[str, str]]] = {}
+    by_bench: Dict[str, Dict[str, ProbeTask]] = {}
     families: List[str] = []
     notes: List[str] = []
     errors: List[str] = []
@@ -140,19 +152,93 @@ def expand_probes(study: Study) -> Tuple[Dict[str, List[Tuple[str, str]]], List[
         picked = [s for s in chosen if s.base in benches and (p.seeds is None or s.perturbation.seed < p.seeds)]
         if not picked:
             notes.append(f"probes[{i}] selects no task on the study's benchmarks")
+        label = p.perturbation or p.tag
         for s in picked:
-            label = p.perturbation or p.tag
-            by_bench.setdefault(s.base, [])
-            if s.name not in [t for t, _ in by_bench[s.base]]:
-                by_bench[s.base].append(
-                    (s.name, f"{s.base}/{s.perturbation.with_seed(0).to_string() if p.perturbation else label}")
-                )
+            tasks = by_bench.setdefault(s.base, {})
+            known = tasks.get(s.name)
+            if known is None:
+                column = f"{s.base}/{s.perturbation.with_seed(0).to_string() if p.perturbation else label}"
+                tasks[s.name] = ProbeTask(s.name, column, (label,), s.perturbation)
+            elif label not in known.labels:
+                tasks[s.name] = dataclasses.replace(known, labels=known.labels + (label,))
             fam = T.VARIANTS.get(s.family)
             if not fam.default and fam.name not in families:
                 families.append(fam.name)
     if errors:
         raise StudyError("study probes:\n  - " + "\n  - ".join(errors))
-    return by_bench, families, notes
+    return {b: list(tasks.values()) for b, tasks in by_bench.items()}, families, notes
+
+
+# ------------------------------------------------------------------------------------- tiled checkpoints
+#: llava-hf model types with tiled ("anyres") image input: ``lmms_ac.vlm.next_hf.TILED_HF_TYPES``, written out
+#: here because importing it loads torch, and planning a study does not
+TILED_MODEL_TYPES = ("llava_next", "llava_onevision")
+
+
+def tiled_checkpoint(study: Study, m: ModelSpec) -> Optional[str]:
+    """Why model ``m``'s checkpoint has tiled input (LLaVA-NeXT/OneVision: base view + tiles), read from its local
+    ``config.json``; None when it has not, or when there is no local config to read (a hub id: the job's load
+    refuses what does not fit)."""
+    import json
+
+    folder = Path(study.path(m.pretrained))
+    if not folder.is_absolute():  # a hub id
+        return None
+    try:
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # missing (preflight reports it) or damaged (the loader reports it)
+        return None
+    if not isinstance(config, dict):
+        return None
+    mtype = config.get("model_type")
+    if mtype in TILED_MODEL_TYPES:
+        return f"config.json model_type {mtype}"
+    aspect = str(config.get("image_aspect_ratio") or "")
+    return f"config.json image_aspect_ratio {aspect}" if aspect.startswith("anyres") else None
+
+
+def refused_on_tiles(p: Any) -> bool:
+    """``lmms_ac_llava``'s rule (``lmms_ac.perturb_bridge``): on tiled input an image- or token-stage perturbation
+    runs only when its class is defined there (``on_tiles``: patch shuffle, token permutation)."""
+    return p.stage in ("image", "tokens") and not p.on_tiles
+
+
+def tiled_refusals(study: Study, m: ModelSpec, tasks: Sequence[ProbeTask]) -> List[str]:
+    """The probes of model ``m`` (its tasks and its ``perturbation`` model argument) that ``lmms_ac_llava`` would
+    refuse when the model loads because its checkpoint is tiled: each would fail the model's whole job."""
+    refused = [t for t in tasks if refused_on_tiles(t.perturbation)]
+    arg = m.model_args.get("perturbation")
+    arg_refused = None
+    if arg:
+        from lmms_ac.robustness.grammar import parse_perturbation
+
+        try:
+            arg_refused = parse_perturbation(str(arg))
+        except ValueError:  # the model's load reports an unknown perturbation with its own message
+            arg_refused = None
+        if arg_refused is not None and not refused_on_tiles(arg_refused):
+            arg_refused = None
+    if not refused and arg_refused is None:
+        return []
+    why = tiled_checkpoint(study, m)
+    if why is None:
+        return []
+    rule = (
+        f"its checkpoint has tiled input ({why}: LLaVA-NeXT/OneVision base view + tiles), on which lmms_ac_llava "
+        "refuses probes defined on one square grid (PatchDrop cells, token groups, group noise); patch shuffle, "
+        "token permutation, hidden-state and dataset probes run"
+    )
+    out: List[str] = []
+    if refused:
+        bad = list(dict.fromkeys(label for t in refused for label in t.labels))
+        ok = [label for label in model_probe_labels(study, m) if label not in bad]
+        fix = f"probes: [{', '.join(ok)}]" if ok else "probes: false"
+        out.append(f"models[{m.name}].probes: {', '.join(bad)} would run on this model, but {rule}; give it `{fix}`")
+    if arg_refused is not None:
+        out.append(
+            f"models[{m.name}].model_args.perturbation: {arg_refused} ({arg_refused.stage} stage) is refused: {rule}"
+        )
+    return out
 
 
 # ------------------------------------------------------------------------------------- units
@@ -202,19 +288,26 @@ def make_plan(study: Study, versions: Optional[Dict[str, Optional[str]]] = None)
                     f"{kind}[{e.name}].variant: {v!r} starts with '-', has a line break or control character, or "
                     "leading/trailing spaces; a command line would misread it: rename the variant"
                 )
+    tiled_problems: List[str] = []
     for m in study.models:
         ident = model_identity(study, m)
         lmms_eval_model_args(study, m)  # every value is checked before any id is made
         benches = m.benchmarks or study.benchmarks
-        tasks: List[Tuple[str, str]] = [(b, b) for b in benches]
-        if m.probes:
-            for b in benches:
-                tasks += probes.get(b, [])
+        chosen = model_probe_labels(study, m)
+        mine = [t for b in benches for t in probes.get(b, []) if set(t.labels) & set(chosen)]
+        if not isinstance(m.probes, bool):
+            for name in chosen:
+                if not any(name in t.labels for t in mine):
+                    notes.append(f"models[{m.name}].probes: {name!r} selects no task on this model's benchmarks")
+        tiled_problems += tiled_refusals(study, m, mine)
+        tasks: List[Tuple[str, str]] = [(b, b) for b in benches] + [(t.task, t.column) for t in mine]
         for task, column in tasks:
             uid = config_hash(
                 {"kind": "eval", "model": ident, "task": task, "eval": _eval_settings(study), "versions": versions}
             )
             units.append(Unit(uid, "eval", m.name, m.variant_name, column, task=task))
+    if tiled_problems:
+        raise StudyError("the study cannot run as written:\n  - " + "\n  - ".join(tiled_problems))
     sc = study.scores
     score_versions = {k: v for k, v in versions.items() if k != "lmms-eval"}  # scores do not run lmms-eval
     for e in list(study.models) + list(study.candidates):

@@ -42,7 +42,19 @@ class ModelSpec(_Strict):
     stage1: Optional[str] = None  # stage-1 checkpoint for the A score
     vision: Optional[str] = None  # representation spec for C / C_ocr
     benchmarks: Optional[List[str]] = None  # restrict to these benchmarks of the study
-    probes: bool = True  # run the study's probes on this model
+    # the study's probes to run on this model: true (all), false (none) or a list of the probes' `perturbation:` /
+    # `tag:` values (e.g. [patchshuffle4] on a tiled LLaVA-NeXT checkpoint, which refuses token-group probes)
+    probes: Union[bool, List[str]] = True
+
+    @field_validator("probes", mode="before")
+    @classmethod
+    def _probes(cls, v: Any) -> Any:
+        if isinstance(v, bool) or (isinstance(v, list) and all(isinstance(x, str) for x in v)):
+            return v
+        raise ValueError(
+            "give true (every probe of the study), false (none) or a list of the study's probe names, "
+            "e.g. probes: [patchshuffle4]"
+        )
 
     @field_validator("name")
     @classmethod
@@ -305,6 +317,18 @@ def load_study(path: Union[str, Path]) -> Study:
     return parse_study(data, path.parent, str(path))
 
 
+def probe_labels(study: Study) -> List[str]:
+    """The names a model's ``probes:`` list may use: each study probe's ``perturbation`` or ``tag``, in order."""
+    return list(dict.fromkeys(p.perturbation or p.tag for p in study.probes if p.perturbation or p.tag))
+
+
+def model_probe_labels(study: Study, m: ModelSpec) -> List[str]:
+    """The study probes (by name) that run on model ``m``: all for ``probes: true``, none for ``false``."""
+    if m.probes is True:
+        return probe_labels(study)
+    return [] if m.probes is False else [name for name in probe_labels(study) if name in m.probes]
+
+
 def _dups(names: Sequence[str]) -> List[str]:
     return sorted({n for n in names if list(names).count(n) > 1})
 
@@ -356,6 +380,26 @@ def check_study(study: Study) -> List[str]:
         for key in ("pretrained", "model_base", "vision_tower", "variant"):
             if key in m.model_args:
                 out.append(f"models[{i}].model_args.{key}: set it as the model's own key `{key}:`, not in model_args")
+    labels = probe_labels(study)
+    for i, m in enumerate(study.models):
+        if isinstance(m.probes, bool):
+            continue
+        for d in _dups(m.probes):
+            out.append(f"models[{i}].probes: {d!r} is listed twice; remove the duplicate")
+        for name in dict.fromkeys(m.probes):
+            if name in labels:
+                continue
+            if not labels:
+                out.append(
+                    f"models[{i}].probes: {name!r} names a probe, but the study has none; add it to the study's "
+                    "probes: (e.g. - perturbation: patchshuffle4) or remove it here"
+                )
+                continue
+            out.append(
+                f"models[{i}].probes: {name!r} is not among the study's probes{did_you_mean(name, labels) or '.'} "
+                f"The study's probes (their perturbation: or tag:) are {', '.join(labels)}; name some of them, "
+                "or add it to the study's probes:"
+            )
     for i, p in enumerate(study.probes):
         if bool(p.perturbation) == bool(p.tag):
             out.append(
