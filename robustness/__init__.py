@@ -20,6 +20,7 @@ _EXPORTS = {
     ".stages": ("STAGES", "Stage"),
     ".catalogue": (
         "PERTURBATIONS",
+        "GlobalTokenPermutation",
         "GroupNoise",
         "KeepGroup",
         "LayerNoise",

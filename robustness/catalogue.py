@@ -9,6 +9,7 @@ pdrop_salient      image    ``pdrop_salient30[_count]``         ratio, by = mass
 pdrop_nonsalient   image    ``pdrop_nonsalient30[_count]``      ratio, by = mass | count
 synthetic          dataset  ``synthetic``                       (none; the task swaps images)
 tokperm            tokens   ``tokperm``                         (none)
+tokperm_global     tokens   ``tokperm_global``                  (none)
 tokgroup           tokens   ``tokgroup_m4_g5``                  m (m x m groups), group
 toknoise           tokens   ``toknoise_m4_g5``                  m, group
 layernoise         hidden   ``layernoise_l12``                  layer
@@ -255,6 +256,25 @@ class TokenPermutation(Perturbation):
         from .token_ops import permute_visual_tokens
 
         return permute_visual_tokens(x, ctx.generator(), ctx.visual_mask, ctx.views)
+
+
+@register
+@dataclass(frozen=True, kw_only=True)
+class GlobalTokenPermutation(Perturbation):
+    """Randomly permute the visual tokens of an image all together (never the identity). On tiled input
+    (``ctx.views``) one permutation moves tokens across the base view and all tiles; row-end tokens
+    (views -1) stay in place. On one view (LLaVA-1.5) it is ``tokperm``: the same draw for the same seed."""
+
+    name = "tokperm_global"
+    stage = "tokens"
+    stochastic = True
+    form = "tokperm_global"
+    on_tiles = True
+
+    def apply(self, x: torch.Tensor, ctx: PerturbationContext) -> torch.Tensor:
+        from .token_ops import permute_across_views
+
+        return permute_across_views(x, ctx.generator(), ctx.visual_mask, ctx.views)
 
 
 @register

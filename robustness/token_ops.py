@@ -81,6 +81,23 @@ def permute_visual_tokens(
     return permute_tokens(tokens, generator, keep)
 
 
+def permute_across_views(
+    tokens: torch.Tensor,
+    generator: torch.Generator,
+    visual_mask: Optional[torch.Tensor] = None,
+    views: Optional[torch.Tensor] = None,
+) -> torch.Tensor:
+    """Global token permutation: one permutation of every patch token of the image together, across the
+    base view and all tiles on tiled input (``views`` >= 0; -1 rows, the row-end tokens, stay in place).
+    Without ``views`` it is :func:`permute_visual_tokens` (one view: the same draw, the same result)."""
+    if views is None:
+        return permute_visual_tokens(tokens, generator, visual_mask)
+    views = views.reshape(-1).to(device="cpu", dtype=torch.long)
+    if views.numel() != tokens.shape[0]:
+        raise ValueError(f"views has {views.numel()} entries for {tokens.shape[0]} tokens")
+    return permute_tokens(tokens, generator, views < 0)
+
+
 def keep_group(
     tokens: torch.Tensor, grid: Tuple[int, int], m: int, group: int, patch_mask: Optional[torch.Tensor] = None
 ) -> torch.Tensor:

@@ -121,6 +121,8 @@ register_variants(
     "pdrop_nonsalient_count", "pdrop_nonsalient", params=[{**r, "by": "count"} for r in _RATIOS], default=False
 )
 register_variants("tokperm", seeds=DEFAULT_SEEDS)
+# opt-in (LMMS_AC_VARIANTS=default,tokperm_global): across the tiles of LLaVA-NeXT/OneVision; tokperm on one view
+register_variants("tokperm_global", seeds=DEFAULT_SEEDS, default=False)
 register_variants("synthetic")
 register_variants(
     "tokgroup", params=[{"m": m, "group": g} for m in (2, 4) for g in range(m * m)], tag_form="tokgroup_m{m}"

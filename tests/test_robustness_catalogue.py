@@ -32,6 +32,7 @@ EXPECTED = {
     "pdrop_nonsalient",
     "synthetic",
     "tokperm",
+    "tokperm_global",
     "tokgroup",
     "toknoise",
     "layernoise",

@@ -22,11 +22,13 @@ Token permutation is defined on the tiles: ``token_views`` labels each visual to
 (0 = base view, k = tile k, -1 = a row-end ``image_newline`` token), computed by running the same
 ``pack_image_features`` on view labels instead of features, so it cannot drift from the real layout
 (after OneVision's pooling a token mixes neighbouring tiles: the pooled grid is then one view, 1);
-token hooks receive these labels (``LlavaStyleVLM.apply_token_hook``). Pixel hooks act on the whole
-image before tiling: ``[3, H, W]`` in [0, 1] at the image's own size, after the RGB conversion the
-processor does (transformers' ``convert_to_rgb``), brought back to 8 bits (exact for patch shuffle,
-which only moves pixels). Probes built on one square grid (PatchDrop's cells, token groups, group
-noise) are refused (``TILED_STAGE_REFUSAL``) instead of being applied to the wrong layout.
+token hooks receive these labels (``LlavaStyleVLM.apply_token_hook``). ``tokperm`` permutes within
+each view; ``tokperm_global`` permutes every labelled token together, across views, -1 rows in place.
+Pixel hooks act on the whole image before tiling: ``[3, H, W]`` in [0, 1] at the image's own size,
+after the RGB conversion the processor does (transformers' ``convert_to_rgb``), brought back to 8 bits
+(exact for patch shuffle, which only moves pixels). Probes built on one square grid (PatchDrop's
+cells, token groups, group noise) are refused (``TILED_STAGE_REFUSAL``) instead of being applied to
+the wrong layout.
 """
 
 from __future__ import annotations
@@ -45,8 +47,9 @@ from lmms_ac.vlm.model import LlavaStyleVLM
 TILED_STAGE_REFUSAL = (
     "is not defined on LLaVA-NeXT's/OneVision's tiled input yet (base view + tiles + row-end newline tokens); "
     "probes defined on one square grid (PatchDrop cells, token groups, group noise) are refused on this checkpoint "
-    "rather than applied to the wrong layout. Patch shuffle (on the image before tiling), token permutation (within "
-    "each view), hidden-state probes (layernoise, modnoise) and dataset probes (synthetic) run"
+    "rather than applied to the wrong layout. Patch shuffle (on the image before tiling), token permutation (tokperm "
+    "within each view, tokperm_global across views), hidden-state probes (layernoise, modnoise) and dataset probes "
+    "(synthetic) run"
 )
 
 
