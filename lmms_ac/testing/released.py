@@ -159,12 +159,16 @@ def _projector_state_fp32(kind: str, seed: int) -> Dict[str, torch.Tensor]:
 
 def hub_state_dict(model: torch.nn.Module) -> Dict[str, torch.Tensor]:
     """A llava-hf model's weights under the names transformers 4.3x saved on the hub (``language_model.model.*``,
-    ``vision_tower.*``, ``multi_modal_projector.*``, ``language_model.lm_head.weight``), in float16 as released;
-    transformers 5 names them ``model.language_model.*``/``model.*``/``lm_head.weight``."""
+    ``vision_tower.vision_model.*``, ``multi_modal_projector.*``, ``language_model.lm_head.weight``), in float16 as
+    released; transformers 5 names them ``model.language_model.*``/``model.vision_tower.*``/``model.*``/
+    ``lm_head.weight``."""
     state = {}
     for key, value in model.state_dict().items():
         if key.startswith("model.language_model."):
             key = "language_model.model." + key[len("model.language_model.") :]
+        elif key.startswith("model.vision_tower.") and not key.startswith("model.vision_tower.vision_model."):
+            # transformers 5's CLIP/SigLIP vision models dropped the ``vision_model.`` level the files still carry
+            key = "vision_tower.vision_model." + key[len("model.vision_tower.") :]
         elif key.startswith("model."):
             key = key[len("model.") :]
         elif key == "lm_head.weight":
