@@ -207,14 +207,16 @@ def test_a_missing_size_field_is_an_error_not_a_default(hub_cache, tmp_path, fie
 @pytest.mark.parametrize(
     "edit,message",
     [
-        ({"image_aspect_ratio": "anyres"}, "image_aspect_ratio='anyres' is LLaVA-NeXT"),
-        ({"image_aspect_ratio": "anyres_max_9"}, "image_aspect_ratio='anyres_max_9'"),
-        ({"mm_patch_merge_type": "spatial_unpad"}, "mm_patch_merge_type='spatial_unpad'"),
+        # a LLaVA-1.5 config with only the aspect ratio switched is no LLaVA-NeXT checkpoint (flat merge, no pinpoints)
+        ({"image_aspect_ratio": "anyres"}, "mm_patch_merge_type='flat' is not supported on tiled input"),
+        ({"image_aspect_ratio": "anyres_max_9"}, "image_aspect_ratio='anyres_max_9' .*original-format LLaVA-OneVision"),
+        ({"mm_patch_merge_type": "spatial_unpad"}, "mm_patch_merge_type='spatial_unpad' with image_aspect_ratio='pad'"),
     ],
 )
-def test_next_and_onevision_inputs_fail_at_load(hub_cache, tmp_path, edit, message):
+def test_tiled_inputs_that_are_no_released_next_fail_at_load(hub_cache, tmp_path, edit, message):
+    """Original-format LLaVA-NeXT loads (tests/test_next_original.py); half-tiled configs are refused."""
     ckpt = _variant(hub_cache, tmp_path, "b", lambda c: c.update(edit))
-    with pytest.raises(CheckpointError, match=message + ".*not support yet"):
+    with pytest.raises(CheckpointError, match=message):
         load_vlm(ckpt)
 
 

@@ -14,7 +14,7 @@ aspect ratios get 2 or 3 tiles plus the base view, as 336 px images do at full s
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Dict
+from typing import Dict, List, Optional
 
 import torch
 
@@ -37,7 +37,7 @@ PINPOINTS = [[IMAGE_SIZE * h, IMAGE_SIZE * w] for h, w in ([1, 2], [2, 1], [2, 2
 TRANSFORMERS_VERSION = "4.39.0.dev0"
 
 
-def next_preprocessor() -> dict:
+def next_preprocessor(pinpoints: Optional[List[List[int]]] = None) -> dict:
     """``preprocessor_config.json`` of llava-hf's NeXT checkpoints, tiny sizes."""
     return {
         "aspect_ratio_setting": "anyres",
@@ -48,7 +48,7 @@ def next_preprocessor() -> dict:
         "do_pad": True,
         "do_rescale": True,
         "do_resize": True,
-        "image_grid_pinpoints": PINPOINTS,
+        "image_grid_pinpoints": pinpoints or PINPOINTS,
         "image_mean": CLIP_MEAN,
         "image_processor_type": "LlavaNextImageProcessor",
         "image_std": CLIP_STD,
@@ -59,8 +59,10 @@ def next_preprocessor() -> dict:
     }
 
 
-def build_llava_next_hf(directory: str, seed: int = 0) -> Dict[str, str]:
-    """Write the tiny NeXT checkpoint to ``directory``; returns ``{"checkpoint": directory}``."""
+def build_llava_next_hf(directory: str, seed: int = 0, pinpoints: Optional[List[List[int]]] = None) -> Dict[str, str]:
+    """Write the tiny NeXT checkpoint to ``directory``; returns ``{"checkpoint": directory}``. ``pinpoints``
+    (``[height, width]`` pairs) replaces the released list, scaled (``PINPOINTS``)."""
+    pinpoints = [list(p) for p in (pinpoints or PINPOINTS)]
     from transformers import AutoTokenizer, LlavaNextConfig, LlavaNextForConditionalGeneration
 
     out = Path(directory)
@@ -84,7 +86,7 @@ def build_llava_next_hf(directory: str, seed: int = 0) -> Dict[str, str]:
               "model_type": "clip_vision_model", "num_attention_heads": 4, "num_hidden_layers": 3,
               "patch_size": PATCH_SIZE, "projection_dim": 32, "vocab_size": 32000}  # fmt: skip
     config = {"architectures": ["LlavaNextForConditionalGeneration"], "ignore_index": -100,
-              "image_grid_pinpoints": PINPOINTS, "image_token_index": image_id, "model_type": "llava_next",
+              "image_grid_pinpoints": pinpoints, "image_token_index": image_id, "model_type": "llava_next",
               "pad_token_id": pad_id, "projector_hidden_act": "gelu", "text_config": text,
               "tie_word_embeddings": False, "torch_dtype": "float16", "transformers_version": TRANSFORMERS_VERSION,
               "use_image_newline_parameter": True, "vision_config": vision, "vision_feature_layer": -2,
@@ -98,7 +100,7 @@ def build_llava_next_hf(directory: str, seed: int = 0) -> Dict[str, str]:
     write_json(out / "generation_config.json",
                 {"bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 0,
                  "transformers_version": TRANSFORMERS_VERSION})  # fmt: skip
-    write_json(out / "preprocessor_config.json", next_preprocessor())
+    write_json(out / "preprocessor_config.json", next_preprocessor(pinpoints))
     write_json(out / "processor_config.json",
                 {"image_token": "<image>", "num_additional_image_tokens": 1, "patch_size": PATCH_SIZE,
                  "processor_class": "LlavaNextProcessor", "vision_feature_select_strategy": "default"})  # fmt: skip

@@ -14,9 +14,10 @@ says ``model_type: llava``, the name llava-hf uses too):
   projector, LLM and processor all come from the checkpoint.
 
 llava-hf LLaVA-NeXT and OneVision (``llava_next``/``llava_onevision``) load through
-``lmms_ac.vlm.next_hf`` with their anyres tiling. Original-format NeXT/OneVision (``image_aspect_ratio:
-anyres*`` or ``mm_patch_merge_type: spatial_unpad``) and NeXT-Video are refused at load: their input is
-not implemented, and one plain view instead would give wrong numbers.
+``lmms_ac.vlm.next_hf`` with their anyres tiling; original-format LLaVA-NeXT (``image_aspect_ratio: anyres``,
+``mm_patch_merge_type: spatial_unpad``) through ``lmms_ac.vlm.next_original`` into the same tiled model.
+Original-format OneVision (``anyres_max_N``) and NeXT-Video are refused at load: their input is not
+implemented, and one plain view instead would give wrong numbers.
 
 A SentencePiece ``tokenizer.model`` is tokenized as SentencePiece does (``lmms_ac.vlm.tokenize``),
 checked against the ``sentencepiece`` package at load.
@@ -36,7 +37,7 @@ from __future__ import annotations
 import glob
 import json
 import os
-from typing import Any, Dict, List, Optional, Union
+from typing import Any, Callable, Dict, List, Optional, Union
 
 import torch
 
@@ -49,6 +50,7 @@ from lmms_ac.vlm.assemble import check_fit as _check_fit
 from lmms_ac.vlm.errors import CheckpointError
 from lmms_ac.vlm.model import LlavaStyleVLM
 from lmms_ac.vlm.next_hf import TILED_HF_TYPES, load_llava_next_hf
+from lmms_ac.vlm.next_original import build_next_original, check_next_original, is_tiled_original, wanted_keys
 from lmms_ac.vlm.projector import build_projector, projector_from_llava_hf, strip_projector_prefix
 from lmms_ac.vlm.tokenize import (
     FORMAT_TOKENIZATION,
@@ -196,15 +198,9 @@ def original_base_type(config: Dict[str, Any]) -> str:
 
 def check_original_supported(config: Dict[str, Any], source: str) -> None:
     """Refuse what the original-format path cannot run correctly (before anything heavy loads)."""
-    aspect = str(config.get("image_aspect_ratio") or "")
-    merge = str(config.get("mm_patch_merge_type") or "flat")
-    if aspect.startswith("anyres") or merge != "flat":
-        what = f"image_aspect_ratio={aspect!r}" if aspect.startswith("anyres") else f"mm_patch_merge_type={merge!r}"
-        raise CheckpointError(
-            f"{source}: {what} is LLaVA-NeXT/OneVision's tiled input, which lmms_ac_llava does not support yet "
-            "(one plain view instead would give wrong numbers); evaluate it with LLaVA-NeXT's own code meanwhile"
-        )
-    if config.get("mm_vision_select_feature", "patch") != "patch":
+    if is_tiled_original(config):
+        check_next_original(config, original_base_type(config), source)
+    elif config.get("mm_vision_select_feature", "patch") != "patch":
         raise CheckpointError(
             f"{source}: mm_vision_select_feature={config['mm_vision_select_feature']!r} is not supported; only "
             "'patch' (no CLS) is"
@@ -358,19 +354,25 @@ def _read_state(path: str, keep=lambda k: True) -> Dict[str, torch.Tensor]:
     return {k: v for k, v in state.items() if keep(k)}
 
 
-def _projector_state(directory: str) -> Dict[str, torch.Tensor]:
+def _checkpoint_state(directory: str, keep: Callable[[str], bool]) -> Dict[str, torch.Tensor]:
+    """The tensors of ``directory``'s weight files whose names ``keep`` accepts, reading only the shards that
+    hold them when an index names them."""
     files = _weight_files(directory)
     for index_name in ("model.safetensors.index.json", "pytorch_model.bin.index.json"):
         index = os.path.join(directory, index_name)
-        if os.path.isfile(index):  # read only the shards that hold projector keys
+        if os.path.isfile(index):
             with open(index) as fh:
                 weight_map = json.load(fh)["weight_map"]
-            shards = sorted({os.path.join(directory, v) for k, v in weight_map.items() if "mm_projector." in k})
+            shards = sorted({os.path.join(directory, v) for k, v in weight_map.items() if keep(k)})
             files = shards + [f for f in files if os.path.basename(f) == "mm_projector.bin"]
     state: Dict[str, torch.Tensor] = {}
     for f in files:
-        state.update(_read_state(f, keep=lambda k: "mm_projector." in k))
-    return strip_projector_prefix(state)
+        state.update(_read_state(f, keep=keep))
+    return state
+
+
+def _projector_state(directory: str) -> Dict[str, torch.Tensor]:
+    return strip_projector_prefix(_checkpoint_state(directory, lambda k: "mm_projector." in k))
 
 
 def _has_llm_weights(directory: str) -> bool:
@@ -413,6 +415,13 @@ def _load_original(
     # the tokenizer first: it is cheap, and a broken one must fail before gigabytes of weights load
     tok_source = local if glob.glob(os.path.join(local, "tokenizer*")) else llm_source
     tokenizer = load_original_tokenizer(tok_source, trust_remote_code)
+    tiled = is_tiled_original(config)  # LLaVA-NeXT: checked by check_original_supported above
+    if tiled and (vision_tower or image_aspect_ratio not in ("auto", "anyres")):
+        raise CheckpointError(
+            f"{pretrained}: a LLaVA-NeXT checkpoint runs on its own tower and anyres tiles (trained so); leave "
+            f"vision_tower and image_aspect_ratio unset (got vision_tower={vision_tower!r}, "
+            f"image_aspect_ratio={image_aspect_ratio!r})"
+        )
     projector_state = _projector_state(local)
     if not projector_state:
         raise CheckpointError(
@@ -426,13 +435,14 @@ def _load_original(
 
     spec = multi_tower_spec(spec) or spec  # forks write multi-encoder towers as names joined by '.'
     select_layer = int(config.get("mm_vision_select_layer", -2))
-    vision = load_representation(
-        spec,
-        select_layer=select_layer,
-        torch_dtype=None if torch_dtype == "auto" else torch_dtype,
-        trust_remote_code=trust_remote_code,
-        image_backend=image_backend,
-    )
+    if not tiled:
+        vision = load_representation(
+            spec,
+            select_layer=select_layer,
+            torch_dtype=None if torch_dtype == "auto" else torch_dtype,
+            trust_remote_code=trust_remote_code,
+            image_backend=image_backend,
+        )
 
     if llm_source is local:
         llm_config = AutoConfig.for_model(base_type, **llm_fields)
@@ -442,6 +452,18 @@ def _load_original(
     if attn_implementation:
         kwargs["attn_implementation"] = attn_implementation
     llm = AutoModelForCausalLM.from_pretrained(llm_source, **kwargs)
+    if tiled:
+        return build_next_original(
+            pretrained,
+            config,
+            llm,
+            tokenizer,
+            _checkpoint_state(local, wanted_keys),
+            spec,
+            image_backend,
+            trust_remote_code,
+            FORMAT_TOKENIZATION["original"],
+        )
 
     kind = config.get("mm_projector_type", "linear")
     weights = dict(projector_state)

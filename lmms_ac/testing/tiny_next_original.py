@@ -1,0 +1,132 @@
+"""A tiny LLaVA-NeXT checkpoint in the original release's layout (``liuhaotian/llava-v1.6-vicuna-7b``).
+
+``build_llava_next_original(directory, seed)`` writes what that repository holds, with tiny sizes and
+random weights: ``config.json`` as LLaVA's code wrote it under transformers 4.36 (``model_type: llava``,
+``LlavaLlamaForCausalLM``, ``image_aspect_ratio: anyres``, ``image_grid_pinpoints`` as ``[width, height]``
+pairs, ``mm_patch_merge_type: spatial_unpad``, ``unfreeze_mm_vision_tower: true``, ``mm_vision_tower:
+openai/clip-vit-large-patch14-336``), ``model-0000N-of-00002.safetensors`` + index with the original key
+names (``model.layers.*``, ``lm_head.weight``, ``model.mm_projector.{0,2}.*``, ``model.image_newline``, the
+fine-tuned tower as ``model.vision_tower.vision_tower.vision_model.*``), the Vicuna SentencePiece
+tokenizer (``tokenizer.model``, no ``<image>`` token) and ``generation_config.json``. One departure: the
+release stores bfloat16, this fixture float16, so it holds exactly the weights of its llava-hf twin.
+
+``twin_of(hf_dir, directory)`` writes the same weights from a tiny llava-hf NeXT checkpoint
+(``lmms_ac.testing.tiny_next``) under the original names, as transformers'
+``convert_llava_next_weights_to_hf`` maps them the other way; ``<image>``/``<pad>`` rows, which llava-hf
+added, are dropped. The tower id resolves through ``lmms_ac.testing.released.build_hf_cache`` (a tower with
+other weights than the checkpoint's, so a loader that took the hub's tower would be caught).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Dict, List
+
+import torch
+
+from lmms_ac.testing.released import (
+    TOWER_ID,
+    VISION_DIM,
+    llama_config_fields,
+    write_json,
+    write_sentencepiece_tokenizer,
+    write_sharded,
+)
+from lmms_ac.testing.tiny_next import PINPOINTS, build_llava_next_hf
+
+TRANSFORMERS_VERSION = "4.36.2"
+
+
+def original_pinpoints(hf_pinpoints: List[List[int]]) -> List[List[int]]:
+    """transformers' ``[height, width]`` pairs written as LLaVA-NeXT reads them, ``[width, height]``."""
+    return [[w, h] for h, w in hf_pinpoints]
+
+
+def original_key(hub_key: str) -> str:
+    """A llava-hf hub name (transformers 4.3x) -> the original LLaVA-NeXT name."""
+    for old, new in (
+        ("language_model.model.", "model."),
+        ("language_model.lm_head.", "lm_head."),
+        ("vision_tower.", "model.vision_tower.vision_tower."),
+        ("multi_modal_projector.linear_1.", "model.mm_projector.0."),
+        ("multi_modal_projector.linear_2.", "model.mm_projector.2."),
+        ("image_newline", "model.image_newline"),
+    ):
+        if hub_key.startswith(old):
+            return new + hub_key[len(old) :]
+    raise KeyError(f"no original name for {hub_key!r}")
+
+
+def next_original_config(vocab_size: int, pinpoints: List[List[int]], text: dict) -> dict:
+    """``config.json`` of ``liuhaotian/llava-v1.6-vicuna-7b`` (transformers 4.36.2), tiny sizes."""
+    config = {
+        "_name_or_path": "./checkpoints/vicuna-7b-v1-5",
+        "architectures": ["LlavaLlamaForCausalLM"],
+        "model_type": "llava",
+        **llama_config_fields(vocab_size, "4.37"),
+        **{k: text[k] for k in ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads")},
+        "freeze_mm_mlp_adapter": False,
+        "freeze_mm_vision_resampler": False,
+        "image_aspect_ratio": "anyres",
+        "image_crop_resolution": 224,
+        "image_grid_pinpoints": pinpoints,
+        "image_split_resolution": 224,
+        "mm_hidden_size": VISION_DIM,
+        "mm_patch_merge_type": "spatial_unpad",
+        "mm_projector_lr": None,
+        "mm_projector_type": "mlp2x_gelu",
+        "mm_resampler_type": None,
+        "mm_use_im_patch_token": False,
+        "mm_use_im_start_end": False,
+        "mm_vision_select_feature": "patch",
+        "mm_vision_select_layer": -2,
+        "mm_vision_tower": TOWER_ID,
+        "mm_vision_tower_lr": 2e-06,
+        "tokenizer_model_max_length": 4096,
+        "tokenizer_padding_side": "right",
+        "transformers_version": TRANSFORMERS_VERSION,
+        "tune_mm_mlp_adapter": False,
+        "tune_mm_vision_resampler": False,
+        "unfreeze_mm_vision_tower": True,
+        "use_mm_proj": True,
+    }
+    return dict(sorted(config.items()))
+
+
+def twin_of(hf_dir: str, directory: str) -> Dict[str, str]:
+    """The weights of the llava-hf NeXT checkpoint ``hf_dir`` in the original layout at ``directory``."""
+    from safetensors.torch import load_file
+
+    hf = Path(hf_dir)
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    hf_config = json.loads((hf / "config.json").read_text())
+    vocab = write_sentencepiece_tokenizer(out, model_max_length=4096)
+    (out / "tokenizer.model").write_bytes((hf / "tokenizer.model").read_bytes())  # the twin's own vocabulary
+    state: Dict[str, torch.Tensor] = {}
+    for shard in sorted(hf.glob("*.safetensors")):
+        for key, value in load_file(str(shard)).items():
+            if key.endswith(("embed_tokens.weight", "lm_head.weight")):
+                value = value[:vocab].contiguous()  # without llava-hf's added <image> and <pad> rows
+            state[original_key(key)] = value
+    pinpoints = original_pinpoints(hf_config["image_grid_pinpoints"])
+    write_json(out / "config.json", next_original_config(vocab, pinpoints, hf_config["text_config"]))
+    write_sharded(out, state, safetensors=True)
+    write_json(out / "generation_config.json",
+               {"bos_token_id": 1, "eos_token_id": 2, "max_length": 4096, "pad_token_id": 0,
+                "transformers_version": TRANSFORMERS_VERSION})  # fmt: skip
+    return {"checkpoint": str(out)}
+
+
+def build_llava_next_original(directory: str, seed: int = 0) -> Dict[str, str]:
+    """The tiny original-layout NeXT checkpoint, with the released pinpoint list as written in its config
+    (``[[336, 672], ...]`` scaled, read as ``[width, height]``); its llava-hf twin is built beside it and removed."""
+    import shutil
+
+    scratch = Path(directory).parent / (Path(directory).name + ".hf-twin")
+    build_llava_next_hf(str(scratch), seed=seed, pinpoints=original_pinpoints(PINPOINTS))
+    try:
+        return twin_of(str(scratch), directory)
+    finally:
+        shutil.rmtree(scratch)
