@@ -1,6 +1,6 @@
-"""Tiny llava-hf LLaVA-NeXT and OneVision checkpoints in the hub's layout evaluate through the real
-``lmms-eval --model lmms_ac_llava`` CLI on an MME-schema task, with and without prefix sharing
-(same samples), and PatchDrop on it stops the run with the tiled-input refusal."""
+"""Tiny llava-hf LLaVA-NeXT and OneVision checkpoints in the hub's layout, and LLaVA-NeXT in its original
+release's layout, evaluate through the real ``lmms-eval --model lmms_ac_llava`` CLI on an MME-schema task,
+with and without prefix sharing (same samples), and PatchDrop on it stops the run with the tiled-input refusal."""
 
 from __future__ import annotations
 
@@ -28,11 +28,26 @@ def onevision_dir(tmp_path_factory) -> str:
     return build_llava_onevision_hf(str(target))["checkpoint"]
 
 
-@pytest.mark.parametrize("kind", ["next", "onevision"])
+@pytest.fixture(scope="module")
+def next_original_dir(tmp_path_factory):
+    """Original-format LLaVA-NeXT (liuhaotian/llava-v1.6-vicuna-7b layout); its mm_vision_tower hub id resolves
+    through a hub cache under HF_HOME."""
+    from lmms_ac.testing.released import build_hf_cache
+    from lmms_ac.testing.tiny_next_original import build_llava_next_original
+
+    root = tmp_path_factory.mktemp("next_original_cli")
+    build_hf_cache(str(root / "hf"))
+    return build_llava_next_original(str(root / "llava-v1.6-vicuna-7b"))["checkpoint"], {"HF_HOME": str(root / "hf")}
+
+
+@pytest.mark.parametrize("kind", ["next", "onevision", "next_original"])
 def test_tiled_checkpoint_scores_mme_through_the_cli(request, kind, mirror_dir, tmp_path):
     next_dir = request.getfixturevalue(f"{kind}_dir")
+    next_dir, env = next_dir if isinstance(next_dir, tuple) else (next_dir, None)
     # float32 (the files are float16, as on the hub): sharing reorders sums, exact only where rounding is fine
-    shared = run_lmms_eval(tmp_path / "a", next_dir, mirror_dir, "mme", str(tmp_path / "a" / "out"), "dtype=float32")
+    shared = run_lmms_eval(
+        tmp_path / "a", next_dir, mirror_dir, "mme", str(tmp_path / "a" / "out"), "dtype=float32", extra_env=env
+    )
     plain = run_lmms_eval(
         tmp_path / "b",
         next_dir,
@@ -40,6 +55,7 @@ def test_tiled_checkpoint_scores_mme_through_the_cli(request, kind, mirror_dir, 
         "mme",
         str(tmp_path / "b" / "out"),
         model_args="dtype=float32,prefix_sharing=false",
+        extra_env=env,
     )
     res = shared["results"]["results"]["mme"]
     assert "mme_perception_score,none" in res and "mme_cognition_score,none" in res
