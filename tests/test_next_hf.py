@@ -320,11 +320,27 @@ def test_released_strategy_tower_pairs_only():
             check_next_config(config, "c")
 
 
-def test_layer_probes_are_refused_on_tiles(vlm):
+def test_layer_probes_read_the_base_view_of_the_tiled_input(vlm, reference, tmp_path):
+    """The letterboxed square goes through the model's own tiling; block 1's states at the base view's positions
+    equal transformers' hidden_states[1] there, and the attention balance covers every image position."""
     from lmms_ac.layers.extraction import LayerExtractor
 
-    with pytest.raises(ValueError, match="layer probes are refused on tiled input"):
-        LayerExtractor(vlm, [0, 1])
+    model, processor = reference
+    extractor = LayerExtractor(vlm, [0, 1], prompts=["Describe the image."])
+    path = tmp_path / "photo.png"
+    images(2)[1].convert("RGB").save(path)
+    pixels, _ = extractor.load(path)
+    (layers,) = extractor.extract([pixels])
+    n_grid = extractor.grid.rows * extractor.grid.cols
+    assert layers.states[0].shape[0] == layers.states[1].shape[0] == n_grid
+    square = Image.fromarray((pixels * 255).round().byte().permute(1, 2, 0).numpy())
+    inputs = processor(text=[extractor.prompts[0]], images=[square], return_tensors="pt")
+    with torch.no_grad():
+        hidden = model(**inputs, output_hidden_states=True).hidden_states
+    positions = (inputs["input_ids"][0] == model.config.image_token_id).nonzero()[:, 0]
+    assert len(positions) > n_grid  # tiles and row ends follow the base view
+    assert torch.allclose(layers.states[1], hidden[1][0, positions[:n_grid]], atol=1e-4)
+    assert 0 < layers.attention[1] <= 1
 
 
 def test_patch_shuffle_acts_on_the_image_before_tiling(vlm, reference):

@@ -14,6 +14,11 @@ decoder (not its LM head). Forward hooks read, per image:
   image positions, averaged over heads and those text positions (eager attention is switched on
   for the pass, as SDPA/flash kernels do not return weights).
 
+On LLaVA-NeXT/OneVision (tiled input) the letterboxed square goes through the checkpoint's own tiling, so
+the LLM sees what it sees in evaluation (base view, tiles, row-end tokens); the states are read at the
+base view's positions (the first grid-size tokens of the image span, the whole square at the tower's
+resolution, whose geometry is the C score's) and the attention balance over all image positions.
+
 The forward stops after the deepest requested block. Visual states do not depend on the text after
 the image (causal attention), so cycling through several prompts only changes the attention part.
 """
@@ -137,12 +142,9 @@ class LayerExtractor:
             raise ValueError(f"pad must be one of {', '.join(PAD_MODES)}, got {pad!r}")
         if not prompts:
             raise ValueError("no prompt given; pass at least one prompt text")
-        if getattr(vlm, "image_aspect_ratio", None) == "anyres":
-            raise ValueError(
-                "layer probes feed the LLM one square view per image, but this LLaVA-NeXT/OneVision checkpoint sees "
-                "its images as tiles (base view + tiles + row-end tokens); per-layer numbers on one view would not "
-                "describe it, so layer probes are refused on tiled input (not implemented yet)"
-            )
+        # LLaVA-NeXT/OneVision: the letterboxed square goes through the checkpoint's own tiling, the LLM sees base
+        # view + tiles + row ends, and the probes read the base view's positions (the first grid-size tokens)
+        self.tiled = getattr(vlm, "image_aspect_ratio", None) == "anyres"
         self.vlm = vlm
         self.blocks = decoder_blocks(vlm.llm)
         self.n_layers = len(self.blocks)
@@ -218,11 +220,12 @@ class LayerExtractor:
             raise RuntimeError(
                 f"{vision.spec}: expected tokens [B, {self.grid.rows * self.grid.cols}, D], got {tuple(enc.shape)}"
             )
-        visual = vlm.projector(enc.to(device=vlm.device, dtype=vlm.dtype))
+        n_grid = self.grid.rows * self.grid.cols
+        visual = self._tiled_tokens(px) if self.tiled else vlm.projector(enc.to(device=vlm.device, dtype=vlm.dtype))
         self.images_encoded += len(px)
         states: Dict[int, torch.Tensor] = {}
         if 0 in self.layers:
-            states[0] = visual
+            states[0] = visual[:, :n_grid]
         deep = [x for x in self.layers if x >= 1]
         attention: Dict[int, List[float]] = {}
         uniform: List[float] = []
@@ -242,6 +245,18 @@ class LayerExtractor:
             )
         return out
 
+    def _tiled_tokens(self, px: torch.Tensor) -> torch.Tensor:
+        """``[B, N_tiled, D_llm]``: each letterboxed square (8-bit RGB again, as an image file would be) through the
+        checkpoint's tiling; every square has the same size, so the same tiles and token count."""
+        images = [
+            Image.fromarray((p.float().clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy())
+            for p in px
+        ]
+        tokens = self.vlm.encode_images(images)
+        if len({len(t) for t in tokens}) != 1:
+            raise RuntimeError(f"tiled squares gave different token counts {[len(t) for t in tokens]}")
+        return torch.stack(tokens)
+
     def _forward(
         self,
         embeds,
@@ -253,14 +268,15 @@ class LayerExtractor:
         attention: Dict[int, List[float]],
     ) -> None:
         attn_layers = self.attn_layers
+        n_grid = self.grid.rows * self.grid.cols
         last = max(deep + attn_layers)
         handles = []
 
         def block_hook(layer: int):
             def hook(module, args, output):
                 hidden = output[0] if isinstance(output, tuple) else output
-                if layer in deep:
-                    states[layer] = torch.stack([hidden[b, s:e] for b, (s, e) in enumerate(spans)]).clone()
+                if layer in deep:  # the grid's positions (on tiled input: the base view, first in the image span)
+                    states[layer] = torch.stack([hidden[b, s : s + n_grid] for b, (s, _) in enumerate(spans)]).clone()
                 if layer == last:
                     raise _StopForward
 
