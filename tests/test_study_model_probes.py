@@ -130,9 +130,11 @@ def test_a_tiled_checkpoint_with_a_refused_probe_is_caught_at_plan(tmp_path, con
 
 def test_a_refused_perturbation_model_argument_on_a_tiled_checkpoint_is_caught(tmp_path):
     data = _data(tmp_path, False, pretrained_b=_tiled(tmp_path, model_type="llava_next"))
-    data["models"][1]["model_args"] = {"perturbation": "pdrop_random50"}
+    data["models"][1]["model_args"] = {"perturbation": "tokgroup_m2_g1"}
     msg = _errors(data, tmp_path)
-    assert "models[b].model_args.perturbation: pdrop_random50 (image stage) is refused: its checkpoint has tiled" in msg
+    assert (
+        "models[b].model_args.perturbation: tokgroup_m2_g1 (tokens stage) is refused: its checkpoint has tiled" in msg
+    )
     data["models"][1]["model_args"] = {"perturbation": "tokperm"}  # defined on tiles: runs
     assert _columns(make_plan(parse_study(data, tmp_path), VERSIONS), "b") == ["mme", "seed"]
 
@@ -158,3 +160,49 @@ def test_the_example_documents_the_list_form(tmp_path):
     )
     plan = make_plan(study, VERSIONS)
     assert "mme/patchshuffle4" in _columns(plan, "dinov2") and _columns(plan, "dinov2") == _columns(plan, "clip336")
+
+
+def test_study_plan_refuses_before_any_job(tmp_path, capsys):
+    from lmms_ac.cli import main
+
+    data = _data(tmp_path, True, pretrained_b=_tiled(tmp_path, model_type="llava_next"))
+    (tmp_path / "a").mkdir()
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(data), encoding="utf-8")
+    assert main(["study", "plan", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "models[b].probes: tokgroup_m2_g0 would run on this model" in err and "probes: [patchshuffle4" in err
+    assert not (tmp_path / "out" / "jobs").exists()
+    data["models"][1]["probes"] = ["patchshuffle4"]
+    path.write_text(yaml.safe_dump(data), encoding="utf-8")
+    assert main(["study", "plan", str(path)]) == 0
+    assert "mme_patchshuffle4_s1" in capsys.readouterr().out
+
+
+def test_the_plan_rule_is_the_models_rule_for_every_catalogue_entry():
+    """``study plan``'s refusal (torch-free) says what ``lmms_ac_llava``'s load-time check does on a tiled model."""
+    from types import SimpleNamespace
+
+    from lmms_ac.perturb_bridge import HookFactory
+    from lmms_ac.robustness.catalogue import PERTURBATIONS
+    from lmms_ac.robustness.grammar import example_string, parse_perturbation
+    from lmms_ac.study.plan import refused_on_tiles
+
+    tiled = SimpleNamespace(image_aspect_ratio="anyres")
+    checked = 0
+    for name in PERTURBATIONS.names():
+        p = parse_perturbation(example_string(PERTURBATIONS.get(name)))
+        if p.stage not in ("image", "tokens"):
+            continue
+        hooks = HookFactory(tiled)
+        try:
+            hooks._check(p)
+            refused = False
+        except ValueError:
+            refused = True
+        assert refused == refused_on_tiles(p), name
+        checked += 1
+    assert checked >= 5 and refused_on_tiles(parse_perturbation("tokgroup_m2_g0"))
+    assert not refused_on_tiles(parse_perturbation("patchshuffle4")) and not refused_on_tiles(
+        parse_perturbation("tokperm")
+    )

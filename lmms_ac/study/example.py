@@ -29,7 +29,7 @@ models:
     # benchmarks: [mme]           # only these of the study's benchmarks for this model
     # probes: [patchshuffle4]     # only these of the study's probes (their perturbation: or tag:) for this
                                   # model; true (default): all, false: none. LLaVA-NeXT/OneVision checkpoints
-                                  # (tiled input) refuse PatchDrop, token-group and token-noise probes:
+                                  # (tiled input) refuse the probes defined on one square grid (token groups):
                                   # `study plan` names them
 
 # Representations scored for A and/or C only (not trained yet): the law predicts them and
