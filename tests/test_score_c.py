@@ -317,3 +317,21 @@ def test_imsize_mismatch_is_reported(tmp_path):
     finally:
         logger.remove(sink)
     assert any("differ in size" in m and "b.jpg" in m for m in messages)
+
+
+# ----------------------------------------------------------------------------- a patch size that does not divide
+def test_grid_covers_what_a_patch_convolution_sees(tmp_path):
+    """SigLIP-so400m at 384 px has 27 x 14 = 378 px under its tokens; the conv drops the rest. Cells are patch-wide
+    and points in the dropped border fall in the last row/column (a 384/27 px cell would be off by up to a cell)."""
+    from lmms_ac.testing.towers import make_siglip_tower
+    from lmms_ac.vision import load_representation
+
+    tower = load_representation(f"siglip:{make_siglip_tower(str(tmp_path / 'siglip'), image_size=36, patch_size=8)}")
+    assert tower.grid == (4, 4) and tower.covered_size == 32
+    grid = FeatureExtractor(tower).grid
+    assert grid.size == 36 and grid.cell == (8.0, 8.0)  # letterbox canvas 36 px, cells 8 px
+    assert grid.patch_index([(23.5, 0), (24.5, 0), (35, 35)]).tolist() == [2, 3, 15]
+    np.testing.assert_allclose(grid.centre([(3, 3)]), [(28.0, 28.0)])
+    # a representation that does not declare a patch convolution keeps cells spanning the whole input
+    plain = PixelPatchEncoder(size=36, patch=8)
+    assert plain.covered_size == 36 and FeatureExtractor(plain).grid.cell == (9.0, 9.0)

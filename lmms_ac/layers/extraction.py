@@ -158,7 +158,7 @@ class LayerExtractor:
         vision = vlm.vision
         self.size = int(vision.image_spec.size)
         rows, cols = (int(v) for v in vision.grid)
-        self.grid = PatchGrid(rows, cols, self.size)
+        self.grid = PatchGrid(rows, cols, self.size, int(vision.covered_size))
         fmt = resolve_format(prompt_format, vlm.tokenizer)
         self.prompts = [build_prompt(p, 1, fmt, vlm.tokenizer, system_prompt) for p in prompts]
         self.prompt_ids: List[List[int]] = []

@@ -96,16 +96,20 @@ def letterbox(image: Image.Image, size: int) -> Tuple[torch.Tensor, Letterbox]:
 
 @dataclass(frozen=True)
 class PatchGrid:
-    """``rows x cols`` token grid covering an ``size x size`` input, row-major."""
+    """``rows x cols`` token grid over an ``size x size`` input, row-major. ``covered``: the top-left pixels the
+    grid covers when a patch convolution drops a remainder (SigLIP-so400m at 384 px: 378); points beyond fall in
+    the last row or column. None: the whole input."""
 
     rows: int
     cols: int
     size: int
+    covered: Optional[int] = None
 
     @property
     def cell(self) -> Tuple[float, float]:
         """(width, height) of one cell in input pixels."""
-        return self.size / self.cols, self.size / self.rows
+        extent = self.covered or self.size
+        return extent / self.cols, extent / self.rows
 
     def patch_index(self, xy: np.ndarray) -> np.ndarray:
         """Padded-canvas points ``[K, 2]`` -> flat index of the containing cell (clipped to the grid)."""
@@ -198,7 +202,9 @@ class FeatureExtractor:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.parts = parts
         rows, cols = parts[0].grid
-        self.grid = PatchGrid(int(rows), int(cols), int(parts[0].image_spec.size))
+        # one part: the pixels its tokens cover (a ViT drops the remainder of a size its patch does not divide)
+        covered = parts[0].covered_size if len(parts) == 1 else None
+        self.grid = PatchGrid(int(rows), int(cols), int(parts[0].image_spec.size), covered)
         self.batch_size = batch_size
         self.num_workers = max(1, num_workers)
         self.device = parts[0].device

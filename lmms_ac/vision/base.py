@@ -60,9 +60,20 @@ class VisionRepresentation(torch.nn.Module):
     patch_size: int
     hidden_size: int
 
+    #: the tokens come from a patch convolution (ViTs): ``grid x patch_size`` pixels are seen and any remainder of
+    #: the input is dropped (SigLIP-so400m at 384 px: 27 x 14 = 378 px, the last 6 rows and columns are never seen)
+    patch_conv: bool = False
+
     @property
     def num_tokens(self) -> int:
         return self.grid[0] * self.grid[1]
+
+    @property
+    def covered_size(self) -> int:
+        """Pixels (from the top-left corner of the square input) that the token grid covers, one cell per token."""
+        if self.patch_conv and self.grid[0] == self.grid[1]:
+            return min(self.image_size, int(self.grid[0]) * int(self.patch_size))
+        return self.image_size
 
     @property
     def image_size(self) -> int:

@@ -99,6 +99,7 @@ class HFVisionTower(VisionRepresentation):
         size = int(getattr(cfg, "image_size", 0) or _processor_size(processor))
         self.patch_size = int(cfg.patch_size)
         self.grid = (size // self.patch_size, size // self.patch_size)
+        self.patch_conv = True
         self.hidden_size = int(cfg.hidden_size)
         mean = tuple(float(x) for x in processor.image_mean)
         std = tuple(float(x) for x in processor.image_std)

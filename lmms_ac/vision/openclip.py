@@ -95,6 +95,7 @@ class OpenCLIPTower(VisionRepresentation):
                 f"{spec}: only square inputs and patches are supported, got image {size}, patch {(ph, pw)}"
             )
         self.patch_size = int(ph)
+        self.patch_conv = True
         self.grid = (size[0] // ph, size[1] // pw)
         self.hidden_size = int(visual.transformer.width)
         mean = tuple(float(x) for x in self.preprocess_cfg.get("mean", (0.48145466, 0.4578275, 0.40821073)))
