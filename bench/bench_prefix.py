@@ -21,6 +21,8 @@ is exactly the cap: the cap is the answer length (real benchmark answers are 1-5
     python bench/bench_prefix.py                       # in-process table, defaults
     python bench/bench_prefix.py --whole-process       # whole-process table vs llava_hf
     python bench/bench_prefix.py --image-tokens 144 --question-set gqa --caps 1 2 4 8 --per-image 2 20
+    python bench/bench_prefix.py --architecture llava_next --image-tokens 64 --batch 1   # NeXT tiles, bs 1 and 8
+    python bench/bench_prefix.py --architecture llava_next --image-tokens 64 --batch 8
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from prefix_fixture import (  # noqa: E402
+    ARCHITECTURES,
     QUESTION_SETS,
     copy_requests,
     load_model,
@@ -61,6 +64,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--llm-layers", type=int, default=8)
     parser.add_argument("--llm-hidden", type=int, default=512)
     parser.add_argument("--question-set", choices=QUESTION_SETS, default="mme")
+    parser.add_argument(
+        "--architecture", choices=ARCHITECTURES, default="llava", help="llava (1.5, one view) or llava_next (tiles)"
+    )
     parser.add_argument("--batch", type=int, default=8, help="lmms_ac_llava's batch size (llava_hf: 1)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
     parser.add_argument("--repeats", type=int, default=3, help="interleaved rounds; the median counts")
@@ -206,9 +212,12 @@ def main(argv=None) -> None:
 
     torch.set_num_threads(args.threads)
     work = tempfile.mkdtemp(prefix="bench_prefix_")
-    ckpt, llm_params = make_checkpoint(os.path.join(work, "ckpt"), args.image_tokens, args.llm_layers, args.llm_hidden)
+    ckpt, llm_params = make_checkpoint(
+        os.path.join(work, "ckpt"), args.image_tokens, args.llm_layers, args.llm_hidden, args.architecture
+    )
     print(
-        f"checkpoint: CLIP-like ViT ({args.image_tokens} image tokens) + Llama {args.llm_layers}x{args.llm_hidden} "
+        f"checkpoint: {args.architecture}, CLIP-like ViT ({args.image_tokens} image tokens per view) + Llama "
+        f"{args.llm_layers}x{args.llm_hidden} "
         f"({llm_params / 1e6:.1f}M params), float32, CPU x{args.threads} thread(s); questions: {args.question_set}; "
         f"lmms_ac_llava batch {args.batch}, llava_hf batch 1"
     )

@@ -2,8 +2,8 @@
 run can use a checkpoint and a question set the code was not tuned on.
 
 * ``make_checkpoint``: a random llava-hf checkpoint (both ``lmms_ac_llava`` and lmms-eval's
-  ``llava_hf`` load it): a CLIP-like tower whose image size gives ``image_tokens`` visual tokens and a
-  Llama of ``llm_layers`` x ``llm_hidden``.
+  ``llava_hf`` load it): a CLIP-like tower whose image size gives ``image_tokens`` visual tokens per view
+  and a Llama of ``llm_layers`` x ``llm_hidden``; LLaVA-1.5's one view or LLaVA-NeXT's anyres tiles.
 * ``write_mirror``: ``n_images x per_image`` questions in MME's schema from one of ``QUESTION_SETS``,
   saved where the ``mme`` task reads its local copy (``LMMS_AC_DATASETS``).
 * ``mme_requests`` / ``copy_requests``: the ``mme`` task's own requests, answers capped.
@@ -40,10 +40,14 @@ _GQA_POST = "\nAnswer the question using a single word or phrase."
 QUESTION_SETS = ("mme", "gqa")
 
 
+ARCHITECTURES = ("llava", "llava_next")
+
+
 def make_checkpoint(
-    directory: str, image_tokens: int = 256, llm_layers: int = 8, llm_hidden: int = 512
+    directory: str, image_tokens: int = 256, llm_layers: int = 8, llm_hidden: int = 512, architecture: str = "llava"
 ) -> Tuple[str, int]:
-    """Write the checkpoint; returns (directory, LLM parameters)."""
+    """Write the checkpoint; returns (directory, LLM parameters). ``llava_next``: LLaVA-NeXT's anyres tiling with
+    the released pinpoints scaled to the tower (base view + up to 2 x 2 tiles, ``image_tokens`` each)."""
     import torch
     from transformers import (
         CLIPImageProcessor,
@@ -51,8 +55,15 @@ def make_checkpoint(
         LlamaConfig,
         LlavaConfig,
         LlavaForConditionalGeneration,
+        LlavaNextConfig,
+        LlavaNextForConditionalGeneration,
+        LlavaNextImageProcessor,
+        LlavaNextProcessor,
         LlavaProcessor,
     )
+
+    if architecture not in ARCHITECTURES:
+        raise SystemExit(f"unknown architecture {architecture!r}; choose one of {', '.join(ARCHITECTURES)}")
 
     from lmms_ac.testing.prefix_data import mme_many_questions
     from lmms_ac.testing.tiny import VICUNA_TEMPLATE, make_tokenizer
@@ -87,7 +98,7 @@ def make_checkpoint(
         eos_token_id=2,
         pad_token_id=3,
     )
-    config = LlavaConfig(
+    common = dict(
         vision_config=vision,
         text_config=text,
         image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
@@ -95,16 +106,23 @@ def make_checkpoint(
         vision_feature_layer=-2,
         vision_feature_select_strategy="default",
     )
-    model = LlavaForConditionalGeneration(config).eval()
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
-    processor = LlavaProcessor(
-        image_processor=CLIPImageProcessor(size={"shortest_edge": size}, crop_size={"height": size, "width": size}),
+    sizes = dict(size={"shortest_edge": size}, crop_size={"height": size, "width": size})
+    processor_args = dict(
         tokenizer=tokenizer,
         patch_size=14,
         vision_feature_select_strategy="default",
         num_additional_image_tokens=1,
         chat_template=VICUNA_TEMPLATE,
     )
+    if architecture == "llava_next":  # LLaVA-1.6's pinpoints (336 px towers) scaled to this tower
+        pinpoints = [[size * h, size * w] for h, w in ([1, 2], [2, 1], [2, 2], [3, 1], [1, 3])]
+        model = LlavaNextForConditionalGeneration(LlavaNextConfig(**common, image_grid_pinpoints=pinpoints)).eval()
+        image_processor = LlavaNextImageProcessor(**sizes, image_grid_pinpoints=pinpoints)
+        processor = LlavaNextProcessor(image_processor=image_processor, **processor_args)
+    else:
+        model = LlavaForConditionalGeneration(LlavaConfig(**common)).eval()
+        processor = LlavaProcessor(image_processor=CLIPImageProcessor(**sizes), **processor_args)
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.save_pretrained(directory)
     processor.save_pretrained(directory)
     llm = sum(p.numel() for p in model.model.language_model.parameters()) + model.lm_head.weight.numel()
