@@ -4,7 +4,10 @@ this module only places it.
 
 PatchDrop's severity r is a fraction of cells (Random) or of attention mass (Salient/Non-Salient),
 so the fraction of cells actually removed varies per image: ``DropTally`` records it per task
-(``HookFactory.drops``), logged as it grows (after 1, 10, 100... images)."""
+(``HookFactory.drops``), logged as it grows (after 1, 10, 100... images). On tiled input
+(LLaVA-NeXT/OneVision) PatchDrop's image hook is marked ``per_view``: the tiled model calls it once per
+image on the stack of its views (``lmms_ac.vlm.tiled``), and an image's entry is the fraction of the
+cells of all its views."""
 
 from __future__ import annotations
 
@@ -106,10 +109,19 @@ class HookFactory:
             from lmms_ac.robustness.image_ops import drop_cells
 
             def patch_drop(x: torch.Tensor, i: int) -> torch.Tensor:
-                mask = p.drop_mask(x, p.context(task, doc_id, grid, patch, image_index=i))
-                self.drops.add(task, p.to_string(), float(mask.float().mean()))
-                return drop_cells(x, mask)
+                """One view ``[3, S, S]`` (LLaVA-1.5) or an image's views ``[V, 3, S, S]`` (tiled input: base
+                view, then tile k at view k, each with its own cells); one tally entry per image, the
+                fraction of all its views' cells dropped (every view has the same grid)."""
+                views = x if x.ndim == 4 else x.unsqueeze(0)
+                masks = [
+                    p.drop_mask(v, p.context(task, doc_id, grid, patch, image_index=i, view=k))
+                    for k, v in enumerate(views)
+                ]
+                self.drops.add(task, p.to_string(), float(torch.stack(masks).float().mean()))
+                out = torch.stack([drop_cells(v, m) for v, m in zip(views, masks)])
+                return out if x.ndim == 4 else out[0]
 
+            patch_drop.per_view = True  # type: ignore[attr-defined]  # tiled input: call it on the views
             return SampleHooks(image=patch_drop)
         if p.stage == "image":
             return SampleHooks(image=lambda x, i: p(x, p.context(task, doc_id, grid, patch, image_index=i)))

@@ -61,8 +61,8 @@ class Perturbation:
     form: ClassVar[str] = ""
     codecs: ClassVar[Mapping[str, Codec]] = {}
     examples: ClassVar[Tuple[Dict[str, Any], ...]] = ({},)
-    # defined on tiled input (LLaVA-NeXT/OneVision): token ops within each view (``context.views``), image ops on
-    # the whole image before tiling; ops defined on one square grid (token groups, PatchDrop cells) are not
+    # defined on tiled input (LLaVA-NeXT/OneVision): token ops on the views (``context.views``), image ops on the
+    # whole image before tiling (patch shuffle) or on each view (PatchDrop, ``context.view``); False: refused there
     on_tiles: ClassVar[bool] = False
 
     seed: int = 0
@@ -115,9 +115,12 @@ class Perturbation:
         image_index: int = 0,
         visual_mask: Optional[torch.Tensor] = None,
         views: Optional[torch.Tensor] = None,
+        view: int = 0,
     ) -> PerturbationContext:
         """A context carrying this perturbation's seed (the usual way to build one)."""
-        return PerturbationContext(task, doc_id, self.seed, tuple(grid), patch_size, image_index, visual_mask, views)
+        return PerturbationContext(
+            task, doc_id, self.seed, tuple(grid), patch_size, image_index, visual_mask, views, int(view)
+        )
 
     def apply(self, x: torch.Tensor, ctx: PerturbationContext) -> torch.Tensor:  # pragma: no cover
         raise NotImplementedError

@@ -19,7 +19,8 @@ modnoise           hidden   ``modnoise_image_l0``               modality = image
 How a caller applies ``p`` (``ctx = p.context(task, doc_id, grid, patch_size, ...)``):
 
 * ``image``: ``p(pixels [3, S, S] in [0, 1], ctx)`` after the encoder's resize/crop, before
-  normalisation;
+  normalisation (on tiled input PatchDrop runs once per view, ``ctx.view`` = 0 for the base view and
+  k for tile k, and patch shuffle on the whole image before tiling);
 * ``tokens``: ``p(tokens [N, D], ctx)`` on one image's projector output (may return fewer rows);
 * ``hidden``: ``p(h [T, D], ctx)`` with ``ctx.visual_mask [T]`` on one sample's hidden state that
   ENTERS decoder block ``p.layer`` (Hugging Face ``hidden_states[p.layer]``; layer 0 = the input
@@ -111,12 +112,14 @@ class PatchShuffle(Perturbation):
 @register
 @dataclass(frozen=True, kw_only=True)
 class RandomPatchDrop(Perturbation):
-    """Zero the pixels of round(ratio * N) random cells of the encoder's patch grid."""
+    """Zero the pixels of round(ratio * N) random cells of the encoder's patch grid. On tiled input it acts on
+    each view (base view and each tile) with its own cells, drawn from the view's seed (``ctx.view``)."""
 
     name = "pdrop_random"
     stage = "image"
     stochastic = True
     form = "pdrop_random{ratio}"
+    on_tiles = True
     codecs = {"ratio": PERCENT}
     examples = ({"ratio": 0.1}, {"ratio": 0.5}, {"ratio": 0.9})
 
@@ -156,12 +159,14 @@ class SalientPatchDrop(Perturbation):
     cells (``by="count"``, form suffix ``_count``).
 
     ``saliency`` (not a parameter) injects a :class:`CachedSaliency` or a bare saliency model;
-    None uses :func:`default_saliency` (DINO ViT-S/16, loaded lazily)."""
+    None uses :func:`default_saliency` (DINO ViT-S/16, loaded lazily). On tiled input it acts on each
+    view (base view and each tile) with that view's own saliency map."""
 
     name = "pdrop_salient"
     stage = "image"
     stochastic = False
     form = "pdrop_salient{ratio}{by}"
+    on_tiles = True
     codecs = {"ratio": PERCENT, "by": _BY}
     examples = ({"ratio": 0.3}, {"ratio": 0.7, "by": "count"})
     end = "top"

@@ -20,9 +20,13 @@ if TYPE_CHECKING:
 _SEED_NAMESPACE = "lmms_ac.robustness/v1"
 
 
-def stable_seed(seed: int, task: str, doc_id: Union[int, str], image_index: int = 0) -> int:
-    """A 63-bit seed from ``(seed, task, doc_id, image_index)``; the same in every process."""
-    key = "\x1f".join([_SEED_NAMESPACE, str(int(seed)), str(task), str(doc_id), str(int(image_index))])
+def stable_seed(seed: int, task: str, doc_id: Union[int, str], image_index: int = 0, view: int = 0) -> int:
+    """A 63-bit seed from ``(seed, task, doc_id, image_index, view)``; the same in every process. ``view`` 0
+    (the base view of a tiled image, and the one view of a square one) gives the seed of the image itself."""
+    parts = [_SEED_NAMESPACE, str(int(seed)), str(task), str(doc_id), str(int(image_index))]
+    if int(view) != 0:  # tile k of a tiled image: a seed of its own
+        parts.append(f"view={int(view)}")
+    key = "\x1f".join(parts)
     digest = hashlib.sha256(key.encode("utf-8")).digest()
     return int.from_bytes(digest[:8], "big") & ((1 << 63) - 1)
 
@@ -42,6 +46,10 @@ class PerturbationContext:
 
     ``views`` (long ``[N]``, stage ``"tokens"``, tiled input such as LLaVA-NeXT's only): the view each
     token belongs to (0 = the base view, k = tile k), -1 at row-end tokens, which stay in place.
+
+    ``view`` (stage ``"image"`` on tiled input: PatchDrop per view): which view of the image the pixels
+    are, 0 = the base view (and the one view of a square image), k = tile k. It is part of the seed
+    for k > 0, so each tile draws its own cells; view 0 draws what the image draws on one grid.
     """
 
     task: str
@@ -52,16 +60,17 @@ class PerturbationContext:
     image_index: int = 0
     visual_mask: Optional[torch.Tensor] = field(default=None, compare=False, hash=False, repr=False)
     views: Optional[torch.Tensor] = field(default=None, compare=False, hash=False, repr=False)
+    view: int = 0
 
     @property
     def num_patches(self) -> int:
         return int(self.grid[0]) * int(self.grid[1])
 
     def stable_seed(self) -> int:
-        return stable_seed(self.seed, self.task, self.doc_id, self.image_index)
+        return stable_seed(self.seed, self.task, self.doc_id, self.image_index, self.view)
 
     def generator(self, device: Union[str, torch.device] = "cpu") -> torch.Generator:
-        """A fresh generator seeded from ``(seed, task, doc_id, image_index)``.
+        """A fresh generator seeded from ``(seed, task, doc_id, image_index, view)``.
 
         The ops of this package always call it with the default CPU device (see module docstring).
         """

@@ -191,3 +191,184 @@ def test_tokperm_global_is_an_opt_in_variant_family():
 @pytest.mark.parametrize("batch", [1, 8])
 def test_tokperm_global_is_the_same_shared_or_not_and_at_any_batch(next_dir, batch):
     _same_at_any_batch_and_sharing(next_dir, "tokperm_global", batch)
+
+
+# ------------------------------------------------------------------ PatchDrop per view
+
+
+class MeanSaliency:
+    """A saliency model that depends on the pixels: the channel mean (so every view has its own map)."""
+
+    model_id = "test-mean"
+
+    def __call__(self, pixels):
+        return pixels.mean(0) + 1e-3
+
+
+@pytest.fixture
+def fake_saliency():
+    from lmms_ac.robustness import set_default_saliency
+
+    set_default_saliency(MeanSaliency())
+    yield
+    set_default_saliency(None)
+
+
+def _pixel_values(vlm, ims, hooks=()):
+    """The pixel values ``[B, V_max, 3, S, S]`` the tiled model hands transformers' get_image_features."""
+    (model,) = vlm.feature_source
+    seen = []
+    original = model.get_image_features
+
+    def spy(pixel_values, **kw):
+        seen.append(pixel_values.detach().clone())
+        return original(pixel_values=pixel_values, **kw)
+
+    model.get_image_features = spy
+    try:
+        vlm.encode_images(ims, hooks, [0] * len(ims))  # one image per request: image index 0
+    finally:
+        del model.get_image_features
+    return seen[0]
+
+
+def _unnormalise(vlm, pv):
+    p = vlm.image_processor
+    return pv * torch.tensor(p.image_std).view(3, 1, 1) + torch.tensor(p.image_mean).view(3, 1, 1)
+
+
+def _cells(vlm, changed_pixels: torch.Tensor) -> torch.Tensor:
+    """Bool ``[gh, gw]``: the cells of one view where any pixel of ``changed_pixels [3, S, S]`` is True."""
+    gh, gw = vlm.vision.grid
+    c, s, _ = changed_pixels.shape
+    return changed_pixels.reshape(c, gh, s // gh, gw, s // gw).permute(1, 3, 0, 2, 4).reshape(gh, gw, -1).any(-1)
+
+
+def _view_contexts(vlm, form, doc, n_views):
+    from lmms_ac.robustness import parse_perturbation
+
+    p = parse_perturbation(form)
+    grid, patch = vlm.vision.grid, vlm.vision.patch_size
+    return p, [p.context("nx", doc, grid, patch, image_index=0, view=k) for k in range(n_views)]
+
+
+@pytest.mark.parametrize("form", ["pdrop_random50", "pdrop_salient30", "pdrop_nonsalient40_count"])
+def test_pdrop_zeroes_each_views_own_cells_and_nothing_else(vlm, form, fake_saliency):
+    from lmms_ac.perturb_bridge import HookFactory
+    from lmms_ac.robustness.image_ops import cells_to_pixels
+
+    ims = images(4)
+    factory = HookFactory(vlm, perturbation=form)
+    hooks = [factory.for_request("nx", doc) for doc in range(len(ims))]
+    clean, dropped = _pixel_values(vlm, ims), _pixel_values(vlm, ims, hooks)
+    n_cells, fractions = vlm.vision.grid[0] * vlm.vision.grid[1], []
+    for doc, image in enumerate(ims):
+        n = vlm.num_views((image.height, image.width))
+        assert n >= 3 and torch.equal(clean[doc, n:], dropped[doc, n:])  # the batch's padding slots untouched
+        p, contexts = _view_contexts(vlm, form, doc, n)
+        masks = []
+        for k in range(n):
+            x = _unnormalise(vlm, clean[doc, k])  # the view in [0, 1], as the hook saw it
+            want = p.drop_mask(x, contexts[k])  # the 1.5 rule on this view's grid, with this view's seed
+            changed = _cells(vlm, clean[doc, k] != dropped[doc, k])
+            assert not (changed & ~want).any(), (doc, k)  # no pixel outside the view's dropped cells changes
+            y = _unnormalise(vlm, dropped[doc, k])
+            inside = cells_to_pixels(want, y.shape[-2:]).expand_as(y)
+            assert y[inside].abs().max() < 1e-5, (doc, k)  # zeroed in [0, 1], before normalisation
+            already_black = _cells(vlm, x.abs() < 1e-5) & ~_cells(vlm, x.abs() >= 1e-5)  # a padded tile's margin
+            assert torch.equal(changed | (want & already_black), want), (doc, k)
+            if form.startswith("pdrop_random") or form.endswith("_count"):
+                ratio = 0.5 if form == "pdrop_random50" else 0.4
+                assert int(want.sum()) == round(ratio * n_cells)  # round(ratio * N) cells of each view
+            masks.append(want)
+        assert len({tuple(m.reshape(-1).tolist()) for m in masks}) > 1  # the views drop different cells
+        fractions.append(float(torch.stack(masks).float().mean()))
+    summary = factory.drops.summary()["nx"]  # the tally: one entry per image, over all its views' cells
+    assert summary["images"] == len(ims) and summary["cells_dropped"] == pytest.approx(np.mean(fractions))
+
+
+@pytest.mark.parametrize("form", ["pdrop_random30", "pdrop_salient50", "pdrop_nonsalient30"])
+def test_pdrop_on_one_view_is_the_15_definition(vlm, form, fake_saliency):
+    """The hook on a one-view stack equals the LLaVA-1.5 hook on that view; the base view draws what the
+    image draws on one grid (view 0 keeps the image's seed)."""
+    from lmms_ac.perturb_bridge import HookFactory
+    from lmms_ac.robustness import parse_perturbation
+
+    square = types.SimpleNamespace(vision=types.SimpleNamespace(grid=vlm.vision.grid, patch_size=vlm.vision.patch_size))
+    x = torch.rand(3, 32, 32, generator=torch.Generator().manual_seed(4))
+    hook = HookFactory(square, perturbation=form).for_request("nx", 2).image
+    assert torch.equal(hook(x[None], 1)[0], hook(x, 1))
+    p = parse_perturbation(form)
+    ctx = p.context("nx", 2, vlm.vision.grid, vlm.vision.patch_size, image_index=1)
+    assert torch.equal(hook(x, 1), p(x, ctx))  # the 1.5 definition, unchanged
+    assert ctx.stable_seed() == p.context("nx", 2, (4, 4), 8, image_index=1, view=0).stable_seed()
+    assert ctx.stable_seed() != p.context("nx", 2, (4, 4), 8, image_index=1, view=1).stable_seed()
+    # on the tiled model, the base view is dropped as the 1.5 rule drops that view
+    image = images(1)[0]
+    clean, dropped = (_pixel_values(vlm, [image], hooks) for hooks in ((), [_hook(vlm, form, 2)]))
+    base = _unnormalise(vlm, clean[0, 0])
+    base_ctx = p.context("nx", 2, vlm.vision.grid, vlm.vision.patch_size, image_index=0)
+    assert torch.equal(_cells(vlm, clean[0, 0] != dropped[0, 0]), p.drop_mask(base, base_ctx))
+
+
+def test_pdrop_reaches_the_tokens_of_every_view(vlm):
+    image = images(4)[3]  # (200, 160): pooled on OneVision, where PatchDrop acts on the views before pooling
+    (clean,) = vlm.encode_images([image])
+    (dropped,) = vlm.encode_images([image], [_hook(vlm, "pdrop_random50")])
+    views = vlm.token_views(image)
+    for view in range(int(views.max()) + 1):
+        assert not torch.equal(clean[views == view], dropped[views == view])
+    assert torch.equal(clean[views == -1], dropped[views == -1])  # the image_newline vectors
+
+
+def test_pdrop_equals_transformers_on_the_hand_dropped_views(vlm, next_dir):
+    """Greedy output under pdrop_random50 equals LlavaNext/OnevisionForConditionalGeneration.generate given
+    the processor's pixel values with each view's cells (drawn from its seed) set to a black pixel."""
+    import transformers
+    from transformers import AutoProcessor
+
+    from lmms_ac.perturb_bridge import HookFactory
+    from lmms_ac.robustness.image_ops import cells_to_pixels, random_cells
+    from lmms_ac.vlm.prompts import build_prompt
+
+    cls = {
+        "llava_next": transformers.LlavaNextForConditionalGeneration,
+        "llava_onevision": transformers.LlavaOnevisionForConditionalGeneration,
+    }[vlm.kind]
+    model = cls.from_pretrained(next_dir, dtype=torch.float32).eval()
+    processor = AutoProcessor.from_pretrained(next_dir)
+    processor.tokenizer.padding_side = "left"
+    ims = images(4)
+    prompts = [build_prompt(q, 1, "chat_template", vlm.tokenizer) for q in QUESTIONS]
+    inputs = processor(text=prompts, images=ims, return_tensors="pt", padding=True)
+    pv = inputs["pixel_values"].clone()
+    ip = processor.image_processor
+    black = (-torch.tensor(ip.image_mean) / torch.tensor(ip.image_std)).view(3, 1, 1)
+    for doc, image in enumerate(ims):
+        p, contexts = _view_contexts(vlm, "pdrop_random50", doc, vlm.num_views((image.height, image.width)))
+        for k, ctx in enumerate(contexts):
+            cells = random_cells(ctx.grid, p.ratio, ctx.generator())
+            inside = cells_to_pixels(cells, pv.shape[-2:]).expand(3, -1, -1)
+            pv[doc, k] = torch.where(inside, black, pv[doc, k])
+    inputs["pixel_values"] = pv
+    with torch.no_grad():
+        theirs = model.generate(**inputs, max_new_tokens=10, do_sample=False)[:, inputs["input_ids"].shape[1] :]
+    factory = HookFactory(vlm, perturbation="pdrop_random50")
+    hooks = [factory.for_request("nx", doc) for doc in range(len(ims))]
+    ours = vlm.generate(prompts, [[im] for im in ims], hooks, max_new_tokens=10)
+    assert ours == processor.batch_decode(theirs, skip_special_tokens=True)
+    assert ours != vlm.generate(prompts, [[im] for im in ims], max_new_tokens=10)  # the drop changed something
+
+
+@pytest.mark.parametrize("form,batch", [("pdrop_random50", 8), ("pdrop_nonsalient30", 8)])
+def test_pdrop_on_tiles_is_the_same_shared_or_not_and_at_any_batch(next_dir, form, batch, fake_saliency):
+    _same_at_any_batch_and_sharing(next_dir, form, batch)
+
+
+@pytest.mark.parametrize("form", ["tokgroup_m2_g0", "toknoise_m2_g0"])
+def test_square_grid_token_probes_are_still_refused(vlm, form):
+    from lmms_ac.perturb_bridge import HookFactory
+
+    with pytest.raises(ValueError, match="not defined on LLaVA-NeXT's/OneVision's tiled input") as err:
+        HookFactory(vlm, perturbation=form)
+    assert "PatchDrop (per view" in str(err.value)  # the message lists what runs

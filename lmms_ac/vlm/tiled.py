@@ -18,22 +18,28 @@ its base view alone; prompts with several images are refused on it (not implemen
 The number of visual tokens therefore depends on each image's size; the splice, the batch builder
 and the prefix runner take one tensor per image of its own length.
 
-Token permutation is defined on the tiles: ``token_views`` labels each visual token with its view
-(0 = base view, k = tile k, -1 = a row-end ``image_newline`` token), computed by running the same
-``pack_image_features`` on view labels instead of features, so it cannot drift from the real layout
-(after OneVision's pooling a token mixes neighbouring tiles: the pooled grid is then one view, 1);
-token hooks receive these labels (``LlavaStyleVLM.apply_token_hook``). ``tokperm`` permutes within
-each view; ``tokperm_global`` permutes every labelled token together, across views, -1 rows in place.
-Pixel hooks act on the whole image before tiling: ``[3, H, W]`` in [0, 1] at the image's own size,
-after the RGB conversion the processor does (transformers' ``convert_to_rgb``), brought back to 8 bits
-(exact for patch shuffle, which only moves pixels). Probes built on one square grid (PatchDrop's
-cells, token groups, group noise) are refused (``TILED_STAGE_REFUSAL``) instead of being applied to
-the wrong layout.
+A view is one tower-sized square the tower encodes: the base view or one tile (OneVision's pooled grid
+counts as one view at the token stage, see below). Token permutation is defined on the tiles:
+``token_views`` labels each visual token with its view (0 = base view, k = tile k, -1 = a row-end
+``image_newline`` token), computed by running the same ``pack_image_features`` on view labels instead
+of features, so it cannot drift from the real layout (after OneVision's pooling a token mixes
+neighbouring tiles: the pooled grid is then one view, 1); token hooks receive these labels
+(``LlavaStyleVLM.apply_token_hook``). ``tokperm`` permutes within each view; ``tokperm_global``
+permutes every labelled token together, across views, -1 rows in place.
+
+Pixel hooks act in one of two places. By default on the whole image before tiling: ``[3, H, W]`` in
+[0, 1] at the image's own size, after the RGB conversion the processor does (transformers'
+``convert_to_rgb``), brought back to 8 bits (exact for patch shuffle, which only moves pixels). A hook
+marked ``per_view`` (PatchDrop's, from ``lmms_ac.perturb_bridge``) acts on each image's views instead:
+``[V, 3, S, S]`` in [0, 1], the processor's output un-normalised (``hook_views``), so each view loses its
+own cells of its own patch grid, as LLaVA-1.5's one square view does; on OneVision this is before
+pooling, so it is well defined there too. Probes built on one square grid of tokens (token groups,
+group noise) are refused (``TILED_STAGE_REFUSAL``) instead of being applied to the wrong layout.
 """
 
 from __future__ import annotations
 
-from typing import Any, List, Optional, Sequence
+from typing import Any, List, Optional, Sequence, Tuple
 
 import torch
 from PIL import Image
@@ -46,10 +52,10 @@ from lmms_ac.vlm.model import LlavaStyleVLM
 
 TILED_STAGE_REFUSAL = (
     "is not defined on LLaVA-NeXT's/OneVision's tiled input yet (base view + tiles + row-end newline tokens); "
-    "probes defined on one square grid (PatchDrop cells, token groups, group noise) are refused on this checkpoint "
-    "rather than applied to the wrong layout. Patch shuffle (on the image before tiling), token permutation (tokperm "
-    "within each view, tokperm_global across views), hidden-state probes (layernoise, modnoise) and dataset probes "
-    "(synthetic) run"
+    "probes defined on one square grid of tokens (token groups, group noise) are refused on this checkpoint rather "
+    "than applied to the wrong layout. Patch shuffle (on the image before tiling), PatchDrop (per view: pdrop_random, "
+    "pdrop_salient, pdrop_nonsalient), token permutation (tokperm within each view, tokperm_global across views), "
+    "hidden-state probes (layernoise, modnoise) and dataset probes (synthetic) run"
 )
 
 
@@ -115,19 +121,59 @@ class TiledLlavaVLM(LlavaStyleVLM):
             return []
         hooks = list(hooks) or [None] * len(images)
         image_indices = list(image_indices) or list(range(len(images)))
+        on_views = [h is not None and h.image is not None and bool(getattr(h.image, "per_view", False)) for h in hooks]
         pixels = [
-            check_image(im) if h is None or h.image is None else before_tiling(h.image, im, j)
-            for h, im, j in zip(hooks, images, image_indices)
+            check_image(im) if h is None or h.image is None or v else before_tiling(h.image, im, j)
+            for h, im, j, v in zip(hooks, images, image_indices, on_views)
         ]
         inputs = self.image_processor(images=pixels, return_tensors="pt")
+        pixel_values = inputs["pixel_values"]
+        if any(on_views):
+            pixel_values = pixel_values.clone()
+            for b, (h, j) in enumerate(zip(hooks, image_indices)):
+                if on_views[b]:
+                    n = self.num_views(tuple(int(v) for v in inputs["image_sizes"][b]))
+                    pixel_values[b, :n] = self.hook_views(h.image, pixel_values[b, :n], j)
         (model,) = self.feature_source
         out = model.get_image_features(
-            pixel_values=inputs["pixel_values"].to(self.vision.device, self.vision.dtype),
+            pixel_values=pixel_values.to(self.vision.device, self.vision.dtype),
             image_sizes=inputs["image_sizes"].to(self.vision.device),
             return_dict=True,
         )
         tokens = [t.to(self.device, self.dtype) for t in out.pooler_output]
         return [self.apply_token_hook(h, t, j, im) for h, t, j, im in zip(hooks, tokens, image_indices, images)]
+
+    def num_views(self, size: Tuple[int, int]) -> int:
+        """How many views (base view + tiles) the processor cuts from an image of ``size`` = (height, width)."""
+        from transformers.models.llava_next.modeling_llava_next import image_size_to_num_patches
+
+        (model,) = self.feature_source
+        return int(image_size_to_num_patches(size, self.grid_pinpoints, model.config.vision_config.image_size))
+
+    def hook_views(self, hook: Any, pixel_values: torch.Tensor, image_index: int) -> torch.Tensor:
+        """A per-view pixel hook (PatchDrop) on one image's views ``[V, 3, S, S]`` as the processor normalised them.
+
+        The hook sees the views in [0, 1], before normalisation, as the LLaVA-1.5 path's image hook sees its one
+        view: here they are un-normalised with the processor's ``image_mean``/``image_std`` (resize, padding and
+        tiling stay as the processor did them: the views are exactly what the tower gets).
+        Only the pixels the hook changed are normalised again (a zeroed pixel becomes ``-mean / std``, what the
+        processor gives a black pixel); the others keep the processor's values bit for bit, so a hook that
+        changes nothing changes nothing. (Running the processor without normalisation and normalising here
+        would round the untouched pixels differently from transformers' model given the same image.) The
+        un-normalised views equal the 8-bit pixels / 255 up to float rounding (~1e-7), which is what the
+        saliency model of Salient/Non-Salient PatchDrop sees."""
+        processor = self.image_processor
+        if getattr(processor, "do_normalize", True):
+            mean = torch.tensor(processor.image_mean, dtype=torch.float32).view(1, 3, 1, 1)
+            std = torch.tensor(processor.image_std, dtype=torch.float32).view(1, 3, 1, 1)
+        else:
+            mean, std = torch.zeros(1, 3, 1, 1), torch.ones(1, 3, 1, 1)
+        normalised = pixel_values.float()
+        x = normalised * std + mean
+        y = hook(x, image_index)
+        if y.shape != x.shape:
+            raise ValueError(f"a per-view pixel hook returned shape {tuple(y.shape)} for views {tuple(x.shape)}")
+        return torch.where(y != x, (y - mean) / std, normalised).to(pixel_values.dtype)
 
     def splice(self, ids: List[int], visual: List[torch.Tensor]):
         if self.kind == "llava_onevision" and len(visual) > 1:
