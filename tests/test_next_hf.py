@@ -188,15 +188,24 @@ def test_prefix_sharing_on_and_off_give_identical_outputs(next_dir, batch):
 # ------------------------------------------------------------------ what is not defined on tiles fails at load
 
 
-@pytest.mark.parametrize(
-    "perturbation",
-    ["pdrop_random50", "pdrop_salient30", "pdrop_nonsalient30_count", "tokgroup_m2_g0", "toknoise_m2_g0"],
-)
-def test_square_grid_probes_are_refused_at_load(vlm, perturbation):
+def _pixel_and_token_probes():
+    from lmms_ac.robustness.catalogue import PERTURBATIONS
+    from lmms_ac.robustness.grammar import example_string, parse_perturbation
+
+    probes = [parse_perturbation(example_string(PERTURBATIONS.get(name))) for name in PERTURBATIONS.names()]
+    return [p for p in probes if p.stage in ("image", "tokens")]
+
+
+@pytest.mark.parametrize("probe", _pixel_and_token_probes(), ids=str)
+def test_probes_not_defined_on_tiles_are_refused_at_load(vlm, probe):
+    """Every image/token probe either says how it acts on tiles (on_tiles) and builds, or is refused at load."""
     from lmms_ac.perturb_bridge import HookFactory
 
+    if probe.on_tiles:
+        HookFactory(vlm, perturbation=str(probe))
+        return
     with pytest.raises(ValueError, match="not defined on LLaVA-NeXT's/OneVision's tiled input"):
-        HookFactory(vlm, perturbation=perturbation)
+        HookFactory(vlm, perturbation=str(probe))
 
 
 # ------------------------------------------------------------------ token permutation on tiles

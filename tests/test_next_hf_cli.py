@@ -1,6 +1,7 @@
 """Tiny llava-hf LLaVA-NeXT and OneVision checkpoints in the hub's layout, and LLaVA-NeXT in its original
 release's layout, evaluate through the real ``lmms-eval --model lmms_ac_llava`` CLI on an MME-schema task,
-with and without prefix sharing (same samples), and PatchDrop on it stops the run with the tiled-input refusal."""
+with and without prefix sharing (same samples), PatchDrop per view, and a setting that would change the tiled
+input stops the run."""
 
 from __future__ import annotations
 
@@ -63,19 +64,30 @@ def test_tiled_checkpoint_scores_mme_through_the_cli(request, kind, mirror_dir, 
     assert shared["samples"]["mme"] == plain["samples"]["mme"]  # sharing changes no answer
 
 
-def test_patch_drop_on_next_fails_with_the_refusal(next_dir, mirror_dir, tmp_path):
+def test_patch_drop_on_next_runs_through_the_cli_per_view(next_dir, mirror_dir, tmp_path):
+    """PatchDrop on tiles (each view loses its own cells) through the real CLI: the generated robustness task
+    scores, and the fraction of cells dropped over all views is reported."""
+    run = run_lmms_eval(tmp_path, next_dir, mirror_dir, "mme_pdrop_random50", str(tmp_path / "out"))
+    res = run["results"]["results"]["mme_pdrop_random50"]
+    assert "mme_perception_score,none" in res
+    assert res["cells_dropped,none"] == pytest.approx(0.5, abs=0.07)
+
+
+def test_a_setting_that_would_change_the_tiled_input_stops_the_run(next_dir, mirror_dir, tmp_path):
+    """image_aspect_ratio=pad on LLaVA-NeXT would feed one padded view instead of its tiles: refused at load, no
+    results file (lmms-eval itself exits 0 when evaluation fails)."""
     env = {**os.environ, "LMMS_AC_DATASETS": mirror_dir, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
     cmd = [
         str(BIN / "lmms-eval"),
         "--model",
         "lmms_ac_llava",
         "--model_args",
-        f"pretrained={next_dir},device=cpu,perturbation=pdrop_random50",
+        f"pretrained={next_dir},device=cpu,image_aspect_ratio=pad",
         "--tasks",
         "mme",
         "--output_path",
         str(tmp_path / "out"),
     ]
     proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
-    assert "not defined on LLaVA-NeXT's/OneVision's tiled input" in proc.stdout + proc.stderr
+    assert "image_aspect_ratio='pad' on a LLaVA-NeXT checkpoint" in proc.stdout + proc.stderr
     assert not list((tmp_path / "out").rglob("*_results.json"))
