@@ -285,12 +285,15 @@ class GlobalTokenPermutation(Perturbation):
 @register
 @dataclass(frozen=True, kw_only=True)
 class KeepGroup(Perturbation):
-    """Feed only group ``group`` of an m x m split of the token grid (row-major order)."""
+    """Feed only group ``group`` of an m x m split of the token grid (row-major order). On tiled input
+    (``ctx.views``) group ``group`` of each view's own rectangle of tokens, every view together, and the
+    row-end tokens, in their order."""
 
     name = "tokgroup"
     stage = "tokens"
     stochastic = False
     form = "tokgroup_m{m}_g{group}"
+    on_tiles = True
     codecs = {"m": INT, "group": INT}
     examples = ({"m": 4, "group": 5}, {"m": 2, "group": 0})
 
@@ -303,18 +306,20 @@ class KeepGroup(Perturbation):
     def apply(self, x: torch.Tensor, ctx: PerturbationContext) -> torch.Tensor:
         from .token_ops import keep_group
 
-        return keep_group(x, ctx.grid, int(self.m), int(self.group), ctx.visual_mask)
+        return keep_group(x, ctx.grid, int(self.m), int(self.group), ctx.visual_mask, ctx.views)
 
 
 @register
 @dataclass(frozen=True, kw_only=True)
 class GroupNoise(Perturbation):
-    """Add u * mean(|x_g|), u ~ U(-1, 1), to the tokens x_g of one group (importance of a group)."""
+    """Add u * mean(|x_g|), u ~ U(-1, 1), to the tokens x_g of one group (importance of a group). On tiled
+    input x_g is group ``group`` of every view's rectangle together; row-end tokens untouched."""
 
     name = "toknoise"
     stage = "tokens"
     stochastic = True
     form = "toknoise_m{m}_g{group}"
+    on_tiles = True
     codecs = {"m": INT, "group": INT}
     examples = ({"m": 4, "group": 5}, {"m": 3, "group": 8})
 
@@ -327,7 +332,7 @@ class GroupNoise(Perturbation):
     def apply(self, x: torch.Tensor, ctx: PerturbationContext) -> torch.Tensor:
         from .token_ops import noise_group
 
-        return noise_group(x, ctx.grid, int(self.m), int(self.group), ctx.generator(), ctx.visual_mask)
+        return noise_group(x, ctx.grid, int(self.m), int(self.group), ctx.generator(), ctx.visual_mask, ctx.views)
 
 
 # ---------------------------------------------------------------------------------- hidden stage

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from typing import List, Optional, Tuple
 
 import torch
 
@@ -98,10 +98,78 @@ def permute_across_views(
     return permute_tokens(tokens, generator, views < 0)
 
 
+def view_grids(views: torch.Tensor, grid: Tuple[int, int]) -> List[torch.Tensor]:
+    """Each view's tokens as the rectangle they form, in view order: long ``[h_v, w_v]`` row indices.
+
+    ``views`` (long ``[N]``, tiled input: 0 = base view, k = tile k, -1 = a row-end token) is all this
+    needs: the row-end tokens cut the packed sequence into lines, and a view's tokens on one line are one
+    contiguous run. The base view holds no row ends: its ``gh * gw`` tokens are the tower's ``grid``,
+    row-major. A tile keeps, after unpadding, a ``h_v x w_v`` rectangle of its grid (one run of ``w_v``
+    tokens on each of ``h_v`` lines); OneVision's pooled grid is one view, a rectangle of its own size.
+    """
+    views = views.reshape(-1).to(device="cpu", dtype=torch.long)
+    line = torch.cumsum((views < 0).long(), 0)  # tokens before the first row end are line 0
+    out = []
+    for view in torch.unique(views[views >= 0]).tolist():
+        rows = torch.nonzero(views == view, as_tuple=False).reshape(-1)
+        lines, counts = torch.unique(line[rows], return_counts=True)
+        gh, gw = int(grid[0]), int(grid[1])
+        same_line = line[rows][1:] == line[rows][:-1]
+        ok = bool((torch.diff(rows)[same_line] == 1).all())  # one contiguous run per line
+        if len(lines) == 1 and rows.numel() == gh * gw:  # the base view (or a view laid out as one square grid)
+            shape = (gh, gw)
+        else:
+            shape = (len(lines), int(counts[0]))
+            ok = ok and bool((counts == shape[1]).all())
+        if not ok:
+            raise ValueError(f"view {view}'s tokens do not form a rectangle (lines of {counts.tolist()} tokens)")
+        out.append(rows.reshape(shape))
+    return out
+
+
+def split_bounds(length: int, blocks: int) -> List[int]:
+    """:func:`~lmms_ac.robustness.grid.block_bounds` (near-equal, larger blocks first, as numpy.array_split),
+    allowing more blocks than rows: the last blocks are then empty (a tile cut to fewer rows than ``m``)."""
+    if blocks < 1:
+        raise ValueError(f"cannot split into {blocks} groups")
+    base, extra = divmod(int(length), int(blocks))
+    bounds = [0]
+    for b in range(blocks):
+        bounds.append(bounds[-1] + base + (1 if b < extra else 0))
+    return bounds
+
+
+def view_group_rows(views: torch.Tensor, grid: Tuple[int, int], m: int, group: int) -> torch.Tensor:
+    """Row indices (ascending) of group ``group`` of the ``m x m`` split of EACH view's rectangle
+    (:func:`view_grids`), every view together: the token-group probe on tiled input. On one view of the
+    tower's grid these are :func:`~lmms_ac.robustness.grid.group_indices`."""
+    if not 0 <= group < m * m:
+        raise ValueError(f"group must be in 0..{m * m - 1} for a {m}x{m} split, got {group}")
+    bi, bj = divmod(group, m)
+    picked = []
+    for rect in view_grids(views, grid):
+        rows, cols = split_bounds(rect.shape[0], m), split_bounds(rect.shape[1], m)
+        picked.append(rect[rows[bi] : rows[bi + 1], cols[bj] : cols[bj + 1]].reshape(-1))
+    return torch.sort(torch.cat(picked)).values if picked else torch.zeros(0, dtype=torch.long)
+
+
 def keep_group(
-    tokens: torch.Tensor, grid: Tuple[int, int], m: int, group: int, patch_mask: Optional[torch.Tensor] = None
+    tokens: torch.Tensor,
+    grid: Tuple[int, int],
+    m: int,
+    group: int,
+    patch_mask: Optional[torch.Tensor] = None,
+    views: Optional[torch.Tensor] = None,
 ) -> torch.Tensor:
-    """Only the tokens of group ``group`` of an ``m x m`` split of the grid, in row-major order."""
+    """Only the tokens of group ``group`` of an ``m x m`` split of the grid, in row-major order. On tiled
+    input (``views``) group ``group`` of every view (:func:`view_group_rows`) and the row-end tokens, in
+    their order."""
+    if views is not None:
+        views = views.reshape(-1).to(device="cpu", dtype=torch.long)
+        keep = torch.zeros(tokens.shape[0], dtype=torch.bool)
+        keep[view_group_rows(views, grid, m, group)] = True
+        keep |= views < 0
+        return tokens[torch.nonzero(keep, as_tuple=False).reshape(-1).to(tokens.device)]
     rows = patch_rows(tokens.shape[0], grid, patch_mask)[group_indices(grid, m, group)]
     return tokens[rows.to(tokens.device)]
 
@@ -113,7 +181,12 @@ def noise_group(
     group: int,
     generator: torch.Generator,
     patch_mask: Optional[torch.Tensor] = None,
+    views: Optional[torch.Tensor] = None,
 ) -> torch.Tensor:
-    """Add scaled uniform noise (:mod:`lmms_ac.robustness.noise`) to one group's tokens only."""
+    """Add scaled uniform noise (:mod:`lmms_ac.robustness.noise`) to one group's tokens only. On tiled
+    input (``views``) the component is group ``group`` of every view together (:func:`view_group_rows`):
+    one scale, one draw; row-end tokens untouched."""
+    if views is not None:
+        return add_component_noise(tokens, view_group_rows(views, grid, m, group), generator)
     rows = patch_rows(tokens.shape[0], grid, patch_mask)[group_indices(grid, m, group)]
     return add_component_noise(tokens, rows, generator)

@@ -1,7 +1,9 @@
 """Probes on LLaVA-NeXT's/OneVision's tiled input (docs/METHODS.md#tiled-inputs-llava-next-and-onevision):
-the global token permutation across the base view and the tiles, with the row-end tokens in place; the
-same draw as ``tokperm`` on one view; seeded per image, so the same at any batch size and with prefix
-sharing on or off."""
+the global token permutation across the base view and the tiles (row-end tokens in place; ``tokperm`` on
+one view); PatchDrop per view (each view's own cells zeroed before normalisation, per-view saliency and
+seeds, the drop tally; equal to transformers' generate on hand-dropped pixel values); token groups and
+group noise per view. Each is the LLaVA-1.5 definition on one view and the same at any batch size and with
+prefix sharing on or off."""
 
 from __future__ import annotations
 
@@ -99,15 +101,20 @@ def _ll(n):
     ]
 
 
-def _same_at_any_batch_and_sharing(next_dir, form: str, batch: int) -> None:
+@pytest.fixture(scope="module")
+def clean_ll(next_dir):
+    """The clean log-likelihoods of ``_ll``: what a probe must change."""
+    return [x for x, _ in _model(next_dir, False, 8).loglikelihood(_ll(len(_docs())))]
+
+
+def _same_at_any_batch_and_sharing(next_dir, clean_ll, form: str, batch: int) -> None:
     shared = _model(next_dir, True, batch, perturbation=form)
     plain = _model(next_dir, False, 1, perturbation=form)
-    clean = _model(next_dir, False, 1)
     n = len(_docs())
     assert shared.generate_until(_gen(n)) == plain.generate_until(_gen(n))
     a, b = shared.loglikelihood(_ll(n)), plain.loglikelihood(_ll(n))
     assert np.allclose([x for x, _ in a], [x for x, _ in b], atol=1e-5, rtol=0)
-    assert not np.allclose([x for x, _ in a], [x for x, _ in clean.loglikelihood(_ll(n))], atol=1e-3)
+    assert not np.allclose([x for x, _ in a], clean_ll, atol=1e-3)
 
 
 # ------------------------------------------------------------------ global token permutation
@@ -189,8 +196,8 @@ def test_tokperm_global_is_an_opt_in_variant_family():
 
 
 @pytest.mark.parametrize("batch", [1, 8])
-def test_tokperm_global_is_the_same_shared_or_not_and_at_any_batch(next_dir, batch):
-    _same_at_any_batch_and_sharing(next_dir, "tokperm_global", batch)
+def test_tokperm_global_is_the_same_shared_or_not_and_at_any_batch(next_dir, clean_ll, batch):
+    _same_at_any_batch_and_sharing(next_dir, clean_ll, "tokperm_global", batch)
 
 
 # ------------------------------------------------------------------ PatchDrop per view
@@ -360,15 +367,106 @@ def test_pdrop_equals_transformers_on_the_hand_dropped_views(vlm, next_dir):
     assert ours != vlm.generate(prompts, [[im] for im in ims], max_new_tokens=10)  # the drop changed something
 
 
-@pytest.mark.parametrize("form,batch", [("pdrop_random50", 8), ("pdrop_nonsalient30", 8)])
-def test_pdrop_on_tiles_is_the_same_shared_or_not_and_at_any_batch(next_dir, form, batch, fake_saliency):
-    _same_at_any_batch_and_sharing(next_dir, form, batch)
+def test_pdrop_on_tiles_is_the_same_shared_or_not_and_at_any_batch(next_dir, clean_ll):
+    _same_at_any_batch_and_sharing(next_dir, clean_ll, "pdrop_random50", 8)  # per-view seeds: no batch position
 
 
-@pytest.mark.parametrize("form", ["tokgroup_m2_g0", "toknoise_m2_g0"])
-def test_square_grid_token_probes_are_still_refused(vlm, form):
+def test_a_probe_that_does_not_say_how_it_acts_on_tiles_is_refused(vlm):
+    """A plugin probe with ``on_tiles`` False (the default) is refused with the message that lists what runs."""
+    from dataclasses import dataclass
+
     from lmms_ac.perturb_bridge import HookFactory
+    from lmms_ac.robustness.base import Perturbation
+
+    @dataclass(frozen=True, kw_only=True)
+    class Invert(Perturbation):
+        name = "invert_test"
+        stage = "image"
+        form = "invert_test"
+
+        def apply(self, x, ctx):
+            return 1.0 - x
 
     with pytest.raises(ValueError, match="not defined on LLaVA-NeXT's/OneVision's tiled input") as err:
-        HookFactory(vlm, perturbation=form)
-    assert "PatchDrop (per view" in str(err.value)  # the message lists what runs
+        HookFactory(vlm)._check(Invert())
+    for runs in ("PatchDrop (per view", "tokperm_global", "tokgroup", "toknoise"):
+        assert runs in str(err.value)
+
+
+# ------------------------------------------------------------------ token groups and group noise per view
+
+
+def _square_layout_groups(m: int, group: int) -> list:
+    """Group ``group`` of each view of the (64, 64) image on NeXT and OneVision, from its known layout: the base
+    view's 16 tokens, then the 8 x 8 tiled grid of 2 x 2 full tiles of 4 x 4, each row closed by a row end."""
+    from lmms_ac.robustness.grid import group_indices
+
+    bi, bj = divmod(group, m)
+    size = 4 // m
+    rows = group_indices((4, 4), m, group).tolist()  # the base view: the LLaVA-1.5 definition
+    for r in range(8):
+        for c in range(8):
+            if bi * size <= r % 4 < (bi + 1) * size and bj * size <= c % 4 < (bj + 1) * size:
+                rows.append(16 + r * 9 + c)
+    return sorted(rows)
+
+
+@pytest.mark.parametrize("m,group", [(2, 0), (2, 3), (4, 5)])
+def test_tokgroup_keeps_each_views_group_and_the_row_ends(vlm, m, group):
+    image = images(1)[0]
+    (clean,) = vlm.encode_images([image])
+    views = vlm.token_views(image)
+    assert len(clean) == 16 + 8 * 9  # the layout _square_layout_groups assumes
+    (kept,) = vlm.encode_images([image], [_hook(vlm, f"tokgroup_m{m}_g{group}")])
+    keep = torch.zeros(len(clean), dtype=torch.bool)
+    keep[_square_layout_groups(m, group)] = True
+    assert torch.equal(kept, clean[keep | (views == -1)])  # in their order, row ends untouched
+
+
+def test_tokgroup_on_cut_tiles_and_pooled_grids_splits_each_views_rectangle(vlm):
+    from lmms_ac.robustness.token_ops import view_grids
+
+    for image in images(4):
+        (clean,) = vlm.encode_images([image])
+        views = vlm.token_views(image)
+        grids = view_grids(views, vlm.vision.grid)
+        assert [int((views == v).sum()) for v in range(len(grids))] == [g.numel() for g in grids]
+        assert tuple(grids[0].shape) == vlm.vision.grid
+        pieces = [vlm.encode_images([image], [_hook(vlm, f"tokgroup_m2_g{g}")])[0] for g in range(4)]
+        row_ends = int((views == -1).sum())
+        assert sum(len(x) - row_ends for x in pieces) == int((views >= 0).sum())  # the groups tile every view
+        for rect in grids:  # here every view has 2 rows and columns or more: no group of a view is empty
+            assert rect.shape[0] >= 2 and rect.shape[1] >= 2
+
+
+def test_toknoise_noises_the_group_of_every_view_only(vlm):
+    from lmms_ac.robustness import parse_perturbation
+    from lmms_ac.robustness.noise import add_component_noise
+
+    image = images(1)[0]
+    (clean,) = vlm.encode_images([image])
+    (noisy,) = vlm.encode_images([image], [_hook(vlm, "toknoise_m2_g1")])
+    (again,) = vlm.encode_images([image], [_hook(vlm, "toknoise_m2_g1")])
+    assert torch.equal(noisy, again)
+    rows = torch.tensor(_square_layout_groups(2, 1))
+    changed = (clean != noisy).any(-1)
+    assert torch.equal(torch.nonzero(changed).reshape(-1), rows)  # the group of every view, nothing else
+    p = parse_perturbation("toknoise_m2_g1")
+    ctx = p.context("nx", 3, vlm.vision.grid, vlm.vision.patch_size, image_index=0)
+    assert torch.equal(noisy, add_component_noise(clean, rows, ctx.generator()))  # one component, one draw
+
+
+@pytest.mark.parametrize("form", ["tokgroup_m2_g1", "tokgroup_m4_g6", "toknoise_m2_g3", "toknoise_m4_g9_s2"])
+def test_token_groups_on_one_view_are_the_15_definition(form):
+    from lmms_ac.robustness import parse_perturbation
+
+    p = parse_perturbation(form)
+    x = torch.randn(16, 6, generator=torch.Generator().manual_seed(2))
+    one_view = torch.zeros(16, dtype=torch.long)
+    with_views = p(x, p.context("mme", 4, (4, 4), 8, views=one_view))
+    assert torch.equal(with_views, p(x, p.context("mme", 4, (4, 4), 8)))
+
+
+@pytest.mark.parametrize("form", ["toknoise_m2_g1", "tokgroup_m2_g2"])
+def test_token_groups_on_tiles_are_the_same_shared_or_not_and_at_any_batch(next_dir, clean_ll, form):
+    _same_at_any_batch_and_sharing(next_dir, clean_ll, form, 8)

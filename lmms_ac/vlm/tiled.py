@@ -33,8 +33,13 @@ Pixel hooks act in one of two places. By default on the whole image before tilin
 marked ``per_view`` (PatchDrop's, from ``lmms_ac.perturb_bridge``) acts on each image's views instead:
 ``[V, 3, S, S]`` in [0, 1], the processor's output un-normalised (``hook_views``), so each view loses its
 own cells of its own patch grid, as LLaVA-1.5's one square view does; on OneVision this is before
-pooling, so it is well defined there too. Probes built on one square grid of tokens (token groups,
-group noise) are refused (``TILED_STAGE_REFUSAL``) instead of being applied to the wrong layout.
+pooling, so it is well defined there too.
+
+Token groups and group noise (``tokgroup``, ``toknoise``) split each view's own rectangle of tokens
+(the base view's ``gh x gw``, a tile's unpadded part, OneVision's pooled grid) m x m and take group g
+of every view together (``robustness.token_ops.view_group_rows``); row-end tokens are kept and never
+noised. A probe that does not declare how it acts on the views (``on_tiles``, e.g. a plugin's) is
+refused (``TILED_STAGE_REFUSAL``) instead of being applied to the wrong layout.
 """
 
 from __future__ import annotations
@@ -51,11 +56,12 @@ from lmms_ac.vlm.images import check_image
 from lmms_ac.vlm.model import LlavaStyleVLM
 
 TILED_STAGE_REFUSAL = (
-    "is not defined on LLaVA-NeXT's/OneVision's tiled input yet (base view + tiles + row-end newline tokens); "
-    "probes defined on one square grid of tokens (token groups, group noise) are refused on this checkpoint rather "
-    "than applied to the wrong layout. Patch shuffle (on the image before tiling), PatchDrop (per view: pdrop_random, "
-    "pdrop_salient, pdrop_nonsalient), token permutation (tokperm within each view, tokperm_global across views), "
-    "hidden-state probes (layernoise, modnoise) and dataset probes (synthetic) run"
+    "is not defined on LLaVA-NeXT's/OneVision's tiled input (base view + tiles + row-end newline tokens): it does "
+    "not say how it acts on the views (a probe class sets on_tiles = True when it does), so it is refused on this "
+    "checkpoint rather than applied to the wrong layout. Patch shuffle (on the image before tiling), PatchDrop (per "
+    "view: pdrop_random, pdrop_salient, pdrop_nonsalient), token permutation (tokperm within each view, "
+    "tokperm_global across views), token groups and group noise (tokgroup, toknoise: per view), hidden-state probes "
+    "(layernoise, modnoise) and dataset probes (synthetic) run"
 )
 
 
