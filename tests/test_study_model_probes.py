@@ -1,5 +1,9 @@
 """A model's `probes:` in a study file: true (every probe of the study), false (none) or a list of the study's probe
-names; and a probe a tiled checkpoint (LLaVA-NeXT/OneVision) would refuse at load is caught by `study plan`."""
+names; and a probe a tiled checkpoint (LLaVA-NeXT/OneVision) would refuse at load is caught by `study plan`.
+
+The refusal follows a probe class's ``on_tiles``; the tests that need a refused probe make the token groups one
+(``grid_only_tokgroup``: ``on_tiles = False``, as a plugin probe that does not say how it acts on the views, or the
+token groups before they were defined per view), so they hold whatever the catalogue defines on tiles."""
 
 from __future__ import annotations
 
@@ -108,6 +112,13 @@ def test_a_name_without_tasks_on_the_models_benchmarks_is_a_note(tmp_path):
     assert "models[b].probes: 'patchshuffle4' selects no task on this model's benchmarks" in plan.notes
 
 
+@pytest.fixture
+def grid_only_tokgroup(monkeypatch):
+    from lmms_ac.robustness.catalogue import PERTURBATIONS
+
+    monkeypatch.setattr(PERTURBATIONS.get("tokgroup"), "on_tiles", False)
+
+
 def _tiled(tmp_path, name="next", **config):
     folder = tmp_path / name
     folder.mkdir()
@@ -118,7 +129,7 @@ def _tiled(tmp_path, name="next", **config):
 @pytest.mark.parametrize(
     "config", [{"model_type": "llava_next"}, {"model_type": "llava_onevision"}, {"image_aspect_ratio": "anyres_max_9"}]
 )
-def test_a_tiled_checkpoint_with_a_refused_probe_is_caught_at_plan(tmp_path, config):
+def test_a_tiled_checkpoint_with_a_refused_probe_is_caught_at_plan(tmp_path, config, grid_only_tokgroup):
     data = _data(tmp_path, True, pretrained_b=_tiled(tmp_path, **config))
     msg = _errors(data, tmp_path)
     assert "models[b].probes: tokgroup_m2_g0 would run on this model, but its checkpoint has tiled input" in msg
@@ -128,7 +139,7 @@ def test_a_tiled_checkpoint_with_a_refused_probe_is_caught_at_plan(tmp_path, con
     assert _columns(plan, "b") == ["mme", "mme/mme_tokperm_5seeds", "mme/patchshuffle4", "seed"]
 
 
-def test_a_refused_perturbation_model_argument_on_a_tiled_checkpoint_is_caught(tmp_path):
+def test_a_refused_perturbation_model_argument_on_a_tiled_checkpoint_is_caught(tmp_path, grid_only_tokgroup):
     data = _data(tmp_path, False, pretrained_b=_tiled(tmp_path, model_type="llava_next"))
     data["models"][1]["model_args"] = {"perturbation": "tokgroup_m2_g1"}
     msg = _errors(data, tmp_path)
@@ -139,7 +150,7 @@ def test_a_refused_perturbation_model_argument_on_a_tiled_checkpoint_is_caught(t
     assert _columns(make_plan(parse_study(data, tmp_path), VERSIONS), "b") == ["mme", "seed"]
 
 
-def test_plain_and_unreadable_checkpoints_are_not_tiled(tmp_path):
+def test_plain_and_unreadable_checkpoints_are_not_tiled(tmp_path, grid_only_tokgroup):
     plain = _tiled(tmp_path, "plain", model_type="llava", image_aspect_ratio="pad")
     assert "mme/tokgroup_m2_g0" in _columns(
         make_plan(parse_study(_data(tmp_path, True, plain), tmp_path), VERSIONS), "b"
@@ -162,7 +173,7 @@ def test_the_example_documents_the_list_form(tmp_path):
     assert "mme/patchshuffle4" in _columns(plan, "dinov2") and _columns(plan, "dinov2") == _columns(plan, "clip336")
 
 
-def test_study_plan_refuses_before_any_job(tmp_path, capsys):
+def test_study_plan_refuses_before_any_job(tmp_path, capsys, grid_only_tokgroup):
     from lmms_ac.cli import main
 
     data = _data(tmp_path, True, pretrained_b=_tiled(tmp_path, model_type="llava_next"))
@@ -179,8 +190,12 @@ def test_study_plan_refuses_before_any_job(tmp_path, capsys):
     assert "mme_patchshuffle4_s1" in capsys.readouterr().out
 
 
-def test_the_plan_rule_is_the_models_rule_for_every_catalogue_entry():
-    """``study plan``'s refusal (torch-free) says what ``lmms_ac_llava``'s load-time check does on a tiled model."""
+@pytest.mark.parametrize("grid_only", [False, True])
+def test_the_plan_rule_is_the_models_rule_for_every_catalogue_entry(request, grid_only):
+    """``study plan``'s refusal (torch-free) says what ``lmms_ac_llava``'s load-time check does on a tiled model,
+    for every catalogue entry as it is, and with the token groups not defined on tiles."""
+    if grid_only:
+        request.getfixturevalue("grid_only_tokgroup")
     from types import SimpleNamespace
 
     from lmms_ac.perturb_bridge import HookFactory
@@ -202,7 +217,7 @@ def test_the_plan_rule_is_the_models_rule_for_every_catalogue_entry():
             refused = True
         assert refused == refused_on_tiles(p), name
         checked += 1
-    assert checked >= 5 and refused_on_tiles(parse_perturbation("tokgroup_m2_g0"))
+    assert checked >= 5 and (refused_on_tiles(parse_perturbation("tokgroup_m2_g0")) or not grid_only)
     assert not refused_on_tiles(parse_perturbation("patchshuffle4")) and not refused_on_tiles(
         parse_perturbation("tokperm")
     )

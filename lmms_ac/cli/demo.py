@@ -119,9 +119,10 @@ def write_demo_study(path: Path, out: Path, hf: str, orig: dict, pretrain: dict,
                 "benchmarks": ["mme"],
                 "probes": False,
             },
-            # LLaVA-NeXT: both benchmarks clean (a leaderboard row like the 1.5 one's); its tiled input (base view +
-            # tiles + row-end newline tokens) refuses the token-group probes (defined on one square grid; `study
-            # plan` says so), so of the study's probes it runs only the patch shuffle, on the image before tiling
+            # LLaVA-NeXT: both benchmarks clean (a leaderboard row like the 1.5 one's) and, of the study's probes, only
+            # the patch shuffle (on the image before tiling); the token-group map stays the 1.5 model's. On tiled
+            # input (base view + tiles + row-end newline tokens) lmms_ac_llava refuses a probe not defined on the
+            # views, and `study plan` names it before any job
             {
                 "name": "tiny-next",
                 "pretrained": rel(next_hf),
@@ -196,8 +197,8 @@ def run_demo(args: argparse.Namespace) -> int:
         "(model"
         "\n      argument) and tasks generated from the catalogue (4x4 patch shuffle, 5 seeds; the 2x2 token groups);"
         "\n      a tiny LLaVA-NeXT (tiled input: base view + tiles) on MME and SEED clean, and MME under token"
-        "\n      permutation (within each view) and patch shuffle (before tiling); its `probes: [patchshuffle4]` skips"
-        "\n      the token groups, which tiled input refuses; the A score (caption log-likelihood through the frozen"
+        "\n      permutation (within each view) and patch shuffle (before tiling): its `probes: [patchshuffle4]` picks"
+        "\n      one of the study's probes; the A score (caption log-likelihood through the frozen"
         "\n      stage-1 model), the C score (keypoint transfer) and C_ocr. A rerun does only what is missing."
     )
     study = write_demo_study(out / "demo-study.yaml", out, hf, orig, pretrain, next_hf)

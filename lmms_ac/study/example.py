@@ -28,9 +28,8 @@ models:
     vision: dinov2:facebook/dinov2-large
     # benchmarks: [mme]           # only these of the study's benchmarks for this model
     # probes: [patchshuffle4]     # only these of the study's probes (their perturbation: or tag:) for this
-                                  # model; true (default): all, false: none. LLaVA-NeXT/OneVision checkpoints
-                                  # (tiled input) refuse the probes defined on one square grid (token groups):
-                                  # `study plan` names them
+                                  # model; true (default): all, false: none. On LLaVA-NeXT/OneVision (tiled
+                                  # input) a probe not defined on the views is refused: `study plan` names it
 
 # Representations scored for A and/or C only (not trained yet): the law predicts them and
 # `study report` recommends which to train next.

@@ -225,8 +225,8 @@ def tiled_refusals(study: Study, m: ModelSpec, tasks: Sequence[ProbeTask]) -> Li
         return []
     rule = (
         f"its checkpoint has tiled input ({why}: LLaVA-NeXT/OneVision base view + tiles), on which lmms_ac_llava "
-        "refuses, when the model loads, the image- and token-stage probes defined on one square grid only (e.g. "
-        "token groups); the other probes run"
+        "refuses, when the model loads, an image- or token-stage probe whose class does not say how it acts on the "
+        "views (on_tiles); the other probes run"
     )
     out: List[str] = []
     if refused:
