@@ -1,5 +1,5 @@
-"""Tiny llava-hf LLaVA-NeXT and OneVision checkpoints in the hub's layout, and LLaVA-NeXT in its original
-release's layout, evaluate through the real ``lmms-eval --model lmms_ac_llava`` CLI on an MME-schema task,
+"""Tiny llava-hf LLaVA-NeXT and OneVision checkpoints in the hub's layout, and both in their original
+releases' layouts, evaluate through the real ``lmms-eval --model lmms_ac_llava`` CLI on an MME-schema task,
 with and without prefix sharing (same samples), PatchDrop per view, and a setting that would change the tiled
 input stops the run."""
 
@@ -41,7 +41,18 @@ def next_original_dir(tmp_path_factory):
     return build_llava_next_original(str(root / "llava-v1.6-vicuna-7b"))["checkpoint"], {"HF_HOME": str(root / "hf")}
 
 
-@pytest.mark.parametrize("kind", ["next", "onevision", "next_original"])
+@pytest.fixture(scope="module")
+def onevision_original_dir(tmp_path_factory, onevision_dir):
+    """Original-format LLaVA-OneVision (lmms-lab/llava-onevision-qwen2-7b-ov layout), the SigLIP id from a hub cache."""
+    from lmms_ac.testing.tiny_next_original import build_siglip_cache, onevision_twin_of
+
+    root = tmp_path_factory.mktemp("ov_original_cli")
+    build_siglip_cache(str(root / "hf"), layers=4)
+    target = str(root / "llava-onevision-qwen2-7b-ov")
+    return onevision_twin_of(onevision_dir, target)["checkpoint"], {"HF_HOME": str(root / "hf")}
+
+
+@pytest.mark.parametrize("kind", ["next", "onevision", "next_original", "onevision_original"])
 def test_tiled_checkpoint_scores_mme_through_the_cli(request, kind, mirror_dir, tmp_path):
     next_dir = request.getfixturevalue(f"{kind}_dir")
     next_dir, env = next_dir if isinstance(next_dir, tuple) else (next_dir, None)

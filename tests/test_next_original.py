@@ -1,12 +1,15 @@
 """Original-format LLaVA-NeXT (``liuhaotian/llava-v1.6-*`` layout: ``model_type: llava``, anyres, spatial_unpad,
-the fine-tuned tower in the shards) loads as the tiled model. Against its llava-hf twin (the same weights, as
-transformers' conversion maps them): identical visual tokens and logits; the tower is the checkpoint's, not the
-hub's; pinpoints read as LLaVA-NeXT reads them; what cannot run is refused at load."""
+the fine-tuned tower in the shards) and LLaVA-OneVision (``lmms-lab/llava-onevision-qwen2-7b-ov`` layout:
+``LlavaQwenForCausalLM``, anyres_max_9, a SigLIP cut by one layer) load as the tiled model. Against their
+llava-hf twins (the same weights, as transformers' conversions map them): identical visual tokens, logits and
+(OneVision, same vocabulary) greedy answers; the tower is the checkpoint's, not the hub's; pinpoints read as the
+original code reads them; what cannot run is refused at load."""
 
 from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -184,14 +187,11 @@ def _edited(root, tmp_path, **fields):
 @pytest.mark.parametrize(
     "fields, message",
     [
-        (
-            {"image_aspect_ratio": "anyres_max_9", "architectures": ["LlavaQwenForCausalLM"], "model_type": "llava"},
-            "original-format LLaVA-OneVision",
-        ),
+        ({"image_aspect_ratio": "anyres_max_9"}, "original-format LLaVA-OneVision loads with siglip towers only"),
         ({"mm_patch_merge_type": "spatial"}, "mm_patch_merge_type='spatial' is not supported"),
         ({"mm_patch_merge_type": "spatial_unpad", "image_aspect_ratio": "pad"}, "tiles need"),
         ({"mm_projector_type": "linear"}, "only 'mlp2x_gelu'"),
-        ({"image_grid_pinpoints": "(1x1),...,(3x3)"}, "not a list of [width, height] pairs"),
+        ({"image_grid_pinpoints": "1x1 to 3x3"}, "neither a list of [width, height] pairs"),
     ],
 )
 def test_what_cannot_run_is_refused_at_load(root, hub_cache, tmp_path, fields, message):
@@ -213,3 +213,89 @@ def test_generate_runs_and_probes_follow_the_tiled_rules(pair):
     assert len(texts) == 3 and all(isinstance(t, str) for t in texts)
     views = orig.token_views(images(1)[0])
     assert int((views == -1).sum()) > 0 and int((views == 0).sum()) == 16  # row ends; the 4 x 4 base view
+
+
+# ------------------------------------------------------------------------------------------ LLaVA-OneVision
+@pytest.fixture(scope="module")
+def ov_root(tmp_path_factory):
+    from lmms_ac.testing.tiny_next_original import build_siglip_cache, onevision_twin_of
+    from lmms_ac.testing.tiny_onevision import build_llava_onevision_hf
+
+    base = tmp_path_factory.mktemp("ov_original")
+    build_siglip_cache(str(base / "hf"), layers=4)  # the original code cuts the last: the checkpoint saves 3
+    hf = build_llava_onevision_hf(str(base / "llava-onevision-qwen2-7b-ov-hf"))["checkpoint"]
+    orig = onevision_twin_of(hf, str(base / "llava-onevision-qwen2-7b-ov"))["checkpoint"]
+    return {"base": base, "hf": hf, "orig": orig}
+
+
+@pytest.fixture
+def ov_cache(ov_root, monkeypatch):
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(ov_root["base"] / "hf" / "hub"))
+    return ov_root
+
+
+@pytest.fixture(scope="module")
+def ov_pair(ov_root):
+    import huggingface_hub.constants
+
+    saved = huggingface_hub.constants.HF_HUB_CACHE
+    huggingface_hub.constants.HF_HUB_CACHE = str(ov_root["base"] / "hf" / "hub")
+    try:
+        orig = load_vlm(ov_root["orig"], dtype="float32")
+        hf = load_vlm(ov_root["hf"], dtype="float32", image_backend="pil", tokenization="chunked")
+    finally:
+        huggingface_hub.constants.HF_HUB_CACHE = saved
+    return orig, hf
+
+
+def test_onevision_released_layout_loads_as_the_tiled_model(ov_root, ov_pair):
+    from lmms_ac.vlm.tiled import TiledLlavaVLM
+
+    config = read_config(ov_root["orig"])
+    assert config["architectures"] == ["LlavaQwenForCausalLM"] and config["image_aspect_ratio"] == "anyres_max_9"
+    assert config["image_grid_pinpoints"] == "(1x1),...,(6x6)"
+    orig, hf = ov_pair
+    assert isinstance(orig, TiledLlavaVLM) and orig.kind == "llava_onevision"
+    assert sorted(map(tuple, orig.grid_pinpoints)) == sorted(map(tuple, hf.grid_pinpoints))  # the 6 x 6 range
+    assert type(orig.image_processor).__name__ == "LlavaOnevisionImageProcessorPil"
+    assert orig.prompt_tokenizer.mode == "chunked" and orig.vision.num_prefix_tokens == 0
+    assert len(orig.vision.model.encoder.layers) == 3  # the layers the checkpoint saved, not the hub tower's 4
+
+
+def test_onevision_visual_tokens_and_greedy_answers_equal_the_llava_hf_twin(ov_pair):
+    orig, hf = ov_pair
+    ims = images()
+    for image in ims:  # (200, 160) is pooled by anyres_max_9
+        (a,) = orig.encode_images([image])
+        (b,) = hf.encode_images([image])
+        assert a.shape == b.shape and torch.equal(a, b), image.size
+    from lmms_ac.vlm.prompts import build_prompt
+
+    prompts = [build_prompt(q, 1, "chat_template", orig.tokenizer) for q in QUESTIONS]
+    assert prompts[0].startswith("<|im_start|>system\nYou are a helpful assistant.")  # Qwen2's own template
+    batch = [[im] for im in ims[: len(prompts)]]
+    assert orig.generate(prompts, batch, max_new_tokens=6) == hf.generate(prompts, batch, max_new_tokens=6)
+
+
+def test_onevision_frozen_tower_is_the_hub_tower_cut_by_one_layer(ov_root, ov_cache, tmp_path):
+    from safetensors.torch import load_file
+
+    from lmms_ac.testing.released import write_sharded
+
+    src = Path(ov_root["orig"])
+    dst = tmp_path / "ov-frozen-tower"
+    dst.mkdir()
+    state = {}
+    for shard in sorted(src.glob("*.safetensors")):
+        state.update({k: v for k, v in load_file(str(shard)).items() if not k.startswith("model.vision_tower.")})
+    for f in src.iterdir():
+        if not f.name.startswith("model"):
+            shutil.copy(f, dst / f.name)
+    write_sharded(dst, state, safetensors=True)
+    vlm = load_vlm(str(dst), dtype="float32")
+    hub = load_file(str(next((ov_root["base"] / "hf" / "hub").rglob("model.safetensors"))))
+    assert len(vlm.vision.model.encoder.layers) == 3
+    key = "encoder.layers.2.self_attn.q_proj.weight"
+    assert torch.equal(dict(vlm.vision.model.named_parameters())[key], hub[f"vision_model.{key}"].float())

@@ -14,9 +14,9 @@ says ``model_type: llava``, the name llava-hf uses too):
   projector, LLM and processor all come from the checkpoint.
 
 llava-hf LLaVA-NeXT and OneVision (``llava_next``/``llava_onevision``) load through
-``lmms_ac.vlm.next_hf`` with their anyres tiling; original-format LLaVA-NeXT (``image_aspect_ratio: anyres``,
-``mm_patch_merge_type: spatial_unpad``) through ``lmms_ac.vlm.next_original`` into the same tiled model.
-Original-format OneVision (``anyres_max_N``) and NeXT-Video are refused at load: their input is not
+``lmms_ac.vlm.next_hf`` with their anyres tiling; original-format LLaVA-NeXT (``image_aspect_ratio: anyres``)
+and LLaVA-OneVision (``anyres_max_N``), both ``mm_patch_merge_type: spatial_unpad``, through
+``lmms_ac.vlm.next_original`` into the same tiled model. NeXT-Video is refused at load: its input is not
 implemented, and one plain view instead would give wrong numbers.
 
 A SentencePiece ``tokenizer.model`` is tokenized as SentencePiece does (``lmms_ac.vlm.tokenize``),
@@ -418,7 +418,8 @@ def _load_original(
     tiled = is_tiled_original(config)  # LLaVA-NeXT: checked by check_original_supported above
     if tiled and (vision_tower or image_aspect_ratio not in ("auto", "anyres")):
         raise CheckpointError(
-            f"{pretrained}: a LLaVA-NeXT checkpoint runs on its own tower and anyres tiles (trained so); leave "
+            f"{pretrained}: a tiled (LLaVA-NeXT/OneVision) checkpoint runs on its own tower and anyres tiles (trained "
+            "so); leave "
             f"vision_tower and image_aspect_ratio unset (got vision_tower={vision_tower!r}, "
             f"image_aspect_ratio={image_aspect_ratio!r})"
         )
