@@ -198,8 +198,8 @@ def run_demo(args: argparse.Namespace) -> int:
         "\n      argument) and tasks generated from the catalogue (4x4 patch shuffle, 5 seeds; the 2x2 token groups);"
         "\n      a tiny LLaVA-NeXT (tiled input: base view + tiles) on MME and SEED clean, and MME under token"
         "\n      permutation (within each view) and patch shuffle (before tiling): its `probes: [patchshuffle4]` picks"
-        "\n      one of the study's probes; the A score (caption log-likelihood through the frozen"
-        "\n      stage-1 model), the C score (keypoint transfer) and C_ocr. A rerun does only what is missing."
+        "\n      one of the study's probes; the A score (caption log-likelihood through the frozen stage-1 model),"
+        "\n      the C score (keypoint transfer) and C_ocr. A rerun does only what is missing."
     )
     study = write_demo_study(out / "demo-study.yaml", out, hf, orig, pretrain, next_hf)
     _run([lmms_ac, "study", "plan", str(study)], env, out)
