@@ -18,9 +18,8 @@ its base view alone; prompts with several images are refused on it (not implemen
 The number of visual tokens therefore depends on each image's size; the splice, the batch builder
 and the prefix runner take one tensor per image of its own length.
 
-A view is one tower-sized square the tower encodes: the base view or one tile (OneVision's pooled grid
-counts as one view at the token stage, see below). Token permutation is defined on the tiles:
-``token_views`` labels each visual token with its view (0 = base view, k = tile k, -1 = a row-end
+A view is one tower-sized square the tower encodes: the base view or one tile. Token probes act on the
+views: ``token_views`` labels each visual token with its view (0 = base view, k = tile k, -1 = a row-end
 ``image_newline`` token), computed by running the same ``pack_image_features`` on view labels instead
 of features, so it cannot drift from the real layout (after OneVision's pooling a token mixes
 neighbouring tiles: the pooled grid is then one view, 1); token hooks receive these labels
@@ -192,12 +191,10 @@ class TiledLlavaVLM(LlavaStyleVLM):
     def token_views(self, image: Image.Image) -> torch.Tensor:
         """Long ``[N]``: the view of each of ``image``'s visual tokens (0 = base view, k = tile k, -1 = row end),
         from transformers' own packing run on view labels (so it follows every size and pinpoint list)."""
-        from transformers.models.llava_next.modeling_llava_next import image_size_to_num_patches
-
         (model,) = self.feature_source
         size = (check_image(image).height, image.width)
         tower = model.config.vision_config
-        n_views = image_size_to_num_patches(size, self.grid_pinpoints, tower.image_size)
+        n_views = self.num_views(size)
         per_view = (tower.image_size // tower.patch_size) ** 2
         labels = torch.arange(n_views, dtype=torch.float32)[:, None, None].expand(n_views, per_view, 1)
         newline = torch.tensor([-1.0])
