@@ -470,3 +470,25 @@ def test_token_groups_on_one_view_are_the_15_definition(form):
 @pytest.mark.parametrize("form", ["toknoise_m2_g1", "tokgroup_m2_g2"])
 def test_token_groups_on_tiles_are_the_same_shared_or_not_and_at_any_batch(next_dir, clean_ll, form):
     _same_at_any_batch_and_sharing(next_dir, clean_ll, form, 8)
+
+
+def test_view_grids_read_rectangles_from_the_labels():
+    from lmms_ac.robustness.token_ops import split_bounds, view_grids
+
+    # base view 2 x 2, then two lines of [tile 1 x2 | tile 2 x1 | row end]
+    views = torch.tensor([0, 0, 0, 0, 1, 1, 2, -1, 1, 1, 2, -1])
+    grids = view_grids(views, (2, 2))
+    assert [g.tolist() for g in grids] == [[[0, 1], [2, 3]], [[4, 5], [8, 9]], [[6], [10]]]
+    assert split_bounds(3, 4) == [0, 1, 2, 3, 3] and split_bounds(5, 2) == [0, 3, 5]  # empty last blocks
+    with pytest.raises(ValueError, match="do not form a rectangle"):
+        view_grids(torch.tensor([0, 0, 0, 0, 1, 1, -1, 1, -1]), (2, 2))
+
+
+def test_tokgroup_group_beyond_a_cut_tiles_rows_is_empty_there(vlm):
+    image = images(2)[1]  # (64, 42): tiles cut to 3 rows of 4, so the 4th row block of m = 4 is empty on them
+    views = vlm.token_views(image)
+    (clean,) = vlm.encode_images([image])
+    (kept,) = vlm.encode_images([image], [_hook(vlm, "tokgroup_m4_g12")])
+    n_row_ends = int((views == -1).sum())
+    assert len(kept) == 1 + n_row_ends  # the base view's one token of block (3, 0), and the row ends
+    assert torch.equal(kept[0], clean[12])  # base view row 3, column 0
