@@ -185,6 +185,37 @@ def test_prefix_sharing_on_and_off_give_identical_outputs(next_dir, batch):
     assert stats.images_encoded and stats.image_hits  # each image encoded once for its three questions
 
 
+def _two_image_visual(doc):
+    return [doc["image"], doc["other"]] if doc.get("other") is not None else [doc["image"]]
+
+
+def test_multi_image_prompts_shared_or_not_and_with_single_image_neighbours(next_dir):
+    """Prompts with two images next to prompts with one of the same images: on OneVision the same image has two
+    encodings (alone in a multi-image prompt, tiled on its own); sharing must not mix them up."""
+    ims = images(4, seed=2)
+    docs = [{"image": ims[i % 2], "other": ims[2 + i % 2] if i % 3 == 0 else None, "question": q}
+            for i, q in enumerate(QUESTIONS * 2)]  # fmt: skip
+
+    def run(share: bool):
+        lm = _model(next_dir, share, 4)
+        lm.task_dict["mi"] = {"test": docs}
+        reqs = [
+            Instance(
+                "generate_until",
+                (d["question"], {"max_new_tokens": 6, "until": ["\n\n"]}, _two_image_visual, i, "mi", "test"),
+                idx=0,
+                metadata={"task": "mi", "doc_id": i, "repeats": 1},
+            )
+            for i, d in enumerate(docs)
+        ]
+        return lm.generate_until(reqs), lm
+
+    shared, lm = run(True)
+    plain, _ = run(False)
+    assert shared == plain
+    assert lm.prefix_runner.stats.image_hits  # the second use of an image within its kind of prompt is a hit
+
+
 # ------------------------------------------------------------------ what is not defined on tiles fails at load
 
 
@@ -301,19 +332,26 @@ def test_configs_the_tiled_path_cannot_run_are_refused(edit, message):
         check_next_config({"model_type": "llava_next", "vision_config": {}, "text_config": {}, **edit}, "c")
 
 
-def test_several_images_per_prompt_tile_on_next_and_are_refused_on_onevision(vlm, reference):
+def test_several_images_per_prompt_equal_transformers(vlm, reference):
+    """NeXT tiles every image of a prompt; OneVision encodes each image of a multi-image prompt as its base view
+    and one newline, and the same image alone in the next prompt fully tiled (transformers' batch_num_images)."""
     model, processor = reference
-    prompts = [build_prompt("Compare the two images.", 2, "chat_template", vlm.tokenizer)]
     pair = images(3)[1:]
-    if vlm.kind == "llava_onevision":
-        with pytest.raises(ValueError, match="prompt with 2 images on LLaVA-OneVision"):
-            vlm.generate(prompts, [pair], max_new_tokens=2)
-        return
-    inputs = processor(text=prompts, images=pair, return_tensors="pt", padding=True)  # NeXT tiles each image
+    prompts = [
+        build_prompt("Compare the two images.", 2, "chat_template", vlm.tokenizer),
+        build_prompt("Describe it.", 1, "chat_template", vlm.tokenizer),
+    ]
+    batch = [pair, pair[:1]]
+    inputs = processor(text=prompts, images=batch, return_tensors="pt", padding=True)
     with torch.no_grad():
         theirs = model.generate(**inputs, max_new_tokens=10, do_sample=False)[:, inputs["input_ids"].shape[1] :]
     expected = processor.batch_decode(theirs, skip_special_tokens=True)
-    assert vlm.generate(prompts, [pair], max_new_tokens=10) == expected
+    assert vlm.generate(prompts, batch, max_new_tokens=10) == expected
+    counts = (inputs["input_ids"] == model.config.image_token_id).sum(1).tolist()
+    built = vlm.build_batch([vlm.tokenize(p) for p in prompts], batch)
+    assert [int(v.sum()) for v in built.visual_mask] == counts
+    if vlm.kind == "llava_onevision":  # 2 x (base view + newline) against one fully tiled image
+        assert counts[0] == 2 * (16 + 1) and counts[1] > 17
 
 
 def test_released_strategy_tower_pairs_only():

@@ -95,15 +95,22 @@ class LlavaStyleVLM(nn.Module):
             return expand_to_square(image, mean_fill(self.vision.image_spec.mean))
         return image
 
+    def base_view_only(self, n_images: int) -> bool:
+        """Whether each image of a prompt with ``n_images`` images is encoded as its base view alone
+        (LLaVA-OneVision's multi-image prompts); False for every single-grid model."""
+        return False
+
     @torch.no_grad()
     def encode_images(
         self,
         images: Sequence[Image.Image],
         hooks: Sequence[Optional[SampleHooks]] = (),
         image_indices: Sequence[int] = (),
+        alone: Sequence[bool] = (),
     ) -> List[torch.Tensor]:
         """Projected visual tokens, one ``[N_i, D_llm]`` tensor per image. ``hooks`` are aligned with
-        ``images``; ``image_indices`` give each image's position within its own request."""
+        ``images``; ``image_indices`` give each image's position within its own request; ``alone``
+        (tiled models) marks images encoded as their base view alone (``base_view_only``)."""
         if not images:
             return []
         hooks = list(hooks) or [None] * len(images)
@@ -122,18 +129,24 @@ class LlavaStyleVLM(nn.Module):
         projected = self.projector(tokens.to(self.dtype).to(self.device))
         return [self.apply_token_hook(h, projected[i], image_indices[i], images[i]) for i, h in enumerate(hooks)]
 
-    def token_views(self, image: Image.Image) -> Optional[torch.Tensor]:
+    def token_views(self, image: Image.Image, alone: bool = False) -> Optional[torch.Tensor]:
         """The view of each visual token of ``image`` on tiled input (``SampleHooks`` docs); None: one grid."""
         return None
 
     def apply_token_hook(
-        self, hook: Optional[SampleHooks], tokens: torch.Tensor, image_index: int, image: Image.Image
+        self,
+        hook: Optional[SampleHooks],
+        tokens: torch.Tensor,
+        image_index: int,
+        image: Image.Image,
+        alone: bool = False,
     ) -> torch.Tensor:
-        """``hook.tokens`` on one image's visual tokens (with their views on tiled input); the tokens
-        unchanged without a token hook. Both inference paths apply token hooks through here."""
+        """``hook.tokens`` on one image's visual tokens (with their views on tiled input; ``alone``: encoded as
+        its base view alone); the tokens unchanged without a token hook. Both inference paths apply token hooks
+        through here."""
         if hook is None or hook.tokens is None:
             return tokens
-        views = self.token_views(image)
+        views = self.token_views(image, alone)
         return hook.tokens(tokens, image_index) if views is None else hook.tokens(tokens, image_index, views)
 
     # ---------------------------------------------------------------- text + splice
@@ -166,7 +179,8 @@ class LlavaStyleVLM(nn.Module):
         flat_images = [im for ims in images for im in ims]
         flat_hooks = [hooks[s] for s, ims in enumerate(images) for _ in ims]
         flat_index = [j for ims in images for j in range(len(ims))]
-        visual = self.encode_images(flat_images, flat_hooks, flat_index)
+        flat_alone = [self.base_view_only(len(ims)) for ims in images for _ in ims]
+        visual = self.encode_images(flat_images, flat_hooks, flat_index, flat_alone)
         seqs, vmasks, k = [], [], 0
         for ids, ims in zip(token_ids, images):
             emb, vm = self.splice(ids, visual[k : k + len(ims)])

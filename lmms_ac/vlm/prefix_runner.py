@@ -167,19 +167,22 @@ class PrefixRunner:
         """Each row's visual tokens: one encoder + projector pass per distinct image (batched), then
         the row's own token hooks."""
         local: Dict[str, torch.Tensor] = {}
-        todo: Dict[str, Image.Image] = {}
+        todo: Dict[str, Tuple[Image.Image, bool]] = {}
         for row in rows:
-            for im, key in zip(row.images, row.image_keys):
+            alone = self.vlm.base_view_only(len(row.images))
+            for im, key in zip(row.images, self._encoding_keys(row)):
                 if key in local or key in todo:
                     continue
                 cached = self.images.get(key)
                 if cached is not None:
                     local[key] = cached
                 else:
-                    todo[key] = im
+                    todo[key] = (im, alone)
         if todo:
             with maybe_phase(self.times, "image encoding"):
-                encoded = self.vlm.encode_images(list(todo.values()))
+                encoded = self.vlm.encode_images(
+                    [im for im, _ in todo.values()], alone=[alone for _, alone in todo.values()]
+                )
             for key, t in zip(todo, encoded):
                 local[key] = t
                 self.images.put(key, t)
@@ -188,12 +191,20 @@ class PrefixRunner:
         self.stats.image_hits += uses - len(todo)
         out = []
         for row in rows:
+            alone = self.vlm.base_view_only(len(row.images))
             visual = []
-            for j, key in enumerate(row.image_keys):
+            for j, key in enumerate(self._encoding_keys(row)):
                 # token perturbations act after the shared encoder pass
-                visual.append(self.vlm.apply_token_hook(row.hook, local[key], j, row.images[j]))
+                visual.append(self.vlm.apply_token_hook(row.hook, local[key], j, row.images[j], alone))
             out.append(visual)
         return out
+
+    def _encoding_keys(self, row: Row) -> List[str]:
+        """The cache keys of a row's encoded images: an image encoded as its base view alone (OneVision's
+        multi-image prompts) is another encoding of the same image."""
+        if self.vlm.base_view_only(len(row.images)):
+            return [f"{key}#base-view" for key in row.image_keys]
+        return list(row.image_keys)
 
     def _embed(self, rows: Sequence[Row]) -> Tuple[List[torch.Tensor], List[int]]:
         """Each row's input embeddings ``[L, D]`` and its prefix length in embedding positions."""

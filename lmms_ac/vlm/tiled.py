@@ -13,7 +13,9 @@ functions rather than re-writing them keeps the token count and order identical 
 OneVision (``LlavaOnevisionModel.get_image_features``) packs the same way, then pools: when the
 unpadded grid holds more than ``anyres_max_9``'s 9 tiles' worth of tokens by over 10% it is
 downsampled bilinearly to about that many. OneVision encodes each image of a multi-image prompt as
-its base view alone; prompts with several images are refused on it (not implemented yet).
+one view, the image padded to a square with the processor's mean colour, followed by one
+``image_newline`` (transformers' ``batch_num_images`` rule), so the same image has another encoding
+there (``base_view_only``; the prefix runner caches it under its own key).
 
 The number of visual tokens therefore depends on each image's size; the splice, the batch builder
 and the prefix runner take one tensor per image of its own length.
@@ -114,39 +116,72 @@ class TiledLlavaVLM(LlavaStyleVLM):
         self.grid_pinpoints = [list(p) for p in image_features.config.image_grid_pinpoints]
         self.kind = str(image_features.config.model_type)  # llava_next | llava_onevision
 
+    def base_view_only(self, n_images: int) -> bool:
+        """OneVision encodes each image of a multi-image prompt as its base view alone (+ one newline)."""
+        return self.kind == "llava_onevision" and n_images > 1
+
     @torch.no_grad()
     def encode_images(
         self,
         images: Sequence[Image.Image],
         hooks: Sequence[Optional[SampleHooks]] = (),
         image_indices: Sequence[int] = (),
+        alone: Sequence[bool] = (),
     ) -> List[torch.Tensor]:
-        """One ``[N_i, D_llm]`` tensor per image: base view, unpadded tiles with row-end newlines."""
+        """One ``[N_i, D_llm]`` tensor per image: base view, unpadded tiles with row-end newlines; an image
+        marked ``alone`` (OneVision, several images in its prompt): base view and one newline token."""
         if not images:
             return []
         hooks = list(hooks) or [None] * len(images)
         image_indices = list(image_indices) or list(range(len(images)))
+        alone = list(alone) or [False] * len(images)
         on_views = [h is not None and h.image is not None and bool(getattr(h.image, "per_view", False)) for h in hooks]
         pixels = [
             check_image(im) if h is None or h.image is None or v else before_tiling(h.image, im, j)
             for h, im, j, v in zip(hooks, images, image_indices, on_views)
         ]
-        inputs = self.image_processor(images=pixels, return_tensors="pt")
-        pixel_values = inputs["pixel_values"]
-        if any(on_views):
-            pixel_values = pixel_values.clone()
-            for b, (h, j) in enumerate(zip(hooks, image_indices)):
+        tokens: List[Optional[torch.Tensor]] = [None] * len(images)
+        for flag in (False, True):
+            group = [b for b in range(len(images)) if alone[b] == flag]
+            if not group:
+                continue
+            pixel_values, sizes = self._views([pixels[b] for b in group], flag)
+            for k, b in enumerate(group):
                 if on_views[b]:
-                    n = self.num_views(tuple(int(v) for v in inputs["image_sizes"][b]))
-                    pixel_values[b, :n] = self.hook_views(h.image, pixel_values[b, :n], j)
+                    n = 1 if flag else self.num_views(tuple(int(v) for v in sizes[k]))
+                    pixel_values[k, :n] = self.hook_views(hooks[b].image, pixel_values[k, :n], image_indices[b])
+            for b, t in zip(group, self._features(pixel_values, sizes, flag)):
+                tokens[b] = t.to(self.device, self.dtype)
+        return [
+            self.apply_token_hook(h, t, j, im, a) for h, t, j, im, a in zip(hooks, tokens, image_indices, images, alone)
+        ]
+
+    def _views(self, pixels: List[Image.Image], alone: bool) -> Tuple[torch.Tensor, torch.Tensor]:
+        """The processor's views ``[B, V, 3, S, S]`` and image sizes of ``pixels``. ``alone``: passed as the images
+        of one prompt, so OneVision's processor pads each to a square with its mean colour instead of tiling
+        (transformers' rule for a prompt with several images; a single one is passed twice, its copy dropped)."""
+        if not alone:
+            inputs = self.image_processor(images=pixels, return_tensors="pt")
+        else:
+            inputs = self.image_processor(images=[pixels if len(pixels) > 1 else pixels * 2], return_tensors="pt")
+        n = len(pixels)
+        return inputs["pixel_values"][:n].clone(), inputs["image_sizes"][:n]
+
+    def _features(self, pixel_values: torch.Tensor, sizes: torch.Tensor, alone: bool) -> List[torch.Tensor]:
+        """transformers' ``get_image_features``; ``alone``: each image as its one (square-padded) view, which
+        transformers does for an image whose prompt holds several (``batch_num_images`` > 1)."""
         (model,) = self.feature_source
+        index = list(range(len(pixel_values)))
+        if alone and len(index) == 1:
+            index = index * 2
+        extra = {"batch_num_images": torch.tensor([len(index)])} if alone else {}
         out = model.get_image_features(
-            pixel_values=pixel_values.to(self.vision.device, self.vision.dtype),
-            image_sizes=inputs["image_sizes"].to(self.vision.device),
+            pixel_values=pixel_values[index].to(self.vision.device, self.vision.dtype),
+            image_sizes=sizes[index].to(self.vision.device),
             return_dict=True,
+            **extra,
         )
-        tokens = [t.to(self.device, self.dtype) for t in out.pooler_output]
-        return [self.apply_token_hook(h, t, j, im) for h, t, j, im in zip(hooks, tokens, image_indices, images)]
+        return list(out.pooler_output)[: len(pixel_values)]
 
     def num_views(self, size: Tuple[int, int]) -> int:
         """How many views (base view + tiles) the processor cuts from an image of ``size`` = (height, width)."""
@@ -180,22 +215,17 @@ class TiledLlavaVLM(LlavaStyleVLM):
             raise ValueError(f"a per-view pixel hook returned shape {tuple(y.shape)} for views {tuple(x.shape)}")
         return torch.where(y != x, (y - mean) / std, normalised).to(pixel_values.dtype)
 
-    def splice(self, ids: List[int], visual: List[torch.Tensor]):
-        if self.kind == "llava_onevision" and len(visual) > 1:
-            raise ValueError(
-                f"a prompt with {len(visual)} images on LLaVA-OneVision: it encodes each image of a multi-image prompt "
-                "as its base view alone, which lmms_ac_llava does not implement yet (one image per prompt runs)"
-            )
-        return super().splice(ids, visual)
-
-    def token_views(self, image: Image.Image) -> torch.Tensor:
+    def token_views(self, image: Image.Image, alone: bool = False) -> torch.Tensor:
         """Long ``[N]``: the view of each of ``image``'s visual tokens (0 = base view, k = tile k, -1 = row end),
-        from transformers' own packing run on view labels (so it follows every size and pinpoint list)."""
+        from transformers' own packing run on view labels (so it follows every size and pinpoint list);
+        ``alone``: the base view and its one newline."""
         (model,) = self.feature_source
         size = (check_image(image).height, image.width)
         tower = model.config.vision_config
-        n_views = self.num_views(size)
         per_view = (tower.image_size // tower.patch_size) ** 2
+        if alone:
+            return torch.cat([torch.zeros(per_view, dtype=torch.long), torch.tensor([-1])])
+        n_views = self.num_views(size)
         labels = torch.arange(n_views, dtype=torch.float32)[:, None, None].expand(n_views, per_view, 1)
         newline = torch.tensor([-1.0])
         if self.kind != "llava_onevision":
