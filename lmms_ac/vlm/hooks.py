@@ -1,7 +1,9 @@
 """Per-sample hook points where perturbations reach inside the model.
 
 * ``image``  - ``(pixels [3, S, S] in [0, 1], image_index) -> pixels``: after the encoder's
-  resize/crop, before normalisation.
+  resize/crop, before normalisation. On tiled input (LLaVA-NeXT/OneVision) it gets the whole image
+  before tiling, ``[3, H, W]``; a hook marked ``per_view`` (PatchDrop) gets each image's views instead,
+  ``[V, 3, S, S]`` (see ``TiledLlavaVLM.hook_views``).
 * ``tokens`` - ``(tokens [N, D_llm], image_index) -> tokens [N', D_llm]``: one image's visual
   tokens after the projector, before the LLM (N' may differ from N). On tiled input (LLaVA-NeXT) it
   is called ``(tokens, image_index, views)`` with ``views`` long ``[N]``: the view of each token (0 =
