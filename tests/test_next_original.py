@@ -50,19 +50,24 @@ def hub_cache(root, monkeypatch):
     return root
 
 
-@pytest.fixture(scope="module")
-def pair(root):
+def load_twins(root) -> tuple:
+    """The original checkpoint and its llava-hf twin, hub ids resolved in the fixture's cache; one image backend
+    for both (the original path defaults to PIL, as LLaVA's code did) and LLaVA's chunked tokenization."""
     import huggingface_hub.constants
 
     saved = huggingface_hub.constants.HF_HUB_CACHE
     huggingface_hub.constants.HF_HUB_CACHE = str(root["base"] / "hf" / "hub")
     try:
-        # one image backend for both (the original path defaults to PIL, as LLaVA's code did), chunked tokenization
         orig = load_vlm(root["orig"], dtype="float32", tokenization="chunked")
         hf = load_vlm(root["hf"], dtype="float32", image_backend="pil", tokenization="chunked")
     finally:
         huggingface_hub.constants.HF_HUB_CACHE = saved
     return orig, hf
+
+
+@pytest.fixture(scope="module")
+def pair(root):
+    return load_twins(root)
 
 
 def test_released_layout_loads_as_the_tiled_model(root, hub_cache, pair):
@@ -238,16 +243,7 @@ def ov_cache(ov_root, monkeypatch):
 
 @pytest.fixture(scope="module")
 def ov_pair(ov_root):
-    import huggingface_hub.constants
-
-    saved = huggingface_hub.constants.HF_HUB_CACHE
-    huggingface_hub.constants.HF_HUB_CACHE = str(ov_root["base"] / "hf" / "hub")
-    try:
-        orig = load_vlm(ov_root["orig"], dtype="float32")
-        hf = load_vlm(ov_root["hf"], dtype="float32", image_backend="pil", tokenization="chunked")
-    finally:
-        huggingface_hub.constants.HF_HUB_CACHE = saved
-    return orig, hf
+    return load_twins(ov_root)
 
 
 def test_onevision_released_layout_loads_as_the_tiled_model(ov_root, ov_pair):

@@ -241,15 +241,22 @@ def _preprocessor(processor_class: str = "") -> dict:
     return out
 
 
+def hub_snapshot(hf_home: str, repo_id: str, commit: str) -> Path:
+    """The snapshot folder of ``repo_id`` at ``commit`` in ``<hf_home>/hub``, laid out as ``snapshot_download``
+    leaves it (``models--org--name/snapshots/<commit>``, ``refs/main`` naming the commit)."""
+    repo = Path(hf_home) / "hub" / ("models--" + repo_id.replace("/", "--"))
+    snap = repo / "snapshots" / commit
+    snap.mkdir(parents=True, exist_ok=True)
+    (repo / "refs").mkdir(exist_ok=True)
+    (repo / "refs" / "main").write_text(commit)
+    return snap
+
+
 def build_hf_cache(hf_home: str, seed: int = 0) -> Path:
     """``openai/clip-vit-large-patch14-336`` (tiny, random) in ``<hf_home>/hub`` as the hub cache lays it out."""
     from transformers import CLIPModel
 
-    repo = Path(hf_home) / "hub" / ("models--" + TOWER_ID.replace("/", "--"))
-    snap = repo / "snapshots" / TOWER_COMMIT
-    snap.mkdir(parents=True, exist_ok=True)
-    (repo / "refs").mkdir(exist_ok=True)
-    (repo / "refs" / "main").write_text(TOWER_COMMIT)
+    snap = hub_snapshot(hf_home, TOWER_ID, TOWER_COMMIT)
     torch.manual_seed(seed + 7)
     model = CLIPModel(_clip_configs())
     config = model.config.to_dict()

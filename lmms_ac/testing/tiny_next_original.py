@@ -31,6 +31,7 @@ import torch
 
 from lmms_ac.testing.released import (
     TOWER_ID,
+    hub_snapshot,
     VISION_DIM,
     llama_config_fields,
     write_json,
@@ -60,6 +61,16 @@ def original_key(hub_key: str) -> str:
         if hub_key.startswith(old):
             return new + hub_key[len(old) :]
     raise KeyError(f"no original name for {hub_key!r}")
+
+
+def original_state(hf_dir: Path) -> Dict[str, torch.Tensor]:
+    """The tensors of a llava-hf checkpoint's safetensors shards under their original names."""
+    from safetensors.torch import load_file
+
+    state: Dict[str, torch.Tensor] = {}
+    for shard in sorted(Path(hf_dir).glob("*.safetensors")):
+        state.update({original_key(k): v for k, v in load_file(str(shard)).items()})
+    return state
 
 
 def next_original_config(vocab_size: int, pinpoints: List[List[int]], text: dict) -> dict:
@@ -100,7 +111,6 @@ def next_original_config(vocab_size: int, pinpoints: List[List[int]], text: dict
 
 def twin_of(hf_dir: str, directory: str) -> Dict[str, str]:
     """The weights of the llava-hf NeXT checkpoint ``hf_dir`` in the original layout at ``directory``."""
-    from safetensors.torch import load_file
 
     hf = Path(hf_dir)
     out = Path(directory)
@@ -108,12 +118,9 @@ def twin_of(hf_dir: str, directory: str) -> Dict[str, str]:
     hf_config = json.loads((hf / "config.json").read_text())
     vocab = write_sentencepiece_tokenizer(out, model_max_length=4096)
     (out / "tokenizer.model").write_bytes((hf / "tokenizer.model").read_bytes())  # the twin's own vocabulary
-    state: Dict[str, torch.Tensor] = {}
-    for shard in sorted(hf.glob("*.safetensors")):
-        for key, value in load_file(str(shard)).items():
-            if key.endswith(("embed_tokens.weight", "lm_head.weight")):
-                value = value[:vocab].contiguous()  # without llava-hf's added <image> and <pad> rows
-            state[original_key(key)] = value
+    state = original_state(hf)
+    for key in ("model.embed_tokens.weight", "lm_head.weight"):
+        state[key] = state[key][:vocab].contiguous()  # without llava-hf's added <image> and <pad> rows
     pinpoints = original_pinpoints(hf_config["image_grid_pinpoints"])
     write_json(out / "config.json", next_original_config(vocab, pinpoints, hf_config["text_config"]))
     write_sharded(out, state, safetensors=True)
@@ -155,11 +162,7 @@ def build_siglip_cache(hf_home: str, layers: int, seed: int = 0) -> Path:
     from lmms_ac.testing.tiny_onevision import PATCH, SIZE
     from lmms_ac.testing.tiny_onevision import VISION_DIM as SIGLIP_DIM
 
-    repo = Path(hf_home) / "hub" / ("models--" + SIGLIP_ID.replace("/", "--"))
-    snap = repo / "snapshots" / SIGLIP_COMMIT
-    snap.mkdir(parents=True, exist_ok=True)
-    (repo / "refs").mkdir(exist_ok=True)
-    (repo / "refs" / "main").write_text(SIGLIP_COMMIT)
+    snap = hub_snapshot(hf_home, SIGLIP_ID, SIGLIP_COMMIT)
     torch.manual_seed(seed + 11)
     config = SiglipConfig(
         text_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=4,
@@ -237,8 +240,6 @@ def onevision_twin_of(hf_dir: str, directory: str) -> Dict[str, str]:
     rows too). The pinpoint list is written as the ``"(1x1),...,(6x6)"`` range the training scripts pass."""
     import shutil
 
-    from safetensors.torch import load_file
-
     hf = Path(hf_dir)
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
@@ -247,9 +248,7 @@ def onevision_twin_of(hf_dir: str, directory: str) -> Dict[str, str]:
         shutil.copy(hf / name, out / name)
     tok_config = json.loads((out / "tokenizer_config.json").read_text())
     write_json(out / "tokenizer_config.json", {**tok_config, "chat_template": QWEN2_TEMPLATE})
-    state = {}
-    for shard in sorted(hf.glob("*.safetensors")):
-        state.update({original_key(k): v for k, v in load_file(str(shard)).items()})
+    state = original_state(hf)
     side = hf_config["vision_config"]["image_size"]
     counts = sorted({(h // side, w // side) for h, w in hf_config["image_grid_pinpoints"]})
     (a0, b0), (a1, b1) = counts[0], counts[-1]

@@ -24,7 +24,7 @@ TILED_HF_TYPES = {"llava_next": "LLaVA-NeXT", "llava_onevision": "LLaVA-OneVisio
 # vision_feature_select_strategy -> the tower family it is released with (CLS dropped / no CLS to drop)
 _STRATEGY_TOWERS = {"default": "clip", "full": "siglip"}
 # CLIPImageProcessor fields of the NeXT processor: the tower's own single-view preprocessing
-_SINGLE_VIEW_FIELDS = (
+SINGLE_VIEW_FIELDS = (
     "do_resize",
     "size",
     "resample",
@@ -47,7 +47,7 @@ def single_view_processor(image_processor: Any) -> Any:
     pil = getattr(image_processor, "backend", None) == "pil"
     cls = transformers.CLIPImageProcessorPil if pil else transformers.CLIPImageProcessor
     settings = image_processor.to_dict()
-    fields = {k: settings[k] for k in _SINGLE_VIEW_FIELDS if settings.get(k) is not None}
+    fields = {k: settings[k] for k in SINGLE_VIEW_FIELDS if settings.get(k) is not None}
     fields.setdefault("do_center_crop", False)  # OneVision resizes straight to the square: no crop
     return cls(**fields)
 

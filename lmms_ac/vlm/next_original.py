@@ -40,27 +40,13 @@ from torch import nn
 from lmms_ac.vision.hf import HFVisionTower, load_image_processor
 from lmms_ac.vlm.assemble import check_fit
 from lmms_ac.vlm.errors import CheckpointError
-from lmms_ac.vlm.next_hf import single_view_processor
+from lmms_ac.vlm.next_hf import SINGLE_VIEW_FIELDS, single_view_processor
 from lmms_ac.vlm.projector import projector_from_llava_hf
 from lmms_ac.vlm.tiled import TiledLlavaVLM
 
 # the original names of the pieces LlavaNextModel holds besides the LLM
 TOWER_PREFIX = "model.vision_tower.vision_tower."
 NEWLINE_KEY = "model.image_newline"
-# CLIPImageProcessor fields the tiling processor takes over from the tower's preprocessor_config.json
-_TOWER_PREPROCESSING = (
-    "do_resize",
-    "size",
-    "resample",
-    "do_center_crop",
-    "crop_size",
-    "do_rescale",
-    "rescale_factor",
-    "do_normalize",
-    "image_mean",
-    "image_std",
-    "do_convert_rgb",
-)
 
 
 def is_tiled_original(config: Dict[str, Any]) -> bool:
@@ -136,7 +122,7 @@ def tiling_processor(
     import transformers
 
     base = load_image_processor(tower, image_backend, trust_remote_code).to_dict()
-    fields = {k: base[k] for k in _TOWER_PREPROCESSING if base.get(k) is not None}
+    fields = {k: base[k] for k in SINGLE_VIEW_FIELDS if base.get(k) is not None}
     name = {"llava_next": "LlavaNextImageProcessor", "llava_onevision": "LlavaOnevisionImageProcessor"}[kind]
     cls = getattr(transformers, name + ("Pil" if image_backend == "pil" else ""))
     return cls(**fields, image_grid_pinpoints=transformers_pinpoints(pinpoints), do_pad=True)
