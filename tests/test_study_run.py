@@ -32,6 +32,7 @@ def fake_bins(tmp_path, monkeypatch):
     # no real cluster: the queue is empty and keeps no records (tests that need more plant them)
     monkeypatch.setattr("lmms_ac.study.slurm_queue.squeue", lambda: {})
     monkeypatch.setattr("lmms_ac.study.slurm_queue.accounting_state", lambda slurm_id, name, submitted: None)
+    monkeypatch.setattr("lmms_ac.study.slurm_queue.controller_state", lambda slurm_id, name, submitted: None)
     return bindir
 
 

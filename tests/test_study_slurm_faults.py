@@ -18,6 +18,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from lmms_ac.study import slurm_queue as Q
 from lmms_ac.study import state as S
 from lmms_ac.study.spec import load_study
 from study_fakes import cli_command, cluster_reason, done_files, install_fakes, study_data, write_study
@@ -127,8 +128,12 @@ def test_scontrol_requeue_of_a_running_job(tmp_path, monkeypatch, reference):
         job, info = sorted(_running(out).items())[0]
         subprocess.run(["scontrol", "requeue", info["slurm_id"]], check=True)
         requeued[job] = info["slurm_id"]
-        # SLURM holds a requeued job back for a while (BeginTime); release it to keep the test short
+        # SLURM holds a requeued job back for a while (BeginTime); release it to keep the test short, but only
+        # once it is back to PENDING: released while its old step still ends (COMPLETING), the rerun fails at
+        # launch (exit 1) and the runner rightly resubmits it as a new job
         _wait_for(lambda: S.attempts(out / "jobs" / job)[-1].get("end"), "the interrupted attempt's record", 60)
+        name = info.get("slurm_name")
+        _wait_for(lambda: Q.controller_state(info["slurm_id"], name, None) == "PENDING", "the job to be pending", 60)
         for _ in range(20):
             if subprocess.run(["scontrol", "update", f"jobid={info['slurm_id']}", "StartTime=now"]).returncode == 0:
                 break
@@ -141,8 +146,8 @@ def test_scontrol_requeue_of_a_running_job(tmp_path, monkeypatch, reference):
     t.join(timeout=5)
     ((job, slurm_id),) = requeued.items()
     tries = S.attempts(out / "jobs" / job)
-    assert [a["outcome"] for a in tries] == ["interrupted", "ok"], tries
-    assert "SIGTERM" in tries[0]["last_line"] and tries[1]["slurm_id"] == slurm_id  # the same SLURM job, requeued
+    assert [a["outcome"] for a in tries] == ["interrupted", "ok"], (tries, said)
+    assert "SIGTERM" in tries[0]["last_line"] and tries[1]["slurm_id"] == slurm_id, (tries, said)  # requeued
     assert tries[1].get("slurm_restart_count") == "1"
     spec = S.read_json(out / "jobs" / job / "job.json")
     for u in spec["units"]:  # written once, by the requeued run: the interrupted one wrote nothing done

@@ -110,10 +110,10 @@ def job_liveness(job_dir: Path, queue: QueueReader, now: Optional[float] = None)
     if subs and q is not None:  # SLURM first: its jobs are watched by the runner, not only skipped
         for sid, name in subs.items():
             entry = find(q, sid, name)
-            if entry is not None:
-                return Verdict(
-                    "queued" if entry.state == "PENDING" else "running", f"on SLURM as {sid} ({entry.state})"
-                )
+            # a requeued job can drop out of one squeue listing: the controller's record says it is still there
+            state = entry.state if entry is not None else Q.controller_state(sid, name, None)
+            if state is not None and (entry is not None or state in Q.ALIVE_STATES):
+                return Verdict("queued" if state == "PENDING" else "running", f"on SLURM as {sid} ({state})")
     if worker_alive:
         return Verdict("running", f"running in pid {info['pid']} on this host (attempt {info.get('attempt')})")
     if here and "pid_start" not in info and S.heartbeat_fresh(info, now):  # written by an older lmms-ac

@@ -5,11 +5,13 @@ Every submission goes to a fresh submitit folder (``<output>/slurm/<time>``) und
 (``lmms-ac-<study>-<token>``), recorded with the id and submit time in each job's ``slurm.json``. Each
 array element calls ``worker.run_job`` on one job folder on the shared filesystem. The runner then
 polls ``squeue`` (``executor.slurm.poll_s``): a job is running while its id *with its submission name*
-is in the queue (a requeued job stays in it); while SLURM does not answer (a restarting controller),
+is in the queue, or while the controller (``scontrol show job``) still holds it queued or running (a
+requeued job can drop out of one listing); while SLURM does not answer (a restarting controller),
 nothing is decided. A job that left the queue is settled from the worker's own records
 (``attempts.json``): ok, or failed (resubmitted while ``executor.max_attempts`` allows), or interrupted,
-for which ``sacct`` (matched by name and submit time) tells a ``scancel`` (left for the next
-``study run``) from a node failure or preemption (resubmitted, not counted as a failure).
+for which the controller's record (else ``sacct``, which can lag it by seconds), matched by name and
+submit time, tells a ``scancel`` (left for the next ``study run``) from a node failure or preemption
+(resubmitted, not counted as a failure).
 """
 
 from __future__ import annotations
@@ -193,7 +195,7 @@ def settle(sub: Submission) -> Dict[str, Any]:
         return {**res, "ok": True, "missing": []}
     if last and last.get("end") and last.get("outcome") in ("ok", "failed"):
         return {**res, "ok": last["outcome"] == "ok"}
-    state = Q.accounting_state(sub.slurm_id, sub.name, sub.submitted)
+    state = Q.final_state(sub.slurm_id, sub.name, sub.submitted)
     said = f"SLURM {sub.slurm_id} ended {state}" if state else f"SLURM {sub.slurm_id} left the queue"
     counted = state in COUNTED_STATES or (state == "FAILED" and last is None)
     if last is not None and not last.get("end"):  # the worker was killed before it could record the end
@@ -262,6 +264,8 @@ def run_slurm(
         for sub in list(tracked):
             if find(queue, sub.slurm_id, sub.name) is not None:
                 continue
+            if Q.controller_state(sub.slurm_id, sub.name, sub.submitted) in Q.ALIVE_STATES:
+                continue  # missing from this squeue listing only (a requeued job between states): still ours
             tracked.remove(sub)
             res = settle(sub)
             d = sub.job_dir

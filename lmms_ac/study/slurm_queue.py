@@ -1,7 +1,11 @@
-"""What SLURM says about our jobs: the queue (squeue) and, for jobs that left it, the accounting record
-(sacct). Each job is matched by id *and* submission name, and an accounting record also by its submit
-time, so a job id reused after a controller restart (ids restart at 1 while the accounting database
-keeps the old records) is never read as ours. No submitit here: its poll trusts sacct by id alone.
+"""What SLURM says about our jobs: the queue (squeue); for a job missing from it, the controller's own record
+(``scontrol show job``, kept for ``MinJobAge`` after the end, 300 s by default), which says at once whether
+it is really gone (a requeued job can drop out of one ``squeue`` listing) and how it ended; and the
+accounting record (sacct) for jobs the controller has forgotten. sacct can lag the controller by seconds,
+so a job cancelled a moment ago may have no record yet. Each job is matched by id *and* submission name, and
+a record also by its submit time, so a job id reused after a controller restart (ids restart at 1 while the
+accounting database keeps the old records) is never read as ours. No submitit here: its poll trusts sacct by
+id alone.
 """
 
 from __future__ import annotations
@@ -13,6 +17,11 @@ from dataclasses import dataclass
 from typing import Dict, List, Optional
 
 SUBMIT_SLACK_S = 120.0  # clock difference allowed between this host and the controller
+# controller states of a job that is still queued or running (it may come back to the queue)
+ALIVE_STATES = frozenset(
+    {"PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESIZING",
+     "SUSPENDED", "STAGE_OUT", "SIGNALING", "STOPPED", "SPECIAL_EXIT", "RESV_DEL_HOLD", "POWER_UP_NODE"}
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -79,3 +88,34 @@ def accounting_state(slurm_id: str, name: Optional[str], submitted: Optional[flo
         if best is None or (at or 0) >= best[0]:
             best = (at or 0, parts[2].split()[0])
     return best[1] if best else None
+
+
+def _fields(line: str) -> Dict[str, str]:
+    return dict(item.split("=", 1) for item in line.split() if "=" in item)
+
+
+def controller_state(slurm_id: str, name: Optional[str], submitted: Optional[float]) -> Optional[str]:
+    """The controller's state of our submission of ``slurm_id`` (``PENDING``, ``RUNNING``, ``CANCELLED``, ...),
+    or None when the controller has no record that is ours (forgotten after MinJobAge, or another job's)."""
+    text = _run(["scontrol", "-o", "show", "job", str(slurm_id)])
+    if text is None:
+        return None
+    for line in text.splitlines():
+        fields = _fields(line)
+        if name and fields.get("JobName") != name:
+            continue
+        at = _epoch(fields.get("SubmitTime", ""))
+        if submitted is not None and at is not None and at < submitted - SUBMIT_SLACK_S:
+            continue
+        state = fields.get("JobState")
+        if state:
+            return state
+    return None
+
+
+def final_state(slurm_id: str, name: Optional[str], submitted: Optional[float]) -> Optional[str]:
+    """How our submission of ``slurm_id`` ended: the controller's record while it keeps one, else sacct's."""
+    state = controller_state(slurm_id, name, submitted)
+    if state and state not in ALIVE_STATES:
+        return state
+    return accounting_state(slurm_id, name, submitted)
