@@ -15,7 +15,11 @@ from lmms_ac.study import slurm_queue as Q
 pytestmark = pytest.mark.slow  # each test starts the fake client binaries
 
 NAME = "lmms-ac-tiny-1234abcd"
-NOW = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime())
+
+
+def now() -> str:
+    """The controller's time format, now (the submit time a fresh job shows)."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime())
 
 
 def _client(tmp_path, monkeypatch, scontrol: str = "", sacct: str = ""):
@@ -30,7 +34,8 @@ def _client(tmp_path, monkeypatch, scontrol: str = "", sacct: str = ""):
     monkeypatch.setenv("PATH", f"{bindir}{os.pathsep}{os.environ['PATH']}")
 
 
-def _line(state: str, name: str = NAME, submit: str = NOW) -> str:
+def _line(state: str, name: str = NAME, submit: str = "") -> str:
+    submit = submit or now()
     return (f"JobId=12 ArrayJobId=10 ArrayTaskId=0 JobName={name} UserId=root(0) JobState={state} "
             f"Reason=None SubmitTime={submit} Partition=debug")  # fmt: skip
 
@@ -52,12 +57,12 @@ def test_a_cancellation_is_read_from_the_controller_before_sacct_has_it(tmp_path
     ids=["another-submission", "an-older-job-under-a-reused-id"],
 )
 def test_another_jobs_record_is_not_ours(tmp_path, monkeypatch, line):
-    _client(tmp_path, monkeypatch, scontrol=line, sacct=f"10_0|{NAME}|NODE_FAIL|{NOW}")
+    _client(tmp_path, monkeypatch, scontrol=line, sacct=f"10_0|{NAME}|NODE_FAIL|{now()}")
     assert Q.controller_state("10_0", NAME, time.time()) is None
     assert Q.final_state("10_0", NAME, time.time()) == "NODE_FAIL"  # from sacct, matched by name and time
 
 
 def test_a_forgotten_job_is_read_from_sacct(tmp_path, monkeypatch):
-    _client(tmp_path, monkeypatch, sacct=f"10_0|{NAME}|CANCELLED by 0|{NOW}")
+    _client(tmp_path, monkeypatch, sacct=f"10_0|{NAME}|CANCELLED by 0|{now()}")
     assert Q.controller_state("10_0", NAME, time.time()) is None
     assert Q.final_state("10_0", NAME, time.time()) == "CANCELLED"
