@@ -9,10 +9,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from lmms_eval.api.instance import Instance
 from PIL import Image
 
 from lmms_ac.vlm.prompts import build_prompt
+from tiled_requests import build_tiny_tiled, generate_requests, loglikelihood_requests, tiny_model
 
 QUESTIONS = [
     "Is there a dog in this image?",
@@ -37,14 +37,7 @@ def images(n: int, seed: int = 0):
 
 @pytest.fixture(scope="module", params=["llava_next", "llava_onevision"])
 def next_dir(request, tmp_path_factory) -> str:
-    if request.param == "llava_next":
-        from lmms_ac.testing.tiny_next import build_llava_next_hf
-
-        return build_llava_next_hf(str(tmp_path_factory.mktemp("next") / "llava-v1.6-vicuna-7b-hf"))["checkpoint"]
-    from lmms_ac.testing.tiny_onevision import build_llava_onevision_hf
-
-    target = tmp_path_factory.mktemp("ov") / "llava-onevision-qwen2-7b-ov-hf"
-    return build_llava_onevision_hf(str(target))["checkpoint"]
+    return build_tiny_tiled(request.param, tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
@@ -136,49 +129,23 @@ def _docs():
     return [{"image": im, "question": q} for im in images(4, seed=1) for q in QUESTIONS[:3]]
 
 
-def _visual(doc):
-    return [doc["image"]]
-
-
 def _model(next_dir, share: bool, batch: int, **kw):
-    from lmms_ac.models.lmms_ac_llava import LmmsAcLlava
-
-    lm = LmmsAcLlava(pretrained=next_dir, device="cpu", dtype="float32", batch_size=batch, prefix_sharing=share, **kw)
-    lm.task_dict["nx"] = {"test": _docs()}
-    return lm
+    return tiny_model(next_dir, _docs(), share, batch, **kw)
 
 
-def _gen(n):
-    docs = _docs()
-    return [
-        Instance(
-            "generate_until",
-            (docs[i]["question"], {"max_new_tokens": 8, "until": ["\n\n"]}, _visual, i, "nx", "test"),
-            idx=0,
-            metadata={"task": "nx", "doc_id": i, "repeats": 1},
-        )
-        for i in range(n)
-    ]
+def _gen():
+    return generate_requests(_docs(), 8)
 
 
-META = {"task": "nx", "doc_id": 0, "repeats": 1}
-
-
-def _ll(n):
-    docs = _docs()
-    return [
-        Instance("loglikelihood", (docs[i]["question"], ans, _visual, i, "nx", "test"), idx=0, metadata=META)
-        for i in range(n)
-        for ans in ("Yes", "No")
-    ]
+def _ll():
+    return loglikelihood_requests(_docs())
 
 
 @pytest.mark.parametrize("batch", [1, 8])
 def test_prefix_sharing_on_and_off_give_identical_outputs(next_dir, batch):
     shared, plain = _model(next_dir, True, batch), _model(next_dir, False, batch)
-    n = len(_docs())
-    assert shared.generate_until(_gen(n)) == plain.generate_until(_gen(n))
-    a, b = shared.loglikelihood(_ll(n)), plain.loglikelihood(_ll(n))
+    assert shared.generate_until(_gen()) == plain.generate_until(_gen())
+    a, b = shared.loglikelihood(_ll()), plain.loglikelihood(_ll())
     assert [g for _, g in a] == [g for _, g in b]
     assert np.allclose([x for x, _ in a], [x for x, _ in b], atol=1e-5, rtol=0)
     stats = shared.prefix_runner.stats
@@ -197,18 +164,8 @@ def test_multi_image_prompts_shared_or_not_and_with_single_image_neighbours(next
             for i, q in enumerate(QUESTIONS * 2)]  # fmt: skip
 
     def run(share: bool):
-        lm = _model(next_dir, share, 4)
-        lm.task_dict["mi"] = {"test": docs}
-        reqs = [
-            Instance(
-                "generate_until",
-                (d["question"], {"max_new_tokens": 6, "until": ["\n\n"]}, _two_image_visual, i, "mi", "test"),
-                idx=0,
-                metadata={"task": "mi", "doc_id": i, "repeats": 1},
-            )
-            for i, d in enumerate(docs)
-        ]
-        return lm.generate_until(reqs), lm
+        lm = tiny_model(next_dir, docs, share, 4, task="mi")
+        return lm.generate_until(generate_requests(docs, 6, visual=_two_image_visual, task="mi")), lm
 
     shared, lm = run(True)
     plain, _ = run(False)
@@ -286,11 +243,10 @@ def test_tokperm_on_tiles_is_the_same_shared_or_not_and_at_any_batch(next_dir, b
     shared = _model(next_dir, True, batch, perturbation="tokperm")
     plain = _model(next_dir, False, 1, perturbation="tokperm")
     clean = _model(next_dir, False, 1)
-    n = len(_docs())
-    assert shared.generate_until(_gen(n)) == plain.generate_until(_gen(n))
-    a, b = shared.loglikelihood(_ll(n)), plain.loglikelihood(_ll(n))
+    assert shared.generate_until(_gen()) == plain.generate_until(_gen())
+    a, b = shared.loglikelihood(_ll()), plain.loglikelihood(_ll())
     assert np.allclose([x for x, _ in a], [x for x, _ in b], atol=1e-5, rtol=0)
-    assert not np.allclose([x for x, _ in a], [x for x, _ in clean.loglikelihood(_ll(n))], atol=1e-3)
+    assert not np.allclose([x for x, _ in a], [x for x, _ in clean.loglikelihood(_ll())], atol=1e-3)
 
 
 def test_hidden_state_probes_run_on_tiles(vlm):

@@ -130,14 +130,13 @@ def test_the_tower_is_the_checkpoints_fine_tuned_one(root, pair):
     )  # mm_vision_tower's weights would be another tower
 
 
-def test_frozen_tower_comes_from_mm_vision_tower(root, hub_cache, tmp_path):
-    """A NeXT checkpoint trained with a frozen tower saves none: LLaVA then loads mm_vision_tower's weights."""
+def without_saved_tower(src: Path, dst: Path, **config_fields) -> str:
+    """A copy of the original checkpoint ``src`` whose shards hold no tower (trained with it frozen), its
+    config.json updated with ``config_fields``."""
     from safetensors.torch import load_file
 
     from lmms_ac.testing.released import write_json, write_sharded
 
-    src = root["base"] / "llava-v1.6-vicuna-7b"
-    dst = tmp_path / "llava-next-frozen-tower"
     dst.mkdir()
     state = {}
     for shard in sorted(src.glob("*.safetensors")):
@@ -146,9 +145,18 @@ def test_frozen_tower_comes_from_mm_vision_tower(root, hub_cache, tmp_path):
         if not f.name.startswith("model"):
             shutil.copy(f, dst / f.name)
     config = json.loads((src / "config.json").read_text())
-    write_json(dst / "config.json", {**config, "unfreeze_mm_vision_tower": False, "mm_vision_tower_lr": None})
+    write_json(dst / "config.json", {**config, **config_fields})
     write_sharded(dst, state, safetensors=True)
-    vlm = load_vlm(str(dst), dtype="float32")
+    return str(dst)
+
+
+def test_frozen_tower_comes_from_mm_vision_tower(root, hub_cache, tmp_path):
+    """A NeXT checkpoint trained with a frozen tower saves none: LLaVA then loads mm_vision_tower's weights."""
+    src = root["base"] / "llava-v1.6-vicuna-7b"
+    dst = tmp_path / "llava-next-frozen-tower"
+    vlm = load_vlm(
+        without_saved_tower(src, dst, unfreeze_mm_vision_tower=False, mm_vision_tower_lr=None), dtype="float32"
+    )
     hub = torch.load(next((root["base"] / "hf" / "hub").rglob("pytorch_model.bin")), weights_only=True)
     key = "encoder.layers.0.self_attn.q_proj.weight"
     assert torch.equal(dict(vlm.vision.model.named_parameters())[key], hub[f"vision_model.{key}"].float())
@@ -278,19 +286,7 @@ def test_onevision_visual_tokens_and_greedy_answers_equal_the_llava_hf_twin(ov_p
 def test_onevision_frozen_tower_is_the_hub_tower_cut_by_one_layer(ov_root, ov_cache, tmp_path):
     from safetensors.torch import load_file
 
-    from lmms_ac.testing.released import write_sharded
-
-    src = Path(ov_root["orig"])
-    dst = tmp_path / "ov-frozen-tower"
-    dst.mkdir()
-    state = {}
-    for shard in sorted(src.glob("*.safetensors")):
-        state.update({k: v for k, v in load_file(str(shard)).items() if not k.startswith("model.vision_tower.")})
-    for f in src.iterdir():
-        if not f.name.startswith("model"):
-            shutil.copy(f, dst / f.name)
-    write_sharded(dst, state, safetensors=True)
-    vlm = load_vlm(str(dst), dtype="float32")
+    vlm = load_vlm(without_saved_tower(Path(ov_root["orig"]), tmp_path / "ov-frozen-tower"), dtype="float32")
     hub = load_file(str(next((ov_root["base"] / "hf" / "hub").rglob("model.safetensors"))))
     assert len(vlm.vision.model.encoder.layers) == 3
     key = "encoder.layers.2.self_attn.q_proj.weight"

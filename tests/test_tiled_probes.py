@@ -12,8 +12,8 @@ import types
 import numpy as np
 import pytest
 import torch
-from lmms_eval.api.instance import Instance
 from PIL import Image
+from tiled_requests import build_tiny_tiled, generate_requests, loglikelihood_requests, tiny_model
 
 QUESTIONS = ["Is there a dog in this image?", "What color is the car?", "How many people are there?", "Describe it."]
 # square (4 full tiles), wide, tall, and (200, 160): 2 x 2 tiles on NeXT, pooled by OneVision
@@ -28,14 +28,7 @@ def images(n: int, seed: int = 0):
 
 @pytest.fixture(scope="module", params=["llava_next", "llava_onevision"])
 def next_dir(request, tmp_path_factory) -> str:
-    if request.param == "llava_next":
-        from lmms_ac.testing.tiny_next import build_llava_next_hf
-
-        return build_llava_next_hf(str(tmp_path_factory.mktemp("next") / "llava-v1.6-vicuna-7b-hf"))["checkpoint"]
-    from lmms_ac.testing.tiny_onevision import build_llava_onevision_hf
-
-    target = tmp_path_factory.mktemp("ov") / "llava-onevision-qwen2-7b-ov-hf"
-    return build_llava_onevision_hf(str(target))["checkpoint"]
+    return build_tiny_tiled(request.param, tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
@@ -62,57 +55,29 @@ def _docs():
     return [{"image": im, "question": q} for im in images(4, seed=1) for q in QUESTIONS[:2]]
 
 
-def _visual(doc):
-    return [doc["image"]]
-
-
 def _model(next_dir, share: bool, batch: int, **kw):
-    from lmms_ac.models.lmms_ac_llava import LmmsAcLlava
-
-    lm = LmmsAcLlava(pretrained=next_dir, device="cpu", dtype="float32", batch_size=batch, prefix_sharing=share, **kw)
-    lm.task_dict["nx"] = {"test": _docs()}
-    return lm
+    return tiny_model(next_dir, _docs(), share, batch, **kw)
 
 
-def _gen(n):
-    docs = _docs()
-    return [
-        Instance(
-            "generate_until",
-            (docs[i]["question"], {"max_new_tokens": 6, "until": ["\n\n"]}, _visual, i, "nx", "test"),
-            idx=0,
-            metadata={"task": "nx", "doc_id": i, "repeats": 1},
-        )
-        for i in range(n)
-    ]
+def _gen():
+    return generate_requests(_docs(), 6)
 
 
-def _ll(n):
-    docs = _docs()
-    return [
-        Instance(
-            "loglikelihood",
-            (docs[i]["question"], ans, _visual, i, "nx", "test"),
-            idx=0,
-            metadata={"task": "nx", "doc_id": i, "repeats": 1},
-        )
-        for i in range(n)
-        for ans in ("Yes", "No")
-    ]
+def _ll():
+    return loglikelihood_requests(_docs())
 
 
 @pytest.fixture(scope="module")
 def clean_ll(next_dir):
     """The clean log-likelihoods of ``_ll``: what a probe must change."""
-    return [x for x, _ in _model(next_dir, False, 8).loglikelihood(_ll(len(_docs())))]
+    return [x for x, _ in _model(next_dir, False, 8).loglikelihood(_ll())]
 
 
 def _same_at_any_batch_and_sharing(next_dir, clean_ll, form: str, batch: int) -> None:
     shared = _model(next_dir, True, batch, perturbation=form)
     plain = _model(next_dir, False, 1, perturbation=form)
-    n = len(_docs())
-    assert shared.generate_until(_gen(n)) == plain.generate_until(_gen(n))
-    a, b = shared.loglikelihood(_ll(n)), plain.loglikelihood(_ll(n))
+    assert shared.generate_until(_gen()) == plain.generate_until(_gen())
+    a, b = shared.loglikelihood(_ll()), plain.loglikelihood(_ll())
     assert np.allclose([x for x, _ in a], [x for x, _ in b], atol=1e-5, rtol=0)
     assert not np.allclose([x for x, _ in a], clean_ll, atol=1e-3)
 
