@@ -37,10 +37,11 @@ class FitSettings:
 
 
 @dataclass
-class FitRun:
-    """The fit, the files written and the provenance of ``--json``."""
+class ReportRun:
+    """What a law command ran: its ``report`` (anything with ``to_dict``), the provenance of ``--json``, the
+    files and figures written."""
 
-    report: LawReport
+    report: Any
     config: Dict[str, Any]
     written: List[Path] = field(default_factory=list)
     figures: List[Path] = field(default_factory=list)
@@ -49,6 +50,13 @@ class FitRun:
         from lmms_ac.results.output import json_document
 
         return json_document(self.report.to_dict(), self.config)
+
+
+@dataclass
+class FitRun(ReportRun):
+    """The fit, the files written and the provenance of ``--json``."""
+
+    report: LawReport
 
     def text(self) -> str:
         return fit_text(self.report)

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 from lmms_ac.law.data import BenchmarkData
-from lmms_ac.law.fit_run import Note, no_note
+from lmms_ac.law.fit_run import Note, ReportRun, no_note
 from lmms_ac.law.inputs import InputSettings, load_inputs
 from lmms_ac.law.policies import POLICY_REGISTRY, policy_names, simulable_policies
 from lmms_ac.law.simulation import PolicyReport, simulate
@@ -59,18 +59,10 @@ class PolicySettings:
 
 
 @dataclass
-class PolicyRun:
+class PolicyRun(ReportRun):
     """The simulated curves, the files written and the provenance of ``--json``."""
 
     report: PolicyReport
-    config: Dict[str, Any]
-    written: List[Path] = field(default_factory=list)
-    figures: List[Path] = field(default_factory=list)
-
-    def to_json(self) -> str:
-        from lmms_ac.results.output import json_document
-
-        return json_document(self.report.to_dict(), self.config)
 
     def text(self) -> str:
         return policy_text(self.report)
