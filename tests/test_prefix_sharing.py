@@ -262,9 +262,8 @@ def test_copied_prefix_path_without_cascade_attention(make, task):
         lm.prefix_runner.cascade = True
 
 
-def test_all_questions_about_an_image_decode_together(make):
-    """batch_size bounds the images per batch, not the questions: 20 questions are one decode batch."""
-    lm = make(True, 8)
+def _decode_batch_sizes(lm) -> list:
+    """The rows of each batch the prefix runner decodes for the 20-questions-per-image requests."""
     sizes = []
     generate = lm.prefix_runner.generate
 
@@ -277,6 +276,12 @@ def test_all_questions_about_an_image_decode_together(make):
         lm.generate_until(gen_requests("20q", max_new_tokens=1))
     finally:
         del lm.prefix_runner.generate
+    return sizes
+
+
+def test_all_questions_about_an_image_decode_together(make):
+    """batch_size bounds the images per batch, not the questions: 20 questions are one decode batch."""
+    sizes = _decode_batch_sizes(make(True, 8))
     assert sizes == [40]  # 2 images x 20 questions, within 8 images and 64 rows per batch
 
 
@@ -296,19 +301,7 @@ def test_phase_times(make):
 def test_token_perturbed_batches_keep_the_batch_size(make):
     """Every token-permuted question has its own prefix, kept until its batch ends: batches stay at
     ``batch_size`` rows so their prefixes' memory is bounded as on the unshared path."""
-    lm = make(True, 8, "tokperm")
-    sizes = []
-    generate = lm.prefix_runner.generate
-
-    def spy(rows, **kw):
-        sizes.append(len(rows))
-        return generate(rows, **kw)
-
-    lm.prefix_runner.generate = spy
-    try:
-        lm.generate_until(gen_requests("20q", max_new_tokens=1))
-    finally:
-        del lm.prefix_runner.generate
+    sizes = _decode_batch_sizes(make(True, 8, "tokperm"))
     assert max(sizes) == 8 and sum(sizes) == 40
 
 
