@@ -161,22 +161,10 @@ def write_mirror(directory: str, question_set: str, n_images: int, per_image: in
     """Save the records as the ``mme`` task's local copy under ``directory`` (a ``LMMS_AC_DATASETS`` root)."""
     import datasets
 
-    from lmms_ac.local_datasets import dataset_key
-    from lmms_ac.testing.datasets import MME_PATH
+    from lmms_ac.testing.datasets import write_mme_copy
 
-    features = datasets.Features(
-        {
-            "question_id": datasets.Value("string"),
-            "image": datasets.Image(),
-            "question": datasets.Value("string"),
-            "answer": datasets.Value("string"),
-            "category": datasets.Value("string"),
-        }
-    )
     datasets.disable_progress_bars()
-    records = question_records(question_set, n_images, per_image)
-    ds = datasets.DatasetDict({"test": datasets.Dataset.from_list(records, features=features)})
-    ds.save_to_disk(os.path.join(directory, dataset_key(MME_PATH)))
+    write_mme_copy(directory, question_records(question_set, n_images, per_image))
     return directory
 
 

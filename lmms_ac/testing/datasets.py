@@ -98,12 +98,12 @@ def _save(records: List[Dict], features, target: Path) -> Path:
     return target
 
 
-def write_mirror(directory: str) -> Dict[str, Path]:
-    """Write the MME and SEED-Bench copies; returns task -> directory."""
+def write_mme_copy(directory: str, records: List[Dict]) -> Path:
+    """``records`` in MME's schema, saved where the ``mme`` task reads its local copy under ``directory`` (a
+    ``LMMS_AC_DATASETS`` root); returns that folder."""
     import datasets
 
-    root = Path(directory)
-    mme_features = datasets.Features(
+    features = datasets.Features(
         {
             "question_id": datasets.Value("string"),
             "image": datasets.Image(),
@@ -112,6 +112,14 @@ def write_mirror(directory: str) -> Dict[str, Path]:
             "category": datasets.Value("string"),
         }
     )
+    return _save(records, features, Path(directory) / dataset_key(MME_PATH))
+
+
+def write_mirror(directory: str) -> Dict[str, Path]:
+    """Write the MME and SEED-Bench copies; returns task -> directory."""
+    import datasets
+
+    root = Path(directory)
     seed_features = datasets.Features(
         {
             "answer": datasets.Value("string"),
@@ -129,7 +137,7 @@ def write_mirror(directory: str) -> Dict[str, Path]:
         }
     )
     return {
-        "mme": _save(mme_records(), mme_features, root / dataset_key(MME_PATH)),
+        "mme": write_mme_copy(directory, mme_records()),
         "seed": _save(seed_records(), seed_features, root / dataset_key(SEED_PATH)),
     }
 

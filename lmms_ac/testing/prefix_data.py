@@ -3,18 +3,17 @@
 ``mme_many_questions(n_images, per_image)`` gives records in MME's schema (``question_id``, ``image``,
 ``question``, ``answer``, ``category``) whose questions about one image differ in wording and length
 (they share the image and sometimes a few opening words), the way MME (2 per image), POPE (about 18)
-and GQA (about 30) ask several questions about one picture. ``write_mme_mirror`` saves them where
-the ``mme`` task reads its local copy (``LMMS_AC_DATASETS``).
+and GQA (about 30) ask several questions about one picture. ``lmms_ac.testing.datasets.write_mme_copy``
+saves them where the ``mme`` task reads its local copy (``LMMS_AC_DATASETS``).
 """
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Dict, List
 
 from PIL import Image
 
-from lmms_ac.testing.datasets import MME_PATH, sample_images
+from lmms_ac.testing.datasets import sample_images
 
 _OBJECTS = ["cat", "dog", "car", "tree", "person", "flower", "clock", "boat", "bird", "chair"]
 _COLOURS = ["red", "green", "blue", "yellow", "black", "white"]
@@ -66,26 +65,3 @@ def mme_many_questions(n_images: int, per_image: int, seed: int = 0) -> List[Dic
                 }
             )
     return records
-
-
-def write_mme_mirror(directory: str, n_images: int, per_image: int) -> Path:
-    """Save ``mme_many_questions`` as the local copy of the ``mme`` task's dataset under ``directory``."""
-    import datasets
-
-    from lmms_ac.local_datasets import dataset_key
-
-    features = datasets.Features(
-        {
-            "question_id": datasets.Value("string"),
-            "image": datasets.Image(),
-            "question": datasets.Value("string"),
-            "answer": datasets.Value("string"),
-            "category": datasets.Value("string"),
-        }
-    )
-    target = Path(directory) / dataset_key(MME_PATH)
-    ds = datasets.DatasetDict(
-        {"test": datasets.Dataset.from_list(mme_many_questions(n_images, per_image), features=features)}
-    )
-    ds.save_to_disk(str(target))
-    return target
