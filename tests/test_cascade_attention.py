@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 import torch
 
-from lmms_ac.vlm.cascade import CascadeContext, build_blocks, cascade_attention
+from lmms_ac.vlm.cascade import CascadeContext, Packing, build_blocks, cascade_attention
 
 
 def _entry(P, Hkv, d, layers=1):
@@ -79,3 +79,42 @@ def test_half_precision_stays_close():
     )
     assert low.dtype == torch.bfloat16 and torch.isfinite(low).all()
     torch.testing.assert_close(low.float(), full, rtol=0.05, atol=2.0)
+
+
+def test_packing_layout():
+    left = Packing.of([2, 3, 1], 3, "left", torch.device("cpu"))
+    assert left.rows.tolist() == [0, 0, 1, 1, 1, 2] and left.cols.tolist() == [1, 2, 0, 1, 2, 2]
+    assert left.last.tolist() == [1, 4, 5] and left.starts == [0, 2, 5]
+    right = Packing.of([2, 3, 1], 3, "right", torch.device("cpu"))
+    assert right.cols.tolist() == [0, 1, 0, 1, 2, 0] and right.last.tolist() == [1, 4, 5]
+    padded = left.unpack(torch.arange(6.0)[:, None], 3)
+    assert padded[..., 0].tolist() == [[0, 0, 1], [2, 3, 4], [0, 0, 5]]
+
+
+def test_packed_queries_equal_padded_ones():
+    """A packed forward's queries ``[1, Hq, N, d]`` attend exactly as the same queries laid out padded."""
+    torch.manual_seed(1)
+    Hq, Hkv, d, S = 4, 2, 8, 5
+    shared, other = _entry(7, Hkv, d), _entry(3, Hkv, d)
+    entries = [shared, other, shared, None]
+    lengths = [5, 2, 4, 3]
+    B = len(entries)
+    packing = Packing.of(lengths, S, "left", torch.device("cpu"))
+    k, v = torch.randn(B, Hkv, S, d), torch.randn(B, Hkv, S, d)
+    valid = torch.zeros(B, S, dtype=torch.bool)
+    valid[packing.rows, packing.cols] = True
+    causal = torch.arange(S)[None, :] <= torch.arange(S)[:, None]
+    mask = valid[:, None, None, :] & causal[None, None]
+    q_packed = torch.randn(1, Hq, sum(lengths), d)
+    q_padded = packing.unpack(q_packed[0].transpose(0, 1), B).transpose(1, 2)  # [B, Hq, S, d]
+    module = SimpleNamespace(layer_idx=0)
+    blocks = build_blocks(entries, torch.device("cpu"))
+    padded, _ = cascade_attention(
+        module, q_padded, k, v, None, scaling=0.4, lmms_ac_prefix=CascadeContext(B, blocks, mask)
+    )
+    ctx = CascadeContext(B, blocks, mask, packing)
+    packed, _ = cascade_attention(module, q_packed, k, v, None, scaling=0.4, lmms_ac_prefix=ctx)
+    assert packed.shape == (1, sum(lengths), Hq, d)
+    torch.testing.assert_close(packed[0], padded[packing.rows, packing.cols], rtol=0, atol=0)
+    expected = _reference(q_padded, [e.kv[0] if e is not None else None for e in entries], k, v, mask, 0.4)
+    torch.testing.assert_close(packed[0], expected[packing.rows, packing.cols], rtol=1e-5, atol=1e-5)

@@ -9,11 +9,17 @@ of code, and the prefixes travel to it through the forward's keyword arguments (
 
 Shapes: queries ``[B, Hq, T, d]``, suffix keys/values ``[B, Hkv, S, d]`` (``Hq = rep * Hkv``), a prefix
 block's keys/values ``[G, Hkv, P, d]`` for ``G`` groups of ``n`` rows each (rows group-major).
+
+Packed suffixes: the suffix prefill may run as one sequence of all rows' real tokens (``[1, N]``, no
+padding), so the LLM's projections and MLPs never see a pad position. ``Packing`` says where each
+token sits in the padded ``[B, T]`` layout; the suffix cache scatters keys/values into that layout
+and ``cascade_attention`` lays the queries out padded for the attention only, then packs the output.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 from dataclasses import dataclass
 from typing import Any, Iterator, List, Optional, Sequence, Tuple
 
@@ -35,12 +41,45 @@ class PrefixBlock:
 
 
 @dataclass
+class Packing:
+    """Where each of ``N`` packed tokens (rows one after the other) sits in the padded ``[B, width]``
+    layout: token ``i`` is row ``rows[i]``, column ``cols[i]``; ``last[b]`` is row ``b``'s last token."""
+
+    rows: torch.Tensor  # [N]
+    cols: torch.Tensor  # [N]
+    width: int
+    last: torch.Tensor  # [B] packed index of each row's last token
+    starts: List[int]  # packed index of each row's first token
+
+    @classmethod
+    def of(cls, lengths: Sequence[int], width: int, side: str, device: torch.device) -> "Packing":
+        """Rows of ``lengths`` tokens (each >= 1), left- or right-aligned (``side``) in ``width`` columns."""
+        rows, cols, starts, at = [], [], [], 0
+        for b, n in enumerate(lengths):
+            first = width - n if side == "left" else 0
+            rows += [b] * n
+            cols += range(first, first + n)
+            starts.append(at)
+            at += n
+        last = [s + n - 1 for s, n in zip(starts, lengths)]
+        as_tensor = functools.partial(torch.tensor, dtype=torch.long, device=device)
+        return cls(as_tensor(rows), as_tensor(cols), int(width), as_tensor(last), starts)
+
+    def unpack(self, packed: torch.Tensor, batch: int) -> torch.Tensor:
+        """``[N, *rest]`` -> ``[batch, width, *rest]``, zeros at the pad positions."""
+        out = packed.new_zeros((batch, self.width, *packed.shape[1:]))
+        out[self.rows, self.cols] = packed
+        return out
+
+
+@dataclass
 class CascadeContext:
     """What one forward's attention needs beyond the suffix cache."""
 
     batch: int
     blocks: List[PrefixBlock]
     mask: Optional[torch.Tensor] = None  # [B, 1, T, S] bool: which suffix keys each query sees
+    packing: Optional[Packing] = None  # set for a packed forward (queries ``[1, Hq, N, d]``)
 
 
 def build_blocks(entries: Sequence[Optional[Any]], device: torch.device) -> List[PrefixBlock]:
@@ -126,12 +165,24 @@ def cascade_attention(
     scaling: Optional[float] = None,
     **kwargs: Any,
 ) -> Tuple[torch.Tensor, None]:
-    """transformers' attention-function signature; the output is ``[B, T, Hq, d]`` as sdpa's."""
+    """transformers' attention-function signature; the output is ``[B, T, Hq, d]`` as sdpa's (``[1, N, Hq, d]``
+    for a packed forward)."""
     ctx: CascadeContext = kwargs[KWARG]
     scaling = query.shape[-1] ** -0.5 if scaling is None else scaling
-    layer = module.layer_idx
+    packing = ctx.packing
+    if packing is not None:  # packed queries [1, Hq, N, d] -> padded [B, Hq, width, d] for the attention
+        query = packing.unpack(query[0].transpose(0, 1), ctx.batch).transpose(1, 2)
+    out = _attend(query * scaling, key, value, ctx, module.layer_idx)  # scaled once here, not every score
+    if packing is not None:
+        return out[packing.rows, packing.cols][None], None
+    return out, None
+
+
+def _attend(
+    query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, ctx: CascadeContext, layer: int
+) -> torch.Tensor:
+    """Softmax over ``[prefix | suffix]`` of the pre-scaled ``query`` ``[B, Hq, T, d]``; ``[B, T, Hq, d]``."""
     B, Hq, T, d = query.shape
-    query = query * scaling  # scaled once here, not every score
     out2, m2, s2 = _suffix_part(query, key, value, ctx.mask)
     if len(ctx.blocks) == 1 and ctx.blocks[0].in_order:
         out1, m1, s1 = _prefix_part(query, ctx.blocks[0], layer)
@@ -151,7 +202,7 @@ def cascade_attention(
     w1, w2 = torch.exp(m1 - m), torch.exp(m2 - m)
     denom = (s1 * w1 + s2 * w2).clamp_min(torch.finfo(torch.float32).tiny)[..., None]
     out = (out1.float() * w1[..., None] + out2.float() * w2[..., None]) / denom
-    return out.to(query.dtype).transpose(1, 2).contiguous(), None
+    return out.to(query.dtype).transpose(1, 2).contiguous()
 
 
 def supported(llm: Any) -> bool:

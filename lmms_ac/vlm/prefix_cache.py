@@ -157,6 +157,13 @@ def suffix_cache(template: Sequence[Tuple[torch.Tensor, torch.Tensor]], batch: i
     return cache
 
 
+def set_packing(cache: Any, packing: Optional[Any]) -> None:
+    """Make a ``suffix_cache``'s layers scatter the next forward's packed keys/values (``cascade.Packing``) into
+    their padded layout; None: append as usual."""
+    for layer in cache.layers:
+        layer.packing = packing
+
+
 def per_layer_caches() -> bool:
     """Whether this transformers' ``DynamicCache`` has per-layer objects (what ``suffix_cache`` needs)."""
     from transformers import DynamicCache
@@ -180,16 +187,23 @@ def _reserved_layer_class():
             self.keys, self.values = kb[:, :, : self._n], vb[:, :, : self._n]
             self.is_initialized = True
             self.device = kb.device
+            self.packing = None  # a cascade.Packing while a packed forward runs: scatter, don't append
 
         def update(self, key_states, value_states, *args, **kwargs):
-            n = key_states.shape[-2]
+            packing = self.packing
+            n = key_states.shape[-2] if packing is None else packing.width
             if self._n + n > self._kb.shape[-2]:  # out of room: double it
                 grow = max(n, self._kb.shape[-2])
                 kb = torch.cat([self._kb, self._kb.new_empty(*self._kb.shape[:2], grow, self._kb.shape[-1])], dim=2)
                 vb = torch.cat([self._vb, self._vb.new_empty(*self._vb.shape[:2], grow, self._vb.shape[-1])], dim=2)
                 self._kb, self._vb = kb, vb
-            self._kb[:, :, self._n : self._n + n] = key_states
-            self._vb[:, :, self._n : self._n + n] = value_states
+            if packing is None:
+                self._kb[:, :, self._n : self._n + n] = key_states
+                self._vb[:, :, self._n : self._n + n] = value_states
+            else:  # [1, H, N, d] packed -> each token's (row, column) of the padded layout; pads stay as they were
+                cols = packing.cols + self._n
+                self._kb[packing.rows, :, cols] = key_states[0].transpose(0, 1)
+                self._vb[packing.rows, :, cols] = value_states[0].transpose(0, 1)
             self._n += n
             self.keys, self.values = self._kb[:, :, : self._n], self._vb[:, :, : self._n]
             return self.keys, self.values

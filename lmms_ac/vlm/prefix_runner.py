@@ -47,6 +47,7 @@ from lmms_ac.vlm.prefix_cache import (
     image_key,
     kv_tensors,
     per_layer_caches,
+    set_packing,
     suffix_cache,
     unsupported_reason,
 )
@@ -104,6 +105,8 @@ class SharingStats:
     prefix_hits: int = 0  # rows served by a prefix computed for another row or an earlier batch
     prefill_positions: int = 0  # positions run through the LLM before the first new token (padding included)
     prefill_tokens: int = 0  # of which real tokens
+    suffix_tokens: int = 0  # of which the rows' own suffixes
+    full_tokens: int = 0  # the tokens the same rows would prefill without sharing (each prefix + suffix)
 
     def as_dict(self) -> Dict[str, int]:
         return dict(self.__dict__)
@@ -116,8 +119,11 @@ class PrefixRunner:
     batch (the scheduler's bound; every question about an image when they fit); ``prefill_batch``: most
     prefixes per prefill forward. ``times``: attach a ``PhaseTimes`` to time the phases."""
 
-    def __init__(self, vlm: Any, max_prefixes: int = 4, max_rows: int = 64, prefill_batch: int = 8):
+    def __init__(
+        self, vlm: Any, max_prefixes: int = 4, max_rows: int = 64, prefill_batch: int = 8, pack_suffixes: bool = True
+    ):
         self.vlm = vlm
+        self.pack_suffixes = pack_suffixes  # with cascade attention: suffix prefill without pad positions
         self.prefixes: BoundedCache[PrefixEntry] = BoundedCache(max_prefixes)
         self.images: BoundedCache[torch.Tensor] = BoundedCache(max(max_prefixes, 1))
         self.stats = SharingStats()
@@ -308,9 +314,11 @@ class PrefixRunner:
     def _suffix_pass(self, rows: Sequence[Row], padding_side: str, keep_last: bool, reserve: int = 0) -> "_Pass":
         """Prefixes (cached or computed) + one forward over the suffixes."""
         embeds, prefix = self._embed(rows)
+        self.stats.full_tokens += sum(len(e) for e in embeds)
         entries = self._resolve_prefixes(rows, embeds, prefix)
         prefix = [e.length if e is not None else 0 for e in entries]
         suffixes = [emb[p:] for emb, p in zip(embeds, prefix)]
+        self.stats.suffix_tokens += sum(len(s) for s in suffixes)
         with maybe_phase(self.times, "suffix prefill"):
             return self._on_prefixes(entries, suffixes, padding_side, keep_last, reserve)
 
@@ -327,6 +335,9 @@ class PrefixRunner:
         B, D = len(suffixes), suffixes[0].shape[-1]
         device = suffixes[0].device
         ls = max(len(s) for s in suffixes)
+        use_cascade = self.cascade and any(e is not None for e in entries)
+        if use_cascade and self.pack_suffixes and min(len(s) for s in suffixes) > 0:
+            return self._on_prefixes_packed(entries, suffixes, padding_side, keep_last, reserve)
         x = self._pad_embedding().expand(B, ls, D).clone()
         valid = torch.zeros(B, ls + reserve, dtype=torch.bool, device=device)  # real suffix/answer positions
         position_ids = torch.zeros(B, ls, dtype=torch.long, device=device)
@@ -336,7 +347,6 @@ class PrefixRunner:
             valid[b, sl] = True
             position_ids[b, sl] = torch.arange(p, p + len(s), device=device)
         valid[:, ls:] = True
-        use_cascade = self.cascade and any(e is not None for e in entries)
         if use_cascade:
             template = next(e for e in entries if e is not None).kv
             run = _Pass(self, suffix_cache(template, B, ls + reserve), valid, ls, prefix, suffixes)
@@ -351,6 +361,35 @@ class PrefixRunner:
         self.stats.prefill_positions += B * ls
         self.stats.prefill_tokens += sum(len(s) for s in suffixes)
         run.last = torch.tensor([p + len(s) - 1 for p, s in zip(prefix, suffixes)], device=device)
+        return run
+
+    def _on_prefixes_packed(
+        self,
+        entries: Sequence[Optional[PrefixEntry]],
+        suffixes: Sequence[torch.Tensor],
+        padding_side: str,
+        keep_last: bool,
+        reserve: int,
+    ) -> "_Pass":
+        """``_on_prefixes`` with cascade attention and the suffixes packed into one sequence: no pad
+        position goes through the LLM; the cache and the attention see the usual padded layout."""
+        prefix = [e.length if e is not None else 0 for e in entries]
+        B, device = len(suffixes), suffixes[0].device
+        lengths = [len(s) for s in suffixes]
+        ls = max(lengths)
+        packing = cascade.Packing.of(lengths, ls, padding_side, device)
+        x = torch.cat(list(suffixes))[None]
+        position_ids = torch.cat([torch.arange(p, p + n, device=device) for p, n in zip(prefix, lengths)])[None]
+        valid = torch.zeros(B, ls + reserve, dtype=torch.bool, device=device)
+        valid[packing.rows, packing.cols] = True
+        valid[:, ls:] = True
+        template = next(e for e in entries if e is not None).kv
+        run = _Pass(self, suffix_cache(template, B, ls + reserve), valid, ls, prefix, suffixes)
+        run.context = cascade.CascadeContext(B, cascade.build_blocks(entries, device))
+        run.logits = run.forward(x, position_ids, keep_last, packing)
+        self.stats.prefill_positions += int(x.shape[1])
+        self.stats.prefill_tokens += int(x.shape[1])
+        run.last = torch.tensor([p + n - 1 for p, n in zip(prefix, lengths)], device=device)
         return run
 
     # ------------------------------------------------------------------ public API
@@ -434,25 +473,47 @@ class _Pass:
         self.logits: Optional[torch.Tensor] = None
         self.last: Optional[torch.Tensor] = None
 
-    def forward(self, x: torch.Tensor, position_ids: torch.Tensor, keep_last: bool) -> torch.Tensor:
-        runner, T = self.runner, x.shape[1]
+    def forward(
+        self, x: torch.Tensor, position_ids: torch.Tensor, keep_last: bool, packing: Optional[cascade.Packing] = None
+    ) -> torch.Tensor:
+        """Logits ``[B, T, V]`` (``[B, 1, V]`` with ``keep_last``); ``packing``: ``x`` is ``[1, N, D]``, the rows'
+        tokens one after the other (cascade attention only), and the logits come back padded."""
+        runner = self.runner
+        T = x.shape[1] if packing is None else packing.width
         end = self.filled + T
         kwargs = {runner.cache_arg: self.cache, "use_cache": True}
         if keep_last and runner.keep_logits:
-            kwargs["logits_to_keep"] = 1
+            kwargs["logits_to_keep"] = 1 if packing is None else packing.last
+        if packing is not None:
+            logits = self._cascade_forward(x, position_ids, kwargs, T, packing)[0]  # [N or B, V]
+            self.filled = end
+            return logits[:, None] if keep_last and runner.keep_logits else packing.unpack(logits, self.context.batch)
         if self.context is None:
             mask = self.valid[:, :end].long()
-            out = runner.vlm.llm(inputs_embeds=x, attention_mask=mask, position_ids=position_ids, **kwargs)
+            out = runner.vlm.llm(inputs_embeds=x, attention_mask=mask, position_ids=position_ids, **kwargs).logits
         else:
-            keys = torch.arange(end, device=x.device)
-            queries = torch.arange(self.filled, end, device=x.device)
-            causal = keys[None, :] <= queries[:, None]  # [T, end]
-            self.context.mask = (self.valid[:, None, None, :end] & causal[None, None]).contiguous()
-            with cascade.use_cascade(runner.attention_configs):
-                out = runner.vlm.llm(
+            out = self._cascade_forward(x, position_ids, kwargs, T, None)
+        self.filled = end
+        return out
+
+    def _cascade_forward(
+        self, x: torch.Tensor, position_ids: torch.Tensor, kwargs: Dict[str, Any], T: int, packing
+    ) -> torch.Tensor:
+        end = self.filled + T
+        keys = torch.arange(end, device=x.device)
+        queries = torch.arange(self.filled, end, device=x.device)
+        causal = keys[None, :] <= queries[:, None]  # [T, end]
+        self.context.mask = (self.valid[:, None, None, :end] & causal[None, None]).contiguous()
+        self.context.packing = packing
+        set_packing(self.cache, packing)
+        try:
+            with cascade.use_cascade(self.runner.attention_configs):
+                out = self.runner.vlm.llm(
                     inputs_embeds=x, position_ids=position_ids, **kwargs, **{cascade.KWARG: self.context}
                 )
-        self.filled = end
+        finally:
+            self.context.packing = None
+            set_packing(self.cache, None)
         return out.logits
 
 
