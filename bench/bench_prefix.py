@@ -95,7 +95,7 @@ def in_process(args, ckpt: str, work: str) -> None:
         models["llava_hf"] = load_model("llava_hf", ckpt, 1)
     print(
         f"{'q/img':>5s} {'cap':>3s} {'reqs':>4s} {'off docs/s':>10s} {'on docs/s':>9s} {'hf docs/s':>9s} "
-        f"{'on/off':>7s} {'on/hf':>7s}  goal"
+        f"{'on/off':>7s} {'on/hf':>7s} {'tokens':>8s}  goal"
     )
     verdicts = []
     for per_image in args.per_image:
@@ -114,8 +114,14 @@ def in_process(args, ckpt: str, work: str) -> None:
             outputs = {}
             for r in range(args.repeats):
                 for name in names[r % len(names) :] + names[: r % len(names)]:
+                    before = models[name].prefix_runner.stats.as_dict() if name == "on" else None
                     took, outputs[name] = timed(models[name], requests[name], cap)
                     seconds[name].append(took)
+                    if before is not None:
+                        after = models[name].prefix_runner.stats.as_dict()
+                        token_ratio = (after["full_tokens"] - before["full_tokens"]) / max(
+                            1, after["prefill_tokens"] - before["prefill_tokens"]
+                        )
             if outputs["on"] != outputs["off"]:
                 raise SystemExit(f"{per_image} q/image, cap {cap}: outputs differ between prefix_sharing on and off")
             rate = {name: n / statistics.median(s) for name, s in seconds.items()}
@@ -127,11 +133,15 @@ def in_process(args, ckpt: str, work: str) -> None:
             vs_hf = f"{rate['on'] / hf:6.2f}x" if hf else f"{'-':>7s}"
             print(
                 f"{per_image:5d} {cap:3d} {n:4d} {rate['off']:10.2f} {rate['on']:9.2f} {hf_rate} "
-                f"{ratio:6.2f}x {vs_hf}  {met}",
+                f"{ratio:6.2f}x {vs_hf} {token_ratio:7.2f}x  {met}",
                 flush=True,
             )
             if goal is not None and cap <= 4:
                 verdicts.append(ratio >= goal)
+    print(
+        "tokens: prefill tokens without sharing / with it (every prefix + suffix against each distinct prefix once + "
+        "every suffix), the on/off ratio if time went by prefill tokens alone"
+    )
     print(
         f"in-process, start-up off, median of {args.repeats} interleaved rounds; outputs on == off in every cell; "
         f"goal (on/off at answers <= 4 tokens): {'met' if verdicts and all(verdicts) else 'NOT met'} "
