@@ -63,6 +63,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--image-tokens", type=int, default=256, help="visual tokens per image (a square number)")
     parser.add_argument("--llm-layers", type=int, default=8)
     parser.add_argument("--llm-hidden", type=int, default=512)
+    parser.add_argument("--llm-kv-heads", type=int, help="key/value heads (default: one per head)")
     parser.add_argument("--question-set", choices=QUESTION_SETS, default="mme")
     parser.add_argument(
         "--architecture", choices=ARCHITECTURES, default="llava", help="llava (1.5, one view) or llava_next (tiles)"
@@ -223,11 +224,17 @@ def main(argv=None) -> None:
     torch.set_num_threads(args.threads)
     work = tempfile.mkdtemp(prefix="bench_prefix_")
     ckpt, llm_params = make_checkpoint(
-        os.path.join(work, "ckpt"), args.image_tokens, args.llm_layers, args.llm_hidden, args.architecture
+        os.path.join(work, "ckpt"),
+        args.image_tokens,
+        args.llm_layers,
+        args.llm_hidden,
+        args.architecture,
+        args.llm_kv_heads,
     )
     print(
         f"checkpoint: {args.architecture}, CLIP-like ViT ({args.image_tokens} image tokens per view) + Llama "
-        f"{args.llm_layers}x{args.llm_hidden} "
+        f"{args.llm_layers}x{args.llm_hidden}"
+        f"{'' if args.llm_kv_heads is None else f' ({args.llm_kv_heads} KV heads)'} "
         f"({llm_params / 1e6:.1f}M params), float32, CPU x{args.threads} thread(s); questions: {args.question_set}; "
         f"lmms_ac_llava batch {args.batch}, llava_hf batch 1"
     )

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -44,10 +44,16 @@ ARCHITECTURES = ("llava", "llava_next")
 
 
 def make_checkpoint(
-    directory: str, image_tokens: int = 256, llm_layers: int = 8, llm_hidden: int = 512, architecture: str = "llava"
+    directory: str,
+    image_tokens: int = 256,
+    llm_layers: int = 8,
+    llm_hidden: int = 512,
+    architecture: str = "llava",
+    llm_kv_heads: Optional[int] = None,
 ) -> Tuple[str, int]:
     """Write the checkpoint; returns (directory, LLM parameters). ``llava_next``: LLaVA-NeXT's anyres tiling with
-    the released pinpoints scaled to the tower (base view + up to 2 x 2 tiles, ``image_tokens`` each)."""
+    the released pinpoints scaled to the tower (base view + up to 2 x 2 tiles, ``image_tokens`` each).
+    ``llm_kv_heads``: key/value heads (grouped-query attention, as Mistral/Qwen2); default one per head."""
     import torch
     from transformers import (
         CLIPImageProcessor,
@@ -85,13 +91,16 @@ def make_checkpoint(
         projection_dim=256,
     )
     heads = max(1, llm_hidden // 64)
+    kv_heads = heads if llm_kv_heads is None else int(llm_kv_heads)
+    if kv_heads < 1 or heads % kv_heads:
+        raise SystemExit(f"--llm-kv-heads must divide the {heads} attention heads (hidden / 64), got {kv_heads}")
     text = LlamaConfig(
         vocab_size=len(tokenizer),
         hidden_size=llm_hidden,
         intermediate_size=int(llm_hidden * 2.75),
         num_hidden_layers=llm_layers,
         num_attention_heads=heads,
-        num_key_value_heads=heads,
+        num_key_value_heads=kv_heads,
         max_position_embeddings=4096,
         tie_word_embeddings=False,
         bos_token_id=1,

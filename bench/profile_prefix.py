@@ -64,6 +64,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--image-tokens", type=int, default=256)
     p.add_argument("--llm-layers", type=int, default=8)
     p.add_argument("--llm-hidden", type=int, default=512)
+    p.add_argument("--llm-kv-heads", type=int, help="key/value heads (default: one per head)")
     p.add_argument("--question-set", choices=prefix_fixture.QUESTION_SETS, default="mme")
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--threads", type=int, default=1)
@@ -110,7 +111,11 @@ def main() -> None:
 
         work = tempfile.mkdtemp(prefix="profile_prefix_")
         _, llm_params = prefix_fixture.make_checkpoint(
-            os.path.join(work, "ckpt"), args.image_tokens, args.llm_layers, args.llm_hidden
+            os.path.join(work, "ckpt"),
+            args.image_tokens,
+            args.llm_layers,
+            args.llm_hidden,
+            llm_kv_heads=args.llm_kv_heads,
         )
         prefix_fixture.write_mirror(os.path.join(work, "mirror"), args.question_set, n_images, args.per_image)
         env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), LLM_PARAMS=str(llm_params))
@@ -145,7 +150,8 @@ def main() -> None:
         raise SystemExit("outputs differ between prefix sharing on and off")
 
     print(
-        f"checkpoint: {args.image_tokens} image tokens, Llama {args.llm_layers}x{args.llm_hidden} "
+        f"checkpoint: {args.image_tokens} image tokens, Llama {args.llm_layers}x{args.llm_hidden}"
+        f"{'' if args.llm_kv_heads is None else f' ({args.llm_kv_heads} KV heads)'} "
         f"({llm_params / 1e6:.1f}M), CPU x{args.threads}; {n} requests ({n_images} images x {args.per_image} "
         f"questions, {args.question_set}), answers {args.cap} tokens, batch {args.batch}"
     )
