@@ -5,8 +5,10 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
+import pytest
 import torch
 
+from lmms_ac.vlm import cascade
 from lmms_ac.vlm.cascade import CascadeContext, Packing, build_blocks, cascade_attention
 
 
@@ -32,7 +34,27 @@ def _reference(q, prefix_kv, k, v, mask, scaling):
     return out
 
 
-def test_cascade_matches_attention_over_prefix_and_suffix():
+@pytest.fixture(params=["fused", "matmul"])
+def prefix_kernel(request, monkeypatch):
+    """Both ways of the prefix part: torch's fused CPU kernel (taken on CPU) and the matmul path (other devices)."""
+    if request.param == "matmul":
+        monkeypatch.setattr(cascade, "fused_cpu_attention", lambda q, k, v: None)
+    else:
+        q, k = torch.randn(1, 1, 3, 4), torch.randn(1, 1, 5, 4)
+        assert cascade.fused_cpu_attention(q, k, k) is not None, "this torch has no fused CPU attention kernel"
+    return request.param
+
+
+def test_fused_kernel_returns_the_log_sum_exp():
+    torch.manual_seed(2)
+    q, k, v = torch.randn(2, 3, 7, 8), torch.randn(2, 3, 11, 8), torch.randn(2, 3, 11, 8)
+    out, lse = cascade.fused_cpu_attention(q, k, v)
+    scores = q @ k.transpose(-1, -2)  # queries arrive pre-scaled: no further scaling
+    torch.testing.assert_close(lse, torch.logsumexp(scores, -1), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(out, torch.softmax(scores, -1) @ v, rtol=1e-5, atol=1e-5)
+
+
+def test_cascade_matches_attention_over_prefix_and_suffix(prefix_kernel):
     torch.manual_seed(0)
     Hq, Hkv, d, T, S = 4, 2, 8, 3, 5
     shared, other = _entry(7, Hkv, d), _entry(7, Hkv, d)
@@ -62,7 +84,7 @@ def test_one_group_in_order_is_a_view_of_the_prefix():
     assert block.in_order and block.kv[0][0].data_ptr() == e.kv[0][0].data_ptr()  # no copy per question
 
 
-def test_half_precision_stays_close():
+def test_half_precision_stays_close(prefix_kernel):
     torch.manual_seed(1)
     Hq, Hkv, d, T, S = 4, 4, 8, 2, 3
     e = _entry(9, Hkv, d)
@@ -91,7 +113,7 @@ def test_packing_layout():
     assert padded[..., 0].tolist() == [[0, 0, 1], [2, 3, 4], [0, 0, 5]]
 
 
-def test_packed_queries_equal_padded_ones():
+def test_packed_queries_equal_padded_ones(prefix_kernel):
     """A packed forward's queries ``[1, Hq, N, d]`` attend exactly as the same queries laid out padded."""
     torch.manual_seed(1)
     Hq, Hkv, d, S = 4, 2, 8, 5

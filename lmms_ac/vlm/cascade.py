@@ -125,8 +125,27 @@ def _weighted_values(e: torch.Tensor, total: torch.Tensor, v: torch.Tensor) -> t
     return torch.matmul(normalised, v).float() * total[..., None]
 
 
+def fused_cpu_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor
+) -> Optional[Tuple[torch.Tensor, torch.Tensor]]:
+    """(softmax-normalised output, log-sum-exp of the scores) of unmasked attention of pre-scaled ``q`` over
+    ``k``/``v`` (``[..., L, d]``, ``[..., P, d]``) from torch's fused CPU kernel, the one
+    ``scaled_dot_product_attention`` runs on CPU; None where it does not apply (another device, a torch
+    without it). The merge with the suffix part needs the log-sum-exp, which the public
+    ``scaled_dot_product_attention`` does not return."""
+    kernel = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
+    if kernel is None or q.device.type != "cpu" or q.dtype not in (torch.float32, torch.bfloat16, torch.float16):
+        return None
+    try:
+        out, lse = kernel(q, k, v, 0.0, False, scale=1.0)
+    except (RuntimeError, TypeError):  # an unsupported shape or dtype on this build
+        return None
+    return out.float(), lse.float()
+
+
 def _prefix_part(query: torch.Tensor, block: PrefixBlock, layer: int):
-    """Unnormalised output, max and sum of each query's softmax over its prefix (queries pre-scaled)."""
+    """Unnormalised output, max and sum of each query's softmax over its prefix (queries pre-scaled); from the
+    fused CPU kernel the output comes normalised, with the log-sum-exp as max and a sum of 1."""
     k, v = block.kv[layer]
     G, Hkv, _, d = k.shape
     _, Hq, T, _ = query.shape
@@ -134,8 +153,13 @@ def _prefix_part(query: torch.Tensor, block: PrefixBlock, layer: int):
     q = query if block.in_order else query.index_select(0, block.rows)
     # every query of a group (its rows x the heads sharing one KV head x positions) against one prefix
     q = q.reshape(G, n, Hkv, rep, T, d).permute(0, 2, 1, 3, 4, 5).reshape(G, Hkv, n * rep * T, d)
-    e, m, total = _softmax_parts(torch.matmul(q, k.transpose(-1, -2)).float())
-    out = _weighted_values(e, total, v)
+    fused = fused_cpu_attention(q, k, v)
+    if fused is not None:
+        out, m = fused
+        total = torch.ones_like(m)
+    else:
+        e, m, total = _softmax_parts(torch.matmul(q, k.transpose(-1, -2)).float())
+        out = _weighted_values(e, total, v)
     out = out.reshape(G, Hkv, n, rep, T, d).permute(0, 2, 1, 3, 4, 5).reshape(G * n, Hq, T, d)
 
     def rows(x: torch.Tensor) -> torch.Tensor:
