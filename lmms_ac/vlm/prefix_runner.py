@@ -11,9 +11,10 @@ A batch of rows (input ids + images + hooks + the prefix length the scheduler ga
    together (left-padded) and their per-layer keys/values stored unpadded;
 4. **suffixes** - with cascade attention (``cascade.py``; any LLM whose attention goes through
    transformers' ``AttentionInterface``) each prefix's keys/values stay one tensor that every row of
-   its group attends to as a broadcast view, and the batch's cache holds the suffixes only
-   (preallocated for the answer); otherwise a ``DynamicCache`` is assembled per batch (each row's
-   prefix copied, left-padded to the longest) with a 2D mask over ``[prefix pad | prefix | suffix]``.
+   its group attends to as a broadcast view, the suffixes run packed into one sequence (no pad
+   position through the LLM), and the batch's cache holds the suffixes only (preallocated for the
+   answer); otherwise a ``DynamicCache`` is assembled per batch (each row's prefix copied,
+   left-padded to the longest) with a 2D mask over ``[prefix pad | prefix | suffix]``.
    Either way the suffixes run with explicit position ids ``prefix_len + 0, 1, ...``; greedy decoding
    then continues token by token (as transformers' ``generate`` does; each unfinished row's stop
    strings checked on its own tail), or the suffix logits are scored.
@@ -330,22 +331,23 @@ class PrefixRunner:
         keep_last: bool,
         reserve: int,
     ) -> "_Pass":
-        """One forward of each row's ``suffixes`` on top of its prefix entry (None: no prefix)."""
+        """One forward of each row's ``suffixes`` on top of its prefix entry (None: no prefix). With cascade
+        attention the suffixes go through the LLM packed into one sequence (no pad position); the cache and
+        the attention see the padded layout either way."""
         prefix = [e.length if e is not None else 0 for e in entries]
-        B, D = len(suffixes), suffixes[0].shape[-1]
-        device = suffixes[0].device
+        B, device = len(suffixes), suffixes[0].device
         ls = max(len(s) for s in suffixes)
         use_cascade = self.cascade and any(e is not None for e in entries)
+        packing = None
         if use_cascade and self.pack_suffixes and min(len(s) for s in suffixes) > 0:
-            return self._on_prefixes_packed(entries, suffixes, padding_side, keep_last, reserve)
-        x = self._pad_embedding().expand(B, ls, D).clone()
-        valid = torch.zeros(B, ls + reserve, dtype=torch.bool, device=device)  # real suffix/answer positions
-        position_ids = torch.zeros(B, ls, dtype=torch.long, device=device)
-        for b, (s, p) in enumerate(zip(suffixes, prefix)):
-            sl = slice(ls - len(s), ls) if padding_side == "left" else slice(0, len(s))
-            x[b, sl] = s
-            valid[b, sl] = True
-            position_ids[b, sl] = torch.arange(p, p + len(s), device=device)
+            packing = cascade.Packing.of([len(s) for s in suffixes], ls, padding_side, device)
+            x = torch.cat(list(suffixes))[None]
+            position_ids = torch.cat([torch.arange(p, p + len(s), device=device) for p, s in zip(prefix, suffixes)])
+            position_ids = position_ids[None]
+            valid = torch.zeros(B, ls + reserve, dtype=torch.bool, device=device)  # real suffix/answer positions
+            valid[packing.rows, packing.cols] = True
+        else:
+            x, position_ids, valid = self._padded(suffixes, prefix, ls, padding_side, reserve)
         valid[:, ls:] = True
         if use_cascade:
             template = next(e for e in entries if e is not None).kv
@@ -357,40 +359,26 @@ class PrefixRunner:
             for b, p in enumerate(prefix):
                 prefix_mask[b, lp - p :] = True
             run = _Pass(self, cache, torch.cat([prefix_mask, valid], dim=-1), lp + ls, prefix, suffixes)
-        run.logits = run.forward(x, position_ids, keep_last)
-        self.stats.prefill_positions += B * ls
+        run.logits = run.forward(x, position_ids, keep_last, packing)
+        self.stats.prefill_positions += int(x.shape[0] * x.shape[1])
         self.stats.prefill_tokens += sum(len(s) for s in suffixes)
         run.last = torch.tensor([p + len(s) - 1 for p, s in zip(prefix, suffixes)], device=device)
         return run
 
-    def _on_prefixes_packed(
-        self,
-        entries: Sequence[Optional[PrefixEntry]],
-        suffixes: Sequence[torch.Tensor],
-        padding_side: str,
-        keep_last: bool,
-        reserve: int,
-    ) -> "_Pass":
-        """``_on_prefixes`` with cascade attention and the suffixes packed into one sequence: no pad
-        position goes through the LLM; the cache and the attention see the usual padded layout."""
-        prefix = [e.length if e is not None else 0 for e in entries]
-        B, device = len(suffixes), suffixes[0].device
-        lengths = [len(s) for s in suffixes]
-        ls = max(lengths)
-        packing = cascade.Packing.of(lengths, ls, padding_side, device)
-        x = torch.cat(list(suffixes))[None]
-        position_ids = torch.cat([torch.arange(p, p + n, device=device) for p, n in zip(prefix, lengths)])[None]
+    def _padded(
+        self, suffixes: Sequence[torch.Tensor], prefix: Sequence[int], ls: int, padding_side: str, reserve: int
+    ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The suffixes padded to ``ls`` on ``padding_side``: embeddings, position ids and the real positions."""
+        B, D, device = len(suffixes), suffixes[0].shape[-1], suffixes[0].device
+        x = self._pad_embedding().expand(B, ls, D).clone()
         valid = torch.zeros(B, ls + reserve, dtype=torch.bool, device=device)
-        valid[packing.rows, packing.cols] = True
-        valid[:, ls:] = True
-        template = next(e for e in entries if e is not None).kv
-        run = _Pass(self, suffix_cache(template, B, ls + reserve), valid, ls, prefix, suffixes)
-        run.context = cascade.CascadeContext(B, cascade.build_blocks(entries, device))
-        run.logits = run.forward(x, position_ids, keep_last, packing)
-        self.stats.prefill_positions += int(x.shape[1])
-        self.stats.prefill_tokens += int(x.shape[1])
-        run.last = torch.tensor([p + n - 1 for p, n in zip(prefix, lengths)], device=device)
-        return run
+        position_ids = torch.zeros(B, ls, dtype=torch.long, device=device)
+        for b, (s, p) in enumerate(zip(suffixes, prefix)):
+            sl = slice(ls - len(s), ls) if padding_side == "left" else slice(0, len(s))
+            x[b, sl] = s
+            valid[b, sl] = True
+            position_ids[b, sl] = torch.arange(p, p + len(s), device=device)
+        return x, position_ids, valid
 
     # ------------------------------------------------------------------ public API
     @torch.no_grad()
