@@ -49,7 +49,6 @@ class Packing:
     cols: torch.Tensor  # [N]
     width: int
     last: torch.Tensor  # [B] packed index of each row's last token
-    starts: List[int]  # packed index of each row's first token
 
     @classmethod
     def of(cls, lengths: Sequence[int], width: int, side: str, device: torch.device) -> "Packing":
@@ -63,7 +62,7 @@ class Packing:
             at += n
         last = [s + n - 1 for s, n in zip(starts, lengths)]
         as_tensor = functools.partial(torch.tensor, dtype=torch.long, device=device)
-        return cls(as_tensor(rows), as_tensor(cols), int(width), as_tensor(last), starts)
+        return cls(as_tensor(rows), as_tensor(cols), int(width), as_tensor(last))
 
     def unpack(self, packed: torch.Tensor, batch: int) -> torch.Tensor:
         """``[N, *rest]`` -> ``[batch, width, *rest]``, zeros at the pad positions."""
