@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from lmms_ac.vlm.prompts import build_prompt
-from tiled_requests import build_tiny_tiled, generate_requests, loglikelihood_requests, tiny_model
+from tiny_requests import build_tiny_tiled, generate_requests, loglikelihood_requests, tiny_model
 
 QUESTIONS = [
     "Is there a dog in this image?",

@@ -9,6 +9,7 @@ from lmms_eval.api.instance import Instance
 
 from lmms_ac.models.lmms_ac_llava import LmmsAcLlava
 from lmms_ac.testing.prefix_data import mme_many_questions
+from tiny_requests import generate_requests, loglikelihood_requests, single_image
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -53,37 +54,13 @@ def make(llava_hf_dir):
     _MODELS.clear()
 
 
-def _visual(doc):
-    return [doc["image"]]
-
-
 def gen_requests(task: str, order=None, max_new_tokens: int = 6):
-    docs = DATASETS[task]
-    order = range(len(docs)) if order is None else order
-    return [
-        Instance(
-            "generate_until",
-            (docs[i]["question"], {"max_new_tokens": max_new_tokens, "until": ["\n\n"]}, _visual, i, task, "test"),
-            idx=0,
-            metadata={"task": task, "doc_id": i, "repeats": 1},
-        )
-        for i in order
-    ]
+    return generate_requests(DATASETS[task], max_new_tokens, task=task, order=order)
 
 
 def ll_requests(task: str):
-    docs = DATASETS[task]
     # each question scored with both answers: the pairs share their whole context
-    return [
-        Instance(
-            "loglikelihood",
-            (d["question"], ans, _visual, i, task, "test"),
-            idx=0,
-            metadata={"task": task, "doc_id": i, "repeats": 1},
-        )
-        for i, d in enumerate(docs)
-        for ans in ("Yes", "No")
-    ]
+    return loglikelihood_requests(DATASETS[task], task=task)
 
 
 @pytest.mark.parametrize("task", ["2q", "20q"])
@@ -158,7 +135,14 @@ def test_sampling_falls_back_and_the_caches_stay_bounded(make):
     reqs = [
         Instance(
             "generate_until",
-            (d["question"], {"max_new_tokens": 3, "do_sample": True, "temperature": 0.7}, _visual, i, "2q", "test"),
+            (
+                d["question"],
+                {"max_new_tokens": 3, "do_sample": True, "temperature": 0.7},
+                single_image,
+                i,
+                "2q",
+                "test",
+            ),
             idx=0,
             metadata={"task": "2q", "doc_id": i, "repeats": 1},
         )
@@ -341,7 +325,7 @@ def test_rows_stop_at_their_own_stop_strings(make, stops):
         return [
             Instance(
                 "generate_until",
-                (d["question"], {"max_new_tokens": 8, "until": stops}, _visual, i, "20q", "test"),
+                (d["question"], {"max_new_tokens": 8, "until": stops}, single_image, i, "20q", "test"),
                 idx=0,
                 metadata={"task": "20q", "doc_id": i, "repeats": 1},
             )

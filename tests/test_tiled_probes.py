@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from tiled_requests import build_tiny_tiled, generate_requests, loglikelihood_requests, tiny_model
+from tiny_requests import build_tiny_tiled, generate_requests, loglikelihood_requests, tiny_model
 
 QUESTIONS = ["Is there a dog in this image?", "What color is the car?", "How many people are there?", "Describe it."]
 # square (4 full tiles), wide, tall, and (200, 160): 2 x 2 tiles on NeXT, pooled by OneVision

@@ -1,9 +1,9 @@
-"""Tiny llava-hf LLaVA-NeXT / LLaVA-OneVision checkpoints and lmms-eval requests on them, shared by the
-tiled-input tests (test_next_hf.py, test_tiled_probes.py)."""
+"""Tiny llava-hf LLaVA-NeXT / LLaVA-OneVision checkpoints (the tiled-input tests: test_next_hf.py,
+test_tiled_probes.py) and the lmms-eval requests those tests and test_prefix_sharing.py send."""
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, List, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from lmms_eval.api.instance import Instance
 
@@ -36,17 +36,22 @@ def tiny_model(checkpoint: str, docs: Sequence[Doc], share: bool, batch: int, ta
 
 
 def generate_requests(
-    docs: Sequence[Doc], max_new_tokens: int, visual: Callable[[Doc], List[Any]] = single_image, task: str = "nx"
+    docs: Sequence[Doc],
+    max_new_tokens: int,
+    visual: Callable[[Doc], List[Any]] = single_image,
+    task: str = "nx",
+    order: Optional[Sequence[int]] = None,
 ) -> List[Instance]:
-    """One ``generate_until`` request per doc (its question, answers capped, stopping at a blank line)."""
+    """One ``generate_until`` request per doc (its question, answers capped, stopping at a blank line), for
+    the doc ids in ``order`` (default: every doc, in order)."""
     return [
         Instance(
             "generate_until",
-            (doc["question"], {"max_new_tokens": max_new_tokens, "until": ["\n\n"]}, visual, i, task, "test"),
+            (docs[i]["question"], {"max_new_tokens": max_new_tokens, "until": ["\n\n"]}, visual, i, task, "test"),
             idx=0,
             metadata={"task": task, "doc_id": i, "repeats": 1},
         )
-        for i, doc in enumerate(docs)
+        for i in (range(len(docs)) if order is None else order)
     ]
 
 
