@@ -116,6 +116,27 @@ def test_llava_1_5_as_released_equals_the_llava_llama_twin(hub_cache):
     assert a.generate(prompts, images, max_new_tokens=6) == b.generate(prompts, images, max_new_tokens=6)
 
 
+@pytest.mark.parametrize("name", ORIGINAL)
+def test_shared_prefixes_change_nothing_on_original_layouts(hub_cache, name):
+    """Prefix sharing (packed suffixes, cascade attention) on checkpoints as released, SentencePiece prompts
+    and all: greedy text identical to sharing off, loglikelihoods to 1e-5, one prefill per image."""
+    from tiny_requests import generate_requests, loglikelihood_requests, tiny_model
+
+    from lmms_ac.testing.prefix_data import mme_many_questions
+
+    layout = hub_cache[name]
+    docs = mme_many_questions(2, 6)  # questions of different lengths: the packed suffixes differ in length
+    extra = {"model_base": layout["model_base"]} if layout.get("model_base") else {}
+    on = tiny_model(layout["checkpoint"], docs, True, 4, **extra)
+    off = tiny_model(layout["checkpoint"], docs, False, 4, **extra)
+    assert on.prefix_runner.cascade and on.prefix_runner.pack_suffixes
+    assert on.generate_until(generate_requests(docs, 5)) == off.generate_until(generate_requests(docs, 5))
+    assert on.prefix_runner.stats.prefixes_computed == 2
+    on_ll, off_ll = on.loglikelihood(loglikelihood_requests(docs)), off.loglikelihood(loglikelihood_requests(docs))
+    assert [g for _, g in on_ll] == [g for _, g in off_ll]
+    assert max(abs(a - b) for (a, _), (b, _) in zip(on_ll, off_ll)) <= 1e-5
+
+
 @pytest.mark.parametrize("name", list(LAYOUTS))
 def test_score_a_on_each_layout(hub_cache, name, tmp_path):
     from lmms_ac.scores.store import read_scores
