@@ -195,16 +195,16 @@ def cascade_attention(
     packing = ctx.packing
     if packing is not None:  # packed queries [1, Hq, N, d] -> padded [B, Hq, width, d] for the attention
         query = packing.unpack(query[0].transpose(0, 1), ctx.batch).transpose(1, 2)
-    out = _attend(query * scaling, key, value, ctx, module.layer_idx)  # scaled once here, not every score
-    if packing is not None:
+    out = _attend(query * scaling, key, value, ctx, module.layer_idx).transpose(1, 2)  # scaled once here
+    if packing is not None:  # the gather copies: no contiguous copy before it
         return out[packing.rows, packing.cols][None], None
-    return out, None
+    return out.contiguous(), None
 
 
 def _attend(
     query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, ctx: CascadeContext, layer: int
 ) -> torch.Tensor:
-    """Softmax over ``[prefix | suffix]`` of the pre-scaled ``query`` ``[B, Hq, T, d]``; ``[B, T, Hq, d]``."""
+    """Softmax over ``[prefix | suffix]`` of the pre-scaled ``query`` ``[B, Hq, T, d]``; ``[B, Hq, T, d]``."""
     B, Hq, T, d = query.shape
     out2, m2, s2 = _suffix_part(query, key, value, ctx.mask)
     if len(ctx.blocks) == 1 and ctx.blocks[0].in_order:
@@ -225,7 +225,7 @@ def _attend(
     w1, w2 = torch.exp(m1 - m), torch.exp(m2 - m)
     denom = (s1 * w1 + s2 * w2).clamp_min(torch.finfo(torch.float32).tiny)[..., None]
     out = (out1.float() * w1[..., None] + out2.float() * w2[..., None]) / denom
-    return out.to(query.dtype).transpose(1, 2).contiguous()
+    return out.to(query.dtype)
 
 
 def supported(llm: Any) -> bool:

@@ -467,27 +467,24 @@ class _Pass:
         """Logits ``[B, T, V]`` (``[B, 1, V]`` with ``keep_last``); ``packing``: ``x`` is ``[1, N, D]``, the rows'
         tokens one after the other (cascade attention only), and the logits come back padded."""
         runner = self.runner
-        T = x.shape[1] if packing is None else packing.width
-        end = self.filled + T
+        end = self.filled + (x.shape[1] if packing is None else packing.width)
         kwargs = {runner.cache_arg: self.cache, "use_cache": True}
         if keep_last and runner.keep_logits:
             kwargs["logits_to_keep"] = 1 if packing is None else packing.last
-        if packing is not None:
-            logits = self._cascade_forward(x, position_ids, kwargs, T, packing)[0]  # [N or B, V]
-            self.filled = end
-            return logits[:, None] if keep_last and runner.keep_logits else packing.unpack(logits, self.context.batch)
         if self.context is None:
             mask = self.valid[:, :end].long()
-            out = runner.vlm.llm(inputs_embeds=x, attention_mask=mask, position_ids=position_ids, **kwargs).logits
+            logits = runner.vlm.llm(inputs_embeds=x, attention_mask=mask, position_ids=position_ids, **kwargs).logits
         else:
-            out = self._cascade_forward(x, position_ids, kwargs, T, None)
+            logits = self._cascade_forward(x, position_ids, kwargs, end, packing)
         self.filled = end
-        return out
+        if packing is None:
+            return logits
+        # [1, B, V] (each row's last token) or [1, N, V] (every token) -> rows
+        return logits[0][:, None] if "logits_to_keep" in kwargs else packing.unpack(logits[0], self.context.batch)
 
     def _cascade_forward(
-        self, x: torch.Tensor, position_ids: torch.Tensor, kwargs: Dict[str, Any], T: int, packing
+        self, x: torch.Tensor, position_ids: torch.Tensor, kwargs: Dict[str, Any], end: int, packing
     ) -> torch.Tensor:
-        end = self.filled + T
         keys = torch.arange(end, device=x.device)
         queries = torch.arange(self.filled, end, device=x.device)
         causal = keys[None, :] <= queries[:, None]  # [T, end]
